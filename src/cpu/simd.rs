@@ -1,0 +1,230 @@
+//! Dot products and norms: AVX2+FMA kernels chosen at run time, and a portable scalar path
+//! that the tests force so it is exercised on machines that have AVX2 too.
+
+/// Which instruction set the streaming kernels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SimdLevel {
+    /// Portable Rust; the compiler may still vectorise it for the baseline target.
+    Scalar,
+    /// x86-64 AVX2 with fused multiply-add, detected at run time.
+    Avx2Fma,
+}
+
+impl SimdLevel {
+    /// The best level this CPU supports.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return SimdLevel::Avx2Fma;
+            }
+        }
+        SimdLevel::Scalar
+    }
+
+    /// A short name for reports ("avx2+fma", "scalar").
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Scalar => "scalar",
+            SimdLevel::Avx2Fma => "avx2+fma",
+        }
+    }
+}
+
+/// Sum of squares accumulated in f64 (used once per corpus row, so precision wins over speed).
+pub(crate) fn sum_squares_f64(v: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let mut chunks = v.chunks_exact(4);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += (x as f64) * (x as f64);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&x| (x as f64) * (x as f64)).sum();
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `out[q] = row · queries[q]` for every query, where `queries` holds `out.len()` rows of
+/// `row.len()` values back to back.
+///
+/// Queries are taken four at a time so one pass over `row` (the large, streamed operand)
+/// serves four dot products.
+#[inline]
+pub(crate) fn dots(level: SimdLevel, row: &[f32], queries: &[f32], out: &mut [f32]) {
+    let d = row.len();
+    debug_assert_eq!(queries.len(), d * out.len());
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2Fma` is only ever produced by `detect()` after the CPU reported both
+        // features, and the slice lengths are checked by `dots_avx2`'s own assertions.
+        SimdLevel::Avx2Fma => unsafe { avx2::dots(row, queries, out) },
+        _ => dots_scalar(row, queries, out),
+    }
+}
+
+fn dots_scalar(row: &[f32], queries: &[f32], out: &mut [f32]) {
+    let d = row.len();
+    for (q, o) in out.iter_mut().enumerate() {
+        *o = dot_scalar(row, &queries[q * d..(q + 1) * d]);
+    }
+}
+
+/// Eight independent partial sums so the loop is not one long dependency chain.
+pub(crate) fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        s = x.mul_add(*y, s);
+    }
+    s
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots(row: &[f32], queries: &[f32], out: &mut [f32]) {
+        let d = row.len();
+        assert_eq!(queries.len(), d * out.len(), "query block does not match output");
+        let mut q = 0;
+        while q + 4 <= out.len() {
+            let r = dot4(row, &queries[q * d..(q + 4) * d]);
+            out[q..q + 4].copy_from_slice(&r);
+            q += 4;
+        }
+        while q < out.len() {
+            out[q] = dot1(row, &queries[q * d..(q + 1) * d]);
+            q += 1;
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// One dot product with four accumulators (32 floats per iteration).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn dot1(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        assert_eq!(b.len(), n);
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY (all loads below): `i + 32 <= n` (or `i + 8 <= n`) and both slices have
+        // length `n`, so every 8-float unaligned load reads inside the slices.
+        while i + 32 <= n {
+            for (u, a_acc) in acc.iter_mut().enumerate() {
+                let o = i + 8 * u;
+                *a_acc = unsafe {
+                    _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(o)), _mm256_loadu_ps(pb.add(o)), *a_acc)
+                };
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            // SAFETY: see above.
+            acc[0] = unsafe {
+                _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0])
+            };
+            i += 8;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut s = hsum(v);
+        while i < n {
+            s = a[i].mul_add(b[i], s);
+            i += 1;
+        }
+        s
+    }
+
+    /// Four dot products of `row` against four consecutive query rows, two accumulators each,
+    /// so each 8-float piece of `row` is loaded once for four FMAs.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn dot4(row: &[f32], q: &[f32]) -> [f32; 4] {
+        let d = row.len();
+        assert_eq!(q.len(), 4 * d);
+        let pr = row.as_ptr();
+        let pq = [q.as_ptr(), q[d..].as_ptr(), q[2 * d..].as_ptr(), q[3 * d..].as_ptr()];
+        let mut a0 = [_mm256_setzero_ps(); 4];
+        let mut a1 = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY (all loads below): `row` has `d` values and each `pq[j]` starts a query row
+        // of `d` values inside `q`; loads cover `[i, i + 16)` or `[i, i + 8)` with that end
+        // at most `d`.
+        while i + 16 <= d {
+            let r0 = unsafe { _mm256_loadu_ps(pr.add(i)) };
+            let r1 = unsafe { _mm256_loadu_ps(pr.add(i + 8)) };
+            for j in 0..4 {
+                unsafe {
+                    a0[j] = _mm256_fmadd_ps(r0, _mm256_loadu_ps(pq[j].add(i)), a0[j]);
+                    a1[j] = _mm256_fmadd_ps(r1, _mm256_loadu_ps(pq[j].add(i + 8)), a1[j]);
+                }
+            }
+            i += 16;
+        }
+        while i + 8 <= d {
+            let r0 = unsafe { _mm256_loadu_ps(pr.add(i)) };
+            for j in 0..4 {
+                a0[j] = unsafe { _mm256_fmadd_ps(r0, _mm256_loadu_ps(pq[j].add(i)), a0[j]) };
+            }
+            i += 8;
+        }
+        let mut out = [0.0f32; 4];
+        for j in 0..4 {
+            let mut s = hsum(_mm256_add_ps(a0[j], a1[j]));
+            for t in i..d {
+                s = row[t].mul_add(q[j * d + t], s);
+            }
+            out[j] = s;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+    }
+
+    #[test]
+    fn every_level_matches_f64_on_awkward_lengths() {
+        let levels = [SimdLevel::Scalar, SimdLevel::detect()];
+        for d in [1usize, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 257, 768, 1001] {
+            for nq in 1..=9 {
+                let row = crate::data::random_vec(d, 1, 0);
+                let qs = crate::data::random_vec(d * nq, 2, 0);
+                for level in levels {
+                    let mut out = vec![0.0; nq];
+                    dots(level, &row, &qs, &mut out);
+                    for q in 0..nq {
+                        let r = reference(&row, &qs[q * d..(q + 1) * d]);
+                        let scale = (sum_squares_f64(&row) * sum_squares_f64(&qs[q * d..(q + 1) * d])).sqrt();
+                        assert!(((out[q] as f64) - r).abs() <= 1e-6 * scale, "{level:?} d={d} q={q}");
+                    }
+                }
+            }
+        }
+    }
+}

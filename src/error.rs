@@ -1,0 +1,85 @@
+//! The one public error type. Its variants are the same with and without a GPU.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in hybridvec.
+///
+/// Variants are structured so callers can match on the cause instead of parsing text.
+/// The enum is `#[non_exhaustive]`: the CUDA backend and the warm tier add variants.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Two inputs that must share a dimension do not.
+    #[error("dimension mismatch: expected {expected}, got {got}")]
+    DimensionMismatch {
+        /// The dimension the call required (the corpus's, usually).
+        expected: usize,
+        /// The dimension it was given.
+        got: usize,
+    },
+    /// A buffer's length is not `rows × cols`.
+    #[error("invalid shape: {rows} rows × {cols} columns needs {} values, got {len}", rows.saturating_mul(*cols))]
+    InvalidShape {
+        /// Rows asked for.
+        rows: usize,
+        /// Columns asked for.
+        cols: usize,
+        /// Values actually supplied.
+        len: usize,
+    },
+    /// An input with no rows or no columns (an empty corpus, an empty query batch, dimension 0).
+    #[error("empty input: {what}")]
+    EmptyInput {
+        /// Which input was empty.
+        what: &'static str,
+    },
+    /// `k` must be at least 1. `k` larger than the corpus is allowed and returns every row.
+    #[error("invalid k = {k} (corpus has {rows} rows); k must be at least 1")]
+    InvalidK {
+        /// The `k` that was asked for.
+        k: usize,
+        /// Rows in the corpus.
+        rows: usize,
+    },
+    /// A NaN or infinite value in an input.
+    #[error("non-finite value at row {row}, column {col}")]
+    NonFinite {
+        /// Row of the first non-finite value.
+        row: usize,
+        /// Column of the first non-finite value.
+        col: usize,
+    },
+    /// The CUDA backend cannot be used; the reason says why (no driver, no device, not built...).
+    #[error("CUDA unavailable: {reason}")]
+    CudaUnavailable {
+        /// Why CUDA cannot serve this call.
+        reason: String,
+    },
+    /// A chunked call returned the wrong number of results for one chunk.
+    #[error("chunk {chunk} returned {got} results, expected {expected}")]
+    ChunkResultMismatch {
+        /// Index of the chunk.
+        chunk: usize,
+        /// Results the chunk had to return.
+        expected: usize,
+        /// Results it returned.
+        got: usize,
+    },
+    /// An input file could not be parsed.
+    #[error("bad input file {path}: {reason}")]
+    BadInputFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An operating-system I/O error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration is not usable (for example zero threads).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

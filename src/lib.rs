@@ -1,0 +1,62 @@
+//! # hybridvec
+//!
+//! Cosine similarity and exact top-k between a batch of query vectors and a corpus of
+//! embeddings, computed on all CPU cores (and, once the CUDA backend lands, on an NVIDIA GPU
+//! when one is usable), for any dimension.
+//!
+//! Use it when you need **exact** answers over a corpus that fits in memory: a
+//! re-ranking stage, a small-to-medium vector store, an evaluation harness. Do not use it
+//! as an approximate-nearest-neighbour index over billions of vectors: every call scans the
+//! whole corpus (which is what makes it exact).
+//!
+//! ## Quick start
+//!
+//! ```
+//! use hybridvec::{Corpus, ExecutorConfig, HybridExecutor, MatrixRef};
+//!
+//! let dim = 4;
+//! let corpus = Corpus::new(vec![1.0, 0.0, 0.0, 0.0,   0.0, 1.0, 0.0, 0.0,   1.0, 1.0, 0.0, 0.0], dim)?;
+//! let exec = HybridExecutor::new(ExecutorConfig::default())?;
+//! let queries = [1.0, 0.1, 0.0, 0.0];
+//! let hits = exec.top_k(MatrixRef::new(&queries, 1, dim)?, &corpus, 2)?;
+//! assert_eq!(hits[0][0].index, 0);
+//! assert_eq!(hits[0][1].index, 2);
+//! # Ok::<(), hybridvec::Error>(())
+//! ```
+//!
+//! ## Semantics
+//! * Cosine similarity is `q·c / (‖q‖‖c‖)`; a zero vector scores 0 against everything.
+//! * NaN or infinity in an input is [`Error::NonFinite`]; corpus values are checked once,
+//!   when the [`Corpus`] is built (which also caches the row norms).
+//! * Top-k is exact, best first; equal scores are ordered by lower corpus index. `k` larger
+//!   than the corpus returns every row; `k = 0` is [`Error::InvalidK`].
+//!
+//! ## Features and environment
+//! | what | effect |
+//! |---|---|
+//! | AVX2 + FMA (detected at run time) | streaming kernels and GEMM tiles use them; otherwise portable scalar code |
+//! | `HYBRIDVEC_FORCE_SCALAR=1` or [`CpuConfig::force_scalar`] | force the portable scalar path |
+//! | CUDA | not in this build: [`DevicePolicy::Cuda`] is [`Error::CudaUnavailable`] with the reason, `Auto` uses the CPU |
+//!
+//! The library emits `tracing` spans and never installs a subscriber.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod cpu;
+pub mod cuda;
+pub mod data;
+mod error;
+mod executor;
+mod hit;
+pub mod input;
+mod matrix;
+mod mem;
+
+pub use cpu::{CpuConfig, SimdLevel};
+pub use cuda::CudaStatus;
+pub use error::{Error, Result};
+pub use executor::{Capabilities, DevicePolicy, ExecutorConfig, HybridExecutor};
+pub use hit::Hit;
+pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores};

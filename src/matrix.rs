@@ -1,0 +1,307 @@
+//! Row-major `f32` matrices: borrowed views, owned matrices, and a corpus that caches its
+//! row norms.
+
+use crate::cpu::simd;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// A validated, borrowed, row-major `rows × cols` matrix of `f32`.
+///
+/// Construction checks the shape only; finiteness is checked where the data is used
+/// (once per corpus, once per query batch), so a view costs nothing to make.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> MatrixRef<'a> {
+    /// Views `data` as `rows × cols`, row-major.
+    ///
+    /// Errors: [`Error::EmptyInput`] when `rows` or `cols` is 0, [`Error::InvalidShape`] when
+    /// `data.len() != rows * cols`.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+        if rows == 0 {
+            return Err(Error::EmptyInput { what: "matrix has no rows" });
+        }
+        if cols == 0 {
+            return Err(Error::EmptyInput { what: "matrix has dimension 0" });
+        }
+        if rows.checked_mul(cols) != Some(data.len()) {
+            return Err(Error::InvalidShape { rows, cols, len: data.len() });
+        }
+        Ok(Self { data, rows, cols })
+    }
+
+    /// Views `data` as rows of `cols` values; the row count is `data.len() / cols`.
+    pub fn from_rows(data: &'a [f32], cols: usize) -> Result<Self> {
+        if cols == 0 {
+            return Err(Error::EmptyInput { what: "matrix has dimension 0" });
+        }
+        Self::new(data, data.len() / cols, cols)
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (the vector dimension).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The whole buffer, row-major.
+    pub fn as_slice(&self) -> &'a [f32] {
+        self.data
+    }
+
+    /// Row `i`. Panics when `i >= rows`, like slice indexing.
+    pub fn row(&self, i: usize) -> &'a [f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// The position of the first NaN or infinity, as [`Error::NonFinite`].
+    pub fn check_finite(&self) -> Result<()> {
+        // Chunked so a large corpus is scanned on all cores; the first bad row wins.
+        const ROWS_PER_TASK: usize = 4096;
+        let bad = self
+            .data
+            .par_chunks(ROWS_PER_TASK * self.cols)
+            .enumerate()
+            .find_map_first(|(chunk, block)| {
+                block.iter().position(|v| !v.is_finite()).map(|p| {
+                    let flat = chunk * ROWS_PER_TASK * self.cols + p;
+                    (flat / self.cols, flat % self.cols)
+                })
+            });
+        match bad {
+            Some((row, col)) => Err(Error::NonFinite { row, col }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An owned row-major `rows × cols` matrix of `f32`; also the type of score matrices.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrix {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+/// The `Q × N` cosine scores of a query batch against a corpus, row-major (row = query).
+pub type Scores = Matrix;
+
+impl Matrix {
+    /// Takes ownership of `data` as `rows × cols`; same checks as [`MatrixRef::new`].
+    pub fn new(data: Vec<f32>, rows: usize, cols: usize) -> Result<Self> {
+        MatrixRef::new(&data, rows, cols)?;
+        Ok(Self { data, rows, cols })
+    }
+
+    /// A zero-filled matrix.
+    pub(crate) fn zeros(rows: usize, cols: usize) -> Self {
+        Self { data: crate::mem::zeroed_f32(rows * cols), rows, cols }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `i`. Panics when `i >= rows`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// Element `(i, j)`. Panics when out of range.
+    pub fn get(&self, i: usize, j: usize) -> f32 {
+        assert!(j < self.cols, "column {j} out of range");
+        self.data[i * self.cols + j]
+    }
+
+    /// The whole buffer, row-major.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// A borrowed view.
+    pub fn view(&self) -> MatrixRef<'_> {
+        MatrixRef { data: &self.data, rows: self.rows, cols: self.cols }
+    }
+
+    /// Gives the buffer back.
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+}
+
+/// A corpus of embeddings: an owned row-major matrix that has been checked for NaN/inf
+/// once and caches each row's inverse norm, so no search call pays for either again.
+///
+/// The vectors are stored as given (not normalised); cosine scores divide by the cached
+/// norms. A zero row has inverse norm 0 and so scores 0 against every query.
+#[derive(Clone, Debug)]
+pub struct Corpus {
+    matrix: Matrix,
+    inv_norms: Vec<f32>,
+}
+
+impl Corpus {
+    /// Builds a corpus from `data` (row-major, `dim` columns), validating the shape and
+    /// every value and computing the row norms on all cores.
+    pub fn new(data: Vec<f32>, dim: usize) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::EmptyInput { what: "corpus has dimension 0" });
+        }
+        let rows = data.len() / dim;
+        let matrix = Matrix::new(data, rows, dim).map_err(|e| match e {
+            Error::EmptyInput { .. } => Error::EmptyInput { what: "corpus has no rows" },
+            other => other,
+        })?;
+        matrix.view().check_finite()?;
+        let inv_norms = inverse_norms(matrix.view());
+        Ok(Self { matrix, inv_norms })
+    }
+
+    /// Copies a view into a new corpus.
+    pub fn from_view(view: MatrixRef<'_>) -> Result<Self> {
+        Self::new(view.as_slice().to_vec(), view.cols())
+    }
+
+    /// Number of vectors.
+    pub fn rows(&self) -> usize {
+        self.matrix.rows
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.matrix.cols
+    }
+
+    /// The vectors as a matrix view.
+    pub fn matrix(&self) -> MatrixRef<'_> {
+        self.matrix.view()
+    }
+
+    /// A borrowed view for the backends.
+    pub fn view(&self) -> CorpusView<'_> {
+        CorpusView { matrix: self.matrix.view(), inv_norms: &self.inv_norms }
+    }
+
+    /// Bytes held by the vectors.
+    pub fn bytes(&self) -> usize {
+        self.matrix.data.len() * std::mem::size_of::<f32>()
+    }
+}
+
+impl<'a> From<&'a Corpus> for CorpusView<'a> {
+    fn from(c: &'a Corpus) -> Self {
+        c.view()
+    }
+}
+
+/// A borrowed, already validated corpus: vectors plus their inverse norms.
+///
+/// This is what the backends read. It is built from a [`Corpus`]; other corpus sources
+/// (such as a memory-mapped store) produce the same view without copying the vectors.
+#[derive(Clone, Copy, Debug)]
+pub struct CorpusView<'a> {
+    matrix: MatrixRef<'a>,
+    inv_norms: &'a [f32],
+}
+
+impl<'a> CorpusView<'a> {
+    /// Number of vectors.
+    pub fn rows(&self) -> usize {
+        self.matrix.rows
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.matrix.cols
+    }
+
+    /// The vectors.
+    pub fn matrix(&self) -> MatrixRef<'a> {
+        self.matrix
+    }
+
+    /// `1 / ‖row i‖`, or 0 for a zero row.
+    pub fn inv_norms(&self) -> &'a [f32] {
+        self.inv_norms
+    }
+}
+
+/// `1/‖row‖` for every row (0 for a zero row), on all cores.
+///
+/// The sum of squares is accumulated in f64 so that large but finite values cannot
+/// overflow to infinity and turn every cosine against that row into NaN.
+pub(crate) fn inverse_norms(m: MatrixRef<'_>) -> Vec<f32> {
+    let mut out = vec![0.0f32; m.rows()];
+    out.par_chunks_mut(1024).enumerate().for_each(|(c, dst)| {
+        for (i, inv) in dst.iter_mut().enumerate() {
+            *inv = inverse_norm(m.row(c * 1024 + i));
+        }
+    });
+    out
+}
+
+/// `1/‖v‖`, 0 for a zero vector.
+pub(crate) fn inverse_norm(v: &[f32]) -> f32 {
+    let ss = simd::sum_squares_f64(v);
+    if ss > 0.0 {
+        (1.0 / ss.sqrt()) as f32
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_errors() {
+        assert!(matches!(MatrixRef::new(&[], 0, 3), Err(Error::EmptyInput { .. })));
+        assert!(matches!(MatrixRef::new(&[1.0], 1, 0), Err(Error::EmptyInput { .. })));
+        assert!(matches!(
+            MatrixRef::new(&[1.0, 2.0, 3.0], 2, 2),
+            Err(Error::InvalidShape { rows: 2, cols: 2, len: 3 })
+        ));
+        assert!(matches!(Corpus::new(vec![], 4), Err(Error::EmptyInput { .. })));
+        assert!(matches!(Corpus::new(vec![1.0; 5], 2), Err(Error::InvalidShape { .. })));
+    }
+
+    #[test]
+    fn finds_first_non_finite_value() {
+        let mut data = vec![0.5f32; 5000 * 3];
+        data[4100 * 3 + 2] = f32::INFINITY;
+        data[4200 * 3] = f32::NAN;
+        let m = MatrixRef::new(&data, 5000, 3).unwrap();
+        assert!(matches!(m.check_finite(), Err(Error::NonFinite { row: 4100, col: 2 })));
+        assert!(matches!(Corpus::new(data, 3), Err(Error::NonFinite { row: 4100, col: 2 })));
+    }
+
+    #[test]
+    fn inverse_norms_match_f64_and_zero_rows_are_zero() {
+        let data = vec![3.0, 4.0, 0.0, 0.0, 1e30, 1e30];
+        let c = Corpus::new(data, 2).unwrap();
+        let inv = c.view().inv_norms();
+        assert!((inv[0] - 0.2).abs() < 1e-7);
+        assert_eq!(inv[1], 0.0);
+        let expect = 1.0 / (2.0f64.sqrt() * 1e30);
+        assert!(((inv[2] as f64) - expect).abs() / expect < 1e-6);
+    }
+}
