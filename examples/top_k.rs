@@ -8,7 +8,10 @@ fn main() -> Result<(), hybridvec::Error> {
     let exec = HybridExecutor::new(ExecutorConfig::default())?;
     let hits = exec.top_k(MatrixRef::new(&queries, 8, dim)?, &corpus, 5)?;
     for (q, hs) in hits.iter().enumerate() {
-        println!("query {q}: {:?}", hs.iter().map(|h| (h.index, h.score)).collect::<Vec<_>>());
+        println!(
+            "query {q}: {:?}",
+            hs.iter().map(|h| (h.index, h.score)).collect::<Vec<_>>()
+        );
     }
     Ok(())
 }

@@ -24,7 +24,12 @@ impl Rng {
     /// A generator for stream `stream` of `seed`; different streams are independent.
     pub fn new(seed: u64, stream: u64) -> Self {
         let mut x = seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
-        let s = [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)];
+        let s = [
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+        ];
         Self { s }
     }
 
@@ -92,7 +97,9 @@ pub fn fill_random_row(out: &mut [f32], seed: u64, row: u64) {
 pub fn random_matrix(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut v = crate::mem::zeroed_f32(rows * dim);
     if dim > 0 {
-        v.par_chunks_mut(dim).enumerate().for_each(|(i, row)| fill_random_row(row, seed, i as u64));
+        v.par_chunks_mut(dim)
+            .enumerate()
+            .for_each(|(i, row)| fill_random_row(row, seed, i as u64));
     }
     v
 }

@@ -49,6 +49,15 @@ pub enum Error {
         /// Column of the first non-finite value.
         col: usize,
     },
+    /// A corpus row whose norm is so small or so large that f32 arithmetic cannot score it
+    /// reliably (see [`MIN_NORM`](crate::MIN_NORM) and [`MAX_NORM`](crate::MAX_NORM)).
+    #[error("row {row} has norm {norm:e}, outside the supported range [1e-30, 1e30] (zero rows are fine)")]
+    NormOutOfRange {
+        /// The row.
+        row: usize,
+        /// Its Euclidean norm.
+        norm: f64,
+    },
     /// The CUDA backend cannot be used; the reason says why (no driver, no device, not built...).
     #[error("CUDA unavailable: {reason}")]
     CudaUnavailable {

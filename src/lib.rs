@@ -27,7 +27,9 @@
 //! ## Semantics
 //! * Cosine similarity is `q·c / (‖q‖‖c‖)`; a zero vector scores 0 against everything.
 //! * NaN or infinity in an input is [`Error::NonFinite`]; corpus values are checked once,
-//!   when the [`Corpus`] is built (which also caches the row norms).
+//!   when the [`Corpus`] is built (which also caches the row norms). A non-zero corpus row
+//!   with a norm outside `[1e-30, 1e30]` is [`Error::NormOutOfRange`]: f32 cannot score it
+//!   reliably. Queries of any finite magnitude work (they are normalised in f64).
 //! * Top-k is exact, best first; equal scores are ordered by lower corpus index. `k` larger
 //!   than the corpus returns every row; `k = 0` is [`Error::InvalidK`].
 //!
@@ -59,4 +61,4 @@ pub use cuda::CudaStatus;
 pub use error::{Error, Result};
 pub use executor::{Capabilities, DevicePolicy, ExecutorConfig, HybridExecutor};
 pub use hit::Hit;
-pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores};
+pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};

@@ -23,13 +23,21 @@ impl<'a> MatrixRef<'a> {
     /// `data.len() != rows * cols`.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
         if rows == 0 {
-            return Err(Error::EmptyInput { what: "matrix has no rows" });
+            return Err(Error::EmptyInput {
+                what: "matrix has no rows",
+            });
         }
         if cols == 0 {
-            return Err(Error::EmptyInput { what: "matrix has dimension 0" });
+            return Err(Error::EmptyInput {
+                what: "matrix has dimension 0",
+            });
         }
         if rows.checked_mul(cols) != Some(data.len()) {
-            return Err(Error::InvalidShape { rows, cols, len: data.len() });
+            return Err(Error::InvalidShape {
+                rows,
+                cols,
+                len: data.len(),
+            });
         }
         Ok(Self { data, rows, cols })
     }
@@ -37,7 +45,9 @@ impl<'a> MatrixRef<'a> {
     /// Views `data` as rows of `cols` values; the row count is `data.len() / cols`.
     pub fn from_rows(data: &'a [f32], cols: usize) -> Result<Self> {
         if cols == 0 {
-            return Err(Error::EmptyInput { what: "matrix has dimension 0" });
+            return Err(Error::EmptyInput {
+                what: "matrix has dimension 0",
+            });
         }
         Self::new(data, data.len() / cols, cols)
     }
@@ -103,7 +113,11 @@ impl Matrix {
 
     /// A zero-filled matrix.
     pub(crate) fn zeros(rows: usize, cols: usize) -> Self {
-        Self { data: crate::mem::zeroed_f32(rows * cols), rows, cols }
+        Self {
+            data: crate::mem::zeroed_f32(rows * cols),
+            rows,
+            cols,
+        }
     }
 
     /// Number of rows.
@@ -138,7 +152,11 @@ impl Matrix {
 
     /// A borrowed view.
     pub fn view(&self) -> MatrixRef<'_> {
-        MatrixRef { data: &self.data, rows: self.rows, cols: self.cols }
+        MatrixRef {
+            data: &self.data,
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 
     /// Gives the buffer back.
@@ -161,17 +179,25 @@ pub struct Corpus {
 impl Corpus {
     /// Builds a corpus from `data` (row-major, `dim` columns), validating the shape and
     /// every value and computing the row norms on all cores.
+    ///
+    /// Errors: [`Error::EmptyInput`], [`Error::InvalidShape`], [`Error::NonFinite`], and
+    /// [`Error::NormOutOfRange`] for a non-zero row whose norm is outside
+    /// [`MIN_NORM`]`..=`[`MAX_NORM`].
     pub fn new(data: Vec<f32>, dim: usize) -> Result<Self> {
         if dim == 0 {
-            return Err(Error::EmptyInput { what: "corpus has dimension 0" });
+            return Err(Error::EmptyInput {
+                what: "corpus has dimension 0",
+            });
         }
         let rows = data.len() / dim;
         let matrix = Matrix::new(data, rows, dim).map_err(|e| match e {
-            Error::EmptyInput { .. } => Error::EmptyInput { what: "corpus has no rows" },
+            Error::EmptyInput { .. } => Error::EmptyInput {
+                what: "corpus has no rows",
+            },
             other => other,
         })?;
         matrix.view().check_finite()?;
-        let inv_norms = inverse_norms(matrix.view());
+        let inv_norms = inverse_norms(matrix.view())?;
         Ok(Self { matrix, inv_norms })
     }
 
@@ -197,7 +223,10 @@ impl Corpus {
 
     /// A borrowed view for the backends.
     pub fn view(&self) -> CorpusView<'_> {
-        CorpusView { matrix: self.matrix.view(), inv_norms: &self.inv_norms }
+        CorpusView {
+            matrix: self.matrix.view(),
+            inv_norms: &self.inv_norms,
+        }
     }
 
     /// Bytes held by the vectors.
@@ -244,27 +273,46 @@ impl<'a> CorpusView<'a> {
     }
 }
 
+/// Corpus rows must have a norm of 0 or within `[MIN_NORM, MAX_NORM]`: outside it the
+/// inverse norm or the f32 dot products leave f32's normal range, and scores would turn
+/// into NaN or lose all precision.
+pub const MIN_NORM: f64 = 1e-30;
+/// See [`MIN_NORM`].
+pub const MAX_NORM: f64 = 1e30;
+
 /// `1/‖row‖` for every row (0 for a zero row), on all cores.
 ///
-/// The sum of squares is accumulated in f64 so that large but finite values cannot
-/// overflow to infinity and turn every cosine against that row into NaN.
-pub(crate) fn inverse_norms(m: MatrixRef<'_>) -> Vec<f32> {
+/// The sum of squares is accumulated in f64, so large or tiny (but supported) values
+/// neither overflow nor underflow. A row outside the supported norm range is
+/// [`Error::NormOutOfRange`].
+pub(crate) fn inverse_norms(m: MatrixRef<'_>) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; m.rows()];
     out.par_chunks_mut(1024).enumerate().for_each(|(c, dst)| {
         for (i, inv) in dst.iter_mut().enumerate() {
-            *inv = inverse_norm(m.row(c * 1024 + i));
+            let norm = simd::sum_squares_f64(m.row(c * 1024 + i)).sqrt();
+            *inv = if norm == 0.0 {
+                0.0
+            } else if (MIN_NORM..=MAX_NORM).contains(&norm) {
+                (1.0 / norm) as f32
+            } else {
+                f32::NAN // reported below
+            };
         }
     });
-    out
+    if let Some(row) = out.iter().position(|v| v.is_nan()) {
+        let norm = simd::sum_squares_f64(m.row(row)).sqrt();
+        return Err(Error::NormOutOfRange { row, norm });
+    }
+    Ok(out)
 }
 
-/// `1/‖v‖`, 0 for a zero vector.
-pub(crate) fn inverse_norm(v: &[f32]) -> f32 {
+/// Scales `v` to unit norm in place, in f64 so that any finite input works; a zero vector
+/// stays zero.
+pub(crate) fn normalize(v: &mut [f32]) {
     let ss = simd::sum_squares_f64(v);
     if ss > 0.0 {
-        (1.0 / ss.sqrt()) as f32
-    } else {
-        0.0
+        let inv = 1.0 / ss.sqrt();
+        v.iter_mut().for_each(|x| *x = (*x as f64 * inv) as f32);
     }
 }
 
@@ -274,14 +322,30 @@ mod tests {
 
     #[test]
     fn shape_errors() {
-        assert!(matches!(MatrixRef::new(&[], 0, 3), Err(Error::EmptyInput { .. })));
-        assert!(matches!(MatrixRef::new(&[1.0], 1, 0), Err(Error::EmptyInput { .. })));
+        assert!(matches!(
+            MatrixRef::new(&[], 0, 3),
+            Err(Error::EmptyInput { .. })
+        ));
+        assert!(matches!(
+            MatrixRef::new(&[1.0], 1, 0),
+            Err(Error::EmptyInput { .. })
+        ));
         assert!(matches!(
             MatrixRef::new(&[1.0, 2.0, 3.0], 2, 2),
-            Err(Error::InvalidShape { rows: 2, cols: 2, len: 3 })
+            Err(Error::InvalidShape {
+                rows: 2,
+                cols: 2,
+                len: 3
+            })
         ));
-        assert!(matches!(Corpus::new(vec![], 4), Err(Error::EmptyInput { .. })));
-        assert!(matches!(Corpus::new(vec![1.0; 5], 2), Err(Error::InvalidShape { .. })));
+        assert!(matches!(
+            Corpus::new(vec![], 4),
+            Err(Error::EmptyInput { .. })
+        ));
+        assert!(matches!(
+            Corpus::new(vec![1.0; 5], 2),
+            Err(Error::InvalidShape { .. })
+        ));
     }
 
     #[test]
@@ -290,18 +354,43 @@ mod tests {
         data[4100 * 3 + 2] = f32::INFINITY;
         data[4200 * 3] = f32::NAN;
         let m = MatrixRef::new(&data, 5000, 3).unwrap();
-        assert!(matches!(m.check_finite(), Err(Error::NonFinite { row: 4100, col: 2 })));
-        assert!(matches!(Corpus::new(data, 3), Err(Error::NonFinite { row: 4100, col: 2 })));
+        assert!(matches!(
+            m.check_finite(),
+            Err(Error::NonFinite { row: 4100, col: 2 })
+        ));
+        assert!(matches!(
+            Corpus::new(data, 3),
+            Err(Error::NonFinite { row: 4100, col: 2 })
+        ));
+    }
+
+    #[test]
+    fn extreme_norms_are_rejected_not_turned_into_nan() {
+        let e = Corpus::new(vec![1.0, 1.0, 1e-39, 0.0], 2).unwrap_err();
+        assert!(
+            matches!(e, Error::NormOutOfRange { row: 1, norm } if norm > 0.0 && norm < MIN_NORM)
+        );
+        let e = Corpus::new(vec![3e38, 3e38, 1.0, 1.0], 2).unwrap_err();
+        assert!(matches!(e, Error::NormOutOfRange { row: 0, norm } if norm > MAX_NORM));
+        // Squares of these underflow in f32; f64 keeps the direction exact. Subnormal
+        // inputs are compared with their own stored values, not the decimal literals.
+        let orig = vec![3e-38f32, 1e-40];
+        let mut q = orig.clone();
+        normalize(&mut q);
+        let n = (orig[0] as f64).hypot(orig[1] as f64);
+        for (got, o) in q.iter().zip(&orig) {
+            assert!((*got as f64 - *o as f64 / n).abs() < 1e-7, "{q:?}");
+        }
     }
 
     #[test]
     fn inverse_norms_match_f64_and_zero_rows_are_zero() {
-        let data = vec![3.0, 4.0, 0.0, 0.0, 1e30, 1e30];
+        let data = vec![3.0, 4.0, 0.0, 0.0, 1e29, 1e29];
         let c = Corpus::new(data, 2).unwrap();
         let inv = c.view().inv_norms();
         assert!((inv[0] - 0.2).abs() < 1e-7);
         assert_eq!(inv[1], 0.0);
-        let expect = 1.0 / (2.0f64.sqrt() * 1e30);
+        let expect = 1.0 / (2.0f64.sqrt() * 1e29);
         assert!(((inv[2] as f64) - expect).abs() / expect < 1e-6);
     }
 }

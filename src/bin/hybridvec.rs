@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hybridvec::{
-    data, input, Corpus, CudaStatus, DevicePolicy, Error, ExecutorConfig, Hit, HybridExecutor, MatrixRef,
+    data, input, Corpus, CudaStatus, DevicePolicy, Error, ExecutorConfig, Hit, HybridExecutor,
+    MatrixRef,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -10,7 +11,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "hybridvec", version, about = "Cosine similarity and exact top-k on CPU or GPU")]
+#[command(
+    name = "hybridvec",
+    version,
+    about = "Cosine similarity and exact top-k on CPU or GPU"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -107,13 +112,35 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Info { json } => info(json),
-        Cmd::Bench { queries, corpus, dim, k, backend, repeat, seed, json } => {
-            bench(&BenchArgs { queries, corpus, dim, k, backend, repeat, seed, json })
-        }
+        Cmd::Bench {
+            queries,
+            corpus,
+            dim,
+            k,
+            backend,
+            repeat,
+            seed,
+            json,
+        } => bench(&BenchArgs {
+            queries,
+            corpus,
+            dim,
+            k,
+            backend,
+            repeat,
+            seed,
+            json,
+        }),
         Cmd::Demo => demo(),
-        Cmd::Query { corpus, random, seed, input, k, backend, json } => {
-            query(&corpus, random, seed, input, k, backend, json)
-        }
+        Cmd::Query {
+            corpus,
+            random,
+            seed,
+            input,
+            k,
+            backend,
+            json,
+        } => query(&corpus, random, seed, input, k, backend, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,15 +152,25 @@ fn main() -> ExitCode {
 }
 
 fn executor(backend: Backend) -> Result<HybridExecutor, Error> {
-    HybridExecutor::new(ExecutorConfig { device: backend.into(), ..Default::default() })
+    HybridExecutor::new(ExecutorConfig {
+        device: backend.into(),
+        ..Default::default()
+    })
 }
 
 fn info(json: bool) -> Result<(), Error> {
     let caps = executor(Backend::Auto)?.capabilities();
     let (cuda, reason) = match &caps.cuda {
-        CudaStatus::Available { device, total_memory } => {
-            (format!("available: {device}, {:.1} GiB", *total_memory as f64 / (1u64 << 30) as f64), None)
-        }
+        CudaStatus::Available {
+            device,
+            total_memory,
+        } => (
+            format!(
+                "available: {device}, {:.1} GiB",
+                *total_memory as f64 / (1u64 << 30) as f64
+            ),
+            None,
+        ),
         CudaStatus::Unavailable { reason } => ("unavailable".to_string(), Some(reason.clone())),
     };
     if json {
@@ -193,7 +230,11 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
         Ok(())
     };
     run()?; // warm-up: page faults, thread start, caches
-    let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(a.repeat as u64) };
+    let bar = if a.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(a.repeat as u64)
+    };
     let mut times = Vec::with_capacity(a.repeat);
     for _ in 0..a.repeat {
         let t = Instant::now();
@@ -248,7 +289,12 @@ fn progress(show: bool, msg: &'static str) -> ProgressBar {
 fn demo() -> Result<(), Error> {
     let exec = executor(Backend::Auto)?;
     let caps = exec.capabilities();
-    println!("hybridvec demo: {} ({} threads, {})", caps.cpu_model, caps.threads, caps.simd.name());
+    println!(
+        "hybridvec demo: {} ({} threads, {})",
+        caps.cpu_model,
+        caps.threads,
+        caps.simd.name()
+    );
     if let CudaStatus::Unavailable { reason } = &caps.cuda {
         println!("CUDA unavailable: {reason}; the CPU serves every call.");
     }
@@ -261,7 +307,10 @@ fn demo() -> Result<(), Error> {
         ("gpu-large (N scaled 1M→250k)", 1024, 250_000, 768, 10),
     ];
     let seed = 7;
-    println!("{:<30} {:>16} {:>8} {:>11} {:>9}", "workload", "Q×N×D", "backend", "median ms", "GFLOP/s");
+    println!(
+        "{:<30} {:>16} {:>8} {:>11} {:>9}",
+        "workload", "Q×N×D", "backend", "median ms", "GFLOP/s"
+    );
     let mut corpus: Option<Corpus> = None;
     for (name, q, n, d, k) in workloads {
         if corpus.as_ref().map(|c| c.rows()) != Some(n) {
@@ -293,31 +342,51 @@ fn demo() -> Result<(), Error> {
         );
         if name == "small-batch" {
             check_against_f64(&qdata[..d], corpus, &hits[0], k)?;
-            let top: Vec<String> = hits[0].iter().take(3).map(|h| format!("#{} {:.4}", h.index, h.score)).collect();
-            println!("{:<30} query 0 top-3: {} (matches an f64 reference)", "", top.join(", "));
+            let top: Vec<String> = hits[0]
+                .iter()
+                .take(3)
+                .map(|h| format!("#{} {:.4}", h.index, h.score))
+                .collect();
+            println!(
+                "{:<30} query 0 top-3: {} (matches an f64 reference)",
+                "",
+                top.join(", ")
+            );
         }
     }
     Ok(())
 }
 
-/// Recomputes one query's top-k in f64 and checks the engine's hits against it.
+/// Recomputes one query's top-k in f64 and checks the engine's hits against it: every
+/// score within 1e-5 of the reference score of the same row, and each rank holding the
+/// reference's row unless the two rows' reference scores are within 2e-5 (a near-tie that
+/// f32 rounding may order either way).
 fn check_against_f64(q: &[f32], corpus: &Corpus, hits: &[Hit], k: usize) -> Result<(), Error> {
     let m = corpus.matrix();
     let qn: f64 = q.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    let mut all: Vec<(f64, usize)> = (0..m.rows())
+    let by_row: Vec<f64> = (0..m.rows())
         .map(|i| {
             let r = m.row(i);
             let dot: f64 = r.iter().zip(q).map(|(&a, &b)| a as f64 * b as f64).sum();
             let cn: f64 = r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-            (dot / (qn * cn), i)
+            dot / (qn * cn)
         })
         .collect();
-    all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    for (h, r) in hits.iter().zip(&all[..k]) {
-        if (h.score as f64 - r.0).abs() > 1e-5 || (h.index != r.1 && (all[h.index].0 - r.0).abs() > 1e-5) {
+    let mut ranked: Vec<usize> = (0..m.rows()).collect();
+    ranked.sort_by(|&a, &b| by_row[b].total_cmp(&by_row[a]).then(a.cmp(&b)));
+    if hits.len() != k.min(m.rows()) {
+        return Err(Error::InvalidConfig(format!(
+            "demo self-check failed: {} hits, expected {k}",
+            hits.len()
+        )));
+    }
+    for (h, &want) in hits.iter().zip(&ranked) {
+        let score_ok = (h.score as f64 - by_row[h.index]).abs() <= 1e-5;
+        let rank_ok = h.index == want || (by_row[h.index] - by_row[want]).abs() <= 2e-5;
+        if !score_ok || !rank_ok {
             return Err(Error::InvalidConfig(format!(
-                "demo self-check failed: got #{} {:.6}, reference #{} {:.6}",
-                h.index, h.score, r.1, r.0
+                "demo self-check failed: got row {} score {:.6}, reference row {} score {:.6}",
+                h.index, h.score, want, by_row[want]
             )));
         }
     }
@@ -340,15 +409,25 @@ fn query(
     let qm = match (random, input_path) {
         (Some(q), None) => hybridvec::Matrix::new(random_queries(q, dim, seed), q, dim)?,
         (None, Some(p)) => input::read_matrix(&p)?,
-        _ => return Err(Error::InvalidConfig("give exactly one of --random Q or --input FILE".into())),
+        _ => {
+            return Err(Error::InvalidConfig(
+                "give exactly one of --random Q or --input FILE".into(),
+            ))
+        }
     };
     let hits = exec.top_k(qm.view(), &corpus, k)?;
     for (i, hs) in hits.iter().enumerate() {
         if json {
-            let hs: Vec<_> = hs.iter().map(|h| serde_json::json!({"index": h.index, "score": h.score})).collect();
+            let hs: Vec<_> = hs
+                .iter()
+                .map(|h| serde_json::json!({"index": h.index, "score": h.score}))
+                .collect();
             println!("{}", serde_json::json!({"query": i, "hits": hs}));
         } else {
-            let s: Vec<String> = hs.iter().map(|h| format!("{}:{:.4}", h.index, h.score)).collect();
+            let s: Vec<String> = hs
+                .iter()
+                .map(|h| format!("{}:{:.4}", h.index, h.score))
+                .collect();
             println!("query {i}: {}", s.join(" "));
         }
     }

@@ -9,15 +9,18 @@
 //!   cache, then folds it into per-query top-k heaps, so `top_k` never holds the `Q × N`
 //!   score matrix.
 
+mod kernel;
 pub(crate) mod select;
 pub mod simd;
 
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, Matrix, MatrixRef, Scores};
+use kernel::{PackedQueries, NR};
 use rayon::prelude::*;
 use select::TopK;
 pub use simd::SimdLevel;
+use std::ops::Range;
 
 /// Settings of the CPU backend.
 #[derive(Clone, Debug)]
@@ -33,7 +36,11 @@ pub struct CpuConfig {
 
 impl Default for CpuConfig {
     fn default() -> Self {
-        Self { threads: None, force_scalar: false, gemm_min_queries: 16 }
+        Self {
+            threads: None,
+            force_scalar: false,
+            gemm_min_queries: 16,
+        }
     }
 }
 
@@ -41,11 +48,9 @@ impl Default for CpuConfig {
 /// enough that two cores stay balanced on 100k rows.
 const STREAM_ROWS: usize = 2048;
 
-/// Tile shape of the GEMM path, tuned on a 2-core Zen 3 (1 MiB L2): a corpus block of
-/// `TILE_ROWS × D` stays in L2 while query blocks of `TILE_QUERIES` stream past it, and the
-/// `TILE_QUERIES × TILE_ROWS` score tile fits in L2 beside it.
+/// Corpus rows per task when `cosine_similarity` uses GEMM tiles (the `gemm` crate writes
+/// straight into the output matrix).
 const TILE_ROWS: usize = 256;
-const TILE_QUERIES: usize = 1024;
 
 /// The CPU backend.
 #[derive(Debug)]
@@ -58,9 +63,15 @@ pub(crate) struct CpuBackend {
 impl CpuBackend {
     pub(crate) fn new(cfg: &CpuConfig) -> Result<Self> {
         let threads = match cfg.threads {
-            Some(0) => return Err(Error::InvalidConfig("cpu threads must be at least 1".into())),
+            Some(0) => {
+                return Err(Error::InvalidConfig(
+                    "cpu threads must be at least 1".into(),
+                ))
+            }
             Some(t) => t,
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -69,8 +80,16 @@ impl CpuBackend {
             .map_err(|e| Error::InvalidConfig(format!("cannot start CPU threads: {e}")))?;
         let forced = cfg.force_scalar
             || std::env::var("HYBRIDVEC_FORCE_SCALAR").is_ok_and(|v| v == "1" || v == "true");
-        let level = if forced { SimdLevel::Scalar } else { SimdLevel::detect() };
-        Ok(Self { pool, level, gemm_min_queries: cfg.gemm_min_queries.max(1) })
+        let level = if forced {
+            SimdLevel::Scalar
+        } else {
+            SimdLevel::detect()
+        };
+        Ok(Self {
+            pool,
+            level,
+            gemm_min_queries: cfg.gemm_min_queries.max(1),
+        })
     }
 
     pub(crate) fn simd_level(&self) -> SimdLevel {
@@ -90,7 +109,11 @@ impl CpuBackend {
         let (q, n) = (queries.rows(), corpus.rows());
         let mut out = Matrix::zeros(q, n);
         let dst = SendPtr(out.as_mut_slice().as_mut_ptr());
-        let block = if self.use_gemm(q) { TILE_ROWS } else { STREAM_ROWS };
+        let block = if self.use_gemm(q) {
+            TILE_ROWS
+        } else {
+            STREAM_ROWS
+        };
         self.pool.install(|| {
             (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
                 let rows = b * block..((b + 1) * block).min(n);
@@ -120,7 +143,15 @@ impl CpuBackend {
         let inv = corpus.inv_norms();
         if self.use_gemm(q) {
             // SAFETY: the caller guarantees the destination tile; operands are whole views.
-            unsafe { gemm_tile(queries, corpus.matrix(), rows.clone(), dst.0.add(rows.start), ld) };
+            unsafe {
+                gemm_tile(
+                    queries,
+                    corpus.matrix(),
+                    rows.clone(),
+                    dst.0.add(rows.start),
+                    ld,
+                )
+            };
             for i in 0..q {
                 for j in rows.clone() {
                     // SAFETY: inside the caller's tile.
@@ -130,7 +161,12 @@ impl CpuBackend {
         } else {
             let mut tmp = vec![0.0f32; q];
             for j in rows {
-                simd::dots(self.level, corpus.matrix().row(j), queries.as_slice(), &mut tmp);
+                simd::dots(
+                    self.level,
+                    corpus.matrix().row(j),
+                    queries.as_slice(),
+                    &mut tmp,
+                );
                 for (i, &s) in tmp.iter().enumerate() {
                     // SAFETY: inside the caller's tile.
                     unsafe { *dst.0.add(i * ld + j) = s * inv[j] };
@@ -140,88 +176,128 @@ impl CpuBackend {
     }
 
     /// Exact top-k of unit-norm `queries` against `corpus`, best first.
-    pub(crate) fn top_k(&self, queries: MatrixRef<'_>, corpus: CorpusView<'_>, k: usize) -> Vec<Vec<Hit>> {
+    pub(crate) fn top_k(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> Vec<Vec<Hit>> {
         let (q, n) = (queries.rows(), corpus.rows());
-        let gemm = self.use_gemm(q);
-        let block = if gemm { TILE_ROWS } else { STREAM_ROWS };
-        let fresh = || -> Vec<TopK> { (0..q).map(|_| TopK::new(k)).collect() };
+        let packed = self
+            .use_gemm(q)
+            .then(|| PackedQueries::new(queries.as_slice(), q, queries.cols()));
+        let block = if packed.is_some() {
+            KERNEL_ROWS
+        } else {
+            STREAM_ROWS
+        };
         let heaps = self.pool.install(|| {
             (0..n.div_ceil(block))
                 .into_par_iter()
                 .fold(
-                    || (fresh(), Vec::new()),
-                    |(mut heaps, mut scratch), b| {
+                    || Selection::new(q, k),
+                    |mut sel, b| {
                         let rows = b * block..((b + 1) * block).min(n);
-                        if gemm {
-                            self.fold_tiles(queries, corpus, rows, &mut heaps, &mut scratch);
-                        } else {
-                            self.fold_stream(queries, corpus, rows, &mut heaps, &mut scratch);
+                        match &packed {
+                            Some(p) => sel.fold_tile(p, corpus, rows),
+                            None => sel.fold_stream(self.level, queries, corpus, rows),
                         }
-                        (heaps, scratch)
+                        sel
                     },
                 )
-                .map(|(heaps, _)| heaps)
-                .reduce(fresh, |mut a, b| {
-                    for (x, y) in a.iter_mut().zip(b) {
-                        x.merge(y);
-                    }
-                    a
-                })
+                .map(|sel| sel.heaps)
+                .reduce(
+                    || (0..q).map(|_| TopK::new(k)).collect(),
+                    |mut a, b| {
+                        for (x, y) in a.iter_mut().zip(b) {
+                            x.merge(y);
+                        }
+                        a
+                    },
+                )
         });
         heaps.into_iter().map(TopK::into_sorted).collect()
     }
+}
 
-    fn fold_stream(
-        &self,
-        queries: MatrixRef<'_>,
-        corpus: CorpusView<'_>,
-        rows: std::ops::Range<usize>,
-        heaps: &mut [TopK],
-        scratch: &mut Vec<f32>,
-    ) {
-        scratch.resize(queries.rows(), 0.0);
-        let inv = corpus.inv_norms();
-        for j in rows {
-            simd::dots(self.level, corpus.matrix().row(j), queries.as_slice(), scratch);
-            for (h, &s) in heaps.iter_mut().zip(scratch.iter()) {
-                let s = s * inv[j];
-                if s >= h.threshold() {
-                    h.offer(j, s);
-                }
-            }
+/// Corpus rows per task in the tiled top-k path (a multiple of the kernel's 6 rows): the
+/// `KERNEL_ROWS × Q` score tile and the rows themselves stay in L2 for Q up to ~1k.
+const KERNEL_ROWS: usize = 96;
+
+/// One task's running top-k for every query, plus its scratch buffers.
+struct Selection {
+    heaps: Vec<TopK>,
+    /// `thresholds[q] == heaps[q].threshold()`, kept contiguous so the tile scan compares
+    /// eight scores with eight thresholds at a time.
+    thresholds: Vec<f32>,
+    scratch: Vec<f32>,
+    packed_rows: Vec<f32>,
+}
+
+impl Selection {
+    fn new(q: usize, k: usize) -> Self {
+        Self {
+            heaps: (0..q).map(|_| TopK::new(k)).collect(),
+            thresholds: vec![f32::NEG_INFINITY; q],
+            scratch: Vec::new(),
+            packed_rows: Vec::new(),
         }
     }
 
-    fn fold_tiles(
-        &self,
+    #[inline]
+    fn offer(&mut self, q: usize, index: usize, score: f32) {
+        let h = &mut self.heaps[q];
+        h.offer(index, score);
+        self.thresholds[q] = h.threshold();
+    }
+
+    fn fold_stream(
+        &mut self,
+        level: SimdLevel,
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
-        rows: std::ops::Range<usize>,
-        heaps: &mut [TopK],
-        tile: &mut Vec<f32>,
+        rows: Range<usize>,
     ) {
-        let (q, d, nb) = (queries.rows(), queries.cols(), rows.len());
-        let inv = &corpus.inv_norms()[rows.clone()];
-        tile.resize(TILE_QUERIES * nb, 0.0);
-        for q0 in (0..q).step_by(TILE_QUERIES) {
-            let qb = TILE_QUERIES.min(q - q0);
-            let block = MatrixRef::new(&queries.as_slice()[q0 * d..(q0 + qb) * d], qb, d)
-                .expect("query block of a valid matrix is valid");
-            // SAFETY: `tile` holds at least `qb × nb` values and is written with leading
-            // dimension `nb`; it is this task's own buffer.
-            unsafe { gemm_tile(block, corpus.matrix(), rows.clone(), tile.as_mut_ptr(), nb) };
-            for (i, h) in heaps[q0..q0 + qb].iter_mut().enumerate() {
-                let scores = &tile[i * nb..(i + 1) * nb];
-                let mut thr = h.threshold();
-                for (j, (&s, &w)) in scores.iter().zip(inv).enumerate() {
-                    let s = s * w;
-                    if s >= thr {
-                        h.offer(rows.start + j, s);
-                        thr = h.threshold();
-                    }
+        let mut scores = std::mem::take(&mut self.scratch);
+        scores.resize(queries.rows(), 0.0);
+        let inv = corpus.inv_norms();
+        for j in rows {
+            simd::dots(
+                level,
+                corpus.matrix().row(j),
+                queries.as_slice(),
+                &mut scores,
+            );
+            for (qi, &s) in scores.iter().enumerate() {
+                let s = s * inv[j];
+                if s >= self.thresholds[qi] {
+                    self.offer(qi, j, s);
                 }
             }
         }
+        self.scratch = scores;
+    }
+
+    fn fold_tile(&mut self, packed: &PackedQueries, corpus: CorpusView<'_>, rows: Range<usize>) {
+        let d = corpus.dim();
+        // Padding the row stride past a multiple of 4 KiB keeps the kernel's six output
+        // rows out of one L1 set.
+        let ldt = packed.padded() + NR;
+        let mut tile = std::mem::take(&mut self.scratch);
+        tile.resize(rows.len() * ldt, 0.0);
+        let data = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
+        kernel::score_tile(data, d, packed, &mut tile, ldt, &mut self.packed_rows);
+        let inv = &corpus.inv_norms()[rows.clone()];
+        let Selection {
+            heaps, thresholds, ..
+        } = self;
+        for (r, &w) in inv.iter().enumerate() {
+            kernel::fold_row(&tile[r * ldt..(r + 1) * ldt], w, thresholds, |qi, s| {
+                heaps[qi].offer(rows.start + r, s);
+                heaps[qi].threshold()
+            });
+        }
+        self.scratch = tile;
     }
 }
 

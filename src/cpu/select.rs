@@ -15,7 +15,10 @@ pub(crate) struct TopK {
 impl TopK {
     pub(crate) fn new(k: usize) -> Self {
         debug_assert!(k > 0);
-        Self { k, heap: Vec::with_capacity(k.min(1 << 16)) }
+        Self {
+            k,
+            heap: Vec::with_capacity(k.min(1 << 16)),
+        }
     }
 
     /// Scores strictly below this cannot enter.
@@ -94,7 +97,11 @@ impl TopK {
                 break;
             }
             let r = l + 1;
-            let worst = if r < n && self.heap[l].is_better_than(&self.heap[r]) { r } else { l };
+            let worst = if r < n && self.heap[l].is_better_than(&self.heap[r]) {
+                r
+            } else {
+                l
+            };
             if self.heap[i].is_better_than(&self.heap[worst]) {
                 self.heap.swap(i, worst);
                 i = worst;
@@ -111,8 +118,11 @@ mod tests {
     use crate::data::Rng;
 
     fn brute(scores: &[f32], k: usize) -> Vec<Hit> {
-        let mut all: Vec<Hit> =
-            scores.iter().enumerate().map(|(index, &score)| Hit { index, score }).collect();
+        let mut all: Vec<Hit> = scores
+            .iter()
+            .enumerate()
+            .map(|(index, &score)| Hit { index, score })
+            .collect();
         all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
         all.truncate(k);
         all

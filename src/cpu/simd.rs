@@ -40,7 +40,11 @@ pub(crate) fn sum_squares_f64(v: &[f32]) -> f64 {
             *a += (x as f64) * (x as f64);
         }
     }
-    let tail: f64 = chunks.remainder().iter().map(|&x| (x as f64) * (x as f64)).sum();
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum();
     acc.iter().sum::<f64>() + tail
 }
 
@@ -95,7 +99,11 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dots(row: &[f32], queries: &[f32], out: &mut [f32]) {
         let d = row.len();
-        assert_eq!(queries.len(), d * out.len(), "query block does not match output");
+        assert_eq!(
+            queries.len(),
+            d * out.len(),
+            "query block does not match output"
+        );
         let mut q = 0;
         while q + 4 <= out.len() {
             let r = dot4(row, &queries[q * d..(q + 4) * d]);
@@ -119,31 +127,33 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
+    /// Eight floats from `s[i..i + 8]`; the slice index is the bounds check, so callers
+    /// need no unsafe code (the check folds away inside the loops' own bounds).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn load8(s: &[f32], i: usize) -> __m256 {
+        let chunk = &s[i..i + 8];
+        // SAFETY: `chunk` holds exactly 8 initialised floats; `loadu` has no alignment need.
+        unsafe { _mm256_loadu_ps(chunk.as_ptr()) }
+    }
+
     /// One dot product with four accumulators (32 floats per iteration).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn dot1(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len();
         assert_eq!(b.len(), n);
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut i = 0;
-        // SAFETY (all loads below): `i + 32 <= n` (or `i + 8 <= n`) and both slices have
-        // length `n`, so every 8-float unaligned load reads inside the slices.
         while i + 32 <= n {
-            for (u, a_acc) in acc.iter_mut().enumerate() {
+            for (u, acc) in acc.iter_mut().enumerate() {
                 let o = i + 8 * u;
-                *a_acc = unsafe {
-                    _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(o)), _mm256_loadu_ps(pb.add(o)), *a_acc)
-                };
+                *acc = _mm256_fmadd_ps(load8(a, o), load8(b, o), *acc);
             }
             i += 32;
         }
         while i + 8 <= n {
-            // SAFETY: see above.
-            acc[0] = unsafe {
-                _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0])
-            };
+            acc[0] = _mm256_fmadd_ps(load8(a, i), load8(b, i), acc[0]);
             i += 8;
         }
         let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
@@ -162,29 +172,23 @@ mod avx2 {
     fn dot4(row: &[f32], q: &[f32]) -> [f32; 4] {
         let d = row.len();
         assert_eq!(q.len(), 4 * d);
-        let pr = row.as_ptr();
-        let pq = [q.as_ptr(), q[d..].as_ptr(), q[2 * d..].as_ptr(), q[3 * d..].as_ptr()];
+        let qs = [&q[..d], &q[d..2 * d], &q[2 * d..3 * d], &q[3 * d..]];
         let mut a0 = [_mm256_setzero_ps(); 4];
         let mut a1 = [_mm256_setzero_ps(); 4];
         let mut i = 0;
-        // SAFETY (all loads below): `row` has `d` values and each `pq[j]` starts a query row
-        // of `d` values inside `q`; loads cover `[i, i + 16)` or `[i, i + 8)` with that end
-        // at most `d`.
         while i + 16 <= d {
-            let r0 = unsafe { _mm256_loadu_ps(pr.add(i)) };
-            let r1 = unsafe { _mm256_loadu_ps(pr.add(i + 8)) };
+            let r0 = load8(row, i);
+            let r1 = load8(row, i + 8);
             for j in 0..4 {
-                unsafe {
-                    a0[j] = _mm256_fmadd_ps(r0, _mm256_loadu_ps(pq[j].add(i)), a0[j]);
-                    a1[j] = _mm256_fmadd_ps(r1, _mm256_loadu_ps(pq[j].add(i + 8)), a1[j]);
-                }
+                a0[j] = _mm256_fmadd_ps(r0, load8(qs[j], i), a0[j]);
+                a1[j] = _mm256_fmadd_ps(r1, load8(qs[j], i + 8), a1[j]);
             }
             i += 16;
         }
         while i + 8 <= d {
-            let r0 = unsafe { _mm256_loadu_ps(pr.add(i)) };
+            let r0 = load8(row, i);
             for j in 0..4 {
-                a0[j] = unsafe { _mm256_fmadd_ps(r0, _mm256_loadu_ps(pq[j].add(i)), a0[j]) };
+                a0[j] = _mm256_fmadd_ps(r0, load8(qs[j], i), a0[j]);
             }
             i += 8;
         }
@@ -192,7 +196,7 @@ mod avx2 {
         for j in 0..4 {
             let mut s = hsum(_mm256_add_ps(a0[j], a1[j]));
             for t in i..d {
-                s = row[t].mul_add(q[j * d + t], s);
+                s = row[t].mul_add(qs[j][t], s);
             }
             out[j] = s;
         }
@@ -220,8 +224,13 @@ mod tests {
                     dots(level, &row, &qs, &mut out);
                     for q in 0..nq {
                         let r = reference(&row, &qs[q * d..(q + 1) * d]);
-                        let scale = (sum_squares_f64(&row) * sum_squares_f64(&qs[q * d..(q + 1) * d])).sqrt();
-                        assert!(((out[q] as f64) - r).abs() <= 1e-6 * scale, "{level:?} d={d} q={q}");
+                        let scale = (sum_squares_f64(&row)
+                            * sum_squares_f64(&qs[q * d..(q + 1) * d]))
+                        .sqrt();
+                        assert!(
+                            ((out[q] as f64) - r).abs() <= 1e-6 * scale,
+                            "{level:?} d={d} q={q}"
+                        );
                     }
                 }
             }

@@ -4,7 +4,7 @@ use crate::cpu::{CpuBackend, CpuConfig, SimdLevel};
 use crate::cuda::{self, CudaStatus};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::matrix::{inverse_norm, CorpusView, MatrixRef, Scores};
+use crate::matrix::{normalize, CorpusView, MatrixRef, Scores};
 
 /// Which backend may serve calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,10 +60,16 @@ impl HybridExecutor {
     pub fn new(config: ExecutorConfig) -> Result<Self> {
         let cuda = cuda::probe();
         if let (DevicePolicy::Cuda, CudaStatus::Unavailable { reason }) = (config.device, &cuda) {
-            return Err(Error::CudaUnavailable { reason: reason.clone() });
+            return Err(Error::CudaUnavailable {
+                reason: reason.clone(),
+            });
         }
         let cpu = CpuBackend::new(&config.cpu)?;
-        Ok(Self { cpu, cuda, policy: config.device })
+        Ok(Self {
+            cpu,
+            cuda,
+            policy: config.device,
+        })
     }
 
     /// What this executor runs on.
@@ -93,8 +99,13 @@ impl HybridExecutor {
         let corpus = corpus.into();
         let unit = prepare_queries(queries, corpus)?;
         let unit = MatrixRef::new(&unit, queries.rows(), queries.cols())?;
-        let _span = tracing::debug_span!("cosine_similarity", backend = "cpu", q = unit.rows(),
-            n = corpus.rows(), d = corpus.dim())
+        let _span = tracing::debug_span!(
+            "cosine_similarity",
+            backend = "cpu",
+            q = unit.rows(),
+            n = corpus.rows(),
+            d = corpus.dim()
+        )
         .entered();
         Ok(self.cpu.cosine(unit, corpus))
     }
@@ -112,12 +123,21 @@ impl HybridExecutor {
     ) -> Result<Vec<Vec<Hit>>> {
         let corpus = corpus.into();
         if k == 0 {
-            return Err(Error::InvalidK { k, rows: corpus.rows() });
+            return Err(Error::InvalidK {
+                k,
+                rows: corpus.rows(),
+            });
         }
         let unit = prepare_queries(queries, corpus)?;
         let unit = MatrixRef::new(&unit, queries.rows(), queries.cols())?;
-        let _span = tracing::debug_span!("top_k", backend = "cpu", q = unit.rows(),
-            n = corpus.rows(), d = corpus.dim(), k)
+        let _span = tracing::debug_span!(
+            "top_k",
+            backend = "cpu",
+            q = unit.rows(),
+            n = corpus.rows(),
+            d = corpus.dim(),
+            k
+        )
         .entered();
         Ok(self.cpu.top_k(unit, corpus, k.min(corpus.rows())))
     }
@@ -127,14 +147,14 @@ impl HybridExecutor {
 /// stay zero, so they score 0 against everything).
 fn prepare_queries(queries: MatrixRef<'_>, corpus: CorpusView<'_>) -> Result<Vec<f32>> {
     if queries.cols() != corpus.dim() {
-        return Err(Error::DimensionMismatch { expected: corpus.dim(), got: queries.cols() });
+        return Err(Error::DimensionMismatch {
+            expected: corpus.dim(),
+            got: queries.cols(),
+        });
     }
     queries.check_finite()?;
     let mut unit = queries.as_slice().to_vec();
-    for row in unit.chunks_exact_mut(queries.cols()) {
-        let inv = inverse_norm(row);
-        row.iter_mut().for_each(|v| *v *= inv);
-    }
+    unit.chunks_exact_mut(queries.cols()).for_each(normalize);
     Ok(unit)
 }
 

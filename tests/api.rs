@@ -1,0 +1,760 @@
+//! Public API tests: every result is checked against an f64 reference, on the default
+//! executor (AVX2+FMA streaming kernels and GEMM tiles where the CPU has them) and on the
+//! forced scalar executor, over random shapes on both the streaming path (Q < 16) and the
+//! GEMM path (Q >= 16, the default `gemm_min_queries`).
+
+use hybridvec::{
+    data, Corpus, CpuConfig, DevicePolicy, Error, ExecutorConfig, Hit, HybridExecutor, MatrixRef,
+};
+use proptest::prelude::*;
+use std::sync::LazyLock;
+
+/// Cosine is bounded by 1 in magnitude, so an absolute error bound on it is the error of
+/// the dot product relative to `‖q‖‖c‖`.
+const COS_TOL: f64 = 1e-5;
+/// Two reference scores closer than this are a near-tie: f32 rounding (within `COS_TOL` per
+/// score) may legitimately swap them.
+const TIE_TOL: f64 = 2e-5;
+/// Bound on `Q × N × D` per generated case, so the f64 reference stays cheap.
+const MAX_WORK: usize = 200_000_000;
+/// Query count at and above which the default executor uses the GEMM path.
+const GEMM_MIN_QUERIES: usize = 16;
+
+static DEFAULT: LazyLock<HybridExecutor> =
+    LazyLock::new(|| HybridExecutor::new(ExecutorConfig::default()).expect("default executor"));
+
+static SCALAR: LazyLock<HybridExecutor> = LazyLock::new(|| {
+    HybridExecutor::new(ExecutorConfig {
+        cpu: CpuConfig {
+            force_scalar: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .expect("scalar executor")
+});
+
+fn executors() -> [(&'static str, &'static HybridExecutor); 2] {
+    [("default", &*DEFAULT), ("scalar", &*SCALAR)]
+}
+
+// ---------------------------------------------------------------------------------------
+// The f64 reference.
+// ---------------------------------------------------------------------------------------
+
+fn norm64(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+/// `q·c / (‖q‖‖c‖)` in f64; 0 when either norm is 0.
+fn cosine64(q: &[f32], c: &[f32]) -> f64 {
+    let (nq, nc) = (norm64(q), norm64(c));
+    if nq == 0.0 || nc == 0.0 {
+        return 0.0;
+    }
+    let dot: f64 = q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum();
+    dot / (nq * nc)
+}
+
+/// The `Q × N` reference scores, one `Vec` per query.
+fn reference_scores(queries: &[f32], corpus: &[f32], d: usize) -> Vec<Vec<f64>> {
+    use rayon::prelude::*;
+    let corpus_norms: Vec<f64> = corpus.chunks_exact(d).map(norm64).collect();
+    queries
+        .par_chunks_exact(d)
+        .map(|q| {
+            let nq = norm64(q);
+            corpus
+                .chunks_exact(d)
+                .zip(&corpus_norms)
+                .map(|(c, &nc)| {
+                    if nq == 0.0 || nc == 0.0 {
+                        0.0
+                    } else {
+                        let dot: f64 = q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        dot / (nq * nc)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Indices of `scores` best first (descending score, ties by lower index), `k` of them.
+fn reference_top_k(scores: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+// ---------------------------------------------------------------------------------------
+// Checks shared by the properties and the fixed tests.
+// ---------------------------------------------------------------------------------------
+
+/// Every element of `cosine_similarity` within `tol` of the reference.
+fn check_cosine(
+    exec: &HybridExecutor,
+    name: &str,
+    queries: &[f32],
+    q: usize,
+    corpus: &Corpus,
+    reference: &[Vec<f64>],
+    tol: f64,
+) -> Result<(), TestCaseError> {
+    let d = corpus.dim();
+    let n = corpus.rows();
+    let scores = exec
+        .cosine_similarity(MatrixRef::new(queries, q, d).unwrap(), corpus)
+        .map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
+    prop_assert_eq!((scores.rows(), scores.cols()), (q, n), "{}: shape", name);
+    for (i, want_row) in reference.iter().enumerate() {
+        let got_row = scores.row(i);
+        for (j, (&got, &want)) in got_row.iter().zip(want_row).enumerate() {
+            prop_assert!(
+                (got as f64 - want).abs() <= tol,
+                "{}: Q={} N={} D={}: score[{}][{}] = {}, reference {} (diff {:e})",
+                name,
+                q,
+                n,
+                d,
+                i,
+                j,
+                got,
+                want,
+                (got as f64 - want).abs()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks one query's hits against its reference scores:
+/// * length `min(k, N)`, distinct in-range indices, sorted best first (ties: lower index);
+/// * each hit's score within `tol` of the reference score of that same index;
+/// * rank by rank, the hit is the reference's, or the reference scores of the two differ
+///   by at most `tie_tol` (a near-tie that f32 rounding may reorder).
+fn check_hits(
+    name: &str,
+    query: usize,
+    hits: &[Hit],
+    reference: &[f64],
+    k: usize,
+    tol: f64,
+    tie_tol: f64,
+) -> Result<(), TestCaseError> {
+    let n = reference.len();
+    let want = reference_top_k(reference, k);
+    prop_assert_eq!(hits.len(), k.min(n), "{}: query {}: hit count", name, query);
+    let mut seen = vec![false; n];
+    for (rank, h) in hits.iter().enumerate() {
+        prop_assert!(
+            h.index < n,
+            "{}: query {}: index {} >= N = {}",
+            name,
+            query,
+            h.index,
+            n
+        );
+        prop_assert!(
+            !seen[h.index],
+            "{}: query {}: index {} returned twice",
+            name,
+            query,
+            h.index
+        );
+        seen[h.index] = true;
+        let own = reference[h.index];
+        prop_assert!(
+            (h.score as f64 - own).abs() <= tol,
+            "{}: query {}: rank {}: index {} scored {}, reference {}",
+            name,
+            query,
+            rank,
+            h.index,
+            h.score,
+            own
+        );
+        let at_rank = reference[want[rank]];
+        prop_assert!(
+            h.index == want[rank] || (own - at_rank).abs() <= tie_tol,
+            "{}: query {}: rank {}: got index {} (reference score {}), reference has index {} \
+             (score {})",
+            name,
+            query,
+            rank,
+            h.index,
+            own,
+            want[rank],
+            at_rank
+        );
+        if rank > 0 {
+            let prev = hits[rank - 1];
+            prop_assert!(
+                prev.score > h.score || (prev.score == h.score && prev.index < h.index),
+                "{}: query {}: not sorted at rank {}: {:?} then {:?}",
+                name,
+                query,
+                rank,
+                prev,
+                h
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_top_k(
+    exec: &HybridExecutor,
+    name: &str,
+    queries: &[f32],
+    q: usize,
+    corpus: &Corpus,
+    k: usize,
+    reference: &[Vec<f64>],
+) -> Result<(), TestCaseError> {
+    let hits = exec
+        .top_k(MatrixRef::new(queries, q, corpus.dim()).unwrap(), corpus, k)
+        .map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
+    prop_assert_eq!(hits.len(), q, "{}: one hit list per query", name);
+    for (i, (hs, r)) in hits.iter().zip(reference).enumerate() {
+        check_hits(name, i, hs, r, k, COS_TOL, TIE_TOL)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Shapes.
+// ---------------------------------------------------------------------------------------
+
+/// Dimensions 1..2000, with the awkward ones around SIMD widths and unroll factors
+/// drawn more often than a uniform draw would.
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => 1usize..2000,
+        1 => prop::sample::select(vec![
+            1usize, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 65, 127, 255, 257, 767, 768, 769,
+            1023, 1025, 1999,
+        ]),
+    ]
+}
+
+/// `(Q, N, D, k, seed)` with `Q` in `queries`, `N` in 1..5000 (small `N` often, so `k > N`
+/// happens), `D` in 1..2000, `k` in 1..50 and `Q × N × D <= MAX_WORK`.
+fn shape(
+    queries: std::ops::Range<usize>,
+) -> impl Strategy<Value = (usize, usize, usize, usize, u64)> {
+    (queries, dim(), 1usize..50, any::<u64>()).prop_flat_map(|(q, d, k, seed)| {
+        let max_n = (MAX_WORK / (q * d)).clamp(1, 4999);
+        let n = prop_oneof![1 => 1usize..=max_n.min(64), 3 => 1usize..=max_n];
+        (Just(q), n, Just(d), Just(k), Just(seed))
+    })
+}
+
+/// Fresh standard normal queries and corpus for one case.
+fn inputs(q: usize, n: usize, d: usize, seed: u64) -> (Vec<f32>, Corpus, Vec<Vec<f64>>) {
+    let corpus_data = data::random_matrix(n, d, seed);
+    let queries = data::random_matrix(q, d, seed.wrapping_add(0x9E37_79B9_7F4A_7C15));
+    let reference = reference_scores(&queries, &corpus_data, d);
+    (queries, Corpus::new(corpus_data, d).unwrap(), reference)
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        // Debug builds are much slower; `cargo test --release` runs the full count.
+        cases: if cfg!(debug_assertions) { 6 } else { 28 },
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn cosine_matches_f64_streaming((q, n, d, _k, seed) in shape(1..GEMM_MIN_QUERIES)) {
+        let (queries, corpus, reference) = inputs(q, n, d, seed);
+        for (name, exec) in executors() {
+            check_cosine(exec, name, &queries, q, &corpus, &reference, COS_TOL)?;
+        }
+    }
+
+    #[test]
+    fn cosine_matches_f64_gemm((q, n, d, _k, seed) in shape(GEMM_MIN_QUERIES..300)) {
+        let (queries, corpus, reference) = inputs(q, n, d, seed);
+        for (name, exec) in executors() {
+            check_cosine(exec, name, &queries, q, &corpus, &reference, COS_TOL)?;
+        }
+    }
+
+    #[test]
+    fn top_k_matches_f64_streaming((q, n, d, k, seed) in shape(1..GEMM_MIN_QUERIES)) {
+        let (queries, corpus, reference) = inputs(q, n, d, seed);
+        for (name, exec) in executors() {
+            check_top_k(exec, name, &queries, q, &corpus, k, &reference)?;
+        }
+    }
+
+    #[test]
+    fn top_k_matches_f64_gemm((q, n, d, k, seed) in shape(GEMM_MIN_QUERIES..300)) {
+        let (queries, corpus, reference) = inputs(q, n, d, seed);
+        for (name, exec) in executors() {
+            check_top_k(exec, name, &queries, q, &corpus, k, &reference)?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixed cases.
+// ---------------------------------------------------------------------------------------
+
+/// Unwraps a `TestCaseError` result outside `proptest!`.
+fn ok(r: Result<(), TestCaseError>) {
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn dimension_65536_matches_f64() {
+    // f32 accumulation over 65536 terms: rounding error grows with the number of terms
+    // (about eps·sqrt(D) for random data, up to eps·D in the worst case), so the bound here
+    // is 1e-4 instead of 1e-5. As above, it is relative to ‖q‖‖c‖ because |cos| <= 1.
+    let d = 65536;
+    let n = 12;
+    let corpus_data = data::random_matrix(n, d, 11);
+    let corpus = Corpus::new(corpus_data.clone(), d).unwrap();
+    // 3 queries take the streaming path, 16 the GEMM path.
+    for q in [3, GEMM_MIN_QUERIES] {
+        let queries = data::random_matrix(q, d, 12);
+        let reference = reference_scores(&queries, &corpus_data, d);
+        for (name, exec) in executors() {
+            ok(check_cosine(
+                exec, name, &queries, q, &corpus, &reference, 1e-4,
+            ));
+            let hits = exec
+                .top_k(MatrixRef::new(&queries, q, d).unwrap(), &corpus, 5)
+                .unwrap();
+            for (i, (hs, r)) in hits.iter().zip(&reference).enumerate() {
+                ok(check_hits(name, i, hs, r, 5, 1e-4, 2e-4));
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_query_and_zero_row_score_exactly_zero() {
+    let (n, d) = (600, 37);
+    let mut corpus_data = data::random_matrix(n, d, 21);
+    let zero_row = 300;
+    corpus_data[zero_row * d..(zero_row + 1) * d].fill(0.0);
+    let corpus = Corpus::new(corpus_data, d).unwrap();
+    // Query 1 is zero; the batch sizes cover the streaming and the GEMM path.
+    for q in [3, GEMM_MIN_QUERIES + 4] {
+        let mut queries = data::random_matrix(q, d, 22);
+        queries[d..2 * d].fill(0.0);
+        for (name, exec) in executors() {
+            let view = MatrixRef::new(&queries, q, d).unwrap();
+            let s = exec.cosine_similarity(view, &corpus).unwrap();
+            assert!(
+                s.row(1).iter().all(|&x| x == 0.0),
+                "{name} Q={q}: zero query"
+            );
+            for i in 0..q {
+                assert_eq!(s.get(i, zero_row), 0.0, "{name} Q={q}: zero row, query {i}");
+            }
+            // Every score of the zero query ties at 0, so its hits are rows 0, 1, 2, ...
+            let hits = exec.top_k(view, &corpus, 7).unwrap();
+            let want: Vec<Hit> = (0..7).map(|index| Hit { index, score: 0.0 }).collect();
+            assert_eq!(hits[1], want, "{name} Q={q}: zero query hits");
+            for (i, hs) in hits.iter().enumerate() {
+                assert!(
+                    hs.iter().all(|h| h.index != zero_row || h.score == 0.0),
+                    "{name} Q={q}: query {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn k_larger_than_corpus_returns_every_row() {
+    let (n, d) = (9, 21);
+    let corpus_data = data::random_matrix(n, d, 31);
+    let corpus = Corpus::new(corpus_data.clone(), d).unwrap();
+    for q in [2, GEMM_MIN_QUERIES] {
+        let queries = data::random_matrix(q, d, 32);
+        let reference = reference_scores(&queries, &corpus_data, d);
+        for (name, exec) in executors() {
+            for k in [n + 1, 50, usize::MAX] {
+                let hits = exec
+                    .top_k(MatrixRef::new(&queries, q, d).unwrap(), &corpus, k)
+                    .unwrap();
+                for (i, (hs, r)) in hits.iter().zip(&reference).enumerate() {
+                    assert_eq!(hs.len(), n, "{name} Q={q} k={k}");
+                    let mut idx: Vec<usize> = hs.iter().map(|h| h.index).collect();
+                    idx.sort_unstable();
+                    assert_eq!(idx, (0..n).collect::<Vec<_>>(), "{name} Q={q} k={k}");
+                    ok(check_hits(name, i, hs, r, k, COS_TOL, TIE_TOL));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn exact_ties_come_out_lower_index_first() {
+    // Copies of one row spread over different streaming blocks (2048 rows) and GEMM tiles
+    // (256 rows), so the tie is resolved across tasks and heap merges too.
+    let (n, d) = (5000, 45);
+    let mut corpus_data = data::random_matrix(n, d, 41);
+    let src = 4321;
+    let copies = [7usize, 250, 256, 2047, 2048, 3000, src];
+    let row = corpus_data[src * d..(src + 1) * d].to_vec();
+    for &c in &copies {
+        corpus_data[c * d..(c + 1) * d].copy_from_slice(&row);
+    }
+    let corpus = Corpus::new(corpus_data, d).unwrap();
+    let mut want: Vec<usize> = copies.to_vec();
+    want.sort_unstable();
+    for q in [1, 5, GEMM_MIN_QUERIES, 40] {
+        // Every query is a scaled copy of the duplicated row (so the copies are its best
+        // hits) except query 0, which is random: for it the copies tie somewhere else.
+        let mut queries = data::random_matrix(q, d, 42);
+        for i in 1..q {
+            for (x, &r) in queries[i * d..(i + 1) * d].iter_mut().zip(&row) {
+                *x = r * (i as f32 + 0.5);
+            }
+        }
+        for (name, exec) in executors() {
+            let view = MatrixRef::new(&queries, q, d).unwrap();
+            let all = exec.top_k(view, &corpus, n).unwrap();
+            for (i, hs) in all.iter().enumerate() {
+                let pos: Vec<usize> = hs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| copies.contains(&h.index))
+                    .map(|(p, _)| p)
+                    .collect();
+                let got: Vec<usize> = pos.iter().map(|&p| hs[p].index).collect();
+                assert_eq!(
+                    got, want,
+                    "{name} Q={q} query {i}: copies out of index order"
+                );
+                let score = hs[pos[0]].score;
+                assert!(
+                    pos.iter().all(|&p| hs[p].score == score),
+                    "{name} Q={q} query {i}: copies of one row scored differently: {:?}",
+                    pos.iter().map(|&p| hs[p]).collect::<Vec<_>>()
+                );
+                assert!(
+                    pos.windows(2).all(|w| w[1] == w[0] + 1),
+                    "{name} Q={q} query {i}: copies not adjacent: {pos:?}"
+                );
+                if i > 0 {
+                    assert_eq!(pos[0], 0, "{name} Q={q} query {i}: copies are not the best");
+                }
+            }
+            let top = exec.top_k(view, &corpus, 3).unwrap();
+            for hs in &top[1..] {
+                let idx: Vec<usize> = hs.iter().map(|h| h.index).collect();
+                assert_eq!(idx, want[..3], "{name} Q={q}: top-3 of a tie");
+            }
+        }
+    }
+}
+
+#[test]
+fn repeated_calls_are_identical() {
+    let (n, d) = (3000, 100);
+    let corpus = Corpus::new(data::random_matrix(n, d, 51), d).unwrap();
+    for q in [5, 40] {
+        let queries = data::random_matrix(q, d, 52);
+        let view = MatrixRef::new(&queries, q, d).unwrap();
+        for (name, exec) in executors() {
+            let s0 = exec.cosine_similarity(view, &corpus).unwrap();
+            let h0 = exec.top_k(view, &corpus, 10).unwrap();
+            for _ in 0..3 {
+                assert_eq!(
+                    exec.cosine_similarity(view, &corpus).unwrap(),
+                    s0,
+                    "{name} Q={q}"
+                );
+                assert_eq!(exec.top_k(view, &corpus, 10).unwrap(), h0, "{name} Q={q}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input.
+// ---------------------------------------------------------------------------------------
+
+fn small_corpus() -> Corpus {
+    Corpus::new(data::random_matrix(10, 4, 61), 4).unwrap()
+}
+
+#[test]
+fn dimension_mismatch() {
+    let corpus = small_corpus();
+    let queries = data::random_matrix(2, 5, 62);
+    let view = MatrixRef::new(&queries, 2, 5).unwrap();
+    for (name, exec) in executors() {
+        match exec.cosine_similarity(view, &corpus) {
+            Err(Error::DimensionMismatch {
+                expected: 4,
+                got: 5,
+            }) => {}
+            other => panic!("{name}: expected DimensionMismatch {{ 4, 5 }}, got {other:?}"),
+        }
+        match exec.top_k(view, &corpus, 3) {
+            Err(Error::DimensionMismatch {
+                expected: 4,
+                got: 5,
+            }) => {}
+            other => panic!("{name}: expected DimensionMismatch {{ 4, 5 }}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn non_finite_queries_are_rejected_with_position() {
+    let corpus = small_corpus();
+    for (bad, what) in [
+        (f32::NAN, "NaN"),
+        (f32::INFINITY, "+inf"),
+        (f32::NEG_INFINITY, "-inf"),
+    ] {
+        for q in [3, GEMM_MIN_QUERIES] {
+            let mut queries = data::random_matrix(q, 4, 63);
+            queries[2 * 4 + 1] = bad; // row 2, column 1
+            queries[(q - 1) * 4 + 3] = bad; // a later one must not win
+            let view = MatrixRef::new(&queries, q, 4).unwrap();
+            for (name, exec) in executors() {
+                match exec.cosine_similarity(view, &corpus) {
+                    Err(Error::NonFinite { row: 2, col: 1 }) => {}
+                    other => panic!("{name} {what}: expected NonFinite {{ 2, 1 }}, got {other:?}"),
+                }
+                match exec.top_k(view, &corpus, 2) {
+                    Err(Error::NonFinite { row: 2, col: 1 }) => {}
+                    other => panic!("{name} {what}: expected NonFinite {{ 2, 1 }}, got {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn non_finite_corpus_is_rejected_with_position() {
+    for (bad, what) in [
+        (f32::NAN, "NaN"),
+        (f32::INFINITY, "+inf"),
+        (f32::NEG_INFINITY, "-inf"),
+    ] {
+        let d = 6;
+        // 9000 rows: more than one of the chunks the check scans in parallel.
+        let mut v = data::random_matrix(9000, d, 64);
+        v[7000 * d + 5] = bad;
+        v[8999 * d] = bad;
+        match Corpus::new(v.clone(), d) {
+            Err(Error::NonFinite { row: 7000, col: 5 }) => {}
+            other => panic!("{what}: expected NonFinite {{ 7000, 5 }}, got {other:?}"),
+        }
+        v[3] = bad;
+        match Corpus::new(v, d) {
+            Err(Error::NonFinite { row: 0, col: 3 }) => {}
+            other => panic!("{what}: expected NonFinite {{ 0, 3 }}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn k_zero_is_invalid() {
+    let corpus = small_corpus();
+    let queries = data::random_matrix(2, 4, 65);
+    for (name, exec) in executors() {
+        match exec.top_k(MatrixRef::new(&queries, 2, 4).unwrap(), &corpus, 0) {
+            Err(Error::InvalidK { k: 0, rows: 10 }) => {}
+            other => panic!("{name}: expected InvalidK {{ 0, 10 }}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn empty_inputs_are_rejected() {
+    match Corpus::new(Vec::new(), 8) {
+        Err(Error::EmptyInput { what }) => assert!(!what.is_empty()),
+        other => panic!("expected EmptyInput, got {other:?}"),
+    }
+    match MatrixRef::new(&[], 0, 8) {
+        Err(Error::EmptyInput { what }) => assert!(!what.is_empty()),
+        other => panic!("expected EmptyInput, got {other:?}"),
+    }
+    match MatrixRef::new(&[], 3, 0) {
+        Err(Error::EmptyInput { .. }) => {}
+        other => panic!("expected EmptyInput, got {other:?}"),
+    }
+    match Corpus::new(vec![1.0; 4], 0) {
+        Err(Error::EmptyInput { .. }) => {}
+        other => panic!("expected EmptyInput, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_buffer_length_is_invalid_shape() {
+    let v = [1.0f32; 7];
+    match MatrixRef::new(&v, 2, 4) {
+        Err(Error::InvalidShape {
+            rows: 2,
+            cols: 4,
+            len: 7,
+        }) => {}
+        other => panic!("expected InvalidShape {{ 2, 4, 7 }}, got {other:?}"),
+    }
+    match MatrixRef::new(&v, 3, 3) {
+        Err(Error::InvalidShape {
+            rows: 3,
+            cols: 3,
+            len: 7,
+        }) => {}
+        other => panic!("expected InvalidShape {{ 3, 3, 7 }}, got {other:?}"),
+    }
+    match Corpus::new(v.to_vec(), 2) {
+        Err(Error::InvalidShape {
+            cols: 2, len: 7, ..
+        }) => {}
+        other => panic!("expected InvalidShape, got {other:?}"),
+    }
+}
+
+#[test]
+fn cuda_policy_without_cuda_is_an_error_with_a_reason() {
+    match HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cuda,
+        ..Default::default()
+    }) {
+        Err(Error::CudaUnavailable { reason }) => {
+            assert!(!reason.trim().is_empty(), "empty reason")
+        }
+        other => panic!("expected CudaUnavailable, got {other:?}"),
+    }
+    // Auto and Cpu fall back to / use the CPU.
+    for device in [DevicePolicy::Auto, DevicePolicy::Cpu] {
+        let exec = HybridExecutor::new(ExecutorConfig {
+            device,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(exec.policy(), device);
+        assert!(!exec.capabilities().cuda.is_available());
+    }
+}
+
+#[test]
+fn zero_threads_is_invalid_config() {
+    match HybridExecutor::new(ExecutorConfig {
+        cpu: CpuConfig {
+            threads: Some(0),
+            ..Default::default()
+        },
+        ..Default::default()
+    }) {
+        Err(Error::InvalidConfig(msg)) => assert!(!msg.is_empty()),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
+#[test]
+fn cosine_helper_agrees_with_reference_matrix() {
+    // Guards the reference itself: the per-pair and the batched forms must agree.
+    let d = 13;
+    let q = data::random_matrix(2, d, 71);
+    let mut c = data::random_matrix(3, d, 72);
+    c[d..2 * d].fill(0.0);
+    let r = reference_scores(&q, &c, d);
+    for i in 0..2 {
+        for j in 0..3 {
+            assert_eq!(
+                r[i][j],
+                cosine64(&q[i * d..(i + 1) * d], &c[j * d..(j + 1) * d])
+            );
+        }
+    }
+    assert_eq!(r[0][1], 0.0);
+    assert!((cosine64(&[1.0, 0.0], &[2.0, 0.0]) - 1.0).abs() < 1e-15);
+    assert_eq!(reference_top_k(&[0.5, 0.9, 0.5, -1.0], 3), vec![1, 0, 2]);
+}
+
+#[test]
+fn hit_check_rejects_wrong_answers() {
+    // The checker must be able to fail: feed it wrong hit lists for known scores.
+    let r = [0.1, 0.9, 0.5, 0.500001, -0.3];
+    let h = |index: usize| Hit {
+        index,
+        score: r[index] as f32,
+    };
+    let check = |hits: &[Hit], k: usize| check_hits("t", 0, hits, &r, k, COS_TOL, TIE_TOL);
+    assert!(check(&[h(1), h(3), h(2)], 3).is_ok());
+    // Near-tie (1e-6 apart): either order of the same score is accepted by the rank check,
+    // but the list must still be sorted by the scores it reports.
+    assert!(check(&[h(1), h(2), h(3)], 3).is_err());
+    // With equal reported scores, the lower index must come first.
+    let mut tied = [h(1), h(2), h(3)];
+    tied[2].score = tied[1].score;
+    assert!(check(&tied, 3).is_ok());
+    tied.swap(1, 2);
+    assert!(check(&tied, 3).is_err(), "equal scores, higher index first");
+    let mut tied = [h(1), h(2), h(3)];
+    tied[2].score = tied[1].score;
+    assert!(check(&tied, 3).is_ok());
+    assert!(check(&[h(1), h(3)], 3).is_err(), "too short");
+    assert!(
+        check(&[h(1), h(3), h(0)], 3).is_err(),
+        "not the reference's third"
+    );
+    assert!(check(&[h(3), h(1), h(2)], 3).is_err(), "not sorted");
+    assert!(check(&[h(1), h(1), h(3)], 3).is_err(), "duplicate");
+    let mut off = [h(1), h(3), h(2)];
+    off[0].score += 2e-5;
+    assert!(check(&off, 3).is_err(), "score off");
+    assert!(check(&[h(1), h(3), h(2), h(0), h(4)], 9).is_ok(), "k > N");
+    assert!(
+        check(&[h(1), h(3), h(2), h(0)], 9).is_err(),
+        "k > N, one missing"
+    );
+}
+
+#[test]
+fn extreme_magnitudes_are_scored_exactly_or_rejected() {
+    // Queries of any finite magnitude are normalised in f64 and must score exactly.
+    // Corpus rows with norms inside [MIN_NORM, MAX_NORM] must score exactly; rows outside
+    // it are a typed error, never NaN or inf in the results.
+    let d = 8;
+    let base = data::random_matrix(4, d, 91);
+    let scales = [1.0f32, 1e-28, 1e28, 0.5];
+    let mut corpus_data = base.clone();
+    for (row, &s) in corpus_data.chunks_exact_mut(d).zip(&scales) {
+        row.iter_mut().for_each(|x| *x *= s);
+    }
+    let corpus = Corpus::new(corpus_data.clone(), d).unwrap();
+    let mut queries = data::random_matrix(3, d, 92);
+    queries[..d].iter_mut().for_each(|x| *x *= 1e-39);
+    queries[d..2 * d].iter_mut().for_each(|x| *x *= 3e37);
+    let reference = reference_scores(&queries, &corpus_data, d);
+    for (name, exec) in executors() {
+        ok(check_cosine(
+            exec, name, &queries, 3, &corpus, &reference, COS_TOL,
+        ));
+        ok(check_top_k(exec, name, &queries, 3, &corpus, 4, &reference));
+    }
+    for (s, row) in [(1e-39f32, 1usize), (3e37, 2)] {
+        let mut bad = base.clone();
+        bad[row * d..(row + 1) * d].iter_mut().for_each(|x| *x *= s);
+        match Corpus::new(bad, d) {
+            Err(Error::NormOutOfRange { row: r, norm }) => {
+                assert_eq!(r, row);
+                assert!(!(hybridvec::MIN_NORM..=hybridvec::MAX_NORM).contains(&norm));
+            }
+            other => panic!("scale {s}: expected NormOutOfRange, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Tests of the `hybridvec` binary: exit codes, output formats, and answers checked against
+//! an f64 reference.
+
+use hybridvec::{data, input, DevicePolicy, Error, ExecutorConfig, HybridExecutor, Matrix};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn hybridvec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hybridvec"))
+        .args(args)
+        // The tests must see the real default path and the default log level.
+        .env_remove("HYBRIDVEC_FORCE_SCALAR")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run hybridvec")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and no panic, with both streams in the message otherwise.
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success() && !stderr(o).contains("panicked"),
+        "{what}: status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// A scratch directory named after the test and this process, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("hybridvec-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cuda_reason() -> String {
+    match HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cuda,
+        ..Default::default()
+    }) {
+        Err(Error::CudaUnavailable { reason }) => reason,
+        other => panic!("this build should have no CUDA, got {other:?}"),
+    }
+}
+
+#[test]
+fn info_reports_cuda_unavailable_with_reason() {
+    let o = hybridvec(&["info"]);
+    assert_ok(&o, "info");
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("cuda:"))
+        .unwrap_or_else(|| panic!("no line starting 'cuda:' in:\n{out}"));
+    let (_, reason) = line
+        .split_once("unavailable:")
+        .unwrap_or_else(|| panic!("no 'unavailable:' in {line:?}"));
+    assert!(!reason.trim().is_empty(), "no reason in {line:?}");
+    assert!(line.contains(&cuda_reason()), "{line:?}");
+}
+
+#[test]
+fn info_json_is_one_object() {
+    let o = hybridvec(&["info", "--json"]);
+    assert_ok(&o, "info --json");
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(v["cuda"], "unavailable");
+    assert_eq!(v["cuda_reason"].as_str(), Some(cuda_reason().as_str()));
+    assert!(v["threads"].as_u64().unwrap_or(0) >= 1, "{v}");
+}
+
+#[test]
+fn bench_on_cuda_fails_with_code_2_and_reason() {
+    let o = hybridvec(&[
+        "bench",
+        "--backend",
+        "cuda",
+        "--queries",
+        "2",
+        "--corpus",
+        "100",
+        "--dim",
+        "8",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "stderr:\n{err}");
+    assert!(
+        err.contains(&cuda_reason()),
+        "reason missing from stderr:\n{err}"
+    );
+}
+
+fn bench_json(k: usize) {
+    let k_arg = k.to_string();
+    let args = [
+        "bench",
+        "--json",
+        "--queries",
+        "3",
+        "--corpus",
+        "1000",
+        "--dim",
+        "17",
+        "--k",
+        &k_arg,
+        "--repeat",
+        "3",
+    ];
+    let o = hybridvec(&args);
+    assert_ok(&o, &args.join(" "));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one JSON line, got:\n{out}");
+    let v: Value = serde_json::from_str(lines[0]).expect("valid JSON");
+    let obj = v.as_object().expect("a JSON object");
+    for key in [
+        "backend",
+        "queries",
+        "corpus",
+        "dim",
+        "k",
+        "median_secs",
+        "gflops",
+    ] {
+        assert!(obj.contains_key(key), "missing {key:?} in {v}");
+    }
+    assert!(
+        v["backend"].as_str().is_some_and(|b| b.starts_with("cpu")),
+        "{v}"
+    );
+    assert_eq!(v["queries"].as_u64(), Some(3), "{v}");
+    assert_eq!(v["corpus"].as_u64(), Some(1000), "{v}");
+    assert_eq!(v["dim"].as_u64(), Some(17), "{v}");
+    assert_eq!(v["k"].as_u64(), Some(k as u64), "{v}");
+    let median = v["median_secs"].as_f64().expect("median_secs is a number");
+    assert!(median.is_finite() && median > 0.0, "{v}");
+    let gflops = v["gflops"].as_f64().expect("gflops is a number");
+    assert!(gflops.is_finite() && gflops > 0.0, "{v}");
+    // gflops is 2·Q·N·D over the median time.
+    let expect = 2.0 * 3.0 * 1000.0 * 17.0 / median / 1e9;
+    assert!((gflops - expect).abs() <= 1e-6 * expect, "{v}");
+}
+
+#[test]
+fn bench_json_top_k() {
+    bench_json(5);
+}
+
+#[test]
+fn bench_json_k0_times_cosine() {
+    bench_json(0);
+}
+
+fn norm64(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+fn cosine64(q: &[f32], c: &[f32]) -> f64 {
+    let (nq, nc) = (norm64(q), norm64(c));
+    if nq == 0.0 || nc == 0.0 {
+        return 0.0;
+    }
+    q.iter()
+        .zip(c)
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum::<f64>()
+        / (nq * nc)
+}
+
+#[test]
+fn query_json_matches_f64_reference() {
+    let dir = TempDir::new("query");
+    let (n, q, d, k) = (500, 4, 19, 3);
+    let corpus = Matrix::new(data::random_matrix(n, d, 81), n, d).unwrap();
+    let queries = Matrix::new(data::random_matrix(q, d, 82), q, d).unwrap();
+    let corpus_path = dir.path("corpus.npy");
+    let queries_path = dir.path("queries.fvecs");
+    input::write_npy(&corpus_path, &corpus).unwrap();
+    input::write_fvecs(&queries_path, &queries).unwrap();
+
+    let o = hybridvec(&[
+        "query",
+        "--corpus",
+        corpus_path.to_str().unwrap(),
+        "--input",
+        queries_path.to_str().unwrap(),
+        "--k",
+        "3",
+        "--json",
+    ]);
+    assert_ok(&o, "query --json");
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), q, "one line per query:\n{out}");
+    for (i, line) in lines.iter().enumerate() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let obj = v.as_object().expect("object");
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["hits", "query"], "{line}");
+        assert_eq!(v["query"].as_u64(), Some(i as u64), "{line}");
+        let hits = v["hits"].as_array().expect("hits is an array");
+        assert_eq!(hits.len(), k, "{line}");
+
+        let qv = queries.row(i);
+        let scores: Vec<f64> = (0..n).map(|j| cosine64(qv, corpus.row(j))).collect();
+        let mut want: Vec<usize> = (0..n).collect();
+        want.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        for (rank, h) in hits.iter().enumerate() {
+            let mut hk: Vec<&str> = h
+                .as_object()
+                .expect("hit object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            hk.sort_unstable();
+            assert_eq!(hk, ["index", "score"], "{line}");
+            let index = h["index"].as_u64().expect("index") as usize;
+            let score = h["score"].as_f64().expect("score");
+            assert!(index < n, "{line}");
+            assert!((score - scores[index]).abs() <= 1e-5, "rank {rank}: {line}");
+            assert!(
+                index == want[rank] || (scores[index] - scores[want[rank]]).abs() <= 2e-5,
+                "rank {rank}: got {index}, reference {} ({line})",
+                want[rank]
+            );
+        }
+    }
+}
+
+#[test]
+fn query_random_and_text_output() {
+    let dir = TempDir::new("query-random");
+    let corpus = Matrix::new(data::random_matrix(50, 8, 83), 50, 8).unwrap();
+    let path = dir.path("c.fvecs");
+    input::write_fvecs(&path, &corpus).unwrap();
+    let o = hybridvec(&[
+        "query",
+        "--corpus",
+        path.to_str().unwrap(),
+        "--random",
+        "2",
+        "--k",
+        "60",
+    ]);
+    assert_ok(&o, "query --random");
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (i, l) in lines.iter().enumerate() {
+        let rest = l
+            .strip_prefix(&format!("query {i}: "))
+            .unwrap_or_else(|| panic!("{l}"));
+        // k = 60 > N = 50 gives all 50 rows.
+        assert_eq!(rest.split_whitespace().count(), 50, "{l}");
+    }
+}
+
+fn assert_fails_naming(o: &Output, file: &Path) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "stderr:\n{err}");
+    let name = file.to_str().unwrap();
+    assert!(err.contains(name), "stderr does not name {name}:\n{err}");
+}
+
+#[test]
+fn truncated_npy_corpus_is_exit_2_naming_the_file() {
+    let dir = TempDir::new("truncated");
+    let corpus = Matrix::new(data::random_matrix(20, 6, 84), 20, 6).unwrap();
+    let path = dir.path("corpus.npy");
+    input::write_npy(&path, &corpus).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+    let o = hybridvec(&[
+        "query",
+        "--corpus",
+        path.to_str().unwrap(),
+        "--random",
+        "1",
+        "--k",
+        "3",
+    ]);
+    assert_fails_naming(&o, &path);
+}
+
+#[test]
+fn query_dimension_mismatch_is_exit_2() {
+    let dir = TempDir::new("mismatch");
+    let corpus_path = dir.path("c.npy");
+    let queries_path = dir.path("q.fvecs");
+    input::write_npy(
+        &corpus_path,
+        &Matrix::new(data::random_matrix(10, 6, 85), 10, 6).unwrap(),
+    )
+    .unwrap();
+    input::write_fvecs(
+        &queries_path,
+        &Matrix::new(data::random_matrix(2, 7, 86), 2, 7).unwrap(),
+    )
+    .unwrap();
+    let o = hybridvec(&[
+        "query",
+        "--corpus",
+        corpus_path.to_str().unwrap(),
+        "--input",
+        queries_path.to_str().unwrap(),
+        "--k",
+        "3",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "stderr:\n{err}");
+    assert!(err.contains("dimension mismatch"), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "stderr:\n{err}");
+}
+
+#[test]
+fn demo_runs_the_four_workloads() {
+    let o = hybridvec(&["demo"]);
+    assert_ok(&o, "demo");
+    let out = stdout(&o);
+    for w in ["single", "small-batch", "large-batch", "gpu-large"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(w)),
+            "demo output has no {w} line:\n{out}"
+        );
+    }
+    assert!(out.contains("matches an f64 reference"), "{out}");
+}
