@@ -80,10 +80,22 @@ pub(crate) fn score_tile(
     packed_rows.clear();
     packed_rows.resize(groups * d * MR, 0.0);
     for (g, dst) in packed_rows.chunks_exact_mut(d * MR).enumerate() {
-        for i in 0..MR.min(nrows - g * MR) {
-            let src = &rows[(g * MR + i) * d..(g * MR + i + 1) * d];
-            for (p, &v) in src.iter().enumerate() {
-                dst[p * MR + i] = v;
+        let m = MR.min(nrows - g * MR);
+        if m == MR {
+            // Contiguous writes, six sequential read streams.
+            let src: [&[f32]; MR] =
+                std::array::from_fn(|i| &rows[(g * MR + i) * d..(g * MR + i + 1) * d]);
+            for (p, out) in dst.chunks_exact_mut(MR).enumerate() {
+                for i in 0..MR {
+                    out[i] = src[i][p];
+                }
+            }
+        } else {
+            for i in 0..m {
+                let src = &rows[(g * MR + i) * d..(g * MR + i + 1) * d];
+                for (p, &v) in src.iter().enumerate() {
+                    dst[p * MR + i] = v;
+                }
             }
         }
     }

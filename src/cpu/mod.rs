@@ -258,20 +258,18 @@ impl Selection {
         corpus: CorpusView<'_>,
         rows: Range<usize>,
     ) {
+        // Score the whole block in one kernel call (no per-row dispatch), then fold.
+        let (q, d) = (queries.rows(), queries.cols());
         let mut scores = std::mem::take(&mut self.scratch);
-        scores.resize(queries.rows(), 0.0);
-        let inv = corpus.inv_norms();
-        for j in rows {
-            simd::dots(
-                level,
-                corpus.matrix().row(j),
-                queries.as_slice(),
-                &mut scores,
-            );
-            for (qi, &s) in scores.iter().enumerate() {
-                let s = s * inv[j];
+        scores.resize(rows.len() * q, 0.0);
+        let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
+        simd::dots_rows(level, block, d, queries.as_slice(), &mut scores);
+        let inv = &corpus.inv_norms()[rows.clone()];
+        for (r, (&w, row_scores)) in inv.iter().zip(scores.chunks_exact(q)).enumerate() {
+            for (qi, &s) in row_scores.iter().enumerate() {
+                let s = s * w;
                 if s >= self.thresholds[qi] {
-                    self.offer(qi, j, s);
+                    self.offer(qi, rows.start + r, s);
                 }
             }
         }

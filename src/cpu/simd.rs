@@ -66,6 +66,37 @@ pub(crate) fn dots(level: SimdLevel, row: &[f32], queries: &[f32], out: &mut [f3
     }
 }
 
+/// [`dots`] for every row of `rows` (row-major, `d` values each):
+/// `out[r * nq + q] = rows[r] · queries[q]`, where `nq = queries.len() / d`.
+///
+/// One call scores a whole block, so the level dispatch and the call into the AVX2 code
+/// happen once per block instead of once per row.
+pub(crate) fn dots_rows(
+    level: SimdLevel,
+    rows: &[f32],
+    d: usize,
+    queries: &[f32],
+    out: &mut [f32],
+) {
+    let nq = queries.len() / d;
+    assert_eq!(
+        out.len(),
+        rows.len() / d * nq,
+        "output does not match rows × queries"
+    );
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2Fma` is only produced by `detect()` after the CPU reported both
+        // features; the kernel checks every length itself.
+        SimdLevel::Avx2Fma => unsafe { avx2::dots_rows(rows, d, queries, out) },
+        _ => {
+            for (row, o) in rows.chunks_exact(d).zip(out.chunks_exact_mut(nq)) {
+                dots_scalar(row, queries, o);
+            }
+        }
+    }
+}
+
 fn dots_scalar(row: &[f32], queries: &[f32], out: &mut [f32]) {
     let d = row.len();
     for (q, o) in out.iter_mut().enumerate() {
@@ -96,6 +127,18 @@ mod avx2 {
 
     /// # Safety
     /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots_rows(rows: &[f32], d: usize, queries: &[f32], out: &mut [f32]) {
+        let nq = queries.len() / d;
+        for (row, o) in rows.chunks_exact(d).zip(out.chunks_exact_mut(nq)) {
+            // SAFETY: this function's own target features are the callee's requirement.
+            unsafe { dots(row, queries, o) };
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dots(row: &[f32], queries: &[f32], out: &mut [f32]) {
         let d = row.len();
