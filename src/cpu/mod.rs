@@ -4,10 +4,11 @@
 //! Two strategies, picked by batch size:
 //! * **Streaming** (`Q < gemm_min_queries`, or the scalar path): memory-bound. Each corpus
 //!   row is read from memory once and dotted with every query while it is in L1.
-//! * **Tiled** (`Q ≥ gemm_min_queries`): compute-bound. Each task scores a corpus block
-//!   against a query block with a GEMM (the `gemm` crate) into a small tile that stays in
-//!   cache, then folds it into per-query top-k heaps, so `top_k` never holds the `Q × N`
-//!   score matrix.
+//! * **Tiled** (`Q ≥ gemm_min_queries`): compute-bound, a matrix product in tiles. For
+//!   `top_k`, each task scores 96 corpus rows against all queries with a packed 6 × 16
+//!   AVX2 kernel (`kernel.rs`) into a tile that stays in L2, then folds it into per-query
+//!   top-k heaps, so `top_k` never holds the `Q × N` score matrix. `cosine_similarity`
+//!   must return that matrix, so there the `gemm` crate writes tiles straight into it.
 
 mod kernel;
 pub(crate) mod select;
