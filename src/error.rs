@@ -82,6 +82,43 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A store file is damaged: a checksum, length or offset read from disk is wrong.
+    #[error("corrupt store file {file} at offset {offset}: {reason}")]
+    CorruptStore {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the bad data in that file.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store was written by a newer format version than this build reads.
+    #[error(
+        "store format version {found} is not supported (this build reads version {supported})"
+    )]
+    UnsupportedVersion {
+        /// Version in the file.
+        found: u32,
+        /// Version this build understands.
+        supported: u32,
+    },
+    /// Another writer holds the store; open it read-only instead.
+    #[error("store {dir} is locked by another writer")]
+    StoreLocked {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// An earlier write-back failed, so the store refuses further writes: after a failed
+    /// fsync the kernel may have dropped dirty pages, and retrying could report data as
+    /// durable that is not. Reopen the store to continue from its last durable state.
+    #[error("store is poisoned by an earlier failure ({reason}); reopen it")]
+    StorePoisoned {
+        /// The first failure.
+        reason: String,
+    },
+    /// A write to a store opened read-only.
+    #[error("store is open read-only")]
+    ReadOnly,
     /// An operating-system I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

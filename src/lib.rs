@@ -55,6 +55,7 @@ mod hit;
 pub mod input;
 mod matrix;
 mod mem;
+pub mod warm;
 
 pub use cpu::{CpuConfig, SimdLevel};
 pub use cuda::CudaStatus;
@@ -62,3 +63,4 @@ pub use error::{Error, Result};
 pub use executor::{Capabilities, DevicePolicy, ExecutorConfig, HybridExecutor};
 pub use hit::Hit;
 pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
+pub use warm::{Record, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats, WarmStore};

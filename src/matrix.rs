@@ -252,6 +252,12 @@ pub struct CorpusView<'a> {
 }
 
 impl<'a> CorpusView<'a> {
+    /// A view over vectors whose inverse norms the caller computed (NaN masks a row out).
+    pub(crate) fn from_parts(matrix: MatrixRef<'a>, inv_norms: &'a [f32]) -> Self {
+        debug_assert_eq!(matrix.rows(), inv_norms.len());
+        Self { matrix, inv_norms }
+    }
+
     /// Number of vectors.
     pub fn rows(&self) -> usize {
         self.matrix.rows

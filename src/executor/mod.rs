@@ -5,6 +5,7 @@ use crate::cuda::{self, CudaStatus};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{normalize, CorpusView, MatrixRef, Scores};
+use crate::warm::{StoreHit, WarmStore};
 
 /// Which backend may serve calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,6 +141,38 @@ impl HybridExecutor {
         )
         .entered();
         Ok(self.cpu.top_k(unit, corpus, k.min(corpus.rows())))
+    }
+}
+
+impl HybridExecutor {
+    /// [`top_k`](Self::top_k) over the visible rows of a [`WarmStore`], read in place;
+    /// deleted and superseded rows never appear. Hits carry the records' ids.
+    ///
+    /// Errors: those of `top_k`, and [`Error::EmptyInput`] when the store has no visible rows.
+    pub fn top_k_store(
+        &self,
+        queries: MatrixRef<'_>,
+        store: &WarmStore,
+        k: usize,
+    ) -> Result<Vec<Vec<StoreHit>>> {
+        let corpus = store.corpus();
+        let view = corpus.view().ok_or(Error::EmptyInput {
+            what: "store has no records",
+        })?;
+        let hits = self.top_k(queries, view, k)?;
+        hits.into_iter()
+            .map(|hs| {
+                hs.into_iter()
+                    .map(|h| {
+                        Ok(StoreHit {
+                            id: store.id_of(h.index as u64)?,
+                            row: h.index as u64,
+                            score: h.score,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,928 @@
+//! The warm tier: a durable, concurrent, memory-mapped embedding store.
+//!
+//! A store is a directory:
+//! * `store.hv` — a checksummed header (magic, format version, dimension, chunk sizes)
+//!   and two alternating superblock slots recording the committed row count and content
+//!   length ([`format`]);
+//! * `vec-NNNNNN.chunk` — vectors, slot `i` = row `i`, `chunk_rows` rows per file;
+//! * `meta-NNNNNN.chunk` — 32 bytes of metadata per row: state word, CRC-32C, content
+//!   offset and lengths, inverse norm;
+//! * `blob-NNNNNN.chunk` — ids and contents, append-only;
+//! * `LOCK` — `flock`ed by the one writer.
+//!
+//! Chunk files are created whole and mapped once at fixed addresses ([`region`]), so the
+//! committed rows read in place as one row-major matrix.
+//!
+//! **Writes.** [`WarmStore::put`] reserves a row and content bytes with one `fetch_add`
+//! each — the only shared step; there is no lock around copying data. It writes the
+//! vector, id, content and metadata, then publishes the record by storing its state word
+//! last. The visible length advances only over a contiguous run of published rows. A second
+//! `put` of the same id **supersedes** the first (the higher row wins); [`WarmStore::delete`]
+//! writes a tombstone. Superseded and deleted rows stay in the files and are masked out of
+//! searches.
+//!
+//! **Durability.** Nothing is durable until [`WarmStore::flush`] returns: it writes back
+//! the new rows' data first and the superblock after, so nothing durable points past data
+//! that is not. On open the store recovers to the newest valid superblock; rows past it
+//! (a torn tail) are ignored and overwritten. A failed write-back poisons the store.
+
+mod format;
+mod region;
+
+use crate::error::{Error, Result};
+use crate::matrix::{CorpusView, MatrixRef, MAX_NORM, MIN_NORM};
+use format::{Header, Superblock, META_BYTES, STATE_EMPTY, STATE_PUT, STATE_TOMBSTONE};
+use parking_lot::{Mutex, RwLock};
+use region::Region;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// The row a record occupies (its slot in the vector files).
+pub type RowId = u64;
+
+/// How to create a store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Vector dimension (fixed for the store's life).
+    pub dim: usize,
+    /// Rows per vector/metadata chunk file; a multiple of 1024.
+    pub chunk_rows: usize,
+    /// Bytes per id/content chunk file; a multiple of 4096.
+    pub content_chunk_bytes: usize,
+}
+
+impl StoreConfig {
+    /// Defaults for `dim`: 16 384 rows per chunk, 64 MiB content chunks.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            chunk_rows: 16_384,
+            content_chunk_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One stored record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// The caller's id.
+    pub id: String,
+    /// The row it occupies.
+    pub row: RowId,
+    /// The embedding.
+    pub embedding: Vec<f32>,
+    /// The content stored beside it.
+    pub content: Vec<u8>,
+}
+
+/// Counters read without locks (atomic shadow counters updated by writers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live records (ids whose latest record is a put).
+    pub records: u64,
+    /// Rows visible to readers (a contiguous published prefix).
+    pub visible_rows: u64,
+    /// Rows reserved by writers (some may still be being written).
+    pub reserved_rows: u64,
+    /// Rows made durable by the last successful flush.
+    pub durable_rows: u64,
+    /// Bytes of vectors in visible rows.
+    pub vector_bytes: u64,
+    /// Bytes of ids and contents reserved so far.
+    pub content_bytes: u64,
+    /// Rows the mapped chunk files can hold.
+    pub capacity_rows: u64,
+}
+
+/// A search result from a store: the record's id, row and cosine score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreHit {
+    /// The record's id.
+    pub id: String,
+    /// Its row.
+    pub row: RowId,
+    /// Cosine similarity to the query.
+    pub score: f32,
+}
+
+/// Address space reserved per region. Nothing is committed until chunks are mapped; this
+/// only bounds the store: at most 512 GiB of vectors and 256 GiB of ids and contents.
+const VECTOR_SPACE: usize = 1 << 39;
+const CONTENT_SPACE: usize = 1 << 38;
+const INDEX_SHARDS: usize = 64;
+
+/// The warm-tier store. Share it between threads by reference or in an `Arc`: every
+/// method takes `&self`.
+pub struct WarmStore {
+    dir: PathBuf,
+    header: Header,
+    dim: usize,
+    writable: bool,
+    vectors: Region,
+    metas: Region,
+    blobs: Region,
+    /// Rows reserved (`fetch_add`), rows visible (contiguous published prefix).
+    next_row: AtomicU64,
+    visible: AtomicU64,
+    blob_tail: AtomicU64,
+    durable_rows: AtomicU64,
+    live_records: AtomicU64,
+    /// Derived, in-memory: bit per row, set while the row is the latest put of its id.
+    live: LiveBits,
+    index: Vec<RwLock<HashMap<Box<str>, RowId>>>,
+    grow_lock: Mutex<()>,
+    flush_state: Mutex<FlushState>,
+    poisoned: AtomicBool,
+    poison_reason: Mutex<Option<String>>,
+    store_file: File,
+    _lock: Option<File>,
+}
+
+struct FlushState {
+    generation: u64,
+    rows: u64,
+    blob_len: u64,
+}
+
+impl std::fmt::Debug for WarmStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmStore")
+            .field("dir", &self.dir)
+            .field("dim", &self.dim)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl WarmStore {
+    /// Creates a new store in `dir` (created if missing; must not already hold a store).
+    pub fn create(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
+        let dir = dir.as_ref();
+        if config.dim == 0 {
+            return Err(Error::EmptyInput {
+                what: "store dimension 0",
+            });
+        }
+        if config.chunk_rows == 0
+            || !config.chunk_rows.is_multiple_of(1024)
+            || config.chunk_rows > 1 << 24
+        {
+            return Err(Error::InvalidConfig(
+                "chunk_rows must be a positive multiple of 1024, at most 2^24".into(),
+            ));
+        }
+        if config.content_chunk_bytes == 0 || !config.content_chunk_bytes.is_multiple_of(4096) {
+            return Err(Error::InvalidConfig(
+                "content_chunk_bytes must be a positive multiple of 4096".into(),
+            ));
+        }
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format::STORE_FILE);
+        if path.exists() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} already holds a store", dir.display()),
+            )));
+        }
+        let header = Header {
+            dim: u32::try_from(config.dim)
+                .map_err(|_| Error::InvalidConfig("dimension too large".into()))?,
+            chunk_rows: config.chunk_rows as u64,
+            blob_chunk_bytes: config.content_chunk_bytes as u64,
+        };
+        let mut image = vec![0u8; format::STORE_FILE_LEN];
+        image[..36].copy_from_slice(&header.encode());
+        image[format::SLOT_OFFSETS[0]..format::SLOT_OFFSETS[0] + 36]
+            .copy_from_slice(&Superblock::default().encode());
+        // Written whole under a temporary name, then renamed: a crash leaves either no store
+        // or a complete empty one.
+        let tmp = dir.join(".store.hv.tmp");
+        {
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all_at(&image, 0)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        region::sync_dir(dir)?;
+        Self::open_inner(dir, true)
+    }
+
+    /// Opens an existing store for reading and writing. Fails with [`Error::StoreLocked`]
+    /// when another writer has it open.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_inner(dir.as_ref(), true)
+    }
+
+    /// Opens a store and checks its dimension: [`Error::DimensionMismatch`] otherwise.
+    pub fn open_with_dim(dir: impl AsRef<Path>, dim: usize) -> Result<Self> {
+        let s = Self::open(dir)?;
+        if s.dim != dim {
+            return Err(Error::DimensionMismatch {
+                expected: dim,
+                got: s.dim,
+            });
+        }
+        Ok(s)
+    }
+
+    /// Opens a store read-only, as of its last durable flush. Works while a writer holds it.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_inner(dir.as_ref(), false)
+    }
+
+    fn open_inner(dir: &Path, writable: bool) -> Result<Self> {
+        let lock = if writable {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join("LOCK"))?;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    return Err(Error::StoreLocked {
+                        dir: dir.to_path_buf(),
+                    });
+                }
+                return Err(Error::Io(e));
+            }
+            Some(f)
+        } else {
+            None
+        };
+        let path = dir.join(format::STORE_FILE);
+        let store_file = OpenOptions::new().read(true).write(writable).open(&path)?;
+        let mut image = vec![0u8; format::STORE_FILE_LEN];
+        let len = store_file.metadata()?.len();
+        if len != format::STORE_FILE_LEN as u64 {
+            return Err(Error::CorruptStore {
+                file: path,
+                offset: len,
+                reason: format!(
+                    "store file is {len} bytes, expected {}",
+                    format::STORE_FILE_LEN
+                ),
+            });
+        }
+        store_file.read_exact_at(&mut image, 0)?;
+        let header = Header::decode(&image, &path)?;
+        let (slot, sb) = Superblock::newest(&image).ok_or_else(|| Error::CorruptStore {
+            file: path.clone(),
+            offset: format::SLOT_OFFSETS[0] as u64,
+            reason: "no valid superblock".into(),
+        })?;
+        let dim = header.dim as usize;
+        let chunk_rows = header.chunk_rows as usize;
+        let row_bytes = dim * 4;
+        let vectors = Region::reserve(
+            dir,
+            "vec",
+            chunk_rows * row_bytes,
+            VECTOR_SPACE.max(chunk_rows * row_bytes),
+            writable,
+        )?;
+        let max_rows = vectors_capacity_rows(VECTOR_SPACE.max(chunk_rows * row_bytes), row_bytes);
+        let metas = Region::reserve(
+            dir,
+            "meta",
+            chunk_rows * META_BYTES,
+            max_rows * META_BYTES,
+            writable,
+        )?;
+        let blobs = Region::reserve(
+            dir,
+            "blob",
+            header.blob_chunk_bytes as usize,
+            CONTENT_SPACE,
+            writable,
+        )?;
+        let bad_sb = |reason: &str| Error::CorruptStore {
+            file: path.clone(),
+            offset: format::SLOT_OFFSETS[slot] as u64,
+            reason: reason.to_string(),
+        };
+        if sb.rows > max_rows as u64 || sb.blob_len > CONTENT_SPACE as u64 {
+            return Err(bad_sb("superblock lengths exceed the store's limits"));
+        }
+        let (rows, blob_len) = (sb.rows as usize, sb.blob_len as usize);
+        let vec_chunks = rows.div_ceil(chunk_rows);
+        let blob_chunks = blob_len.div_ceil(header.blob_chunk_bytes as usize);
+        vectors.map_existing(vec_chunks)?;
+        metas.map_existing(vec_chunks)?;
+        blobs.map_existing(blob_chunks)?;
+        let store = Self {
+            dir: dir.to_path_buf(),
+            header,
+            dim,
+            writable,
+            vectors,
+            metas,
+            blobs,
+            next_row: AtomicU64::new(sb.rows),
+            visible: AtomicU64::new(sb.rows),
+            blob_tail: AtomicU64::new(sb.blob_len),
+            durable_rows: AtomicU64::new(sb.rows),
+            live_records: AtomicU64::new(0),
+            live: LiveBits::new(max_rows)?,
+            index: (0..INDEX_SHARDS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
+            grow_lock: Mutex::new(()),
+            flush_state: Mutex::new(FlushState {
+                generation: sb.generation,
+                rows: sb.rows,
+                blob_len: sb.blob_len,
+            }),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            store_file,
+            _lock: lock,
+        };
+        store.recover(rows, blob_len)?;
+        Ok(store)
+    }
+
+    /// Validates every committed record and rebuilds the id index and the live mask;
+    /// discards whatever lies past the committed rows.
+    fn recover(&self, rows: usize, blob_len: usize) -> Result<()> {
+        use rayon::prelude::*;
+        // Checksums on all cores; the index is then rebuilt in row order so the newest
+        // record of each id wins, exactly as it did when the records were written.
+        let bad = (0..rows)
+            .into_par_iter()
+            .find_map_first(|row| self.validate(row as u64, blob_len as u64).err());
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        for row in 0..rows as u64 {
+            let m = self.meta(row);
+            let id = self.read_id(&m)?;
+            self.index_publish(row, &id, m.state);
+        }
+        if self.writable {
+            // Rows past the committed length may hold published-looking state words from
+            // before a crash; clear them so a new writer's row is never visible early.
+            let end = self.metas.mapped_bytes() / META_BYTES;
+            for row in rows..end {
+                self.meta_word(row as u64, 0)
+                    .store(STATE_EMPTY, Ordering::SeqCst);
+            }
+            for extra in [&self.vectors, &self.metas, &self.blobs] {
+                let mut i = extra.chunks();
+                while extra.chunk_path(i).exists() {
+                    std::fs::remove_file(extra.chunk_path(i))?; // uncommitted growth
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The vector dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Live records (ids whose latest record is a put). Lock-free.
+    pub fn len(&self) -> u64 {
+        self.live_records.load(Ordering::Relaxed)
+    }
+
+    /// True when no id is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lock-free counters; never races with growth.
+    pub fn stats(&self) -> StoreStats {
+        let visible = self.visible.load(Ordering::Acquire);
+        StoreStats {
+            records: self.live_records.load(Ordering::Relaxed),
+            visible_rows: visible,
+            reserved_rows: self.next_row.load(Ordering::Relaxed),
+            durable_rows: self.durable_rows.load(Ordering::Relaxed),
+            vector_bytes: visible * (self.dim as u64) * 4,
+            content_bytes: self.blob_tail.load(Ordering::Relaxed),
+            capacity_rows: (self.vectors.mapped_bytes() / (self.dim * 4)) as u64,
+        }
+    }
+
+    /// Stores `embedding` and `content` under `id` and returns the row it occupies. A
+    /// record already stored under `id` is superseded. Not durable until [`flush`](Self::flush).
+    ///
+    /// Errors: [`Error::DimensionMismatch`], [`Error::NonFinite`], [`Error::NormOutOfRange`],
+    /// [`Error::EmptyInput`] for an empty id, [`Error::ReadOnly`], [`Error::StorePoisoned`],
+    /// and I/O errors (a full disk) when the store must grow.
+    pub fn put(&self, id: &str, embedding: &[f32], content: &[u8]) -> Result<RowId> {
+        if embedding.len() != self.dim {
+            return Err(Error::DimensionMismatch {
+                expected: self.dim,
+                got: embedding.len(),
+            });
+        }
+        MatrixRef::new(embedding, 1, self.dim)?.check_finite()?;
+        let norm = crate::cpu::simd::sum_squares_f64(embedding).sqrt();
+        if norm != 0.0 && !(MIN_NORM..=MAX_NORM).contains(&norm) {
+            return Err(Error::NormOutOfRange { row: 0, norm });
+        }
+        let inv = if norm == 0.0 {
+            0.0
+        } else {
+            (1.0 / norm) as f32
+        };
+        self.append(STATE_PUT, id, embedding, content, inv)
+    }
+
+    /// Deletes `id` by writing a tombstone; returns whether a live record was deleted.
+    pub fn delete(&self, id: &str) -> Result<bool> {
+        let existed = self.get_row(id).is_some();
+        let zeros = vec![0.0f32; self.dim];
+        self.append(STATE_TOMBSTONE, id, &zeros, &[], 0.0)?;
+        Ok(existed)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            let reason = self.poison_reason.lock().clone().unwrap_or_default();
+            return Err(Error::StorePoisoned { reason });
+        }
+        Ok(())
+    }
+
+    fn poison(&self, e: &Error) {
+        let mut r = self.poison_reason.lock();
+        if r.is_none() {
+            *r = Some(e.to_string());
+        }
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    fn append(
+        &self,
+        state: u32,
+        id: &str,
+        embedding: &[f32],
+        content: &[u8],
+        inv_norm: f32,
+    ) -> Result<RowId> {
+        self.check_writable()?;
+        if id.is_empty() {
+            return Err(Error::EmptyInput {
+                what: "record id is empty",
+            });
+        }
+        let id_len =
+            u32::try_from(id.len()).map_err(|_| Error::InvalidConfig("id too long".into()))?;
+        let content_len = u32::try_from(content.len())
+            .map_err(|_| Error::InvalidConfig("content over 4 GiB".into()))?;
+        // The reservations: the only steps writers share.
+        let row = self.next_row.fetch_add(1, Ordering::Relaxed);
+        let blob_bytes = id.len() as u64 + content.len() as u64;
+        let off = self.blob_tail.fetch_add(blob_bytes, Ordering::Relaxed);
+        // A failure from here on leaves a reserved row that can never be published, so the
+        // visible length could not pass it: poison, and let a reopen recover.
+        let r = self.ensure_capacity(row, off + blob_bytes);
+        if let Err(e) = r {
+            self.poison(&e);
+            return Err(e);
+        }
+        let vbytes: &[u8] = bytemuck::cast_slice(embedding);
+        let row_bytes = self.dim * 4;
+        // SAFETY: `row` was reserved by this thread alone (fetch_add), so no other thread
+        // writes its vector bytes, and no reader reads them before the state word below is
+        // published; ensure_capacity mapped the chunk holding them.
+        unsafe { self.copy_in(&self.vectors, row as usize * row_bytes, vbytes) };
+        // SAFETY: `[off, off + blob_bytes)` was reserved by this thread alone, likewise.
+        unsafe {
+            self.copy_in(&self.blobs, off as usize, id.as_bytes());
+            self.copy_in(&self.blobs, off as usize + id.len(), content);
+        }
+        let crc = format::record_crc(state, inv_norm, vbytes, id.as_bytes(), content);
+        self.meta_word(row, 1).store(crc, Ordering::Relaxed);
+        self.meta_word(row, 2).store(off as u32, Ordering::Relaxed);
+        self.meta_word(row, 3)
+            .store((off >> 32) as u32, Ordering::Relaxed);
+        self.meta_word(row, 4).store(id_len, Ordering::Relaxed);
+        self.meta_word(row, 5).store(content_len, Ordering::Relaxed);
+        self.meta_word(row, 6)
+            .store(inv_norm.to_bits(), Ordering::Relaxed);
+        // Publish: everything above happens-before any reader that sees this state.
+        self.meta_word(row, 0).store(state, Ordering::SeqCst);
+        self.index_publish(row, id, state);
+        self.advance_visible();
+        Ok(row)
+    }
+
+    /// Moves the visible length over every contiguous published row. Any writer may do the
+    /// work for the others; SeqCst pairs the state stores with these loads so a row
+    /// published while another writer is advancing is never skipped.
+    fn advance_visible(&self) {
+        loop {
+            let w = self.visible.load(Ordering::SeqCst);
+            if (w as usize + 1) * META_BYTES > self.metas.mapped_bytes() {
+                return;
+            }
+            if self.meta_word(w, 0).load(Ordering::SeqCst) == STATE_EMPTY {
+                return;
+            }
+            let _ = self
+                .visible
+                .compare_exchange(w, w + 1, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    fn ensure_capacity(&self, row: u64, blob_end: u64) -> Result<()> {
+        let row_bytes = self.dim * 4;
+        let need_vec = (row as usize + 1) * row_bytes;
+        let need_blob = blob_end as usize;
+        let need_meta = (row as usize + 1) * META_BYTES;
+        // Metadata chunks are mapped after their vector chunks, so checking both here
+        // (and not only vectors) means a row's chunks are all mapped before it is written.
+        let mapped = |s: &Self| {
+            s.metas.mapped_bytes() >= need_meta
+                && s.vectors.mapped_bytes() >= need_vec
+                && s.blobs.mapped_bytes() >= need_blob
+        };
+        if mapped(self) {
+            return Ok(());
+        }
+        let _g = self.grow_lock.lock();
+        while self.vectors.mapped_bytes() < need_vec {
+            self.vectors.grow()?;
+            self.metas.grow()?;
+        }
+        while self.blobs.mapped_bytes() < need_blob {
+            self.blobs.grow()?;
+        }
+        Ok(())
+    }
+
+    /// # Safety
+    /// `[at, at + bytes.len())` must lie in mapped chunks of `region`, be written by no
+    /// other thread, and be read by none until the record is published.
+    unsafe fn copy_in(&self, region: &Region, at: usize, bytes: &[u8]) {
+        debug_assert!(at + bytes.len() <= region.mapped_bytes());
+        // SAFETY: the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), region.base().add(at), bytes.len())
+        };
+    }
+
+    /// Word `w` (0..8) of row `row`'s metadata entry, which must be mapped.
+    fn meta_word(&self, row: u64, w: usize) -> &AtomicU32 {
+        let at = row as usize * META_BYTES + w * 4;
+        assert!(
+            w < 8 && at + 4 <= self.metas.mapped_bytes(),
+            "metadata of row {row} not mapped"
+        );
+        // SAFETY: in bounds of mapped chunks (asserted), 4-byte aligned (page-aligned base,
+        // 32-byte entries), and every access to metadata words goes through atomics.
+        unsafe { &*(self.metas.base().add(at) as *const AtomicU32) }
+    }
+
+    fn meta(&self, row: u64) -> Meta {
+        let w = |i| self.meta_word(row, i).load(Ordering::Acquire);
+        Meta {
+            state: w(0),
+            crc: w(1),
+            off: w(2) as u64 | (w(3) as u64) << 32,
+            id_len: w(4),
+            content_len: w(5),
+            inv_norm: f32::from_bits(w(6)),
+        }
+    }
+
+    /// Bytes `[at, at + len)` of the content region, which the caller has checked are
+    /// inside published (immutable) data.
+    fn blob(&self, at: u64, len: u32) -> &[u8] {
+        let (at, len) = (at as usize, len as usize);
+        assert!(at + len <= self.blobs.mapped_bytes());
+        // SAFETY: in bounds (asserted); published bytes are never written again.
+        unsafe { std::slice::from_raw_parts(self.blobs.base().add(at), len) }
+    }
+
+    fn vector(&self, row: u64) -> &[f32] {
+        assert!((row as usize + 1) * self.dim * 4 <= self.vectors.mapped_bytes());
+        // SAFETY: in bounds (asserted), 4-byte aligned, and a published row is never written
+        // again.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.vectors
+                    .base()
+                    .cast::<f32>()
+                    .add(row as usize * self.dim),
+                self.dim,
+            )
+        }
+    }
+
+    fn read_id(&self, m: &Meta) -> Result<String> {
+        String::from_utf8(self.blob(m.off, m.id_len).to_vec()).map_err(|_| Error::CorruptStore {
+            file: self
+                .blobs
+                .chunk_path(m.off as usize / self.header.blob_chunk_bytes as usize),
+            offset: m.off % self.header.blob_chunk_bytes,
+            reason: "record id is not UTF-8".into(),
+        })
+    }
+
+    /// Checks one committed row: state, bounds, checksum.
+    fn validate(&self, row: u64, blob_len: u64) -> Result<()> {
+        let chunk_rows = self.header.chunk_rows;
+        let corrupt = |reason: String| Error::CorruptStore {
+            file: self.metas.chunk_path((row / chunk_rows) as usize),
+            offset: (row % chunk_rows) * META_BYTES as u64,
+            reason: format!("row {row}: {reason}"),
+        };
+        let m = self.meta(row);
+        if m.state != STATE_PUT && m.state != STATE_TOMBSTONE {
+            return Err(corrupt(format!("bad state word {}", m.state)));
+        }
+        let end = m.off.checked_add(m.id_len as u64 + m.content_len as u64);
+        if m.id_len == 0 || end.is_none_or(|e| e > blob_len) {
+            return Err(corrupt(format!(
+                "id/content [{}, +{}+{}) outside committed content",
+                m.off, m.id_len, m.content_len
+            )));
+        }
+        let id = self.blob(m.off, m.id_len);
+        let content = self.blob(m.off + m.id_len as u64, m.content_len);
+        let vbytes: &[u8] = bytemuck::cast_slice(self.vector(row));
+        if format::record_crc(m.state, m.inv_norm, vbytes, id, content) != m.crc {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        Ok(())
+    }
+
+    fn shard(&self, id: &str) -> &RwLock<HashMap<Box<str>, RowId>> {
+        let h = crc32c::crc32c(id.as_bytes()) as usize;
+        &self.index[h % INDEX_SHARDS]
+    }
+
+    /// Makes `row` the record of `id` unless a newer row already is; keeps the live mask
+    /// and the live count in step, under the shard lock.
+    fn index_publish(&self, row: RowId, id: &str, state: u32) {
+        let mut shard = self.shard(id).write();
+        let prev = shard.get(id).copied();
+        if prev.is_some_and(|p| p > row) {
+            return; // a newer record of this id won already
+        }
+        if let Some(p) = prev {
+            if self.live.clear(p) {
+                self.live_records.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        shard.insert(id.into(), row);
+        if state == STATE_PUT {
+            self.live.set(row);
+            self.live_records.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn get_row(&self, id: &str) -> Option<RowId> {
+        let row = *self.shard(id).read().get(id)?;
+        self.live.get(row).then_some(row)
+    }
+
+    /// The live record stored under `id`, checksum-verified.
+    pub fn get(&self, id: &str) -> Result<Option<Record>> {
+        let Some(row) = self.get_row(id) else {
+            return Ok(None);
+        };
+        self.read_record(row).map(Some)
+    }
+
+    /// The record in `row` (live or not), checksum-verified.
+    pub fn read_record(&self, row: RowId) -> Result<Record> {
+        let published = (row as usize + 1) * META_BYTES <= self.metas.mapped_bytes()
+            && self.meta_word(row, 0).load(Ordering::Acquire) != STATE_EMPTY;
+        if !published {
+            return Err(Error::InvalidConfig(format!("row {row} holds no record")));
+        }
+        self.validate(row, self.blobs.mapped_bytes() as u64)?;
+        let m = self.meta(row);
+        Ok(Record {
+            id: self.read_id(&m)?,
+            row,
+            embedding: self.vector(row).to_vec(),
+            content: self.blob(m.off + m.id_len as u64, m.content_len).to_vec(),
+        })
+    }
+
+    /// The id of the record in `row`.
+    pub fn id_of(&self, row: RowId) -> Result<String> {
+        self.read_id(&self.meta(row))
+    }
+
+    /// Makes every put and delete that returned before this call durable. Data is written
+    /// back first, the superblock after. On failure the store is poisoned (see
+    /// [`Error::StorePoisoned`]) and the last durable state stays intact on disk.
+    pub fn flush(&self) -> Result<u64> {
+        self.check_writable()?;
+        let mut st = self.flush_state.lock();
+        let r = self.flush_locked(&mut st);
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        r
+    }
+
+    fn flush_locked(&self, st: &mut FlushState) -> Result<u64> {
+        // Every put that returned before this call has a row below `target`; rows below it
+        // still being written by other threads finish without taking any lock we hold.
+        let target = self.next_row.load(Ordering::SeqCst);
+        loop {
+            self.advance_visible();
+            if self.visible.load(Ordering::SeqCst) >= target {
+                break;
+            }
+            self.check_writable()?; // a writer that failed poisons the store
+            std::thread::yield_now();
+        }
+        let rows = self.visible.load(Ordering::SeqCst);
+        if rows == st.rows {
+            return Ok(rows);
+        }
+        let (mut lo, mut hi) = (u64::MAX, st.blob_len);
+        for row in st.rows..rows {
+            let m = self.meta(row);
+            lo = lo.min(m.off);
+            hi = hi.max(m.off + m.id_len as u64 + m.content_len as u64);
+        }
+        let row_bytes = (self.dim * 4) as u64;
+        self.vectors
+            .sync_range((st.rows * row_bytes) as usize, (rows * row_bytes) as usize)?;
+        self.metas
+            .sync_range(st.rows as usize * META_BYTES, rows as usize * META_BYTES)?;
+        self.blobs.sync_range(lo as usize, hi as usize)?;
+        let sb = Superblock {
+            generation: st.generation + 1,
+            rows,
+            blob_len: hi,
+        };
+        let slot = format::SLOT_OFFSETS[(sb.generation % 2) as usize];
+        self.store_file.write_all_at(&sb.encode(), slot as u64)?;
+        self.store_file.sync_data()?;
+        *st = FlushState {
+            generation: sb.generation,
+            rows,
+            blob_len: hi,
+        };
+        self.durable_rows.store(rows, Ordering::Release);
+        Ok(rows)
+    }
+
+    /// A zero-copy view of the visible rows for searching, with deleted and superseded
+    /// rows masked out (their inverse norm is NaN, which no top-k selection accepts).
+    pub fn corpus(&self) -> StoreCorpus<'_> {
+        let rows = self.visible.load(Ordering::Acquire) as usize;
+        let inv_norms = (0..rows as u64)
+            .map(|r| {
+                if self.live.get(r) {
+                    self.meta(r).inv_norm
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect();
+        // SAFETY: rows below the visible length are published and never written again, and
+        // they lie in mapped chunks, which are contiguous in the reserved range.
+        let data = unsafe {
+            std::slice::from_raw_parts(self.vectors.base().cast::<f32>(), rows * self.dim)
+        };
+        StoreCorpus {
+            store: self,
+            data,
+            inv_norms,
+        }
+    }
+}
+
+struct Meta {
+    state: u32,
+    crc: u32,
+    off: u64,
+    id_len: u32,
+    content_len: u32,
+    inv_norm: f32,
+}
+
+fn vectors_capacity_rows(space: usize, row_bytes: usize) -> usize {
+    (space / row_bytes).min(1 << 32)
+}
+
+/// The visible rows of a [`WarmStore`] as a searchable corpus.
+pub struct StoreCorpus<'s> {
+    store: &'s WarmStore,
+    data: &'s [f32],
+    inv_norms: Vec<f32>,
+}
+
+impl<'s> StoreCorpus<'s> {
+    /// Rows in the view (live or not).
+    pub fn rows(&self) -> usize {
+        self.inv_norms.len()
+    }
+
+    /// Whether row `i` is live (the latest put of its id).
+    pub fn is_live(&self, i: usize) -> bool {
+        !self.inv_norms[i].is_nan()
+    }
+
+    /// The store the view reads.
+    pub fn store(&self) -> &'s WarmStore {
+        self.store
+    }
+
+    /// The view for the backends; `None` when the store has no visible rows.
+    pub fn view(&self) -> Option<CorpusView<'_>> {
+        let m = MatrixRef::new(self.data, self.rows(), self.store.dim).ok()?;
+        Some(CorpusView::from_parts(m, &self.inv_norms))
+    }
+}
+
+/// One bit per row in an anonymous mapping sized for the store's maximum: pages are
+/// zero until touched, so it never needs to grow (and never moves).
+struct LiveBits {
+    words: *mut AtomicU64,
+    len: usize,
+}
+
+// SAFETY: all access is through atomics; the mapping lives as long as the value.
+unsafe impl Send for LiveBits {}
+// SAFETY: as above.
+unsafe impl Sync for LiveBits {}
+
+impl LiveBits {
+    fn new(rows: usize) -> Result<Self> {
+        let len = rows.div_ceil(64).max(1);
+        // SAFETY: a fresh anonymous mapping; MAP_NORESERVE commits pages only when touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len * 8,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        Ok(Self {
+            words: p.cast(),
+            len,
+        })
+    }
+
+    fn word(&self, row: u64) -> (&AtomicU64, u64) {
+        let i = (row / 64) as usize;
+        assert!(i < self.len);
+        // SAFETY: in bounds (asserted) of our mapping, which is zero-initialised and 8-aligned.
+        (unsafe { &*self.words.add(i) }, 1u64 << (row % 64))
+    }
+
+    fn get(&self, row: u64) -> bool {
+        let (w, bit) = self.word(row);
+        w.load(Ordering::Acquire) & bit != 0
+    }
+
+    fn set(&self, row: u64) {
+        let (w, bit) = self.word(row);
+        w.fetch_or(bit, Ordering::AcqRel);
+    }
+
+    /// Clears the bit; returns whether it was set.
+    fn clear(&self, row: u64) -> bool {
+        let (w, bit) = self.word(row);
+        w.fetch_and(!bit, Ordering::AcqRel) & bit != 0
+    }
+}
+
+impl Drop for LiveBits {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no references outlive `self`.
+        unsafe {
+            libc::munmap(self.words.cast(), self.len * 8);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! A growable, never-moving memory region made of fixed-size chunk files.
+//!
+//! The region reserves a large range of address space up front (`PROT_NONE`, no memory
+//! committed) and maps chunk `i` at `base + i * chunk_bytes` with `MAP_FIXED`. Chunks are
+//! mapped once and never moved, remapped or truncated, so a pointer into a mapped chunk
+//! stays valid for the region's whole life, and consecutive chunks are contiguous in
+//! memory: the vector region reads as one row-major matrix.
+
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A reserved address range with chunk files mapped at its start.
+pub(crate) struct Region {
+    base: *mut u8,
+    reserved: usize,
+    chunk_bytes: usize,
+    /// Chunks mapped so far; only grows, under the store's growth lock.
+    mapped: AtomicUsize,
+    writable: bool,
+    dir: PathBuf,
+    prefix: &'static str,
+}
+
+// SAFETY: the region owns its mapping; all mutation of mapped bytes goes through raw
+// pointers whose users guarantee disjointness (each slot has one writer), and the mapping
+// itself changes only by appending chunks (never moving or unmapping until drop).
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Reserves `reserved` bytes of address space for chunks of `chunk_bytes` (a multiple
+    /// of the page size) named `{prefix}-{index:06}.chunk` in `dir`.
+    pub(crate) fn reserve(
+        dir: &Path,
+        prefix: &'static str,
+        chunk_bytes: usize,
+        reserved: usize,
+        writable: bool,
+    ) -> Result<Self> {
+        assert!(chunk_bytes > 0 && chunk_bytes.is_multiple_of(page_size()));
+        let reserved = reserved.div_ceil(chunk_bytes) * chunk_bytes;
+        // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's choosing
+        // touches no existing memory; MAP_NORESERVE commits nothing.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserved,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        Ok(Self {
+            base: base.cast(),
+            reserved,
+            chunk_bytes,
+            mapped: AtomicUsize::new(0),
+            writable,
+            dir: dir.to_path_buf(),
+            prefix,
+        })
+    }
+
+    pub(crate) fn chunk_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}-{i:06}.chunk", self.prefix))
+    }
+
+    /// Bytes currently backed by mapped chunks.
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.mapped.load(Ordering::Acquire) * self.chunk_bytes
+    }
+
+    pub(crate) fn chunks(&self) -> usize {
+        self.mapped.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// Creates chunk file `chunks()` whole (fallocate, temp name, fsync, rename, fsync of
+    /// the directory) and maps it. Callers serialise growth.
+    pub(crate) fn grow(&self) -> Result<()> {
+        let i = self.chunks();
+        let path = self.chunk_path(i);
+        let tmp = self.dir.join(format!(".{}-{i:06}.tmp", self.prefix));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        allocate(&f, self.chunk_bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)?;
+        self.map_chunk(i, &f)
+    }
+
+    /// Maps existing chunk files `0..n`, checking each has exactly the chunk size (a short
+    /// file would fault on access instead of failing here).
+    pub(crate) fn map_existing(&self, n: usize) -> Result<()> {
+        for i in 0..n {
+            let path = self.chunk_path(i);
+            let f = OpenOptions::new()
+                .read(true)
+                .write(self.writable)
+                .open(&path)
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Error::CorruptStore {
+                            file: path.clone(),
+                            offset: 0,
+                            reason: "chunk file missing".into(),
+                        }
+                    } else {
+                        Error::Io(e)
+                    }
+                })?;
+            let len = f.metadata()?.len();
+            if len != self.chunk_bytes as u64 {
+                return Err(Error::CorruptStore {
+                    file: path,
+                    offset: len,
+                    reason: format!("chunk file is {len} bytes, expected {}", self.chunk_bytes),
+                });
+            }
+            self.map_chunk(i, &f)?;
+        }
+        Ok(())
+    }
+
+    fn map_chunk(&self, i: usize, f: &File) -> Result<()> {
+        if i != self.chunks() {
+            return Err(Error::InvalidConfig(
+                "chunks must be mapped in order".into(),
+            ));
+        }
+        let at = (i + 1)
+            .checked_mul(self.chunk_bytes)
+            .filter(|&end| end <= self.reserved)
+            .ok_or_else(|| {
+                Error::InvalidConfig("store is full: address-space reservation exhausted".into())
+            })?;
+        let _ = at;
+        let prot = if self.writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: `base + i * chunk_bytes .. + chunk_bytes` lies inside our own PROT_NONE
+        // reservation (checked above) and is not yet mapped (chunks are mapped in order, once),
+        // so MAP_FIXED replaces only reserved pages that no reference points into. The file is
+        // exactly `chunk_bytes` long, so every mapped page is backed.
+        let p = unsafe {
+            libc::mmap(
+                self.base.add(i * self.chunk_bytes).cast(),
+                self.chunk_bytes,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        self.mapped.store(i + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes back dirty pages of `[start, end)` (byte offsets) and waits for the device.
+    pub(crate) fn sync_range(&self, start: usize, end: usize) -> Result<()> {
+        let end = end.min(self.mapped_bytes());
+        if start >= end {
+            return Ok(());
+        }
+        let page = page_size();
+        let s = start / page * page;
+        // SAFETY: `[s, end)` lies inside mapped chunks; msync only writes pages back.
+        let rc = unsafe { libc::msync(self.base.add(s).cast(), end - s, libc::MS_SYNC) };
+        if rc != 0 {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: we own the whole reservation (mapped chunks included); nothing borrowed
+        // from it outlives the region, because views borrow the store that owns it.
+        unsafe {
+            libc::munmap(self.base.cast(), self.reserved);
+        }
+    }
+}
+
+pub(crate) fn page_size() -> usize {
+    4096
+}
+
+/// Reserves the file's blocks now, so a full disk is an error here and not a SIGBUS on a
+/// later write through the mapping.
+fn allocate(f: &File, len: usize) -> Result<()> {
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // SAFETY: as above; posix_fallocate writes zeros where the filesystem lacks fallocate.
+        let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
+        if rc == 0 {
+            return Ok(());
+        }
+        return Err(Error::Io(std::io::Error::from_raw_os_error(rc)));
+    }
+    Err(Error::Io(err))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
