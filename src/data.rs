@@ -104,6 +104,24 @@ pub fn random_matrix(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
     v
 }
 
+/// Stream that keeps record contents independent of the embedding values.
+const CONTENT_STREAM: u64 = 0xC0_7E_A7;
+
+/// Record `i` of a seeded random data set, as `hybridvec ingest --random` writes it and
+/// `hybridvec verify --expect-seed` checks it: id `rec-{i}`, embedding = row `i` of
+/// [`random_matrix`]`(_, dim, seed)`, content = `rec-{i}:` plus 0–63 pseudo-random bytes.
+/// Everything depends only on `(seed, i)`.
+pub fn random_record(seed: u64, i: u64, dim: usize) -> (String, Vec<f32>, Vec<u8>) {
+    let id = format!("rec-{i}");
+    let mut emb = vec![0.0; dim];
+    fill_random_row(&mut emb, seed, i);
+    let mut rng = Rng::new(seed ^ CONTENT_STREAM, i);
+    let extra = rng.below(64) as usize;
+    let mut content = format!("{id}:").into_bytes();
+    content.extend((0..extra).map(|_| rng.next_u64() as u8));
+    (id, emb, content)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

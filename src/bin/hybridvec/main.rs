@@ -7,6 +7,8 @@ use hybridvec::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+
+mod store;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -76,11 +78,14 @@ enum Cmd {
     /// The main job on built-in seeded data: the public workloads, scaled to run in under a
     /// minute, with the backend that served and its speed.
     Demo,
-    /// Top-k of queries against a corpus file (.npy or .fvecs).
+    /// Top-k of queries against a store (--store) or a corpus file (--corpus).
     Query {
+        /// A store directory (see `ingest`).
+        #[arg(long, required_unless_present = "corpus", conflicts_with = "corpus")]
+        store: Option<PathBuf>,
         /// Corpus vectors (.npy f32 2-D, or .fvecs).
         #[arg(long)]
-        corpus: PathBuf,
+        corpus: Option<PathBuf>,
         /// This many seeded random queries.
         #[arg(long, conflicts_with = "input")]
         random: Option<usize>,
@@ -100,9 +105,60 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Add records to a store (created when missing). Record i gets the id `rec-{i}`.
+    Ingest {
+        /// The store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// Vector dimension.
+        #[arg(long)]
+        dim: usize,
+        /// This many seeded random records (see `verify --expect-seed`).
+        #[arg(long, required_unless_present = "input", conflicts_with = "input")]
+        random: Option<u64>,
+        /// Seed for --random.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Vectors from a file (.npy or .fvecs); row i becomes `rec-{i}`.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Flush every M records and print `flushed <count>` after each durable flush.
+        #[arg(long)]
+        flush_every: Option<u64>,
+    },
+    /// Print the record stored under an id.
+    Get {
+        /// The store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// The record id.
+        #[arg(long)]
+        id: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's checksum, and with --expect-seed its exact contents.
+    Verify {
+        /// The store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// The seed `ingest --random` used.
+        #[arg(long)]
+        expect_seed: Option<u64>,
+        /// `{"ok": bool, "records": n, "errors": [...]}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
+    // SAFETY: restoring the default SIGPIPE action before any thread starts, so that
+    // `hybridvec ... | head` ends quietly like other Unix tools instead of panicking on a
+    // write to a closed pipe.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -133,6 +189,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Demo => demo(),
         Cmd::Query {
+            store,
             corpus,
             random,
             seed,
@@ -140,10 +197,51 @@ fn main() -> ExitCode {
             k,
             backend,
             json,
-        } => query(&corpus, random, seed, input, k, backend, json),
+        } => query(
+            store.as_deref(),
+            corpus.as_deref(),
+            random,
+            seed,
+            input,
+            k,
+            backend,
+            json,
+        ),
+        Cmd::Ingest {
+            store: dir,
+            dim,
+            random,
+            seed,
+            input,
+            flush_every,
+        } => {
+            let source = match (random, input) {
+                (Some(count), None) => store::Source::Random { count, seed },
+                (None, Some(p)) => store::Source::File(p),
+                _ => unreachable!("clap requires exactly one source"),
+            };
+            return finish(store::ingest(&dir, dim, source, flush_every, false).map(|()| true));
+        }
+        Cmd::Get {
+            store: dir,
+            id,
+            json,
+        } => return finish(store::get(&dir, &id, json)),
+        Cmd::Verify {
+            store: dir,
+            expect_seed,
+            json,
+        } => return finish(store::verify(&dir, expect_seed, json)),
     };
+    finish(result.map(|()| true))
+}
+
+/// Exit status: 0 on success, 1 when a command ran but found a problem (no such record,
+/// verification failed), 2 on an error.
+fn finish(result: Result<bool, Error>) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
@@ -287,6 +385,8 @@ fn progress(show: bool, msg: &'static str) -> ProgressBar {
 }
 
 fn demo() -> Result<(), Error> {
+    use hybridvec::{StoreConfig, WarmStore};
+    use rayon::prelude::*;
     let exec = executor(Backend::Auto)?;
     let caps = exec.capabilities();
     println!(
@@ -298,36 +398,67 @@ fn demo() -> Result<(), Error> {
     if let CudaStatus::Unavailable { reason } = &caps.cuda {
         println!("CUDA unavailable: {reason}; the CPU serves every call.");
     }
+    let (seed, d) = (7u64, 768usize);
+    let dir = std::env::temp_dir().join(format!("hybridvec-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _cleanup = RemoveOnDrop(dir.clone());
+    // The store is filled in two steps (100k rows, then 150k more), so the same store
+    // serves the 100k workloads and then the scaled gpu-large one after growing.
+    let ingest = |from: u64, to: u64| -> Result<f64, Error> {
+        let store = if from == 0 {
+            WarmStore::create(&dir, StoreConfig::new(d))?
+        } else {
+            WarmStore::open(&dir)?
+        };
+        let t = Instant::now();
+        let p = progress(true, "ingesting into the warm store");
+        (from..to).into_par_iter().try_for_each(|i| {
+            let (id, emb, content) = data::random_record(seed, i, d);
+            store.put(&id, &emb, &content).map(|_| ())
+        })?;
+        store.flush()?;
+        p.finish_and_clear();
+        Ok(t.elapsed().as_secs_f64())
+    };
     // The public workloads; gpu-large is scaled from 1M to 250k corpus rows so the demo
     // finishes in well under a minute on two cores.
     let workloads = [
-        ("single", 1, 100_000, 768, 10),
-        ("small-batch", 64, 100_000, 768, 10),
-        ("large-batch", 1024, 100_000, 768, 10),
-        ("gpu-large (N scaled 1M→250k)", 1024, 250_000, 768, 10),
+        ("single", 1, 100_000u64, 10),
+        ("small-batch", 64, 100_000, 10),
+        ("large-batch", 1024, 100_000, 10),
+        ("gpu-large (N scaled 1M→250k)", 1024, 250_000, 10),
     ];
-    let seed = 7;
-    println!(
-        "{:<30} {:>16} {:>8} {:>11} {:>9}",
-        "workload", "Q×N×D", "backend", "median ms", "GFLOP/s"
-    );
-    let mut corpus: Option<Corpus> = None;
-    for (name, q, n, d, k) in workloads {
-        if corpus.as_ref().map(|c| c.rows()) != Some(n) {
-            drop(corpus.take()); // free the old corpus before building the next
-            let p = progress(true, "generating corpus");
-            corpus = Some(Corpus::new(data::random_matrix(n, d, seed), d)?);
-            p.finish_and_clear();
+    let mut stored = 0u64;
+    let mut header_printed = false;
+    for (name, q, n, k) in workloads {
+        if stored < n {
+            let secs = ingest(stored, n)?;
+            println!(
+                "warm store {}: put and flushed rows {stored}..{n} in {:.2} s ({:.2} GB/s of vectors)",
+                dir.display(),
+                secs,
+                ((n - stored) as f64 * d as f64 * 4.0) / secs / 1e9
+            );
+            stored = n;
+            header_printed = false;
         }
-        let corpus = corpus.as_ref().expect("just built");
+        // Reopened read-only each time: what is searched is what was made durable.
+        let store = WarmStore::open_read_only(&dir)?;
+        if !header_printed {
+            println!(
+                "{:<30} {:>16} {:>8} {:>11} {:>9}",
+                "workload", "Q×N×D", "backend", "median ms", "GFLOP/s"
+            );
+            header_printed = true;
+        }
         let qdata = random_queries(q, d, seed);
         let queries = MatrixRef::new(&qdata, q, d)?;
-        let mut hits = exec.top_k(queries, corpus, k)?; // warm-up
-        let reps = if q * n >= 100_000_000 { 3 } else { 9 };
+        let mut hits = exec.top_k_store(queries, &store, k)?; // warm-up
+        let reps = if q as u64 * n >= 100_000_000 { 3 } else { 9 };
         let mut times = Vec::new();
         for _ in 0..reps {
             let t = Instant::now();
-            hits = exec.top_k(queries, corpus, k)?;
+            hits = exec.top_k_store(queries, &store, k)?;
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
@@ -338,14 +469,25 @@ fn demo() -> Result<(), Error> {
             format!("{q}×{n}×{d}"),
             "cpu",
             med * 1e3,
-            2.0 * (q * n * d) as f64 / med / 1e9
+            2.0 * (q as f64 * n as f64 * d as f64) / med / 1e9
         );
         if name == "small-batch" {
-            check_against_f64(&qdata[..d], corpus, &hits[0], k)?;
+            let corpus = store.corpus();
+            let view = corpus.view().ok_or(Error::EmptyInput {
+                what: "store has no records",
+            })?;
+            let as_hits: Vec<Hit> = hits[0]
+                .iter()
+                .map(|h| Hit {
+                    index: h.row as usize,
+                    score: h.score,
+                })
+                .collect();
+            check_against_f64(&qdata[..d], view.matrix(), &as_hits, k)?;
             let top: Vec<String> = hits[0]
                 .iter()
                 .take(3)
-                .map(|h| format!("#{} {:.4}", h.index, h.score))
+                .map(|h| format!("{} {:.4}", h.id, h.score))
                 .collect();
             println!(
                 "{:<30} query 0 top-3: {} (matches an f64 reference)",
@@ -357,12 +499,20 @@ fn demo() -> Result<(), Error> {
     Ok(())
 }
 
+/// Removes the demo's temporary store however the demo ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Recomputes one query's top-k in f64 and checks the engine's hits against it: every
 /// score within 1e-5 of the reference score of the same row, and each rank holding the
 /// reference's row unless the two rows' reference scores are within 2e-5 (a near-tie that
 /// f32 rounding may order either way).
-fn check_against_f64(q: &[f32], corpus: &Corpus, hits: &[Hit], k: usize) -> Result<(), Error> {
-    let m = corpus.matrix();
+fn check_against_f64(q: &[f32], m: MatrixRef<'_>, hits: &[Hit], k: usize) -> Result<(), Error> {
     let qn: f64 = q.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
     let by_row: Vec<f64> = (0..m.rows())
         .map(|i| {
@@ -393,8 +543,10 @@ fn check_against_f64(q: &[f32], corpus: &Corpus, hits: &[Hit], k: usize) -> Resu
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn query(
-    corpus_path: &std::path::Path,
+    store_dir: Option<&std::path::Path>,
+    corpus_path: Option<&std::path::Path>,
     random: Option<usize>,
     seed: u64,
     input_path: Option<PathBuf>,
@@ -403,9 +555,19 @@ fn query(
     json: bool,
 ) -> Result<(), Error> {
     let exec = executor(backend)?;
-    let m = input::read_matrix(corpus_path)?;
-    let dim = m.cols();
-    let corpus = Corpus::new(m.into_vec(), dim)?;
+    let (corpus, dim) = match (store_dir, corpus_path) {
+        (Some(dir), _) => (None, hybridvec::WarmStore::open_read_only(dir)?.dim()),
+        (None, Some(p)) => {
+            let m = input::read_matrix(p)?;
+            let dim = m.cols();
+            (Some(Corpus::new(m.into_vec(), dim)?), dim)
+        }
+        (None, None) => {
+            return Err(Error::InvalidConfig(
+                "give --store DIR or --corpus FILE".into(),
+            ))
+        }
+    };
     let qm = match (random, input_path) {
         (Some(q), None) => hybridvec::Matrix::new(random_queries(q, dim, seed), q, dim)?,
         (None, Some(p)) => input::read_matrix(&p)?,
@@ -414,6 +576,10 @@ fn query(
                 "give exactly one of --random Q or --input FILE".into(),
             ))
         }
+    };
+    let Some(corpus) = corpus else {
+        let dir = store_dir.expect("store or corpus");
+        return store::query(&exec, dir, &qm, k, json);
     };
     let hits = exec.top_k(qm.view(), &corpus, k)?;
     for (i, hs) in hits.iter().enumerate() {
