@@ -116,6 +116,12 @@ pub enum Error {
         /// The first failure.
         reason: String,
     },
+    /// A row number that holds no readable record.
+    #[error("row {row} holds no record")]
+    NoSuchRow {
+        /// The row asked for.
+        row: u64,
+    },
     /// A write to a store opened read-only.
     #[error("store is open read-only")]
     ReadOnly,

@@ -28,6 +28,7 @@
 
 mod format;
 mod region;
+mod watermark;
 
 use crate::error::{Error, Result};
 use crate::matrix::{CorpusView, MatrixRef, MAX_NORM, MIN_NORM};
@@ -40,6 +41,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use watermark::Watermark;
 
 /// The row a record occupies (its slot in the vector files).
 pub type RowId = u64;
@@ -125,9 +127,8 @@ pub struct WarmStore {
     vectors: Region,
     metas: Region,
     blobs: Region,
-    /// Rows reserved (`fetch_add`), rows visible (contiguous published prefix).
-    next_row: AtomicU64,
-    visible: AtomicU64,
+    /// Rows reserved (`fetch_add`) and rows visible (contiguous published prefix).
+    rows: Watermark<AtomicU64>,
     blob_tail: AtomicU64,
     durable_rows: AtomicU64,
     live_records: AtomicU64,
@@ -239,6 +240,17 @@ impl WarmStore {
     }
 
     fn open_inner(dir: &Path, writable: bool) -> Result<Self> {
+        let path = dir.join(format::STORE_FILE);
+        if !path.exists() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{} holds no store ({} missing)",
+                    dir.display(),
+                    format::STORE_FILE
+                ),
+            )));
+        }
         let lock = if writable {
             let f = OpenOptions::new()
                 .read(true)
@@ -260,7 +272,6 @@ impl WarmStore {
         } else {
             None
         };
-        let path = dir.join(format::STORE_FILE);
         let store_file = OpenOptions::new().read(true).write(writable).open(&path)?;
         let mut image = vec![0u8; format::STORE_FILE_LEN];
         let len = store_file.metadata()?.len();
@@ -328,8 +339,10 @@ impl WarmStore {
             vectors,
             metas,
             blobs,
-            next_row: AtomicU64::new(sb.rows),
-            visible: AtomicU64::new(sb.rows),
+            rows: Watermark {
+                next: AtomicU64::new(sb.rows),
+                visible: AtomicU64::new(sb.rows),
+            },
             blob_tail: AtomicU64::new(sb.blob_len),
             durable_rows: AtomicU64::new(sb.rows),
             live_records: AtomicU64::new(0),
@@ -377,13 +390,9 @@ impl WarmStore {
                 self.meta_word(row as u64, 0)
                     .store(STATE_EMPTY, Ordering::SeqCst);
             }
-            for extra in [&self.vectors, &self.metas, &self.blobs] {
-                let mut i = extra.chunks();
-                while extra.chunk_path(i).exists() {
-                    std::fs::remove_file(extra.chunk_path(i))?; // uncommitted growth
-                    i += 1;
-                }
-            }
+            // Chunk files past the committed ones (uncommitted growth, or data of a newer
+            // generation whose superblock was lost) are left alone: growth renames a fresh
+            // file over them, so they are never read, and nothing is deleted here.
         }
         Ok(())
     }
@@ -410,11 +419,11 @@ impl WarmStore {
 
     /// Lock-free counters; never races with growth.
     pub fn stats(&self) -> StoreStats {
-        let visible = self.visible.load(Ordering::Acquire);
+        let visible = self.rows.visible.load(Ordering::Acquire);
         StoreStats {
             records: self.live_records.load(Ordering::Relaxed),
             visible_rows: visible,
-            reserved_rows: self.next_row.load(Ordering::Relaxed),
+            reserved_rows: self.rows.next.load(Ordering::Relaxed),
             durable_rows: self.durable_rows.load(Ordering::Relaxed),
             vector_bytes: visible * (self.dim as u64) * 4,
             content_bytes: self.blob_tail.load(Ordering::Relaxed),
@@ -494,7 +503,7 @@ impl WarmStore {
         let content_len = u32::try_from(content.len())
             .map_err(|_| Error::InvalidConfig("content over 4 GiB".into()))?;
         // The reservations: the only steps writers share.
-        let row = self.next_row.fetch_add(1, Ordering::Relaxed);
+        let row = self.rows.reserve();
         let blob_bytes = id.len() as u64 + content.len() as u64;
         let off = self.blob_tail.fetch_add(blob_bytes, Ordering::Relaxed);
         // A failure from here on leaves a reserved row that can never be published, so the
@@ -531,22 +540,17 @@ impl WarmStore {
         Ok(row)
     }
 
-    /// Moves the visible length over every contiguous published row. Any writer may do the
-    /// work for the others; SeqCst pairs the state stores with these loads so a row
-    /// published while another writer is advancing is never skipped.
-    fn advance_visible(&self) {
-        loop {
-            let w = self.visible.load(Ordering::SeqCst);
-            if (w as usize + 1) * META_BYTES > self.metas.mapped_bytes() {
-                return;
-            }
-            if self.meta_word(w, 0).load(Ordering::SeqCst) == STATE_EMPTY {
-                return;
-            }
-            let _ = self
-                .visible
-                .compare_exchange(w, w + 1, Ordering::SeqCst, Ordering::SeqCst);
+    /// Moves the visible length over every contiguous published row (see [`watermark`]).
+    fn advance_visible(&self) -> u64 {
+        if !self.writable {
+            // No writers in a read-only handle; rows past the committed ones may hold torn
+            // data from before a crash and must never become visible.
+            return self.rows.visible.load(Ordering::Acquire);
         }
+        self.rows.advance(|row| {
+            (row as usize + 1) * META_BYTES <= self.metas.mapped_bytes()
+                && self.meta_word(row, 0).load(Ordering::SeqCst) != STATE_EMPTY
+        })
     }
 
     fn ensure_capacity(&self, row: u64, blob_end: u64) -> Result<()> {
@@ -614,13 +618,23 @@ impl WarmStore {
     /// inside published (immutable) data.
     fn blob(&self, at: u64, len: u32) -> &[u8] {
         let (at, len) = (at as usize, len as usize);
-        assert!(at + len <= self.blobs.mapped_bytes());
+        assert!(
+            at.checked_add(len)
+                .is_some_and(|e| e <= self.blobs.mapped_bytes()),
+            "content range out of bounds"
+        );
         // SAFETY: in bounds (asserted); published bytes are never written again.
         unsafe { std::slice::from_raw_parts(self.blobs.base().add(at), len) }
     }
 
     fn vector(&self, row: u64) -> &[f32] {
-        assert!((row as usize + 1) * self.dim * 4 <= self.vectors.mapped_bytes());
+        let end = (row as usize)
+            .checked_add(1)
+            .and_then(|r| r.checked_mul(self.dim * 4));
+        assert!(
+            end.is_some_and(|e| e <= self.vectors.mapped_bytes()),
+            "row {row} not mapped"
+        );
         // SAFETY: in bounds (asserted), 4-byte aligned, and a published row is never written
         // again.
         unsafe {
@@ -710,13 +724,30 @@ impl WarmStore {
         self.read_record(row).map(Some)
     }
 
-    /// The record in `row` (live or not), checksum-verified.
-    pub fn read_record(&self, row: RowId) -> Result<Record> {
-        let published = (row as usize + 1) * META_BYTES <= self.metas.mapped_bytes()
-            && self.meta_word(row, 0).load(Ordering::Acquire) != STATE_EMPTY;
-        if !published {
-            return Err(Error::InvalidConfig(format!("row {row} holds no record")));
+    /// Checks that `row` holds a published record this handle may read: below the rows
+    /// reserved in this process (a read-only handle: below its committed rows, since rows
+    /// past them may hold torn data from before a crash), mapped, and published.
+    fn check_published(&self, row: RowId) -> Result<()> {
+        let limit = if self.writable {
+            self.rows.next.load(Ordering::Acquire)
+        } else {
+            self.rows.visible.load(Ordering::Acquire)
+        };
+        let mapped = (row as usize)
+            .checked_add(1)
+            .and_then(|r| r.checked_mul(META_BYTES))
+            .is_some_and(|e| e <= self.metas.mapped_bytes());
+        if row >= limit || !mapped || self.meta_word(row, 0).load(Ordering::Acquire) == STATE_EMPTY
+        {
+            return Err(Error::NoSuchRow { row });
         }
+        Ok(())
+    }
+
+    /// The record in `row` (live or not), checksum-verified. [`Error::NoSuchRow`] for a row
+    /// that holds no record.
+    pub fn read_record(&self, row: RowId) -> Result<Record> {
+        self.check_published(row)?;
         self.validate(row, self.blobs.mapped_bytes() as u64)?;
         let m = self.meta(row);
         Ok(Record {
@@ -727,9 +758,27 @@ impl WarmStore {
         })
     }
 
-    /// The id of the record in `row`.
+    /// The id of the record in `row` (bounds-checked, not checksummed: search hits use it).
     pub fn id_of(&self, row: RowId) -> Result<String> {
-        self.read_id(&self.meta(row))
+        self.check_published(row)?;
+        let m = self.meta(row);
+        let in_bounds = m
+            .off
+            .checked_add(m.id_len as u64)
+            .is_some_and(|e| e <= self.blobs.mapped_bytes() as u64);
+        if !in_bounds || m.id_len == 0 {
+            return Err(Error::CorruptStore {
+                file: self
+                    .metas
+                    .chunk_path((row / self.header.chunk_rows) as usize),
+                offset: (row % self.header.chunk_rows) * META_BYTES as u64,
+                reason: format!(
+                    "row {row}: id [{}, +{}) outside the content files",
+                    m.off, m.id_len
+                ),
+            });
+        }
+        self.read_id(&m)
     }
 
     /// Makes every put and delete that returned before this call durable. Data is written
@@ -748,16 +797,16 @@ impl WarmStore {
     fn flush_locked(&self, st: &mut FlushState) -> Result<u64> {
         // Every put that returned before this call has a row below `target`; rows below it
         // still being written by other threads finish without taking any lock we hold.
-        let target = self.next_row.load(Ordering::SeqCst);
+        let target = self.rows.next.load(Ordering::SeqCst);
         loop {
             self.advance_visible();
-            if self.visible.load(Ordering::SeqCst) >= target {
+            if self.rows.visible.load(Ordering::SeqCst) >= target {
                 break;
             }
             self.check_writable()?; // a writer that failed poisons the store
             std::thread::yield_now();
         }
-        let rows = self.visible.load(Ordering::SeqCst);
+        let rows = self.rows.visible.load(Ordering::SeqCst);
         if rows == st.rows {
             return Ok(rows);
         }
@@ -793,7 +842,7 @@ impl WarmStore {
     /// A zero-copy view of the visible rows for searching, with deleted and superseded
     /// rows masked out (their inverse norm is NaN, which no top-k selection accepts).
     pub fn corpus(&self) -> StoreCorpus<'_> {
-        let rows = self.visible.load(Ordering::Acquire) as usize;
+        let rows = self.advance_visible() as usize;
         let inv_norms = (0..rows as u64)
             .map(|r| {
                 if self.live.get(r) {
