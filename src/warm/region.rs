@@ -98,8 +98,10 @@ impl Region {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        allocate(&f, self.chunk_bytes)?;
-        f.sync_all()?;
+        if let Err(e) = allocate(&f, self.chunk_bytes).and_then(|()| Ok(f.sync_all()?)) {
+            let _ = std::fs::remove_file(&tmp); // give the space back; nothing refers to it
+            return Err(e);
+        }
         std::fs::rename(&tmp, &path)?;
         sync_dir(&self.dir)?;
         self.map_chunk(i, &f)
@@ -150,7 +152,7 @@ impl Region {
             .ok_or_else(|| {
                 Error::InvalidConfig("store is full: address-space reservation exhausted".into())
             })?;
-        let _ = at;
+        debug_assert!(at <= self.reserved);
         let prot = if self.writable {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
