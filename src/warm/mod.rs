@@ -846,7 +846,8 @@ impl WarmStore {
         let inv_norms = (0..rows as u64)
             .map(|r| {
                 if self.live.get(r) {
-                    self.meta(r).inv_norm
+                    // Only the inverse-norm word: this runs once per row per search.
+                    f32::from_bits(self.meta_word(r, 6).load(Ordering::Relaxed))
                 } else {
                     f32::NAN
                 }
