@@ -582,20 +582,40 @@ fn query(
         return store::query(&exec, dir, &qm, k, json);
     };
     let hits = exec.top_k(qm.view(), &corpus, k)?;
-    for (i, hs) in hits.iter().enumerate() {
+    print_hits(
+        hits.into_iter()
+            .map(|hs| hs.into_iter().map(|h| (h.index, h.score)).collect()),
+        "index",
+        json,
+    );
+    Ok(())
+}
+
+/// One line per query: `{"query": i, "hits": [{<key>: .., "score": ..}, ...]}` with
+/// `--json`, else `query i: key:score ...`.
+fn print_hits<K: std::fmt::Display + Into<serde_json::Value>>(
+    hits: impl Iterator<Item = Vec<(K, f32)>>,
+    key: &str,
+    json: bool,
+) {
+    for (i, hs) in hits.enumerate() {
         if json {
             let hs: Vec<_> = hs
-                .iter()
-                .map(|h| serde_json::json!({"index": h.index, "score": h.score}))
+                .into_iter()
+                .map(|(id, score)| {
+                    let mut o = serde_json::Map::new();
+                    o.insert(key.to_string(), id.into());
+                    o.insert("score".to_string(), score.into());
+                    serde_json::Value::Object(o)
+                })
                 .collect();
             println!("{}", serde_json::json!({"query": i, "hits": hs}));
         } else {
             let s: Vec<String> = hs
                 .iter()
-                .map(|h| format!("{}:{:.4}", h.index, h.score))
+                .map(|(id, score)| format!("{id}:{score:.4}"))
                 .collect();
             println!("query {i}: {}", s.join(" "));
         }
     }
-    Ok(())
 }

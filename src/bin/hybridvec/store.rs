@@ -203,20 +203,11 @@ pub fn query(
 ) -> Result<(), Error> {
     let store = WarmStore::open_read_only(dir)?;
     let hits = exec.top_k_store(queries.view(), &store, k)?;
-    for (i, hs) in hits.iter().enumerate() {
-        if json {
-            let hs: Vec<_> = hs
-                .iter()
-                .map(|h| serde_json::json!({"id": h.id, "score": h.score}))
-                .collect();
-            println!("{}", serde_json::json!({"query": i, "hits": hs}));
-        } else {
-            let s: Vec<String> = hs
-                .iter()
-                .map(|h| format!("{}:{:.4}", h.id, h.score))
-                .collect();
-            println!("query {i}: {}", s.join(" "));
-        }
-    }
+    crate::print_hits(
+        hits.into_iter()
+            .map(|hs| hs.into_iter().map(|h| (h.id, h.score)).collect()),
+        "id",
+        json,
+    );
     Ok(())
 }
