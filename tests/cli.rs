@@ -352,3 +352,76 @@ fn demo_runs_the_four_workloads() {
     }
     assert!(out.contains("matches an f64 reference"), "{out}");
 }
+
+#[test]
+fn store_commands_ingest_get_verify_and_query() {
+    let dir = std::env::temp_dir().join(format!("hybridvec-cli-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = dir.to_str().unwrap();
+    let o = hybridvec(&[
+        "ingest",
+        "--store",
+        store,
+        "--dim",
+        "8",
+        "--random",
+        "300",
+        "--seed",
+        "5",
+        "--flush-every",
+        "100",
+    ]);
+    assert_ok(&o, "ingest");
+    assert_eq!(
+        stdout(&o).lines().collect::<Vec<_>>(),
+        vec!["flushed 100", "flushed 200", "flushed 300"]
+    );
+
+    let o = hybridvec(&["get", "--store", store, "--id", "rec-7", "--json"]);
+    assert_ok(&o, "get");
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let (_, emb, content) = data::random_record(5, 7, 8);
+    let got: Vec<f32> = v["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(got, emb);
+    assert_eq!(v["content_len"], content.len());
+    let missing = hybridvec(&["get", "--store", store, "--id", "rec-300"]);
+    assert_eq!(missing.status.code(), Some(1), "a missing id exits 1");
+
+    let o = hybridvec(&["verify", "--store", store, "--expect-seed", "5", "--json"]);
+    assert_ok(&o, "verify");
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["records"].as_u64()),
+        (Some(true), Some(300))
+    );
+    let wrong = hybridvec(&["verify", "--store", store, "--expect-seed", "6", "--json"]);
+    assert_eq!(
+        wrong.status.code(),
+        Some(1),
+        "a seed mismatch fails verification"
+    );
+
+    let o = hybridvec(&[
+        "query", "--store", store, "--random", "2", "--k", "3", "--json",
+    ]);
+    assert_ok(&o, "query --store");
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["query"], i);
+        let hits = l["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 3);
+        assert!(hits
+            .iter()
+            .all(|h| h["id"].as_str().unwrap().starts_with("rec-")));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
