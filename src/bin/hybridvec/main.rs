@@ -49,32 +49,7 @@ enum Cmd {
         json: bool,
     },
     /// Time top-k (or, with --k 0, the full cosine matrix) on seeded random data.
-    Bench {
-        /// Query vectors per call.
-        #[arg(long, default_value_t = 64)]
-        queries: usize,
-        /// Corpus vectors.
-        #[arg(long, default_value_t = 100_000)]
-        corpus: usize,
-        /// Vector dimension.
-        #[arg(long, default_value_t = 768)]
-        dim: usize,
-        /// Hits per query; 0 times the full Q×N cosine matrix instead.
-        #[arg(long, default_value_t = 10)]
-        k: usize,
-        /// Which backend serves.
-        #[arg(long, value_enum, default_value_t = Backend::Auto)]
-        backend: Backend,
-        /// Timed runs (after one warm-up run); the median is reported.
-        #[arg(long, default_value_t = 5)]
-        repeat: usize,
-        /// Seed of the random data.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// One JSON object per configuration, no progress bars.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(BenchArgs),
     /// The main job on built-in seeded data: the public workloads, scaled to run in under a
     /// minute, with the backend that served and its speed.
     Demo,
@@ -168,25 +143,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Info { json } => info(json),
-        Cmd::Bench {
-            queries,
-            corpus,
-            dim,
-            k,
-            backend,
-            repeat,
-            seed,
-            json,
-        } => bench(&BenchArgs {
-            queries,
-            corpus,
-            dim,
-            k,
-            backend,
-            repeat,
-            seed,
-            json,
-        }),
+        Cmd::Bench(args) => bench(&args),
         Cmd::Demo => demo(),
         Cmd::Query {
             store,
@@ -291,14 +248,32 @@ fn info(json: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Flags of `bench`.
+#[derive(clap::Args)]
 struct BenchArgs {
+    /// Query vectors per call.
+    #[arg(long, default_value_t = 64)]
     queries: usize,
+    /// Corpus vectors.
+    #[arg(long, default_value_t = 100_000)]
     corpus: usize,
+    /// Vector dimension.
+    #[arg(long, default_value_t = 768)]
     dim: usize,
+    /// Hits per query; 0 times the full Q×N cosine matrix instead.
+    #[arg(long, default_value_t = 10)]
     k: usize,
+    /// Which backend serves.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// Timed runs (after one warm-up run); the median is reported.
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Seed of the random data.
+    #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// One JSON object per configuration, no progress bars.
+    #[arg(long)]
     json: bool,
 }
 
