@@ -74,23 +74,46 @@ impl<'a> MatrixRef<'a> {
 
     /// The position of the first NaN or infinity, as [`Error::NonFinite`].
     pub fn check_finite(&self) -> Result<()> {
-        // Chunked so a large corpus is scanned on all cores; the first bad row wins.
+        // Chunked so a large corpus is scanned on all cores; the first bad row wins. Small
+        // inputs (a query, one stored row) stay on the calling thread: a hop into the rayon
+        // pool costs more than the scan.
         const ROWS_PER_TASK: usize = 4096;
-        let bad = self
-            .data
-            .par_chunks(ROWS_PER_TASK * self.cols)
-            .enumerate()
-            .find_map_first(|(chunk, block)| {
-                block.iter().position(|v| !v.is_finite()).map(|p| {
-                    let flat = chunk * ROWS_PER_TASK * self.cols + p;
-                    (flat / self.cols, flat % self.cols)
+        const SERIAL_VALUES: usize = 1 << 16;
+        let bad = if self.data.len() <= SERIAL_VALUES {
+            first_non_finite(self.data).map(|p| (p / self.cols, p % self.cols))
+        } else {
+            self.data
+                .par_chunks(ROWS_PER_TASK * self.cols)
+                .enumerate()
+                .find_map_first(|(chunk, block)| {
+                    first_non_finite(block).map(|p| {
+                        let flat = chunk * ROWS_PER_TASK * self.cols + p;
+                        (flat / self.cols, flat % self.cols)
+                    })
                 })
-            });
+        };
         match bad {
             Some((row, col)) => Err(Error::NonFinite { row, col }),
             None => Ok(()),
         }
     }
+}
+
+/// Index of the first NaN or infinity in `v`. Scans 64-value blocks with a branch-free
+/// fold (which vectorises) and only searches inside the block that failed.
+pub(crate) fn first_non_finite(v: &[f32]) -> Option<usize> {
+    const EXP: u32 = 0x7f80_0000;
+    let mut at = 0;
+    for block in v.chunks(64) {
+        let any_bad = block
+            .iter()
+            .fold(false, |acc, x| acc | (x.to_bits() & EXP == EXP));
+        if any_bad {
+            return block.iter().position(|x| !x.is_finite()).map(|p| at + p);
+        }
+        at += block.len();
+    }
+    None
 }
 
 /// An owned row-major `rows × cols` matrix of `f32`; also the type of score matrices.
@@ -325,6 +348,39 @@ pub(crate) fn normalize(v: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both scan paths (serial below 65 536 values, parallel above) find the first bad
+    /// value at every position class: block starts, block ends, tails, and denormals or
+    /// the largest finite values are never flagged.
+    #[test]
+    fn first_non_finite_finds_the_first_bad_value() {
+        for len in [1usize, 63, 64, 65, 1000, 70_000] {
+            let mut v = crate::data::random_vec(len, 41, len as u64);
+            v[0] = f32::MAX;
+            v[len - 1] = f32::MIN_POSITIVE / 2.0;
+            assert_eq!(first_non_finite(&v), None, "len {len}");
+            let cols = if len % 7 == 0 { 7 } else { 1 };
+            assert!(MatrixRef::new(&v, len / cols, cols)
+                .unwrap()
+                .check_finite()
+                .is_ok());
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for at in [0, len / 2, len.saturating_sub(64), len - 1] {
+                    let mut w = v.clone();
+                    w[at] = bad;
+                    if at + 1 < len {
+                        w[len - 1] = f32::NAN; // a later bad value must not win
+                    }
+                    assert_eq!(first_non_finite(&w), Some(at), "len {len} at {at}");
+                    let m = MatrixRef::new(&w, len / cols, cols).unwrap();
+                    assert!(matches!(
+                        m.check_finite(),
+                        Err(Error::NonFinite { row, col }) if row * cols + col == at
+                    ));
+                }
+            }
+        }
+    }
 
     #[test]
     fn shape_errors() {

@@ -301,7 +301,8 @@ impl WarmStore {
             chunk_rows * row_bytes,
             VECTOR_SPACE.max(chunk_rows * row_bytes),
             writable,
-        )?;
+        )?
+        .with_huge_pages();
         let max_rows = vectors_capacity_rows(VECTOR_SPACE.max(chunk_rows * row_bytes), row_bytes);
         let metas = Region::reserve(
             dir,
@@ -444,8 +445,15 @@ impl WarmStore {
                 got: embedding.len(),
             });
         }
-        MatrixRef::new(embedding, 1, self.dim)?.check_finite()?;
-        let norm = crate::cpu::simd::sum_squares_f64(embedding).sqrt();
+        // One pass: a NaN or infinity makes the f64 sum non-finite (finite f32 squares
+        // cannot overflow it), and only then is the culprit located.
+        let sum_squares = crate::cpu::simd::sum_squares_f64(embedding);
+        if !sum_squares.is_finite() {
+            if let Some(col) = crate::matrix::first_non_finite(embedding) {
+                return Err(Error::NonFinite { row: 0, col });
+            }
+        }
+        let norm = sum_squares.sqrt();
         if norm != 0.0 && !(MIN_NORM..=MAX_NORM).contains(&norm) {
             return Err(Error::NormOutOfRange { row: 0, norm });
         }

@@ -14,8 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A reserved address range with chunk files mapped at its start.
 pub(crate) struct Region {
+    /// Start of the usable range: the reservation rounded up to [`HUGE_PAGE`].
     base: *mut u8,
+    /// What `mmap` returned, and its length (the usable range plus alignment slack).
+    mapping: *mut u8,
+    mapping_len: usize,
     reserved: usize,
+    /// Whether chunks are advised for transparent huge pages (`MADV_HUGEPAGE`).
+    huge_pages: bool,
     chunk_bytes: usize,
     /// Chunks mapped so far; only grows, under the store's growth lock.
     mapped: AtomicUsize,
@@ -43,30 +49,47 @@ impl Region {
     ) -> Result<Self> {
         assert!(chunk_bytes > 0 && chunk_bytes.is_multiple_of(page_size()));
         let reserved = reserved.div_ceil(chunk_bytes) * chunk_bytes;
+        let mapping_len = reserved + HUGE_PAGE;
         // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's choosing
         // touches no existing memory; MAP_NORESERVE commits nothing.
-        let base = unsafe {
+        let mapping = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                reserved,
+                mapping_len,
                 libc::PROT_NONE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
         };
-        if base == libc::MAP_FAILED {
+        if mapping == libc::MAP_FAILED {
             return Err(Error::Io(std::io::Error::last_os_error()));
         }
+        let mapping: *mut u8 = mapping.cast();
+        // Chunks start on a huge-page boundary, so the kernel can back them with huge folios
+        // mapped whole (file offsets of chunks are multiples of the chunk size).
+        let base = mapping.wrapping_add(mapping.align_offset(HUGE_PAGE));
         Ok(Self {
-            base: base.cast(),
+            base,
+            mapping,
+            mapping_len,
             reserved,
+            huge_pages: false,
             chunk_bytes,
             mapped: AtomicUsize::new(0),
             writable,
             dir: dir.to_path_buf(),
             prefix,
         })
+    }
+
+    /// Advises every chunk mapped from now on for transparent huge pages. For the vector
+    /// files this cuts write faults about thirtyfold (a fault maps a huge folio, not a 4 KiB
+    /// page) and TLB misses in searches; the cost is that a flush writes back whole dirty
+    /// folios, which suits large sequential appends.
+    pub(crate) fn with_huge_pages(mut self) -> Self {
+        self.huge_pages = true;
+        self
     }
 
     pub(crate) fn chunk_path(&self, i: usize) -> PathBuf {
@@ -175,6 +198,12 @@ impl Region {
         if p == libc::MAP_FAILED {
             return Err(Error::Io(std::io::Error::last_os_error()));
         }
+        if self.huge_pages {
+            // Advice only: kernels without THP for files answer EINVAL and stay on 4 KiB pages.
+            // SAFETY: `p` is the chunk just mapped, `chunk_bytes` long; madvise changes no
+            // contents.
+            let _ = unsafe { libc::madvise(p, self.chunk_bytes, libc::MADV_HUGEPAGE) };
+        }
         self.mapped.store(i + 1, Ordering::Release);
         Ok(())
     }
@@ -201,10 +230,13 @@ impl Drop for Region {
         // SAFETY: we own the whole reservation (mapped chunks included); nothing borrowed
         // from it outlives the region, because views borrow the store that owns it.
         unsafe {
-            libc::munmap(self.base.cast(), self.reserved);
+            libc::munmap(self.mapping.cast(), self.mapping_len);
         }
     }
 }
+
+/// The x86-64 and aarch64 (4 KiB granule) PMD size: the alignment of chunk mappings.
+const HUGE_PAGE: usize = 2 << 20;
 
 pub(crate) fn page_size() -> usize {
     4096
