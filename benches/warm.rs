@@ -6,7 +6,7 @@
 //! selects it.
 //! Stores live under `HYBRIDVEC_BENCH_DIR` (default: the system temp dir).
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use hybridvec::{data, Corpus, ExecutorConfig, HybridExecutor, MatrixRef, StoreConfig, WarmStore};
 use std::cell::OnceCell;
 use std::path::PathBuf;
@@ -161,7 +161,11 @@ fn warm_flush(c: &mut Criterion) {
     // 1 GiB of new vectors per iteration; only the flush is timed.
     let gib_rows = (1u64 << 30) / (DIM as u64 * 4);
     let mut g = c.benchmark_group("warm_flush");
-    g.sample_size(10).measurement_time(Duration::from_secs(30));
+    // One flush per sample: each costs a 1 GiB fill outside the clock.
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(gib_rows * DIM as u64 * 4));
     g.bench_function("1GiB_dim768", |b| {
         b.iter_custom(|iters| {

@@ -57,26 +57,155 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 type Model = HashMap<String, Option<(Vec<f32>, Vec<u8>)>>;
 
 fn check_image(dir: &Path, durable: &Model, what: &str) {
-    let s =
-        WarmStore::open(dir).unwrap_or_else(|e| panic!("{what}: crash image does not open: {e}"));
-    let live = durable.values().filter(|v| v.is_some()).count() as u64;
-    assert_eq!(s.len(), live, "{what}: live records");
-    for (id, want) in durable {
-        let got = s.get(id).unwrap_or_else(|e| panic!("{what}: {id}: {e}"));
+    if let Err(e) = image_holds(dir, durable) {
+        panic!("{what}: {e}");
+    }
+}
+
+/// Whether the store image at `dir` opens and holds exactly `model`, bit for bit.
+fn image_holds(dir: &Path, model: &Model) -> Result<(), String> {
+    let s = WarmStore::open(dir).map_err(|e| format!("crash image does not open: {e}"))?;
+    let live = model.values().filter(|v| v.is_some()).count() as u64;
+    if s.len() != live {
+        return Err(format!("{} live records, expected {live}", s.len()));
+    }
+    for (id, want) in model {
+        let got = s.get(id).map_err(|e| format!("{id}: {e}"))?;
         match (want, got) {
             (None, None) => {}
             (Some((emb, content)), Some(rec)) => {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&rec.embedding), bits(emb), "{what}: {id} embedding");
-                assert_eq!(&rec.content, content, "{what}: {id} content");
+                if bits(&rec.embedding) != bits(emb) || &rec.content != content {
+                    return Err(format!("{id}: embedding or content differs"));
+                }
             }
-            (w, g) => panic!(
-                "{what}: {id}: expected {:?}, got {:?}",
-                w.is_some(),
-                g.map(|r| r.row)
-            ),
+            (w, g) => {
+                return Err(format!(
+                    "{id}: expected present={}, got row {:?}",
+                    w.is_some(),
+                    g.map(|r| r.row)
+                ))
+            }
         }
     }
+    Ok(())
+}
+
+/// Writes `files` into a fresh `dir`.
+fn write_image(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// A burst of puts, supersedes and deletes over ids `id-0..ids`, recorded in `model`.
+fn burst(s: &WarmStore, model: &mut Model, rng: &mut data::Rng, n: u64, ids: u64, dim: usize) {
+    for _ in 0..n {
+        let id = format!("id-{}", rng.below(ids));
+        if rng.below(8) == 0 {
+            s.delete(&id).unwrap();
+            model.insert(id, None);
+        } else {
+            let emb = data::random_vec(dim, rng.next_u64(), 0);
+            let content: Vec<u8> = (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect();
+            s.put(&id, &emb, &content).unwrap();
+            model.insert(id, Some((emb, content)));
+        }
+    }
+}
+
+/// A crash in the middle of `flush`. Flush writes data back first and the superblock
+/// last, so the images are (a) the old files plus any subset of the new data pages with
+/// the old superblock, which must open as the old state, and (b) all new data with the
+/// superblock write torn at any byte, which must open as the old state or the new one,
+/// never a mix (and as the new one once every byte landed).
+#[test]
+fn crash_mid_flush_opens_the_old_or_the_new_state() {
+    let rounds = if heavy() { 600 } else { 100 };
+    let dim = 8;
+    let cfg = StoreConfig {
+        dim,
+        chunk_rows: 1024,
+        content_chunk_bytes: 8192,
+    };
+    let dir = TempDir::new("midflush");
+    let img = TempDir::new("midflush-img");
+    let store_dir = dir.0.join("s");
+    let s = WarmStore::create(&store_dir, cfg).unwrap();
+    let mut rng = data::Rng::new(4048, 0);
+    let mut model: Model = HashMap::new();
+    s.flush().unwrap();
+    let (mut images, mut torn_new, mut torn_old) = (0, 0, 0);
+    for round in 0..rounds {
+        let old_model = model.clone();
+        let old = snapshot(&store_dir);
+        let n = 1 + rng.below(150);
+        burst(&s, &mut model, &mut rng, n, 500, dim);
+        s.flush().unwrap();
+        let new = snapshot(&store_dir);
+        let zeros = |n: usize| vec![0u8; n];
+        for image in 0..6 {
+            let what = format!("round {round} image {image}");
+            let mut files = BTreeMap::new();
+            if image % 2 == 0 {
+                // (a) Data partly written back; superblock not yet written.
+                let keep_percent = rng.below(101);
+                for (name, now) in &new {
+                    let mut bytes = old.get(name).cloned().unwrap_or_else(|| zeros(now.len()));
+                    if name != "store.hv" {
+                        for p in (0..now.len()).step_by(PAGE) {
+                            let end = (p + PAGE).min(now.len());
+                            if rng.below(100) < keep_percent {
+                                bytes[p..end].copy_from_slice(&now[p..end]);
+                            }
+                        }
+                    }
+                    files.insert(name.clone(), bytes);
+                }
+                write_image(&img.0, &files);
+                check_image(&img.0, &old_model, &what);
+            } else {
+                // (b) All data durable; the superblock write torn at byte granularity.
+                let mut files = new.clone();
+                let (was, now) = (&old["store.hv"], &new["store.hv"]);
+                let changed: Vec<usize> = (0..now.len()).filter(|&i| was[i] != now[i]).collect();
+                assert!(!changed.is_empty(), "{what}: flush wrote no superblock");
+                let keep_percent = rng.below(101);
+                let mut sb = was.clone();
+                let mut kept = 0;
+                for &i in &changed {
+                    if rng.below(100) < keep_percent {
+                        sb[i] = now[i];
+                        kept += 1;
+                    }
+                }
+                files.insert("store.hv".into(), sb);
+                write_image(&img.0, &files);
+                let as_new = image_holds(&img.0, &model);
+                let as_old = image_holds(&img.0, &old_model);
+                if kept == changed.len() {
+                    as_new.unwrap_or_else(|e| panic!("{what}: complete superblock: {e}"));
+                } else if kept == 0 {
+                    as_old.unwrap_or_else(|e| panic!("{what}: untouched superblock: {e}"));
+                } else {
+                    assert!(
+                        as_new.is_ok() || as_old.is_ok(),
+                        "{what}: torn superblock gave neither state: {as_old:?} / {as_new:?}"
+                    );
+                    if as_new.is_ok() {
+                        torn_new += 1;
+                    } else {
+                        torn_old += 1;
+                    }
+                }
+            }
+            images += 1;
+        }
+    }
+    assert!(torn_old > 0, "no torn superblock was ever rejected");
+    eprintln!("checked {images} mid-flush images ({torn_old} torn superblocks fell back, {torn_new} held)");
 }
 
 #[test]
@@ -101,18 +230,8 @@ fn simulated_power_loss_keeps_every_flushed_record() {
     while images < target {
         round += 1;
         // A burst of puts, supersedes and deletes over a small id space, then maybe a flush.
-        for _ in 0..rng.below(120) {
-            let id = format!("id-{}", rng.below(400));
-            if rng.below(8) == 0 {
-                s.delete(&id).unwrap();
-                model.insert(id, None);
-            } else {
-                let emb = data::random_vec(dim, rng.next_u64(), 0);
-                let content: Vec<u8> = (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect();
-                s.put(&id, &emb, &content).unwrap();
-                model.insert(id, Some((emb, content)));
-            }
-        }
+        let n = rng.below(120);
+        burst(&s, &mut model, &mut rng, n, 400, dim);
         if rng.below(3) == 0 {
             s.flush().unwrap();
             durable = model.clone();

@@ -28,6 +28,9 @@
 
 mod format;
 mod region;
+mod sync;
+#[cfg(test)]
+mod sync_failure_tests;
 mod watermark;
 
 use crate::error::{Error, Result};
@@ -209,10 +212,10 @@ impl WarmStore {
                 .truncate(true)
                 .open(&tmp)?;
             f.write_all_at(&image, 0)?;
-            f.sync_all()?;
+            sync::file(&f)?;
         }
         std::fs::rename(&tmp, &path)?;
-        region::sync_dir(dir)?;
+        sync::dir(dir)?;
         Self::open_inner(dir, true)
     }
 
@@ -837,7 +840,7 @@ impl WarmStore {
         };
         let slot = format::SLOT_OFFSETS[(sb.generation % 2) as usize];
         self.store_file.write_all_at(&sb.encode(), slot as u64)?;
-        self.store_file.sync_data()?;
+        sync::file_data(&self.store_file)?;
         *st = FlushState {
             generation: sb.generation,
             rows,

@@ -6,6 +6,7 @@
 //! stays valid for the region's whole life, and consecutive chunks are contiguous in
 //! memory: the vector region reads as one row-major matrix.
 
+use super::sync;
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -121,12 +122,12 @@ impl Region {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        if let Err(e) = allocate(&f, self.chunk_bytes).and_then(|()| Ok(f.sync_all()?)) {
+        if let Err(e) = allocate(&f, self.chunk_bytes).and_then(|()| sync::file(&f)) {
             let _ = std::fs::remove_file(&tmp); // give the space back; nothing refers to it
             return Err(e);
         }
         std::fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)?;
+        sync::dir(&self.dir)?;
         self.map_chunk(i, &f)
     }
 
@@ -216,12 +217,9 @@ impl Region {
         }
         let page = page_size();
         let s = start / page * page;
-        // SAFETY: `[s, end)` lies inside mapped chunks; msync only writes pages back.
-        let rc = unsafe { libc::msync(self.base.add(s).cast(), end - s, libc::MS_SYNC) };
-        if rc != 0 {
-            return Err(Error::Io(std::io::Error::last_os_error()));
-        }
-        Ok(())
+        // SAFETY: `[s, end)` lies inside mapped chunks (clamped to `mapped_bytes` above), which
+        // are shared file mappings this region owns, and `s` is page-aligned.
+        unsafe { sync::mapping(self.base.add(s), end - s) }
     }
 }
 
@@ -260,9 +258,4 @@ fn allocate(f: &File, len: usize) -> Result<()> {
         return Err(Error::Io(std::io::Error::from_raw_os_error(rc)));
     }
     Err(Error::Io(err))
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
 }

@@ -1,0 +1,75 @@
+//! Every call that makes store data durable goes through here, so a test can make any one
+//! of them fail the way a dying disk does (EIO) and check that the store poisons itself
+//! instead of carrying on as if the data were safe.
+
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::path::Path;
+
+/// `fsync` of a file: data and metadata.
+pub(crate) fn file(f: &File) -> Result<()> {
+    injected()?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// `fdatasync` of a file.
+pub(crate) fn file_data(f: &File) -> Result<()> {
+    injected()?;
+    f.sync_data()?;
+    Ok(())
+}
+
+/// `fsync` of a directory, which makes its entries (a rename) durable.
+pub(crate) fn dir(dir: &Path) -> Result<()> {
+    injected()?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// `msync(MS_SYNC)` of mapped file pages.
+///
+/// # Safety
+/// `[ptr, ptr + len)` must lie inside one live shared file mapping owned by the caller, and
+/// `ptr` must be page-aligned.
+pub(crate) unsafe fn mapping(ptr: *mut u8, len: usize) -> Result<()> {
+    injected()?;
+    // SAFETY: the caller's contract; msync only writes pages back, it changes no contents.
+    let rc = unsafe { libc::msync(ptr.cast(), len, libc::MS_SYNC) };
+    if rc != 0 {
+        return Err(Error::Io(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Sync calls this thread may still make before one fails; `None`: no failure armed.
+    static SUCCESSES_LEFT: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
+/// Arms a failure on this thread: `n` sync calls succeed, the next fails with EIO, and the
+/// ones after it succeed again.
+#[cfg(test)]
+pub(crate) fn fail_after(n: u32) {
+    SUCCESSES_LEFT.set(Some(n));
+}
+
+/// Whether an armed failure is still waiting (and disarms it).
+#[cfg(test)]
+pub(crate) fn disarm() -> bool {
+    SUCCESSES_LEFT.take().is_some()
+}
+
+fn injected() -> Result<()> {
+    #[cfg(test)]
+    match SUCCESSES_LEFT.get() {
+        Some(0) => {
+            SUCCESSES_LEFT.set(None);
+            return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+        }
+        Some(n) => SUCCESSES_LEFT.set(Some(n - 1)),
+        None => {}
+    }
+    Ok(())
+}
