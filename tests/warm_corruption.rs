@@ -123,6 +123,21 @@ impl Fixture {
 
     /// `*.chunk` file names of the pristine store, sorted.
     fn chunk_files(&self) -> Vec<String> {
+        self.all_chunk_files()
+            .into_iter()
+            .filter(|n| self.committed(n))
+            .collect()
+    }
+
+    /// Chunk files grown ahead of need, past the committed ones: the store never reads them.
+    fn ahead_files(&self) -> Vec<String> {
+        self.all_chunk_files()
+            .into_iter()
+            .filter(|n| !self.committed(n))
+            .collect()
+    }
+
+    fn all_chunk_files(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(&self.pristine)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -130,6 +145,17 @@ impl Fixture {
             .collect();
         names.sort();
         names
+    }
+
+    /// Whether chunk file `name` holds committed rows or content.
+    fn committed(&self, name: &str) -> bool {
+        let (prefix, rest) = name.split_once('-').unwrap();
+        let chunk: usize = rest.trim_end_matches(".chunk").parse().unwrap();
+        match prefix {
+            "vec" | "meta" => chunk < N.div_ceil(CHUNK_ROWS),
+            "blob" => chunk < (self.offsets[N] as usize).div_ceil(CONTENT_CHUNK_BYTES),
+            _ => panic!("unexpected chunk file {name}"),
+        }
     }
 
     /// Replaces the scratch directory with a copy of every file of the pristine store.
@@ -430,6 +456,32 @@ fn damage_after_open_is_caught_by_get_and_never_read_as_data() {
 }
 
 #[test]
+fn damaged_or_missing_chunks_grown_ahead_are_never_read() {
+    let fx = Fixture::new("ahead");
+    let ahead = fx.ahead_files();
+    assert!(!ahead.is_empty(), "the writer grew nothing ahead of need");
+    for name in &ahead {
+        let dir = fx.fresh_copy();
+        let f = OpenOptions::new().write(true).open(dir.join(name)).unwrap();
+        f.set_len(1).unwrap();
+        drop(f);
+        assert_opens_whole(dir, &format!("{name} truncated"));
+        fs::remove_file(dir.join(name)).unwrap();
+        assert_opens_whole(dir, &format!("{name} deleted"));
+        // A writer grows over it again.
+        let s = WarmStore::open(dir).unwrap();
+        for i in N..N + CHUNK_ROWS {
+            s.put(&id(i), &embedding(i), &content(i)).unwrap();
+        }
+        s.flush().unwrap();
+        drop(s);
+        let s = WarmStore::open_read_only(dir).unwrap();
+        assert_eq!(s.len(), (N + CHUNK_ROWS) as u64, "{name}");
+        assert_holds_first(&s, N + CHUNK_ROWS, name);
+    }
+}
+
+#[test]
 fn truncated_or_missing_files_fail_to_open() {
     let fx = Fixture::new("truncate");
     let mut names = vec![STORE_FILE.to_string()];
@@ -534,7 +586,8 @@ fn forged_superblocks_with_valid_checksum_are_refused_or_bounded() {
     let full = fx.offsets[N];
     // (rows, content length, rows the store must then hold, or None for CorruptStore).
     let cases: &[(u64, u64, Option<usize>)] = &[
-        (N as u64 - 1, full, Some(N - 1)),
+        // Flush records exactly where the committed records' contents end.
+        (N as u64 - 1, full, None),
         (N as u64 - 1, fx.offsets[N - 1], Some(N - 1)),
         (0, 0, Some(0)),
         (N as u64 + 1, full, None),

@@ -365,13 +365,25 @@ impl WarmStore {
             store_file,
             _lock: lock,
         };
-        store.recover(rows, blob_len)?;
+        let content_end = store.recover(rows, blob_len)?;
+        // Flush records exactly the end of the committed records' content, so anything
+        // else is a forged or damaged superblock (and could point into a chunk that was
+        // only grown ahead, never written).
+        if content_end != sb.blob_len {
+            return Err(bad_sb(&format!(
+                "superblock content length {} but the committed records end at {content_end}",
+                sb.blob_len
+            )));
+        }
+        if writable {
+            store.clear_uncommitted_rows(sb.rows);
+        }
         Ok(store)
     }
 
-    /// Validates every committed record and rebuilds the id index and the live mask;
-    /// discards whatever lies past the committed rows.
-    fn recover(&self, rows: usize, blob_len: usize) -> Result<()> {
+    /// Validates every committed record and rebuilds the id index and the live mask.
+    /// Returns where the committed records' ids and contents end.
+    fn recover(&self, rows: usize, blob_len: usize) -> Result<u64> {
         use rayon::prelude::*;
         // Checksums on all cores; the index is then rebuilt in row order so the newest
         // record of each id wins, exactly as it did when the records were written.
@@ -381,24 +393,28 @@ impl WarmStore {
         if let Some(e) = bad {
             return Err(e);
         }
+        let mut content_end = 0;
         for row in 0..rows as u64 {
             let m = self.meta(row);
             let id = self.read_id(&m)?;
             self.index_publish(row, &id, m.state);
+            content_end = content_end.max(m.off + m.id_len as u64 + m.content_len as u64);
         }
-        if self.writable {
-            // Rows past the committed length may hold published-looking state words from
-            // before a crash; clear them so a new writer's row is never visible early.
-            let end = self.metas.mapped_bytes() / META_BYTES;
-            for row in rows..end {
-                self.meta_word(row as u64, 0)
-                    .store(STATE_EMPTY, Ordering::SeqCst);
-            }
-            // Chunk files past the committed ones (uncommitted growth, or data of a newer
-            // generation whose superblock was lost) are left alone: growth renames a fresh
-            // file over them, so they are never read, and nothing is deleted here.
+        Ok(content_end)
+    }
+
+    /// Rows past the committed length may hold published-looking state words from before a
+    /// crash; clears them so a new writer's row is never visible early. Runs only once the
+    /// open has succeeded: a failed open changes nothing on disk.
+    ///
+    /// Chunk files past the committed ones (grown ahead, or data of a newer generation
+    /// whose superblock was lost) are left alone: growth renames a fresh file over them,
+    /// so they are never read, and nothing is deleted here.
+    fn clear_uncommitted_rows(&self, rows: u64) {
+        let end = (self.metas.mapped_bytes() / META_BYTES) as u64;
+        for row in rows..end {
+            self.meta_word(row, 0).store(STATE_EMPTY, Ordering::SeqCst);
         }
-        Ok(())
     }
 
     /// The vector dimension.
@@ -564,27 +580,46 @@ impl WarmStore {
         })
     }
 
+    /// Makes sure row `row` and content bytes up to `blob_end` are mapped. Growth starts
+    /// once a writer comes within a quarter chunk of the end, so its fsyncs rarely stall a
+    /// put: one writer grows (`try_lock`) while the others go on writing into mapped space.
+    /// Only a writer that finds no room at all waits for the lock.
     fn ensure_capacity(&self, row: u64, blob_end: u64) -> Result<()> {
-        let row_bytes = self.dim * 4;
-        let need_vec = (row as usize + 1) * row_bytes;
-        let need_blob = blob_end as usize;
-        let need_meta = (row as usize + 1) * META_BYTES;
-        // Metadata chunks are mapped after their vector chunks, so checking both here
-        // (and not only vectors) means a row's chunks are all mapped before it is written.
-        let mapped = |s: &Self| {
-            s.metas.mapped_bytes() >= need_meta
-                && s.vectors.mapped_bytes() >= need_vec
-                && s.blobs.mapped_bytes() >= need_blob
-        };
-        if mapped(self) {
+        let ahead_rows = row + 1 + self.header.chunk_rows / 4;
+        let ahead_blob = blob_end + self.header.blob_chunk_bytes / 4;
+        let blobs_mapped = |s: &Self| s.blobs.mapped_bytes() as u64;
+        if self.rows_mapped() >= ahead_rows && blobs_mapped(self) >= ahead_blob {
             return Ok(());
         }
-        let _g = self.grow_lock.lock();
-        while self.vectors.mapped_bytes() < need_vec {
+        let needed = self.rows_mapped() <= row || blobs_mapped(self) < blob_end;
+        let _g = if needed {
+            self.grow_lock.lock()
+        } else {
+            match self.grow_lock.try_lock() {
+                Some(g) => g,
+                None => return Ok(()), // another writer is growing already
+            }
+        };
+        self.grow_to(ahead_rows, ahead_blob)
+    }
+
+    /// Rows whose vector and metadata chunks are both mapped.
+    fn rows_mapped(&self) -> u64 {
+        self.vectors.chunks().min(self.metas.chunks()) as u64 * self.header.chunk_rows
+    }
+
+    /// Maps chunks until `rows` rows and `blob_bytes` content bytes fit. The caller holds
+    /// the growth lock. A vector chunk is mapped before its metadata chunk, and a failure
+    /// between the two is caught up by the next call.
+    fn grow_to(&self, rows: u64, blob_bytes: u64) -> Result<()> {
+        let chunks = rows.div_ceil(self.header.chunk_rows) as usize;
+        while self.vectors.chunks() < chunks {
             self.vectors.grow()?;
+        }
+        while self.metas.chunks() < self.vectors.chunks() {
             self.metas.grow()?;
         }
-        while self.blobs.mapped_bytes() < need_blob {
+        while (self.blobs.mapped_bytes() as u64) < blob_bytes {
             self.blobs.grow()?;
         }
         Ok(())

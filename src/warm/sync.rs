@@ -44,31 +44,32 @@ pub(crate) unsafe fn mapping(ptr: *mut u8, len: usize) -> Result<()> {
 
 #[cfg(test)]
 thread_local! {
-    /// Sync calls this thread may still make before one fails; `None`: no failure armed.
-    static SUCCESSES_LEFT: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+    /// The armed failure on this thread: sync calls that may still succeed, and how many
+    /// have failed since. `None`: nothing armed.
+    static ARMED: std::cell::Cell<Option<(u32, u32)>> = const { std::cell::Cell::new(None) };
 }
 
-/// Arms a failure on this thread: `n` sync calls succeed, the next fails with EIO, and the
-/// ones after it succeed again.
+/// Arms a dying disk on this thread: `n` sync calls succeed, and every one after them
+/// fails with EIO until [`disarm`].
 #[cfg(test)]
 pub(crate) fn fail_after(n: u32) {
-    SUCCESSES_LEFT.set(Some(n));
+    ARMED.set(Some((n, 0)));
 }
 
-/// Whether an armed failure is still waiting (and disarms it).
+/// Disarms the failure; returns how many sync calls it failed.
 #[cfg(test)]
-pub(crate) fn disarm() -> bool {
-    SUCCESSES_LEFT.take().is_some()
+pub(crate) fn disarm() -> u32 {
+    ARMED.take().map_or(0, |(_, failed)| failed)
 }
 
 fn injected() -> Result<()> {
     #[cfg(test)]
-    match SUCCESSES_LEFT.get() {
-        Some(0) => {
-            SUCCESSES_LEFT.set(None);
+    match ARMED.get() {
+        Some((0, failed)) => {
+            ARMED.set(Some((0, failed + 1)));
             return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EIO)));
         }
-        Some(n) => SUCCESSES_LEFT.set(Some(n - 1)),
+        Some((n, failed)) => ARMED.set(Some((n - 1, failed))),
         None => {}
     }
     Ok(())

@@ -77,6 +77,12 @@ fn holds(dir: &Path, model: &Model) -> Result<(), String> {
     Ok(())
 }
 
+/// Puts `id-{i}` with a fresh random embedding; returns the result and the embedding.
+fn put(s: &WarmStore, i: usize, rng: &mut data::Rng) -> (crate::Result<super::RowId>, Vec<f32>) {
+    let emb = data::random_vec(8, rng.next_u64(), 0);
+    (s.put(&format!("id-{i}"), &emb, b"c"), emb)
+}
+
 fn assert_poisoned(s: &WarmStore) {
     let emb = data::random_vec(8, 5, 5);
     assert!(matches!(s.flush(), Err(Error::StorePoisoned { .. })));
@@ -107,7 +113,7 @@ fn failed_flush_sync_poisons_and_keeps_the_last_durable_state() {
 
         sync::fail_after(k);
         let r = s.flush();
-        if sync::disarm() {
+        if sync::disarm() == 0 {
             // The flush made fewer than k + 1 sync calls: every point has been failed once.
             r.unwrap();
             break;
@@ -139,25 +145,37 @@ fn failed_flush_sync_poisons_and_keeps_the_last_durable_state() {
 
 #[test]
 fn failed_sync_while_growing_fails_the_put_and_poisons() {
-    for k in 0..2 {
-        // k = 0: fsync of the new chunk file fails; k = 1: fsync of the directory after the
-        // rename fails.
+    for k in 0..4 {
+        // Fail growth at its k-th sync call: each new chunk (content, vectors, metadata)
+        // takes an fsync of the file and one of the directory after its rename.
         let dir = TempDir::new(&format!("grow-{k}"));
         let mut rng = data::Rng::new(7 + k as u64, 0);
         let s = WarmStore::create(&dir.0, config()).unwrap();
         let mut model = Model::new();
-        // Fill the first chunk exactly, and make it durable.
-        for i in 0..1024 {
-            let emb = data::random_vec(8, rng.next_u64(), 0);
-            s.put(&format!("id-{i}"), &emb, b"c").unwrap();
+        for i in 0..500 {
+            let (r, emb) = put(&s, i, &mut rng);
+            r.unwrap();
             model.insert(format!("id-{i}"), Some((emb, b"c".to_vec())));
         }
         s.flush().unwrap();
+        let chunks = std::fs::read_dir(&dir.0).unwrap().count();
+        // Put until growth starts (a quarter chunk before the first is full) and fails.
         sync::fail_after(k);
-        let r = s.put("grows", &data::random_vec(8, 3, 3), b"");
-        assert!(!sync::disarm(), "the put did not grow the store");
-        let e = r.expect_err("the injected EIO must surface from put");
-        assert!(is_eio(&e), "grow sync point {k}: {e}");
+        let mut failed = None;
+        for i in 500..1024 {
+            let (r, emb) = put(&s, i, &mut rng);
+            match r {
+                Ok(_) => model.insert(format!("id-{i}"), Some((emb, b"c".to_vec()))),
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
+            };
+        }
+        assert!(sync::disarm() > 0, "growth made no sync call");
+        let (i, e) = failed.expect("a put must report the failed growth");
+        assert!(is_eio(&e), "grow sync point {k}, put {i}: {e}");
+        assert!(i < 1024, "the failure surfaced only once the room ran out");
         assert_poisoned(&s);
         drop(s);
         let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
@@ -166,10 +184,16 @@ fn failed_sync_while_growing_fails_the_put_and_poisons() {
             .filter(|n| n.ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+        assert!(std::fs::read_dir(&dir.0).unwrap().count() >= chunks);
+        // The puts acknowledged after the flush were never durable; a reopen has exactly
+        // the flushed ones, and growth works again.
+        model.retain(|id, _| id[3..].parse::<usize>().unwrap() < 500);
         holds(&dir.0, &model).unwrap();
         let s = WarmStore::open(&dir.0).unwrap();
-        s.put("grows", &data::random_vec(8, 3, 3), b"").unwrap();
+        for i in 500..1500 {
+            put(&s, i, &mut rng).0.unwrap();
+        }
         s.flush().unwrap();
-        assert_eq!(s.len(), 1025);
+        assert_eq!(s.len(), 1500);
     }
 }
