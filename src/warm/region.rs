@@ -85,8 +85,8 @@ impl Region {
     }
 
     /// Advises every chunk mapped from now on for transparent huge pages. For the vector
-    /// files this cuts write faults about thirtyfold (a fault maps a huge folio, not a 4 KiB
-    /// page) and TLB misses in searches; the cost is that a flush writes back whole dirty
+    /// files this cuts write faults several times over (a fault maps a huge folio, not one
+    /// 4 KiB page) and TLB misses in searches; the cost is that a flush writes back whole dirty
     /// folios, which suits large sequential appends.
     pub(crate) fn with_huge_pages(mut self) -> Self {
         self.huge_pages = true;
