@@ -64,6 +64,24 @@ pub enum Error {
         /// Why CUDA cannot serve this call.
         reason: String,
     },
+    /// The accelerator ran out of memory even for the smallest chunk, and the policy
+    /// (`DevicePolicy::Cuda`) forbids running elsewhere.
+    #[error("{backend}: out of device memory ({requested} bytes requested) at the smallest chunk")]
+    DeviceOutOfMemory {
+        /// The backend's name.
+        backend: String,
+        /// Bytes the last attempt needed.
+        requested: u64,
+    },
+    /// The accelerator failed (a launch or device error), and the policy
+    /// (`DevicePolicy::Cuda`) forbids running elsewhere.
+    #[error("{backend} failed: {reason}")]
+    BackendFailed {
+        /// The backend's name.
+        backend: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A chunked call returned the wrong number of results for one chunk.
     #[error("chunk {chunk} returned {got} results, expected {expected}")]
     ChunkResultMismatch {

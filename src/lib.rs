@@ -60,7 +60,12 @@ pub mod warm;
 pub use cpu::{CpuConfig, SimdLevel};
 pub use cuda::CudaStatus;
 pub use error::{Error, Result};
-pub use executor::{Capabilities, DevicePolicy, ExecutorConfig, HybridExecutor};
+pub use executor::{
+    Backend, BackendCallStats, BackendError, BackendKind, BackendMetrics, BreakerState,
+    Capabilities, Decision, DevicePolicy, DispatchPolicy, ExecutionReport, ExecutorConfig,
+    ExecutorStats, FallbackAction, FallbackStep, HybridExecutor, MetricsSnapshot, Op,
+    PerformanceTracker, Rates, Reason, Shape, TrackerConfig,
+};
 pub use hit::Hit;
 pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
 pub use warm::{Record, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats, WarmStore};

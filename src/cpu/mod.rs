@@ -97,6 +97,20 @@ impl CpuBackend {
         self.level
     }
 
+    /// Advertised peak rates for the roofline estimate: FMA lanes × cores at a nominal
+    /// 2.5 GHz, and a nominal 20 GB/s of memory bandwidth. Measurements replace them.
+    pub(crate) fn rates(&self) -> crate::executor::Rates {
+        let lanes_flops = match self.level {
+            SimdLevel::Avx2Fma => 2.0 * 2.0 * 8.0, // 2 FMA pipes × 8 lanes × 2 FLOP
+            _ => 2.0,
+        };
+        crate::executor::Rates {
+            flops: lanes_flops * 2.5e9 * self.threads() as f64,
+            bytes_per_sec: 20e9,
+            overhead: std::time::Duration::from_micros(5),
+        }
+    }
+
     pub(crate) fn threads(&self) -> usize {
         self.pool.current_num_threads()
     }

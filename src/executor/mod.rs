@@ -1,4 +1,16 @@
-//! The executor: validates a call, picks a backend, runs it.
+//! The executor: validates a call, picks a backend from one performance snapshot, runs
+//! it (in chunks when the accelerator runs out of memory), falls back to the CPU when the
+//! accelerator gives up, and reports what it did.
+
+mod backend;
+mod policy;
+mod tracker;
+
+pub use backend::{Backend, BackendError, BackendKind, Rates};
+pub use policy::{Decision, DispatchPolicy, Reason};
+pub use tracker::{
+    BackendMetrics, BreakerState, MetricsSnapshot, Op, PerformanceTracker, Shape, TrackerConfig,
+};
 
 use crate::cpu::{CpuBackend, CpuConfig, SimdLevel};
 use crate::cuda::{self, CudaStatus};
@@ -6,6 +18,9 @@ use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{normalize, CorpusView, MatrixRef, Scores};
 use crate::warm::{StoreHit, WarmStore};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Which backend may serve calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,6 +42,10 @@ pub struct ExecutorConfig {
     pub device: DevicePolicy,
     /// CPU backend settings.
     pub cpu: CpuConfig,
+    /// The rules of [`DevicePolicy::Auto`].
+    pub dispatch: DispatchPolicy,
+    /// How measurements are smoothed.
+    pub tracker: TrackerConfig,
 }
 
 /// What this executor can use.
@@ -40,6 +59,85 @@ pub struct Capabilities {
     pub threads: usize,
     /// GPU status, with the reason when it is unavailable.
     pub cuda: CudaStatus,
+    /// The accelerator backend in use, by name, if any.
+    pub accelerator: Option<String>,
+}
+
+/// What one call did: where it ran, why, in how many chunks, and what it gave up on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutionReport {
+    /// The backend that produced the result.
+    pub backend: BackendKind,
+    /// Why the first attempt went where it went (a fallback keeps the original reason).
+    pub reason: Reason,
+    /// Query chunks the successful backend ran (1 unless out-of-memory forced splitting).
+    pub chunks: usize,
+    /// Every step away from the plan, in order.
+    pub fallbacks: Vec<FallbackStep>,
+    /// Wall time of the whole call, validation included.
+    pub elapsed: Duration,
+}
+
+/// One step away from the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FallbackStep {
+    /// The backend that failed.
+    pub from: BackendKind,
+    /// Query rows per chunk when it failed.
+    pub chunk_queries: usize,
+    /// What it reported.
+    pub error: String,
+    /// What the executor did next.
+    pub action: FallbackAction,
+}
+
+/// What the executor did after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FallbackAction {
+    /// Retried on the same backend with chunks of half as many queries.
+    ShrinkChunks,
+    /// Re-ran the whole call on the CPU.
+    RerunOnCpu,
+}
+
+/// Per-backend counters since the executor was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCallStats {
+    /// Calls this backend answered.
+    pub calls: u64,
+    /// Calls it gave up on (which then ran elsewhere, or failed).
+    pub fallbacks: u64,
+    /// Time spent in it, failed attempts included.
+    pub time: Duration,
+}
+
+/// [`HybridExecutor::stats`]: calls, fallbacks and time per backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecutorStats {
+    /// The CPU.
+    pub cpu: BackendCallStats,
+    /// The accelerator.
+    pub gpu: BackendCallStats,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    fallbacks: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl Counters {
+    fn read(&self) -> BackendCallStats {
+        BackendCallStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks.load(Ordering::Relaxed),
+            time: Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+        }
+    }
+    fn add_time(&self, d: Duration) {
+        self.nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 /// The entry point: cosine similarity and exact top-k between a query batch and a corpus.
@@ -49,8 +147,51 @@ pub struct Capabilities {
 #[derive(Debug)]
 pub struct HybridExecutor {
     cpu: CpuBackend,
+    accel: Option<Arc<dyn Backend>>,
     cuda: CudaStatus,
     policy: DevicePolicy,
+    dispatch: DispatchPolicy,
+    tracker: PerformanceTracker,
+    counters: [Counters; 2],
+}
+
+/// What a backend returns, seen generically: its result count, and how chunks join.
+trait Output: Sized {
+    fn results(&self) -> usize;
+    fn concat(parts: Vec<Self>) -> Result<Self>;
+}
+
+impl Output for Vec<Vec<Hit>> {
+    fn results(&self) -> usize {
+        self.len()
+    }
+    fn concat(parts: Vec<Self>) -> Result<Self> {
+        Ok(parts.into_iter().flatten().collect())
+    }
+}
+
+impl Output for Scores {
+    fn results(&self) -> usize {
+        self.rows()
+    }
+    fn concat(mut parts: Vec<Self>) -> Result<Self> {
+        if parts.len() == 1 {
+            return Ok(parts.remove(0));
+        }
+        let cols = parts.first().map_or(0, |p| p.cols());
+        let rows = parts.iter().map(|p| p.rows()).sum();
+        let data = parts.into_iter().flat_map(|p| p.into_vec()).collect();
+        // A chunk of another width makes the total length wrong, which `new` refuses.
+        Scores::new(data, rows, cols)
+    }
+}
+
+/// How the accelerator attempt ended, when it did not produce a result.
+enum GaveUp {
+    /// Try the CPU (the error is in the report's last step).
+    Elsewhere { oom: bool, error: BackendError },
+    /// Return this error.
+    Fatal(Error),
 }
 
 impl HybridExecutor {
@@ -59,17 +200,50 @@ impl HybridExecutor {
     /// Errors: [`Error::CudaUnavailable`] (with the reason) for [`DevicePolicy::Cuda`] when no
     /// usable GPU is present; [`Error::InvalidConfig`] for unusable settings.
     pub fn new(config: ExecutorConfig) -> Result<Self> {
-        let cuda = cuda::probe();
+        Self::build(config, None)
+    }
+
+    /// Like [`new`](Self::new), with `accelerator` as the GPU side: the CUDA backend, or
+    /// any other [`Backend`] (tests use one that injects speed and faults).
+    pub fn with_accelerator(config: ExecutorConfig, accelerator: Arc<dyn Backend>) -> Result<Self> {
+        Self::build(config, Some(accelerator))
+    }
+
+    fn build(config: ExecutorConfig, accel: Option<Arc<dyn Backend>>) -> Result<Self> {
+        let cuda = match &accel {
+            Some(a) => CudaStatus::Available {
+                device: a.name().to_string(),
+                total_memory: 0,
+            },
+            None => cuda::probe(),
+        };
         if let (DevicePolicy::Cuda, CudaStatus::Unavailable { reason }) = (config.device, &cuda) {
             return Err(Error::CudaUnavailable {
                 reason: reason.clone(),
             });
         }
+        let d = &config.dispatch;
+        if d.min_speedup.is_nan()
+            || d.min_speedup <= 0.0
+            || !(0.0..=1.0).contains(&d.min_success_rate)
+            || d.min_chunk_queries == 0
+            || d.breaker_failures == 0
+        {
+            return Err(Error::InvalidConfig(
+                "dispatch policy: min_speedup > 0, min_success_rate in [0, 1], \
+                 min_chunk_queries ≥ 1 and breaker_failures ≥ 1"
+                    .into(),
+            ));
+        }
         let cpu = CpuBackend::new(&config.cpu)?;
         Ok(Self {
             cpu,
+            accel,
             cuda,
             policy: config.device,
+            dispatch: config.dispatch,
+            tracker: PerformanceTracker::new(config.tracker)?,
+            counters: Default::default(),
         })
     }
 
@@ -80,12 +254,55 @@ impl HybridExecutor {
             simd: self.cpu.simd_level(),
             threads: self.cpu.threads(),
             cuda: self.cuda.clone(),
+            accelerator: self.accel.as_ref().map(|a| a.name().to_string()),
         }
     }
 
     /// The policy this executor was built with.
     pub fn policy(&self) -> DevicePolicy {
         self.policy
+    }
+
+    /// The rules `Auto` follows.
+    pub fn dispatch_policy(&self) -> &DispatchPolicy {
+        &self.dispatch
+    }
+
+    /// The measurements dispatch decides from (export them to start the next run warm).
+    pub fn tracker(&self) -> &PerformanceTracker {
+        &self.tracker
+    }
+
+    /// Calls, fallbacks and time per backend since the executor was built.
+    pub fn stats(&self) -> ExecutorStats {
+        ExecutorStats {
+            cpu: self.counters[0].read(),
+            gpu: self.counters[1].read(),
+        }
+    }
+
+    /// What dispatch would choose for a call of `shape` now (the choice a call makes,
+    /// without running it; a half-open breaker's probe is not claimed).
+    pub fn decide(&self, op: Op, shape: Shape) -> Decision {
+        match self.policy {
+            DevicePolicy::Cpu => Decision {
+                backend: BackendKind::Cpu,
+                reason: Reason::Forced,
+                snapshot: None,
+            },
+            DevicePolicy::Cuda => Decision {
+                backend: BackendKind::Gpu,
+                reason: Reason::Forced,
+                snapshot: None,
+            },
+            DevicePolicy::Auto => self.dispatch.decide(
+                &self.tracker,
+                op,
+                shape,
+                self.cpu.rates(),
+                self.accel.as_ref().map(|a| a.rates()),
+            ),
+        }
     }
 
     /// Cosine similarity of every query with every corpus row: a `Q × N` row-major matrix.
@@ -97,18 +314,21 @@ impl HybridExecutor {
         queries: MatrixRef<'_>,
         corpus: impl Into<CorpusView<'c>>,
     ) -> Result<Scores> {
+        self.cosine_similarity_with_report(queries, corpus)
+            .map(|(s, _)| s)
+    }
+
+    /// [`cosine_similarity`](Self::cosine_similarity), with the [`ExecutionReport`].
+    pub fn cosine_similarity_with_report<'c>(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: impl Into<CorpusView<'c>>,
+    ) -> Result<(Scores, ExecutionReport)> {
+        let start = Instant::now();
         let corpus = corpus.into();
         let unit = prepare_queries(queries, corpus)?;
         let unit = MatrixRef::new(&unit, queries.rows(), queries.cols())?;
-        let _span = tracing::debug_span!(
-            "cosine_similarity",
-            backend = "cpu",
-            q = unit.rows(),
-            n = corpus.rows(),
-            d = corpus.dim()
-        )
-        .entered();
-        Ok(self.cpu.cosine(unit, corpus))
+        self.run(Op::Cosine, unit, corpus, start, |b, q| b.cosine(q, corpus))
     }
 
     /// The `k` corpus rows most similar to each query, best first (ties: lower index first).
@@ -122,6 +342,17 @@ impl HybridExecutor {
         corpus: impl Into<CorpusView<'c>>,
         k: usize,
     ) -> Result<Vec<Vec<Hit>>> {
+        self.top_k_with_report(queries, corpus, k).map(|(h, _)| h)
+    }
+
+    /// [`top_k`](Self::top_k), with the [`ExecutionReport`].
+    pub fn top_k_with_report<'c>(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: impl Into<CorpusView<'c>>,
+        k: usize,
+    ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        let start = Instant::now();
         let corpus = corpus.into();
         if k == 0 {
             return Err(Error::InvalidK {
@@ -131,16 +362,220 @@ impl HybridExecutor {
         }
         let unit = prepare_queries(queries, corpus)?;
         let unit = MatrixRef::new(&unit, queries.rows(), queries.cols())?;
-        let _span = tracing::debug_span!(
-            "top_k",
-            backend = "cpu",
-            q = unit.rows(),
-            n = corpus.rows(),
-            d = corpus.dim(),
-            k
-        )
-        .entered();
-        Ok(self.cpu.top_k(unit, corpus, k.min(corpus.rows())))
+        let k = k.min(corpus.rows());
+        self.run(Op::TopK, unit, corpus, start, |b, q| b.top_k(q, corpus, k))
+    }
+
+    /// Decides, runs, falls back, records and reports one validated call.
+    fn run<T: Output>(
+        &self,
+        op: Op,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        start: Instant,
+        call: impl Fn(&dyn Backend, MatrixRef<'_>) -> std::result::Result<T, BackendError>,
+    ) -> Result<(T, ExecutionReport)> {
+        let shape = Shape {
+            queries: queries.rows(),
+            rows: corpus.rows(),
+            dim: corpus.dim(),
+        };
+        let decision = self.decide(op, shape);
+        let span = tracing::debug_span!(
+            "call",
+            op = op.as_str(),
+            backend = decision.backend.as_str(),
+            reason = decision.reason.as_str(),
+            q = shape.queries,
+            n = shape.rows,
+            d = shape.dim,
+        );
+        let _entered = span.enter();
+        let mut report = ExecutionReport {
+            backend: decision.backend,
+            reason: decision.reason,
+            chunks: 1,
+            fallbacks: Vec::new(),
+            elapsed: Duration::ZERO,
+        };
+        if let (BackendKind::Gpu, Some(accel)) = (decision.backend, &self.accel) {
+            let t = Instant::now();
+            let attempt = self.run_chunked(accel.as_ref(), queries, &call, &mut report);
+            let spent = t.elapsed();
+            let gpu = &self.counters[BackendKind::Gpu.index()];
+            gpu.add_time(spent);
+            let breaker = (
+                self.dispatch.breaker_failures,
+                self.dispatch.breaker_cooldown,
+            );
+            match attempt {
+                Ok(out) => {
+                    gpu.calls.fetch_add(1, Ordering::Relaxed);
+                    self.tracker
+                        .record_success(op, shape, BackendKind::Gpu, spent);
+                    report.elapsed = start.elapsed();
+                    return Ok((out, report));
+                }
+                Err(GaveUp::Fatal(e)) => {
+                    gpu.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    self.tracker
+                        .record_failure(op, shape, BackendKind::Gpu, false, breaker);
+                    return Err(e);
+                }
+                Err(GaveUp::Elsewhere { oom, error }) => {
+                    gpu.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    self.tracker
+                        .record_failure(op, shape, BackendKind::Gpu, oom, breaker);
+                    if self.policy == DevicePolicy::Cuda {
+                        return Err(self.accel_error(accel.as_ref(), error));
+                    }
+                    tracing::warn!(error = %error, "accelerator gave up; re-running on the CPU");
+                    report.fallbacks.push(FallbackStep {
+                        from: BackendKind::Gpu,
+                        chunk_queries: report.chunks_queries_hint(queries.rows()),
+                        error: error.to_string(),
+                        action: FallbackAction::RerunOnCpu,
+                    });
+                }
+            }
+        }
+        let t = Instant::now();
+        let out = call(&self.cpu, queries).map_err(|e| match e {
+            BackendError::Fatal(e) => e,
+            other => Error::BackendFailed {
+                backend: "cpu".into(),
+                reason: other.to_string(),
+            },
+        })?;
+        check_count(&out, 0, queries.rows())?;
+        let spent = t.elapsed();
+        let cpu = &self.counters[BackendKind::Cpu.index()];
+        cpu.calls.fetch_add(1, Ordering::Relaxed);
+        cpu.add_time(spent);
+        self.tracker
+            .record_success(op, shape, BackendKind::Cpu, spent);
+        report.backend = BackendKind::Cpu;
+        report.chunks = 1;
+        report.elapsed = start.elapsed();
+        Ok((out, report))
+    }
+
+    /// Runs `call` on the accelerator in query chunks, halving the chunk on each
+    /// out-of-memory down to `min_chunk_queries`. Every chunk must return one result per
+    /// query: a wrong count is a fatal, typed error.
+    fn run_chunked<T: Output>(
+        &self,
+        accel: &dyn Backend,
+        queries: MatrixRef<'_>,
+        call: &impl Fn(&dyn Backend, MatrixRef<'_>) -> std::result::Result<T, BackendError>,
+        report: &mut ExecutionReport,
+    ) -> std::result::Result<T, GaveUp> {
+        let (q, d) = (queries.rows(), queries.cols());
+        let mut chunk = q;
+        let mut parts: Vec<T> = Vec::new();
+        let mut done = 0;
+        let mut chunks_run = 0;
+        while done < q {
+            let rows = chunk.min(q - done);
+            let slice = &queries.as_slice()[done * d..(done + rows) * d];
+            let part = MatrixRef::new(slice, rows, d).map_err(GaveUp::Fatal)?;
+            match call(accel, part) {
+                Ok(out) => {
+                    check_count(&out, chunks_run, rows).map_err(GaveUp::Fatal)?;
+                    parts.push(out);
+                    done += rows;
+                    chunks_run += 1;
+                }
+                Err(BackendError::OutOfMemory { requested })
+                    if chunk > self.dispatch.min_chunk_queries =>
+                {
+                    let next = chunk.div_ceil(2).max(self.dispatch.min_chunk_queries);
+                    report.fallbacks.push(FallbackStep {
+                        from: BackendKind::Gpu,
+                        chunk_queries: chunk,
+                        error: BackendError::OutOfMemory { requested }.to_string(),
+                        action: FallbackAction::ShrinkChunks,
+                    });
+                    tracing::debug!(
+                        from = chunk,
+                        to = next,
+                        "out of device memory; smaller chunks"
+                    );
+                    chunk = next;
+                }
+                Err(BackendError::Fatal(e)) => return Err(GaveUp::Fatal(e)),
+                Err(error) => {
+                    let oom = matches!(error, BackendError::OutOfMemory { .. });
+                    report.chunks = chunk;
+                    return Err(GaveUp::Elsewhere { oom, error });
+                }
+            }
+        }
+        report.chunks = chunks_run;
+        T::concat(parts).map_err(GaveUp::Fatal)
+    }
+
+    fn accel_error(&self, accel: &dyn Backend, e: BackendError) -> Error {
+        match e {
+            BackendError::Unavailable { reason } => Error::CudaUnavailable { reason },
+            BackendError::OutOfMemory { requested } => Error::DeviceOutOfMemory {
+                backend: accel.name().to_string(),
+                requested,
+            },
+            BackendError::LaunchFailed { reason } => Error::BackendFailed {
+                backend: accel.name().to_string(),
+                reason,
+            },
+            BackendError::Fatal(e) => e,
+        }
+    }
+}
+
+impl ExecutionReport {
+    /// While the accelerator attempt runs, `chunks` briefly holds the chunk size it gave
+    /// up at; this reads it back for the fallback step.
+    fn chunks_queries_hint(&self, queries: usize) -> usize {
+        self.chunks.min(queries)
+    }
+}
+
+/// One result per query, or a typed error naming the chunk.
+fn check_count<T: Output>(out: &T, chunk: usize, expected: usize) -> Result<()> {
+    let got = out.results();
+    if got != expected {
+        return Err(Error::ChunkResultMismatch {
+            chunk,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
+    }
+    fn rates(&self) -> Rates {
+        CpuBackend::rates(self)
+    }
+    fn cosine(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+    ) -> std::result::Result<Scores, BackendError> {
+        Ok(CpuBackend::cosine(self, queries, corpus))
+    }
+    fn top_k(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
+        Ok(CpuBackend::top_k(self, queries, corpus, k))
     }
 }
 

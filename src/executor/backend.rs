@@ -1,0 +1,140 @@
+//! What the executor needs from a device: the [`Backend`] trait.
+//!
+//! The executor owns validation (shapes, NaN, `k`), query normalisation, dispatch,
+//! chunking and fallback. A backend only computes, on inputs that are already checked,
+//! and says why it could not ([`BackendError`]). The CPU backend and, later, the CUDA
+//! backend implement it; tests implement it too, to inject speed and faults.
+
+use crate::error::Error;
+use crate::hit::Hit;
+use crate::matrix::{CorpusView, MatrixRef, Scores};
+use std::fmt;
+use std::time::Duration;
+
+/// Which side of the hybrid executor a backend is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    /// The host CPU (always present).
+    Cpu,
+    /// An accelerator (a CUDA GPU, or a test's stand-in for one).
+    Gpu,
+}
+
+impl BackendKind {
+    /// `"cpu"` or `"gpu"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Gpu => "gpu",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A backend's advertised peak rates, for the roofline estimate of shapes never measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rates {
+    /// Peak arithmetic, FLOP/s.
+    pub flops: f64,
+    /// Peak memory bandwidth, bytes/s.
+    pub bytes_per_sec: f64,
+    /// Fixed cost per call (launches, transfers of the queries, synchronisation).
+    pub overhead: Duration,
+}
+
+impl Rates {
+    /// Estimated time of a `queries × rows × dim` call: the slower of arithmetic and
+    /// streaming the corpus once, plus the fixed overhead.
+    pub fn estimate(&self, queries: usize, rows: usize, dim: usize) -> Duration {
+        let flops = 2.0 * queries as f64 * rows as f64 * dim as f64;
+        let bytes = 4.0 * (rows as f64 + queries as f64) * dim as f64;
+        let secs = (flops / self.flops.max(1.0)).max(bytes / self.bytes_per_sec.max(1.0));
+        self.overhead + Duration::from_secs_f64(secs)
+    }
+}
+
+/// Why a backend could not answer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The device cannot serve now (gone, driver error, not initialised): try elsewhere.
+    Unavailable {
+        /// Why, for people.
+        reason: String,
+    },
+    /// Not enough device memory for this call. The executor retries in smaller chunks,
+    /// then elsewhere.
+    OutOfMemory {
+        /// Bytes the call needed.
+        requested: u64,
+    },
+    /// A kernel failed to launch or run: try elsewhere.
+    LaunchFailed {
+        /// Why, for people.
+        reason: String,
+    },
+    /// An error that another backend would hit too (a bug, bad input): returned as is.
+    Fatal(Error),
+}
+
+impl BackendError {
+    /// Whether running the call on another backend may succeed.
+    pub fn try_elsewhere(&self) -> bool {
+        !matches!(self, BackendError::Fatal(_))
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Unavailable { reason } => write!(f, "unavailable: {reason}"),
+            BackendError::OutOfMemory { requested } => {
+                write!(f, "out of device memory ({requested} bytes requested)")
+            }
+            BackendError::LaunchFailed { reason } => write!(f, "launch failed: {reason}"),
+            BackendError::Fatal(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A device that computes cosine scores and top-k.
+///
+/// Inputs are checked before a backend sees them: `queries` rows have unit norm (or are
+/// zero), their width equals `corpus.dim()`, every value is finite, and
+/// `1 <= k <= corpus.rows()`. A backend must return exactly one result per query row:
+/// the executor checks, and a wrong count is an error ([`Error::ChunkResultMismatch`]),
+/// never retried.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Device name, for reports and for keying exported measurements.
+    fn name(&self) -> &str;
+
+    /// Which side of the executor this backend is.
+    fn kind(&self) -> BackendKind;
+
+    /// Advertised peak rates, used until the executor has measured a shape.
+    fn rates(&self) -> Rates;
+
+    /// The `Q × N` cosine scores.
+    fn cosine(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+    ) -> Result<Scores, BackendError>;
+
+    /// The `k` best corpus rows per query, best first (ties: lower index first).
+    fn top_k(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, BackendError>;
+}
