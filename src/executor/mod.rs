@@ -413,6 +413,9 @@ impl HybridExecutor {
                     gpu.calls.fetch_add(1, Ordering::Relaxed);
                     self.tracker
                         .record_success(op, shape, BackendKind::Gpu, spent);
+                    if report.reason == Reason::BreakerProbe {
+                        self.tracker.forgive(op, shape);
+                    }
                     report.elapsed = start.elapsed();
                     return Ok((out, report));
                 }

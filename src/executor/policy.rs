@@ -151,7 +151,13 @@ impl DispatchPolicy {
         // Failures fade with every call in the bucket; once less than one call's worth of
         // evidence is left, the accelerator is explored again instead of shut out forever.
         if s.gpu.evidence() >= 1.0 && s.gpu.success_rate() < self.min_success_rate {
-            return pick(BackendKind::Cpu, Reason::Unreliable, Some(s));
+            // One probe per cool-down, as for the breaker: a GPU that recovered is not
+            // kept out until its old failures fade.
+            return if tracker.claim_reprobe(self.breaker_cooldown) {
+                pick(BackendKind::Gpu, Reason::BreakerProbe, Some(s))
+            } else {
+                pick(BackendKind::Cpu, Reason::Unreliable, Some(s))
+            };
         }
         if c < self.explore_samples || g < self.explore_samples {
             let backend = if g < c {

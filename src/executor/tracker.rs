@@ -181,6 +181,8 @@ pub struct PerformanceTracker {
     gpu_failures_in_a_row: AtomicU32,
     /// While open: nanoseconds since `epoch` when the breaker may half-open; 0 when closed.
     gpu_open_until: AtomicU64,
+    /// Nanoseconds since `epoch` before which an unreliable bucket is not re-probed.
+    gpu_next_reprobe: AtomicU64,
 }
 
 impl std::fmt::Debug for PerformanceTracker {
@@ -207,6 +209,7 @@ impl PerformanceTracker {
             epoch: Instant::now(),
             gpu_failures_in_a_row: AtomicU32::new(0),
             gpu_open_until: AtomicU64::new(0),
+            gpu_next_reprobe: AtomicU64::new(0),
         })
     }
 
@@ -305,6 +308,10 @@ impl PerformanceTracker {
         // it lowers the bucket's success rate but never opens the breaker.
         if kind == BackendKind::Gpu && !oom {
             let (threshold, cooldown) = breaker;
+            self.gpu_next_reprobe.store(
+                self.now_nanos() + cooldown.as_nanos() as u64,
+                Ordering::Release,
+            );
             let n = self.gpu_failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
             let half_open = self.gpu_open_until.load(Ordering::Acquire) != 0;
             // A failed probe re-opens at once; otherwise the threshold decides.
@@ -344,6 +351,31 @@ impl PerformanceTracker {
         self.gpu_open_until
             .compare_exchange(until, next.max(1), Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Claims a re-probe of an accelerator whose success rate is low in some bucket: true
+    /// for one caller per `cooldown`, counted from its last failure.
+    pub(crate) fn claim_reprobe(&self, cooldown: Duration) -> bool {
+        let next = self.gpu_next_reprobe.load(Ordering::Acquire);
+        let now = self.now_nanos();
+        now >= next
+            && self
+                .gpu_next_reprobe
+                .compare_exchange(
+                    next,
+                    now + cooldown.as_nanos() as u64,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// Forgets the accelerator's failures in `shape`'s bucket (after a successful probe).
+    pub(crate) fn forgive(&self, op: Op, shape: Shape) {
+        let mut slot = self.slot(op, shape.bucket()).lock();
+        let m = &mut slot.per[BackendKind::Gpu.index()];
+        m.failures = 0.0;
+        m.ooms = 0.0;
     }
 
     /// Every bucket with data, as JSON keyed by `device` and this crate's version, so a

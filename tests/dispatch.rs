@@ -1,0 +1,371 @@
+//! Dispatch, fallback and the breaker, proven with a fault-injecting accelerator: a real
+//! [`Backend`] that computes on the CPU (so results are checkable) and whose speed,
+//! failures, out-of-memory limit and result counts the test controls.
+
+use hybridvec::{
+    data, Backend, BackendError, BackendKind, Corpus, CorpusView, DevicePolicy, DispatchPolicy,
+    Error, ExecutorConfig, FallbackAction, Hit, HybridExecutor, MatrixRef, Rates, Reason, Scores,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The stand-in GPU. It answers through a CPU-only executor, then sleeps so that its time
+/// is `work / rate_per_sec` (or `slow_below_work` rules), unless told to fail.
+#[derive(Debug)]
+struct FakeGpu {
+    cpu: HybridExecutor,
+    /// Work per second when `work >= fast_from_work`, and below it.
+    fast_rate: f64,
+    slow_rate: f64,
+    fast_from_work: u64,
+    failing: AtomicBool,
+    /// Largest query chunk that fits; larger ones get OutOfMemory.
+    max_queries: AtomicUsize,
+    /// Drop one result per call (a buggy kernel).
+    wrong_count: AtomicBool,
+    calls: AtomicU64,
+    /// Answers already computed, by query bits and k: a repeated call costs only its
+    /// injected time, so the stand-in can be faster than the CPU it computes with.
+    memo: Mutex<HashMap<Vec<u32>, Vec<Vec<Hit>>>>,
+}
+
+impl FakeGpu {
+    fn new(fast_rate: f64, slow_rate: f64, fast_from_work: u64) -> Arc<Self> {
+        Arc::new(Self {
+            cpu: HybridExecutor::new(ExecutorConfig {
+                device: DevicePolicy::Cpu,
+                ..Default::default()
+            })
+            .unwrap(),
+            fast_rate,
+            slow_rate,
+            fast_from_work,
+            failing: AtomicBool::new(false),
+            max_queries: AtomicUsize::new(usize::MAX),
+            wrong_count: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            memo: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn pace(&self, queries: MatrixRef<'_>, corpus: CorpusView<'_>) -> Result<(), BackendError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(BackendError::LaunchFailed {
+                reason: "injected".into(),
+            });
+        }
+        if queries.rows() > self.max_queries.load(Ordering::Relaxed) {
+            return Err(BackendError::OutOfMemory {
+                requested: (queries.rows() * corpus.rows() * 4) as u64,
+            });
+        }
+        let work = (queries.rows() * corpus.rows() * corpus.dim()) as f64;
+        let rate = if work as u64 >= self.fast_from_work {
+            self.fast_rate
+        } else {
+            self.slow_rate
+        };
+        // Spin rather than sleep: a short sleep can last a whole timer tick on a VM.
+        let until = Instant::now() + Duration::from_secs_f64(work / rate);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FakeGpu {
+    fn name(&self) -> &str {
+        "fake-gpu"
+    }
+    fn kind(&self) -> BackendKind {
+        BackendKind::Gpu
+    }
+    fn rates(&self) -> Rates {
+        Rates {
+            flops: 2.0 * self.fast_rate,
+            bytes_per_sec: 1e12,
+            overhead: Duration::ZERO,
+        }
+    }
+    fn cosine(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+    ) -> Result<Scores, BackendError> {
+        self.pace(queries, corpus)?;
+        self.cpu
+            .cosine_similarity(queries, corpus)
+            .map_err(BackendError::Fatal)
+    }
+    fn top_k(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, BackendError> {
+        self.pace(queries, corpus)?;
+        let mut key: Vec<u32> = queries.as_slice().iter().map(|x| x.to_bits()).collect();
+        key.push(k as u32);
+        let cached = self.memo.lock().unwrap().get(&key).cloned();
+        let mut hits = match cached {
+            Some(h) => h,
+            None => {
+                let h = self
+                    .cpu
+                    .top_k(queries, corpus, k)
+                    .map_err(BackendError::Fatal)?;
+                self.memo.lock().unwrap().insert(key, h.clone());
+                h
+            }
+        };
+        if self.wrong_count.load(Ordering::Relaxed) {
+            hits.pop();
+        }
+        Ok(hits)
+    }
+}
+
+fn executor(gpu: &Arc<FakeGpu>, device: DevicePolicy, dispatch: DispatchPolicy) -> HybridExecutor {
+    HybridExecutor::with_accelerator(
+        ExecutorConfig {
+            device,
+            dispatch,
+            ..Default::default()
+        },
+        gpu.clone(),
+    )
+    .unwrap()
+}
+
+/// Runs `queries` once on the stand-in through a forced executor, so its answer is
+/// memoised and later timed calls cost only their injected time.
+fn warm_memo(gpu: &Arc<FakeGpu>, queries: MatrixRef<'_>, corpus: &Corpus, k: usize) {
+    executor(gpu, DevicePolicy::Cuda, DispatchPolicy::default())
+        .top_k(queries, corpus, k)
+        .unwrap();
+}
+
+fn corpus(n: usize, dim: usize) -> Corpus {
+    Corpus::new(data::random_matrix(n, dim, 11), dim).unwrap()
+}
+
+/// Same rows in the same order, scores equal to f32 rounding (chunking re-normalises the
+/// already-unit queries, which moves the last bit).
+fn assert_same_hits(got: &[Vec<Hit>], want: &[Vec<Hit>]) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        let idx = |h: &[Hit]| h.iter().map(|h| h.index).collect::<Vec<_>>();
+        assert_eq!(idx(g), idx(w));
+        for (a, b) in g.iter().zip(w) {
+            assert!((a.score - b.score).abs() <= 1e-6, "{a:?} vs {b:?}");
+        }
+    }
+}
+
+#[test]
+fn a_failing_gpu_is_shut_out_then_probed_back_after_the_cool_down() {
+    let gpu = FakeGpu::new(1e12, 1e12, 0);
+    let policy = DispatchPolicy {
+        min_gpu_work: 0,
+        breaker_cooldown: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let ex = executor(&gpu, DevicePolicy::Auto, policy);
+    let c = corpus(2000, 32);
+    let q = data::random_matrix(8, 32, 12);
+    let q = MatrixRef::new(&q, 8, 32).unwrap();
+    warm_memo(&gpu, q, &c, 5);
+    let want = ex.top_k(q, &c, 5).unwrap(); // measured on the healthy GPU or the CPU
+    gpu.failing.store(true, Ordering::Relaxed);
+    let mut gpu_attempts = Vec::new();
+    for i in 0..10 {
+        let before = gpu.calls.load(Ordering::Relaxed);
+        let (hits, report) = ex.top_k_with_report(q, &c, 5).unwrap();
+        assert_eq!(
+            hits, want,
+            "call {i}: a fallback must still answer correctly"
+        );
+        assert_eq!(report.backend, BackendKind::Cpu, "call {i}");
+        gpu_attempts.push(gpu.calls.load(Ordering::Relaxed) - before);
+    }
+    let tried: u64 = gpu_attempts.iter().sum();
+    assert!(
+        (1..=3).contains(&tried),
+        "the GPU must be abandoned within a few calls: {gpu_attempts:?}"
+    );
+    let (_, report) = ex.top_k_with_report(q, &c, 5).unwrap();
+    assert!(
+        matches!(report.reason, Reason::BreakerOpen | Reason::Unreliable),
+        "{report:?}"
+    );
+    // Recovered, and the cool-down passes: one probe, then the GPU serves again.
+    gpu.failing.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(150));
+    let (hits, report) = ex.top_k_with_report(q, &c, 5).unwrap();
+    assert_same_hits(&hits, &want);
+    assert_eq!(
+        (report.backend, report.reason),
+        (BackendKind::Gpu, Reason::BreakerProbe)
+    );
+    let (_, report) = ex.top_k_with_report(q, &c, 5).unwrap();
+    assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+    let stats = ex.stats();
+    assert!(
+        stats.gpu.fallbacks >= 1 && stats.gpu.calls >= 2,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn small_shapes_stay_on_the_cpu_and_large_ones_go_to_a_faster_gpu() {
+    // The GPU is far slower than the CPU below 2^20 work and far faster above.
+    let gpu = FakeGpu::new(1e13, 1e8, 1 << 20);
+    let policy = DispatchPolicy {
+        min_gpu_work: 0,
+        ..Default::default()
+    };
+    let ex = executor(&gpu, DevicePolicy::Auto, policy);
+    let c = corpus(4096, 64);
+    let small = data::random_matrix(1, 64, 1); // work 2^18
+    let small = MatrixRef::new(&small, 1, 64).unwrap();
+    let large = data::random_matrix(64, 64, 2); // work 2^24
+    let large = MatrixRef::new(&large, 64, 64).unwrap();
+    warm_memo(&gpu, large, &c, 3);
+    warm_memo(&gpu, small, &c, 3);
+    let mut last = (None, None);
+    for _ in 0..14 {
+        last.0 = Some(ex.top_k_with_report(small, &c, 3).unwrap().1);
+        last.1 = Some(ex.top_k_with_report(large, &c, 3).unwrap().1);
+    }
+    let (s, l) = (last.0.unwrap(), last.1.unwrap());
+    assert_eq!(
+        (s.backend, s.reason),
+        (BackendKind::Cpu, Reason::MeasuredSlower),
+        "{s:?}"
+    );
+    assert_eq!(
+        (l.backend, l.reason),
+        (BackendKind::Gpu, Reason::MeasuredFaster),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn out_of_memory_shrinks_chunks_then_falls_back_with_every_step_reported() {
+    let gpu = FakeGpu::new(1e13, 1e13, 0);
+    let ex = executor(
+        &gpu,
+        DevicePolicy::Auto,
+        DispatchPolicy {
+            min_gpu_work: 0,
+            ..Default::default()
+        },
+    );
+    let c = corpus(1000, 16);
+    let qv = data::random_matrix(10, 16, 3);
+    let q = MatrixRef::new(&qv, 10, 16).unwrap();
+    let reference = HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cpu,
+        ..Default::default()
+    })
+    .unwrap()
+    .top_k(q, &c, 4)
+    .unwrap();
+    // Fits 3 queries: 10 → 5 → 3 rows per chunk, four chunks.
+    gpu.max_queries.store(3, Ordering::Relaxed);
+    // The first calls may explore the CPU; find one that ran on the GPU.
+    let report = (0..6)
+        .map(|_| {
+            let (hits, r) = ex.top_k_with_report(q, &c, 4).unwrap();
+            assert_same_hits(&hits, &reference);
+            r
+        })
+        .find(|r| r.backend == BackendKind::Gpu)
+        .expect("the GPU never served");
+    assert_eq!(report.chunks, 4, "{report:?}");
+    let steps: Vec<_> = report
+        .fallbacks
+        .iter()
+        .map(|f| (f.chunk_queries, f.action))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (10, FallbackAction::ShrinkChunks),
+            (5, FallbackAction::ShrinkChunks)
+        ]
+    );
+    // Nothing fits: halving down to 1 row, then the CPU.
+    gpu.max_queries.store(0, Ordering::Relaxed);
+    let (hits, report) = ex.top_k_with_report(q, &c, 4).unwrap();
+    assert_eq!(hits, reference);
+    if report.fallbacks.is_empty() {
+        // Dispatch chose the CPU outright (OOM history made the GPU unreliable).
+        assert_eq!(report.backend, BackendKind::Cpu);
+    } else {
+        let steps: Vec<_> = report
+            .fallbacks
+            .iter()
+            .map(|f| (f.chunk_queries, f.action))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (10, FallbackAction::ShrinkChunks),
+                (5, FallbackAction::ShrinkChunks),
+                (3, FallbackAction::ShrinkChunks),
+                (2, FallbackAction::ShrinkChunks),
+                (1, FallbackAction::RerunOnCpu),
+            ]
+        );
+        assert_eq!(report.backend, BackendKind::Cpu);
+    }
+    // Under DevicePolicy::Cuda the same is a typed error, never a silent fallback.
+    let forced = executor(&gpu, DevicePolicy::Cuda, DispatchPolicy::default());
+    assert!(matches!(
+        forced.top_k(q, &c, 4),
+        Err(Error::DeviceOutOfMemory { .. })
+    ));
+    gpu.failing.store(true, Ordering::Relaxed);
+    assert!(matches!(
+        forced.top_k(q, &c, 4),
+        Err(Error::BackendFailed { .. })
+    ));
+}
+
+#[test]
+fn a_wrong_result_count_is_a_typed_error_not_a_retry() {
+    let gpu = FakeGpu::new(1e13, 1e13, 0);
+    gpu.wrong_count.store(true, Ordering::Relaxed);
+    for device in [DevicePolicy::Cuda, DevicePolicy::Auto] {
+        let ex = executor(
+            &gpu,
+            device,
+            DispatchPolicy {
+                min_gpu_work: 0,
+                explore_samples: 0,
+                ..Default::default()
+            },
+        );
+        let c = corpus(500, 8);
+        let qv = data::random_matrix(6, 8, 4);
+        let q = MatrixRef::new(&qv, 6, 8).unwrap();
+        let r = ex.top_k(q, &c, 2);
+        assert!(
+            matches!(
+                r,
+                Err(Error::ChunkResultMismatch {
+                    chunk: 0,
+                    expected: 6,
+                    got: 5
+                })
+            ),
+            "{device:?}: {r:?}"
+        );
+        assert_eq!(ex.stats().cpu.calls, 0, "{device:?}: no quiet CPU re-run");
+    }
+}
