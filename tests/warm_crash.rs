@@ -64,7 +64,18 @@ fn check_image(dir: &Path, durable: &Model, what: &str) {
 
 /// Whether the store image at `dir` opens and holds exactly `model`, bit for bit.
 fn image_holds(dir: &Path, model: &Model) -> Result<(), String> {
-    let s = WarmStore::open(dir).map_err(|e| format!("crash image does not open: {e}"))?;
+    // A child spawned by the kill -9 test in this binary holds copies of every descriptor,
+    // the lock included, between its fork and its exec: retry that brief StoreLocked.
+    let mut tries = 0;
+    let s = loop {
+        match WarmStore::open(dir) {
+            Err(hybridvec::Error::StoreLocked { .. }) if tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => break r.map_err(|e| format!("crash image does not open: {e}"))?,
+        }
+    };
     let live = model.values().filter(|v| v.is_some()).count() as u64;
     if s.len() != live {
         return Err(format!("{} live records, expected {live}", s.len()));
