@@ -4,7 +4,8 @@
 
 use hybridvec::{
     data, Backend, BackendError, BackendKind, Corpus, CorpusView, DevicePolicy, DispatchPolicy,
-    Error, ExecutorConfig, FallbackAction, Hit, HybridExecutor, MatrixRef, Rates, Reason, Scores,
+    Error, ExecutionReport, ExecutorConfig, FallbackAction, Hit, HybridExecutor, MatrixRef, Rates,
+    Reason, Scores,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -149,6 +150,15 @@ fn warm_memo(gpu: &Arc<FakeGpu>, queries: MatrixRef<'_>, corpus: &Corpus, k: usi
         .unwrap();
 }
 
+/// A report's fallback steps as (chunk rows, action).
+fn fallback_steps(report: &ExecutionReport) -> Vec<(usize, FallbackAction)> {
+    report
+        .fallbacks
+        .iter()
+        .map(|f| (f.chunk_queries, f.action))
+        .collect()
+}
+
 fn corpus(n: usize, dim: usize) -> Corpus {
     Corpus::new(data::random_matrix(n, dim, 11), dim).unwrap()
 }
@@ -287,11 +297,7 @@ fn out_of_memory_shrinks_chunks_then_falls_back_with_every_step_reported() {
         .find(|r| r.backend == BackendKind::Gpu)
         .expect("the GPU never served");
     assert_eq!(report.chunks, 4, "{report:?}");
-    let steps: Vec<_> = report
-        .fallbacks
-        .iter()
-        .map(|f| (f.chunk_queries, f.action))
-        .collect();
+    let steps = fallback_steps(&report);
     assert_eq!(
         steps,
         [
@@ -307,11 +313,7 @@ fn out_of_memory_shrinks_chunks_then_falls_back_with_every_step_reported() {
         // Dispatch chose the CPU outright (OOM history made the GPU unreliable).
         assert_eq!(report.backend, BackendKind::Cpu);
     } else {
-        let steps: Vec<_> = report
-            .fallbacks
-            .iter()
-            .map(|f| (f.chunk_queries, f.action))
-            .collect();
+        let steps = fallback_steps(&report);
         assert_eq!(
             steps,
             [

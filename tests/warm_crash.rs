@@ -102,6 +102,15 @@ fn image_holds(dir: &Path, model: &Model) -> Result<(), String> {
     Ok(())
 }
 
+/// Small chunks, so a few hundred records span several chunk files.
+fn small_config(dim: usize) -> StoreConfig {
+    StoreConfig {
+        dim,
+        chunk_rows: 1024,
+        content_chunk_bytes: 8192,
+    }
+}
+
 /// Writes `files` into a fresh `dir`.
 fn write_image(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
     let _ = std::fs::remove_dir_all(dir);
@@ -135,12 +144,7 @@ fn burst(s: &WarmStore, model: &mut Model, rng: &mut data::Rng, n: u64, ids: u64
 #[test]
 fn crash_mid_flush_opens_the_old_or_the_new_state() {
     let rounds = if heavy() { 600 } else { 100 };
-    let dim = 8;
-    let cfg = StoreConfig {
-        dim,
-        chunk_rows: 1024,
-        content_chunk_bytes: 8192,
-    };
+    let (dim, cfg) = (8, small_config(8));
     let dir = TempDir::new("midflush");
     let img = TempDir::new("midflush-img");
     let store_dir = dir.0.join("s");
@@ -222,12 +226,7 @@ fn crash_mid_flush_opens_the_old_or_the_new_state() {
 #[test]
 fn simulated_power_loss_keeps_every_flushed_record() {
     let (target, images_per_round) = if heavy() { (20_000, 40) } else { (2_000, 40) };
-    let dim = 8;
-    let cfg = StoreConfig {
-        dim,
-        chunk_rows: 1024,
-        content_chunk_bytes: 8192,
-    };
+    let (dim, cfg) = (8, small_config(8));
     let dir = TempDir::new("power");
     let img = TempDir::new("power-img");
     let store_dir = dir.0.join("s");

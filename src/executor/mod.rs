@@ -189,7 +189,12 @@ impl Output for Scores {
 /// How the accelerator attempt ended, when it did not produce a result.
 enum GaveUp {
     /// Try the CPU (the error is in the report's last step).
-    Elsewhere { oom: bool, error: BackendError },
+    Elsewhere {
+        oom: bool,
+        error: BackendError,
+        /// Query rows per chunk at the failure.
+        chunk_queries: usize,
+    },
     /// Return this error.
     Fatal(Error),
 }
@@ -425,7 +430,11 @@ impl HybridExecutor {
                         .record_failure(op, shape, BackendKind::Gpu, false, breaker);
                     return Err(e);
                 }
-                Err(GaveUp::Elsewhere { oom, error }) => {
+                Err(GaveUp::Elsewhere {
+                    oom,
+                    error,
+                    chunk_queries,
+                }) => {
                     gpu.fallbacks.fetch_add(1, Ordering::Relaxed);
                     self.tracker
                         .record_failure(op, shape, BackendKind::Gpu, oom, breaker);
@@ -435,7 +444,7 @@ impl HybridExecutor {
                     tracing::warn!(error = %error, "accelerator gave up; re-running on the CPU");
                     report.fallbacks.push(FallbackStep {
                         from: BackendKind::Gpu,
-                        chunk_queries: report.chunks_queries_hint(queries.rows()),
+                        chunk_queries,
                         error: error.to_string(),
                         action: FallbackAction::RerunOnCpu,
                     });
@@ -509,8 +518,11 @@ impl HybridExecutor {
                 Err(BackendError::Fatal(e)) => return Err(GaveUp::Fatal(e)),
                 Err(error) => {
                     let oom = matches!(error, BackendError::OutOfMemory { .. });
-                    report.chunks = chunk;
-                    return Err(GaveUp::Elsewhere { oom, error });
+                    return Err(GaveUp::Elsewhere {
+                        oom,
+                        error,
+                        chunk_queries: chunk.min(q),
+                    });
                 }
             }
         }
@@ -531,14 +543,6 @@ impl HybridExecutor {
             },
             BackendError::Fatal(e) => e,
         }
-    }
-}
-
-impl ExecutionReport {
-    /// While the accelerator attempt runs, `chunks` briefly holds the chunk size it gave
-    /// up at; this reads it back for the fallback step.
-    fn chunks_queries_hint(&self, queries: usize) -> usize {
-        self.chunks.min(queries)
     }
 }
 

@@ -248,9 +248,6 @@ impl PerformanceTracker {
     pub fn record_success(&self, op: Op, shape: Shape, kind: BackendKind, elapsed: Duration) {
         let rate = shape.work() as f64 / elapsed.as_secs_f64().max(1e-9);
         let alpha = self.config.ewma_alpha;
-        // A success while the breaker is not closed is its probe succeeding: the failures
-        // that opened it are forgiven in this bucket, or they would keep the GPU out.
-        let probe = kind == BackendKind::Gpu && self.gpu_open_until.load(Ordering::Acquire) != 0;
         {
             let mut slot = self.slot(op, shape.bucket()).lock();
             self.decay(&mut slot);
@@ -262,10 +259,6 @@ impl PerformanceTracker {
             };
             m.samples += 1;
             m.successes += 1.0;
-            if probe {
-                m.failures = 0.0;
-                m.ooms = 0.0;
-            }
         }
         if kind == BackendKind::Gpu {
             self.gpu_failures_in_a_row.store(0, Ordering::Relaxed);
@@ -370,7 +363,8 @@ impl PerformanceTracker {
                 .is_ok()
     }
 
-    /// Forgets the accelerator's failures in `shape`'s bucket (after a successful probe).
+    /// Forgets the accelerator's failures in `shape`'s bucket. The executor calls it after a
+    /// successful probe, or the failures that prompted the probe would keep the GPU out.
     pub(crate) fn forgive(&self, op: Op, shape: Shape) {
         let mut slot = self.slot(op, shape.bucket()).lock();
         let m = &mut slot.per[BackendKind::Gpu.index()];
