@@ -61,7 +61,7 @@ pub use cpu::{CpuConfig, SimdLevel};
 pub use cuda::CudaStatus;
 pub use error::{Error, Result};
 pub use executor::{
-    Backend, BackendCallStats, BackendError, BackendKind, BackendMetrics, BreakerState,
+    Backend, BackendCallStats, BackendError, BackendKind, BackendMetrics, BreakerState, Bucket,
     Capabilities, Decision, DevicePolicy, DispatchPolicy, ExecutionReport, ExecutorConfig,
     ExecutorStats, FallbackAction, FallbackStep, HybridExecutor, MetricsSnapshot, Op,
     PerformanceTracker, Rates, Reason, Shape, TrackerConfig,

@@ -153,6 +153,9 @@ fn bench_json(k: usize) {
         v["backend"].as_str().is_some_and(|b| b.starts_with("cpu")),
         "{v}"
     );
+    // `auto` (the default) says why: here no accelerator is usable.
+    assert_eq!(v["reason"].as_str(), Some("no_accelerator"), "{v}");
+    assert_eq!(v["runs_on"]["cpu"].as_u64(), Some(3), "{v}");
     assert_eq!(v["queries"].as_u64(), Some(3), "{v}");
     assert_eq!(v["corpus"].as_u64(), Some(1000), "{v}");
     assert_eq!(v["dim"].as_u64(), Some(17), "{v}");

@@ -4,12 +4,14 @@
 
 mod backend;
 mod policy;
+mod telemetry;
 mod tracker;
 
 pub use backend::{Backend, BackendError, BackendKind, Rates};
 pub use policy::{Decision, DispatchPolicy, Reason};
 pub use tracker::{
-    BackendMetrics, BreakerState, MetricsSnapshot, Op, PerformanceTracker, Shape, TrackerConfig,
+    BackendMetrics, BreakerState, Bucket, MetricsSnapshot, Op, PerformanceTracker, Shape,
+    TrackerConfig,
 };
 
 use crate::cpu::{CpuBackend, CpuConfig, SimdLevel};
@@ -233,10 +235,11 @@ impl HybridExecutor {
             || !(0.0..=1.0).contains(&d.min_success_rate)
             || d.min_chunk_queries == 0
             || d.breaker_failures == 0
+            || !(0.0..=1.0).contains(&d.remeasure_budget)
         {
             return Err(Error::InvalidConfig(
-                "dispatch policy: min_speedup > 0, min_success_rate in [0, 1], \
-                 min_chunk_queries ≥ 1 and breaker_failures ≥ 1"
+                "dispatch policy: min_speedup > 0, min_success_rate and remeasure_budget \
+                 in [0, 1], min_chunk_queries ≥ 1 and breaker_failures ≥ 1"
                     .into(),
             ));
         }
@@ -373,6 +376,22 @@ impl HybridExecutor {
 
     /// Decides, runs, falls back, records and reports one validated call.
     fn run<T: Output>(
+        &self,
+        op: Op,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        start: Instant,
+        call: impl Fn(&dyn Backend, MatrixRef<'_>) -> std::result::Result<T, BackendError>,
+    ) -> Result<(T, ExecutionReport)> {
+        let out = self.dispatch_and_run(op, queries, corpus, start, call);
+        match &out {
+            Ok((_, report)) => telemetry::answered(op, report),
+            Err(_) => telemetry::failed(op),
+        }
+        out
+    }
+
+    fn dispatch_and_run<T: Output>(
         &self,
         op: Op,
         queries: MatrixRef<'_>,

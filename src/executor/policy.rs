@@ -9,8 +9,9 @@ use std::time::Duration;
 /// documented default; see the README section "How the executor chooses".
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DispatchPolicy {
-    /// Calls with less work (`Q·N·D`) than this stay on the CPU: launch and transfer costs
-    /// dominate. Default 2^22 (e.g. 1 query × 5 461 rows × 768).
+    /// Calls with less work (`Q·N·D`) than this stay on the CPU: a kernel launch, the
+    /// query upload and the synchronisation (tens of µs) cost more than the CPU takes.
+    /// Default 2^18 (1 query × 341 rows × 768: about 1 MiB of corpus, tens of µs on a core).
     pub min_gpu_work: u64,
     /// The accelerator is used only when its measured throughput is at least this many
     /// times the CPU's. Default 1.05 (a little hysteresis, well inside a 10% loss).
@@ -24,6 +25,13 @@ pub struct DispatchPolicy {
     pub breaker_failures: u32,
     /// How long the breaker stays open before one probe call is let through. Default 5 s.
     pub breaker_cooldown: Duration,
+    /// Share of a bucket's time spent re-measuring the backend that lost, so a verdict
+    /// that went stale (a busy GPU became free, a CPU got loaded) is found out. The loser
+    /// gets one call once the winner has had `slowdown / remeasure_budget` calls since
+    /// the loser's last sample, where `slowdown` is the measured ratio of their times;
+    /// the expected cost is at most this share. 0 turns re-measurement off. Default 0.02
+    /// (a close call every 50 calls, a 10× slower backend every 500).
+    pub remeasure_budget: f64,
     /// Out-of-memory retries halve the query chunk down to this many rows before the call
     /// falls back. Default 1.
     pub min_chunk_queries: usize,
@@ -32,12 +40,13 @@ pub struct DispatchPolicy {
 impl Default for DispatchPolicy {
     fn default() -> Self {
         Self {
-            min_gpu_work: 1 << 22,
+            min_gpu_work: 1 << 18,
             min_speedup: 1.05,
             min_success_rate: 0.9,
             explore_samples: 2,
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(5),
+            remeasure_budget: 0.02,
             min_chunk_queries: 1,
         }
     }
@@ -67,6 +76,9 @@ pub enum Reason {
     MeasuredFaster,
     /// Measured: the accelerator is not `min_speedup` times faster.
     MeasuredSlower,
+    /// The backend that lost has not been measured for a while (see
+    /// [`DispatchPolicy::remeasure_budget`]): this call measures it again.
+    Remeasure,
 }
 
 impl Reason {
@@ -83,6 +95,7 @@ impl Reason {
             Reason::Unreliable => "unreliable",
             Reason::MeasuredFaster => "measured_faster",
             Reason::MeasuredSlower => "measured_slower",
+            Reason::Remeasure => "remeasure",
         }
     }
 }
@@ -167,10 +180,27 @@ impl DispatchPolicy {
             };
             return pick(backend, Reason::Explore, Some(s));
         }
-        if s.speedup >= self.min_speedup {
-            pick(BackendKind::Gpu, Reason::MeasuredFaster, Some(s))
+        let (winner, loser, reason) = if s.speedup >= self.min_speedup {
+            (BackendKind::Gpu, BackendKind::Cpu, Reason::MeasuredFaster)
         } else {
-            pick(BackendKind::Cpu, Reason::MeasuredSlower, Some(s))
+            (BackendKind::Cpu, BackendKind::Gpu, Reason::MeasuredSlower)
+        };
+        if self.remeasure_due(&s, loser) {
+            return pick(loser, Reason::Remeasure, Some(s));
         }
+        pick(winner, reason, Some(s))
+    }
+
+    /// Whether `loser`'s rate is old enough that one call to it costs at most
+    /// `remeasure_budget` of the winner's calls since then.
+    fn remeasure_due(&self, s: &MetricsSnapshot, loser: BackendKind) -> bool {
+        if self.remeasure_budget <= 0.0 {
+            return false;
+        }
+        // Both rates are positive here (both backends have samples); a non-finite ratio
+        // (a zero rate) never triggers.
+        let slowdown = s.speedup.max(1.0 / s.speedup);
+        let due = slowdown / self.remeasure_budget;
+        due.is_finite() && s.of(loser).since_sample as f64 >= due
     }
 }

@@ -2,17 +2,25 @@
 //!
 //! Throughput is kept as work per second (work = `Q·N·D`), an exponentially weighted
 //! moving average per bucket, so calls of different sizes are never averaged together as
-//! raw latencies. A bucket is the work rounded up to a power of two. Success, failure and
-//! out-of-memory counts decay by a constant factor per recorded call, so old history fades.
+//! raw latencies. A bucket is the work rounded up to a power of two, split by query-batch
+//! class ([`Bucket`]): one query against a million rows streams memory while a thousand
+//! queries against a thousand rows is arithmetic, and the two do the same work at speeds
+//! ten times apart on a CPU. Success, failure and out-of-memory counts decay by a constant
+//! factor per recorded call, so old history fades.
 //!
-//! Each (operation, bucket) pair has one small lock holding both backends' figures: a
-//! [`MetricsSnapshot`] is copied out under that one lock, so its rates, speedup and counts
-//! all come from the same instant. Recording holds the lock for a few arithmetic operations.
+//! Each (operation, bucket) pair holds both backends' figures in one immutable value
+//! behind an atomically swapped pointer. A [`MetricsSnapshot`] is a copy of that one
+//! value, so its rates, speedup and counts all come from the same instant, and taking it
+//! never waits: a recorder builds the next value under a writers-only lock and swaps it
+//! in, so dispatch never blocks behind a recorder, however many there are.
 
 use super::backend::BackendKind;
 use crate::error::{Error, Result};
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The operations the executor measures separately.
@@ -60,10 +68,49 @@ impl Shape {
             .saturating_mul(self.dim as u64)
     }
 
-    /// The size bucket: `ceil(log2(work))`, so bucket `b` holds work in `(2^(b-1), 2^b]`.
-    pub fn bucket(&self) -> u32 {
+    /// The size bucket: the work rounded up to a power of two, and the query class.
+    pub fn bucket(&self) -> Bucket {
         let w = self.work().max(1);
-        64 - (w - 1).leading_zeros()
+        Bucket {
+            work_log2: 64 - (w - 1).leading_zeros(),
+            query_class: QUERY_CLASS_MAX
+                .iter()
+                .position(|&max| self.queries <= max)
+                .unwrap_or(QUERY_CLASSES - 1) as u8,
+        }
+    }
+}
+
+/// Upper bounds (inclusive) of the query classes. A class spans 8× in batch size, so the
+/// arithmetic intensity (about `Q/2` FLOP per corpus byte) varies 8× at most within it;
+/// the CPU and GPU ridge points (≈10 and ≈20 FLOP/byte) fall in classes 1 and 2.
+const QUERY_CLASS_MAX: [usize; QUERY_CLASSES] = [2, 16, 128, usize::MAX];
+const QUERY_CLASSES: usize = 4;
+
+/// Where a call's measurements live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bucket {
+    /// `ceil(log2(Q·N·D))`: bucket `b` holds work in `(2^(b-1), 2^b]`.
+    pub work_log2: u32,
+    /// Query batch class: 0 for `Q ≤ 2`, 1 for `Q ≤ 16`, 2 for `Q ≤ 128`, 3 above.
+    pub query_class: u8,
+}
+
+impl Bucket {
+    /// Every bucket, in order.
+    fn all() -> impl Iterator<Item = Bucket> {
+        (0..WORK_BUCKETS as u32).flat_map(|work_log2| {
+            (0..QUERY_CLASSES as u8).map(move |query_class| Bucket {
+                work_log2,
+                query_class,
+            })
+        })
+    }
+}
+
+impl fmt::Display for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "2^{}/q{}", self.work_log2, self.query_class)
     }
 }
 
@@ -101,6 +148,9 @@ pub struct BackendMetrics {
     pub failures: f64,
     /// Decayed out-of-memory count.
     pub ooms: f64,
+    /// Calls recorded in this bucket (for either backend) since this backend's last
+    /// successful sample: how stale its rate is. 0 before the first sample.
+    pub since_sample: u64,
 }
 
 impl BackendMetrics {
@@ -126,7 +176,7 @@ pub struct MetricsSnapshot {
     /// The operation.
     pub op: Op,
     /// The size bucket.
-    pub bucket: u32,
+    pub bucket: Bucket,
     /// The CPU's figures.
     pub cpu: BackendMetrics,
     /// The accelerator's figures.
@@ -150,13 +200,32 @@ struct Slot {
     per: [BackendMetrics; 2],
 }
 
-const BUCKETS: usize = 65;
+/// Work buckets: `ceil(log2)` of a `u64` is 0..=64.
+const WORK_BUCKETS: usize = 65;
 const OPS: usize = 2;
 
-/// A slot padded to its own cache lines, so recording one bucket never slows another.
+/// One (operation, bucket): the current figures, and the lock that orders writers.
+/// Padded to its own cache lines, so recording one bucket never slows another.
 #[repr(align(128))]
 #[derive(Default)]
-struct Padded(Mutex<Slot>);
+struct Cell {
+    current: ArcSwap<Slot>,
+    writer: Mutex<()>,
+}
+
+impl Cell {
+    /// Applies `f` to a copy of the figures and publishes the result.
+    fn update(&self, f: impl FnOnce(&mut Slot)) {
+        let _writer = self.writer.lock();
+        let mut next = **self.current.load();
+        f(&mut next);
+        self.current.store(Arc::new(next));
+    }
+
+    fn read(&self) -> Slot {
+        **self.current.load()
+    }
+}
 
 /// The state of the accelerator's circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +244,7 @@ pub enum BreakerState {
 /// Measured performance, per (operation, size bucket, backend), plus the breaker.
 pub struct PerformanceTracker {
     config: TrackerConfig,
-    slots: Box<[Padded]>,
+    slots: Box<[Cell]>,
     epoch: Instant,
     /// Consecutive accelerator failures.
     gpu_failures_in_a_row: AtomicU32,
@@ -205,7 +274,9 @@ impl PerformanceTracker {
         }
         Ok(Self {
             config,
-            slots: (0..OPS * BUCKETS).map(|_| Padded::default()).collect(),
+            slots: (0..OPS * WORK_BUCKETS * QUERY_CLASSES)
+                .map(|_| Cell::default())
+                .collect(),
             epoch: Instant::now(),
             gpu_failures_in_a_row: AtomicU32::new(0),
             gpu_open_until: AtomicU64::new(0),
@@ -213,12 +284,14 @@ impl PerformanceTracker {
         })
     }
 
-    fn slot(&self, op: Op, bucket: u32) -> &Mutex<Slot> {
+    fn slot(&self, op: Op, bucket: Bucket) -> &Cell {
         let op = match op {
             Op::TopK => 0,
             Op::Cosine => 1,
         };
-        &self.slots[op * BUCKETS + (bucket as usize).min(BUCKETS - 1)].0
+        let work = (bucket.work_log2 as usize).min(WORK_BUCKETS - 1);
+        let class = (bucket.query_class as usize).min(QUERY_CLASSES - 1);
+        &self.slots[(op * WORK_BUCKETS + work) * QUERY_CLASSES + class]
     }
 
     /// Every figure for `shape`'s bucket, from one instant.
@@ -227,9 +300,8 @@ impl PerformanceTracker {
     }
 
     /// Every figure for `bucket`, from one instant.
-    pub fn snapshot_bucket(&self, op: Op, bucket: u32) -> MetricsSnapshot {
-        let slot = *self.slot(op, bucket).lock();
-        let [cpu, gpu] = slot.per;
+    pub fn snapshot_bucket(&self, op: Op, bucket: Bucket) -> MetricsSnapshot {
+        let [cpu, gpu] = self.slot(op, bucket).read().per;
         let speedup = if cpu.samples > 0 && gpu.samples > 0 {
             gpu.rate / cpu.rate
         } else {
@@ -248,9 +320,8 @@ impl PerformanceTracker {
     pub fn record_success(&self, op: Op, shape: Shape, kind: BackendKind, elapsed: Duration) {
         let rate = shape.work() as f64 / elapsed.as_secs_f64().max(1e-9);
         let alpha = self.config.ewma_alpha;
-        {
-            let mut slot = self.slot(op, shape.bucket()).lock();
-            self.decay(&mut slot);
+        self.slot(op, shape.bucket()).update(|slot| {
+            self.decay(slot);
             let m = &mut slot.per[kind.index()];
             m.rate = if m.samples == 0 {
                 rate
@@ -259,21 +330,32 @@ impl PerformanceTracker {
             };
             m.samples += 1;
             m.successes += 1.0;
-        }
+            m.since_sample = 0;
+        });
+        // Written only when set: a store per success would bounce the cache line every
+        // decision reads.
         if kind == BackendKind::Gpu {
-            self.gpu_failures_in_a_row.store(0, Ordering::Relaxed);
-            self.gpu_open_until.store(0, Ordering::Release);
+            if self.gpu_failures_in_a_row.load(Ordering::Relaxed) != 0 {
+                self.gpu_failures_in_a_row.store(0, Ordering::Relaxed);
+            }
+            if self.gpu_open_until.load(Ordering::Relaxed) != 0 {
+                self.gpu_open_until.store(0, Ordering::Release);
+            }
         }
     }
 
     /// Every call in a bucket fades the evidence of both backends there, so a backend that
-    /// failed a while ago is eventually tried again even if nothing else brings it back.
+    /// failed a while ago is eventually tried again even if nothing else brings it back,
+    /// and ages both rates (`since_sample`), so a verdict gets re-measured.
     fn decay(&self, slot: &mut Slot) {
         let d = self.config.count_decay;
         for m in &mut slot.per {
             m.successes *= d;
             m.failures *= d;
             m.ooms *= d;
+            if m.samples > 0 {
+                m.since_sample += 1;
+            }
         }
     }
 
@@ -287,16 +369,15 @@ impl PerformanceTracker {
         oom: bool,
         breaker: (u32, Duration),
     ) {
-        {
-            let mut slot = self.slot(op, shape.bucket()).lock();
-            self.decay(&mut slot);
+        self.slot(op, shape.bucket()).update(|slot| {
+            self.decay(slot);
             let m = &mut slot.per[kind.index()];
             m.failures_total += 1;
             m.failures += 1.0;
             if oom {
                 m.ooms += 1.0;
             }
-        }
+        });
         // Running out of memory says the call was too big, not that the device is broken:
         // it lowers the bucket's success rate but never opens the breaker.
         if kind == BackendKind::Gpu && !oom {
@@ -322,9 +403,11 @@ impl PerformanceTracker {
     /// The accelerator's breaker, now.
     pub fn breaker(&self) -> BreakerState {
         let until = self.gpu_open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return BreakerState::Closed; // the common case reads no clock
+        }
         let now = self.now_nanos();
         match until {
-            0 => BreakerState::Closed,
             u if u > now => BreakerState::Open {
                 remaining: Duration::from_nanos(u - now),
             },
@@ -366,10 +449,11 @@ impl PerformanceTracker {
     /// Forgets the accelerator's failures in `shape`'s bucket. The executor calls it after a
     /// successful probe, or the failures that prompted the probe would keep the GPU out.
     pub(crate) fn forgive(&self, op: Op, shape: Shape) {
-        let mut slot = self.slot(op, shape.bucket()).lock();
-        let m = &mut slot.per[BackendKind::Gpu.index()];
-        m.failures = 0.0;
-        m.ooms = 0.0;
+        self.slot(op, shape.bucket()).update(|slot| {
+            let m = &mut slot.per[BackendKind::Gpu.index()];
+            m.failures = 0.0;
+            m.ooms = 0.0;
+        });
     }
 
     /// Every bucket with data, as JSON keyed by `device` and this crate's version, so a
@@ -377,7 +461,7 @@ impl PerformanceTracker {
     pub fn export(&self, device: &str) -> String {
         let mut entries = Vec::new();
         for op in [Op::TopK, Op::Cosine] {
-            for bucket in 0..BUCKETS as u32 {
+            for bucket in Bucket::all() {
                 let s = self.snapshot_bucket(op, bucket);
                 for kind in [BackendKind::Cpu, BackendKind::Gpu] {
                     let m = s.of(kind);
@@ -386,7 +470,8 @@ impl PerformanceTracker {
                     }
                     entries.push(serde_json::json!({
                         "op": op.as_str(),
-                        "bucket": bucket,
+                        "work_log2": bucket.work_log2,
+                        "query_class": bucket.query_class,
                         "backend": kind.as_str(),
                         "rate": m.rate,
                         "samples": m.samples,
@@ -394,6 +479,7 @@ impl PerformanceTracker {
                         "successes": m.successes,
                         "failures": m.failures,
                         "ooms": m.ooms,
+                        "since_sample": m.since_sample,
                     }));
                 }
             }
@@ -433,10 +519,18 @@ impl PerformanceTracker {
                 .as_str()
                 .and_then(Op::from_str)
                 .ok_or_else(|| bad("bad op"))?;
-            let bucket = e["bucket"]
+            let work_log2 = e["work_log2"]
                 .as_u64()
-                .filter(|&b| b < BUCKETS as u64)
-                .ok_or_else(|| bad("bad bucket"))? as u32;
+                .filter(|&b| b < WORK_BUCKETS as u64)
+                .ok_or_else(|| bad("bad work_log2"))? as u32;
+            let query_class = e["query_class"]
+                .as_u64()
+                .filter(|&c| c < QUERY_CLASSES as u64)
+                .ok_or_else(|| bad("bad query_class"))? as u8;
+            let bucket = Bucket {
+                work_log2,
+                query_class,
+            };
             let kind = match e["backend"].as_str() {
                 Some("cpu") => BackendKind::Cpu,
                 Some("gpu") => BackendKind::Gpu,
@@ -455,12 +549,14 @@ impl PerformanceTracker {
                 successes: num("successes")?,
                 failures: num("failures")?,
                 ooms: num("ooms")?,
+                since_sample: count("since_sample")?,
             };
             parsed.push((op, bucket, kind, m));
         }
         // Validated whole before anything changes: a bad file loads nothing.
         for &(op, bucket, kind, m) in &parsed {
-            self.slot(op, bucket).lock().per[kind.index()] = m;
+            self.slot(op, bucket)
+                .update(|slot| slot.per[kind.index()] = m);
         }
         Ok(parsed.len())
     }
@@ -477,13 +573,22 @@ mod tests {
             rows: n,
             dim: d,
         };
-        assert_eq!(s(1, 1, 1).bucket(), 0);
-        assert_eq!(s(1, 1, 2).bucket(), 1);
-        assert_eq!(s(1, 3, 1).bucket(), 2);
-        assert_eq!(s(1, 4, 1).bucket(), 2);
-        assert_eq!(s(1, 5, 1).bucket(), 3);
-        assert_eq!(s(1, 100_000, 768).bucket(), 27); // 76.8M in (2^26, 2^27]
-        assert_eq!(s(usize::MAX, usize::MAX, 2).bucket(), 64);
+        let w = |q, n, d| s(q, n, d).bucket().work_log2;
+        assert_eq!(w(1, 1, 1), 0);
+        assert_eq!(w(1, 1, 2), 1);
+        assert_eq!(w(1, 3, 1), 2);
+        assert_eq!(w(1, 4, 1), 2);
+        assert_eq!(w(1, 5, 1), 3);
+        assert_eq!(w(1, 100_000, 768), 27); // 76.8M in (2^26, 2^27]
+        assert_eq!(w(usize::MAX, usize::MAX, 2), 64);
+        let c = |q| s(q, 1000, 768).bucket().query_class;
+        assert_eq!(
+            [c(1), c(2), c(3), c(16), c(17), c(128), c(129)],
+            [0, 0, 1, 1, 2, 2, 3]
+        );
+        assert_eq!(c(usize::MAX), 3);
+        // Same work, one streaming and one arithmetic-bound: kept apart.
+        assert_ne!(s(1, 1 << 20, 768).bucket(), s(1024, 1 << 10, 768).bucket());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hybridvec::{
-    data, input, Corpus, CudaStatus, DevicePolicy, Error, ExecutorConfig, Hit, HybridExecutor,
-    MatrixRef,
+    data, input, BackendKind, Corpus, CudaStatus, DevicePolicy, Error, ExecutionReport,
+    ExecutorConfig, Hit, HybridExecutor, MatrixRef,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -294,13 +294,12 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
     let qdata = random_queries(a.queries, a.dim, a.seed);
     let queries = MatrixRef::new(&qdata, a.queries, a.dim)?;
     spinner.finish_and_clear();
-    let run = || -> Result<(), Error> {
-        if a.k == 0 {
-            std::hint::black_box(exec.cosine_similarity(queries, &corpus)?);
+    let run = || -> Result<ExecutionReport, Error> {
+        Ok(if a.k == 0 {
+            std::hint::black_box(exec.cosine_similarity_with_report(queries, &corpus)?).1
         } else {
-            std::hint::black_box(exec.top_k(queries, &corpus, a.k)?);
-        }
-        Ok(())
+            std::hint::black_box(exec.top_k_with_report(queries, &corpus, a.k)?).1
+        })
     };
     run()?; // warm-up: page faults, thread start, caches
     let bar = if a.json {
@@ -309,9 +308,10 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
         ProgressBar::new(a.repeat as u64)
     };
     let mut times = Vec::with_capacity(a.repeat);
+    let mut reports = Vec::with_capacity(a.repeat);
     for _ in 0..a.repeat {
         let t = Instant::now();
-        run()?;
+        reports.push(run()?);
         times.push(t.elapsed().as_secs_f64());
         bar.inc(1);
     }
@@ -322,10 +322,21 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
     let gflops = flops / median / 1e9;
     let gbps = corpus.bytes() as f64 / median / 1e9;
     let caps = exec.capabilities();
-    let backend = format!("cpu-{}", caps.simd.name());
+    // The last timed run's backend and reason; `runs_on` counts every timed run, since
+    // `auto` may explore or re-measure the other backend in some of them.
+    let last = reports.last().expect("repeat ≥ 1");
+    let backend = match last.backend {
+        BackendKind::Cpu => format!("cpu-{}", caps.simd.name()),
+        BackendKind::Gpu => caps.accelerator.clone().unwrap_or_else(|| "gpu".into()),
+    };
+    let reason = last.reason.as_str();
+    let runs_on = |kind| reports.iter().filter(|r| r.backend == kind).count();
     if a.json {
         let v = serde_json::json!({
-            "backend": backend, "reason": "cpu only in this build", "queries": a.queries,
+            "backend": backend, "reason": reason,
+            "runs_on": {"cpu": runs_on(BackendKind::Cpu), "gpu": runs_on(BackendKind::Gpu)},
+            "fallbacks": reports.iter().map(|r| r.fallbacks.len()).sum::<usize>(),
+            "queries": a.queries,
             "corpus": a.corpus, "dim": a.dim, "k": a.k, "repeat": a.repeat, "threads": caps.threads,
             "median_secs": median, "min_secs": times[0], "max_secs": times[times.len() - 1],
             "gflops": gflops, "gbps": gbps, "peak_rss_bytes": peak_rss_bytes(),
@@ -334,7 +345,7 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
         println!("{v}");
     } else {
         println!(
-            "{backend}: Q={} N={} D={} k={}  median {:.3} ms over {} runs  {:.1} GFLOP/s  {:.1} GB/s",
+            "{backend} ({reason}): Q={} N={} D={} k={}  median {:.3} ms over {} runs  {:.1} GFLOP/s  {:.1} GB/s",
             a.queries, a.corpus, a.dim, a.k, median * 1e3, a.repeat, gflops, gbps
         );
     }
