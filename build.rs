@@ -1,6 +1,20 @@
-//! Build script. The CUDA backend (a later milestone) compiles `kernels/*.cu` here when an
-//! `nvcc` is found and embeds checked-in PTX otherwise; today it only declares the inputs
-//! and environment it will read, so the crate builds anywhere without a CUDA toolkit.
+//! Build script: gives the CUDA backend its kernels, and never fails for lack of CUDA.
+//!
+//! - With an `nvcc` (found by `cc`: `NVCC`, `CUDA_HOME`/`CUDA_PATH`, or `PATH`), each
+//!   `kernels/*.cu` becomes a fatbin with SASS for every `CUDA_COMPUTE_CAP` (default
+//!   `80,90`) plus `compute_80` PTX for newer devices.
+//! - Without one (or when nvcc fails, or under `DOCS_RS`), the checked-in PTX from
+//!   `kernels/ptx/` (NVRTC 12.0, `compute_80`; `scripts/kernels.py` regenerates it and CI
+//!   checks that it matches the sources) is embedded; the driver compiles it at load time.
+//!
+//! Either way the images land in `OUT_DIR/kernels/<name>.{fatbin,ptx}` and
+//! `OUT_DIR/kernels.rs` lists them for `include_bytes!`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const KERNELS: [&str; 3] = ["norms", "score", "topk"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -13,5 +27,105 @@ fn main() {
         "DOCS_RS",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
+    }
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let dir = out.join("kernels");
+    std::fs::create_dir_all(&dir).expect("create OUT_DIR/kernels");
+    let nvcc = if std::env::var_os("DOCS_RS").is_some() {
+        None
+    } else {
+        find_nvcc()
+    };
+    let caps = compute_caps();
+    let mut listing = String::from("/// (name, image, is_ptx) per kernel file.\n");
+    listing.push_str("pub(crate) const KERNEL_IMAGES: &[(&str, &[u8], bool)] = &[\n");
+    let mut how = "checked-in PTX (NVRTC 12.0, compute_80)".to_string();
+    for name in KERNELS {
+        let src = Path::new("kernels").join(format!("{name}.cu"));
+        let fatbin = dir.join(format!("{name}.fatbin"));
+        let built = nvcc
+            .as_ref()
+            .is_some_and(|nvcc| compile_fatbin(nvcc, &src, &fatbin, &caps));
+        let (path, is_ptx) = if built {
+            how = format!("nvcc fatbin for sm_{}", caps.join(", sm_"));
+            (fatbin, false)
+        } else {
+            // NUL-terminated: the driver reads PTX text as a C string.
+            let mut ptx = std::fs::read(Path::new("kernels/ptx").join(format!("{name}.ptx")))
+                .expect("kernels/ptx/*.ptx is checked in");
+            ptx.push(0);
+            let path = dir.join(format!("{name}.ptx"));
+            std::fs::write(&path, ptx).expect("write PTX to OUT_DIR");
+            (path, true)
+        };
+        writeln!(
+            listing,
+            "    ({name:?}, include_bytes!({:?}), {is_ptx}),",
+            path.display().to_string()
+        )
+        .unwrap();
+    }
+    listing.push_str("];\n");
+    writeln!(
+        listing,
+        "/// How the kernels were built.\npub(crate) const KERNEL_BUILD: &str = {how:?};"
+    )
+    .unwrap();
+    std::fs::write(out.join("kernels.rs"), listing).expect("write kernels.rs");
+}
+
+/// nvcc as `cc` finds it, if it runs.
+fn find_nvcc() -> Option<PathBuf> {
+    let tool = cc::Build::new()
+        .cuda(true)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .try_get_compiler()
+        .ok()?;
+    let path = tool.path().to_path_buf();
+    let ok = Command::new(&path)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(path)
+}
+
+/// `CUDA_COMPUTE_CAP` ("80,90" or "90"), default sm_80 and sm_90.
+fn compute_caps() -> Vec<String> {
+    let caps: Vec<String> = std::env::var("CUDA_COMPUTE_CAP")
+        .unwrap_or_else(|_| "80,90".into())
+        .split(',')
+        .map(|c| c.trim().replace('.', ""))
+        .filter(|c| !c.is_empty() && c.chars().all(|d| d.is_ascii_digit()))
+        .collect();
+    if caps.is_empty() {
+        vec!["80".into(), "90".into()]
+    } else {
+        caps
+    }
+}
+
+fn compile_fatbin(nvcc: &Path, src: &Path, out: &Path, caps: &[String]) -> bool {
+    let mut cmd = Command::new(nvcc);
+    cmd.args(["--fatbin", "-O3", "-std=c++17", "-lineinfo", "-Ikernels"]);
+    for cap in caps {
+        cmd.arg(format!("-gencode=arch=compute_{cap},code=sm_{cap}"));
+    }
+    cmd.arg("-gencode=arch=compute_80,code=compute_80");
+    cmd.arg("-o").arg(out).arg(src);
+    match cmd.output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            println!(
+                "cargo:warning=nvcc failed on {} (using checked-in PTX): {}",
+                src.display(),
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            );
+            false
+        }
+        Err(_) => false,
     }
 }

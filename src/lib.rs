@@ -58,7 +58,7 @@ mod mem;
 pub mod warm;
 
 pub use cpu::{CpuConfig, SimdLevel};
-pub use cuda::CudaStatus;
+pub use cuda::{CudaConfig, CudaStatus};
 pub use error::{Error, Result};
 pub use executor::{
     Backend, BackendCallStats, BackendError, BackendKind, BackendMetrics, BreakerState, Bucket,

@@ -197,6 +197,24 @@ impl Matrix {
 pub struct Corpus {
     matrix: Matrix,
     inv_norms: Vec<f32>,
+    /// Unique per corpus built in this process: a device keeps its copy under it.
+    id: u64,
+}
+
+/// Where a [`CorpusView`] comes from, so a device can keep a copy between calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// An immutable [`Corpus`].
+    Corpus(u64),
+    /// A warm store: rows are only appended (rows below the view's length never change),
+    /// and rows that are not live have a NaN inverse norm.
+    Store(u64),
+}
+
+/// A fresh identity for a corpus or store.
+pub(crate) fn next_identity() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Corpus {
@@ -221,7 +239,11 @@ impl Corpus {
         })?;
         matrix.view().check_finite()?;
         let inv_norms = inverse_norms(matrix.view())?;
-        Ok(Self { matrix, inv_norms })
+        Ok(Self {
+            matrix,
+            inv_norms,
+            id: next_identity(),
+        })
     }
 
     /// Copies a view into a new corpus.
@@ -249,6 +271,7 @@ impl Corpus {
         CorpusView {
             matrix: self.matrix.view(),
             inv_norms: &self.inv_norms,
+            origin: Origin::Corpus(self.id),
         }
     }
 
@@ -272,13 +295,23 @@ impl<'a> From<&'a Corpus> for CorpusView<'a> {
 pub struct CorpusView<'a> {
     matrix: MatrixRef<'a>,
     inv_norms: &'a [f32],
+    origin: Origin,
 }
 
 impl<'a> CorpusView<'a> {
     /// A view over vectors whose inverse norms the caller computed (NaN masks a row out).
-    pub(crate) fn from_parts(matrix: MatrixRef<'a>, inv_norms: &'a [f32]) -> Self {
+    pub(crate) fn from_parts(matrix: MatrixRef<'a>, inv_norms: &'a [f32], origin: Origin) -> Self {
         debug_assert_eq!(matrix.rows(), inv_norms.len());
-        Self { matrix, inv_norms }
+        Self {
+            matrix,
+            inv_norms,
+            origin,
+        }
+    }
+
+    /// Where the view comes from.
+    pub(crate) fn origin(&self) -> Origin {
+        self.origin
     }
 
     /// Number of vectors.

@@ -428,3 +428,42 @@ fn store_commands_ingest_get_verify_and_query() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without a reachable libcuda (this machine), or with CUDA switched off
+/// (`HYBRIDVEC_NO_CUDA`, which works on a GPU machine too), `auto` runs on the CPU and
+/// nothing panics.
+#[test]
+fn without_libcuda_auto_runs_on_the_cpu() {
+    let args = [
+        "bench",
+        "--json",
+        "--queries",
+        "2",
+        "--corpus",
+        "500",
+        "--dim",
+        "8",
+        "--repeat",
+        "1",
+    ];
+    let mut runs = vec![("HYBRIDVEC_NO_CUDA", Some("1"))];
+    if cuda_reason().contains("no libcuda") {
+        runs.push(("HYBRIDVEC_NO_CUDA", None));
+    } else {
+        eprintln!("SKIP the no-libcuda run: libcuda is reachable here");
+    }
+    for (var, value) in runs {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hybridvec"));
+        cmd.args(args);
+        match value {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+        let o = cmd.output().unwrap();
+        assert_ok(&o, &format!("{var}={value:?} {}", args.join(" ")));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+        let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        assert!(v["backend"].as_str().unwrap().starts_with("cpu"), "{v}");
+        assert_eq!(v["reason"].as_str(), Some("no_accelerator"), "{v}");
+    }
+}

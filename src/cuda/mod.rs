@@ -1,6 +1,19 @@
-//! The CUDA backend's home. This build carries no CUDA backend yet, so the probe reports
-//! why CUDA cannot serve and every call runs on the CPU; nothing here links CUDA, so the
-//! crate builds without a toolkit.
+//! The CUDA backend's home: the run-time probe, and the backend itself.
+//!
+//! `cudarc` loads `libcuda` at run time, so the crate builds with no toolkit and starts
+//! with no driver. The probe goes step by step — is the driver library present, how many
+//! devices, can a context be made, do the kernels load — and every failure becomes
+//! [`CudaStatus::Unavailable`] with the reason. `cudarc` panics when a library or symbol
+//! is missing, so nothing else touches the driver before the probe has succeeded, and
+//! the probe itself runs under `catch_unwind`.
+
+mod device;
+pub(crate) mod plan;
+
+pub use device::take_device_time;
+pub(crate) use device::CudaBackend;
+
+use std::sync::Arc;
 
 /// Whether CUDA can serve calls, and if not, why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,9 +39,59 @@ impl CudaStatus {
     }
 }
 
-/// Probes for a usable device. Never panics.
+/// Settings of the CUDA backend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CudaConfig {
+    /// Share of the free device memory a call plans to use. Default 0.8.
+    pub memory_margin: f64,
+    /// Plan as if at most this many bytes were free (to test or cap chunking). Default none.
+    pub memory_budget: Option<u64>,
+}
+
+impl Default for CudaConfig {
+    fn default() -> Self {
+        Self {
+            memory_margin: 0.8,
+            memory_budget: None,
+        }
+    }
+}
+
+/// Probes for a usable device and opens it. Never panics.
+pub(crate) fn start(config: &CudaConfig) -> Result<Arc<CudaBackend>, String> {
+    if std::env::var_os("HYBRIDVEC_NO_CUDA").is_some() {
+        return Err("disabled by HYBRIDVEC_NO_CUDA".into());
+    }
+    let config = *config;
+    std::panic::catch_unwind(move || {
+        // SAFETY: is_culib_present only tries to dlopen the driver library's candidate
+        // names and reports whether one loaded; it calls no CUDA function.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(
+                "no libcuda found (the NVIDIA driver is not installed or not on the \
+                        library path)"
+                    .to_string(),
+            );
+        }
+        let count = cudarc::driver::CudaContext::device_count()
+            .map_err(|e| format!("the CUDA driver failed to start: {e}"))?;
+        if count < 1 {
+            return Err("the CUDA driver reports no device".to_string());
+        }
+        CudaBackend::open(config.memory_margin, config.memory_budget).map(Arc::new)
+    })
+    .unwrap_or_else(|_| {
+        Err("the CUDA driver library is incomplete (a symbol failed to load)".into())
+    })
+}
+
+/// Probes without keeping the device (for `info` under `DevicePolicy::Cpu`).
 pub(crate) fn probe() -> CudaStatus {
-    CudaStatus::Unavailable {
-        reason: "this build of hybridvec has no CUDA backend (CPU only)".to_string(),
+    match start(&CudaConfig::default()) {
+        Ok(b) => CudaStatus::Available {
+            device: b.device_name().to_string(),
+            total_memory: b.total_memory(),
+        },
+        Err(reason) => CudaStatus::Unavailable { reason },
     }
 }

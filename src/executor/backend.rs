@@ -82,6 +82,12 @@ pub enum BackendError {
         /// Why, for people.
         reason: String,
     },
+    /// This backend does not serve this call (a `k` or dimension beyond its kernels):
+    /// run it elsewhere. Not a failure: it never counts against the backend's health.
+    Unsupported {
+        /// Why, for people.
+        reason: String,
+    },
     /// An error that another backend would hit too (a bug, bad input): returned as is.
     Fatal(Error),
 }
@@ -101,6 +107,7 @@ impl fmt::Display for BackendError {
                 write!(f, "out of device memory ({requested} bytes requested)")
             }
             BackendError::LaunchFailed { reason } => write!(f, "launch failed: {reason}"),
+            BackendError::Unsupported { reason } => write!(f, "unsupported: {reason}"),
             BackendError::Fatal(e) => write!(f, "{e}"),
         }
     }

@@ -15,7 +15,7 @@ pub use tracker::{
 };
 
 use crate::cpu::{CpuBackend, CpuConfig, SimdLevel};
-use crate::cuda::{self, CudaStatus};
+use crate::cuda::{self, CudaConfig, CudaStatus};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{normalize, CorpusView, MatrixRef, Scores};
@@ -48,6 +48,8 @@ pub struct ExecutorConfig {
     pub dispatch: DispatchPolicy,
     /// How measurements are smoothed.
     pub tracker: TrackerConfig,
+    /// CUDA backend settings (memory margin, an optional memory budget).
+    pub cuda: CudaConfig,
 }
 
 /// What this executor can use.
@@ -217,12 +219,26 @@ impl HybridExecutor {
     }
 
     fn build(config: ExecutorConfig, accel: Option<Arc<dyn Backend>>) -> Result<Self> {
-        let cuda = match &accel {
-            Some(a) => CudaStatus::Available {
-                device: a.name().to_string(),
-                total_memory: 0,
+        let (cuda, accel) = match accel {
+            Some(a) => (
+                CudaStatus::Available {
+                    device: a.name().to_string(),
+                    total_memory: 0,
+                },
+                Some(a),
+            ),
+            // The CPU alone serves; the probe only fills in `capabilities()`.
+            None if config.device == DevicePolicy::Cpu => (cuda::probe(), None),
+            None => match cuda::start(&config.cuda) {
+                Ok(b) => (
+                    CudaStatus::Available {
+                        device: b.device_name().to_string(),
+                        total_memory: b.total_memory(),
+                    },
+                    Some(b as Arc<dyn Backend>),
+                ),
+                Err(reason) => (CudaStatus::Unavailable { reason }, None),
             },
-            None => cuda::probe(),
         };
         if let (DevicePolicy::Cuda, CudaStatus::Unavailable { reason }) = (config.device, &cuda) {
             return Err(Error::CudaUnavailable {
@@ -455,8 +471,11 @@ impl HybridExecutor {
                     chunk_queries,
                 }) => {
                     gpu.fallbacks.fetch_add(1, Ordering::Relaxed);
-                    self.tracker
-                        .record_failure(op, shape, BackendKind::Gpu, oom, breaker);
+                    // A call the device does not serve says nothing about its health.
+                    if !matches!(error, BackendError::Unsupported { .. }) {
+                        self.tracker
+                            .record_failure(op, shape, BackendKind::Gpu, oom, breaker);
+                    }
                     if self.policy == DevicePolicy::Cuda {
                         return Err(self.accel_error(accel.as_ref(), error));
                     }
@@ -556,10 +575,12 @@ impl HybridExecutor {
                 backend: accel.name().to_string(),
                 requested,
             },
-            BackendError::LaunchFailed { reason } => Error::BackendFailed {
-                backend: accel.name().to_string(),
-                reason,
-            },
+            BackendError::LaunchFailed { reason } | BackendError::Unsupported { reason } => {
+                Error::BackendFailed {
+                    backend: accel.name().to_string(),
+                    reason,
+                }
+            }
             BackendError::Fatal(e) => e,
         }
     }

@@ -34,7 +34,7 @@ mod sync_failure_tests;
 mod watermark;
 
 use crate::error::{Error, Result};
-use crate::matrix::{CorpusView, MatrixRef, MAX_NORM, MIN_NORM};
+use crate::matrix::{next_identity, CorpusView, MatrixRef, Origin, MAX_NORM, MIN_NORM};
 use format::{Header, Superblock, META_BYTES, STATE_EMPTY, STATE_PUT, STATE_TOMBSTONE};
 use parking_lot::{Mutex, RwLock};
 use region::Region;
@@ -139,6 +139,8 @@ pub struct WarmStore {
     blob_tail: AtomicU64,
     durable_rows: AtomicU64,
     live_records: AtomicU64,
+    /// Unique per open store in this process: a device keeps its copy under it.
+    identity: u64,
     /// Derived, in-memory: bit per row, set while the row is the latest put of its id.
     live: LiveBits,
     index: Vec<RwLock<IdIndex>>,
@@ -354,6 +356,7 @@ impl WarmStore {
             blob_tail: AtomicU64::new(sb.blob_len),
             durable_rows: AtomicU64::new(sb.rows),
             live_records: AtomicU64::new(0),
+            identity: next_identity(),
             live: LiveBits::new(max_rows)?,
             index: (0..INDEX_SHARDS)
                 .map(|_| RwLock::new(IdIndex::default()))
@@ -980,7 +983,11 @@ impl<'s> StoreCorpus<'s> {
     /// The view for the backends; `None` when the store has no visible rows.
     pub fn view(&self) -> Option<CorpusView<'_>> {
         let m = MatrixRef::new(self.data, self.rows(), self.store.dim).ok()?;
-        Some(CorpusView::from_parts(m, &self.inv_norms))
+        Some(CorpusView::from_parts(
+            m,
+            &self.inv_norms,
+            Origin::Store(self.store.identity),
+        ))
     }
 }
 

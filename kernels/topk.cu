@@ -1,0 +1,136 @@
+// Exact top-k selection, k ≤ HV_MAX_K, by radix select in one block per (segment, query).
+//
+// Each block owns a segment of up to HV_SEG candidates of one query (16 per thread, in
+// registers). It finds the k-th largest order key bit by bit (32 block-wide counts), then
+// among candidates equal to it keeps those at the lowest positions, and writes exactly
+// min(k, present) candidates, unordered, to its k output slots (the rest absent). Passes
+// repeat over the candidates until one segment per query remains; hv_sort_topk then
+// orders it. Every pass divides the candidates by HV_SEG / k (≥ 4).
+#include "common.cuh"
+
+#define HV_THREADS 256
+#define HV_PER_THREAD 16
+#define HV_SEG (HV_THREADS * HV_PER_THREAD)
+#define HV_MAX_K 1024
+
+// Sum over the block of each thread's `v`; every thread gets the total.
+__device__ __forceinline__ unsigned int hv_block_sum(unsigned int v, unsigned int* scratch) {
+    #pragma unroll
+    for (int o = HV_WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / HV_WARP, lane = threadIdx.x % HV_WARP;
+    __syncthreads();  // scratch is free again
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    unsigned int total = 0;
+    #pragma unroll
+    for (int w = 0; w < HV_THREADS / HV_WARP; ++w) total += scratch[w];
+    return total;
+}
+
+// scores: per query a row of `len` candidates at stride `ld`; indices: same layout, or
+// null, meaning candidate i of the row is corpus row index_base + i. The output for
+// (query, segment) lands at out_*[query * out_ld + (seg_offset + segment) * k].
+extern "C" __global__ void __launch_bounds__(HV_THREADS)
+hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ indices,
+               long long ld, long long len, long long index_base, int k,
+               float* __restrict__ out_scores, long long* __restrict__ out_indices,
+               long long out_ld, long long seg_offset) {
+    __shared__ unsigned int scratch[HV_THREADS / HV_WARP];
+    __shared__ unsigned int slot;
+    long long q = blockIdx.y;
+    long long seg0 = (long long)blockIdx.x * HV_SEG;
+    const float* row = scores + q * ld;
+    unsigned int key[HV_PER_THREAD];
+    #pragma unroll
+    for (int j = 0; j < HV_PER_THREAD; ++j) {
+        long long p = seg0 + j * HV_THREADS + threadIdx.x;
+        key[j] = p < len ? hv_key(row[p]) : 0u;  // absent candidates map to 0 as well
+    }
+    // The k-th largest key: the largest t with count(key >= t) >= k (0 when fewer than k
+    // candidates are present, so every present one is kept).
+    unsigned int t = 0;
+    for (int bit = 31; bit >= 0; --bit) {
+        unsigned int probe = t | (1u << bit);
+        unsigned int c = 0;
+        #pragma unroll
+        for (int j = 0; j < HV_PER_THREAD; ++j) c += key[j] >= probe;
+        if (hv_block_sum(c, scratch) >= (unsigned int)k) t = probe;
+    }
+    unsigned int gt = 0;
+    #pragma unroll
+    for (int j = 0; j < HV_PER_THREAD; ++j) gt += key[j] > t;
+    gt = hv_block_sum(gt, scratch);
+    // Ties at the k-th key: keep the `need` lowest positions, found by bisection.
+    unsigned int need = (unsigned int)k - gt;
+    int last_pos = -1;
+    if (t != 0 && need > 0) {
+        int lo = 0, hi = HV_SEG - 1;  // the smallest p with count(key == t && pos <= p) >= need
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            unsigned int c = 0;
+            #pragma unroll
+            for (int j = 0; j < HV_PER_THREAD; ++j)
+                c += key[j] == t && j * HV_THREADS + (int)threadIdx.x <= mid;
+            if (hv_block_sum(c, scratch) >= need) hi = mid; else lo = mid + 1;
+        }
+        last_pos = lo;
+    }
+    if (threadIdx.x == 0) slot = 0;
+    __syncthreads();
+    float* os = out_scores + q * out_ld + (seg_offset + blockIdx.x) * k;
+    long long* oi = out_indices + q * out_ld + (seg_offset + blockIdx.x) * k;
+    #pragma unroll
+    for (int j = 0; j < HV_PER_THREAD; ++j) {
+        int pos = j * HV_THREADS + threadIdx.x;
+        bool keep = key[j] != 0u && (key[j] > t || (key[j] == t && pos <= last_pos));
+        if (keep) {
+            unsigned int s = atomicAdd(&slot, 1u);
+            long long p = seg0 + pos;
+            os[s] = row[p];
+            oi[s] = indices ? indices[q * ld + p] : index_base + p;
+        }
+    }
+    __syncthreads();
+    for (unsigned int s = slot + threadIdx.x; s < (unsigned int)k; s += HV_THREADS) {
+        os[s] = __uint_as_float(HV_ABSENT_BITS);
+        oi[s] = -1;
+    }
+}
+
+// Orders each query's k candidates best first (ties: lower index first; absent last), in
+// place, by a bitonic sort of 1024 slots in shared memory. One block of 512 threads per query.
+extern "C" __global__ void __launch_bounds__(512)
+hv_sort_topk(float* __restrict__ scores, long long* __restrict__ indices, int k) {
+    __shared__ unsigned int key_s[HV_MAX_K];
+    __shared__ long long idx_s[HV_MAX_K];
+    long long q = blockIdx.x;
+    for (int i = threadIdx.x; i < HV_MAX_K; i += blockDim.x) {
+        bool in = i < k && indices[q * k + i] >= 0;
+        key_s[i] = in ? hv_key(scores[q * k + i]) : 0u;
+        idx_s[i] = in ? indices[q * k + i] : 0x7fffffffffffffffLL;
+    }
+    __syncthreads();
+    // "a before b": higher key, then lower index.
+    for (int size = 2; size <= HV_MAX_K; size <<= 1) {
+        for (int stride = size / 2; stride > 0; stride >>= 1) {
+            for (int i = threadIdx.x; i < HV_MAX_K / 2; i += blockDim.x) {
+                int lo = 2 * i - (i & (stride - 1));
+                int hi = lo + stride;
+                bool descending_block = (lo & size) == 0;
+                bool hi_first = key_s[hi] > key_s[lo] || (key_s[hi] == key_s[lo] && idx_s[hi] < idx_s[lo]);
+                if (hi_first == descending_block) {
+                    unsigned int tk = key_s[lo]; key_s[lo] = key_s[hi]; key_s[hi] = tk;
+                    long long ti = idx_s[lo]; idx_s[lo] = idx_s[hi]; idx_s[hi] = ti;
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (int i = threadIdx.x; i < k; i += blockDim.x) {
+        bool in = key_s[i] != 0u;
+        unsigned int b = key_s[i];
+        unsigned int bits = (b & 0x80000000u) ? (b & 0x7fffffffu) : ~b;  // inverse of hv_key
+        scores[q * k + i] = in ? __uint_as_float(bits) : __uint_as_float(HV_ABSENT_BITS);
+        indices[q * k + i] = in ? idx_s[i] : -1;
+    }
+}

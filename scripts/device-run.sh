@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU verification run in one device call.
+#
+#   bash scripts/device-run.sh prepare   # here: build, copy the binaries into device-carry/
+#   run(command="bash scripts/device-run.sh run", carry=["device-carry"])   # on the device
+#
+# `run` executes every test binary (a SKIP line in a CUDA test fails the run), then
+# `hybridvec bench --backend cuda --json` on the public GPU workloads, then
+# ../shared/bench/gpu_peers.py on the same shapes, all in the same call; logs go to $OUT.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+carry=device-carry
+case "${1:-}" in
+prepare)
+    cargo build --release
+    cargo test --release --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])' >/tmp/hv-test-bins
+    rm -rf "$carry" && mkdir -p "$carry/tests"
+    cp target/release/hybridvec "$carry/"
+    while read -r bin; do cp "$bin" "$carry/tests/"; done </tmp/hv-test-bins
+    du -sh "$carry"
+    ;;
+run)
+    out="${OUT:-/tmp/hv-out}"
+    mkdir -p "$out"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
+    status=0
+    for t in "$carry"/tests/*; do
+        name=$(basename "$t")
+        if ! "$t" --test-threads=2 >"$out/test-$name.log" 2>&1; then
+            echo "FAIL $name"; status=1
+        fi
+        if [ "${name%%-*}" = cuda ] && grep -q SKIP "$out/test-$name.log"; then
+            echo "FAIL $name skipped on the device"; status=1
+        fi
+        tail -n 3 "$out/test-$name.log" | grep "test result" | sed "s/^/$name: /" || true
+    done
+    "$carry/hybridvec" info --json | tee "$out/info.json"
+    for shape in "1 1000000 10" "1 100000 10" "1024 1000000 10" "1024 1000000 1024"; do
+        set -- $shape
+        "$carry/hybridvec" bench --backend cuda --json --queries "$1" --corpus "$2" --k "$3" \
+            --repeat 20 | tee -a "$out/bench-cuda.jsonl"
+    done
+    if [ -f ../shared/bench/gpu_peers.py ]; then
+        python3 ../shared/bench/gpu_peers.py 2>&1 | tee "$out/gpu_peers.txt" || status=1
+    elif [ -f shared/bench/gpu_peers.py ]; then
+        python3 shared/bench/gpu_peers.py 2>&1 | tee "$out/gpu_peers.txt" || status=1
+    else
+        echo "gpu_peers.py not found" | tee "$out/gpu_peers.txt"
+    fi
+    exit $status
+    ;;
+*)
+    echo "usage: $0 prepare|run" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Compiles kernels/*.cu to PTX with NVRTC (PyPI's nvidia-cuda-nvrtc-cu12), and checks them.
+
+  kernels.py generate   write kernels/ptx/<name>.ptx (checked in: the build's no-nvcc path)
+  kernels.py check      fail if a checked-in PTX differs from what the sources give now
+  kernels.py ptxas      assemble every PTX for sm_80 and sm_90 with ptxas -v; fail on
+                        spilled registers (every kernel is hot) or an assembler error
+
+The PTX targets compute_80, so it runs on sm_80 and newer, JIT-compiled by the driver.
+NVRTC 12.0 is pinned (PTX ISA 8.0) so that every CUDA 12.x or 13.x driver can load it.
+"""
+import ctypes
+import glob
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNELS = os.path.join(ROOT, "kernels")
+PTX_DIR = os.path.join(KERNELS, "ptx")
+ARCH = "compute_80"
+OPTIONS = [f"--gpu-architecture={ARCH}", "--std=c++17", f"-I{KERNELS}", "-lineinfo",
+           "--fmad=true"]
+
+
+def site_packages():
+    import nvidia  # the namespace package the wheels install into
+    return [p for p in nvidia.__path__]
+
+
+def find(pattern):
+    for base in site_packages():
+        hits = sorted(glob.glob(os.path.join(base, pattern)))
+        if hits:
+            return hits[0]
+    sys.exit(f"not found: {pattern} (pip install nvidia-cuda-nvrtc-cu12==12.0.140 nvidia-cuda-nvcc-cu12)")
+
+
+def nvrtc():
+    lib = ctypes.CDLL(find("cuda_nvrtc/lib/libnvrtc.so*"))
+    lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+    return lib
+
+
+def compile_ptx(lib, path):
+    src = open(path, "rb").read()
+    headers = sorted(glob.glob(os.path.join(KERNELS, "*.cuh")))
+    hdr_src = [open(h, "rb").read() for h in headers]
+    hdr_names = [os.path.basename(h).encode() for h in headers]
+    prog = ctypes.c_void_p()
+    n = len(headers)
+    check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), src, os.path.basename(path).encode(), n,
+                                      (ctypes.c_char_p * n)(*hdr_src), (ctypes.c_char_p * n)(*hdr_names)))
+    opts = [o.encode() for o in OPTIONS]
+    rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    text = log.value.decode(errors="replace").strip()
+    if rc != 0:
+        sys.exit(f"{path}: NVRTC failed:\n{text}")
+    if text:
+        print(f"{path}: {text}", file=sys.stderr)
+    lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    check(lib, lib.nvrtcGetPTX(prog, ptx))
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return ptx.value.decode()
+
+
+def check(lib, rc):
+    if rc != 0:
+        sys.exit("NVRTC: " + lib.nvrtcGetErrorString(rc).decode())
+
+
+def sources():
+    return sorted(glob.glob(os.path.join(KERNELS, "*.cu")))
+
+
+def ptx_path(src):
+    return os.path.join(PTX_DIR, os.path.basename(src)[:-3] + ".ptx")
+
+
+def main():
+    mode = sys.argv[1] if len(sys.argv) > 1 else "check"
+    if mode in ("generate", "check"):
+        lib = nvrtc()
+        version = (ctypes.c_int(), ctypes.c_int())
+        lib.nvrtcVersion(ctypes.byref(version[0]), ctypes.byref(version[1]))
+        print(f"NVRTC {version[0].value}.{version[1].value}, {ARCH}")
+        stale = []
+        for src in sources():
+            ptx = compile_ptx(lib, src)
+            out = ptx_path(src)
+            if mode == "generate":
+                os.makedirs(PTX_DIR, exist_ok=True)
+                open(out, "w").write(ptx)
+                print(f"wrote {os.path.relpath(out, ROOT)}")
+            elif not os.path.exists(out) or open(out).read() != ptx:
+                stale.append(os.path.relpath(out, ROOT))
+            else:
+                print(f"{os.path.relpath(out, ROOT)} matches {os.path.relpath(src, ROOT)}")
+        if stale:
+            sys.exit("stale PTX (run scripts/kernels.py generate): " + ", ".join(stale))
+    elif mode == "ptxas":
+        ptxas = find("cuda_nvcc/bin/ptxas")
+        bad = []
+        for src in sources():
+            for arch in ("sm_80", "sm_90"):
+                r = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", ptx_path(src), "-o", os.devnull],
+                                   capture_output=True, text=True)
+                report = r.stdout + r.stderr
+                if r.returncode != 0:
+                    sys.exit(f"ptxas failed on {src} for {arch}:\n{report}")
+                func = None
+                for line in report.splitlines():
+                    m = re.search(r"Compiling entry function '(\w+)'", line)
+                    if m:
+                        func = m.group(1)
+                    m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+                    if m:
+                        stores, loads = int(m.group(1)), int(m.group(2))
+                        if stores or loads:
+                            bad.append(f"{func} ({arch}): {stores} B spill stores, {loads} B spill loads")
+                    m = re.search(r"Used (\d+) registers", line)
+                    if m:
+                        print(f"{arch} {func}: {line.split('info    : ')[-1].strip()}")
+        if bad:
+            sys.exit("register spills in hot kernels:\n  " + "\n  ".join(bad))
+        print("ptxas: every kernel assembles for sm_80 and sm_90 with 0 spill bytes")
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+//! Device memory planning: how many corpus rows a call scores per chunk so that
+//! everything it allocates fits in the free memory, and the count check on every chunk.
+//! Pure arithmetic, tested without a GPU.
+
+use crate::error::{Error, Result};
+
+/// Candidates one top-k selection block reduces (must match `HV_SEG` in `kernels/topk.cu`).
+pub(crate) const SEGMENT: usize = 4096;
+/// The largest `k` the kernels select (`HV_MAX_K`).
+pub(crate) const MAX_K: usize = 1024;
+
+/// What a call will allocate, chunk by chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkPlan {
+    /// Corpus rows scored per chunk (a multiple of [`SEGMENT`], or all rows).
+    pub rows_per_chunk: usize,
+    /// Number of chunks.
+    pub chunks: usize,
+    /// Device bytes the call holds at its peak.
+    pub bytes: u64,
+}
+
+/// Device bytes a call of `q` queries over `n` rows of `dim` holds with `r` rows per
+/// chunk: the queries, one chunk of scores, and for top-k (`k`) the first-pass
+/// candidates of every chunk plus the buffer the first merge pass writes, and the live
+/// mask. The resident corpus is not counted: it is already allocated.
+pub(crate) fn call_bytes(q: usize, n: usize, dim: usize, k: Option<usize>, r: usize) -> u64 {
+    let (q, n, dim, r) = (q as u64, n as u64, dim as u64, r.max(1) as u64);
+    let mut bytes = q * dim * 4 + q * r * 4 + n.div_ceil(32) * 4;
+    if let Some(k) = k {
+        let k = k as u64;
+        let seg = SEGMENT as u64;
+        let chunks = n.div_ceil(r);
+        let segs = chunks * r.min(n).div_ceil(seg); // an upper bound over uneven chunks
+        let candidate = 4 + 8; // f32 score + i64 index
+        bytes += q * segs * k * candidate;
+        bytes += q * (segs * k).div_ceil(seg) * k * candidate;
+    }
+    bytes
+}
+
+/// The largest chunk (a multiple of [`SEGMENT`]) whose call fits in `free · margin` bytes,
+/// or `Err(bytes needed at the smallest chunk)`.
+pub(crate) fn plan(
+    free: u64,
+    margin: f64,
+    q: usize,
+    n: usize,
+    dim: usize,
+    k: Option<usize>,
+) -> std::result::Result<ChunkPlan, u64> {
+    let budget = (free as f64 * margin) as u64;
+    let all = n.div_ceil(SEGMENT) * SEGMENT;
+    let mut r = all.max(SEGMENT);
+    loop {
+        let rows = r.min(n.max(1));
+        let bytes = call_bytes(q, n, dim, k, rows);
+        if bytes <= budget {
+            return Ok(ChunkPlan {
+                rows_per_chunk: rows,
+                chunks: n.div_ceil(rows).max(1),
+                bytes,
+            });
+        }
+        if r <= SEGMENT {
+            return Err(bytes);
+        }
+        r = (r / 2).div_ceil(SEGMENT) * SEGMENT;
+    }
+}
+
+/// Runs `f` on each `chunk`-sized range of `0..total` and checks that chunk `i` returns
+/// exactly `per_item` values per item of its range: a wrong count is
+/// [`Error::ChunkResultMismatch`], never silently joined.
+pub(crate) fn process_in_chunks<T>(
+    total: usize,
+    chunk: usize,
+    per_item: usize,
+    mut f: impl FnMut(std::ops::Range<usize>) -> Result<Vec<T>>,
+) -> Result<Vec<Vec<T>>> {
+    let chunk = chunk.max(1);
+    let mut out = Vec::with_capacity(total.div_ceil(chunk));
+    for (i, start) in (0..total).step_by(chunk).enumerate() {
+        let range = start..(start + chunk).min(total);
+        let expected = range.len() * per_item;
+        let part = f(range)?;
+        if part.len() != expected {
+            return Err(Error::ChunkResultMismatch {
+                chunk: i,
+                expected,
+                got: part.len(),
+            });
+        }
+        out.push(part);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_fits_its_budget_and_counts_everything() {
+        let (q, n, dim, k) = (1024, 1_000_000, 768, Some(10));
+        for free in [64u64 << 20, 1 << 30, 2 << 30, 80 << 30] {
+            let p = plan(free, 0.8, q, n, dim, k).unwrap();
+            assert!(p.bytes <= (free as f64 * 0.8) as u64, "{p:?}");
+            assert_eq!(p.bytes, call_bytes(q, n, dim, k, p.rows_per_chunk));
+            assert_eq!(p.chunks, n.div_ceil(p.rows_per_chunk));
+            assert!(p.rows_per_chunk.is_multiple_of(SEGMENT) || p.rows_per_chunk == n);
+            // The next larger chunk would not fit (or this is already the whole corpus).
+            let bigger = (p.rows_per_chunk * 2).min(n.div_ceil(SEGMENT) * SEGMENT);
+            assert!(
+                p.rows_per_chunk == n
+                    || call_bytes(q, n, dim, k, bigger) > (free as f64 * 0.8) as u64,
+                "{p:?} could have been larger"
+            );
+        }
+        // 1024 queries' scores for all 1M rows are 4 GB: 2 GiB free forces chunks.
+        assert!(plan(2 << 30, 0.8, q, n, dim, k).unwrap().chunks > 1);
+        // Plenty of memory: one chunk.
+        assert_eq!(plan(80 << 30, 0.8, q, n, dim, k).unwrap().chunks, 1);
+    }
+
+    #[test]
+    fn no_plan_when_even_the_smallest_chunk_does_not_fit() {
+        let need = plan(1 << 20, 0.8, 4096, 1_000_000, 768, Some(1024)).unwrap_err();
+        assert_eq!(need, call_bytes(4096, 1_000_000, 768, Some(1024), SEGMENT));
+        assert!(need > 1 << 20);
+    }
+
+    #[test]
+    fn small_corpora_are_one_chunk_of_their_own_size() {
+        let p = plan(1 << 30, 0.8, 3, 100, 16, Some(5)).unwrap();
+        assert_eq!((p.rows_per_chunk, p.chunks), (100, 1));
+    }
+
+    #[test]
+    fn every_chunk_count_is_checked() {
+        let ok = process_in_chunks(10, 4, 3, |r| Ok(vec![0u8; r.len() * 3])).unwrap();
+        assert_eq!(ok.iter().map(Vec::len).collect::<Vec<_>>(), [12, 12, 6]);
+        let bad = process_in_chunks(10, 4, 3, |r| {
+            let short = usize::from(r.start == 4);
+            Ok(vec![0u8; r.len() * 3 - short])
+        });
+        assert!(matches!(
+            bad,
+            Err(Error::ChunkResultMismatch {
+                chunk: 1,
+                expected: 12,
+                got: 11
+            })
+        ));
+    }
+}
