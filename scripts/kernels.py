@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join(ROOT, "kernels")
 PTX_DIR = os.path.join(KERNELS, "ptx")
 ARCH = "compute_80"
-OPTIONS = [f"--gpu-architecture={ARCH}", "--std=c++17", f"-I{KERNELS}", "-lineinfo",
+OPTIONS = [f"--gpu-architecture={ARCH}", "--std=c++17", "-lineinfo",
            "--fmad=true"]
 
 
@@ -67,7 +67,9 @@ def compile_ptx(lib, path):
     ptx = ctypes.create_string_buffer(size.value)
     check(lib, lib.nvrtcGetPTX(prog, ptx))
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    return ptx.value.decode()
+    # NVRTC writes the working directory into the line-info file names: keep only
+    # kernels/<file>, so the PTX is the same from any checkout.
+    return re.sub(r'(\.file\s+\d+\s+")[^"]*/([^"/]+)"', r'\1kernels/\2"', ptx.value.decode())
 
 
 def check(lib, rc):
