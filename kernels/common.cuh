@@ -1,4 +1,5 @@
-// Shared by every kernel file. Device code only; compiled by nvcc or NVRTC (no host headers).
+// Shared by every kernel file. Device code only; compiled by nvcc or NVRTC (no host headers),
+// or for tests by a C++ compiler over emu/cuda_emu.h (HV_EMULATION).
 #pragma once
 
 // An absent candidate: a score whose order key is 0, below every real score (-inf
@@ -13,11 +14,43 @@ __device__ __forceinline__ unsigned int hv_key(float f) {
     return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
+// The score of an order key (the inverse of hv_key).
+__device__ __forceinline__ float hv_unkey(unsigned int b) {
+    return __uint_as_float((b & 0x80000000u) ? (b & 0x7fffffffu) : ~b);
+}
+
 __device__ __forceinline__ float hv_warp_sum(float v) {
     #pragma unroll
     for (int o = HV_WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+
+// Dynamic shared memory as a T*. Every kernel names the same extern array (one per
+// module), so it is declared once as float4 (16-byte aligned) and cast.
+#ifndef HV_EMULATION
+#define HV_DYNAMIC_SMEM(T, name) \
+    extern __shared__ float4 hv_smem4[]; \
+    T* name = reinterpret_cast<T*>(hv_smem4)
+
+// f32 → tf32 (10 mantissa bits), round to nearest, ties away from zero.
+__device__ __forceinline__ unsigned int hv_to_tf32(float f) {
+    unsigned int r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f));
+    return r;
+}
+
+// d += a · b on the tensor cores, one warp: A 16×8 (row), B 8×8 (col), fp32 accumulate.
+// Fragments (g = lane / 4, t = lane % 4): a = {A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4]},
+// b = {B[t][g], B[t+4][g]}, d = {D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]}.
+__device__ __forceinline__ void hv_mma_tf32(float (&d)[4], const unsigned int (&a)[4],
+                                            const unsigned int (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
 
 // Row r is live unless the mask (one bit per row, may be null) clears it.
 __device__ __forceinline__ bool hv_live(const unsigned int* __restrict__ mask, long long r) {

@@ -2,11 +2,12 @@
 //
 // Each block owns a segment of up to HV_SEG candidates of one query (16 per thread, in
 // registers). It finds the k-th largest order key bit by bit (32 block-wide counts), then
-// among candidates equal to it keeps those at the lowest positions, and writes exactly
+// among candidates equal to it keeps those with the lowest corpus index, and writes exactly
 // min(k, present) candidates, unordered, to its k output slots (the rest absent). Passes
 // repeat over the candidates until one segment per query remains; hv_sort_topk then
 // orders it. Every pass divides the candidates by HV_SEG / k (≥ 4).
 #include "common.cuh"
+#include "list.cuh"
 
 #define HV_THREADS 256
 #define HV_PER_THREAD 16
@@ -25,6 +26,13 @@ __device__ __forceinline__ unsigned int hv_block_sum(unsigned int v, unsigned in
     #pragma unroll
     for (int w = 0; w < HV_THREADS / HV_WARP; ++w) total += scratch[w];
     return total;
+}
+
+// The corpus index of candidate p of a row: from `indices`, or index_base + p.
+__device__ __forceinline__ long long hv_candidate_index(const long long* __restrict__ indices,
+                                                        long long row_start, long long index_base,
+                                                        long long p) {
+    return indices ? indices[row_start + p] : index_base + p;
 }
 
 // scores: per query a row of `len` candidates at stride `ld`; indices: same layout, or
@@ -60,20 +68,30 @@ hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ i
     #pragma unroll
     for (int j = 0; j < HV_PER_THREAD; ++j) gt += key[j] > t;
     gt = hv_block_sum(gt, scratch);
-    // Ties at the k-th key: keep the `need` lowest positions, found by bisection.
+    // Ties at the k-th key: when more candidates hold it than the `need` places left,
+    // keep those with the lowest corpus index (positions need not follow indices: merged
+    // candidates come in part order), found by bisection on the index.
     unsigned int need = (unsigned int)k - gt;
-    int last_pos = -1;
-    if (t != 0 && need > 0) {
-        int lo = 0, hi = HV_SEG - 1;  // the smallest p with count(key == t && pos <= p) >= need
-        while (lo < hi) {
-            int mid = (lo + hi) / 2;
-            unsigned int c = 0;
-            #pragma unroll
-            for (int j = 0; j < HV_PER_THREAD; ++j)
-                c += key[j] == t && j * HV_THREADS + (int)threadIdx.x <= mid;
-            if (hv_block_sum(c, scratch) >= need) hi = mid; else lo = mid + 1;
+    long long last_index = HV_NO_INDEX;
+    if (t != 0) {
+        unsigned int eq = 0;
+        #pragma unroll
+        for (int j = 0; j < HV_PER_THREAD; ++j) eq += key[j] == t;
+        if (hv_block_sum(eq, scratch) > need) {
+            // The smallest i with count(key == t && index <= i) >= need. Indices < 2^48.
+            long long lo = 0, hi = (1LL << 48) - 1;
+            while (lo < hi) {
+                long long mid = lo + (hi - lo) / 2;
+                unsigned int c = 0;
+                #pragma unroll
+                for (int j = 0; j < HV_PER_THREAD; ++j) {
+                    long long p = seg0 + j * HV_THREADS + threadIdx.x;
+                    c += key[j] == t && hv_candidate_index(indices, q * ld, index_base, p) <= mid;
+                }
+                if (hv_block_sum(c, scratch) >= need) hi = mid; else lo = mid + 1;
+            }
+            last_index = lo;
         }
-        last_pos = lo;
     }
     if (threadIdx.x == 0) slot = 0;
     __syncthreads();
@@ -81,13 +99,14 @@ hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ i
     long long* oi = out_indices + q * out_ld + (seg_offset + blockIdx.x) * k;
     #pragma unroll
     for (int j = 0; j < HV_PER_THREAD; ++j) {
-        int pos = j * HV_THREADS + threadIdx.x;
-        bool keep = key[j] != 0u && (key[j] > t || (key[j] == t && pos <= last_pos));
+        long long p = seg0 + j * HV_THREADS + threadIdx.x;
+        bool keep = key[j] != 0u &&
+                    (key[j] > t || (key[j] == t && (last_index == HV_NO_INDEX ||
+                                                     hv_candidate_index(indices, q * ld, index_base, p) <= last_index)));
         if (keep) {
             unsigned int s = atomicAdd(&slot, 1u);
-            long long p = seg0 + pos;
             os[s] = row[p];
-            oi[s] = indices ? indices[q * ld + p] : index_base + p;
+            oi[s] = hv_candidate_index(indices, q * ld, index_base, p);
         }
     }
     __syncthreads();
@@ -128,9 +147,7 @@ hv_sort_topk(float* __restrict__ scores, long long* __restrict__ indices, int k)
     }
     for (int i = threadIdx.x; i < k; i += blockDim.x) {
         bool in = key_s[i] != 0u;
-        unsigned int b = key_s[i];
-        unsigned int bits = (b & 0x80000000u) ? (b & 0x7fffffffu) : ~b;  // inverse of hv_key
-        scores[q * k + i] = in ? __uint_as_float(bits) : __uint_as_float(HV_ABSENT_BITS);
+        scores[q * k + i] = in ? hv_unkey(key_s[i]) : __uint_as_float(HV_ABSENT_BITS);
         indices[q * k + i] = in ? idx_s[i] : -1;
     }
 }

@@ -2,25 +2,27 @@
 //! planned from free device memory. Every driver call goes through `cudarc`, loaded at run
 //! time; nothing here runs unless [`super::start`] found a usable device.
 
-use super::plan::{self, MAX_K, SEGMENT};
+use super::plan::{self, MAX_K};
+use super::program::{self, Arg, Buf, Elem, Kernel, Launch, Program, Shape};
+use super::{CudaConfig, Precision};
 use crate::executor::{Backend, BackendError, BackendKind, Rates};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef, Origin, Scores};
-use cudarc::driver::sys::{CUdevice_attribute, CUresult};
+use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUresult};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError,
+    LaunchConfig, PushKernelArg, SyncOnDrop,
 };
 use parking_lot::Mutex;
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 
-/// Queries the memory-bound scorer takes per launch (`HV_SMALL_Q`).
-const SMALL_Q: usize = 8;
-/// Shared memory the small-batch scorer may use for queries.
-const SMALL_Q_SMEM: usize = 48 * 1024;
+/// Bytes of each pinned staging buffer the corpus upload cycles through.
+const STAGE_BYTES: usize = 32 << 20;
 
 thread_local! {
     static LAST_DEVICE_TIME: Cell<Option<Duration>> = const { Cell::new(None) };
@@ -33,12 +35,14 @@ pub fn take_device_time() -> Option<Duration> {
     LAST_DEVICE_TIME.with(Cell::take)
 }
 
-struct Kernels {
-    inv_norms: CudaFunction,
-    score_small_q: CudaFunction,
-    score_tiled: CudaFunction,
-    select_topk: CudaFunction,
-    sort_topk: CudaFunction,
+/// Every kernel of [`Kernel::ALL`], loaded.
+struct Kernels(HashMap<&'static str, CudaFunction>);
+
+impl Kernels {
+    fn get(&self, k: Kernel) -> &CudaFunction {
+        // Every kernel is loaded in `open`, or `open` failed.
+        &self.0[k.symbol()]
+    }
 }
 
 /// A corpus copy on the device, with the inverse norms computed there.
@@ -62,6 +66,8 @@ pub(crate) struct CudaBackend {
     margin: f64,
     /// Pretend at most this much is free (tests of chunking under pressure).
     budget: Option<u64>,
+    precision: Precision,
+    sms: usize,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -87,9 +93,72 @@ fn launch_failed(e: DriverError) -> BackendError {
     oom_or_launch(e, 0)
 }
 
+fn timing_event(stream: &CudaStream) -> Result<CudaEvent, BackendError> {
+    stream
+        .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+        .map_err(launch_failed)
+}
+
+/// A program's scratch buffer on the device.
+enum Scratch {
+    F32(CudaSlice<f32>),
+    I64(CudaSlice<i64>),
+}
+
+/// The device buffers a program's [`Buf`] names refer to.
+struct Bound<'a> {
+    queries: Option<&'a CudaSlice<f32>>,
+    corpus: &'a Resident,
+    mask: Option<&'a CudaSlice<u32>>,
+    temps: &'a [Scratch],
+}
+
+/// A kernel argument's value, as the kernel declares it (pointers are u64).
+enum Value {
+    U64(u64),
+    I32(i32),
+    I64(i64),
+}
+
+impl Bound<'_> {
+    /// The device address of element `offset` of `buf`, with cudarc's stream-ordering
+    /// guard (drop it after the launch is queued). Offsets past the end are refused.
+    fn address<'s>(
+        &'s self,
+        buf: Buf,
+        offset: usize,
+        stream: &'s CudaStream,
+    ) -> Result<(u64, SyncOnDrop<'s>), BackendError> {
+        fn at<'s, T>(
+            s: &'s CudaSlice<T>,
+            offset: usize,
+            stream: &'s CudaStream,
+        ) -> Option<(u64, SyncOnDrop<'s>)> {
+            (offset < s.len()).then(|| {
+                let (ptr, guard) = s.device_ptr(stream);
+                (ptr + (offset * std::mem::size_of::<T>()) as u64, guard)
+            })
+        }
+        let found = match buf {
+            Buf::Queries => self.queries.and_then(|q| at(q, offset, stream)),
+            Buf::Corpus => at(&self.corpus.data, offset, stream),
+            Buf::InvNorms => at(&self.corpus.inv, offset, stream),
+            Buf::Mask => self.mask.and_then(|m| at(m, offset, stream)),
+            Buf::Temp(i) => match self.temps.get(i) {
+                Some(Scratch::F32(s)) => at(s, offset, stream),
+                Some(Scratch::I64(s)) => at(s, offset, stream),
+                None => None,
+            },
+        };
+        found.ok_or_else(|| BackendError::LaunchFailed {
+            reason: format!("launch program names {buf:?}[{offset}], which is not bound"),
+        })
+    }
+}
+
 impl CudaBackend {
     /// Opens device 0 and loads the kernels. Errors are reasons, for `CudaUnavailable`.
-    pub(crate) fn open(margin: f64, budget: Option<u64>) -> std::result::Result<Self, String> {
+    pub(crate) fn open(config: &CudaConfig) -> std::result::Result<Self, String> {
         let ctx = CudaContext::new(0).map_err(|e| format!("cannot create a CUDA context: {e}"))?;
         let name = ctx.name().map_err(|e| format!("device name: {e}"))?;
         let (major, minor) = ctx
@@ -101,32 +170,32 @@ impl CudaBackend {
             ));
         }
         let total_memory = ctx.total_mem().map_err(|e| format!("memory size: {e}"))? as u64;
-        let load = |file: &str, func: &str| -> std::result::Result<CudaFunction, String> {
-            let (_, image, is_ptx) = KERNEL_IMAGES
-                .iter()
-                .find(|(n, _, _)| *n == file)
-                .ok_or_else(|| format!("kernel image {file} missing from the build"))?;
-            let ptx = if *is_ptx {
-                let text = std::str::from_utf8(&image[..image.len() - 1])
-                    .map_err(|e| format!("{file}.ptx is not text: {e}"))?;
-                cudarc::nvrtc::Ptx::from_src(text)
-            } else {
-                cudarc::nvrtc::Ptx::from_binary(image.to_vec())
-            };
-            let module = ctx
-                .load_module(ptx)
-                .map_err(|e| format!("loading {file} ({KERNEL_BUILD}): {e}"))?;
-            module
-                .load_function(func)
-                .map_err(|e| format!("kernel {func}: {e}"))
-        };
-        let kernels = Kernels {
-            inv_norms: load("norms", "hv_row_inv_norms")?,
-            score_small_q: load("score", "hv_score_small_q")?,
-            score_tiled: load("score", "hv_score_tiled")?,
-            select_topk: load("topk", "hv_select_topk")?,
-            sort_topk: load("topk", "hv_sort_topk")?,
-        };
+        let mut modules = HashMap::new();
+        let mut kernels = HashMap::new();
+        for kernel in Kernel::ALL {
+            let file = kernel.module();
+            if !modules.contains_key(file) {
+                let (_, image, is_ptx) = KERNEL_IMAGES
+                    .iter()
+                    .find(|(n, _, _)| *n == file)
+                    .ok_or_else(|| format!("kernel image {file} missing from the build"))?;
+                let ptx = if *is_ptx {
+                    let text = std::str::from_utf8(&image[..image.len() - 1])
+                        .map_err(|e| format!("{file}.ptx is not text: {e}"))?;
+                    cudarc::nvrtc::Ptx::from_src(text)
+                } else {
+                    cudarc::nvrtc::Ptx::from_binary(image.to_vec())
+                };
+                let module = ctx
+                    .load_module(ptx)
+                    .map_err(|e| format!("loading {file} ({KERNEL_BUILD}): {e}"))?;
+                modules.insert(file, module);
+            }
+            let func = modules[file]
+                .load_function(kernel.symbol())
+                .map_err(|e| format!("kernel {}: {e}", kernel.symbol()))?;
+            kernels.insert(kernel.symbol(), func);
+        }
         let attr = |a| ctx.attribute(a).unwrap_or(0) as f64;
         let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
         let clock_khz = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE);
@@ -143,11 +212,13 @@ impl CudaBackend {
             ctx,
             name,
             total_memory,
-            kernels,
+            kernels: Kernels(kernels),
             resident: Mutex::new(None),
             rates,
-            margin,
-            budget,
+            margin: config.memory_margin,
+            budget: config.memory_budget,
+            precision: config.precision,
+            sms: (sms as usize).max(1),
         })
     }
 
@@ -205,55 +276,152 @@ impl CudaBackend {
                 .map_err(launch_failed)?;
         }
         drop(old);
-        // The appended rows, through pinned staging buffers of 32 MiB.
-        let host = corpus.matrix().as_slice();
-        let stage_len = (32 << 20) / 4 / dim.max(1) * dim.max(1);
-        // SAFETY: the staging buffer is fully written before each copy out of it.
-        let mut stage = unsafe { self.ctx.alloc_pinned::<f32>(stage_len.max(dim)) }
-            .map_err(|e| oom_or_launch(e, bytes))?;
-        let mut at = keep * dim;
-        while at < n * dim {
-            let len = stage_len.min(n * dim - at);
-            let buf = stage.as_mut_slice().map_err(launch_failed)?;
-            buf[..len].copy_from_slice(&host[at..at + len]);
-            stream
-                .memcpy_htod(&buf[..len], &mut data.slice_mut(at..at + len))
-                .map_err(launch_failed)?;
-            // The copy from pinned memory is asynchronous: finish it before the staging
-            // buffer is refilled.
-            stream.synchronize().map_err(launch_failed)?;
-            at += len;
-        }
-        let new_rows = (n - keep) as i64;
-        if new_rows > 0 {
-            let data_view = data.slice(keep * dim..);
-            let mut inv_view = inv.slice_mut(keep..);
-            let dim_i = dim as i32;
-            let blocks = (new_rows as u64 * 32).div_ceil(256) as u32;
-            let cfg = LaunchConfig {
-                grid_dim: (blocks, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut b = stream.launch_builder(&self.kernels.inv_norms);
-            b.arg(&data_view)
-                .arg(&new_rows)
-                .arg(&dim_i)
-                .arg(&mut inv_view);
-            // SAFETY: hv_row_inv_norms(x, rows, dim, inv) reads rows × dim floats of
-            // `data_view` and writes `rows` floats of `inv_view`; both views hold exactly
-            // that many elements, and the argument types match the kernel's signature.
-            unsafe { b.launch(cfg) }.map_err(launch_failed)?;
-        }
-        let r = Arc::new(Resident {
+        self.upload(
+            &corpus.matrix().as_slice()[keep * dim..],
+            &mut data,
+            keep * dim,
+            stream,
+        )
+        .map_err(|e| oom_or_launch(e, bytes))?;
+        let r = Resident {
             origin: corpus.origin(),
             rows: n,
             dim,
             data,
             inv,
-        });
+        };
+        if n > keep {
+            let bound = Bound {
+                queries: None,
+                corpus: &r,
+                mask: None,
+                temps: &[],
+            };
+            self.launch(stream, &program::inv_norms(keep, n - keep, dim), &bound)?;
+        }
+        // Other calls use the copy from their own streams: finish writing it first.
+        stream.synchronize().map_err(launch_failed)?;
+        let r = Arc::new(r);
         *slot = Some(Arc::clone(&r));
         Ok(r)
+    }
+
+    /// Copies `host` to `data[at..]` through two pinned staging buffers, so that filling
+    /// one overlaps the copy out of the other.
+    fn upload(
+        &self,
+        host: &[f32],
+        data: &mut CudaSlice<f32>,
+        at: usize,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), DriverError> {
+        if host.is_empty() {
+            return Ok(());
+        }
+        let stage_len = (STAGE_BYTES / 4).min(host.len());
+        // SAFETY: a staging buffer is fully written before each copy out of it, and only
+        // the written prefix is copied.
+        let mut stages = unsafe {
+            [
+                self.ctx.alloc_pinned::<f32>(stage_len)?,
+                self.ctx.alloc_pinned::<f32>(stage_len)?,
+            ]
+        };
+        let mut in_flight: [Option<CudaEvent>; 2] = [None, None];
+        for (i, part) in host.chunks(stage_len).enumerate() {
+            let s = i % 2;
+            // The copy out of this stage two rounds ago must be done before it is refilled.
+            if let Some(done) = in_flight[s].take() {
+                done.synchronize()?;
+            }
+            let buf = &mut stages[s].as_mut_slice()?[..part.len()];
+            buf.copy_from_slice(part);
+            let from = at + i * stage_len;
+            stream.memcpy_htod(&*buf, &mut data.slice_mut(from..from + part.len()))?;
+            in_flight[s] = Some(stream.record_event(None)?);
+        }
+        for done in in_flight.into_iter().flatten() {
+            done.synchronize()?;
+        }
+        Ok(())
+    }
+
+    /// Queues one launch of a program on `stream`.
+    fn launch(
+        &self,
+        stream: &CudaStream,
+        l: &Launch,
+        bound: &Bound<'_>,
+    ) -> Result<(), BackendError> {
+        let mut guards = Vec::with_capacity(l.args.len());
+        let mut values = Vec::with_capacity(l.args.len());
+        for arg in &l.args {
+            values.push(match *arg {
+                Arg::Ptr(buf, offset) => {
+                    let (ptr, guard) = bound.address(buf, offset, stream)?;
+                    guards.push(guard);
+                    Value::U64(ptr)
+                }
+                Arg::Null => Value::U64(0),
+                Arg::I32(v) => Value::I32(v),
+                Arg::I64(v) => Value::I64(v),
+            });
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (l.grid[0], l.grid[1], l.grid[2]),
+            block_dim: (l.block, 1, 1),
+            shared_mem_bytes: l.smem,
+        };
+        let mut b = stream.launch_builder(self.kernels.get(l.kernel));
+        for v in &values {
+            match v {
+                Value::U64(x) => b.arg(x),
+                Value::I32(x) => b.arg(x),
+                Value::I64(x) => b.arg(x),
+            };
+        }
+        // SAFETY: the kernel's parameters are, in order, the program's arguments: a
+        // pointer (u64) for Ptr/Null, int for I32, long long for I64 (the emulation tests
+        // check every kernel's parameter sizes against its programs). Every pointer is an
+        // element of a live buffer of this call (`address` refuses others), and the
+        // program builders size each buffer to the extent the kernel reads or writes from
+        // that element (program.rs states it per launch; the emulation tests run every
+        // program shape against guard zones). Dynamic shared memory is at most 48 KiB.
+        unsafe { b.launch(cfg) }.map_err(launch_failed)?;
+        drop(guards);
+        Ok(())
+    }
+
+    /// Runs `p`: allocates its scratch buffers (zeroed), queues its launches on `stream`,
+    /// and returns the scratch buffers (still being written until `stream` syncs).
+    fn run(
+        &self,
+        stream: &Arc<CudaStream>,
+        p: &Program,
+        queries: &CudaSlice<f32>,
+        corpus: &Resident,
+        mask: Option<&CudaSlice<u32>>,
+    ) -> Result<Vec<Scratch>, BackendError> {
+        let oom = |e| oom_or_launch(e, p.device_bytes());
+        let temps = p
+            .temps
+            .iter()
+            .map(|t| match t.elem {
+                Elem::F32 => stream.alloc_zeros::<f32>(t.len).map(Scratch::F32),
+                Elem::I64 => stream.alloc_zeros::<i64>(t.len).map(Scratch::I64),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(oom)?;
+        let bound = Bound {
+            queries: Some(queries),
+            corpus,
+            mask,
+            temps: &temps,
+        };
+        for l in &p.launches {
+            self.launch(stream, l, &bound)?;
+        }
+        Ok(temps)
     }
 
     /// The live-row mask of a store view (one bit per row), or `None` when every row is live.
@@ -274,130 +442,15 @@ impl CudaBackend {
         Some(bits)
     }
 
-    /// Scores `queries` against rows `row0 .. row0 + rows` into `out` (`Q × rows`, stride `rows`).
-    #[allow(clippy::too_many_arguments)]
-    fn score_chunk(
-        &self,
-        stream: &CudaStream,
-        queries: &CudaSlice<f32>,
-        nq: usize,
-        res: &Resident,
-        mask: Option<&CudaSlice<u32>>,
-        row0: usize,
-        rows: usize,
-        out: &mut CudaSlice<f32>,
-    ) -> Result<(), BackendError> {
-        let dim = res.dim;
-        let (dim_i, row0_i, rows_i, ld) = (dim as i32, row0 as i64, rows as i64, rows as i64);
-        let null: u64 = 0;
-        let small = nq <= SMALL_Q && nq * dim * 4 <= SMALL_Q_SMEM;
-        if small {
-            let nq_i = nq as i32;
-            let cfg = LaunchConfig {
-                grid_dim: (rows.div_ceil(8).min(1 << 20) as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: (nq * dim * 4) as u32,
-            };
-            let mut b = stream.launch_builder(&self.kernels.score_small_q);
-            b.arg(queries)
-                .arg(&nq_i)
-                .arg(&dim_i)
-                .arg(&res.data)
-                .arg(&res.inv);
-            match mask {
-                Some(m) => b.arg(m),
-                None => b.arg(&null),
-            };
-            b.arg(&row0_i).arg(&rows_i).arg(out).arg(&ld);
-            // SAFETY: hv_score_small_q reads nq × dim query floats (staged in nq·dim·4
-            // bytes of dynamic shared memory, requested above and ≤ 48 KiB), rows
-            // row0..row0+rows of the resident corpus and its norms (row0 + rows ≤
-            // res.rows), the mask when non-null (one bit per resident row), and writes
-            // nq × rows floats at stride `rows` into `out`, which holds at least that many.
-            unsafe { b.launch(cfg) }.map_err(launch_failed)?;
-        } else {
-            for q0 in (0..nq).step_by(65535 * 64) {
-                let qn = (nq - q0).min(65535 * 64);
-                let qn_i = qn as i32;
-                let cfg = LaunchConfig {
-                    grid_dim: (rows.div_ceil(64) as u32, qn.div_ceil(64) as u32, 1),
-                    block_dim: (256, 1, 1),
-                    shared_mem_bytes: 0,
-                };
-                let qv = queries.slice(q0 * dim..(q0 + qn) * dim);
-                let mut ov = out.slice_mut(q0 * rows..(q0 + qn) * rows);
-                let mut b = stream.launch_builder(&self.kernels.score_tiled);
-                b.arg(&qv)
-                    .arg(&qn_i)
-                    .arg(&dim_i)
-                    .arg(&res.data)
-                    .arg(&res.inv);
-                match mask {
-                    Some(m) => b.arg(m),
-                    None => b.arg(&null),
-                };
-                b.arg(&row0_i).arg(&rows_i).arg(&mut ov).arg(&ld);
-                // SAFETY: as for the small scorer: hv_score_tiled reads qn × dim query
-                // floats of `qv`, rows row0..row0+rows of the resident corpus and norms,
-                // and writes qn × rows floats at stride `rows` into `ov`, which holds
-                // exactly that; out-of-range tile elements are guarded in the kernel.
-                unsafe { b.launch(cfg) }.map_err(launch_failed)?;
-            }
+    fn shape(&self, nq: usize, corpus: CorpusView<'_>, masked: bool) -> Shape {
+        Shape {
+            nq,
+            n: corpus.rows(),
+            dim: corpus.dim(),
+            masked,
+            precision: self.precision,
+            sms: self.sms,
         }
-        Ok(())
-    }
-
-    /// One radix-select pass: each query's `len` candidates (stride `ld`) → `k` per
-    /// segment of [`SEGMENT`], written at `seg_offset` segments into rows of `out_ld`.
-    #[allow(clippy::too_many_arguments)]
-    fn select(
-        &self,
-        stream: &CudaStream,
-        nq: usize,
-        scores: &CudaSlice<f32>,
-        indices: Option<&CudaSlice<i64>>,
-        ld: usize,
-        len: usize,
-        index_base: usize,
-        k: usize,
-        out_scores: &mut CudaSlice<f32>,
-        out_indices: &mut CudaSlice<i64>,
-        out_ld: usize,
-        seg_offset: usize,
-    ) -> Result<(), BackendError> {
-        let segs = len.div_ceil(SEGMENT);
-        let null: u64 = 0;
-        let (ld, len, base, k_i, out_ld, seg_offset) = (
-            ld as i64,
-            len as i64,
-            index_base as i64,
-            k as i32,
-            out_ld as i64,
-            seg_offset as i64,
-        );
-        let cfg = LaunchConfig {
-            grid_dim: (segs as u32, nq as u32, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut b = stream.launch_builder(&self.kernels.select_topk);
-        b.arg(scores);
-        match indices {
-            Some(i) => b.arg(i),
-            None => b.arg(&null),
-        };
-        b.arg(&ld).arg(&len).arg(&base).arg(&k_i);
-        b.arg(out_scores)
-            .arg(out_indices)
-            .arg(&out_ld)
-            .arg(&seg_offset);
-        // SAFETY: hv_select_topk reads `len` candidates per query at stride `ld` (and the
-        // same layout of indices when given), nq rows in all, within `scores`; it writes
-        // k slots for each of its `segs` segments at (seg_offset + s) · k of each output
-        // row of stride out_ld, and callers size the outputs as nq × out_ld with
-        // (seg_offset + segs) · k ≤ out_ld. nq ≤ 65535 (grid y) is checked by the caller.
-        unsafe { b.launch(cfg) }.map_err(launch_failed)?;
-        Ok(())
     }
 
     fn top_k_device(
@@ -406,106 +459,44 @@ impl CudaBackend {
         corpus: CorpusView<'_>,
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, BackendError> {
-        let (nq, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+        let nq = queries.rows();
         if k > MAX_K {
             return Err(BackendError::Unsupported {
                 reason: format!("k = {k} > {MAX_K}"),
             });
         }
         if nq > 65535 {
+            // The selection's grid holds 65 535 queries: the executor halves the batch.
             return Err(BackendError::OutOfMemory {
-                requested: (nq * dim * 4) as u64,
+                requested: (nq * queries.cols() * 4) as u64,
             });
         }
         let stream = self.ctx.new_stream().map_err(launch_failed)?;
-        let start = stream
-            .record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(launch_failed)?;
+        let start = timing_event(&stream)?;
         let res = self.resident(corpus, &stream)?;
-        let plan = plan::plan(self.free_memory()?, self.margin, nq, n, dim, Some(k))
-            .map_err(|requested| BackendError::OutOfMemory { requested })?;
+        let mask_bits = Self::live_mask(corpus);
+        let shape = self.shape(nq, corpus, mask_bits.is_some());
+        let plan = plan::plan(self.free_memory()?, self.margin, shape.n, |r| {
+            program::top_k(&shape, k, r).device_bytes()
+        })
+        .map_err(|requested| BackendError::OutOfMemory { requested })?;
+        let prog = program::top_k(&shape, k, plan.rows_per_chunk);
         let oom = |e| oom_or_launch(e, plan.bytes);
         let q_dev = stream.clone_htod(queries.as_slice()).map_err(oom)?;
-        let mask = match Self::live_mask(corpus) {
-            Some(bits) => Some(stream.clone_htod(&bits).map_err(oom)?),
+        let mask = match &mask_bits {
+            Some(bits) => Some(stream.clone_htod(bits).map_err(oom)?),
             None => None,
         };
-        let r = plan.rows_per_chunk;
-        let mut scores = stream.alloc_zeros::<f32>(nq * r).map_err(oom)?;
-        let segs_per_chunk = r.div_ceil(SEGMENT);
-        let total_segs = plan.chunks * segs_per_chunk;
-        let cand_ld = total_segs * k;
-        let mut cand_s = stream.alloc_zeros::<f32>(nq * cand_ld).map_err(oom)?;
-        let mut cand_i = stream.alloc_zeros::<i64>(nq * cand_ld).map_err(oom)?;
-        let mut seg_offset = 0;
-        for c in 0..plan.chunks {
-            let row0 = c * r;
-            let rows = r.min(n - row0);
-            self.score_chunk(
-                &stream,
-                &q_dev,
-                nq,
-                &res,
-                mask.as_ref(),
-                row0,
-                rows,
-                &mut scores,
-            )?;
-            self.select(
-                &stream,
-                nq,
-                &scores,
-                None,
-                rows,
-                rows,
-                row0,
-                k,
-                &mut cand_s,
-                &mut cand_i,
-                cand_ld,
-                seg_offset,
-            )?;
-            seg_offset += segs_per_chunk;
-        }
-        // Merge until one segment (k candidates) per query remains.
-        let (mut len, mut ld) = (cand_ld, cand_ld);
-        while len > k {
-            let segs = len.div_ceil(SEGMENT);
-            let out_ld = segs * k;
-            let mut next_s = stream.alloc_zeros::<f32>(nq * out_ld).map_err(oom)?;
-            let mut next_i = stream.alloc_zeros::<i64>(nq * out_ld).map_err(oom)?;
-            self.select(
-                &stream,
-                nq,
-                &cand_s,
-                Some(&cand_i),
-                ld,
-                len,
-                0,
-                k,
-                &mut next_s,
-                &mut next_i,
-                out_ld,
-                0,
-            )?;
-            (cand_s, cand_i, len, ld) = (next_s, next_i, out_ld, out_ld);
-        }
-        let k_i = k as i32;
-        let cfg = LaunchConfig {
-            grid_dim: (nq as u32, 1, 1),
-            block_dim: (512, 1, 1),
-            shared_mem_bytes: 0,
+        let temps = self.run(&stream, &prog, &q_dev, &res, mask.as_ref())?;
+        let (Buf::Temp(si), Buf::Temp(ii)) = (prog.scores, prog.indices) else {
+            unreachable!("a top-k program's result is scratch");
         };
-        let mut b = stream.launch_builder(&self.kernels.sort_topk);
-        b.arg(&mut cand_s).arg(&mut cand_i).arg(&k_i);
-        // SAFETY: after the merges each query has exactly k candidates at stride k
-        // (len == ld == k), so hv_sort_topk's nq blocks each read and write k ≤ 1024 slots.
-        unsafe { b.launch(cfg) }.map_err(launch_failed)?;
-        let s = stream.clone_dtoh(&cand_s).map_err(launch_failed)?;
-        let idx = stream.clone_dtoh(&cand_i).map_err(launch_failed)?;
-        let end = stream
-            .record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(launch_failed)?;
+        let (Scratch::F32(scores), Scratch::I64(indices)) = (&temps[si], &temps[ii]) else {
+            unreachable!("top-k results are f32 scores and i64 indices");
+        };
+        let s = stream.clone_dtoh(scores).map_err(launch_failed)?;
+        let idx = stream.clone_dtoh(indices).map_err(launch_failed)?;
+        let end = timing_event(&stream)?;
         stream.synchronize().map_err(launch_failed)?;
         if let Ok(ms) = start.elapsed_ms(&end) {
             LAST_DEVICE_TIME.with(|t| t.set(Some(Duration::from_secs_f64(ms as f64 / 1e3))));
@@ -528,43 +519,36 @@ impl CudaBackend {
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
     ) -> Result<Scores, BackendError> {
-        let (nq, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+        let (nq, n) = (queries.rows(), corpus.rows());
         let stream = self.ctx.new_stream().map_err(launch_failed)?;
         let res = self.resident(corpus, &stream)?;
-        let plan = plan::plan(self.free_memory()?, self.margin, nq, n, dim, None)
-            .map_err(|requested| BackendError::OutOfMemory { requested })?;
+        let mask_bits = Self::live_mask(corpus);
+        let shape = self.shape(nq, corpus, mask_bits.is_some());
+        let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
+            program::cosine_chunk(&shape, 0, r).device_bytes()
+        })
+        .map_err(|requested| BackendError::OutOfMemory { requested })?;
         let oom = |e| oom_or_launch(e, plan.bytes);
         let q_dev = stream.clone_htod(queries.as_slice()).map_err(oom)?;
-        let mask = match Self::live_mask(corpus) {
-            Some(bits) => Some(stream.clone_htod(&bits).map_err(oom)?),
+        let mask = match &mask_bits {
+            Some(bits) => Some(stream.clone_htod(bits).map_err(oom)?),
             None => None,
         };
-        let mut scores = stream
-            .alloc_zeros::<f32>(nq * plan.rows_per_chunk)
-            .map_err(oom)?;
+        let failed = |e: BackendError| crate::error::Error::BackendFailed {
+            backend: self.name.clone(),
+            reason: e.to_string(),
+        };
         let parts = plan::process_in_chunks(n, plan.rows_per_chunk, nq, |range| {
-            let rows = range.len();
-            self.score_chunk(
-                &stream,
-                &q_dev,
-                nq,
-                &res,
-                mask.as_ref(),
-                range.start,
-                rows,
-                &mut scores,
-            )
-            .map_err(|e| crate::error::Error::BackendFailed {
-                backend: self.name.clone(),
-                reason: e.to_string(),
-            })?;
-            let host = stream.clone_dtoh(&scores.slice(..nq * rows)).map_err(|e| {
-                crate::error::Error::BackendFailed {
-                    backend: self.name.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-            Ok(host)
+            let prog = program::cosine_chunk(&shape, range.start, range.len());
+            let temps = self
+                .run(&stream, &prog, &q_dev, &res, mask.as_ref())
+                .map_err(failed)?;
+            let Scratch::F32(scores) = &temps[0] else {
+                unreachable!("cosine scores are f32");
+            };
+            stream
+                .clone_dtoh(&scores.slice(..nq * range.len()))
+                .map_err(|e| failed(launch_failed(e)))
         })
         .map_err(BackendError::Fatal)?;
         let mut out = vec![0f32; nq * n];
@@ -605,5 +589,24 @@ impl Backend for CudaBackend {
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, BackendError> {
         self.top_k_device(queries, corpus, k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_embeds_every_kernel_module() {
+        for k in Kernel::ALL {
+            assert!(
+                KERNEL_IMAGES
+                    .iter()
+                    .any(|(name, image, _)| *name == k.module() && !image.is_empty()),
+                "{} ({}.cu) is not in the build",
+                k.symbol(),
+                k.module()
+            );
+        }
     }
 }

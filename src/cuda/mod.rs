@@ -8,7 +8,10 @@
 //! the probe itself runs under `catch_unwind`.
 
 mod device;
+#[cfg(test)]
+mod emulated;
 pub(crate) mod plan;
+pub(crate) mod program;
 
 pub use device::take_device_time;
 pub(crate) use device::CudaBackend;
@@ -39,6 +42,32 @@ impl CudaStatus {
     }
 }
 
+/// Arithmetic of the CUDA backend's compute-bound kernels (batches above 8 queries).
+///
+/// Memory-bound calls (up to 8 queries) always run in FP32: they wait on memory, not on
+/// arithmetic, so a cheaper product would not make them faster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// Exact FP32 products and sums, as on the CPU (relative error < 1e-5). The default.
+    #[default]
+    Fp32,
+    /// Products on the tensor cores from operands rounded to TF32 (10 mantissa bits),
+    /// summed in FP32. A cosine score is off by at most about 2⁻¹⁰ ≈ 1e-3 (each operand
+    /// is within 2⁻¹¹ relative, and |q·x| ≤ ‖q‖‖x‖), so top-k may swap rows whose
+    /// scores are that close. Several times the FP32 throughput on sm_80 and newer.
+    Tf32,
+}
+
+impl Precision {
+    /// Largest absolute error of a cosine score against the exact value, as documented.
+    pub fn score_tolerance(self) -> f32 {
+        match self {
+            Precision::Fp32 => 1e-5,
+            Precision::Tf32 => 2e-3,
+        }
+    }
+}
+
 /// Settings of the CUDA backend.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CudaConfig {
@@ -46,6 +75,8 @@ pub struct CudaConfig {
     pub memory_margin: f64,
     /// Plan as if at most this many bytes were free (to test or cap chunking). Default none.
     pub memory_budget: Option<u64>,
+    /// Arithmetic of the compute-bound kernels. Default [`Precision::Fp32`].
+    pub precision: Precision,
 }
 
 impl Default for CudaConfig {
@@ -53,6 +84,7 @@ impl Default for CudaConfig {
         Self {
             memory_margin: 0.8,
             memory_budget: None,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -78,7 +110,7 @@ pub(crate) fn start(config: &CudaConfig) -> Result<Arc<CudaBackend>, String> {
         if count < 1 {
             return Err("the CUDA driver reports no device".to_string());
         }
-        CudaBackend::open(config.memory_margin, config.memory_budget).map(Arc::new)
+        CudaBackend::open(&config).map(Arc::new)
     })
     .unwrap_or_else(|_| {
         Err("the CUDA driver library is incomplete (a symbol failed to load)".into())

@@ -20,41 +20,23 @@ pub(crate) struct ChunkPlan {
     pub bytes: u64,
 }
 
-/// Device bytes a call of `q` queries over `n` rows of `dim` holds with `r` rows per
-/// chunk: the queries, one chunk of scores, and for top-k (`k`) the first-pass
-/// candidates of every chunk plus the buffer the first merge pass writes, and the live
-/// mask. The resident corpus is not counted: it is already allocated.
-pub(crate) fn call_bytes(q: usize, n: usize, dim: usize, k: Option<usize>, r: usize) -> u64 {
-    let (q, n, dim, r) = (q as u64, n as u64, dim as u64, r.max(1) as u64);
-    let mut bytes = q * dim * 4 + q * r * 4 + n.div_ceil(32) * 4;
-    if let Some(k) = k {
-        let k = k as u64;
-        let seg = SEGMENT as u64;
-        let chunks = n.div_ceil(r);
-        let segs = chunks * r.min(n).div_ceil(seg); // an upper bound over uneven chunks
-        let candidate = 4 + 8; // f32 score + i64 index
-        bytes += q * segs * k * candidate;
-        bytes += q * (segs * k).div_ceil(seg) * k * candidate;
-    }
-    bytes
-}
-
-/// The largest chunk (a multiple of [`SEGMENT`]) whose call fits in `free · margin` bytes,
-/// or `Err(bytes needed at the smallest chunk)`.
+/// The largest chunk of rows (all `n`, or a multiple of [`SEGMENT`]) whose call fits in
+/// `free · margin` bytes, where `bytes_at(rows)` is everything the call allocates with
+/// that chunk size (its launch program's [`device_bytes`]); or `Err(bytes needed at the
+/// smallest chunk)`.
+///
+/// [`device_bytes`]: super::program::Program::device_bytes
 pub(crate) fn plan(
     free: u64,
     margin: f64,
-    q: usize,
     n: usize,
-    dim: usize,
-    k: Option<usize>,
+    bytes_at: impl Fn(usize) -> u64,
 ) -> std::result::Result<ChunkPlan, u64> {
     let budget = (free as f64 * margin) as u64;
-    let all = n.div_ceil(SEGMENT) * SEGMENT;
-    let mut r = all.max(SEGMENT);
+    let mut r = n.div_ceil(SEGMENT) * SEGMENT;
     loop {
-        let rows = r.min(n.max(1));
-        let bytes = call_bytes(q, n, dim, k, rows);
+        let rows = r.clamp(1, n.max(1));
+        let bytes = bytes_at(rows);
         if bytes <= budget {
             return Ok(ChunkPlan {
                 rows_per_chunk: rows,
@@ -100,39 +82,56 @@ pub(crate) fn process_in_chunks<T>(
 mod tests {
     use super::*;
 
+    use crate::cuda::program::{self, Shape};
+    use crate::cuda::Precision;
+
+    fn top_k_bytes(q: usize, n: usize, dim: usize, k: usize) -> impl Fn(usize) -> u64 {
+        let s = Shape {
+            nq: q,
+            n,
+            dim,
+            masked: true,
+            precision: Precision::Fp32,
+            sms: 132,
+        };
+        move |r| program::top_k(&s, k, r).device_bytes()
+    }
+
     #[test]
-    fn a_plan_fits_its_budget_and_counts_everything() {
-        let (q, n, dim, k) = (1024, 1_000_000, 768, Some(10));
-        for free in [64u64 << 20, 1 << 30, 2 << 30, 80 << 30] {
-            let p = plan(free, 0.8, q, n, dim, k).unwrap();
+    fn a_plan_fits_its_budget_and_is_the_largest_that_does() {
+        // k = 100 is above the fused limit: each chunk's scores live in device memory.
+        let (q, n, dim, k) = (1024, 1_000_000, 768, 100);
+        let bytes = top_k_bytes(q, n, dim, k);
+        for free in [1u64 << 30, 2 << 30, 4 << 30, 80 << 30] {
+            let p = plan(free, 0.8, n, &bytes).unwrap();
             assert!(p.bytes <= (free as f64 * 0.8) as u64, "{p:?}");
-            assert_eq!(p.bytes, call_bytes(q, n, dim, k, p.rows_per_chunk));
+            assert_eq!(p.bytes, bytes(p.rows_per_chunk));
             assert_eq!(p.chunks, n.div_ceil(p.rows_per_chunk));
             assert!(p.rows_per_chunk.is_multiple_of(SEGMENT) || p.rows_per_chunk == n);
             // The next larger chunk would not fit (or this is already the whole corpus).
-            let bigger = (p.rows_per_chunk * 2).min(n.div_ceil(SEGMENT) * SEGMENT);
+            let bigger = (p.rows_per_chunk * 2).min(n);
             assert!(
-                p.rows_per_chunk == n
-                    || call_bytes(q, n, dim, k, bigger) > (free as f64 * 0.8) as u64,
+                p.rows_per_chunk == n || bytes(bigger) > (free as f64 * 0.8) as u64,
                 "{p:?} could have been larger"
             );
         }
         // 1024 queries' scores for all 1M rows are 4 GB: 2 GiB free forces chunks.
-        assert!(plan(2 << 30, 0.8, q, n, dim, k).unwrap().chunks > 1);
+        assert!(plan(2 << 30, 0.8, n, &bytes).unwrap().chunks > 1);
         // Plenty of memory: one chunk.
-        assert_eq!(plan(80 << 30, 0.8, q, n, dim, k).unwrap().chunks, 1);
+        assert_eq!(plan(80 << 30, 0.8, n, &bytes).unwrap().chunks, 1);
     }
 
     #[test]
     fn no_plan_when_even_the_smallest_chunk_does_not_fit() {
-        let need = plan(1 << 20, 0.8, 4096, 1_000_000, 768, Some(1024)).unwrap_err();
-        assert_eq!(need, call_bytes(4096, 1_000_000, 768, Some(1024), SEGMENT));
+        let bytes = top_k_bytes(4096, 1_000_000, 768, 1024);
+        let need = plan(1 << 20, 0.8, 1_000_000, &bytes).unwrap_err();
+        assert_eq!(need, bytes(SEGMENT));
         assert!(need > 1 << 20);
     }
 
     #[test]
     fn small_corpora_are_one_chunk_of_their_own_size() {
-        let p = plan(1 << 30, 0.8, 3, 100, 16, Some(5)).unwrap();
+        let p = plan(1 << 30, 0.8, 100, top_k_bytes(3, 100, 16, 50)).unwrap();
         assert_eq!((p.rows_per_chunk, p.chunks), (100, 1));
     }
 

@@ -1,0 +1,339 @@
+// A CPU emulator of the CUDA device code in kernels/*.cu, for tests on machines without a
+// GPU. Not a simulator of timing or of the memory model: it runs every block of a grid in
+// turn, each CUDA thread as a fiber on one OS thread, and switches fibers only at
+// __syncthreads, __syncwarp and warp collectives (shuffles, ballots, mma). Threads run in a
+// seeded random order between barriers, so a read of shared memory that lacks its barrier
+// sees stale data and fails the test instead of passing by luck. It also reports what would
+// be undefined on a GPU: a barrier not reached by every live thread of its group (deadlock),
+// and a warp collective with exited lanes.
+//
+// The kernels see the usual names (threadIdx, __shfl_xor_sync, atomicAdd, ...); only
+// dynamic shared memory (HV_DYNAMIC_SMEM) and the tensor-core wrappers (hv_mma_*) differ,
+// and common.cuh selects them under HV_EMULATION.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+#include <csetjmp>
+#include <ucontext.h>
+
+#define HV_EMULATION 1
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+// One block runs at a time on one OS thread (launches are serialised), so a function-local
+// static is exactly one block's shared memory.
+#define __shared__ static
+
+struct dim3 {
+    unsigned int x = 1, y = 1, z = 1;
+};
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(8) float2 {
+    float x, y;
+};
+
+namespace hv_emu {
+
+enum class State { Ready, Waiting, Done };
+
+// A fiber starts once through makecontext/swapcontext; every later switch is a
+// _setjmp/_longjmp pair, which (unlike swapcontext) makes no system call.
+struct Fiber {
+    ucontext_t ctx;
+    jmp_buf jb;
+    bool started = false;
+    std::unique_ptr<char[]> stack;
+    dim3 tid;
+    unsigned int linear = 0;
+    State state = State::Ready;
+};
+
+// A barrier over a group of fibers (the block, or one warp): released when every live
+// member has arrived.
+struct Group {
+    int live = 0;
+    int arrived = 0;
+    std::vector<int> waiting;
+};
+
+struct Launch {
+    dim3 grid, block, bid;
+    unsigned int threads = 0;
+    std::vector<Fiber> fibers;
+    Group block_group;
+    std::vector<Group> warp_groups;
+    std::vector<uint64_t> warp_slots;  // 32 per warp: the values lanes exchange
+    std::vector<int> ready;
+    ucontext_t scheduler;
+    jmp_buf scheduler_jb;
+    int current = -1;
+    std::mt19937_64 rng;
+    std::vector<unsigned char> dynamic_smem;
+    std::string error;
+    void (*body)(void*) = nullptr;
+    void* body_arg = nullptr;
+};
+
+inline Launch*& launch() {
+    static Launch* l = nullptr;
+    return l;
+}
+inline Fiber& me() { return launch()->fibers[launch()->current]; }
+
+inline void fail(const std::string& what) {
+    Launch* l = launch();
+    if (l->error.empty()) {
+        char where[96];
+        snprintf(where, sizeof where, " (block %u,%u thread %u)", l->bid.x, l->bid.y, me().linear);
+        l->error = what + where;
+    }
+}
+
+inline void yield() {
+    Launch* l = launch();
+    if (!_setjmp(l->fibers[l->current].jb)) _longjmp(l->scheduler_jb, 1);
+}
+
+inline void release(Group& g) {
+    Launch* l = launch();
+    for (int f : g.waiting) {
+        l->fibers[f].state = State::Ready;
+        l->ready.push_back(f);
+    }
+    g.waiting.clear();
+    g.arrived = 0;
+}
+
+inline void arrive(Group& g) {
+    Launch* l = launch();
+    if (++g.arrived == g.live) {
+        release(g);
+        return;
+    }
+    me().state = State::Waiting;
+    g.waiting.push_back(l->current);
+    yield();
+}
+
+inline Group& my_warp() { return launch()->warp_groups[me().linear / 32]; }
+inline unsigned int lane() { return me().linear % 32; }
+
+inline void sync_block() { arrive(launch()->block_group); }
+inline void sync_warp() { arrive(my_warp()); }
+
+// Every lane of the warp offers `v` and gets what lane `src(lane)` offered.
+template <class T, class F>
+inline T exchange(unsigned int mask, T v, F src) {
+    static_assert(sizeof(T) <= 8, "warp exchange of at most 8 bytes");
+    if (mask != 0xffffffffu) fail("warp collective with a partial mask (the kernels use full warps)");
+    if (my_warp().live != 32) fail("warp collective after some lanes exited");
+    Launch* l = launch();
+    uint64_t* slots = &l->warp_slots[(me().linear / 32) * 32];
+    unsigned int ln = lane();
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof(T));
+    slots[ln] = bits;
+    sync_warp();
+    unsigned int from = src(ln);
+    T out = v;
+    if (from < 32) memcpy(&out, &slots[from], sizeof(T));
+    sync_warp();
+    return out;
+}
+
+// All 32 lanes' values of `v`, for collectives that need the whole warp (mma).
+template <class T>
+inline void gather(T v, T (&all)[32]) {
+    Launch* l = launch();
+    uint64_t* slots = &l->warp_slots[(me().linear / 32) * 32];
+    if (my_warp().live != 32) fail("warp collective after some lanes exited");
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof(T));
+    slots[lane()] = bits;
+    sync_warp();
+    for (int i = 0; i < 32; ++i) memcpy(&all[i], &slots[i], sizeof(T));
+    sync_warp();
+}
+
+inline void fiber_main() {
+    Launch* l = launch();
+    l->body(l->body_arg);
+    Fiber& f = me();
+    f.state = State::Done;
+    // An exited thread no longer counts at the block's or its warp's barriers.
+    for (Group* g : {&l->block_group, &my_warp()}) {
+        --g->live;
+        if (g->live > 0 && g->arrived == g->live) release(*g);
+    }
+    _longjmp(l->scheduler_jb, 1);
+}
+
+// Runs `f` until it waits or exits. Kept out of line so no caller's locals live across
+// the _setjmp.
+__attribute__((noinline)) inline void resume(Launch& l, Fiber& f) {
+    if (!_setjmp(l.scheduler_jb)) {
+        if (f.started) _longjmp(f.jb, 1);
+        f.started = true;
+        swapcontext(&l.scheduler, &f.ctx);
+    }
+}
+
+inline void run_block(Launch& l) {
+    const size_t stack_bytes = 256 * 1024;
+    l.block_group = Group{static_cast<int>(l.threads), 0, {}};
+    for (auto& g : l.warp_groups) g = Group{0, 0, {}};
+    for (unsigned int t = 0; t < l.threads; ++t) l.warp_groups[t / 32].live++;
+    l.ready.clear();
+    for (unsigned int t = 0; t < l.threads; ++t) {
+        Fiber& f = l.fibers[t];
+        if (!f.stack) f.stack.reset(new char[stack_bytes]);
+        f.linear = t;
+        f.tid = dim3{t % l.block.x, (t / l.block.x) % l.block.y, t / (l.block.x * l.block.y)};
+        f.state = State::Ready;
+        f.started = false;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack.get();
+        f.ctx.uc_stack.ss_size = stack_bytes;
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, fiber_main, 0);
+        l.ready.push_back(static_cast<int>(t));
+    }
+    unsigned int done = 0;
+    while (done < l.threads) {
+        if (l.ready.empty()) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "deadlock in block %u,%u: %u threads wait at a barrier that the others "
+                     "never reach", l.bid.x, l.bid.y, l.threads - done);
+            if (l.error.empty()) l.error = msg;
+            return;
+        }
+        size_t pick = l.rng() % l.ready.size();
+        int f = l.ready[pick];
+        l.ready[pick] = l.ready.back();
+        l.ready.pop_back();
+        l.current = f;
+        resume(l, l.fibers[f]);
+        if (l.fibers[f].state == State::Done) ++done;
+    }
+}
+
+}  // namespace hv_emu
+
+#define threadIdx (hv_emu::me().tid)
+#define blockIdx (hv_emu::launch()->bid)
+#define blockDim (hv_emu::launch()->block)
+#define gridDim (hv_emu::launch()->grid)
+
+inline void __syncthreads() { hv_emu::sync_block(); }
+inline void __syncwarp(unsigned int mask = 0xffffffffu) {
+    if (mask != 0xffffffffu) hv_emu::fail("__syncwarp with a partial mask");
+    hv_emu::sync_warp();
+}
+
+template <class T>
+inline T __shfl_xor_sync(unsigned int mask, T v, int o) {
+    return hv_emu::exchange(mask, v, [o](unsigned int l) { return l ^ static_cast<unsigned int>(o); });
+}
+template <class T>
+inline T __shfl_sync(unsigned int mask, T v, int src) {
+    return hv_emu::exchange(mask, v, [src](unsigned int) { return static_cast<unsigned int>(src) % 32; });
+}
+template <class T>
+inline T __shfl_up_sync(unsigned int mask, T v, unsigned int d) {
+    return hv_emu::exchange(mask, v, [d](unsigned int l) { return l >= d ? l - d : 32u; });
+}
+template <class T>
+inline T __shfl_down_sync(unsigned int mask, T v, unsigned int d) {
+    return hv_emu::exchange(mask, v, [d](unsigned int l) { return l + d < 32 ? l + d : 32u; });
+}
+inline unsigned int __ballot_sync(unsigned int mask, int pred) {
+    unsigned int all[32];
+    if (mask != 0xffffffffu) hv_emu::fail("__ballot_sync with a partial mask");
+    hv_emu::gather(static_cast<unsigned int>(pred != 0), all);
+    unsigned int bits = 0;
+    for (int i = 0; i < 32; ++i) bits |= all[i] << i;
+    return bits;
+}
+inline int __popc(unsigned int v) { return __builtin_popcount(v); }
+inline int __ffs(unsigned int v) { return __builtin_ffs(static_cast<int>(v)); }
+
+// One OS thread runs all fibers, so atomics are plain read-modify-writes.
+inline unsigned int atomicAdd(unsigned int* p, unsigned int v) {
+    unsigned int old = *p;
+    *p = old + v;
+    return old;
+}
+inline int atomicAdd(int* p, int v) {
+    int old = *p;
+    *p = old + v;
+    return old;
+}
+
+template <class T>
+inline T __ldg(const T* p) { return *p; }
+inline unsigned int __float_as_uint(float f) {
+    unsigned int u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+inline float __uint_as_float(unsigned int u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+
+// Tensor cores. TF32 keeps 10 mantissa bits, rounded to nearest with ties away from zero
+// (cvt.rna.tf32.f32).
+inline unsigned int hv_to_tf32(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7f800000u) != 0x7f800000u) u += 0x1000u;
+    return u & 0xffffe000u;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, with the PTX ISA's fragment layout:
+// g = lane / 4, t = lane % 4; a = {A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4]},
+// b = {B[t][g], B[t+4][g]}, c/d = {C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]}.
+inline void hv_mma_tf32(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
+    float A[16][8], B[8][8], C[16][8];
+    for (int r = 0; r < 4; ++r) {
+        unsigned int all[32];
+        hv_emu::gather(a[r], all);
+        for (int l = 0; l < 32; ++l) {
+            int g = l / 4, t = l % 4;
+            A[g + 8 * (r & 1)][t + 4 * (r >> 1)] = __uint_as_float(all[l]);
+        }
+    }
+    for (int r = 0; r < 2; ++r) {
+        unsigned int all[32];
+        hv_emu::gather(b[r], all);
+        for (int l = 0; l < 32; ++l) B[l % 4 + 4 * r][l / 4] = __uint_as_float(all[l]);
+    }
+    for (int r = 0; r < 4; ++r) {
+        float all[32];
+        hv_emu::gather(d[r], all);
+        for (int l = 0; l < 32; ++l) C[l / 4 + 8 * (r >> 1)][2 * (l % 4) + (r & 1)] = all[l];
+    }
+    int g = hv_emu::lane() / 4, t = hv_emu::lane() % 4;
+    for (int r = 0; r < 4; ++r) {
+        int row = g + 8 * (r >> 1), col = 2 * t + (r & 1);
+        float acc = C[row][col];
+        for (int kk = 0; kk < 8; ++kk) acc = fmaf(A[row][kk], B[kk][col], acc);
+        d[r] = acc;
+    }
+}
+
+#define HV_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(hv_emu::launch()->dynamic_smem.data())

@@ -1,0 +1,132 @@
+// The kernels of kernels/*.cu built for the CPU emulator (cuda_emu.h), behind one C entry
+// point shaped like cuLaunchKernel. Built and loaded by the crate's emulation tests.
+#include "cuda_emu.h"
+
+#include "../fused.cu"
+#include "../norms.cu"
+#include "../score.cu"
+#include "../topk.cu"
+
+#include <mutex>
+#include <utility>
+
+// Self-tests: kernels that are wrong on purpose, to show the emulator catches them.
+// Half of each warp waits at the block barrier, the other half at the warp barrier.
+extern "C" __global__ void hv_emu_selftest_divergent_barrier() {
+    if (threadIdx.x % 32 < 16)
+        __syncthreads();
+    else
+        __syncwarp();
+}
+// Reads a neighbour's shared-memory slot with no barrier after the writes.
+extern "C" __global__ void hv_emu_selftest_race(float* out, float base) {
+    __shared__ float s[256];
+    s[threadIdx.x] = base + threadIdx.x;
+    out[threadIdx.x] = s[(threadIdx.x + 1) % 256] - base;
+}
+
+namespace {
+
+template <class F>
+struct Signature;
+template <class... A>
+struct Signature<void(A...)> {
+    static constexpr size_t count = sizeof...(A);
+    static constexpr size_t sizes[sizeof...(A) + 1] = {sizeof(A)..., 0};
+};
+
+template <class... A, size_t... I>
+void call_with(void (*f)(A...), void** p, std::index_sequence<I...>) {
+    f(*static_cast<A*>(p[I])...);
+}
+
+template <class... A>
+constexpr size_t arity(void (*)(A...)) {
+    return sizeof...(A);
+}
+
+struct Entry {
+    const char* name;
+    void (*invoke)(void** params);
+    const size_t* param_sizes;
+    size_t params;
+};
+
+#define HV_EMU_KERNEL(f)                                                                   \
+    Entry {                                                                                \
+        #f, [](void** p) { call_with(f, p, std::make_index_sequence<arity(f)>{}); },        \
+            Signature<decltype(f)>::sizes, Signature<decltype(f)>::count                   \
+    }
+
+const Entry kKernels[] = {
+    HV_EMU_KERNEL(hv_row_inv_norms),   HV_EMU_KERNEL(hv_score_small_q),
+    HV_EMU_KERNEL(hv_score_tiled),     HV_EMU_KERNEL(hv_score_tiled_tf32),
+    HV_EMU_KERNEL(hv_select_topk),     HV_EMU_KERNEL(hv_sort_topk),
+    HV_EMU_KERNEL(hv_topk_small_q),    HV_EMU_KERNEL(hv_topk_tiled),
+    HV_EMU_KERNEL(hv_topk_tiled_tf32), HV_EMU_KERNEL(hv_emu_selftest_divergent_barrier),
+    HV_EMU_KERNEL(hv_emu_selftest_race),
+};
+
+const Entry* find(const char* name) {
+    for (const Entry& k : kKernels)
+        if (strcmp(k.name, name) == 0) return &k;
+    return nullptr;
+}
+
+struct Body {
+    void (*invoke)(void**);
+    void** params;
+};
+
+}  // namespace
+
+// Runs kernel `name` over the grid, one block after another. params: as cuLaunchKernel's
+// kernelParams (one pointer to each argument's value); device pointers are host pointers.
+// Returns 0, or 1 with a message in err (unknown kernel, bad block size, deadlock, a warp
+// collective with exited lanes).
+extern "C" int hv_emu_launch(const char* name, const unsigned int* grid, const unsigned int* block,
+                             unsigned int smem, void** params, unsigned long long seed, char* err,
+                             size_t err_len) {
+    static std::mutex serial;
+    std::lock_guard<std::mutex> hold(serial);
+    auto report = [&](const std::string& m) {
+        snprintf(err, err_len, "%s: %s", name, m.c_str());
+        return 1;
+    };
+    const Entry* e = find(name);
+    if (!e) return report("no such kernel");
+    hv_emu::Launch l;
+    l.grid = dim3{grid[0], grid[1], grid[2]};
+    l.block = dim3{block[0], block[1], block[2]};
+    l.threads = block[0] * block[1] * block[2];
+    if (l.threads == 0 || l.threads > 1024 || l.threads % 32 != 0)
+        return report("block size must be a multiple of 32 up to 1024");
+    if (smem > 48 * 1024) return report("more than 48 KiB of dynamic shared memory");
+    l.fibers.resize(l.threads);
+    l.warp_groups.resize(l.threads / 32);
+    l.warp_slots.assign(l.threads, 0);
+    l.dynamic_smem.assign(smem, 0xCD);  // garbage, as on a GPU
+    l.rng.seed(seed);
+    Body body{e->invoke, params};
+    l.body = [](void* b) { static_cast<Body*>(b)->invoke(static_cast<Body*>(b)->params); };
+    l.body_arg = &body;
+    hv_emu::launch() = &l;
+    for (unsigned int z = 0; z < l.grid.z && l.error.empty(); ++z)
+        for (unsigned int y = 0; y < l.grid.y && l.error.empty(); ++y)
+            for (unsigned int x = 0; x < l.grid.x && l.error.empty(); ++x) {
+                l.bid = dim3{x, y, z};
+                hv_emu::run_block(l);
+            }
+    hv_emu::launch() = nullptr;
+    if (!l.error.empty()) return report(l.error);
+    return 0;
+}
+
+// The size of each parameter of kernel `name`, in order, into out[0..cap); returns the
+// parameter count, or -1 for an unknown kernel.
+extern "C" int hv_emu_param_sizes(const char* name, size_t* out, size_t cap) {
+    const Entry* e = find(name);
+    if (!e) return -1;
+    for (size_t i = 0; i < e->params && i < cap; ++i) out[i] = e->param_sizes[i];
+    return static_cast<int>(e->params);
+}

@@ -1,0 +1,106 @@
+// Top-k fused with scoring, for k ≤ HV_LIST_MAX_K: scores live only in registers and
+// shared memory, and each warp keeps its queries' best k in a warp list (list.cuh). Every
+// block writes k candidates per query for its part of the corpus:
+//   out_s/out_i[q * out_ld + part * k + j], j < k, best first (absent: HV_ABSENT_BITS, -1),
+// and hv_select_topk / hv_sort_topk (topk.cu) merge the parts. Candidates are corpus row
+// indices (the whole resident corpus, rows 0..rows).
+#include "common.cuh"
+#include "list.cuh"
+#include "small_q.cuh"
+#include "tile.cuh"
+
+// Small batches: one part per warp (part = global warp index), rows strided over warps.
+extern "C" __global__ void __launch_bounds__(256)
+hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                const float* __restrict__ inv, const unsigned int* __restrict__ mask,
+                long long rows, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
+                long long out_ld) {
+    HV_DYNAMIC_SMEM(float, q_s);
+    hv_stage_queries(q_s, queries, nq, dim);
+    int lane = threadIdx.x % HV_WARP;
+    long long warps = (long long)gridDim.x * (blockDim.x / HV_WARP);
+    long long part = (long long)blockIdx.x * (blockDim.x / HV_WARP) + threadIdx.x / HV_WARP;
+    HvList lists[HV_SMALL_Q];
+    #pragma unroll
+    for (int q = 0; q < HV_SMALL_Q; ++q) hv_list_clear(lists[q]);
+    for (long long r = part; r < rows; r += warps) {
+        float acc[HV_SMALL_Q];
+        hv_row_dots(q_s, nq, dim, x + r * dim, lane, acc);
+        if (!hv_live(mask, r)) continue;  // warp-uniform: every lane has the same r
+        float s = inv[r];
+        #pragma unroll
+        for (int q = 0; q < HV_SMALL_Q; ++q) {
+            if (q < nq) {
+                unsigned int key = hv_key(acc[q] * s);
+                unsigned int lk;
+                long long li;
+                hv_list_last(lists[q], k, lk, li);
+                if (hv_better(key, r, lk, li)) hv_list_insert(lists[q], k, key, r);
+            }
+        }
+    }
+    #pragma unroll
+    for (int q = 0; q < HV_SMALL_Q; ++q)
+        if (q < nq) hv_list_store(lists[q], k, out_s + q * out_ld + part * k, out_i + q * out_ld + part * k);
+}
+
+// Large batches: block (x, y) takes queries 64y .. 64y+63 and corpus rows
+// [x · seg_tiles · 64, +seg_tiles · 64), one 64 × 64 tile at a time; warp w keeps the lists
+// of queries 8w .. 8w+7. Part = blockIdx.x.
+template <bool TF32>
+__device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ queries, int nq, int dim,
+                                                   const float* __restrict__ x,
+                                                   const float* __restrict__ inv,
+                                                   const unsigned int* __restrict__ mask,
+                                                   long long rows, int seg_tiles, int k,
+                                                   float* __restrict__ out_s,
+                                                   long long* __restrict__ out_i, long long out_ld) {
+    __shared__ HvTileSmem sm;
+    const int lane = threadIdx.x % HV_WARP, warp = threadIdx.x / HV_WARP;
+    const int q0 = blockIdx.y * HV_TM;
+    const long long first = (long long)blockIdx.x * seg_tiles * HV_TN;
+    HvList lists[8];
+    #pragma unroll
+    for (int i = 0; i < 8; ++i) hv_list_clear(lists[i]);
+    for (int t = 0; t < seg_tiles; ++t) {
+        long long n0 = first + (long long)t * HV_TN;
+        if (n0 >= rows) break;  // block-uniform
+        hv_tile_scores<TF32>(sm, queries, nq, dim, x, inv, mask, 0, rows, q0, n0);
+        #pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            int qm = warp * 8 + i;
+            #pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                int rn = lane + 32 * h;
+                // Absent rows map to key 0, which is never offered.
+                hv_list_offer(lists[i], k, hv_key(sm.s[qm][rn]), n0 + rn);
+            }
+        }
+        __syncthreads();  // sm.s is rewritten by the next tile
+    }
+    #pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        int q = q0 + warp * 8 + i;
+        if (q < nq) {
+            long long at = (long long)q * out_ld + (long long)blockIdx.x * k;
+            hv_list_store(lists[i], k, out_s + at, out_i + at);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_topk_tiled(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+              const float* __restrict__ inv, const unsigned int* __restrict__ mask, long long rows,
+              int seg_tiles, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
+              long long out_ld) {
+    hv_topk_tiled_impl<false>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
+}
+
+// The same on the tensor cores, operands rounded to TF32 (Precision::Tf32).
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_topk_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                   const float* __restrict__ inv, const unsigned int* __restrict__ mask,
+                   long long rows, int seg_tiles, int k, float* __restrict__ out_s,
+                   long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_tiled_impl<true>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
+}

@@ -1,0 +1,108 @@
+// One block's 64 × 64 tile of cosine scores (64 queries × 64 corpus rows), computed into
+// shared memory by 256 threads. Shared by the full-score kernels (score.cu), which copy the
+// tile out, and the fused top-k kernels (fused.cu), which select from it in place.
+#pragma once
+#include "common.cuh"
+
+#define HV_TM 64
+#define HV_TN 64
+#define HV_TK 16
+#define HV_TILE_THREADS 256
+
+struct HvTileSmem {
+    // Operand slices, K-major. The +8 padding keeps the tensor-core fragment reads
+    // (8 rows × 4 k per warp) on 32 distinct banks.
+    float a[HV_TK][HV_TM + 8];
+    float b[HV_TK][HV_TN + 8];
+    // The finished tile: s[query][row], +1 against bank conflicts on the column reads.
+    float s[HV_TM][HV_TN + 1];
+};
+
+// Fills sm.s with the scores of queries q0..q0+63 against corpus rows row0+n0 .. +63:
+// (Q[q] · X[r]) * inv[r]; a row past `rows` or cleared in the mask scores absent (key 0).
+// Queries past nq score 0 and must be ignored by the caller. With TF32, the products run
+// on the tensor cores from operands rounded to tf32; otherwise in exact FP32 FMA.
+// Ends with a barrier, so sm.s is ready for every thread.
+template <bool TF32>
+__device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __restrict__ queries,
+                                               int nq, int dim, const float* __restrict__ x,
+                                               const float* __restrict__ inv,
+                                               const unsigned int* __restrict__ mask,
+                                               long long row0, long long rows, int q0,
+                                               long long n0) {
+    const int tid = threadIdx.x;
+    // FP32: thread (tx, ty) owns queries ty*4+i and rows tx*4+j. TF32: warp w owns the
+    // 16 × 32 block at queries 16*(w%4), rows 32*(w/4), as four m16n8 accumulators.
+    float acc[4][4];
+    #pragma unroll
+    for (int i = 0; i < 4; ++i)
+        #pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < dim; k0 += HV_TK) {
+        for (int e = tid; e < HV_TM * HV_TK; e += HV_TILE_THREADS) {
+            int m = e / HV_TK, k = e % HV_TK;
+            int q = q0 + m, kk = k0 + k;
+            float av = (q < nq && kk < dim) ? queries[(long long)q * dim + kk] : 0.0f;
+            long long n = n0 + m;
+            float bv = (n < rows && kk < dim) ? x[(row0 + n) * dim + kk] : 0.0f;
+            if (TF32) {
+                av = __uint_as_float(hv_to_tf32(av));
+                bv = __uint_as_float(hv_to_tf32(bv));
+            }
+            sm.a[k][m] = av;
+            sm.b[k][m] = bv;
+        }
+        __syncthreads();
+        if (TF32) {
+            const int lane = tid % HV_WARP, w = tid / HV_WARP;
+            const int g = lane / 4, t = lane % 4, qm = 16 * (w % 4), rn = 32 * (w / 4);
+            #pragma unroll
+            for (int ks = 0; ks < HV_TK; ks += 8) {
+                unsigned int a[4] = {
+                    __float_as_uint(sm.a[ks + t][qm + g]), __float_as_uint(sm.a[ks + t][qm + g + 8]),
+                    __float_as_uint(sm.a[ks + t + 4][qm + g]), __float_as_uint(sm.a[ks + t + 4][qm + g + 8])};
+                #pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    unsigned int b[2] = {__float_as_uint(sm.b[ks + t][rn + 8 * j + g]),
+                                         __float_as_uint(sm.b[ks + t + 4][rn + 8 * j + g])};
+                    hv_mma_tf32(acc[j], a, b);
+                }
+            }
+        } else {
+            const int tx = tid % 16, ty = tid / 16;
+            #pragma unroll
+            for (int k = 0; k < HV_TK; ++k) {
+                float a[4], b[4];
+                #pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = sm.a[k][ty * 4 + i];
+                #pragma unroll
+                for (int j = 0; j < 4; ++j) b[j] = sm.b[k][tx * 4 + j];
+                #pragma unroll
+                for (int i = 0; i < 4; ++i)
+                    #pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+        }
+        __syncthreads();
+    }
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        #pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            int qm, rn;
+            if (TF32) {
+                const int lane = tid % HV_WARP, w = tid / HV_WARP;
+                qm = 16 * (w % 4) + lane / 4 + 8 * (j >> 1);
+                rn = 32 * (w / 4) + 8 * i + 2 * (lane % 4) + (j & 1);
+            } else {
+                qm = (tid / 16) * 4 + i;
+                rn = (tid % 16) * 4 + j;
+            }
+            long long n = n0 + rn;
+            float v = __uint_as_float(HV_ABSENT_BITS);
+            if (n < rows && hv_live(mask, row0 + n)) v = acc[i][j] * inv[row0 + n];
+            sm.s[qm][rn] = v;
+        }
+    }
+    __syncthreads();
+}

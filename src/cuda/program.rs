@@ -1,0 +1,535 @@
+//! Launch programs: every kernel launch of one call, as data (kernel, grid, arguments,
+//! scratch buffers). The CUDA backend runs a program on the device; the emulation tests
+//! run the same program through the CPU emulator of `kernels/emu`, so the launch
+//! geometry, buffer offsets and merge passes are tested without a GPU.
+//!
+//! A program's arguments name buffers, never addresses. Each builder below states, per
+//! launch, which extent of which buffer the kernel touches; the builders size the scratch
+//! buffers to those extents, and [`Program::device_bytes`] is exactly what a run holds.
+
+use super::plan::{MAX_K, SEGMENT};
+use super::Precision;
+
+/// Queries the memory-bound kernels take per launch (`HV_SMALL_Q`).
+pub(crate) const SMALL_Q: usize = 8;
+/// Dynamic shared memory the memory-bound kernels may use for queries.
+pub(crate) const SMALL_Q_SMEM: usize = 48 * 1024;
+/// The largest `k` the fused kernels keep (`HV_LIST_MAX_K`); larger `k` scores chunks of
+/// rows into device memory and selects from them.
+pub(crate) const FUSED_MAX_K: usize = 32;
+/// Tile edge of the tiled kernels (`HV_TM` = `HV_TN`).
+const TILE: usize = 64;
+/// Grid y limit.
+const MAX_GRID_Y: usize = 65535;
+
+/// A kernel of `kernels/*.cu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    InvNorms,
+    ScoreSmallQ,
+    ScoreTiled,
+    ScoreTiledTf32,
+    SelectTopK,
+    SortTopK,
+    TopKSmallQ,
+    TopKTiled,
+    TopKTiledTf32,
+}
+
+impl Kernel {
+    pub(crate) const ALL: [Kernel; 9] = [
+        Kernel::InvNorms,
+        Kernel::ScoreSmallQ,
+        Kernel::ScoreTiled,
+        Kernel::ScoreTiledTf32,
+        Kernel::SelectTopK,
+        Kernel::SortTopK,
+        Kernel::TopKSmallQ,
+        Kernel::TopKTiled,
+        Kernel::TopKTiledTf32,
+    ];
+
+    /// The `extern "C"` name.
+    pub(crate) fn symbol(self) -> &'static str {
+        match self {
+            Kernel::InvNorms => "hv_row_inv_norms",
+            Kernel::ScoreSmallQ => "hv_score_small_q",
+            Kernel::ScoreTiled => "hv_score_tiled",
+            Kernel::ScoreTiledTf32 => "hv_score_tiled_tf32",
+            Kernel::SelectTopK => "hv_select_topk",
+            Kernel::SortTopK => "hv_sort_topk",
+            Kernel::TopKSmallQ => "hv_topk_small_q",
+            Kernel::TopKTiled => "hv_topk_tiled",
+            Kernel::TopKTiledTf32 => "hv_topk_tiled_tf32",
+        }
+    }
+
+    /// The `kernels/<module>.cu` that defines it.
+    pub(crate) fn module(self) -> &'static str {
+        match self {
+            Kernel::InvNorms => "norms",
+            Kernel::ScoreSmallQ | Kernel::ScoreTiled | Kernel::ScoreTiledTf32 => "score",
+            Kernel::SelectTopK | Kernel::SortTopK => "topk",
+            Kernel::TopKSmallQ | Kernel::TopKTiled | Kernel::TopKTiledTf32 => "fused",
+        }
+    }
+}
+
+/// A buffer a program reads or writes: the call's inputs, or its own scratch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Buf {
+    /// `nq × dim` f32, unit-norm rows.
+    Queries,
+    /// The resident corpus, `n × dim` f32.
+    Corpus,
+    /// Its inverse row norms, `n` f32.
+    InvNorms,
+    /// The live-row mask, `ceil(n / 32)` u32 (present only when the program is masked).
+    Mask,
+    /// Scratch buffer `i` of [`Program::temps`], zero-filled before the first launch.
+    Temp(usize),
+}
+
+/// Element type of a scratch buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Elem {
+    F32,
+    I64,
+}
+
+impl Elem {
+    pub(crate) fn size(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::I64 => 8,
+        }
+    }
+}
+
+/// One kernel argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arg {
+    /// The address of element `offset` of a buffer.
+    Ptr(Buf, usize),
+    /// A null pointer.
+    Null,
+    I32(i32),
+    I64(i64),
+}
+
+/// One kernel launch; `block` threads in one dimension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Launch {
+    pub kernel: Kernel,
+    pub grid: [u32; 3],
+    pub block: u32,
+    pub smem: u32,
+    pub args: Vec<Arg>,
+}
+
+/// A scratch buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Temp {
+    pub elem: Elem,
+    pub len: usize,
+}
+
+/// The launches of one call, in stream order, and where its result lies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Program {
+    pub temps: Vec<Temp>,
+    pub launches: Vec<Launch>,
+    /// Top-k: `nq × k` scores (f32) and indices (i64, −1 for none), best first.
+    /// Cosine: `nq × rows` scores in `scores`; `indices` unused.
+    pub scores: Buf,
+    pub indices: Buf,
+    /// Input bytes a run uploads per call (queries, mask).
+    pub input_bytes: u64,
+}
+
+impl Program {
+    /// Device bytes a run holds at its peak: its inputs and every scratch buffer (all are
+    /// allocated before the first launch). The resident corpus is not counted.
+    pub(crate) fn device_bytes(&self) -> u64 {
+        self.input_bytes
+            + self
+                .temps
+                .iter()
+                .map(|t| (t.len * t.elem.size()) as u64)
+                .sum::<u64>()
+    }
+
+    fn temp(&mut self, elem: Elem, len: usize) -> Buf {
+        self.temps.push(Temp {
+            elem,
+            len: len.max(1),
+        });
+        Buf::Temp(self.temps.len() - 1)
+    }
+
+    fn new(nq: usize, dim: usize, n: usize, masked: bool) -> Self {
+        let mask = if masked { n.div_ceil(32) * 4 } else { 0 };
+        Self {
+            temps: Vec::new(),
+            launches: Vec::new(),
+            scores: Buf::Temp(0),
+            indices: Buf::Temp(0),
+            input_bytes: (nq * dim * 4 + mask) as u64,
+        }
+    }
+}
+
+/// What a top-k or cosine call looks like to the planner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub nq: usize,
+    pub n: usize,
+    pub dim: usize,
+    /// Rows deleted from a store view are cleared in a live mask.
+    pub masked: bool,
+    pub precision: Precision,
+    /// Streaming multiprocessors (sizes the fused grids).
+    pub sms: usize,
+}
+
+impl Shape {
+    fn mask(&self) -> Arg {
+        if self.masked {
+            Arg::Ptr(Buf::Mask, 0)
+        } else {
+            Arg::Null
+        }
+    }
+
+    fn small(&self) -> bool {
+        self.nq <= SMALL_Q && self.nq * self.dim * 4 <= SMALL_Q_SMEM
+    }
+
+    /// Whether top-k with this `k` is fused (and so ignores the chunk size).
+    pub(crate) fn fused(&self, k: usize) -> bool {
+        k <= FUSED_MAX_K
+    }
+}
+
+fn int(v: usize) -> Arg {
+    Arg::I32(i32::try_from(v).expect("a kernel count exceeds i32"))
+}
+
+fn long(v: usize) -> Arg {
+    Arg::I64(v as i64)
+}
+
+fn grid(x: usize, y: usize) -> [u32; 3] {
+    let x = u32::try_from(x).expect("grid x exceeds u32");
+    let y = u32::try_from(y).expect("grid y exceeds u32");
+    [x, y, 1]
+}
+
+/// Scores of all queries against rows `row0 .. row0 + rows` into `out` (row stride `ld`,
+/// starting at element `at`): the kernel writes `out[at + q·ld + i]`, q < nq, i < rows.
+fn score(p: &mut Program, s: &Shape, row0: usize, rows: usize, out: Buf, at: usize, ld: usize) {
+    let (nq, dim) = (s.nq, s.dim);
+    if s.small() {
+        p.launches.push(Launch {
+            kernel: Kernel::ScoreSmallQ,
+            grid: grid(rows.div_ceil(8).clamp(1, 1 << 20), 1),
+            block: 256,
+            smem: (nq * dim * 4) as u32,
+            args: vec![
+                Arg::Ptr(Buf::Queries, 0),
+                int(nq),
+                int(dim),
+                Arg::Ptr(Buf::Corpus, 0),
+                Arg::Ptr(Buf::InvNorms, 0),
+                s.mask(),
+                long(row0),
+                long(rows),
+                Arg::Ptr(out, at),
+                long(ld),
+            ],
+        });
+        return;
+    }
+    let kernel = match s.precision {
+        Precision::Fp32 => Kernel::ScoreTiled,
+        Precision::Tf32 => Kernel::ScoreTiledTf32,
+    };
+    for q0 in (0..nq).step_by(MAX_GRID_Y * TILE) {
+        let qn = (nq - q0).min(MAX_GRID_Y * TILE);
+        p.launches.push(Launch {
+            kernel,
+            grid: grid(rows.div_ceil(TILE), qn.div_ceil(TILE)),
+            block: 256,
+            smem: 0,
+            args: vec![
+                Arg::Ptr(Buf::Queries, q0 * dim),
+                int(qn),
+                int(dim),
+                Arg::Ptr(Buf::Corpus, 0),
+                Arg::Ptr(Buf::InvNorms, 0),
+                s.mask(),
+                long(row0),
+                long(rows),
+                Arg::Ptr(out, at + q0 * ld),
+                long(ld),
+            ],
+        });
+    }
+}
+
+/// The cosine scores of all queries against rows `row0 .. row0 + rows`: `nq × rows` in
+/// [`Program::scores`].
+pub(crate) fn cosine_chunk(s: &Shape, row0: usize, rows: usize) -> Program {
+    let mut p = Program::new(s.nq, s.dim, s.n, s.masked);
+    let out = p.temp(Elem::F32, s.nq * rows);
+    score(&mut p, s, row0, rows, out, 0, rows);
+    p.scores = out;
+    p.indices = out;
+    p
+}
+
+/// Exact top-`k` (1 ≤ k ≤ [`MAX_K`]) of every query over the whole corpus. For
+/// k ≤ [`FUSED_MAX_K`] the scores never leave the chip; otherwise rows are scored
+/// `rows_per_chunk` at a time into one chunk buffer. Requires nq ≤ 65 535 (grid y of the
+/// selection).
+pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
+    assert!((1..=MAX_K).contains(&k) && s.nq <= MAX_GRID_Y && s.n > 0);
+    let (nq, n, dim) = (s.nq, s.n, s.dim);
+    let mut p = Program::new(nq, dim, n, s.masked);
+    // Per query, `len` candidates at stride `ld` in (cand_s, cand_i).
+    let (cand_s, cand_i, mut len);
+    if s.fused(k) && s.small() {
+        // One part per warp, each warp ≥ 32 rows, about two blocks per SM.
+        let blocks = n.div_ceil(8 * 32).clamp(1, 2 * s.sms.max(1));
+        len = blocks * 8 * k;
+        cand_s = p.temp(Elem::F32, nq * len);
+        cand_i = p.temp(Elem::I64, nq * len);
+        // Writes cand[q·len + part·k + j] for q < nq, part < blocks·8, j < k.
+        p.launches.push(Launch {
+            kernel: Kernel::TopKSmallQ,
+            grid: grid(blocks, 1),
+            block: 256,
+            smem: (nq * dim * 4) as u32,
+            args: vec![
+                Arg::Ptr(Buf::Queries, 0),
+                int(nq),
+                int(dim),
+                Arg::Ptr(Buf::Corpus, 0),
+                Arg::Ptr(Buf::InvNorms, 0),
+                s.mask(),
+                long(n),
+                int(k),
+                Arg::Ptr(cand_s, 0),
+                Arg::Ptr(cand_i, 0),
+                long(len),
+            ],
+        });
+    } else if s.fused(k) {
+        // Segments of whole tiles, as long as there are still ~4 blocks per SM.
+        let (tiles, q_tiles) = (n.div_ceil(TILE), nq.div_ceil(TILE));
+        let seg_tiles = (tiles * q_tiles / (4 * s.sms.max(1))).clamp(1, 64);
+        let parts = tiles.div_ceil(seg_tiles);
+        len = parts * k;
+        cand_s = p.temp(Elem::F32, nq * len);
+        cand_i = p.temp(Elem::I64, nq * len);
+        let kernel = match s.precision {
+            Precision::Fp32 => Kernel::TopKTiled,
+            Precision::Tf32 => Kernel::TopKTiledTf32,
+        };
+        // Writes cand[q·len + part·k + j] for q < nq, part < parts, j < k.
+        p.launches.push(Launch {
+            kernel,
+            grid: grid(parts, q_tiles),
+            block: 256,
+            smem: 0,
+            args: vec![
+                Arg::Ptr(Buf::Queries, 0),
+                int(nq),
+                int(dim),
+                Arg::Ptr(Buf::Corpus, 0),
+                Arg::Ptr(Buf::InvNorms, 0),
+                s.mask(),
+                long(n),
+                int(seg_tiles),
+                int(k),
+                Arg::Ptr(cand_s, 0),
+                Arg::Ptr(cand_i, 0),
+                long(len),
+            ],
+        });
+    } else {
+        let r = rows_per_chunk.clamp(1, n);
+        let chunks = n.div_ceil(r);
+        let segs_per_chunk = r.div_ceil(SEGMENT);
+        len = chunks * segs_per_chunk * k;
+        let scores = p.temp(Elem::F32, nq * r);
+        cand_s = p.temp(Elem::F32, nq * len);
+        cand_i = p.temp(Elem::I64, nq * len);
+        for c in 0..chunks {
+            let row0 = c * r;
+            let rows = r.min(n - row0);
+            score(&mut p, s, row0, rows, scores, 0, rows);
+            select(
+                &mut p,
+                nq,
+                (scores, None, rows, rows, row0),
+                k,
+                (cand_s, cand_i, len, c * segs_per_chunk),
+            );
+        }
+    }
+    // Merge: each pass keeps k per segment of SEGMENT, until k per query remain.
+    let (mut src_s, mut src_i, mut ld) = (cand_s, cand_i, len);
+    while len > k {
+        let out_ld = len.div_ceil(SEGMENT) * k;
+        let next_s = p.temp(Elem::F32, nq * out_ld);
+        let next_i = p.temp(Elem::I64, nq * out_ld);
+        select(
+            &mut p,
+            nq,
+            (src_s, Some(src_i), ld, len, 0),
+            k,
+            (next_s, next_i, out_ld, 0),
+        );
+        (src_s, src_i, ld, len) = (next_s, next_i, out_ld, out_ld);
+    }
+    debug_assert_eq!((len, ld), (k, k));
+    // Reads and writes k slots per query at stride k.
+    p.launches.push(Launch {
+        kernel: Kernel::SortTopK,
+        grid: grid(nq, 1),
+        block: 512,
+        smem: 0,
+        args: vec![Arg::Ptr(src_s, 0), Arg::Ptr(src_i, 0), int(k)],
+    });
+    p.scores = src_s;
+    p.indices = src_i;
+    p
+}
+
+/// One radix-select pass. Source: per query, `len` candidates at stride `ld` (indices, or
+/// `index_base + position`). Destination: k slots for each of the ceil(len / SEGMENT)
+/// segments, at `(seg_offset + segment) · k` of rows of stride `out_ld`.
+fn select(
+    p: &mut Program,
+    nq: usize,
+    (scores, indices, ld, len, index_base): (Buf, Option<Buf>, usize, usize, usize),
+    k: usize,
+    (out_s, out_i, out_ld, seg_offset): (Buf, Buf, usize, usize),
+) {
+    debug_assert!((seg_offset + len.div_ceil(SEGMENT)) * k <= out_ld);
+    p.launches.push(Launch {
+        kernel: Kernel::SelectTopK,
+        grid: grid(len.div_ceil(SEGMENT), nq),
+        block: 256,
+        smem: 0,
+        args: vec![
+            Arg::Ptr(scores, 0),
+            indices.map_or(Arg::Null, |b| Arg::Ptr(b, 0)),
+            long(ld),
+            long(len),
+            long(index_base),
+            int(k),
+            Arg::Ptr(out_s, 0),
+            Arg::Ptr(out_i, 0),
+            long(out_ld),
+            long(seg_offset),
+        ],
+    });
+}
+
+/// The norms of `rows` resident rows starting at row `row0`: `hv_row_inv_norms` reads
+/// rows × dim floats from element row0·dim of the corpus and writes `rows` floats from
+/// element row0 of the norms.
+pub(crate) fn inv_norms(row0: usize, rows: usize, dim: usize) -> Launch {
+    Launch {
+        kernel: Kernel::InvNorms,
+        grid: grid((rows * 32).div_ceil(256), 1),
+        block: 256,
+        smem: 0,
+        args: vec![
+            Arg::Ptr(Buf::Corpus, row0 * dim),
+            long(rows),
+            int(dim),
+            Arg::Ptr(Buf::InvNorms, row0),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(nq: usize, n: usize, dim: usize) -> Shape {
+        Shape {
+            nq,
+            n,
+            dim,
+            masked: false,
+            precision: Precision::Fp32,
+            sms: 132,
+        }
+    }
+
+    #[test]
+    fn every_launch_fits_the_grid_limits_and_names_existing_buffers() {
+        for (nq, n, dim, k) in [
+            (1, 1_000_000, 768, 10),
+            (1024, 1_000_000, 768, 10),
+            (1024, 1_000_000, 768, 1024),
+            (4096, 100_000, 64, 32),
+            (3, 17, 5, 1),
+            (65535, 4097, 8, 33),
+        ] {
+            let s = shape(nq, n, dim);
+            let p = top_k(&s, k, 1 << 16);
+            for l in &p.launches {
+                assert!(l.grid.iter().all(|&g| g >= 1) && l.grid[1] as usize <= MAX_GRID_Y);
+                assert!(l.smem as usize <= SMALL_Q_SMEM, "{l:?}");
+                for a in &l.args {
+                    if let Arg::Ptr(Buf::Temp(i), off) = a {
+                        assert!(*i < p.temps.len() && *off < p.temps[*i].len, "{l:?}");
+                    }
+                }
+            }
+            assert_eq!(p.launches.last().unwrap().kernel, Kernel::SortTopK);
+        }
+    }
+
+    #[test]
+    fn fused_top_k_holds_candidates_not_scores() {
+        // 1024 × 1M scores would be 4 GB; the fused program holds candidates only.
+        let p = top_k(&shape(1024, 1_000_000, 768), 10, 1 << 20);
+        assert!(p.launches.iter().all(|l| l.kernel != Kernel::ScoreTiled));
+        assert!(p.device_bytes() < 200 << 20, "{}", p.device_bytes());
+        // k above the fused limit scores a chunk of rows into memory.
+        let p = top_k(&shape(1024, 1_000_000, 768), 100, 1 << 16);
+        assert!(p.launches.iter().any(|l| l.kernel == Kernel::ScoreTiled));
+        assert!(p.temps.iter().any(|t| t.len == 1024 << 16));
+    }
+
+    #[test]
+    fn device_bytes_count_inputs_and_every_temp() {
+        let mut s = shape(100, 50_000, 32);
+        s.masked = true;
+        let p = top_k(&s, 100, 8192);
+        let temps: usize = p.temps.iter().map(|t| t.len * t.elem.size()).sum();
+        let inputs = 100 * 32 * 4 + 50_000usize.div_ceil(32) * 4;
+        assert_eq!(p.device_bytes(), (temps + inputs) as u64);
+    }
+
+    #[test]
+    fn tf32_changes_only_the_tiled_kernels() {
+        let mut s = shape(256, 10_000, 64);
+        let fp32 = top_k(&s, 10, 4096);
+        s.precision = Precision::Tf32;
+        let tf32 = top_k(&s, 10, 4096);
+        let kernels = |p: &Program| p.launches.iter().map(|l| l.kernel).collect::<Vec<_>>();
+        assert_eq!(kernels(&fp32)[0], Kernel::TopKTiled);
+        assert_eq!(kernels(&tf32)[0], Kernel::TopKTiledTf32);
+        assert_eq!(kernels(&fp32)[1..], kernels(&tf32)[1..]);
+        // The memory-bound path has no TF32 variant (it is bandwidth-bound).
+        let small = top_k(&shape(1, 10_000, 64), 10, 4096);
+        assert_eq!(small.launches[0].kernel, Kernel::TopKSmallQ);
+    }
+}
