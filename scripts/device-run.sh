@@ -5,8 +5,9 @@
 #   run(command="bash scripts/device-run.sh run", carry=["device-carry"])   # on the device
 #
 # `run` executes every test binary (a SKIP line in a CUDA test fails the run), then
-# `hybridvec bench --backend cuda --json` on the public GPU workloads, then
-# ../shared/bench/gpu_peers.py on the same shapes, all in the same call; logs go to $OUT.
+# `hybridvec bench --backend cuda --json` on the public GPU workloads (FP32, TF32, k=1024),
+# the criterion `cuda_*` benches, then ../shared/bench/gpu_peers.py on the same shapes,
+# all in the same call; logs go to $OUT.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 carry=device-carry
@@ -19,9 +20,17 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["executable"])' >/tmp/hv-test-bins
-    rm -rf "$carry" && mkdir -p "$carry/tests"
+    cargo bench --bench cuda --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda":
+        print(m["executable"])' >/tmp/hv-bench-bins
+    rm -rf "$carry" && mkdir -p "$carry/tests" "$carry/benches"
     cp target/release/hybridvec "$carry/"
     while read -r bin; do cp "$bin" "$carry/tests/"; done </tmp/hv-test-bins
+    while read -r bin; do cp "$bin" "$carry/benches/cuda"; done </tmp/hv-bench-bins
+    strip --strip-debug "$carry"/hybridvec "$carry"/tests/* "$carry"/benches/* 2>/dev/null || true
     du -sh "$carry"
     ;;
 run)
@@ -40,11 +49,13 @@ run)
         tail -n 3 "$out/test-$name.log" | grep "test result" | sed "s/^/$name: /" || true
     done
     "$carry/hybridvec" info --json | tee "$out/info.json"
-    for shape in "1 1000000 10" "1 100000 10" "1024 1000000 10" "1024 1000000 1024"; do
+    for shape in "1 1000000 10 fp32" "1 100000 10 fp32" "1024 1000000 10 fp32" \
+        "1024 1000000 10 tf32" "1024 1000000 1024 fp32"; do
         set -- $shape
         "$carry/hybridvec" bench --backend cuda --json --queries "$1" --corpus "$2" --k "$3" \
-            --repeat 20 | tee -a "$out/bench-cuda.jsonl"
+            --precision "$4" --repeat 20 | tee -a "$out/bench-cuda.jsonl"
     done
+    "$carry/benches/cuda" --bench 2>&1 | tee "$out/criterion-cuda.txt" | grep -E "^cuda_|time:" || status=1
     if [ -f ../shared/bench/gpu_peers.py ]; then
         python3 ../shared/bench/gpu_peers.py 2>&1 | tee "$out/gpu_peers.txt" || status=1
     elif [ -f shared/bench/gpu_peers.py ]; then

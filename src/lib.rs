@@ -1,8 +1,8 @@
 //! # hybridvec
 //!
 //! Cosine similarity and exact top-k between a batch of query vectors and a corpus of
-//! embeddings, computed on all CPU cores (and, once the CUDA backend lands, on an NVIDIA GPU
-//! when one is usable), for any dimension.
+//! embeddings, computed on all CPU cores or on an NVIDIA GPU when one is usable (found at
+//! run time; the CUDA path has not yet been verified on a GPU), for any dimension.
 //!
 //! Use it when you need **exact** answers over a corpus that fits in memory: a
 //! re-ranking stage, a small-to-medium vector store, an evaluation harness. Do not use it
@@ -38,7 +38,8 @@
 //! |---|---|
 //! | AVX2 + FMA (detected at run time) | streaming kernels and GEMM tiles use them; otherwise portable scalar code |
 //! | `HYBRIDVEC_FORCE_SCALAR=1` or [`CpuConfig::force_scalar`] | force the portable scalar path |
-//! | CUDA | not in this build: [`DevicePolicy::Cuda`] is [`Error::CudaUnavailable`] with the reason, `Auto` uses the CPU |
+//! | CUDA | `libcuda` loaded at run time; without a usable device [`DevicePolicy::Cuda`] is [`Error::CudaUnavailable`] with the reason, and `Auto` uses the CPU |
+//! | [`CudaConfig::precision`] | [`Precision::Tf32`] runs large batches on the tensor cores (scores within 2e-3) |
 //!
 //! The library emits `tracing` spans and never installs a subscriber.
 
@@ -58,7 +59,7 @@ mod mem;
 pub mod warm;
 
 pub use cpu::{CpuConfig, SimdLevel};
-pub use cuda::{CudaConfig, CudaStatus};
+pub use cuda::{CudaConfig, CudaStatus, Precision};
 pub use error::{Error, Result};
 pub use executor::{
     Backend, BackendCallStats, BackendError, BackendKind, BackendMetrics, BreakerState, Bucket,

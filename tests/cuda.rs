@@ -4,7 +4,7 @@
 
 use hybridvec::{
     data, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, HybridExecutor, MatrixRef,
-    StoreConfig, WarmStore,
+    Precision, StoreConfig, WarmStore,
 };
 
 fn cuda(config: CudaConfig) -> Option<HybridExecutor> {
@@ -43,6 +43,23 @@ fn reference(q: &[f32], c: &[f32], d: usize) -> Vec<Vec<f64>> {
 
 /// Top-k equal to the reference except where the k-th score ties (within f32 rounding).
 fn check_top_k(ex: &HybridExecutor, q: usize, n: usize, d: usize, k: usize, seed: u64) {
+    check_top_k_within(ex, q, n, d, k, seed, Precision::Fp32);
+}
+
+/// Top-k whose scores are within `precision`'s tolerance of the reference, best first,
+/// with nothing left out that beats a hit by more than twice the tolerance.
+fn check_top_k_within(
+    ex: &HybridExecutor,
+    q: usize,
+    n: usize,
+    d: usize,
+    k: usize,
+    seed: u64,
+    precision: Precision,
+) {
+    if precision != Precision::Fp32 {
+        return check_loose(ex, q, n, d, k, seed, precision.score_tolerance() as f64);
+    }
     let cv = data::random_matrix(n, d, seed);
     let qv = data::random_matrix(q, d, seed + 1);
     let corpus = Corpus::new(cv.clone(), d).unwrap();
@@ -76,6 +93,35 @@ fn check_top_k(ex: &HybridExecutor, q: usize, n: usize, d: usize, k: usize, seed
     }
 }
 
+fn check_loose(ex: &HybridExecutor, q: usize, n: usize, d: usize, k: usize, seed: u64, tol: f64) {
+    let cv = data::random_matrix(n, d, seed);
+    let qv = data::random_matrix(q, d, seed + 1);
+    let corpus = Corpus::new(cv.clone(), d).unwrap();
+    let (hits, report) = ex
+        .top_k_with_report(MatrixRef::new(&qv, q, d).unwrap(), &corpus, k)
+        .unwrap();
+    assert_eq!(report.backend, hybridvec::BackendKind::Gpu, "{report:?}");
+    let want = reference(&qv, &cv, d);
+    for (qi, (h, w)) in hits.iter().zip(&want).enumerate() {
+        assert_eq!(h.len(), k.min(n));
+        let mut seen = vec![false; n];
+        for hit in h {
+            assert!(
+                (hit.score as f64 - w[hit.index]).abs() <= tol,
+                "Q={q} N={n} k={k} query {qi}: row {} scored {} vs {}",
+                hit.index,
+                hit.score,
+                w[hit.index]
+            );
+            seen[hit.index] = true;
+        }
+        assert!(h.windows(2).all(|p| p[0].score >= p[1].score));
+        let last = w[h.last().unwrap().index];
+        let missed = (0..n).find(|&r| !seen[r] && w[r] > last + 2.0 * tol);
+        assert!(missed.is_none(), "query {qi}: row {missed:?} left out");
+    }
+}
+
 #[test]
 fn top_k_matches_the_f64_reference() {
     let Some(ex) = cuda(CudaConfig::default()) else {
@@ -88,10 +134,63 @@ fn top_k_matches_the_f64_reference() {
         (100, 9_000, 96, 10),
         (257, 4_097, 64, 1024),
         (1, 100, 8, 1024),
+        (1024, 50_000, 768, 10),
+        (70, 30_000, 33, 32),
     ] {
         check_top_k(&ex, q, n, d, k, q as u64 * 31 + n as u64);
     }
-    println!("cuda top_k parity: 6 shapes checked on the device");
+    println!("cuda top_k parity: 8 shapes checked on the device");
+}
+
+#[test]
+fn tf32_top_k_is_within_its_documented_tolerance() {
+    let Some(ex) = cuda(CudaConfig {
+        precision: Precision::Tf32,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    for (q, n, d, k) in [
+        (1024, 50_000, 768, 10),
+        (100, 9_000, 96, 100),
+        (3, 5_000, 64, 10),
+    ] {
+        check_top_k_within(&ex, q, n, d, k, 11 + q as u64, Precision::Tf32);
+    }
+    println!(
+        "cuda tf32 top_k: 3 shapes within {}",
+        Precision::Tf32.score_tolerance()
+    );
+}
+
+#[test]
+fn a_thousand_calls_give_device_memory_back() {
+    let Some(ex) = cuda(CudaConfig::default()) else {
+        return;
+    };
+    let (n, d) = (100_000, 128);
+    let corpus = Corpus::new(data::random_matrix(n, d, 21), d).unwrap();
+    let qv = data::random_matrix(256, d, 22);
+    let shapes = [(1, 10), (64, 10), (256, 32), (8, 100), (64, 1000)];
+    let call = |i: usize| {
+        let (q, k) = shapes[i % shapes.len()];
+        let m = MatrixRef::new(&qv[..q * d], q, d).unwrap();
+        let (hits, report) = ex.top_k_with_report(m, &corpus, k).unwrap();
+        assert_eq!(report.backend, hybridvec::BackendKind::Gpu, "{report:?}");
+        assert_eq!(hits.len(), q);
+    };
+    // Warm up: the corpus becomes resident, the allocator pools fill.
+    (0..shapes.len()).for_each(call);
+    let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    let (before, _) = ctx.mem_get_info().unwrap();
+    (0..1000).for_each(call);
+    let (after, _) = ctx.mem_get_info().unwrap();
+    let lost = before as i64 - after as i64;
+    println!("device memory: {before} free before 1000 calls, {after} after ({lost} B lost)");
+    assert!(
+        lost <= 16 << 20,
+        "1000 calls kept {lost} bytes of device memory"
+    );
 }
 
 #[test]

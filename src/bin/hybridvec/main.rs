@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hybridvec::{
-    data, input, BackendKind, Corpus, CudaStatus, DevicePolicy, Error, ExecutionReport,
-    ExecutorConfig, Hit, HybridExecutor, MatrixRef,
+    data, input, BackendKind, Corpus, CudaConfig, CudaStatus, DevicePolicy, Error, ExecutionReport,
+    ExecutorConfig, Hit, HybridExecutor, MatrixRef, Precision,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -36,6 +36,22 @@ impl From<Backend> for DevicePolicy {
             Backend::Auto => DevicePolicy::Auto,
             Backend::Cpu => DevicePolicy::Cpu,
             Backend::Cuda => DevicePolicy::Cuda,
+        }
+    }
+}
+
+/// Arithmetic of the GPU's compute-bound kernels (`--precision`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PrecisionArg {
+    Fp32,
+    Tf32,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Tf32 => Precision::Tf32,
         }
     }
 }
@@ -207,8 +223,16 @@ fn finish(result: Result<bool, Error>) -> ExitCode {
 }
 
 fn executor(backend: Backend) -> Result<HybridExecutor, Error> {
+    executor_with(backend, Precision::Fp32)
+}
+
+fn executor_with(backend: Backend, precision: Precision) -> Result<HybridExecutor, Error> {
     HybridExecutor::new(ExecutorConfig {
         device: backend.into(),
+        cuda: CudaConfig {
+            precision,
+            ..Default::default()
+        },
         ..Default::default()
     })
 }
@@ -266,6 +290,10 @@ struct BenchArgs {
     /// Which backend serves.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// Arithmetic of the GPU's compute-bound kernels (more than 8 queries); the CPU is
+    /// always FP32.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    precision: PrecisionArg,
     /// Timed runs (after one warm-up run); the median is reported.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
@@ -285,7 +313,7 @@ fn random_queries(q: usize, dim: usize, seed: u64) -> Vec<f32> {
 }
 
 fn bench(a: &BenchArgs) -> Result<(), Error> {
-    let exec = executor(a.backend)?;
+    let exec = executor_with(a.backend, a.precision.into())?;
     if a.repeat == 0 {
         return Err(Error::InvalidConfig("--repeat must be at least 1".into()));
     }
@@ -342,7 +370,7 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
             "backend": backend, "reason": reason,
             "runs_on": {"cpu": runs_on(BackendKind::Cpu), "gpu": runs_on(BackendKind::Gpu)},
             "fallbacks": reports.iter().map(|r| r.fallbacks.len()).sum::<usize>(),
-            "queries": a.queries,
+            "queries": a.queries, "precision": format!("{:?}", a.precision).to_lowercase(),
             "corpus": a.corpus, "dim": a.dim, "k": a.k, "repeat": a.repeat, "threads": caps.threads,
             "median_secs": median, "device_median_secs": device_median, "min_secs": times[0], "max_secs": times[times.len() - 1],
             "gflops": gflops, "gbps": gbps, "peak_rss_bytes": peak_rss_bytes(),
