@@ -1,4 +1,5 @@
-//! Seeded, deterministic random data for benchmarks, demos and tests.
+//! Seeded, deterministic random data for benchmarks, demos and tests, and the exact f64
+//! reference scores that tests compare against.
 //!
 //! Row `i` of [`random_matrix`] depends only on `(seed, i)`, never on the row count or on
 //! thread scheduling, so any row can be regenerated on its own and checked bit for bit.
@@ -120,6 +121,32 @@ pub fn random_record(seed: u64, i: u64, dim: usize) -> (String, Vec<f32>, Vec<u8
     let mut content = format!("{id}:").into_bytes();
     content.extend((0..extra).map(|_| rng.next_u64() as u8));
     (id, emb, content)
+}
+
+/// Cosine similarity in f64 of every query (row of `queries`) against every row of
+/// `corpus`, both row-major with `dim` columns: one `Vec` per query. A zero vector scores
+/// 0. Exact and slow (no blocking): the reference tests compare the engines against.
+pub fn cosine_reference(queries: &[f32], corpus: &[f32], dim: usize) -> Vec<Vec<f64>> {
+    let norm = |v: &[f32]| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    let corpus_norms: Vec<f64> = corpus.chunks_exact(dim).map(norm).collect();
+    queries
+        .par_chunks_exact(dim)
+        .map(|q| {
+            let nq = norm(q);
+            corpus
+                .chunks_exact(dim)
+                .zip(&corpus_norms)
+                .map(|(c, &nc)| {
+                    if nq == 0.0 || nc == 0.0 {
+                        0.0
+                    } else {
+                        let dot: f64 = q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        dot / (nq * nc)
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -58,26 +58,7 @@ fn cosine64(q: &[f32], c: &[f32]) -> f64 {
 
 /// The `Q × N` reference scores, one `Vec` per query.
 fn reference_scores(queries: &[f32], corpus: &[f32], d: usize) -> Vec<Vec<f64>> {
-    use rayon::prelude::*;
-    let corpus_norms: Vec<f64> = corpus.chunks_exact(d).map(norm64).collect();
-    queries
-        .par_chunks_exact(d)
-        .map(|q| {
-            let nq = norm64(q);
-            corpus
-                .chunks_exact(d)
-                .zip(&corpus_norms)
-                .map(|(c, &nc)| {
-                    if nq == 0.0 || nc == 0.0 {
-                        0.0
-                    } else {
-                        let dot: f64 = q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum();
-                        dot / (nq * nc)
-                    }
-                })
-                .collect()
-        })
-        .collect()
+    hybridvec::data::cosine_reference(queries, corpus, d)
 }
 
 /// Indices of `scores` best first (descending score, ties by lower index), `k` of them.

@@ -313,26 +313,6 @@ fn unit(v: &[f32], dim: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Cosine in f64 of every query against every row.
-fn reference(q: &[f32], c: &[f32], dim: usize) -> Vec<Vec<f64>> {
-    let norm = |v: &[f32]| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-    q.chunks(dim)
-        .map(|qr| {
-            c.chunks(dim)
-                .map(|cr| {
-                    let dot: f64 = qr.iter().zip(cr).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    let n = norm(qr) * norm(cr);
-                    if n > 0.0 {
-                        dot / n
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        })
-        .collect()
-}
-
 struct Case {
     nq: usize,
     n: usize,
@@ -402,7 +382,7 @@ fn check_top_k(emu: &Emulator, case: &Case) {
     };
     let scores: Vec<f32> = temps[si].get();
     let idx: Vec<i64> = temps[ii].get();
-    let want = reference(&q, &c, dim);
+    let want = data::cosine_reference(&q, &c, dim);
     let tol = case.precision.score_tolerance() as f64;
     let ctx = format!(
         "seed {seed}, Q={nq} N={n} D={dim} k={k} {:?} chunk {} delete {} dup {}",
@@ -663,7 +643,7 @@ fn cosine_chunks_match_the_reference() {
             precision,
             sms: 2,
         };
-        let want = reference(&q, &c, dim);
+        let want = data::cosine_reference(&q, &c, dim);
         let tol = precision.score_tolerance() as f64;
         let (row0, rows) = (130, 700);
         let p = program::cosine_chunk(&shape, row0, rows);

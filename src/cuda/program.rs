@@ -205,6 +205,19 @@ impl Shape {
         self.nq <= SMALL_Q && self.nq * self.dim * 4 <= SMALL_Q_SMEM
     }
 
+    /// The parameters every scoring kernel starts with: `qn` queries from query `q0`,
+    /// their dimension, the corpus, its norms and the live mask (or null).
+    fn scoring_args(&self, q0: usize, qn: usize) -> Vec<Arg> {
+        vec![
+            Arg::Ptr(Buf::Queries, q0 * self.dim),
+            int(qn),
+            int(self.dim),
+            Arg::Ptr(Buf::Corpus, 0),
+            Arg::Ptr(Buf::InvNorms, 0),
+            self.mask(),
+        ]
+    }
+
     /// Whether top-k with this `k` is fused (and so ignores the chunk size).
     pub(crate) fn fused(&self, k: usize) -> bool {
         k <= FUSED_MAX_K
@@ -235,18 +248,11 @@ fn score(p: &mut Program, s: &Shape, row0: usize, rows: usize, out: Buf, at: usi
             grid: grid(rows.div_ceil(8).clamp(1, 1 << 20), 1),
             block: 256,
             smem: (nq * dim * 4) as u32,
-            args: vec![
-                Arg::Ptr(Buf::Queries, 0),
-                int(nq),
-                int(dim),
-                Arg::Ptr(Buf::Corpus, 0),
-                Arg::Ptr(Buf::InvNorms, 0),
-                s.mask(),
-                long(row0),
-                long(rows),
-                Arg::Ptr(out, at),
-                long(ld),
-            ],
+            args: [
+                s.scoring_args(0, nq),
+                vec![long(row0), long(rows), Arg::Ptr(out, at), long(ld)],
+            ]
+            .concat(),
         });
         return;
     }
@@ -261,18 +267,16 @@ fn score(p: &mut Program, s: &Shape, row0: usize, rows: usize, out: Buf, at: usi
             grid: grid(rows.div_ceil(TILE), qn.div_ceil(TILE)),
             block: 256,
             smem: 0,
-            args: vec![
-                Arg::Ptr(Buf::Queries, q0 * dim),
-                int(qn),
-                int(dim),
-                Arg::Ptr(Buf::Corpus, 0),
-                Arg::Ptr(Buf::InvNorms, 0),
-                s.mask(),
-                long(row0),
-                long(rows),
-                Arg::Ptr(out, at + q0 * ld),
-                long(ld),
-            ],
+            args: [
+                s.scoring_args(q0, qn),
+                vec![
+                    long(row0),
+                    long(rows),
+                    Arg::Ptr(out, at + q0 * ld),
+                    long(ld),
+                ],
+            ]
+            .concat(),
         });
     }
 }
@@ -310,19 +314,17 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
             grid: grid(blocks, 1),
             block: 256,
             smem: (nq * dim * 4) as u32,
-            args: vec![
-                Arg::Ptr(Buf::Queries, 0),
-                int(nq),
-                int(dim),
-                Arg::Ptr(Buf::Corpus, 0),
-                Arg::Ptr(Buf::InvNorms, 0),
-                s.mask(),
-                long(n),
-                int(k),
-                Arg::Ptr(cand_s, 0),
-                Arg::Ptr(cand_i, 0),
-                long(len),
-            ],
+            args: [
+                s.scoring_args(0, nq),
+                vec![
+                    long(n),
+                    int(k),
+                    Arg::Ptr(cand_s, 0),
+                    Arg::Ptr(cand_i, 0),
+                    long(len),
+                ],
+            ]
+            .concat(),
         });
     } else if s.fused(k) {
         // Segments of whole tiles, as long as there are still ~4 blocks per SM.
@@ -342,20 +344,18 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
             grid: grid(parts, q_tiles),
             block: 256,
             smem: 0,
-            args: vec![
-                Arg::Ptr(Buf::Queries, 0),
-                int(nq),
-                int(dim),
-                Arg::Ptr(Buf::Corpus, 0),
-                Arg::Ptr(Buf::InvNorms, 0),
-                s.mask(),
-                long(n),
-                int(seg_tiles),
-                int(k),
-                Arg::Ptr(cand_s, 0),
-                Arg::Ptr(cand_i, 0),
-                long(len),
-            ],
+            args: [
+                s.scoring_args(0, nq),
+                vec![
+                    long(n),
+                    int(seg_tiles),
+                    int(k),
+                    Arg::Ptr(cand_s, 0),
+                    Arg::Ptr(cand_i, 0),
+                    long(len),
+                ],
+            ]
+            .concat(),
         });
     } else {
         let r = rows_per_chunk.clamp(1, n);
