@@ -1,5 +1,5 @@
-//! The CUDA backend on the public GPU workloads: `cuda_topk_f32` and `cuda_topk_tf32`
-//! (single 1×1M×768 and gpu-large 1024×1M×768, k = 10) and `cuda_cosine_f32`
+//! The CUDA backend on the public GPU workloads: `cuda_topk_f32`, `cuda_topk_tf32` and
+//! `cuda_topk_f16` (single 1×1M×768 and gpu-large 1024×1M×768, k = 10) and `cuda_cosine_f32`
 //! (64×100000×768, the full score matrix back on the host).
 //!
 //! Every call returns only after its stream has synchronised and the results are on the
@@ -48,6 +48,7 @@ fn bench(c: &mut Criterion) {
     for (group_name, precision) in [
         ("cuda_topk_f32", Precision::Fp32),
         ("cuda_topk_tf32", Precision::Tf32),
+        ("cuda_topk_f16", Precision::Fp16),
     ] {
         let Some(exec) = executor(precision) else {
             return;

@@ -52,6 +52,46 @@ __device__ __forceinline__ void hv_mma_tf32(float (&d)[4], const unsigned int (&
 }
 #endif
 
+#ifndef HV_EMULATION
+// FP16 bits → f32 (exact).
+__device__ __forceinline__ float hv_half_to_float(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// f32 → FP16 bits, round to nearest even.
+__device__ __forceinline__ unsigned short hv_float_to_half(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// Two f32 → one f16x2 register: `lo` in the low half (the lower column or k index).
+__device__ __forceinline__ unsigned int hv_pack_half2(float lo, float hi) {
+    unsigned int r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// d += a · b on the tensor cores, one warp: A 16×16 (row), B 16×8 (col), FP16 operands,
+// fp32 accumulate. Fragments (g = lane / 4, t = lane % 4), each register two halves, the
+// lower index low: a = {A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]},
+// b = {B[2t..][g], B[2t+8..][g]}, d as for hv_mma_tf32.
+__device__ __forceinline__ void hv_mma_f16(float (&d)[4], const unsigned int (&a)[4],
+                                           const unsigned int (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+
+// A corpus element as f32: FP32 as is, FP16 (stored as its bits) converted.
+__device__ __forceinline__ float hv_as_float(float v) { return v; }
+__device__ __forceinline__ float hv_as_float(unsigned short v) { return hv_half_to_float(v); }
+
 // Row r is live unless the mask (one bit per row, may be null) clears it.
 __device__ __forceinline__ bool hv_live(const unsigned int* __restrict__ mask, long long r) {
     return mask == nullptr || ((mask[r >> 5] >> (r & 31)) & 1u);

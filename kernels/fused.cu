@@ -10,11 +10,16 @@
 #include "tile.cuh"
 
 // Small batches: one part per warp (part = global warp index), rows strided over warps.
-extern "C" __global__ void __launch_bounds__(256)
-hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
-                const float* __restrict__ inv, const unsigned int* __restrict__ mask,
-                long long rows, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
-                long long out_ld) {
+// T is the corpus element (float, or FP16 bits); inv null means unit-norm rows.
+template <class T>
+__device__ __forceinline__ void hv_topk_small_q_impl(const float* __restrict__ queries, int nq,
+                                                     int dim, const T* __restrict__ x,
+                                                     const float* __restrict__ inv,
+                                                     const unsigned int* __restrict__ mask,
+                                                     long long rows, int k,
+                                                     float* __restrict__ out_s,
+                                                     long long* __restrict__ out_i,
+                                                     long long out_ld) {
     HV_DYNAMIC_SMEM(float, q_s);
     hv_stage_queries(q_s, queries, nq, dim);
     int lane = threadIdx.x % HV_WARP;
@@ -27,7 +32,7 @@ hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float*
         float acc[HV_SMALL_Q];
         hv_row_dots(q_s, nq, dim, x + r * dim, lane, acc);
         if (!hv_live(mask, r)) continue;  // warp-uniform: every lane has the same r
-        float s = inv[r];
+        float s = inv ? inv[r] : 1.0f;
         #pragma unroll
         for (int q = 0; q < HV_SMALL_Q; ++q) {
             if (q < nq) {
@@ -44,12 +49,29 @@ hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float*
         if (q < nq) hv_list_store(lists[q], k, out_s + q * out_ld + part * k, out_i + q * out_ld + part * k);
 }
 
+extern "C" __global__ void __launch_bounds__(256)
+hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                const float* __restrict__ inv, const unsigned int* __restrict__ mask,
+                long long rows, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
+                long long out_ld) {
+    hv_topk_small_q_impl(queries, nq, dim, x, inv, mask, rows, k, out_s, out_i, out_ld);
+}
+
+// The same over the FP16 copy of the corpus (Precision::Fp16): half the bytes.
+extern "C" __global__ void __launch_bounds__(256)
+hv_topk_small_q_f16(const float* __restrict__ queries, int nq, int dim,
+                    const unsigned short* __restrict__ x, const float* __restrict__ inv,
+                    const unsigned int* __restrict__ mask, long long rows, int k,
+                    float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_small_q_impl(queries, nq, dim, x, inv, mask, rows, k, out_s, out_i, out_ld);
+}
+
 // Large batches: block (x, y) takes queries 64y .. 64y+63 and corpus rows
 // [x · seg_tiles · 64, +seg_tiles · 64), one 64 × 64 tile at a time; warp w keeps the lists
 // of queries 8w .. 8w+7. Part = blockIdx.x.
-template <bool TF32>
+template <int MODE, class T>
 __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ queries, int nq, int dim,
-                                                   const float* __restrict__ x,
+                                                   const T* __restrict__ x,
                                                    const float* __restrict__ inv,
                                                    const unsigned int* __restrict__ mask,
                                                    long long rows, int seg_tiles, int k,
@@ -65,7 +87,7 @@ __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ que
     for (int t = 0; t < seg_tiles; ++t) {
         long long n0 = first + (long long)t * HV_TN;
         if (n0 >= rows) break;  // block-uniform
-        hv_tile_scores<TF32>(sm, queries, nq, dim, x, inv, mask, 0, rows, q0, n0);
+        hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, mask, 0, rows, q0, n0);
         #pragma unroll
         for (int i = 0; i < 8; ++i) {
             int qm = warp * 8 + i;
@@ -93,7 +115,7 @@ hv_topk_tiled(const float* __restrict__ queries, int nq, int dim, const float* _
               const float* __restrict__ inv, const unsigned int* __restrict__ mask, long long rows,
               int seg_tiles, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
               long long out_ld) {
-    hv_topk_tiled_impl<false>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
+    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
 }
 
 // The same on the tensor cores, operands rounded to TF32 (Precision::Tf32).
@@ -102,5 +124,15 @@ hv_topk_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const flo
                    const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                    long long rows, int seg_tiles, int k, float* __restrict__ out_s,
                    long long* __restrict__ out_i, long long out_ld) {
-    hv_topk_tiled_impl<true>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
+    hv_topk_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
+}
+
+// The same from the FP16 copy of the corpus (unit-norm rows, inv null), FP16 tensor cores
+// (Precision::Fp16).
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_topk_tiled_f16(const float* __restrict__ queries, int nq, int dim,
+                  const unsigned short* __restrict__ x, const float* __restrict__ inv,
+                  const unsigned int* __restrict__ mask, long long rows, int seg_tiles, int k,
+                  float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
 }

@@ -5,12 +5,15 @@
 #include "small_q.cuh"
 #include "tile.cuh"
 
-// Memory-bound scorer for small batches (Q ≤ HV_SMALL_Q): see small_q.cuh.
-extern "C" __global__ void __launch_bounds__(256)
-hv_score_small_q(const float* __restrict__ queries, int nq, int dim,
-                 const float* __restrict__ x, const float* __restrict__ inv,
-                 const unsigned int* __restrict__ mask, long long row0, long long rows,
-                 float* __restrict__ out, long long ld) {
+// Memory-bound scorer for small batches (Q ≤ HV_SMALL_Q): see small_q.cuh. T is the
+// corpus element (float, or FP16 bits); inv null means unit-norm rows.
+template <class T>
+__device__ __forceinline__ void hv_score_small_q_impl(const float* __restrict__ queries, int nq,
+                                                      int dim, const T* __restrict__ x,
+                                                      const float* __restrict__ inv,
+                                                      const unsigned int* __restrict__ mask,
+                                                      long long row0, long long rows,
+                                                      float* __restrict__ out, long long ld) {
     HV_DYNAMIC_SMEM(float, q_s);
     hv_stage_queries(q_s, queries, nq, dim);
     int lane = threadIdx.x % HV_WARP;
@@ -25,15 +28,32 @@ hv_score_small_q(const float* __restrict__ queries, int nq, int dim,
         #pragma unroll
         for (int q = 1; q < HV_SMALL_Q; ++q) mine = lane == q ? acc[q] : mine;
         if (lane < nq)
-            out[lane * ld + i] = hv_live(mask, r) ? mine * inv[r] : __uint_as_float(HV_ABSENT_BITS);
+            out[lane * ld + i] = hv_live(mask, r) ? (inv ? mine * inv[r] : mine)
+                                                  : __uint_as_float(HV_ABSENT_BITS);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+hv_score_small_q(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                 const float* __restrict__ inv, const unsigned int* __restrict__ mask,
+                 long long row0, long long rows, float* __restrict__ out, long long ld) {
+    hv_score_small_q_impl(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
+}
+
+// The same over the FP16 copy of the corpus (Precision::Fp16): half the bytes.
+extern "C" __global__ void __launch_bounds__(256)
+hv_score_small_q_f16(const float* __restrict__ queries, int nq, int dim,
+                     const unsigned short* __restrict__ x, const float* __restrict__ inv,
+                     const unsigned int* __restrict__ mask, long long row0, long long rows,
+                     float* __restrict__ out, long long ld) {
+    hv_score_small_q_impl(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
 }
 
 // Compute-bound scorer for large batches: one 64 × 64 tile per block (tile.cuh), copied
 // out row by row so the stores coalesce.
-template <bool TF32>
+template <int MODE, class T>
 __device__ __forceinline__ void hv_score_tiled_impl(const float* __restrict__ queries, int nq, int dim,
-                                                    const float* __restrict__ x,
+                                                    const T* __restrict__ x,
                                                     const float* __restrict__ inv,
                                                     const unsigned int* __restrict__ mask,
                                                     long long row0, long long rows,
@@ -41,7 +61,7 @@ __device__ __forceinline__ void hv_score_tiled_impl(const float* __restrict__ qu
     __shared__ HvTileSmem sm;
     int q0 = blockIdx.y * HV_TM;
     long long n0 = (long long)blockIdx.x * HV_TN;
-    hv_tile_scores<TF32>(sm, queries, nq, dim, x, inv, mask, row0, rows, q0, n0);
+    hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, mask, row0, rows, q0, n0);
     for (int e = threadIdx.x; e < HV_TM * HV_TN; e += HV_TILE_THREADS) {
         int qm = e / HV_TN, rn = e % HV_TN;
         if (q0 + qm < nq && n0 + rn < rows) out[(long long)(q0 + qm) * ld + n0 + rn] = sm.s[qm][rn];
@@ -52,7 +72,7 @@ extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
 hv_score_tiled(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                long long row0, long long rows, float* __restrict__ out, long long ld) {
-    hv_score_tiled_impl<false>(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
+    hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
 }
 
 // The same on the tensor cores, operands rounded to TF32 (Precision::Tf32).
@@ -60,5 +80,15 @@ extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
 hv_score_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                     const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                     long long row0, long long rows, float* __restrict__ out, long long ld) {
-    hv_score_tiled_impl<true>(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
+    hv_score_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
+}
+
+// The same from the FP16 copy of the corpus (unit-norm rows, inv null), FP16 tensor cores
+// (Precision::Fp16).
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_score_tiled_f16(const float* __restrict__ queries, int nq, int dim,
+                   const unsigned short* __restrict__ x, const float* __restrict__ inv,
+                   const unsigned int* __restrict__ mask, long long row0, long long rows,
+                   float* __restrict__ out, long long ld) {
+    hv_score_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
 }

@@ -9,6 +9,11 @@
 #define HV_TK 16
 #define HV_TILE_THREADS 256
 
+// Arithmetic of a tile (Precision on the host side).
+#define HV_FP32 0  // exact FP32 FMA
+#define HV_TF32 1  // tensor cores, operands rounded to TF32
+#define HV_FP16 2  // tensor cores, operands rounded to FP16 (the corpus is stored so)
+
 struct HvTileSmem {
     // Operand slices, K-major. The +8 padding keeps the tensor-core fragment reads
     // (8 rows × 4 k per warp) on 32 distinct banks.
@@ -19,20 +24,21 @@ struct HvTileSmem {
 };
 
 // Fills sm.s with the scores of queries q0..q0+63 against corpus rows row0+n0 .. +63:
-// (Q[q] · X[r]) * inv[r]; a row past `rows` or cleared in the mask scores absent (key 0).
-// Queries past nq score 0 and must be ignored by the caller. With TF32, the products run
-// on the tensor cores from operands rounded to tf32; otherwise in exact FP32 FMA.
-// Ends with a barrier, so sm.s is ready for every thread.
-template <bool TF32>
+// (Q[q] · X[r]) * inv[r] (inv null: the rows are unit-norm already, as the FP16 copy is);
+// a row past `rows` or cleared in the mask scores absent (key 0). Queries past nq score 0
+// and must be ignored by the caller. MODE is HV_FP32, HV_TF32 or HV_FP16; T is the corpus
+// element (float, or unsigned short holding FP16 bits). Ends with a barrier, so sm.s is
+// ready for every thread.
+template <int MODE, class T>
 __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __restrict__ queries,
-                                               int nq, int dim, const float* __restrict__ x,
+                                               int nq, int dim, const T* __restrict__ x,
                                                const float* __restrict__ inv,
                                                const unsigned int* __restrict__ mask,
                                                long long row0, long long rows, int q0,
                                                long long n0) {
     const int tid = threadIdx.x;
-    // FP32: thread (tx, ty) owns queries ty*4+i and rows tx*4+j. TF32: warp w owns the
-    // 16 × 32 block at queries 16*(w%4), rows 32*(w/4), as four m16n8 accumulators.
+    // FP32: thread (tx, ty) owns queries ty*4+i and rows tx*4+j. Tensor cores: warp w owns
+    // the 16 × 32 block at queries 16*(w%4), rows 32*(w/4), as four m16n8 accumulators.
     float acc[4][4];
     #pragma unroll
     for (int i = 0; i < 4; ++i)
@@ -44,8 +50,8 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
             int q = q0 + m, kk = k0 + k;
             float av = (q < nq && kk < dim) ? queries[(long long)q * dim + kk] : 0.0f;
             long long n = n0 + m;
-            float bv = (n < rows && kk < dim) ? x[(row0 + n) * dim + kk] : 0.0f;
-            if (TF32) {
+            float bv = (n < rows && kk < dim) ? hv_as_float(x[(row0 + n) * dim + kk]) : 0.0f;
+            if (MODE == HV_TF32) {
                 av = __uint_as_float(hv_to_tf32(av));
                 bv = __uint_as_float(hv_to_tf32(bv));
             }
@@ -53,7 +59,23 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
             sm.b[k][m] = bv;
         }
         __syncthreads();
-        if (TF32) {
+        if (MODE == HV_FP16) {
+            // One m16n8k16 step covers the whole K slice; the pairs are packed here (the
+            // packing rounds the queries to FP16; corpus values already are).
+            const int lane = tid % HV_WARP, w = tid / HV_WARP;
+            const int g = lane / 4, t = lane % 4, qm = 16 * (w % 4), rn = 32 * (w / 4);
+            unsigned int a[4] = {hv_pack_half2(sm.a[2 * t][qm + g], sm.a[2 * t + 1][qm + g]),
+                                 hv_pack_half2(sm.a[2 * t][qm + g + 8], sm.a[2 * t + 1][qm + g + 8]),
+                                 hv_pack_half2(sm.a[2 * t + 8][qm + g], sm.a[2 * t + 9][qm + g]),
+                                 hv_pack_half2(sm.a[2 * t + 8][qm + g + 8], sm.a[2 * t + 9][qm + g + 8])};
+            #pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                int c = rn + 8 * j + g;
+                unsigned int b[2] = {hv_pack_half2(sm.b[2 * t][c], sm.b[2 * t + 1][c]),
+                                     hv_pack_half2(sm.b[2 * t + 8][c], sm.b[2 * t + 9][c])};
+                hv_mma_f16(acc[j], a, b);
+            }
+        } else if (MODE == HV_TF32) {
             const int lane = tid % HV_WARP, w = tid / HV_WARP;
             const int g = lane / 4, t = lane % 4, qm = 16 * (w % 4), rn = 32 * (w / 4);
             #pragma unroll
@@ -90,7 +112,7 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
         #pragma unroll
         for (int j = 0; j < 4; ++j) {
             int qm, rn;
-            if (TF32) {
+            if (MODE != HV_FP32) {
                 const int lane = tid % HV_WARP, w = tid / HV_WARP;
                 qm = 16 * (w % 4) + lane / 4 + 8 * (j >> 1);
                 rn = 32 * (w / 4) + 8 * i + 2 * (lane % 4) + (j & 1);
@@ -100,7 +122,7 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
             }
             long long n = n0 + rn;
             float v = __uint_as_float(HV_ABSENT_BITS);
-            if (n < rows && hv_live(mask, row0 + n)) v = acc[i][j] * inv[row0 + n];
+            if (n < rows && hv_live(mask, row0 + n)) v = inv ? acc[i][j] * inv[row0 + n] : acc[i][j];
             sm.s[qm][rn] = v;
         }
     }

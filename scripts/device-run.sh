@@ -5,7 +5,8 @@
 #   run(command="bash scripts/device-run.sh run", carry=["device-carry"])   # on the device
 #
 # `run` executes every test binary (a SKIP line in a CUDA test fails the run), then
-# `hybridvec bench --backend cuda --json` on the public GPU workloads (FP32, TF32, k=1024),
+# `hybridvec bench --backend cuda --json` on the public GPU workloads (FP32, TF32, FP16,
+# k=1024),
 # the criterion `cuda_*` benches, then ../shared/bench/gpu_peers.py on the same shapes,
 # all in the same call; logs go to $OUT.
 set -euo pipefail
@@ -49,8 +50,9 @@ run)
         tail -n 3 "$out/test-$name.log" | grep "test result" | sed "s/^/$name: /" || true
     done
     "$carry/hybridvec" info --json | tee "$out/info.json"
-    for shape in "1 1000000 10 fp32" "1 100000 10 fp32" "1024 1000000 10 fp32" \
-        "1024 1000000 10 tf32" "1024 1000000 1024 fp32"; do
+    for shape in "1 1000000 10 fp32" "1 1000000 10 fp16" "1 100000 10 fp32" \
+        "1024 1000000 10 fp32" "1024 1000000 10 tf32" "1024 1000000 10 fp16" \
+        "1024 1000000 1024 fp32"; do
         set -- $shape
         "$carry/hybridvec" bench --backend cuda --json --queries "$1" --corpus "$2" --k "$3" \
             --precision "$4" --repeat 20 | tee -a "$out/bench-cuda.jsonl"

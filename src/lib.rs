@@ -39,7 +39,7 @@
 //! | AVX2 + FMA (detected at run time) | streaming kernels and GEMM tiles use them; otherwise portable scalar code |
 //! | `HYBRIDVEC_FORCE_SCALAR=1` or [`CpuConfig::force_scalar`] | force the portable scalar path |
 //! | CUDA | `libcuda` loaded at run time; without a usable device [`DevicePolicy::Cuda`] is [`Error::CudaUnavailable`] with the reason, and `Auto` uses the CPU |
-//! | [`CudaConfig::precision`] | [`Precision::Tf32`] runs large batches on the tensor cores (scores within 2e-3) |
+//! | [`CudaConfig::precision`] | [`Precision::Tf32`] runs large batches on the tensor cores; [`Precision::Fp16`] also streams an FP16 copy of the corpus (scores within 2e-3 for both) |
 //!
 //! The library emits `tracing` spans and never installs a subscriber.
 

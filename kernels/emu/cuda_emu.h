@@ -43,6 +43,9 @@ struct alignas(16) float4 {
 struct alignas(8) float2 {
     float x, y;
 };
+struct alignas(16) uint4 {
+    unsigned int x, y, z, w;
+};
 
 namespace hv_emu {
 
@@ -332,6 +335,61 @@ inline void hv_mma_tf32(float (&d)[4], const unsigned int (&a)[4], const unsigne
         int row = g + 8 * (r >> 1), col = 2 * t + (r & 1);
         float acc = C[row][col];
         for (int kk = 0; kk < 8; ++kk) acc = fmaf(A[row][kk], B[kk][col], acc);
+        d[r] = acc;
+    }
+}
+
+// FP16 through the compiler's _Float16 (IEEE binary16, round to nearest even).
+inline float hv_half_to_float(unsigned short h) {
+    _Float16 v;
+    memcpy(&v, &h, 2);
+    return static_cast<float>(v);
+}
+inline unsigned short hv_float_to_half(float f) {
+    _Float16 v = static_cast<_Float16>(f);
+    unsigned short h;
+    memcpy(&h, &v, 2);
+    return h;
+}
+inline unsigned int hv_pack_half2(float lo, float hi) {
+    return static_cast<unsigned int>(hv_float_to_half(lo)) |
+           (static_cast<unsigned int>(hv_float_to_half(hi)) << 16);
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, with the PTX ISA's fragment layout
+// (each register two halves, the lower index in the low half): g = lane / 4, t = lane % 4;
+// a = {A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]}, b = {B[2t..][g],
+// B[2t+8..][g]}, c/d as for m16n8k8.
+inline void hv_mma_f16(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
+    float A[16][16], B[16][8], C[16][8];
+    for (int r = 0; r < 4; ++r) {
+        unsigned int all[32];
+        hv_emu::gather(a[r], all);
+        for (int l = 0; l < 32; ++l) {
+            int g = l / 4, t = l % 4;
+            for (int h = 0; h < 2; ++h)
+                A[g + 8 * (r & 1)][2 * t + h + 8 * (r >> 1)] =
+                    hv_half_to_float(static_cast<unsigned short>(all[l] >> (16 * h)));
+        }
+    }
+    for (int r = 0; r < 2; ++r) {
+        unsigned int all[32];
+        hv_emu::gather(b[r], all);
+        for (int l = 0; l < 32; ++l)
+            for (int h = 0; h < 2; ++h)
+                B[2 * (l % 4) + h + 8 * r][l / 4] =
+                    hv_half_to_float(static_cast<unsigned short>(all[l] >> (16 * h)));
+    }
+    for (int r = 0; r < 4; ++r) {
+        float all[32];
+        hv_emu::gather(d[r], all);
+        for (int l = 0; l < 32; ++l) C[l / 4 + 8 * (r >> 1)][2 * (l % 4) + (r & 1)] = all[l];
+    }
+    int g = hv_emu::lane() / 4, t = hv_emu::lane() % 4;
+    for (int r = 0; r < 4; ++r) {
+        int row = g + 8 * (r >> 1), col = 2 * t + (r & 1);
+        float acc = C[row][col];
+        for (int kk = 0; kk < 16; ++kk) acc = fmaf(A[row][kk], B[kk][col], acc);
         d[r] = acc;
     }
 }

@@ -63,7 +63,10 @@ const Entry kKernels[] = {
     HV_EMU_KERNEL(hv_score_tiled),     HV_EMU_KERNEL(hv_score_tiled_tf32),
     HV_EMU_KERNEL(hv_select_topk),     HV_EMU_KERNEL(hv_sort_topk),
     HV_EMU_KERNEL(hv_topk_small_q),    HV_EMU_KERNEL(hv_topk_tiled),
-    HV_EMU_KERNEL(hv_topk_tiled_tf32), HV_EMU_KERNEL(hv_emu_selftest_divergent_barrier),
+    HV_EMU_KERNEL(hv_topk_tiled_tf32), HV_EMU_KERNEL(hv_rows_to_half),
+    HV_EMU_KERNEL(hv_score_small_q_f16), HV_EMU_KERNEL(hv_score_tiled_f16),
+    HV_EMU_KERNEL(hv_topk_small_q_f16), HV_EMU_KERNEL(hv_topk_tiled_f16),
+    HV_EMU_KERNEL(hv_emu_selftest_divergent_barrier),
     HV_EMU_KERNEL(hv_emu_selftest_race),
 };
 

@@ -52,6 +52,8 @@ struct Resident {
     dim: usize,
     data: CudaSlice<f32>,
     inv: CudaSlice<f32>,
+    /// The FP16 copy (unit-norm rows), made on the first [`Precision::Fp16`] call.
+    half: Mutex<Option<Arc<CudaSlice<u16>>>>,
 }
 
 /// The GPU side of the hybrid executor.
@@ -109,6 +111,7 @@ enum Scratch {
 struct Bound<'a> {
     queries: Option<&'a CudaSlice<f32>>,
     corpus: &'a Resident,
+    half: Option<&'a CudaSlice<u16>>,
     mask: Option<&'a CudaSlice<u32>>,
     temps: &'a [Scratch],
 }
@@ -143,6 +146,7 @@ impl Bound<'_> {
             Buf::Queries => self.queries.and_then(|q| at(q, offset, stream)),
             Buf::Corpus => at(&self.corpus.data, offset, stream),
             Buf::InvNorms => at(&self.corpus.inv, offset, stream),
+            Buf::CorpusF16 => self.half.and_then(|h| at(h, offset, stream)),
             Buf::Mask => self.mask.and_then(|m| at(m, offset, stream)),
             Buf::Temp(i) => match self.temps.get(i) {
                 Some(Scratch::F32(s)) => at(s, offset, stream),
@@ -289,11 +293,13 @@ impl CudaBackend {
             dim,
             data,
             inv,
+            half: Mutex::new(None),
         };
         if n > keep {
             let bound = Bound {
                 queries: None,
                 corpus: &r,
+                half: None,
                 mask: None,
                 temps: &[],
             };
@@ -304,6 +310,35 @@ impl CudaBackend {
         let r = Arc::new(r);
         *slot = Some(Arc::clone(&r));
         Ok(r)
+    }
+
+    /// The FP16 copy of `res`, made (and kept with it) on first use.
+    fn half(
+        &self,
+        res: &Resident,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Arc<CudaSlice<u16>>, BackendError> {
+        let mut slot = res.half.lock();
+        if let Some(h) = slot.as_ref() {
+            return Ok(Arc::clone(h));
+        }
+        let len = res.rows * res.dim;
+        let half = stream
+            .alloc_zeros::<u16>(len)
+            .map_err(|e| oom_or_launch(e, (len * 2) as u64))?;
+        let bound = Bound {
+            queries: None,
+            corpus: res,
+            half: Some(&half),
+            mask: None,
+            temps: &[],
+        };
+        self.launch(stream, &program::rows_to_half(res.rows, res.dim), &bound)?;
+        // Other calls read it from their own streams.
+        stream.synchronize().map_err(launch_failed)?;
+        let half = Arc::new(half);
+        *slot = Some(Arc::clone(&half));
+        Ok(half)
     }
 
     /// Copies `host` to `data[at..]` through two pinned staging buffers, so that filling
@@ -402,6 +437,10 @@ impl CudaBackend {
         corpus: &Resident,
         mask: Option<&CudaSlice<u32>>,
     ) -> Result<Vec<Scratch>, BackendError> {
+        let half = match self.precision {
+            Precision::Fp16 => Some(self.half(corpus, stream)?),
+            Precision::Fp32 | Precision::Tf32 => None,
+        };
         let oom = |e| oom_or_launch(e, p.device_bytes());
         let temps = p
             .temps
@@ -415,6 +454,7 @@ impl CudaBackend {
         let bound = Bound {
             queries: Some(queries),
             corpus,
+            half: half.as_deref(),
             mask,
             temps: &temps,
         };

@@ -162,6 +162,7 @@ struct Inputs {
     queries: HostBuf,
     corpus: HostBuf,
     inv: HostBuf,
+    half: HostBuf,
     mask: Option<HostBuf>,
 }
 
@@ -171,6 +172,7 @@ impl Inputs {
             Buf::Queries => &mut self.queries,
             Buf::Corpus => &mut self.corpus,
             Buf::InvNorms => &mut self.inv,
+            Buf::CorpusF16 => &mut self.half,
             Buf::Mask => self.mask.as_mut().expect("a masked program without a mask"),
             Buf::Temp(i) => &mut temps[i],
         }
@@ -251,6 +253,7 @@ impl Emulator {
             ("queries", &inputs.queries),
             ("corpus", &inputs.corpus),
             ("norms", &inputs.inv),
+            ("fp16 copy", &inputs.half),
         ] {
             assert!(
                 b.guards_intact(),
@@ -274,13 +277,14 @@ impl Emulator {
 }
 
 /// A corpus on the emulated device: uploaded, with its norms from `hv_row_inv_norms` (in
-/// two launches, as a store delta would be).
+/// two launches, as a store delta would be) and its FP16 copy from `hv_rows_to_half`.
 fn inputs(emu: &Emulator, q: &[f32], c: &[f32], dim: usize, live: Option<&[bool]>) -> Inputs {
     let n = c.len() / dim;
     let mut inputs = Inputs {
         queries: HostBuf::from(q),
         corpus: HostBuf::from(c),
         inv: HostBuf::from(&vec![0f32; n]),
+        half: HostBuf::from(&vec![0u16; n * dim]),
         mask: live.map(|l| {
             let mut bits = vec![0u32; n.div_ceil(32)];
             for (i, _) in l.iter().enumerate().filter(|(_, &on)| on) {
@@ -300,6 +304,7 @@ fn inputs(emu: &Emulator, q: &[f32], c: &[f32], dim: usize, live: Option<&[bool]
             );
         }
     }
+    emu.launch(&program::rows_to_half(n, dim), &mut inputs, &mut [], 2);
     inputs
 }
 
@@ -493,6 +498,7 @@ fn the_emulator_exposes_a_missing_barrier() {
         queries: out,
         corpus: HostBuf::new(4, 4),
         inv: HostBuf::new(4, 4),
+        half: HostBuf::new(4, 2),
         mask: None,
     };
     let base = (seed() % 1000) as f32;
@@ -565,16 +571,58 @@ fn fused_tiled_top_k_matches_the_reference() {
 }
 
 #[test]
-fn tf32_top_k_is_within_its_documented_tolerance() {
+fn tf32_and_fp16_top_k_are_within_their_documented_tolerance() {
     let emu = with_emulator!();
-    for (nq, n, dim, k) in [(70, 3000, 24, 10), (9, 700, 40, 32)] {
+    for precision in [Precision::Tf32, Precision::Fp16] {
+        // Tiled (fused), small-batch (fused; FP16 reads the half copy), unfused.
+        for (nq, n, dim, k) in [(70, 3000, 24, 10), (9, 700, 40, 32), (3, 2000, 16, 10)] {
+            check_top_k(
+                emu,
+                &Case {
+                    precision,
+                    ..Case::new(nq, n, dim, k)
+                },
+            );
+        }
         check_top_k(
             emu,
             &Case {
-                precision: Precision::Tf32,
-                ..Case::new(nq, n, dim, k)
+                precision,
+                delete: 5,
+                ..Case::new(20, 5000, 8, 50)
             },
         );
+    }
+}
+
+#[test]
+fn the_fp16_copy_is_the_unit_norm_corpus_rounded() {
+    let emu = with_emulator!();
+    let (n, dim) = (200, 24);
+    let c = data::random_matrix(n, dim, seed());
+    let inp = inputs(emu, &[0.0; 24], &c, dim, None);
+    let half: Vec<u16> = inp.half.get();
+    let want = unit(&c, dim);
+    for (i, (&h, &w)) in half.iter().zip(&want).enumerate() {
+        // Round to nearest: within half a unit in the last place (2^-11 relative), or the
+        // subnormal spacing.
+        let got = f16_to_f32(h);
+        assert!(
+            (got - w).abs() <= w.abs() * (1.0 / 2048.0) + 6e-8,
+            "element {i}: {got} vs {w}"
+        );
+    }
+}
+
+/// IEEE binary16 bits → f32 (test-side decoding, independent of the emulator's).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f32;
+    match exp {
+        0 => sign * frac * 2f32.powi(-24),
+        31 => sign * f32::INFINITY,
+        _ => sign * (1.0 + frac / 1024.0) * 2f32.powi(exp - 15),
     }
 }
 
@@ -609,6 +657,8 @@ fn exact_ties_keep_the_lower_row() {
         (1, 20, Precision::Fp32),
         (16, 20, Precision::Fp32),
         (70, 20, Precision::Tf32),
+        (70, 20, Precision::Fp16),
+        (2, 20, Precision::Fp16),
         (2, 200, Precision::Fp32),
     ] {
         check_top_k(
@@ -629,6 +679,8 @@ fn cosine_chunks_match_the_reference() {
         (3, Precision::Fp32),
         (70, Precision::Fp32),
         (70, Precision::Tf32),
+        (3, Precision::Fp16),
+        (70, Precision::Fp16),
     ] {
         let seed = seed();
         let (n, dim) = (900, 20);

@@ -34,10 +34,15 @@ pub(crate) enum Kernel {
     TopKSmallQ,
     TopKTiled,
     TopKTiledTf32,
+    RowsToHalf,
+    ScoreSmallQF16,
+    ScoreTiledF16,
+    TopKSmallQF16,
+    TopKTiledF16,
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 9] = [
+    pub(crate) const ALL: [Kernel; 14] = [
         Kernel::InvNorms,
         Kernel::ScoreSmallQ,
         Kernel::ScoreTiled,
@@ -47,6 +52,11 @@ impl Kernel {
         Kernel::TopKSmallQ,
         Kernel::TopKTiled,
         Kernel::TopKTiledTf32,
+        Kernel::RowsToHalf,
+        Kernel::ScoreSmallQF16,
+        Kernel::ScoreTiledF16,
+        Kernel::TopKSmallQF16,
+        Kernel::TopKTiledF16,
     ];
 
     /// The `extern "C"` name.
@@ -61,16 +71,29 @@ impl Kernel {
             Kernel::TopKSmallQ => "hv_topk_small_q",
             Kernel::TopKTiled => "hv_topk_tiled",
             Kernel::TopKTiledTf32 => "hv_topk_tiled_tf32",
+            Kernel::RowsToHalf => "hv_rows_to_half",
+            Kernel::ScoreSmallQF16 => "hv_score_small_q_f16",
+            Kernel::ScoreTiledF16 => "hv_score_tiled_f16",
+            Kernel::TopKSmallQF16 => "hv_topk_small_q_f16",
+            Kernel::TopKTiledF16 => "hv_topk_tiled_f16",
         }
     }
 
     /// The `kernels/<module>.cu` that defines it.
     pub(crate) fn module(self) -> &'static str {
         match self {
-            Kernel::InvNorms => "norms",
-            Kernel::ScoreSmallQ | Kernel::ScoreTiled | Kernel::ScoreTiledTf32 => "score",
+            Kernel::InvNorms | Kernel::RowsToHalf => "norms",
+            Kernel::ScoreSmallQ
+            | Kernel::ScoreTiled
+            | Kernel::ScoreTiledTf32
+            | Kernel::ScoreSmallQF16
+            | Kernel::ScoreTiledF16 => "score",
             Kernel::SelectTopK | Kernel::SortTopK => "topk",
-            Kernel::TopKSmallQ | Kernel::TopKTiled | Kernel::TopKTiledTf32 => "fused",
+            Kernel::TopKSmallQ
+            | Kernel::TopKTiled
+            | Kernel::TopKTiledTf32
+            | Kernel::TopKSmallQF16
+            | Kernel::TopKTiledF16 => "fused",
         }
     }
 }
@@ -84,6 +107,9 @@ pub(crate) enum Buf {
     Corpus,
     /// Its inverse row norms, `n` f32.
     InvNorms,
+    /// The FP16 copy of the resident corpus, rows scaled to unit norm, `n × dim` u16
+    /// (made for [`Precision::Fp16`]).
+    CorpusF16,
     /// The live-row mask, `ceil(n / 32)` u32 (present only when the program is masked).
     Mask,
     /// Scratch buffer `i` of [`Program::temps`], zero-filled before the first launch.
@@ -207,15 +233,39 @@ impl Shape {
 
     /// The parameters every scoring kernel starts with: `qn` queries from query `q0`,
     /// their dimension, the corpus, its norms and the live mask (or null).
+    /// FP16 reads the unit-norm FP16 copy, and passes no norms.
     fn scoring_args(&self, q0: usize, qn: usize) -> Vec<Arg> {
+        let (corpus, inv) = match self.precision {
+            Precision::Fp16 => (Arg::Ptr(Buf::CorpusF16, 0), Arg::Null),
+            Precision::Fp32 | Precision::Tf32 => {
+                (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::InvNorms, 0))
+            }
+        };
         vec![
             Arg::Ptr(Buf::Queries, q0 * self.dim),
             int(qn),
             int(self.dim),
-            Arg::Ptr(Buf::Corpus, 0),
-            Arg::Ptr(Buf::InvNorms, 0),
+            corpus,
+            inv,
             self.mask(),
         ]
+    }
+
+    /// The memory-bound kernel: FP32 unless the corpus is read in FP16.
+    fn small_kernel(&self, fp32: Kernel, fp16: Kernel) -> Kernel {
+        match self.precision {
+            Precision::Fp16 => fp16,
+            Precision::Fp32 | Precision::Tf32 => fp32,
+        }
+    }
+
+    /// The compute-bound kernel for this precision.
+    fn tiled_kernel(&self, fp32: Kernel, tf32: Kernel, fp16: Kernel) -> Kernel {
+        match self.precision {
+            Precision::Fp32 => fp32,
+            Precision::Tf32 => tf32,
+            Precision::Fp16 => fp16,
+        }
     }
 
     /// Whether top-k with this `k` is fused (and so ignores the chunk size).
@@ -244,7 +294,7 @@ fn score(p: &mut Program, s: &Shape, row0: usize, rows: usize, out: Buf, at: usi
     let (nq, dim) = (s.nq, s.dim);
     if s.small() {
         p.launches.push(Launch {
-            kernel: Kernel::ScoreSmallQ,
+            kernel: s.small_kernel(Kernel::ScoreSmallQ, Kernel::ScoreSmallQF16),
             grid: grid(rows.div_ceil(8).clamp(1, 1 << 20), 1),
             block: 256,
             smem: (nq * dim * 4) as u32,
@@ -256,10 +306,11 @@ fn score(p: &mut Program, s: &Shape, row0: usize, rows: usize, out: Buf, at: usi
         });
         return;
     }
-    let kernel = match s.precision {
-        Precision::Fp32 => Kernel::ScoreTiled,
-        Precision::Tf32 => Kernel::ScoreTiledTf32,
-    };
+    let kernel = s.tiled_kernel(
+        Kernel::ScoreTiled,
+        Kernel::ScoreTiledTf32,
+        Kernel::ScoreTiledF16,
+    );
     for q0 in (0..nq).step_by(MAX_GRID_Y * TILE) {
         let qn = (nq - q0).min(MAX_GRID_Y * TILE);
         p.launches.push(Launch {
@@ -310,7 +361,7 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
         cand_i = p.temp(Elem::I64, nq * len);
         // Writes cand[q·len + part·k + j] for q < nq, part < blocks·8, j < k.
         p.launches.push(Launch {
-            kernel: Kernel::TopKSmallQ,
+            kernel: s.small_kernel(Kernel::TopKSmallQ, Kernel::TopKSmallQF16),
             grid: grid(blocks, 1),
             block: 256,
             smem: (nq * dim * 4) as u32,
@@ -334,10 +385,11 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
         len = parts * k;
         cand_s = p.temp(Elem::F32, nq * len);
         cand_i = p.temp(Elem::I64, nq * len);
-        let kernel = match s.precision {
-            Precision::Fp32 => Kernel::TopKTiled,
-            Precision::Tf32 => Kernel::TopKTiledTf32,
-        };
+        let kernel = s.tiled_kernel(
+            Kernel::TopKTiled,
+            Kernel::TopKTiledTf32,
+            Kernel::TopKTiledF16,
+        );
         // Writes cand[q·len + part·k + j] for q < nq, part < parts, j < k.
         p.launches.push(Launch {
             kernel,
@@ -456,6 +508,24 @@ pub(crate) fn inv_norms(row0: usize, rows: usize, dim: usize) -> Launch {
     }
 }
 
+/// The FP16 copy of `rows` resident rows: `hv_rows_to_half` reads rows × dim floats of
+/// the corpus and `rows` norms, and writes rows × dim halves of the FP16 copy.
+pub(crate) fn rows_to_half(rows: usize, dim: usize) -> Launch {
+    Launch {
+        kernel: Kernel::RowsToHalf,
+        grid: grid((rows * dim).div_ceil(256).clamp(1, 1 << 16), 1),
+        block: 256,
+        smem: 0,
+        args: vec![
+            Arg::Ptr(Buf::Corpus, 0),
+            long(rows),
+            int(dim),
+            Arg::Ptr(Buf::InvNorms, 0),
+            Arg::Ptr(Buf::CorpusF16, 0),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,5 +601,19 @@ mod tests {
         // The memory-bound path has no TF32 variant (it is bandwidth-bound).
         let small = top_k(&shape(1, 10_000, 64), 10, 4096);
         assert_eq!(small.launches[0].kernel, Kernel::TopKSmallQ);
+        let mut s = shape(1, 10_000, 64);
+        s.precision = Precision::Tf32;
+        assert_eq!(top_k(&s, 10, 4096).launches[0].kernel, Kernel::TopKSmallQ);
+    }
+
+    #[test]
+    fn fp16_reads_the_half_copy_without_norms_in_both_paths() {
+        for (nq, first) in [(1, Kernel::TopKSmallQF16), (256, Kernel::TopKTiledF16)] {
+            let mut s = shape(nq, 10_000, 64);
+            s.precision = Precision::Fp16;
+            let l = &top_k(&s, 10, 4096).launches[0];
+            assert_eq!(l.kernel, first);
+            assert_eq!(l.args[3..5], [Arg::Ptr(Buf::CorpusF16, 0), Arg::Null]);
+        }
     }
 }

@@ -45,6 +45,7 @@ impl From<Backend> for DevicePolicy {
 enum PrecisionArg {
     Fp32,
     Tf32,
+    Fp16,
 }
 
 impl From<PrecisionArg> for Precision {
@@ -52,6 +53,7 @@ impl From<PrecisionArg> for Precision {
         match p {
             PrecisionArg::Fp32 => Precision::Fp32,
             PrecisionArg::Tf32 => Precision::Tf32,
+            PrecisionArg::Fp16 => Precision::Fp16,
         }
     }
 }
@@ -290,8 +292,8 @@ struct BenchArgs {
     /// Which backend serves.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
-    /// Arithmetic of the GPU's compute-bound kernels (more than 8 queries); the CPU is
-    /// always FP32.
+    /// Arithmetic of the GPU kernels: tf32 for batches above 8 queries, fp16 for all
+    /// (an FP16 copy of the corpus); the CPU is always FP32.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
     /// Timed runs (after one warm-up run); the median is reported.
