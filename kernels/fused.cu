@@ -9,6 +9,10 @@
 #include "small_q.cuh"
 #include "tile.cuh"
 
+// The fused kernels are bounded to 85 registers (three blocks per SM), which ptxas meets
+// with no spill, except the FP32 tiled one: bounded so, it spills on sm_80, so it runs
+// two blocks per SM (up to 128 registers).
+
 // Small batches: one part per warp (part = global warp index), rows strided over warps.
 // T is the corpus element (float, or FP16 bits); inv null means unit-norm rows.
 template <class T>
@@ -49,7 +53,7 @@ __device__ __forceinline__ void hv_topk_small_q_impl(const float* __restrict__ q
         if (q < nq) hv_list_store(lists[q], k, out_s + q * out_ld + part * k, out_i + q * out_ld + part * k);
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 3)
 hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                 const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                 long long rows, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
@@ -58,7 +62,7 @@ hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float*
 }
 
 // The same over the FP16 copy of the corpus (Precision::Fp16): half the bytes.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 3)
 hv_topk_small_q_f16(const float* __restrict__ queries, int nq, int dim,
                     const unsigned short* __restrict__ x, const float* __restrict__ inv,
                     const unsigned int* __restrict__ mask, long long rows, int k,
@@ -119,7 +123,7 @@ hv_topk_tiled(const float* __restrict__ queries, int nq, int dim, const float* _
 }
 
 // The same on the tensor cores, operands rounded to TF32 (Precision::Tf32).
-extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 3)
 hv_topk_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                    const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                    long long rows, int seg_tiles, int k, float* __restrict__ out_s,
@@ -129,7 +133,7 @@ hv_topk_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const flo
 
 // The same from the FP16 copy of the corpus (unit-norm rows, inv null), FP16 tensor cores
 // (Precision::Fp16).
-extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 3)
 hv_topk_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                   const unsigned short* __restrict__ x, const float* __restrict__ inv,
                   const unsigned int* __restrict__ mask, long long rows, int seg_tiles, int k,

@@ -38,7 +38,8 @@ __device__ __forceinline__ long long hv_candidate_index(const long long* __restr
 // scores: per query a row of `len` candidates at stride `ld`; indices: same layout, or
 // null, meaning candidate i of the row is corpus row index_base + i. The output for
 // (query, segment) lands at out_*[query * out_ld + (seg_offset + segment) * k].
-extern "C" __global__ void __launch_bounds__(HV_THREADS)
+// At most 64 registers, so four blocks fit on an SM.
+extern "C" __global__ void __launch_bounds__(HV_THREADS, 4)
 hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ indices,
                long long ld, long long len, long long index_base, int k,
                float* __restrict__ out_scores, long long* __restrict__ out_indices,

@@ -354,8 +354,9 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
     // Per query, `len` candidates at stride `ld` in (cand_s, cand_i).
     let (cand_s, cand_i, mut len);
     if s.fused(k) && s.small() {
-        // One part per warp, each warp ≥ 32 rows, about two blocks per SM.
-        let blocks = n.div_ceil(8 * 32).clamp(1, 2 * s.sms.max(1));
+        // One part per warp, each warp ≥ 32 rows, one wave of three blocks per SM
+        // (`__launch_bounds__(256, 3)`).
+        let blocks = n.div_ceil(8 * 32).clamp(1, 3 * s.sms.max(1));
         len = blocks * 8 * k;
         cand_s = p.temp(Elem::F32, nq * len);
         cand_i = p.temp(Elem::I64, nq * len);
