@@ -467,3 +467,32 @@ fn without_libcuda_auto_runs_on_the_cpu() {
         assert_eq!(v["reason"].as_str(), Some("no_accelerator"), "{v}");
     }
 }
+
+/// `--precision` reaches the GPU configuration and the JSON; the CPU ignores it (it is
+/// always FP32), so here the answer is the CPU's. A bad value is a usage error.
+#[test]
+fn bench_takes_a_gpu_precision() {
+    for p in ["fp32", "tf32", "fp16"] {
+        let args = [
+            "bench",
+            "--json",
+            "--queries",
+            "16",
+            "--corpus",
+            "300",
+            "--dim",
+            "8",
+            "--repeat",
+            "1",
+            "--precision",
+            p,
+        ];
+        let o = hybridvec(&args);
+        assert_ok(&o, &args.join(" "));
+        let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        assert_eq!(v["precision"].as_str(), Some(p), "{v}");
+    }
+    let o = hybridvec(&["bench", "--precision", "fp8"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("fp8"), "{}", stderr(&o));
+}
