@@ -264,10 +264,17 @@ impl Emulator {
     }
 
     fn run(&self, p: &Program, inputs: &mut Inputs, seed: u64) -> Vec<HostBuf> {
+        // Scratch starts as garbage, as uninitialised device memory does, and attractive
+        // garbage: 0x7F7F7F7F is the f32 3.4e38, which would outscore every real candidate,
+        // so a launch that reads an element no earlier launch wrote fails the check.
         let mut temps: Vec<HostBuf> = p
             .temps
             .iter()
-            .map(|t| HostBuf::new(t.len * t.elem.size(), t.elem.size()))
+            .map(|t| {
+                let mut b = HostBuf::new(t.len * t.elem.size(), t.elem.size());
+                b.data_mut().fill(0x7F);
+                b
+            })
             .collect();
         for (i, l) in p.launches.iter().enumerate() {
             self.launch(l, inputs, &mut temps, seed.wrapping_add(i as u64));
@@ -631,6 +638,14 @@ fn unfused_top_k_over_several_chunks_matches_the_reference() {
     let emu = with_emulator!();
     // k above the fused limit: scores in chunks of 4096 rows, then merge passes.
     check_top_k(emu, &Case::new(9, 9000, 16, 100));
+    // Chunks of two segments, the last one short: its missing segment must read as empty.
+    check_top_k(
+        emu,
+        &Case {
+            chunk: 8192,
+            ..Case::new(9, 9000, 16, 100)
+        },
+    );
     check_top_k(emu, &Case::new(2, 5000, 8, 1000));
     // More k than rows: every row, in order.
     check_top_k(emu, &Case::new(3, 700, 8, 1024));

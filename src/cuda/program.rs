@@ -112,7 +112,8 @@ pub(crate) enum Buf {
     CorpusF16,
     /// The live-row mask, `ceil(n / 32)` u32 (present only when the program is masked).
     Mask,
-    /// Scratch buffer `i` of [`Program::temps`], zero-filled before the first launch.
+    /// Scratch buffer `i` of [`Program::temps`]. Uninitialised: every element a launch
+    /// (or the result) reads, an earlier launch wrote.
     Temp(usize),
 }
 
@@ -422,12 +423,14 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
             let row0 = c * r;
             let rows = r.min(n - row0);
             score(&mut p, s, row0, rows, scores, 0, rows);
+            // Every chunk fills its segs_per_chunk slots of candidates, a short last
+            // chunk with empty ones, so the merge never reads unwritten slots.
             select(
                 &mut p,
                 nq,
                 (scores, None, rows, rows, row0),
                 k,
-                (cand_s, cand_i, len, c * segs_per_chunk),
+                (cand_s, cand_i, len, c * segs_per_chunk, segs_per_chunk),
             );
         }
     }
@@ -442,7 +445,7 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
             nq,
             (src_s, Some(src_i), ld, len, 0),
             k,
-            (next_s, next_i, out_ld, 0),
+            (next_s, next_i, out_ld, 0, len.div_ceil(SEGMENT)),
         );
         (src_s, src_i, ld, len) = (next_s, next_i, out_ld, out_ld);
     }
@@ -461,19 +464,21 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
 }
 
 /// One radix-select pass. Source: per query, `len` candidates at stride `ld` (indices, or
-/// `index_base + position`). Destination: k slots for each of the ceil(len / SEGMENT)
-/// segments, at `(seg_offset + segment) · k` of rows of stride `out_ld`.
+/// `index_base + position`). Destination: k slots for each of `segments` ≥ ceil(len /
+/// SEGMENT) segments (those past `len` all empty), at `(seg_offset + segment) · k` of rows
+/// of stride `out_ld`.
 fn select(
     p: &mut Program,
     nq: usize,
     (scores, indices, ld, len, index_base): (Buf, Option<Buf>, usize, usize, usize),
     k: usize,
-    (out_s, out_i, out_ld, seg_offset): (Buf, Buf, usize, usize),
+    (out_s, out_i, out_ld, seg_offset, segments): (Buf, Buf, usize, usize, usize),
 ) {
-    debug_assert!((seg_offset + len.div_ceil(SEGMENT)) * k <= out_ld);
+    debug_assert!(segments >= len.div_ceil(SEGMENT));
+    debug_assert!((seg_offset + segments) * k <= out_ld);
     p.launches.push(Launch {
         kernel: Kernel::SelectTopK,
-        grid: grid(len.div_ceil(SEGMENT), nq),
+        grid: grid(segments, nq),
         block: 256,
         smem: 0,
         args: vec![
