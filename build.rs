@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const KERNELS: [&str; 4] = ["fused", "norms", "score", "topk"];
+const KERNELS: [&str; 5] = ["filter", "fused", "norms", "score", "topk"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -35,13 +35,15 @@ __device__ __forceinline__ long long hv_candidate_index(const long long* __restr
     return indices ? indices[row_start + p] : index_base + p;
 }
 
-// scores: per query a row of `len` candidates at stride `ld`; indices: same layout, or
-// null, meaning candidate i of the row is corpus row index_base + i. The output for
+// scores: per query a row of `len` candidates at stride `ld` (or counts[q] of them when
+// counts is non-null and that is fewer); indices: same layout, or null, meaning candidate
+// i of the row is corpus row index_base + i. The output for
 // (query, segment) lands at out_*[query * out_ld + (seg_offset + segment) * k].
 // At most 64 registers, so four blocks fit on an SM.
 extern "C" __global__ void __launch_bounds__(HV_THREADS, 4)
 hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ indices,
-               long long ld, long long len, long long index_base, int k,
+               const unsigned int* __restrict__ counts, long long ld, long long len,
+               long long index_base, int k,
                float* __restrict__ out_scores, long long* __restrict__ out_indices,
                long long out_ld, long long seg_offset) {
     __shared__ unsigned int scratch[HV_THREADS / HV_WARP];
@@ -49,6 +51,8 @@ hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ i
     long long q = blockIdx.y;
     long long seg0 = (long long)blockIdx.x * HV_SEG;
     const float* row = scores + q * ld;
+    // Per-query lengths (hv_filter_*'s counts, which may exceed the row) cut rows short.
+    if (counts != nullptr && (long long)counts[q] < len) len = counts[q];
     unsigned int key[HV_PER_THREAD];
     #pragma unroll
     for (int j = 0; j < HV_PER_THREAD; ++j) {

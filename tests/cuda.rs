@@ -105,10 +105,12 @@ fn top_k_matches_the_f64_reference() {
         (1, 100, 8, 1024),
         (1024, 50_000, 768, 10),
         (70, 30_000, 33, 32),
+        (16, 200_000, 64, 1024),
+        (3, 200_000, 64, 500),
     ] {
         check_top_k(&ex, q, n, d, k, q as u64 * 31 + n as u64);
     }
-    println!("cuda top_k parity: 8 shapes checked on the device");
+    println!("cuda top_k parity: 10 shapes checked on the device");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 // point shaped like cuLaunchKernel. Built and loaded by the crate's emulation tests.
 #include "cuda_emu.h"
 
+#include "../filter.cu"
 #include "../fused.cu"
 #include "../norms.cu"
 #include "../score.cu"
@@ -66,7 +67,9 @@ const Entry kKernels[] = {
     HV_EMU_KERNEL(hv_topk_tiled_tf32), HV_EMU_KERNEL(hv_rows_to_half),
     HV_EMU_KERNEL(hv_score_small_q_f16), HV_EMU_KERNEL(hv_score_tiled_f16),
     HV_EMU_KERNEL(hv_topk_small_q_f16), HV_EMU_KERNEL(hv_topk_tiled_f16),
-    HV_EMU_KERNEL(hv_emu_selftest_divergent_barrier),
+    HV_EMU_KERNEL(hv_filter_small_q), HV_EMU_KERNEL(hv_filter_small_q_f16),
+    HV_EMU_KERNEL(hv_filter_tiled), HV_EMU_KERNEL(hv_filter_tiled_tf32),
+    HV_EMU_KERNEL(hv_filter_tiled_f16), HV_EMU_KERNEL(hv_emu_selftest_divergent_barrier),
     HV_EMU_KERNEL(hv_emu_selftest_race),
 };
 

@@ -101,10 +101,20 @@ fn timing_event(stream: &CudaStream) -> Result<CudaEvent, BackendError> {
         .map_err(launch_failed)
 }
 
+/// A top-k program's results on the host.
+struct TopKResult {
+    scores: Vec<f32>,
+    indices: Vec<i64>,
+    /// The filtered path's candidate counts, and its list capacity.
+    counts: Option<Vec<u32>>,
+    cap: usize,
+}
+
 /// A program's scratch buffer on the device.
 enum Scratch {
     F32(CudaSlice<f32>),
     I64(CudaSlice<i64>),
+    U32(CudaSlice<u32>),
 }
 
 /// The device buffers a program's [`Buf`] names refer to.
@@ -151,6 +161,7 @@ impl Bound<'_> {
             Buf::Temp(i) => match self.temps.get(i) {
                 Some(Scratch::F32(s)) => at(s, offset, stream),
                 Some(Scratch::I64(s)) => at(s, offset, stream),
+                Some(Scratch::U32(s)) => at(s, offset, stream),
                 None => None,
             },
         };
@@ -449,12 +460,19 @@ impl CudaBackend {
         let temps = p
             .temps
             .iter()
-            .map(|t| match t.elem {
-                // SAFETY: uninitialised f32s are still f32s (every bit pattern is one), and
-                // the program writes each element before reading it (above).
-                Elem::F32 => unsafe { stream.alloc::<f32>(t.len) }.map(Scratch::F32),
-                // SAFETY: as for f32: every bit pattern is an i64.
-                Elem::I64 => unsafe { stream.alloc::<i64>(t.len) }.map(Scratch::I64),
+            .map(|t| match (t.elem, t.zeroed) {
+                (Elem::F32, false) => {
+                    // SAFETY: uninitialised f32s are still f32s (every bit pattern is
+                    // one), and the program writes each element before reading it.
+                    unsafe { stream.alloc::<f32>(t.len) }.map(Scratch::F32)
+                }
+                (Elem::I64, false) => {
+                    // SAFETY: as for f32: every bit pattern is an i64.
+                    unsafe { stream.alloc::<i64>(t.len) }.map(Scratch::I64)
+                }
+                (Elem::F32, true) => stream.alloc_zeros::<f32>(t.len).map(Scratch::F32),
+                (Elem::I64, true) => stream.alloc_zeros::<i64>(t.len).map(Scratch::I64),
+                (Elem::U32, _) => stream.alloc_zeros::<u32>(t.len).map(Scratch::U32),
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(oom)?;
@@ -500,6 +518,43 @@ impl CudaBackend {
         }
     }
 
+    /// Plans (the largest chunk of the `n` rows whose program fits), runs and reads back
+    /// one top-k program built by `build(rows_per_chunk)`.
+    fn top_k_program(
+        &self,
+        stream: &Arc<CudaStream>,
+        n: usize,
+        build: impl Fn(usize) -> Program,
+        (queries, res, mask): (&CudaSlice<f32>, &Resident, Option<&CudaSlice<u32>>),
+    ) -> Result<TopKResult, BackendError> {
+        let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
+            build(r).device_bytes()
+        })
+        .map_err(|requested| BackendError::OutOfMemory { requested })?;
+        let prog = build(plan.rows_per_chunk);
+        let temps = self.run(stream, &prog, queries, res, mask)?;
+        let read = |b: Buf| match b {
+            Buf::Temp(i) => Some(&temps[i]),
+            _ => None,
+        };
+        let (Some(Scratch::F32(scores)), Some(Scratch::I64(indices))) =
+            (read(prog.scores), read(prog.indices))
+        else {
+            unreachable!("top-k results are f32 scores and i64 indices in scratch");
+        };
+        let counts = match prog.counts.map(|(b, _)| read(b)) {
+            Some(Some(Scratch::U32(c))) => Some(stream.clone_dtoh(c).map_err(launch_failed)?),
+            Some(_) => unreachable!("counts are u32 scratch"),
+            None => None,
+        };
+        Ok(TopKResult {
+            scores: stream.clone_dtoh(scores).map_err(launch_failed)?,
+            indices: stream.clone_dtoh(indices).map_err(launch_failed)?,
+            counts,
+            cap: prog.counts.map_or(0, |(_, cap)| cap),
+        })
+    }
+
     fn top_k_device(
         &self,
         queries: MatrixRef<'_>,
@@ -523,26 +578,37 @@ impl CudaBackend {
         let res = self.resident(corpus, &stream)?;
         let mask_bits = Self::live_mask(corpus);
         let shape = self.shape(nq, corpus, mask_bits.is_some());
-        let plan = plan::plan(self.free_memory()?, self.margin, shape.n, |r| {
-            program::top_k(&shape, k, r).device_bytes()
-        })
-        .map_err(|requested| BackendError::OutOfMemory { requested })?;
-        let prog = program::top_k(&shape, k, plan.rows_per_chunk);
-        let oom = |e| oom_or_launch(e, plan.bytes);
-        let q_dev = stream.clone_htod(queries.as_slice()).map_err(oom)?;
+        let q_dev = stream
+            .clone_htod(queries.as_slice())
+            .map_err(|e| oom_or_launch(e, (nq * queries.cols() * 4) as u64))?;
         let mask = match &mask_bits {
-            Some(bits) => Some(stream.clone_htod(bits).map_err(oom)?),
+            Some(bits) => Some(
+                stream
+                    .clone_htod(bits)
+                    .map_err(|e| oom_or_launch(e, (bits.len() * 4) as u64))?,
+            ),
             None => None,
         };
-        let temps = self.run(&stream, &prog, &q_dev, &res, mask.as_ref())?;
-        let (Buf::Temp(si), Buf::Temp(ii)) = (prog.scores, prog.indices) else {
-            unreachable!("a top-k program's result is scratch");
-        };
-        let (Scratch::F32(scores), Scratch::I64(indices)) = (&temps[si], &temps[ii]) else {
-            unreachable!("top-k results are f32 scores and i64 indices");
-        };
-        let s = stream.clone_dtoh(scores).map_err(launch_failed)?;
-        let idx = stream.clone_dtoh(indices).map_err(launch_failed)?;
+        let mut result = self.top_k_program(
+            &stream,
+            shape.n,
+            |r| program::top_k(&shape, k, r),
+            (&q_dev, &res, mask.as_ref()),
+        )?;
+        if let Some(counts) = &result.counts {
+            if program::overflowed(counts, result.cap) {
+                // The sample's floor let more rows through than the lists hold (data far
+                // from random order): redo the call the way that always fits.
+                tracing::debug!(k, "filtered top-k overflowed; scoring in chunks instead");
+                result = self.top_k_program(
+                    &stream,
+                    shape.n,
+                    |r| program::top_k_chunked(&shape, k, r),
+                    (&q_dev, &res, mask.as_ref()),
+                )?;
+            }
+        }
+        let (s, idx) = (result.scores, result.indices);
         let end = timing_event(&stream)?;
         stream.synchronize().map_err(launch_failed)?;
         if let Ok(ms) = start.elapsed_ms(&end) {

@@ -272,7 +272,7 @@ impl Emulator {
             .iter()
             .map(|t| {
                 let mut b = HostBuf::new(t.len * t.elem.size(), t.elem.size());
-                b.data_mut().fill(0x7F);
+                b.data_mut().fill(if t.zeroed { 0 } else { 0x7F });
                 b
             })
             .collect();
@@ -335,8 +335,13 @@ struct Case {
     chunk: usize,
     /// Every `delete`-th row deleted (0: none).
     delete: usize,
+    /// The path the program must take, when the case is about one.
+    expect: Option<Taken>,
     /// Every row 7i + 3 a copy of row 3, and query 0 its direction, to make exact ties.
     duplicates: bool,
+    /// The first quarter of the rows pointing away from query 0, so that a sample of the
+    /// first rows gives it a floor that lets every row through.
+    adversarial: bool,
 }
 
 impl Case {
@@ -350,8 +355,53 @@ impl Case {
             chunk: 4096,
             delete: 0,
             duplicates: false,
+            adversarial: false,
+            expect: None,
         }
     }
+}
+
+/// Which way an emulated top-k went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// Fused, or chunked from the start.
+    Direct,
+    /// Filtered by a sampled floor, within the lists' capacity.
+    Filtered,
+    /// Filtered, overflowed, and redone in chunks (as the backend does).
+    FellBack,
+}
+
+/// The backend's top-k on the emulator, as `CudaBackend::top_k_device` runs it: the
+/// program for the shape, and the chunked one when a filtered program overflows.
+fn emulated_top_k(
+    emu: &Emulator,
+    shape: &Shape,
+    k: usize,
+    chunk: usize,
+    inputs: &mut Inputs,
+    seed: u64,
+) -> (Vec<f32>, Vec<i64>, Taken) {
+    let read = |p: &Program, temps: &[HostBuf]| {
+        let (Buf::Temp(si), Buf::Temp(ii)) = (p.scores, p.indices) else {
+            unreachable!("top-k results are scratch")
+        };
+        (temps[si].get::<f32>(), temps[ii].get::<i64>())
+    };
+    let p = program::top_k(shape, k, chunk);
+    let temps = emu.run(&p, inputs, seed);
+    let Some((Buf::Temp(ci), cap)) = p.counts else {
+        let (s, i) = read(&p, &temps);
+        return (s, i, Taken::Direct);
+    };
+    if !program::overflowed(&temps[ci].get::<u32>(), cap) {
+        let (s, i) = read(&p, &temps);
+        return (s, i, Taken::Filtered);
+    }
+    let p = program::top_k_chunked(shape, k, chunk);
+    let temps = emu.run(&p, inputs, seed);
+    let (s, i) = read(&p, &temps);
+    (s, i, Taken::FellBack)
 }
 
 /// Runs the backend's top-k program for `case` on the emulator and checks it against the
@@ -374,6 +424,13 @@ fn check_top_k(emu: &Emulator, case: &Case) {
     if case.duplicates {
         q[..dim].copy_from_slice(&unit(&c[3 * dim..4 * dim], dim));
     }
+    if case.adversarial {
+        for r in 0..n / 4 {
+            for (x, &qv) in c[r * dim..(r + 1) * dim].iter_mut().zip(&q[..dim]) {
+                *x = -qv;
+            }
+        }
+    }
     let live: Vec<bool> = (0..n)
         .map(|r| case.delete == 0 || r % case.delete != 1)
         .collect();
@@ -387,13 +444,10 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         precision: case.precision,
         sms: 2,
     };
-    let p = program::top_k(&shape, k, case.chunk);
-    let temps = emu.run(&p, &mut inp, seed);
-    let (Buf::Temp(si), Buf::Temp(ii)) = (p.scores, p.indices) else {
-        unreachable!()
-    };
-    let scores: Vec<f32> = temps[si].get();
-    let idx: Vec<i64> = temps[ii].get();
+    let (scores, idx, path) = emulated_top_k(emu, &shape, k, case.chunk, &mut inp, seed);
+    if let Some(want) = case.expect {
+        assert_eq!(path, want, "seed {seed}: the path taken");
+    }
     let want = data::cosine_reference(&q, &c, dim);
     let tol = case.precision.score_tolerance() as f64;
     let ctx = format!(
@@ -444,19 +498,20 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         }
         if case.duplicates {
             // Equal rows score bit-equal: the lower ones must win the tie.
+            let copies: Vec<usize> = (3..n).step_by(7).filter(|&r| live[r]).collect();
             for &(row, _) in &got {
-                if row >= 10 && row % 7 == 3 {
+                if let Some(at) = copies.iter().position(|&c| c == row) {
+                    let skipped = copies[..at].iter().find(|&&c| !seen[c]);
                     assert!(
-                        seen[row - 7],
-                        "{ctx} query {qi}: row {row} kept over {}",
-                        row - 7
+                        skipped.is_none(),
+                        "{ctx} query {qi}: row {row} kept over {skipped:?}"
                     );
                 }
             }
             if qi == 0 {
-                let first: Vec<usize> = (0..k).map(|i| 3 + 7 * i).filter(|&r| r < n).collect();
+                let first = &copies[..copies.len().min(k)];
                 let rows: Vec<usize> = got.iter().map(|&(r, _)| r).collect();
-                assert_eq!(rows[..first.len().min(k)], first[..], "{ctx}: query 0");
+                assert_eq!(rows[..first.len()], first[..], "{ctx}: query 0");
             }
         }
     }
@@ -649,6 +704,51 @@ fn unfused_top_k_over_several_chunks_matches_the_reference() {
     check_top_k(emu, &Case::new(2, 5000, 8, 1000));
     // More k than rows: every row, in order.
     check_top_k(emu, &Case::new(3, 700, 8, 1024));
+}
+
+#[test]
+fn large_k_filtered_by_a_sampled_floor_matches_the_reference() {
+    let emu = with_emulator!();
+    for (nq, k, precision) in [
+        (2, 40, Precision::Fp32),
+        (70, 100, Precision::Fp32),
+        (9, 64, Precision::Tf32),
+        (3, 50, Precision::Fp16),
+    ] {
+        check_top_k(
+            emu,
+            &Case {
+                precision,
+                expect: Some(Taken::Filtered),
+                ..Case::new(nq, 20_000, 8, k)
+            },
+        );
+    }
+    // With deletes and exact ties at the floor.
+    check_top_k(
+        emu,
+        &Case {
+            delete: 3,
+            duplicates: true,
+            expect: Some(Taken::Filtered),
+            ..Case::new(2, 20_000, 8, 40)
+        },
+    );
+}
+
+#[test]
+fn a_floor_that_lets_too_much_through_falls_back_to_chunks() {
+    let emu = with_emulator!();
+    for nq in [1, 9] {
+        check_top_k(
+            emu,
+            &Case {
+                adversarial: true,
+                expect: Some(Taken::FellBack),
+                ..Case::new(nq, 20_000, 8, 40)
+            },
+        );
+    }
 }
 
 #[test]

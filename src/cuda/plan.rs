@@ -94,12 +94,12 @@ mod tests {
             precision: Precision::Fp32,
             sms: 132,
         };
-        move |r| program::top_k(&s, k, r).device_bytes()
+        move |r| program::top_k_chunked(&s, k, r).device_bytes()
     }
 
     #[test]
     fn a_plan_fits_its_budget_and_is_the_largest_that_does() {
-        // k = 100 is above the fused limit: each chunk's scores live in device memory.
+        // The chunked path: each chunk's scores live in device memory.
         let (q, n, dim, k) = (1024, 1_000_000, 768, 100);
         let bytes = top_k_bytes(q, n, dim, k);
         for free in [1u64 << 30, 2 << 30, 4 << 30, 80 << 30] {

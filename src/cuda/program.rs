@@ -14,8 +14,8 @@ use super::Precision;
 pub(crate) const SMALL_Q: usize = 8;
 /// Dynamic shared memory the memory-bound kernels may use for queries.
 pub(crate) const SMALL_Q_SMEM: usize = 48 * 1024;
-/// The largest `k` the fused kernels keep (`HV_LIST_MAX_K`); larger `k` scores chunks of
-/// rows into device memory and selects from them.
+/// The largest `k` the fused kernels keep (`HV_LIST_MAX_K`); larger `k` is filtered by a
+/// sampled floor, or scored in chunks of rows into device memory over small corpora.
 pub(crate) const FUSED_MAX_K: usize = 32;
 /// Tile edge of the tiled kernels (`HV_TM` = `HV_TN`).
 const TILE: usize = 64;
@@ -39,10 +39,15 @@ pub(crate) enum Kernel {
     ScoreTiledF16,
     TopKSmallQF16,
     TopKTiledF16,
+    FilterSmallQ,
+    FilterSmallQF16,
+    FilterTiled,
+    FilterTiledTf32,
+    FilterTiledF16,
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 14] = [
+    pub(crate) const ALL: [Kernel; 19] = [
         Kernel::InvNorms,
         Kernel::ScoreSmallQ,
         Kernel::ScoreTiled,
@@ -57,6 +62,11 @@ impl Kernel {
         Kernel::ScoreTiledF16,
         Kernel::TopKSmallQF16,
         Kernel::TopKTiledF16,
+        Kernel::FilterSmallQ,
+        Kernel::FilterSmallQF16,
+        Kernel::FilterTiled,
+        Kernel::FilterTiledTf32,
+        Kernel::FilterTiledF16,
     ];
 
     /// The `extern "C"` name.
@@ -76,6 +86,11 @@ impl Kernel {
             Kernel::ScoreTiledF16 => "hv_score_tiled_f16",
             Kernel::TopKSmallQF16 => "hv_topk_small_q_f16",
             Kernel::TopKTiledF16 => "hv_topk_tiled_f16",
+            Kernel::FilterSmallQ => "hv_filter_small_q",
+            Kernel::FilterSmallQF16 => "hv_filter_small_q_f16",
+            Kernel::FilterTiled => "hv_filter_tiled",
+            Kernel::FilterTiledTf32 => "hv_filter_tiled_tf32",
+            Kernel::FilterTiledF16 => "hv_filter_tiled_f16",
         }
     }
 
@@ -94,6 +109,11 @@ impl Kernel {
             | Kernel::TopKTiledTf32
             | Kernel::TopKSmallQF16
             | Kernel::TopKTiledF16 => "fused",
+            Kernel::FilterSmallQ
+            | Kernel::FilterSmallQF16
+            | Kernel::FilterTiled
+            | Kernel::FilterTiledTf32
+            | Kernel::FilterTiledF16 => "filter",
         }
     }
 }
@@ -122,6 +142,7 @@ pub(crate) enum Buf {
 pub(crate) enum Elem {
     F32,
     I64,
+    U32,
 }
 
 impl Elem {
@@ -129,6 +150,7 @@ impl Elem {
         match self {
             Elem::F32 => 4,
             Elem::I64 => 8,
+            Elem::U32 => 4,
         }
     }
 }
@@ -159,6 +181,8 @@ pub(crate) struct Launch {
 pub(crate) struct Temp {
     pub elem: Elem,
     pub len: usize,
+    /// Zero before the first launch (counters); otherwise uninitialised.
+    pub zeroed: bool,
 }
 
 /// The launches of one call, in stream order, and where its result lies.
@@ -172,6 +196,10 @@ pub(crate) struct Program {
     pub indices: Buf,
     /// Input bytes a run uploads per call (queries, mask).
     pub input_bytes: u64,
+    /// The filtered path's per-query candidate counts (u32, `nq`) and list capacity: if
+    /// any count exceeds the capacity, candidates were dropped and the result is not
+    /// exact; run [`top_k_chunked`] instead (see [`overflowed`]).
+    pub counts: Option<(Buf, usize)>,
 }
 
 impl Program {
@@ -190,8 +218,15 @@ impl Program {
         self.temps.push(Temp {
             elem,
             len: len.max(1),
+            zeroed: false,
         });
         Buf::Temp(self.temps.len() - 1)
+    }
+
+    fn zeroed_temp(&mut self, elem: Elem, len: usize) -> Buf {
+        let b = self.temp(elem, len);
+        self.temps.last_mut().expect("just pushed").zeroed = true;
+        b
     }
 
     fn new(nq: usize, dim: usize, n: usize, masked: bool) -> Self {
@@ -202,6 +237,7 @@ impl Program {
             scores: Buf::Temp(0),
             indices: Buf::Temp(0),
             input_bytes: (nq * dim * 4 + mask) as u64,
+            counts: None,
         }
     }
 }
@@ -344,94 +380,212 @@ pub(crate) fn cosine_chunk(s: &Shape, row0: usize, rows: usize) -> Program {
     p
 }
 
-/// Exact top-`k` (1 ≤ k ≤ [`MAX_K`]) of every query over the whole corpus. For
-/// k ≤ [`FUSED_MAX_K`] the scores never leave the chip; otherwise rows are scored
-/// `rows_per_chunk` at a time into one chunk buffer. Requires nq ≤ 65 535 (grid y of the
-/// selection).
+/// How a top-k program finds its candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// k ≤ [`FUSED_MAX_K`]: warp lists fed straight from the scoring kernels.
+    Fused,
+    /// Larger k over a large corpus: the exact top-k of a sample of `sample` rows gives a
+    /// floor, and scoring keeps only rows at or above it (up to `cap` per query).
+    Filtered { sample: usize, cap: usize },
+    /// Rows scored `rows_per_chunk` at a time into device memory, then selected.
+    Chunked,
+}
+
+/// The sample and list capacity of the filtered path, or `None` when the corpus is too
+/// small for it to pay: a sample over a quarter of the rows, or lists over half of them.
+fn filter_sizes(n: usize, k: usize) -> Option<(usize, usize)> {
+    let sample = (n / 8).max(4 * k).div_ceil(SEGMENT) * SEGMENT;
+    // About k · n / sample rows pass on data in random order; room for four times that.
+    let cap = (4 * k * n / sample).max(2 * k).div_ceil(SEGMENT) * SEGMENT;
+    (4 * sample <= n && 2 * cap <= n).then_some((sample, cap))
+}
+
+/// Exact top-`k` (1 ≤ k ≤ [`MAX_K`]) of every query over the whole corpus, best first:
+/// - k ≤ [`FUSED_MAX_K`]: scores never leave the chip (warp lists);
+/// - larger k over a large corpus: filtered by a floor from a sample (see
+///   [`Program::counts`]: the caller must check for an overflow);
+/// - otherwise rows are scored `rows_per_chunk` at a time into one chunk buffer.
+///
+/// Requires nq ≤ 65 535 (grid y of the selection).
 pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
-    assert!((1..=MAX_K).contains(&k) && s.nq <= MAX_GRID_Y && s.n > 0);
-    let (nq, n, dim) = (s.nq, s.n, s.dim);
-    let mut p = Program::new(nq, dim, n, s.masked);
-    // Per query, `len` candidates at stride `ld` in (cand_s, cand_i).
-    let (cand_s, cand_i, mut len);
-    if s.fused(k) && s.small() {
-        // One part per warp, each warp ≥ 32 rows, one wave of three blocks per SM
-        // (`__launch_bounds__(256, 3)`).
-        let blocks = n.div_ceil(8 * 32).clamp(1, 3 * s.sms.max(1));
-        len = blocks * 8 * k;
-        cand_s = p.temp(Elem::F32, nq * len);
-        cand_i = p.temp(Elem::I64, nq * len);
-        // Writes cand[q·len + part·k + j] for q < nq, part < blocks·8, j < k.
-        p.launches.push(Launch {
-            kernel: s.small_kernel(Kernel::TopKSmallQ, Kernel::TopKSmallQF16),
-            grid: grid(blocks, 1),
-            block: 256,
-            smem: (nq * dim * 4) as u32,
-            args: [
-                s.scoring_args(0, nq),
-                vec![
-                    long(n),
-                    int(k),
-                    Arg::Ptr(cand_s, 0),
-                    Arg::Ptr(cand_i, 0),
-                    long(len),
-                ],
-            ]
-            .concat(),
-        });
-    } else if s.fused(k) {
-        // Segments of whole tiles, as long as there are still ~4 blocks per SM.
-        let (tiles, q_tiles) = (n.div_ceil(TILE), nq.div_ceil(TILE));
-        let seg_tiles = (tiles * q_tiles / (4 * s.sms.max(1))).clamp(1, 64);
-        let parts = tiles.div_ceil(seg_tiles);
-        len = parts * k;
-        cand_s = p.temp(Elem::F32, nq * len);
-        cand_i = p.temp(Elem::I64, nq * len);
-        let kernel = s.tiled_kernel(
-            Kernel::TopKTiled,
-            Kernel::TopKTiledTf32,
-            Kernel::TopKTiledF16,
-        );
-        // Writes cand[q·len + part·k + j] for q < nq, part < parts, j < k.
-        p.launches.push(Launch {
-            kernel,
-            grid: grid(parts, q_tiles),
-            block: 256,
-            smem: 0,
-            args: [
-                s.scoring_args(0, nq),
-                vec![
-                    long(n),
-                    int(seg_tiles),
-                    int(k),
-                    Arg::Ptr(cand_s, 0),
-                    Arg::Ptr(cand_i, 0),
-                    long(len),
-                ],
-            ]
-            .concat(),
-        });
+    let path = if s.fused(k) {
+        Path::Fused
+    } else if let Some((sample, cap)) = filter_sizes(s.n, k) {
+        Path::Filtered { sample, cap }
     } else {
-        let r = rows_per_chunk.clamp(1, n);
-        let chunks = n.div_ceil(r);
-        let segs_per_chunk = r.div_ceil(SEGMENT);
-        len = chunks * segs_per_chunk * k;
-        let scores = p.temp(Elem::F32, nq * r);
-        cand_s = p.temp(Elem::F32, nq * len);
-        cand_i = p.temp(Elem::I64, nq * len);
-        for c in 0..chunks {
-            let row0 = c * r;
-            let rows = r.min(n - row0);
-            score(&mut p, s, row0, rows, scores, 0, rows);
-            // Every chunk fills its segs_per_chunk slots of candidates, a short last
-            // chunk with empty ones, so the merge never reads unwritten slots.
-            select(
-                &mut p,
-                nq,
-                (scores, None, rows, rows, row0),
-                k,
-                (cand_s, cand_i, len, c * segs_per_chunk, segs_per_chunk),
+        Path::Chunked
+    };
+    build_top_k(s, k, rows_per_chunk, path)
+}
+
+/// Exact top-`k` by scoring rows `rows_per_chunk` at a time into device memory: the
+/// path that always works (the fallback when the filtered path overflows).
+pub(crate) fn top_k_chunked(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
+    build_top_k(s, k, rows_per_chunk, Path::Chunked)
+}
+
+/// Whether a filtered program dropped candidates (a count above the capacity).
+pub(crate) fn overflowed(counts: &[u32], cap: usize) -> bool {
+    counts.iter().any(|&c| c as usize > cap)
+}
+
+fn build_top_k(s: &Shape, k: usize, rows_per_chunk: usize, path: Path) -> Program {
+    assert!((1..=MAX_K).contains(&k) && s.nq <= MAX_GRID_Y && s.n > 0);
+    let mut p = Program::new(s.nq, s.dim, s.n, s.masked);
+    let (scores, indices) = top_k_into(&mut p, s, k, rows_per_chunk, path);
+    p.scores = scores;
+    p.indices = indices;
+    p
+}
+
+/// Blocks of the memory-bound kernels: one part per warp, each warp ≥ 32 rows, one wave
+/// of three blocks per SM (`__launch_bounds__(256, 3)`).
+fn small_blocks(s: &Shape) -> usize {
+    s.n.div_ceil(8 * 32).clamp(1, 3 * s.sms.max(1))
+}
+
+/// Segments of the tiled kernels: whole tiles per block, as long as there are still
+/// ~4 blocks per SM. Returns (tiles per segment, segments, query tiles).
+fn tile_segments(s: &Shape) -> (usize, usize, usize) {
+    let (tiles, q_tiles) = (s.n.div_ceil(TILE), s.nq.div_ceil(TILE));
+    let seg_tiles = (tiles * q_tiles / (4 * s.sms.max(1))).clamp(1, 64);
+    (seg_tiles, tiles.div_ceil(seg_tiles), q_tiles)
+}
+
+/// Appends the launches of a top-k over `s` and returns its result buffers: `nq × k`
+/// scores and indices, best first.
+fn top_k_into(
+    p: &mut Program,
+    s: &Shape,
+    k: usize,
+    rows_per_chunk: usize,
+    path: Path,
+) -> (Buf, Buf) {
+    let (nq, n, dim) = (s.nq, s.n, s.dim);
+    // Per query, `len` candidates at stride `len` in (cand_s, cand_i); with `counts`,
+    // only the first counts[q] of query q's are written.
+    let (cand_s, cand_i, mut len);
+    let mut counts = None;
+    match path {
+        Path::Fused if s.small() => {
+            let blocks = small_blocks(s);
+            len = blocks * 8 * k;
+            cand_s = p.temp(Elem::F32, nq * len);
+            cand_i = p.temp(Elem::I64, nq * len);
+            // Writes cand[q·len + part·k + j] for q < nq, part < blocks·8, j < k.
+            p.launches.push(Launch {
+                kernel: s.small_kernel(Kernel::TopKSmallQ, Kernel::TopKSmallQF16),
+                grid: grid(blocks, 1),
+                block: 256,
+                smem: (nq * dim * 4) as u32,
+                args: [
+                    s.scoring_args(0, nq),
+                    vec![
+                        long(n),
+                        int(k),
+                        Arg::Ptr(cand_s, 0),
+                        Arg::Ptr(cand_i, 0),
+                        long(len),
+                    ],
+                ]
+                .concat(),
+            });
+        }
+        Path::Fused => {
+            let (seg_tiles, parts, q_tiles) = tile_segments(s);
+            len = parts * k;
+            cand_s = p.temp(Elem::F32, nq * len);
+            cand_i = p.temp(Elem::I64, nq * len);
+            let kernel = s.tiled_kernel(
+                Kernel::TopKTiled,
+                Kernel::TopKTiledTf32,
+                Kernel::TopKTiledF16,
             );
+            // Writes cand[q·len + part·k + j] for q < nq, part < parts, j < k.
+            p.launches.push(Launch {
+                kernel,
+                grid: grid(parts, q_tiles),
+                block: 256,
+                smem: 0,
+                args: [
+                    s.scoring_args(0, nq),
+                    vec![
+                        long(n),
+                        int(seg_tiles),
+                        int(k),
+                        Arg::Ptr(cand_s, 0),
+                        Arg::Ptr(cand_i, 0),
+                        long(len),
+                    ],
+                ]
+                .concat(),
+            });
+        }
+        Path::Filtered { sample, cap } => {
+            // The floor: the k-th best score of the first `sample` rows, per query.
+            let head = Shape { n: sample, ..*s };
+            let (floor, _) = top_k_into(p, &head, k, rows_per_chunk, Path::Chunked);
+            len = cap;
+            let count = p.zeroed_temp(Elem::U32, nq);
+            cand_s = p.temp(Elem::F32, nq * cap);
+            cand_i = p.temp(Elem::I64, nq * cap);
+            counts = Some(count);
+            p.counts = Some((count, cap));
+            // Reads floor[q·k + k − 1]; writes cand[q·cap + j] for j < min(count[q], cap).
+            let tail = vec![
+                Arg::Ptr(floor, k - 1),
+                long(k),
+                Arg::Ptr(count, 0),
+                long(cap),
+                Arg::Ptr(cand_s, 0),
+                Arg::Ptr(cand_i, 0),
+            ];
+            if s.small() {
+                p.launches.push(Launch {
+                    kernel: s.small_kernel(Kernel::FilterSmallQ, Kernel::FilterSmallQF16),
+                    grid: grid(small_blocks(s), 1),
+                    block: 256,
+                    smem: (nq * dim * 4) as u32,
+                    args: [s.scoring_args(0, nq), vec![long(n)], tail].concat(),
+                });
+            } else {
+                let (seg_tiles, parts, q_tiles) = tile_segments(s);
+                p.launches.push(Launch {
+                    kernel: s.tiled_kernel(
+                        Kernel::FilterTiled,
+                        Kernel::FilterTiledTf32,
+                        Kernel::FilterTiledF16,
+                    ),
+                    grid: grid(parts, q_tiles),
+                    block: 256,
+                    smem: 0,
+                    args: [s.scoring_args(0, nq), vec![long(n), int(seg_tiles)], tail].concat(),
+                });
+            }
+        }
+        Path::Chunked => {
+            let r = rows_per_chunk.clamp(1, n);
+            let chunks = n.div_ceil(r);
+            let segs_per_chunk = r.div_ceil(SEGMENT);
+            len = chunks * segs_per_chunk * k;
+            let scores = p.temp(Elem::F32, nq * r);
+            cand_s = p.temp(Elem::F32, nq * len);
+            cand_i = p.temp(Elem::I64, nq * len);
+            for c in 0..chunks {
+                let row0 = c * r;
+                let rows = r.min(n - row0);
+                score(p, s, row0, rows, scores, 0, rows);
+                // Every chunk fills its segs_per_chunk slots of candidates, a short last
+                // chunk with empty ones, so the merge never reads unwritten slots.
+                select(
+                    p,
+                    nq,
+                    (scores, None, None, rows, rows, row0),
+                    k,
+                    (cand_s, cand_i, len, c * segs_per_chunk, segs_per_chunk),
+                );
+            }
         }
     }
     // Merge: each pass keeps k per segment of SEGMENT, until k per query remain.
@@ -441,9 +595,9 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
         let next_s = p.temp(Elem::F32, nq * out_ld);
         let next_i = p.temp(Elem::I64, nq * out_ld);
         select(
-            &mut p,
+            p,
             nq,
-            (src_s, Some(src_i), ld, len, 0),
+            (src_s, Some(src_i), counts.take(), ld, len, 0),
             k,
             (next_s, next_i, out_ld, 0, len.div_ceil(SEGMENT)),
         );
@@ -458,19 +612,25 @@ pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
         smem: 0,
         args: vec![Arg::Ptr(src_s, 0), Arg::Ptr(src_i, 0), int(k)],
     });
-    p.scores = src_s;
-    p.indices = src_i;
-    p
+    (src_s, src_i)
 }
 
-/// One radix-select pass. Source: per query, `len` candidates at stride `ld` (indices, or
-/// `index_base + position`). Destination: k slots for each of `segments` ≥ ceil(len /
-/// SEGMENT) segments (those past `len` all empty), at `(seg_offset + segment) · k` of rows
-/// of stride `out_ld`.
+/// One radix-select pass. Source: per query, `len` candidates at stride `ld` (or
+/// `counts[q]` of them when fewer; indices, or `index_base + position`). Destination: k
+/// slots for each of `segments` ≥ ceil(len / SEGMENT) segments (those past the
+/// candidates all empty), at `(seg_offset + segment) · k` of rows of stride `out_ld`.
+#[allow(clippy::type_complexity)]
 fn select(
     p: &mut Program,
     nq: usize,
-    (scores, indices, ld, len, index_base): (Buf, Option<Buf>, usize, usize, usize),
+    (scores, indices, counts, ld, len, index_base): (
+        Buf,
+        Option<Buf>,
+        Option<Buf>,
+        usize,
+        usize,
+        usize,
+    ),
     k: usize,
     (out_s, out_i, out_ld, seg_offset, segments): (Buf, Buf, usize, usize, usize),
 ) {
@@ -484,6 +644,7 @@ fn select(
         args: vec![
             Arg::Ptr(scores, 0),
             indices.map_or(Arg::Null, |b| Arg::Ptr(b, 0)),
+            counts.map_or(Arg::Null, |b| Arg::Ptr(b, 0)),
             long(ld),
             long(len),
             long(index_base),
@@ -582,6 +743,30 @@ mod tests {
         let p = top_k(&shape(1024, 1_000_000, 768), 100, 1 << 16);
         assert!(p.launches.iter().any(|l| l.kernel == Kernel::ScoreTiled));
         assert!(p.temps.iter().any(|t| t.len == 1024 << 16));
+    }
+
+    #[test]
+    fn large_k_over_a_large_corpus_is_filtered_and_holds_far_less() {
+        let s = shape(1024, 1_000_000, 768);
+        let filtered = top_k(&s, 1024, 1 << 20);
+        let chunked = top_k_chunked(&s, 1024, 1 << 20);
+        assert!(filtered.counts.is_some() && chunked.counts.is_none());
+        assert!(filtered
+            .launches
+            .iter()
+            .any(|l| l.kernel == Kernel::FilterTiled));
+        assert!(
+            filtered.device_bytes() * 3 < chunked.device_bytes(),
+            "{} vs {}",
+            filtered.device_bytes(),
+            chunked.device_bytes()
+        );
+        // Too small a corpus for a sample to pay: chunked from the start.
+        assert!(top_k(&shape(64, 20_000, 64), 1024, 1 << 20)
+            .counts
+            .is_none());
+        // No overflow at the capacity, an overflow past it.
+        assert!(!overflowed(&[0, 4096], 4096) && overflowed(&[4097, 0], 4096));
     }
 
     #[test]
