@@ -307,11 +307,33 @@ inline unsigned int hv_to_tf32(float f) {
     return u & 0xffffe000u;
 }
 
+namespace hv_emu {
+// The common end of an m16n8kK mma: D = A · B + C, where C is the warp's accumulator
+// fragments (c/d = {C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]}, g = lane / 4,
+// t = lane % 4), and each lane gets its own four elements of D back.
+template <int K>
+inline void mma_accumulate(float (&d)[4], const float (&A)[16][K], const float (&B)[K][8]) {
+    float C[16][8];
+    for (int r = 0; r < 4; ++r) {
+        float all[32];
+        gather(d[r], all);
+        for (int l = 0; l < 32; ++l) C[l / 4 + 8 * (r >> 1)][2 * (l % 4) + (r & 1)] = all[l];
+    }
+    int g = lane() / 4, t = lane() % 4;
+    for (int r = 0; r < 4; ++r) {
+        int row = g + 8 * (r >> 1), col = 2 * t + (r & 1);
+        float acc = C[row][col];
+        for (int kk = 0; kk < K; ++kk) acc = fmaf(A[row][kk], B[kk][col], acc);
+        d[r] = acc;
+    }
+}
+}  // namespace hv_emu
+
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, with the PTX ISA's fragment layout:
 // g = lane / 4, t = lane % 4; a = {A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4]},
 // b = {B[t][g], B[t+4][g]}, c/d = {C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]}.
 inline void hv_mma_tf32(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
-    float A[16][8], B[8][8], C[16][8];
+    float A[16][8], B[8][8];
     for (int r = 0; r < 4; ++r) {
         unsigned int all[32];
         hv_emu::gather(a[r], all);
@@ -325,18 +347,7 @@ inline void hv_mma_tf32(float (&d)[4], const unsigned int (&a)[4], const unsigne
         hv_emu::gather(b[r], all);
         for (int l = 0; l < 32; ++l) B[l % 4 + 4 * r][l / 4] = __uint_as_float(all[l]);
     }
-    for (int r = 0; r < 4; ++r) {
-        float all[32];
-        hv_emu::gather(d[r], all);
-        for (int l = 0; l < 32; ++l) C[l / 4 + 8 * (r >> 1)][2 * (l % 4) + (r & 1)] = all[l];
-    }
-    int g = hv_emu::lane() / 4, t = hv_emu::lane() % 4;
-    for (int r = 0; r < 4; ++r) {
-        int row = g + 8 * (r >> 1), col = 2 * t + (r & 1);
-        float acc = C[row][col];
-        for (int kk = 0; kk < 8; ++kk) acc = fmaf(A[row][kk], B[kk][col], acc);
-        d[r] = acc;
-    }
+    hv_emu::mma_accumulate(d, A, B);
 }
 
 // FP16 through the compiler's _Float16 (IEEE binary16, round to nearest even).
@@ -361,7 +372,7 @@ inline unsigned int hv_pack_half2(float lo, float hi) {
 // a = {A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]}, b = {B[2t..][g],
 // B[2t+8..][g]}, c/d as for m16n8k8.
 inline void hv_mma_f16(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
-    float A[16][16], B[16][8], C[16][8];
+    float A[16][16], B[16][8];
     for (int r = 0; r < 4; ++r) {
         unsigned int all[32];
         hv_emu::gather(a[r], all);
@@ -380,18 +391,7 @@ inline void hv_mma_f16(float (&d)[4], const unsigned int (&a)[4], const unsigned
                 B[2 * (l % 4) + h + 8 * r][l / 4] =
                     hv_half_to_float(static_cast<unsigned short>(all[l] >> (16 * h)));
     }
-    for (int r = 0; r < 4; ++r) {
-        float all[32];
-        hv_emu::gather(d[r], all);
-        for (int l = 0; l < 32; ++l) C[l / 4 + 8 * (r >> 1)][2 * (l % 4) + (r & 1)] = all[l];
-    }
-    int g = hv_emu::lane() / 4, t = hv_emu::lane() % 4;
-    for (int r = 0; r < 4; ++r) {
-        int row = g + 8 * (r >> 1), col = 2 * t + (r & 1);
-        float acc = C[row][col];
-        for (int kk = 0; kk < 16; ++kk) acc = fmaf(A[row][kk], B[kk][col], acc);
-        d[r] = acc;
-    }
+    hv_emu::mma_accumulate(d, A, B);
 }
 
 #define HV_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(hv_emu::launch()->dynamic_smem.data())
