@@ -3,6 +3,7 @@
 #
 #   bash scripts/device-run.sh prepare   # here: build, copy the binaries into device-carry/
 #   run(command="bash scripts/device-run.sh run", carry=["device-carry"])   # on the device
+#   run(command="bash scripts/device-run.sh grid", carry=["device-carry"])  # the auto grid
 #
 # `run` executes every test binary (a SKIP line in a CUDA test fails the run), then
 # `hybridvec bench --backend cuda --json` on the public GPU workloads (FP32, TF32, FP16,
@@ -67,8 +68,24 @@ run)
     fi
     exit $status
     ;;
+grid)
+    # The hybrid choice on the device: every cell of Q × N (D = 768, k = 10) timed under
+    # auto, cpu-only and cuda-only in the same call, one JSON line each, into $OUT.
+    out="${OUT:-/tmp/hv-out}"
+    mkdir -p "$out"
+    for n in 1000 10000 100000 1000000; do
+        for q in 1 16 128 1024 4096; do
+            for backend in auto cpu cuda; do
+                "$carry/hybridvec" bench --json --backend "$backend" --queries "$q" \
+                    --corpus "$n" --dim 768 --k 10 --repeat 5 >>"$out/grid.jsonl" ||
+                    echo "{\"failed\": \"$backend Q=$q N=$n\"}" >>"$out/grid.jsonl"
+            done
+        done
+    done
+    wc -l "$out/grid.jsonl"
+    ;;
 *)
-    echo "usage: $0 prepare|run" >&2
+    echo "usage: $0 prepare|run|grid" >&2
     exit 2
     ;;
 esac
