@@ -106,8 +106,7 @@ struct TopKResult {
     scores: Vec<f32>,
     indices: Vec<i64>,
     /// The filtered path's candidate counts, and its list capacity.
-    counts: Option<Vec<u32>>,
-    cap: usize,
+    counts: Option<(Vec<u32>, usize)>,
 }
 
 /// A program's scratch buffer on the device.
@@ -542,8 +541,10 @@ impl CudaBackend {
         else {
             unreachable!("top-k results are f32 scores and i64 indices in scratch");
         };
-        let counts = match prog.counts.map(|(b, _)| read(b)) {
-            Some(Some(Scratch::U32(c))) => Some(stream.clone_dtoh(c).map_err(launch_failed)?),
+        let counts = match prog.counts.map(|(b, cap)| (read(b), cap)) {
+            Some((Some(Scratch::U32(c)), cap)) => {
+                Some((stream.clone_dtoh(c).map_err(launch_failed)?, cap))
+            }
             Some(_) => unreachable!("counts are u32 scratch"),
             None => None,
         };
@@ -551,7 +552,6 @@ impl CudaBackend {
             scores: stream.clone_dtoh(scores).map_err(launch_failed)?,
             indices: stream.clone_dtoh(indices).map_err(launch_failed)?,
             counts,
-            cap: prog.counts.map_or(0, |(_, cap)| cap),
         })
     }
 
@@ -595,8 +595,8 @@ impl CudaBackend {
             |r| program::top_k(&shape, k, r),
             (&q_dev, &res, mask.as_ref()),
         )?;
-        if let Some(counts) = &result.counts {
-            if program::overflowed(counts, result.cap) {
+        if let Some((counts, cap)) = &result.counts {
+            if program::overflowed(counts, *cap) {
                 // The sample's floor let more rows through than the lists hold (data far
                 // from random order): redo the call the way that always fits.
                 tracing::debug!(k, "filtered top-k overflowed; scoring in chunks instead");
