@@ -1,7 +1,7 @@
 // Top-k for k above the warp lists (HV_LIST_MAX_K < k ≤ HV_MAX_K), fused with scoring by a
-// threshold. tau[q · tau_ld] is a score no better than query q's k-th best (the k-th best of an
-// exact top-k over a sample of the rows), so only rows scoring at least that can be in
-// the answer; those are appended to the query's list:
+// threshold. tau[q · tau_ld] is a score no better than query q's k-th best (the k-th best of
+// k or more sampled rows), so only rows scoring at least that can be in the answer; those
+// are appended to the query's list:
 //   out_s/out_i[q * cap + slot], slot = count[q]++ (count zero before the launch),
 // and hv_select_topk (with the counts) picks the top k from the lists. Scores never go to
 // device memory; candidates do, about k · rows / sample per query. count[q] may end above

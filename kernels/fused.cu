@@ -1,9 +1,9 @@
 // Top-k fused with scoring, for k ≤ HV_LIST_MAX_K: scores live only in registers and
 // shared memory, and each warp keeps its queries' best k in a warp list (list.cuh). Every
-// block writes k candidates per query for its part of the corpus:
+// block writes k candidates per query for its part of rows row0 .. row0 + rows:
 //   out_s/out_i[q * out_ld + part * k + j], j < k, best first (absent: HV_ABSENT_BITS, -1),
 // and hv_select_topk / hv_sort_topk (topk.cu) merge the parts. Candidates are corpus row
-// indices (the whole resident corpus, rows 0..rows).
+// indices.
 #include "common.cuh"
 #include "list.cuh"
 #include "small_q.cuh"
@@ -20,7 +20,7 @@ __device__ __forceinline__ void hv_topk_small_q_impl(const float* __restrict__ q
                                                      int dim, const T* __restrict__ x,
                                                      const float* __restrict__ inv,
                                                      const unsigned int* __restrict__ mask,
-                                                     long long rows, int k,
+                                                     long long row0, long long rows, int k,
                                                      float* __restrict__ out_s,
                                                      long long* __restrict__ out_i,
                                                      long long out_ld) {
@@ -32,7 +32,8 @@ __device__ __forceinline__ void hv_topk_small_q_impl(const float* __restrict__ q
     HvList lists[HV_SMALL_Q];
     #pragma unroll
     for (int q = 0; q < HV_SMALL_Q; ++q) hv_list_clear(lists[q]);
-    for (long long r = part; r < rows; r += warps) {
+    const long long end = row0 + rows;
+    for (long long r = row0 + part; r < end; r += warps) {
         float acc[HV_SMALL_Q];
         hv_row_dots(q_s, nq, dim, x + r * dim, lane, acc);
         if (!hv_live(mask, r)) continue;  // warp-uniform: every lane has the same r
@@ -56,42 +57,43 @@ __device__ __forceinline__ void hv_topk_small_q_impl(const float* __restrict__ q
 extern "C" __global__ void __launch_bounds__(256, 3)
 hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                 const float* __restrict__ inv, const unsigned int* __restrict__ mask,
-                long long rows, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
-                long long out_ld) {
-    hv_topk_small_q_impl(queries, nq, dim, x, inv, mask, rows, k, out_s, out_i, out_ld);
+                long long row0, long long rows, int k, float* __restrict__ out_s,
+                long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_small_q_impl(queries, nq, dim, x, inv, mask, row0, rows, k, out_s, out_i, out_ld);
 }
 
 // The same over the FP16 copy of the corpus (Precision::Fp16): half the bytes.
 extern "C" __global__ void __launch_bounds__(256, 3)
 hv_topk_small_q_f16(const float* __restrict__ queries, int nq, int dim,
                     const unsigned short* __restrict__ x, const float* __restrict__ inv,
-                    const unsigned int* __restrict__ mask, long long rows, int k,
-                    float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
-    hv_topk_small_q_impl(queries, nq, dim, x, inv, mask, rows, k, out_s, out_i, out_ld);
+                    const unsigned int* __restrict__ mask, long long row0, long long rows,
+                    int k, float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_small_q_impl(queries, nq, dim, x, inv, mask, row0, rows, k, out_s, out_i, out_ld);
 }
 
-// Large batches: block (x, y) takes queries 64y .. 64y+63 and corpus rows
-// [x · seg_tiles · 64, +seg_tiles · 64), one 64 × 64 tile at a time; warp w keeps the lists
+// Large batches: block (x, y) takes queries 64y .. 64y+63 and rows
+// row0 + [x · seg_tiles · 64, +seg_tiles · 64), one 64 × 64 tile at a time; warp w keeps the lists
 // of queries 8w .. 8w+7. Part = blockIdx.x.
 template <int MODE, class T>
 __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ queries, int nq, int dim,
                                                    const T* __restrict__ x,
                                                    const float* __restrict__ inv,
                                                    const unsigned int* __restrict__ mask,
-                                                   long long rows, int seg_tiles, int k,
+                                                   long long row0, long long rows, int seg_tiles, int k,
                                                    float* __restrict__ out_s,
                                                    long long* __restrict__ out_i, long long out_ld) {
     __shared__ HvTileSmem sm;
     const int lane = threadIdx.x % HV_WARP, warp = threadIdx.x / HV_WARP;
     const int q0 = blockIdx.y * HV_TM;
-    const long long first = (long long)blockIdx.x * seg_tiles * HV_TN;
+    // Absolute rows: tiles start at row0 and stop at end.
+    const long long first = row0 + (long long)blockIdx.x * seg_tiles * HV_TN, end = row0 + rows;
     HvList lists[8];
     #pragma unroll
     for (int i = 0; i < 8; ++i) hv_list_clear(lists[i]);
     for (int t = 0; t < seg_tiles; ++t) {
         long long n0 = first + (long long)t * HV_TN;
-        if (n0 >= rows) break;  // block-uniform
-        hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, mask, 0, rows, q0, n0);
+        if (n0 >= end) break;  // block-uniform
+        hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, mask, 0, end, q0, n0);
         #pragma unroll
         for (int i = 0; i < 8; ++i) {
             int qm = warp * 8 + i;
@@ -116,19 +118,21 @@ __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ que
 
 extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
 hv_topk_tiled(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
-              const float* __restrict__ inv, const unsigned int* __restrict__ mask, long long rows,
-              int seg_tiles, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
+              const float* __restrict__ inv, const unsigned int* __restrict__ mask, long long row0,
+              long long rows, int seg_tiles, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
               long long out_ld) {
-    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
+    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, mask, row0, rows, seg_tiles,
+                                k, out_s, out_i, out_ld);
 }
 
 // The same on the tensor cores, operands rounded to TF32 (Precision::Tf32).
 extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 3)
 hv_topk_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                    const float* __restrict__ inv, const unsigned int* __restrict__ mask,
-                   long long rows, int seg_tiles, int k, float* __restrict__ out_s,
+                   long long row0, long long rows, int seg_tiles, int k, float* __restrict__ out_s,
                    long long* __restrict__ out_i, long long out_ld) {
-    hv_topk_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
+    hv_topk_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, mask, row0, rows, seg_tiles,
+                                k, out_s, out_i, out_ld);
 }
 
 // The same from the FP16 copy of the corpus (unit-norm rows, inv null), FP16 tensor cores
@@ -136,7 +140,8 @@ hv_topk_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const flo
 extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 3)
 hv_topk_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                   const unsigned short* __restrict__ x, const float* __restrict__ inv,
-                  const unsigned int* __restrict__ mask, long long rows, int seg_tiles, int k,
+                  const unsigned int* __restrict__ mask, long long row0, long long rows, int seg_tiles, int k,
                   float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
-    hv_topk_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, mask, rows, seg_tiles, k, out_s, out_i, out_ld);
+    hv_topk_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, mask, row0, rows, seg_tiles,
+                                k, out_s, out_i, out_ld);
 }

@@ -339,9 +339,11 @@ struct Case {
     expect: Option<Taken>,
     /// Every row 7i + 3 a copy of row 3, and query 0 its direction, to make exact ties.
     duplicates: bool,
-    /// The first quarter of the rows pointing away from query 0, so that a sample of the
-    /// first rows gives it a floor that lets every row through.
+    /// Every row the filtered path samples pointing away from query 0, so that its
+    /// floor lets every row through.
     adversarial: bool,
+    /// The rows in ascending order of their score for query 0 (the best last).
+    sorted: bool,
 }
 
 impl Case {
@@ -356,6 +358,7 @@ impl Case {
             delete: 0,
             duplicates: false,
             adversarial: false,
+            sorted: false,
             expect: None,
         }
     }
@@ -425,11 +428,29 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         q[..dim].copy_from_slice(&unit(&c[3 * dim..4 * dim], dim));
     }
     if case.adversarial {
-        for r in 0..n / 4 {
+        let sampled = program::sampled_rows(n, k).expect("an adversarial case is filtered");
+        for r in sampled.into_iter().flatten() {
             for (x, &qv) in c[r * dim..(r + 1) * dim].iter_mut().zip(&q[..dim]) {
                 *x = -qv;
             }
         }
+    }
+    if case.sorted {
+        let dot = |r: usize| -> f64 {
+            let row = &c[r * dim..(r + 1) * dim];
+            let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+            row.iter()
+                .zip(&q[..dim])
+                .map(|(&x, &y)| x as f64 * y as f64)
+                .sum::<f64>()
+                / norm
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| dot(a).total_cmp(&dot(b)));
+        c = order
+            .iter()
+            .flat_map(|&r| c[r * dim..(r + 1) * dim].to_vec())
+            .collect();
     }
     let live: Vec<bool> = (0..n)
         .map(|r| case.delete == 0 || r % case.delete != 1)
@@ -734,6 +755,23 @@ fn large_k_filtered_by_a_sampled_floor_matches_the_reference() {
             ..Case::new(2, 20_000, 8, 40)
         },
     );
+}
+
+#[test]
+fn a_corpus_in_score_order_is_still_filtered() {
+    // A sample of the first rows would see only query 0's worst rows and let every row
+    // through; stretches spread to the last row see its best.
+    let emu = with_emulator!();
+    for nq in [1, 9] {
+        check_top_k(
+            emu,
+            &Case {
+                sorted: true,
+                expect: Some(Taken::Filtered),
+                ..Case::new(nq, 20_000, 8, 40)
+            },
+        );
+    }
 }
 
 #[test]

@@ -256,14 +256,6 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    fn mask(&self) -> Arg {
-        if self.masked {
-            Arg::Ptr(Buf::Mask, 0)
-        } else {
-            Arg::Null
-        }
-    }
-
     fn small(&self) -> bool {
         self.nq <= SMALL_Q && self.nq * self.dim * 4 <= SMALL_Q_SMEM
     }
@@ -278,13 +270,18 @@ impl Shape {
                 (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::InvNorms, 0))
             }
         };
+        let mask = if self.masked {
+            Arg::Ptr(Buf::Mask, 0)
+        } else {
+            Arg::Null
+        };
         vec![
             Arg::Ptr(Buf::Queries, q0 * self.dim),
             int(qn),
             int(self.dim),
             corpus,
             inv,
-            self.mask(),
+            mask,
         ]
     }
 
@@ -385,20 +382,58 @@ pub(crate) fn cosine_chunk(s: &Shape, row0: usize, rows: usize) -> Program {
 enum Path {
     /// k ≤ [`FUSED_MAX_K`]: warp lists fed straight from the scoring kernels.
     Fused,
-    /// Larger k over a large corpus: the exact top-k of a sample of `sample` rows gives a
+    /// Larger k over a large corpus: the k-th best of a sample's candidates gives a
     /// floor, and scoring keeps only rows at or above it (up to `cap` per query).
-    Filtered { sample: usize, cap: usize },
+    Filtered { sample: Sample, cap: usize },
     /// Rows scored `rows_per_chunk` at a time into device memory, then selected.
     Chunked,
 }
 
+/// The rows the filtered path samples for its floor: [`Sample::STRETCHES`] stretches of
+/// `len` rows, spread evenly from the first row to the last, so that a corpus stored in
+/// score order (appended by topic, or sorted) still gives a tight floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sample {
+    len: usize,
+}
+
+impl Sample {
+    const STRETCHES: usize = 16;
+
+    /// The first row of stretch `g`. Requires `STRETCHES · len ≤ n / 4`: the stretches
+    /// then start over (n − len) / (STRETCHES − 1) > len rows apart, and never overlap
+    /// (a sample must hold distinct rows).
+    fn start(&self, g: usize, n: usize) -> usize {
+        (n - self.len) * g / (Self::STRETCHES - 1)
+    }
+
+    fn rows(&self) -> usize {
+        Self::STRETCHES * self.len
+    }
+}
+
 /// The sample and list capacity of the filtered path, or `None` when the corpus is too
 /// small for it to pay: a sample over a quarter of the rows, or lists over half of them.
-fn filter_sizes(n: usize, k: usize) -> Option<(usize, usize)> {
-    let sample = (n / 8).max(4 * k).div_ceil(SEGMENT) * SEGMENT;
+fn filter_sizes(n: usize, k: usize) -> Option<(Sample, usize)> {
+    let want = (n / 8).max(4 * k);
+    let sample = Sample {
+        len: want.div_ceil(Sample::STRETCHES).div_ceil(TILE) * TILE,
+    };
     // About k · n / sample rows pass on data in random order; room for four times that.
-    let cap = (4 * k * n / sample).max(2 * k).div_ceil(SEGMENT) * SEGMENT;
-    (4 * sample <= n && 2 * cap <= n).then_some((sample, cap))
+    let cap = (4 * k * n / sample.rows()).max(2 * k).div_ceil(SEGMENT) * SEGMENT;
+    (4 * sample.rows() <= n && 2 * cap <= n).then_some((sample, cap))
+}
+
+/// The rows a filtered top-k over `n` rows samples for its floor, or `None` when it is
+/// not filtered.
+#[cfg(test)]
+pub(crate) fn sampled_rows(n: usize, k: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let (sample, _) = filter_sizes(n, k).filter(|_| k > FUSED_MAX_K)?;
+    Some(
+        (0..Sample::STRETCHES)
+            .map(|g| sample.start(g, n)..sample.start(g, n) + sample.len)
+            .collect(),
+    )
 }
 
 /// Exact top-`k` (1 ≤ k ≤ [`MAX_K`]) of every query over the whole corpus, best first:
@@ -439,6 +474,44 @@ fn build_top_k(s: &Shape, k: usize, rows_per_chunk: usize, path: Path) -> Progra
     p
 }
 
+/// The grid of a fused top-k launch (one warp list per part and query).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FusedGrid {
+    /// The memory-bound kernel: one part per warp, 8 warps per block.
+    Small { blocks: usize },
+    /// The tiled kernel: block (part, query tile) walks `seg_tiles` row tiles.
+    Tiled {
+        seg_tiles: usize,
+        parts: usize,
+        q_tiles: usize,
+    },
+}
+
+impl FusedGrid {
+    /// The grid for `s.n` rows, with at least `min_parts` parts where the rows allow.
+    fn new(s: &Shape, min_parts: usize) -> Self {
+        if s.small() {
+            FusedGrid::Small {
+                blocks: small_blocks(s).max(min_parts.div_ceil(8)),
+            }
+        } else {
+            let (seg_tiles, parts, q_tiles) = tile_segments(s, min_parts);
+            FusedGrid::Tiled {
+                seg_tiles,
+                parts,
+                q_tiles,
+            }
+        }
+    }
+
+    fn parts(&self) -> usize {
+        match *self {
+            FusedGrid::Small { blocks } => blocks * 8,
+            FusedGrid::Tiled { parts, .. } => parts,
+        }
+    }
+}
+
 /// Blocks of the memory-bound kernels: one part per warp, each warp ≥ 32 rows, one wave
 /// of three blocks per SM (`__launch_bounds__(256, 3)`).
 fn small_blocks(s: &Shape) -> usize {
@@ -446,11 +519,89 @@ fn small_blocks(s: &Shape) -> usize {
 }
 
 /// Segments of the tiled kernels: whole tiles per block, as long as there are still
-/// ~4 blocks per SM. Returns (tiles per segment, segments, query tiles).
-fn tile_segments(s: &Shape) -> (usize, usize, usize) {
+/// ~4 blocks per SM, and at least `min_parts` segments where there are that many tiles.
+/// Returns (tiles per segment, segments, query tiles).
+fn tile_segments(s: &Shape, min_parts: usize) -> (usize, usize, usize) {
     let (tiles, q_tiles) = (s.n.div_ceil(TILE), s.nq.div_ceil(TILE));
-    let seg_tiles = (tiles * q_tiles / (4 * s.sms.max(1))).clamp(1, 64);
+    let seg_tiles = (tiles * q_tiles / (4 * s.sms.max(1)))
+        .clamp(1, 64)
+        .min((tiles / min_parts.max(1)).max(1));
     (seg_tiles, tiles.div_ceil(seg_tiles), q_tiles)
+}
+
+/// A fused top-`k` launch over rows `row0 .. row0 + rows`: writes
+/// `cand[q·ld + col0 + part·k + j]` for q < nq, part < `grid.parts()`, j < k.
+fn fused(
+    p: &mut Program,
+    s: &Shape,
+    grid_: FusedGrid,
+    (row0, rows): (usize, usize),
+    k: usize,
+    (cand_s, cand_i, ld, col0): (Buf, Buf, usize, usize),
+) {
+    let out = vec![
+        int(k),
+        Arg::Ptr(cand_s, col0),
+        Arg::Ptr(cand_i, col0),
+        long(ld),
+    ];
+    let scoring = s.scoring_args(0, s.nq);
+    p.launches.push(match grid_ {
+        FusedGrid::Small { blocks } => Launch {
+            kernel: s.small_kernel(Kernel::TopKSmallQ, Kernel::TopKSmallQF16),
+            grid: grid(blocks, 1),
+            block: 256,
+            smem: (s.nq * s.dim * 4) as u32,
+            args: [scoring, vec![long(row0), long(rows)], out].concat(),
+        },
+        FusedGrid::Tiled {
+            seg_tiles,
+            parts,
+            q_tiles,
+        } => Launch {
+            kernel: s.tiled_kernel(
+                Kernel::TopKTiled,
+                Kernel::TopKTiledTf32,
+                Kernel::TopKTiledF16,
+            ),
+            grid: grid(parts, q_tiles),
+            block: 256,
+            smem: 0,
+            args: [scoring, vec![long(row0), long(rows), int(seg_tiles)], out].concat(),
+        },
+    });
+}
+
+/// The filtered path's floor, per query: the k-th best score among the fused top-32
+/// candidates of every sampled stretch. Those are k real, distinct rows, so the floor is
+/// no better than the query's true k-th best. Returns the sorted `nq × k` scores.
+fn sample_floor(p: &mut Program, s: &Shape, k: usize, sample: Sample) -> Buf {
+    // The grid is sized as for a corpus of one stretch.
+    let stretch = Shape {
+        n: sample.len,
+        ..*s
+    };
+    // Parts enough for 4k candidates, so that a part seldom holds more than 32 of the
+    // sample's best k (the floor is then the sample's exact k-th best).
+    let grid_ = FusedGrid::new(&stretch, (4 * k).div_ceil(FUSED_MAX_K * Sample::STRETCHES));
+    let per = grid_.parts() * FUSED_MAX_K;
+    let len = Sample::STRETCHES * per;
+    // At least min(4k, sample / 2) ≥ 2k candidates (sample ≥ 4k, one part per tile).
+    assert!(len >= k, "a sample of {len} candidates for k = {k}");
+    let cand_s = p.temp(Elem::F32, s.nq * len);
+    let cand_i = p.temp(Elem::I64, s.nq * len);
+    for g in 0..Sample::STRETCHES {
+        let rows = (sample.start(g, s.n), sample.len);
+        fused(
+            p,
+            s,
+            grid_,
+            rows,
+            FUSED_MAX_K,
+            (cand_s, cand_i, len, g * per),
+        );
+    }
+    merge(p, s.nq, k, (cand_s, cand_i, len), None).0
 }
 
 /// Appends the launches of a top-k over `s` and returns its result buffers: `nq × k`
@@ -462,75 +613,21 @@ fn top_k_into(
     rows_per_chunk: usize,
     path: Path,
 ) -> (Buf, Buf) {
-    let (nq, n, dim) = (s.nq, s.n, s.dim);
-    // Per query, `len` candidates at stride `len` in (cand_s, cand_i); with `counts`,
-    // only the first counts[q] of query q's are written.
-    let (cand_s, cand_i, mut len);
-    let mut counts = None;
+    let (nq, n) = (s.nq, s.n);
     match path {
-        Path::Fused if s.small() => {
-            let blocks = small_blocks(s);
-            len = blocks * 8 * k;
-            cand_s = p.temp(Elem::F32, nq * len);
-            cand_i = p.temp(Elem::I64, nq * len);
-            // Writes cand[q·len + part·k + j] for q < nq, part < blocks·8, j < k.
-            p.launches.push(Launch {
-                kernel: s.small_kernel(Kernel::TopKSmallQ, Kernel::TopKSmallQF16),
-                grid: grid(blocks, 1),
-                block: 256,
-                smem: (nq * dim * 4) as u32,
-                args: [
-                    s.scoring_args(0, nq),
-                    vec![
-                        long(n),
-                        int(k),
-                        Arg::Ptr(cand_s, 0),
-                        Arg::Ptr(cand_i, 0),
-                        long(len),
-                    ],
-                ]
-                .concat(),
-            });
-        }
         Path::Fused => {
-            let (seg_tiles, parts, q_tiles) = tile_segments(s);
-            len = parts * k;
-            cand_s = p.temp(Elem::F32, nq * len);
-            cand_i = p.temp(Elem::I64, nq * len);
-            let kernel = s.tiled_kernel(
-                Kernel::TopKTiled,
-                Kernel::TopKTiledTf32,
-                Kernel::TopKTiledF16,
-            );
-            // Writes cand[q·len + part·k + j] for q < nq, part < parts, j < k.
-            p.launches.push(Launch {
-                kernel,
-                grid: grid(parts, q_tiles),
-                block: 256,
-                smem: 0,
-                args: [
-                    s.scoring_args(0, nq),
-                    vec![
-                        long(n),
-                        int(seg_tiles),
-                        int(k),
-                        Arg::Ptr(cand_s, 0),
-                        Arg::Ptr(cand_i, 0),
-                        long(len),
-                    ],
-                ]
-                .concat(),
-            });
+            let grid_ = FusedGrid::new(s, 1);
+            let len = grid_.parts() * k;
+            let cand_s = p.temp(Elem::F32, nq * len);
+            let cand_i = p.temp(Elem::I64, nq * len);
+            fused(p, s, grid_, (0, n), k, (cand_s, cand_i, len, 0));
+            merge(p, nq, k, (cand_s, cand_i, len), None)
         }
         Path::Filtered { sample, cap } => {
-            // The floor: the k-th best score of the first `sample` rows, per query.
-            let head = Shape { n: sample, ..*s };
-            let (floor, _) = top_k_into(p, &head, k, rows_per_chunk, Path::Chunked);
-            len = cap;
+            let floor = sample_floor(p, s, k, sample);
             let count = p.zeroed_temp(Elem::U32, nq);
-            cand_s = p.temp(Elem::F32, nq * cap);
-            cand_i = p.temp(Elem::I64, nq * cap);
-            counts = Some(count);
+            let cand_s = p.temp(Elem::F32, nq * cap);
+            let cand_i = p.temp(Elem::I64, nq * cap);
             p.counts = Some((count, cap));
             // Reads floor[q·k + k − 1]; writes cand[q·cap + j] for j < min(count[q], cap).
             let tail = vec![
@@ -541,17 +638,19 @@ fn top_k_into(
                 Arg::Ptr(cand_s, 0),
                 Arg::Ptr(cand_i, 0),
             ];
-            if s.small() {
-                p.launches.push(Launch {
+            let launch = match FusedGrid::new(s, 1) {
+                FusedGrid::Small { blocks } => Launch {
                     kernel: s.small_kernel(Kernel::FilterSmallQ, Kernel::FilterSmallQF16),
-                    grid: grid(small_blocks(s), 1),
+                    grid: grid(blocks, 1),
                     block: 256,
-                    smem: (nq * dim * 4) as u32,
+                    smem: (nq * s.dim * 4) as u32,
                     args: [s.scoring_args(0, nq), vec![long(n)], tail].concat(),
-                });
-            } else {
-                let (seg_tiles, parts, q_tiles) = tile_segments(s);
-                p.launches.push(Launch {
+                },
+                FusedGrid::Tiled {
+                    seg_tiles,
+                    parts,
+                    q_tiles,
+                } => Launch {
                     kernel: s.tiled_kernel(
                         Kernel::FilterTiled,
                         Kernel::FilterTiledTf32,
@@ -561,17 +660,19 @@ fn top_k_into(
                     block: 256,
                     smem: 0,
                     args: [s.scoring_args(0, nq), vec![long(n), int(seg_tiles)], tail].concat(),
-                });
-            }
+                },
+            };
+            p.launches.push(launch);
+            merge(p, nq, k, (cand_s, cand_i, cap), Some(count))
         }
         Path::Chunked => {
             let r = rows_per_chunk.clamp(1, n);
             let chunks = n.div_ceil(r);
             let segs_per_chunk = r.div_ceil(SEGMENT);
-            len = chunks * segs_per_chunk * k;
+            let len = chunks * segs_per_chunk * k;
             let scores = p.temp(Elem::F32, nq * r);
-            cand_s = p.temp(Elem::F32, nq * len);
-            cand_i = p.temp(Elem::I64, nq * len);
+            let cand_s = p.temp(Elem::F32, nq * len);
+            let cand_i = p.temp(Elem::I64, nq * len);
             for c in 0..chunks {
                 let row0 = c * r;
                 let rows = r.min(n - row0);
@@ -586,9 +687,21 @@ fn top_k_into(
                     (cand_s, cand_i, len, c * segs_per_chunk, segs_per_chunk),
                 );
             }
+            merge(p, nq, k, (cand_s, cand_i, len), None)
         }
     }
-    // Merge: each pass keeps k per segment of SEGMENT, until k per query remain.
+}
+
+/// Merges per query `len` candidates at stride `len` in (cand_s, cand_i) (with `counts`,
+/// only the first counts[q] of query q's are written) down to the best k, sorted: each
+/// pass keeps k per segment of SEGMENT, until k per query remain. Requires len ≥ k.
+fn merge(
+    p: &mut Program,
+    nq: usize,
+    k: usize,
+    (cand_s, cand_i, mut len): (Buf, Buf, usize),
+    mut counts: Option<Buf>,
+) -> (Buf, Buf) {
     let (mut src_s, mut src_i, mut ld) = (cand_s, cand_i, len);
     while len > k {
         let out_ld = len.div_ceil(SEGMENT) * k;
@@ -739,10 +852,33 @@ mod tests {
         let p = top_k(&shape(1024, 1_000_000, 768), 10, 1 << 20);
         assert!(p.launches.iter().all(|l| l.kernel != Kernel::ScoreTiled));
         assert!(p.device_bytes() < 200 << 20, "{}", p.device_bytes());
-        // k above the fused limit scores a chunk of rows into memory.
+        // Larger k over a large corpus: filtered, and its sample is fused too.
         let p = top_k(&shape(1024, 1_000_000, 768), 100, 1 << 16);
+        assert!(p.counts.is_some());
+        assert!(p.launches.iter().all(|l| l.kernel != Kernel::ScoreTiled));
+        // Over a small corpus, larger k scores a chunk of rows into memory.
+        let p = top_k(&shape(1024, 20_000, 64), 1024, 1 << 13);
         assert!(p.launches.iter().any(|l| l.kernel == Kernel::ScoreTiled));
-        assert!(p.temps.iter().any(|t| t.len == 1024 << 16));
+        assert!(p.temps.iter().any(|t| t.len == 1024 << 13));
+    }
+
+    #[test]
+    fn the_sample_is_distinct_rows_spread_to_both_ends() {
+        for (n, k) in [
+            (20_000, 40),
+            (100_000, 1000),
+            (1_000_000, 1024),
+            (1_000_003, 33),
+        ] {
+            let rows = sampled_rows(n, k).expect("filtered");
+            assert_eq!(rows.len(), Sample::STRETCHES);
+            assert_eq!((rows[0].start, rows[rows.len() - 1].end), (0, n));
+            assert!(rows.windows(2).all(|w| w[0].end < w[1].start), "{rows:?}");
+            let sampled: usize = rows.iter().map(|r| r.len()).sum();
+            assert!(sampled >= (n / 8).max(4 * k) && 4 * sampled <= n);
+        }
+        // Too few rows per k to pay, or k small enough for the warp lists.
+        assert!(sampled_rows(20_000, 1024).is_none() && sampled_rows(1_000_000, 32).is_none());
     }
 
     #[test]
