@@ -271,6 +271,7 @@ impl Corpus {
         CorpusView {
             matrix: self.matrix.view(),
             inv_norms: &self.inv_norms,
+            live: None,
             origin: Origin::Corpus(self.id),
         }
     }
@@ -295,18 +296,34 @@ impl<'a> From<&'a Corpus> for CorpusView<'a> {
 pub struct CorpusView<'a> {
     matrix: MatrixRef<'a>,
     inv_norms: &'a [f32],
+    live: Option<&'a [u32]>,
     origin: Origin,
 }
 
 impl<'a> CorpusView<'a> {
-    /// A view over vectors whose inverse norms the caller computed (NaN masks a row out).
-    pub(crate) fn from_parts(matrix: MatrixRef<'a>, inv_norms: &'a [f32], origin: Origin) -> Self {
+    /// A view over vectors whose inverse norms the caller computed. A row masked out has
+    /// a NaN inverse norm and a clear bit in `live` (see [`CorpusView::live_mask`]); `live`
+    /// is `None` when no row is masked out.
+    pub(crate) fn from_parts(
+        matrix: MatrixRef<'a>,
+        inv_norms: &'a [f32],
+        live: Option<&'a [u32]>,
+        origin: Origin,
+    ) -> Self {
         debug_assert_eq!(matrix.rows(), inv_norms.len());
+        debug_assert!(live.is_none_or(|l| l.len() == inv_norms.len().div_ceil(32)));
         Self {
             matrix,
             inv_norms,
+            live,
             origin,
         }
+    }
+
+    /// One bit per row, set for a live row (bit `i % 32` of word `i / 32`), or `None`
+    /// when every row is live. A row whose bit is clear has a NaN inverse norm.
+    pub(crate) fn live_mask(&self) -> Option<&'a [u32]> {
+        self.live
     }
 
     /// Where the view comes from.

@@ -488,24 +488,6 @@ impl CudaBackend {
         Ok(temps)
     }
 
-    /// The live-row mask of a store view (one bit per row), or `None` when every row is live.
-    fn live_mask(corpus: CorpusView<'_>) -> Option<Vec<u32>> {
-        if !matches!(corpus.origin(), Origin::Store(_)) {
-            return None;
-        }
-        let inv = corpus.inv_norms();
-        if !inv.iter().any(|x| x.is_nan()) {
-            return None;
-        }
-        let mut bits = vec![0u32; inv.len().div_ceil(32)];
-        for (i, x) in inv.iter().enumerate() {
-            if !x.is_nan() {
-                bits[i / 32] |= 1 << (i % 32);
-            }
-        }
-        Some(bits)
-    }
-
     fn shape(&self, nq: usize, corpus: CorpusView<'_>, masked: bool) -> Shape {
         Shape {
             nq,
@@ -576,12 +558,12 @@ impl CudaBackend {
         let stream = self.ctx.new_stream().map_err(launch_failed)?;
         let start = timing_event(&stream)?;
         let res = self.resident(corpus, &stream)?;
-        let mask_bits = Self::live_mask(corpus);
+        let mask_bits = corpus.live_mask();
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let q_dev = stream
             .clone_htod(queries.as_slice())
             .map_err(|e| oom_or_launch(e, (nq * queries.cols() * 4) as u64))?;
-        let mask = match &mask_bits {
+        let mask = match mask_bits {
             Some(bits) => Some(
                 stream
                     .clone_htod(bits)
@@ -635,7 +617,7 @@ impl CudaBackend {
         let (nq, n) = (queries.rows(), corpus.rows());
         let stream = self.ctx.new_stream().map_err(launch_failed)?;
         let res = self.resident(corpus, &stream)?;
-        let mask_bits = Self::live_mask(corpus);
+        let mask_bits = corpus.live_mask();
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
             program::cosine_chunk(&shape, 0, r).device_bytes()
@@ -643,7 +625,7 @@ impl CudaBackend {
         .map_err(|requested| BackendError::OutOfMemory { requested })?;
         let oom = |e| oom_or_launch(e, plan.bytes);
         let q_dev = stream.clone_htod(queries.as_slice()).map_err(oom)?;
-        let mask = match &mask_bits {
+        let mask = match mask_bits {
             Some(bits) => Some(stream.clone_htod(bits).map_err(oom)?),
             None => None,
         };

@@ -901,19 +901,37 @@ impl WarmStore {
     }
 
     /// A zero-copy view of the visible rows for searching, with deleted and superseded
-    /// rows masked out (their inverse norm is NaN, which no top-k selection accepts).
+    /// rows masked out: their inverse norm is NaN, which no top-k selection accepts, and
+    /// their bit in the view's live mask is clear.
     pub fn corpus(&self) -> StoreCorpus<'_> {
         let rows = self.advance_visible() as usize;
-        let inv_norms = (0..rows as u64)
-            .map(|r| {
-                if self.live.get(r) {
+        let mut inv_norms = Vec::with_capacity(rows);
+        let mut live = vec![0u32; rows.div_ceil(32)];
+        // One pass, a 64-row word of live bits at a time: the norms and the mask agree
+        // even while other threads delete.
+        for (w, pair) in live.chunks_mut(2).enumerate() {
+            let row0 = w * 64;
+            let valid = (rows - row0).min(64);
+            // Rows past the view (puts in flight) are left out of its mask too.
+            let bits = self.live.load_word(row0 as u64) & (u64::MAX >> (64 - valid));
+            for i in 0..valid {
+                let r = (row0 + i) as u64;
+                inv_norms.push(if bits & (1 << i) != 0 {
                     // Only the inverse-norm word: this runs once per row per search.
                     f32::from_bits(self.meta_word(r, 6).load(Ordering::Relaxed))
                 } else {
                     f32::NAN
-                }
-            })
-            .collect();
+                });
+            }
+            for (h, word) in pair.iter_mut().enumerate() {
+                *word = (bits >> (32 * h)) as u32;
+            }
+        }
+        // All live when every row's bit is set (bits past the last row are clear).
+        let all_live = live
+            .iter()
+            .enumerate()
+            .all(|(i, &word)| word.count_ones() as usize == (rows - 32 * i).min(32));
         // SAFETY: rows below the visible length are published and never written again, and
         // they lie in mapped chunks, which are contiguous in the reserved range.
         let data = unsafe {
@@ -923,6 +941,7 @@ impl WarmStore {
             store: self,
             data,
             inv_norms,
+            live: (!all_live).then_some(live),
         }
     }
 }
@@ -962,6 +981,8 @@ pub struct StoreCorpus<'s> {
     store: &'s WarmStore,
     data: &'s [f32],
     inv_norms: Vec<f32>,
+    /// One bit per row, set for a live row; `None` when every row is live.
+    live: Option<Vec<u32>>,
 }
 
 impl<'s> StoreCorpus<'s> {
@@ -986,6 +1007,7 @@ impl<'s> StoreCorpus<'s> {
         Some(CorpusView::from_parts(
             m,
             &self.inv_norms,
+            self.live.as_deref(),
             Origin::Store(self.store.identity),
         ))
     }
@@ -1038,6 +1060,11 @@ impl LiveBits {
         w.load(Ordering::Acquire) & bit != 0
     }
 
+    /// The 64 bits of rows `row - row % 64 ..`, bit i for row `row - row % 64 + i`.
+    fn load_word(&self, row: u64) -> u64 {
+        self.word(row).0.load(Ordering::Acquire)
+    }
+
     fn set(&self, row: u64) {
         let (w, bit) = self.word(row);
         w.fetch_or(bit, Ordering::AcqRel);
@@ -1056,5 +1083,57 @@ impl Drop for LiveBits {
         unsafe {
             libc::munmap(self.words.cast(), self.len * 8);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StoreConfig, WarmStore};
+    use crate::data;
+
+    #[test]
+    fn the_view_mask_agrees_with_the_norms_across_word_boundaries() {
+        let dir = std::env::temp_dir().join(format!("hybridvec-mask-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = StoreConfig {
+            dim: 4,
+            chunk_rows: 1024,
+            content_chunk_bytes: 8192,
+        };
+        let s = WarmStore::create(&dir, config).unwrap();
+        for i in 0..200u64 {
+            s.put(&format!("id-{i}"), &data::random_vec(4, 7, i), b"")
+                .unwrap();
+        }
+        assert!(s.corpus().view().unwrap().live_mask().is_none());
+        for i in [0, 31, 32, 63, 64, 130, 199] {
+            assert!(s.delete(&format!("id-{i}")).unwrap());
+        }
+        // A supersede masks the old row and appends a live one.
+        s.put("id-5", &data::random_vec(4, 8, 5), b"").unwrap();
+        let corpus = s.corpus();
+        let view = corpus.view().unwrap();
+        let mask = view.live_mask().expect("rows were deleted");
+        // 200 puts, 7 tombstones, the new id-5.
+        assert_eq!((view.rows(), mask.len()), (208, 7));
+        let mut masked = Vec::new();
+        for r in 0..208 {
+            let bit = mask[r / 32] >> (r % 32) & 1 == 1;
+            assert_eq!(bit, corpus.is_live(r), "row {r}");
+            assert_eq!(bit, !view.inv_norms()[r].is_nan(), "row {r}");
+            if !bit {
+                masked.push(r);
+            }
+        }
+        let tombstones = 200..207;
+        let want: Vec<usize> = [0, 5, 31, 32, 63, 64, 130, 199]
+            .into_iter()
+            .chain(tombstones)
+            .collect();
+        assert_eq!(masked, want);
+        assert_eq!(mask[6] >> 16, 0, "no bits past the last row");
+        drop(corpus);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
