@@ -24,6 +24,8 @@ struct FakeGpu {
     failing: AtomicBool,
     /// Largest query chunk that fits; larger ones get OutOfMemory.
     max_queries: AtomicUsize,
+    /// Answer every call with CorpusTooLarge.
+    corpus_too_large: AtomicBool,
     /// Drop one result per call (a buggy kernel).
     wrong_count: AtomicBool,
     calls: AtomicU64,
@@ -45,6 +47,7 @@ impl FakeGpu {
             fast_from_work,
             failing: AtomicBool::new(false),
             max_queries: AtomicUsize::new(usize::MAX),
+            corpus_too_large: AtomicBool::new(false),
             wrong_count: AtomicBool::new(false),
             calls: AtomicU64::new(0),
             memo: Mutex::new(HashMap::new()),
@@ -56,6 +59,11 @@ impl FakeGpu {
         if self.failing.load(Ordering::Relaxed) {
             return Err(BackendError::LaunchFailed {
                 reason: "injected".into(),
+            });
+        }
+        if self.corpus_too_large.load(Ordering::Relaxed) {
+            return Err(BackendError::CorpusTooLarge {
+                requested: (corpus.rows() * corpus.dim() * 4) as u64,
             });
         }
         if queries.rows() > self.max_queries.load(Ordering::Relaxed) {
@@ -337,6 +345,48 @@ fn out_of_memory_shrinks_chunks_then_falls_back_with_every_step_reported() {
         forced.top_k(q, &c, 4),
         Err(Error::BackendFailed { .. })
     ));
+}
+
+#[test]
+fn a_corpus_too_large_for_the_device_goes_to_the_cpu_without_shrinking_chunks() {
+    let gpu = FakeGpu::new(1e13, 1e13, 0);
+    gpu.corpus_too_large.store(true, Ordering::Relaxed);
+    let c = corpus(1000, 16);
+    let qv = data::random_matrix(10, 16, 4);
+    let q = MatrixRef::new(&qv, 10, 16).unwrap();
+    let forced = executor(&gpu, DevicePolicy::Cuda, DispatchPolicy::default());
+    assert!(matches!(
+        forced.top_k(q, &c, 4),
+        Err(Error::DeviceOutOfMemory { .. })
+    ));
+    let calls = gpu.calls.load(Ordering::Relaxed);
+    assert_eq!(calls, 1, "no smaller chunk was tried");
+    let ex = executor(
+        &gpu,
+        DevicePolicy::Auto,
+        DispatchPolicy {
+            min_gpu_work: 0,
+            ..Default::default()
+        },
+    );
+    let reference = HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cpu,
+        ..Default::default()
+    })
+    .unwrap()
+    .top_k(q, &c, 4)
+    .unwrap();
+    // The first calls may explore the CPU; find one that tried the GPU.
+    let report = (0..6)
+        .map(|_| {
+            let (hits, r) = ex.top_k_with_report(q, &c, 4).unwrap();
+            assert_eq!(hits, reference);
+            assert_eq!(r.backend, BackendKind::Cpu);
+            r
+        })
+        .find(|r| !r.fallbacks.is_empty())
+        .expect("the GPU was never tried");
+    assert_eq!(fallback_steps(&report), [(10, FallbackAction::RerunOnCpu)]);
 }
 
 #[test]

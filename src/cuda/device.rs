@@ -91,6 +91,15 @@ fn oom_or_launch(e: DriverError, requested: u64) -> BackendError {
     }
 }
 
+/// An allocation for the resident corpus (or its FP16 copy) failed: out of memory there
+/// is [`BackendError::CorpusTooLarge`], which no smaller query chunk can mend.
+fn corpus_oom(e: DriverError, requested: u64) -> BackendError {
+    match oom_or_launch(e, requested) {
+        BackendError::OutOfMemory { requested } => BackendError::CorpusTooLarge { requested },
+        other => other,
+    }
+}
+
 fn launch_failed(e: DriverError) -> BackendError {
     oom_or_launch(e, 0)
 }
@@ -273,11 +282,10 @@ impl CudaBackend {
         *slot = None;
         // SAFETY: every element is written below (a device copy of the kept rows and an
         // upload of the rest) before any kernel reads it.
-        let mut data =
-            unsafe { stream.alloc::<f32>(n * dim) }.map_err(|e| oom_or_launch(e, bytes))?;
+        let mut data = unsafe { stream.alloc::<f32>(n * dim) }.map_err(|e| corpus_oom(e, bytes))?;
         let mut inv = stream
             .alloc_zeros::<f32>(n)
-            .map_err(|e| oom_or_launch(e, bytes))?;
+            .map_err(|e| corpus_oom(e, bytes))?;
         if let Some(old) = &old {
             stream
                 .memcpy_dtod(
@@ -296,7 +304,7 @@ impl CudaBackend {
             keep * dim,
             stream,
         )
-        .map_err(|e| oom_or_launch(e, bytes))?;
+        .map_err(|e| corpus_oom(e, bytes))?;
         let r = Resident {
             origin: corpus.origin(),
             rows: n,
@@ -335,7 +343,7 @@ impl CudaBackend {
         let len = res.rows * res.dim;
         let half = stream
             .alloc_zeros::<u16>(len)
-            .map_err(|e| oom_or_launch(e, (len * 2) as u64))?;
+            .map_err(|e| corpus_oom(e, (len * 2) as u64))?;
         let bound = Bound {
             queries: None,
             corpus: res,

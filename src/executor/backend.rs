@@ -77,6 +77,12 @@ pub enum BackendError {
         /// Bytes the call needed.
         requested: u64,
     },
+    /// The corpus itself does not fit in device memory. Smaller query chunks cannot
+    /// help, so the executor goes straight to another backend.
+    CorpusTooLarge {
+        /// Bytes the resident corpus needed.
+        requested: u64,
+    },
     /// A kernel failed to launch or run: try elsewhere.
     LaunchFailed {
         /// Why, for people.
@@ -105,6 +111,12 @@ impl fmt::Display for BackendError {
             BackendError::Unavailable { reason } => write!(f, "unavailable: {reason}"),
             BackendError::OutOfMemory { requested } => {
                 write!(f, "out of device memory ({requested} bytes requested)")
+            }
+            BackendError::CorpusTooLarge { requested } => {
+                write!(
+                    f,
+                    "the corpus does not fit in device memory ({requested} bytes)"
+                )
             }
             BackendError::LaunchFailed { reason } => write!(f, "launch failed: {reason}"),
             BackendError::Unsupported { reason } => write!(f, "unsupported: {reason}"),

@@ -555,7 +555,10 @@ impl HybridExecutor {
                 }
                 Err(BackendError::Fatal(e)) => return Err(GaveUp::Fatal(e)),
                 Err(error) => {
-                    let oom = matches!(error, BackendError::OutOfMemory { .. });
+                    let oom = matches!(
+                        error,
+                        BackendError::OutOfMemory { .. } | BackendError::CorpusTooLarge { .. }
+                    );
                     return Err(GaveUp::Elsewhere {
                         oom,
                         error,
@@ -571,7 +574,8 @@ impl HybridExecutor {
     fn accel_error(&self, accel: &dyn Backend, e: BackendError) -> Error {
         match e {
             BackendError::Unavailable { reason } => Error::CudaUnavailable { reason },
-            BackendError::OutOfMemory { requested } => Error::DeviceOutOfMemory {
+            BackendError::OutOfMemory { requested }
+            | BackendError::CorpusTooLarge { requested } => Error::DeviceOutOfMemory {
                 backend: accel.name().to_string(),
                 requested,
             },
