@@ -92,17 +92,14 @@ __device__ __forceinline__ void hv_filter_tiled_impl(const float* __restrict__ q
     __shared__ HvTileSmem sm;
     const int lane = threadIdx.x % HV_WARP, warp = threadIdx.x / HV_WARP;
     const int q0 = blockIdx.y * HV_TM;
-    const long long first = (long long)blockIdx.x * seg_tiles * HV_TN;
     unsigned int floor[8];
     #pragma unroll
     for (int i = 0; i < 8; ++i) {
         int q = q0 + warp * 8 + i;
         floor[i] = q < nq ? hv_filter_floor(tau, tau_ld, q) : 0xffffffffu;  // nothing passes
     }
-    for (int t = 0; t < seg_tiles; ++t) {
-        long long n0 = first + (long long)t * HV_TN;
-        if (n0 >= rows) break;  // block-uniform
-        hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, mask, 0, rows, q0, n0);
+    hv_walk_segment<MODE>(sm, queries, nq, dim, x, inv, mask, 0, rows, seg_tiles, q0,
+                          [&](long long n0) {
         #pragma unroll
         for (int i = 0; i < 8; ++i) {
             int qm = warp * 8 + i;
@@ -121,8 +118,7 @@ __device__ __forceinline__ void hv_filter_tiled_impl(const float* __restrict__ q
                 hv_filter_store(base + __popc(b0) + __popc(b1 & below), cap, q, s1, n0 + lane + 32,
                                 out_s, out_i);
         }
-        __syncthreads();  // sm.s is rewritten by the next tile
-    }
+    });
 }
 
 extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)

@@ -85,15 +85,11 @@ __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ que
     __shared__ HvTileSmem sm;
     const int lane = threadIdx.x % HV_WARP, warp = threadIdx.x / HV_WARP;
     const int q0 = blockIdx.y * HV_TM;
-    // Absolute rows: tiles start at row0 and stop at end.
-    const long long first = row0 + (long long)blockIdx.x * seg_tiles * HV_TN, end = row0 + rows;
     HvList lists[8];
     #pragma unroll
     for (int i = 0; i < 8; ++i) hv_list_clear(lists[i]);
-    for (int t = 0; t < seg_tiles; ++t) {
-        long long n0 = first + (long long)t * HV_TN;
-        if (n0 >= end) break;  // block-uniform
-        hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, mask, 0, end, q0, n0);
+    hv_walk_segment<MODE>(sm, queries, nq, dim, x, inv, mask, row0, rows, seg_tiles, q0,
+                          [&](long long n0) {
         #pragma unroll
         for (int i = 0; i < 8; ++i) {
             int qm = warp * 8 + i;
@@ -104,8 +100,7 @@ __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ que
                 hv_list_offer(lists[i], k, hv_key(sm.s[qm][rn]), n0 + rn);
             }
         }
-        __syncthreads();  // sm.s is rewritten by the next tile
-    }
+    });
     #pragma unroll
     for (int i = 0; i < 8; ++i) {
         int q = q0 + warp * 8 + i;

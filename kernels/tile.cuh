@@ -128,3 +128,24 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
     }
     __syncthreads();
 }
+
+// Walks block x's segment of rows row0 .. row0 + rows: tiles at row0 + (x · seg_tiles + t) · 64
+// for t < seg_tiles, stopping at the end. Each tile is scored into sm.s, then
+// visit(n0) runs (n0 its first row, absolute), then a barrier, so visit may read all of
+// sm.s and the next tile may rewrite it.
+template <int MODE, class T, class Visit>
+__device__ __forceinline__ void hv_walk_segment(HvTileSmem& sm, const float* __restrict__ queries,
+                                                int nq, int dim, const T* __restrict__ x,
+                                                const float* __restrict__ inv,
+                                                const unsigned int* __restrict__ mask,
+                                                long long row0, long long rows, int seg_tiles,
+                                                int q0, Visit visit) {
+    const long long first = row0 + (long long)blockIdx.x * seg_tiles * HV_TN, end = row0 + rows;
+    for (int t = 0; t < seg_tiles; ++t) {
+        long long n0 = first + (long long)t * HV_TN;
+        if (n0 >= end) break;  // block-uniform
+        hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, mask, 0, end, q0, n0);
+        visit(n0);
+        __syncthreads();  // sm.s is rewritten by the next tile
+    }
+}
