@@ -150,6 +150,17 @@ fn executor(gpu: &Arc<FakeGpu>, device: DevicePolicy, dispatch: DispatchPolicy) 
     .unwrap()
 }
 
+/// The answer of a CPU-only executor, to compare with.
+fn cpu_top_k(queries: MatrixRef<'_>, corpus: &Corpus, k: usize) -> Vec<Vec<Hit>> {
+    HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cpu,
+        ..Default::default()
+    })
+    .unwrap()
+    .top_k(queries, corpus, k)
+    .unwrap()
+}
+
 /// Runs `queries` once on the stand-in through a forced executor, so its answer is
 /// memoised and later timed calls cost only their injected time.
 fn warm_memo(gpu: &Arc<FakeGpu>, queries: MatrixRef<'_>, corpus: &Corpus, k: usize) {
@@ -286,13 +297,7 @@ fn out_of_memory_shrinks_chunks_then_falls_back_with_every_step_reported() {
     let c = corpus(1000, 16);
     let qv = data::random_matrix(10, 16, 3);
     let q = MatrixRef::new(&qv, 10, 16).unwrap();
-    let reference = HybridExecutor::new(ExecutorConfig {
-        device: DevicePolicy::Cpu,
-        ..Default::default()
-    })
-    .unwrap()
-    .top_k(q, &c, 4)
-    .unwrap();
+    let reference = cpu_top_k(q, &c, 4);
     // Fits 3 queries: 10 → 5 → 3 rows per chunk, four chunks.
     gpu.max_queries.store(3, Ordering::Relaxed);
     // The first calls may explore the CPU; find one that ran on the GPU.
@@ -369,13 +374,7 @@ fn a_corpus_too_large_for_the_device_goes_to_the_cpu_without_shrinking_chunks() 
             ..Default::default()
         },
     );
-    let reference = HybridExecutor::new(ExecutorConfig {
-        device: DevicePolicy::Cpu,
-        ..Default::default()
-    })
-    .unwrap()
-    .top_k(q, &c, 4)
-    .unwrap();
+    let reference = cpu_top_k(q, &c, 4);
     // The first calls may explore the CPU; find one that tried the GPU.
     let report = (0..6)
         .map(|_| {

@@ -510,6 +510,39 @@ impl FusedGrid {
             FusedGrid::Tiled { parts, .. } => parts,
         }
     }
+
+    /// A launch on this grid of the memory-bound kernel `small` (FP32, FP16) or the tiled
+    /// kernel `tiled` (FP32, TF32, FP16). Its parameters: the scoring ones, then `rows`,
+    /// then (tiled only) the tiles per segment, then `tail`.
+    fn launch(
+        self,
+        s: &Shape,
+        (small, tiled): ([Kernel; 2], [Kernel; 3]),
+        rows: Vec<Arg>,
+        tail: Vec<Arg>,
+    ) -> Launch {
+        let scoring = s.scoring_args(0, s.nq);
+        match self {
+            FusedGrid::Small { blocks } => Launch {
+                kernel: s.small_kernel(small[0], small[1]),
+                grid: grid(blocks, 1),
+                block: 256,
+                smem: (s.nq * s.dim * 4) as u32,
+                args: [scoring, rows, tail].concat(),
+            },
+            FusedGrid::Tiled {
+                seg_tiles,
+                parts,
+                q_tiles,
+            } => Launch {
+                kernel: s.tiled_kernel(tiled[0], tiled[1], tiled[2]),
+                grid: grid(parts, q_tiles),
+                block: 256,
+                smem: 0,
+                args: [scoring, rows, vec![int(seg_tiles)], tail].concat(),
+            },
+        }
+    }
 }
 
 /// Blocks of the memory-bound kernels: one part per warp, each warp ≥ 32 rows, one wave
@@ -545,31 +578,19 @@ fn fused(
         Arg::Ptr(cand_i, col0),
         long(ld),
     ];
-    let scoring = s.scoring_args(0, s.nq);
-    p.launches.push(match grid_ {
-        FusedGrid::Small { blocks } => Launch {
-            kernel: s.small_kernel(Kernel::TopKSmallQ, Kernel::TopKSmallQF16),
-            grid: grid(blocks, 1),
-            block: 256,
-            smem: (s.nq * s.dim * 4) as u32,
-            args: [scoring, vec![long(row0), long(rows)], out].concat(),
-        },
-        FusedGrid::Tiled {
-            seg_tiles,
-            parts,
-            q_tiles,
-        } => Launch {
-            kernel: s.tiled_kernel(
+    p.launches.push(grid_.launch(
+        s,
+        (
+            [Kernel::TopKSmallQ, Kernel::TopKSmallQF16],
+            [
                 Kernel::TopKTiled,
                 Kernel::TopKTiledTf32,
                 Kernel::TopKTiledF16,
-            ),
-            grid: grid(parts, q_tiles),
-            block: 256,
-            smem: 0,
-            args: [scoring, vec![long(row0), long(rows), int(seg_tiles)], out].concat(),
-        },
-    });
+            ],
+        ),
+        vec![long(row0), long(rows)],
+        out,
+    ));
 }
 
 /// The filtered path's floor, per query: the k-th best score among the fused top-32
@@ -638,30 +659,19 @@ fn top_k_into(
                 Arg::Ptr(cand_s, 0),
                 Arg::Ptr(cand_i, 0),
             ];
-            let launch = match FusedGrid::new(s, 1) {
-                FusedGrid::Small { blocks } => Launch {
-                    kernel: s.small_kernel(Kernel::FilterSmallQ, Kernel::FilterSmallQF16),
-                    grid: grid(blocks, 1),
-                    block: 256,
-                    smem: (nq * s.dim * 4) as u32,
-                    args: [s.scoring_args(0, nq), vec![long(n)], tail].concat(),
-                },
-                FusedGrid::Tiled {
-                    seg_tiles,
-                    parts,
-                    q_tiles,
-                } => Launch {
-                    kernel: s.tiled_kernel(
+            let launch = FusedGrid::new(s, 1).launch(
+                s,
+                (
+                    [Kernel::FilterSmallQ, Kernel::FilterSmallQF16],
+                    [
                         Kernel::FilterTiled,
                         Kernel::FilterTiledTf32,
                         Kernel::FilterTiledF16,
-                    ),
-                    grid: grid(parts, q_tiles),
-                    block: 256,
-                    smem: 0,
-                    args: [s.scoring_args(0, nq), vec![long(n), int(seg_tiles)], tail].concat(),
-                },
-            };
+                    ],
+                ),
+                vec![long(n)],
+                tail,
+            );
             p.launches.push(launch);
             merge(p, nq, k, (cand_s, cand_i, cap), Some(count))
         }
