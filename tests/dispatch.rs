@@ -150,6 +150,14 @@ fn executor(gpu: &Arc<FakeGpu>, device: DevicePolicy, dispatch: DispatchPolicy) 
     .unwrap()
 }
 
+/// The default dispatch, with no work floor below which calls stay on the CPU.
+fn any_size_to_gpu() -> DispatchPolicy {
+    DispatchPolicy {
+        min_gpu_work: 0,
+        ..Default::default()
+    }
+}
+
 /// The answer of a CPU-only executor, to compare with.
 fn cpu_top_k(queries: MatrixRef<'_>, corpus: &Corpus, k: usize) -> Vec<Vec<Hit>> {
     HybridExecutor::new(ExecutorConfig {
@@ -253,11 +261,7 @@ fn a_failing_gpu_is_shut_out_then_probed_back_after_the_cool_down() {
 fn small_shapes_stay_on_the_cpu_and_large_ones_go_to_a_faster_gpu() {
     // The GPU is far slower than the CPU below 2^20 work and far faster above.
     let gpu = FakeGpu::new(1e13, 1e8, 1 << 20);
-    let policy = DispatchPolicy {
-        min_gpu_work: 0,
-        ..Default::default()
-    };
-    let ex = executor(&gpu, DevicePolicy::Auto, policy);
+    let ex = executor(&gpu, DevicePolicy::Auto, any_size_to_gpu());
     let c = corpus(4096, 64);
     let small = data::random_matrix(1, 64, 1); // work 2^18
     let small = MatrixRef::new(&small, 1, 64).unwrap();
@@ -286,14 +290,7 @@ fn small_shapes_stay_on_the_cpu_and_large_ones_go_to_a_faster_gpu() {
 #[test]
 fn out_of_memory_shrinks_chunks_then_falls_back_with_every_step_reported() {
     let gpu = FakeGpu::new(1e13, 1e13, 0);
-    let ex = executor(
-        &gpu,
-        DevicePolicy::Auto,
-        DispatchPolicy {
-            min_gpu_work: 0,
-            ..Default::default()
-        },
-    );
+    let ex = executor(&gpu, DevicePolicy::Auto, any_size_to_gpu());
     let c = corpus(1000, 16);
     let qv = data::random_matrix(10, 16, 3);
     let q = MatrixRef::new(&qv, 10, 16).unwrap();
@@ -366,14 +363,7 @@ fn a_corpus_too_large_for_the_device_goes_to_the_cpu_without_shrinking_chunks() 
     ));
     let calls = gpu.calls.load(Ordering::Relaxed);
     assert_eq!(calls, 1, "no smaller chunk was tried");
-    let ex = executor(
-        &gpu,
-        DevicePolicy::Auto,
-        DispatchPolicy {
-            min_gpu_work: 0,
-            ..Default::default()
-        },
-    );
+    let ex = executor(&gpu, DevicePolicy::Auto, any_size_to_gpu());
     let reference = cpu_top_k(q, &c, 4);
     // The first calls may explore the CPU; find one that tried the GPU.
     let report = (0..6)
