@@ -7,9 +7,9 @@ use hybridvec::{
     Shape, TrackerConfig,
 };
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// xorshift64*: seeded, so a failure reproduces.
 struct Rng(u64);
@@ -75,6 +75,18 @@ fn snapshots_are_consistent_while_16_threads_record() {
     const RECORDERS: usize = 16;
     const SNAPSHOTTERS: usize = 16;
     const CALLS: u64 = 2_000;
+    const TOTAL: u64 = RECORDERS as u64 * CALLS;
+    // Snapshots that must fall strictly inside the recording (0 < n < TOTAL).
+    const MIN_MID_RUN: u64 = 100;
+    // On a loaded machine the scheduler can run all the recording in one time slice and
+    // the snapshotters only before or after it. So each recorder pauses at GATES points
+    // spread over its calls, gate g at call g·CALLS/(GATES+1), until the snapshotters
+    // together have seen g·MIN_MID_RUN/GATES mid-run snapshots. The last gate comes
+    // before the last calls, so those snapshots all have n < TOTAL, and MIN_MID_RUN of
+    // them are guaranteed, unless snapshot() cannot return while recording is under way:
+    // then the gates give up at the deadline and the assertion below fails.
+    const GATES: u64 = 4;
+    const GATE_TIMEOUT: Duration = Duration::from_secs(60);
     // Close to 1 so that the decayed sum still changes measurably after all 32 000 calls
     // (d^32000 ≈ 0.04): a torn snapshot cannot hide in a converged sum.
     let decay = 0.9999;
@@ -92,15 +104,34 @@ fn snapshots_are_consistent_while_16_threads_record() {
     let micros = [100u64, 250, 1_000, 4_000];
     let rate_range = (work / 4_000e-6, work / 100e-6);
     let done = AtomicBool::new(false);
+    // Mid-run snapshots seen so far by all snapshotters together; opens the gates.
+    let seen_mid_run = AtomicU64::new(0);
+    let gate_timed_out = AtomicBool::new(false);
     let start = Barrier::new(RECORDERS + SNAPSHOTTERS);
+    let deadline = Instant::now() + GATE_TIMEOUT;
     let (snapshots, mid_run) = std::thread::scope(|scope| {
         let recorders: Vec<_> = (0..RECORDERS)
             .map(|t| {
                 let (tracker, start) = (&tracker, &start);
+                let (seen_mid_run, gate_timed_out) = (&seen_mid_run, &gate_timed_out);
                 scope.spawn(move || {
                     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ t as u64);
                     start.wait();
-                    for _ in 0..CALLS {
+                    let mut gate = 1;
+                    for call in 0..CALLS {
+                        if gate <= GATES && call == gate * CALLS / (GATES + 1) {
+                            let want = gate * MIN_MID_RUN / GATES;
+                            while seen_mid_run.load(Ordering::Acquire) < want {
+                                if Instant::now() >= deadline {
+                                    // Record the rest anyway: the totals still check,
+                                    // and the mid-run assertion reports the shortfall.
+                                    gate_timed_out.store(true, Ordering::Relaxed);
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
+                            gate += 1;
+                        }
                         let r = rng.next();
                         let elapsed = Duration::from_micros(micros[(r % 4) as usize]);
                         let kind = if r & 8 == 0 {
@@ -132,6 +163,7 @@ fn snapshots_are_consistent_while_16_threads_record() {
         let snapshotters: Vec<_> = (0..SNAPSHOTTERS)
             .map(|_| {
                 let (tracker, start, done) = (&tracker, &start, &done);
+                let seen_mid_run = &seen_mid_run;
                 scope.spawn(move || {
                     start.wait();
                     let (mut taken, mut mid_run, mut last_n) = (0u64, 0u64, 0u64);
@@ -140,10 +172,12 @@ fn snapshots_are_consistent_while_16_threads_record() {
                         let s = tracker.snapshot(Op::TopK, shape);
                         let n = check_consistent(&s, decay, rate_range);
                         assert!(n >= last_n, "calls went backwards: {last_n} then {n}");
+                        assert!(n <= TOTAL, "{n} calls seen, only {TOTAL} recorded");
                         last_n = n;
                         taken += 1;
-                        if n > 0 && n < RECORDERS as u64 * CALLS {
+                        if n > 0 && n < TOTAL {
                             mid_run += 1;
+                            seen_mid_run.fetch_add(1, Ordering::Release);
                         }
                         if finished {
                             return (taken, mid_run);
@@ -162,13 +196,18 @@ fn snapshots_are_consistent_while_16_threads_record() {
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     });
     let last = tracker.snapshot(Op::TopK, shape);
-    assert_eq!(
-        check_consistent(&last, decay, rate_range),
-        RECORDERS as u64 * CALLS
-    );
+    assert_eq!(check_consistent(&last, decay, rate_range), TOTAL);
     assert!(
-        mid_run >= 100,
-        "only {mid_run} of {snapshots} snapshots overlapped the recording"
+        mid_run >= MIN_MID_RUN,
+        "only {mid_run} of {snapshots} snapshots overlapped the recording{}",
+        if gate_timed_out.load(Ordering::Relaxed) {
+            format!(
+                " (the recorders waited {GATE_TIMEOUT:?} for {MIN_MID_RUN} and gave up: \
+                 does snapshot() block while recording?)"
+            )
+        } else {
+            String::new()
+        }
     );
 }
 
