@@ -120,6 +120,21 @@ pub enum Error {
         /// Version this build understands.
         supported: u32,
     },
+    /// `create` found a store already in the directory (another process may have created
+    /// it a moment before): open it instead.
+    #[error("{dir} already holds a store; open it instead of creating one")]
+    StoreExists {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// The store file this writer holds is no longer the one in the directory (it was
+    /// deleted or replaced behind the writer's back). The store is poisoned: nothing written
+    /// since the last flush is acknowledged.
+    #[error("{file} was replaced or removed while this writer held it; nothing after the last flush was made durable")]
+    StoreReplaced {
+        /// The store file.
+        file: PathBuf,
+    },
     /// Another writer holds the store; open it read-only instead.
     #[error("store {dir} is locked by another writer")]
     StoreLocked {
@@ -143,12 +158,50 @@ pub enum Error {
     /// A write to a store opened read-only.
     #[error("store is open read-only")]
     ReadOnly,
+    /// A buffer the call needs is larger than the memory this machine (or the process's
+    /// memory limit) has available; nothing was allocated.
+    #[error("{what} needs {bytes} bytes, more than the {available} bytes of memory available")]
+    InsufficientMemory {
+        /// What the buffer was for.
+        what: String,
+        /// Bytes it needs (`u64::MAX` when the size overflows).
+        bytes: u64,
+        /// Bytes available when it was checked.
+        available: u64,
+    },
     /// An operating-system I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// An operating-system I/O error on a named file or directory.
+    #[error("{}: {source}", path.display())]
+    FileIo {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The configuration is not usable (for example zero threads).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+}
+
+impl Error {
+    /// The operating-system error behind [`Error::Io`] or [`Error::FileIo`], if this is one:
+    /// match on its `kind()` or `raw_os_error()` without caring whether a path came with it.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            Error::Io(e) | Error::FileIo { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Wraps an I/O error with the path it happened on: `map_err(Error::at(&path))`.
+    pub fn at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::FileIo {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// `Result` with [`Error`].

@@ -69,4 +69,7 @@ pub use executor::{
 };
 pub use hit::Hit;
 pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
-pub use warm::{Record, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats, WarmStore};
+pub use warm::{
+    Record, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats, WarmStore,
+    MAX_DIM as MAX_STORE_DIM,
+};

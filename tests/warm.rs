@@ -29,8 +29,8 @@ impl Drop for TempDir {
 fn small(dim: usize) -> StoreConfig {
     StoreConfig {
         dim,
-        chunk_rows: 1024,
-        content_chunk_bytes: 8192,
+        first_chunk_bytes: 4096,
+        max_chunk_bytes: 16384,
     }
 }
 

@@ -15,9 +15,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 const DIM: usize = 8;
-const CHUNK_ROWS: usize = 1024;
-const CONTENT_CHUNK_BYTES: usize = 4096;
-/// Records in the test store: two vector chunks, several content chunks.
+/// Chunk files double each region from 4 KiB to 16 KiB chunks.
+const FIRST_CHUNK: usize = 4096;
+const MAX_CHUNK: usize = 16384;
+/// Rows a writer adds after damage, enough to grow every region by a chunk or more.
+const GROW_ROWS: usize = 1024;
+/// Records in the test store: several chunks in every region.
 const N: usize = 1500;
 const STORE_FILE: &str = "store.hv";
 /// The header (`0..36`) and the two superblock slots of `store.hv`.
@@ -30,8 +33,38 @@ const META_BYTES: usize = 32;
 fn config() -> StoreConfig {
     StoreConfig {
         dim: DIM,
-        chunk_rows: CHUNK_ROWS,
-        content_chunk_bytes: CONTENT_CHUNK_BYTES,
+        first_chunk_bytes: FIRST_CHUNK,
+        max_chunk_bytes: MAX_CHUNK,
+    }
+}
+
+/// Where chunk `i` of a region starts: chunk 0 is the first size, chunk `i ≥ 1` starts at
+/// `FIRST << (i - 1)` until chunks reach the cap, then every chunk adds the cap. Written
+/// out here independently of the store, as the format documents it.
+fn chunk_start(i: usize) -> usize {
+    let mut start = 0;
+    for j in 0..i {
+        start += if j == 0 {
+            FIRST_CHUNK
+        } else {
+            (FIRST_CHUNK << (j - 1)).min(MAX_CHUNK)
+        };
+    }
+    start
+}
+
+/// The chunk holding byte `pos` of a region, and the offset in it.
+fn locate(pos: usize) -> (usize, usize) {
+    let i = (0..).find(|&i| chunk_start(i + 1) > pos).unwrap();
+    (i, pos - chunk_start(i))
+}
+
+/// How many chunks hold a region's first `bytes` bytes.
+fn chunks_for(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        locate(bytes - 1).0 + 1
     }
 }
 
@@ -111,13 +144,20 @@ impl Fixture {
         };
         let chunks = fx.chunk_files();
         let count = |prefix: &str| chunks.iter().filter(|n| n.starts_with(prefix)).count();
-        let blob_chunks = fx.offsets[N].div_ceil(CONTENT_CHUNK_BYTES as u64) as usize;
+        let blob_chunks = chunks_for(fx.offsets[N] as usize);
+        let row_chunks = chunks_for(N * DIM * 4);
         assert_eq!(
             (count("vec-"), count("meta-"), count("blob-")),
-            (2, 2, blob_chunks),
+            (row_chunks, chunks_for(N * META_BYTES), blob_chunks),
             "{chunks:?}"
         );
         assert!(blob_chunks >= 3, "want several content chunks");
+        // Every chunk file has its size, doubling up to the cap.
+        for name in fx.all_chunk_files() {
+            let i: usize = name.split_once('-').unwrap().1[..6].parse().unwrap();
+            let len = fs::metadata(fx.pristine.join(&name)).unwrap().len() as usize;
+            assert_eq!(len, chunk_start(i + 1) - chunk_start(i), "{name}");
+        }
         fx
     }
 
@@ -152,8 +192,9 @@ impl Fixture {
         let (prefix, rest) = name.split_once('-').unwrap();
         let chunk: usize = rest.trim_end_matches(".chunk").parse().unwrap();
         match prefix {
-            "vec" | "meta" => chunk < N.div_ceil(CHUNK_ROWS),
-            "blob" => chunk < (self.offsets[N] as usize).div_ceil(CONTENT_CHUNK_BYTES),
+            "vec" => chunk < chunks_for(N * DIM * 4),
+            "meta" => chunk < chunks_for(N * META_BYTES),
+            "blob" => chunk < chunks_for(self.offsets[N] as usize),
             _ => panic!("unexpected chunk file {name}"),
         }
     }
@@ -184,10 +225,13 @@ impl Fixture {
     /// What byte `offset` of chunk file `name` belongs to.
     fn classify(&self, name: &str, offset: u64) -> Hit {
         let (prefix, rest) = name.split_once('-').unwrap();
-        let chunk: u64 = rest.trim_end_matches(".chunk").parse().unwrap();
+        let chunk: usize = rest.trim_end_matches(".chunk").parse().unwrap();
+        // The byte's place in its region: chunks are contiguous there (a row may straddle
+        // two files).
+        let pos = (chunk_start(chunk) + offset as usize) as u64;
         match prefix {
             "vec" => {
-                let row = (chunk * CHUNK_ROWS as u64 + offset / (DIM as u64 * 4)) as usize;
+                let row = (pos / (DIM as u64 * 4)) as usize;
                 if row < N {
                     Hit::Checked(row)
                 } else {
@@ -195,7 +239,7 @@ impl Fixture {
                 }
             }
             "meta" => {
-                let row = (chunk * CHUNK_ROWS as u64 + offset / META_BYTES as u64) as usize;
+                let row = (pos / META_BYTES as u64) as usize;
                 if row < N {
                     Hit::Meta(row)
                 } else {
@@ -203,7 +247,6 @@ impl Fixture {
                 }
             }
             "blob" => {
-                let pos = chunk * CONTENT_CHUNK_BYTES as u64 + offset;
                 if pos < self.offsets[N] {
                     Hit::Checked(self.record_at(pos))
                 } else {
@@ -311,7 +354,10 @@ fn assert_holds_first(s: &WarmStore, rows: usize, ctx: &str) {
 }
 
 fn is_corrupt_or_io(r: &Result<WarmStore, Error>) -> bool {
-    matches!(r, Err(Error::CorruptStore { .. } | Error::Io(_)))
+    matches!(
+        r,
+        Err(Error::CorruptStore { .. } | Error::Io(_) | Error::FileIo { .. })
+    )
 }
 
 /// The scratch copy opens read-write and holds all `N` records: a failed open before
@@ -470,14 +516,14 @@ fn damaged_or_missing_chunks_grown_ahead_are_never_read() {
         assert_opens_whole(dir, &format!("{name} deleted"));
         // A writer grows over it again.
         let s = WarmStore::open(dir).unwrap();
-        for i in N..N + CHUNK_ROWS {
+        for i in N..N + GROW_ROWS {
             s.put(&id(i), &embedding(i), &content(i)).unwrap();
         }
         s.flush().unwrap();
         drop(s);
         let s = WarmStore::open_read_only(dir).unwrap();
-        assert_eq!(s.len(), (N + CHUNK_ROWS) as u64, "{name}");
-        assert_holds_first(&s, N + CHUNK_ROWS, name);
+        assert_eq!(s.len(), (N + GROW_ROWS) as u64, "{name}");
+        assert_holds_first(&s, N + GROW_ROWS, name);
     }
 }
 
@@ -509,7 +555,7 @@ fn truncated_or_missing_files_fail_to_open() {
             assert!(is_corrupt_or_io(&r), "{ctx}: {r:?}");
             if name == STORE_FILE {
                 assert!(
-                    matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound),
+                    matches!(&r, Err(e) if e.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound)),
                     "{ctx}: {r:?}"
                 );
             }
@@ -522,15 +568,18 @@ fn truncated_or_missing_files_fail_to_open() {
 #[test]
 fn newer_or_unknown_format_version_is_refused() {
     let fx = Fixture::new("version");
-    for version in [2u32, 0, u32::MAX] {
+    for version in [1u32, 3, 0, u32::MAX] {
         let dir = fx.fresh_copy();
         patch_block(dir, 0, |h| h[8..12].copy_from_slice(&version.to_le_bytes()));
         for writable in [false, true] {
             let ctx = format!("version {version}, {}", mode(writable));
             match open(dir, writable, &ctx) {
                 Err(Error::UnsupportedVersion { found, supported }) => {
-                    assert_eq!((found, supported), (version, 1), "{ctx}")
+                    assert_eq!((found, supported), (version, 2), "{ctx}")
                 }
+                // Version 1 is still read, so this one is read as a version-1 header:
+                // its fixed chunk sizes do not match the files.
+                Err(Error::CorruptStore { .. }) if version == 1 => {}
                 other => panic!("{ctx}: {other:?}"),
             }
         }
@@ -591,12 +640,12 @@ fn forged_superblocks_with_valid_checksum_are_refused_or_bounded() {
         (N as u64 - 1, fx.offsets[N - 1], Some(N - 1)),
         (0, 0, Some(0)),
         (N as u64 + 1, full, None),
-        (2 * CHUNK_ROWS as u64 + 1, full, None),
+        (2 * N as u64 + 1, full, None),
         (u64::MAX, full, None),
         (1 << 40, full, None),
         (N as u64, full - 1, None),
         (N as u64, 0, None),
-        (N as u64, full + CONTENT_CHUNK_BYTES as u64, None),
+        (N as u64, full + FIRST_CHUNK as u64, None),
         (N as u64, 1 << 38, None),
         (N as u64, u64::MAX, None),
     ];
@@ -699,7 +748,7 @@ fn wrong_dimension_and_create_over_a_store_are_refused() {
             let ctx = format!("{}, {}", d.display(), mode(writable));
             let r = open(d, writable, &ctx);
             assert!(
-                matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound),
+                matches!(&r, Err(e) if e.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound)),
                 "{ctx}: {r:?}"
             );
         }
@@ -712,39 +761,43 @@ fn bad_configs_are_refused_before_touching_the_disk() {
     let bad = [
         (StoreConfig::new(0), "dim 0"),
         (
-            StoreConfig {
-                chunk_rows: 0,
-                ..config()
-            },
-            "chunk_rows 0",
+            StoreConfig::new(hybridvec::MAX_STORE_DIM + 1),
+            "dim over the maximum",
         ),
         (
             StoreConfig {
-                chunk_rows: 1000,
+                first_chunk_bytes: 0,
                 ..config()
             },
-            "chunk_rows 1000",
+            "first_chunk_bytes 0",
         ),
         (
             StoreConfig {
-                chunk_rows: (1 << 24) + 1024,
+                first_chunk_bytes: 6144,
                 ..config()
             },
-            "chunk_rows 2^24 + 1024",
+            "first_chunk_bytes 6144 (not a power of two)",
         ),
         (
             StoreConfig {
-                content_chunk_bytes: 0,
+                first_chunk_bytes: 2048,
                 ..config()
             },
-            "content_chunk_bytes 0",
+            "first_chunk_bytes 2048 (under a page)",
         ),
         (
             StoreConfig {
-                content_chunk_bytes: 100,
+                first_chunk_bytes: 32768,
                 ..config()
             },
-            "content_chunk_bytes 100",
+            "first_chunk_bytes over max_chunk_bytes",
+        ),
+        (
+            StoreConfig {
+                max_chunk_bytes: 1 << 35,
+                ..config()
+            },
+            "max_chunk_bytes 32 GiB",
         ),
     ];
     for (cfg, what) in bad {
@@ -838,9 +891,9 @@ fn rows_from_callers_are_bounds_checked() {
     drop(s);
     // Forge a published-looking metadata entry past the committed rows, pointing far out of
     // bounds: a read-only handle must neither show nor follow it.
-    let meta = fx.pristine.join("meta-000001.chunk");
+    let (chunk, at) = locate(1600 * META_BYTES);
+    let meta = fx.pristine.join(format!("meta-{chunk:06}.chunk"));
     let mut bytes = std::fs::read(&meta).unwrap();
-    let at = (1600 - CHUNK_ROWS) * META_BYTES;
     bytes[at..at + 4].copy_from_slice(&1u32.to_le_bytes());
     bytes[at + 8..at + 16].copy_from_slice(&(u64::MAX - 7).to_le_bytes());
     bytes[at + 16..at + 20].copy_from_slice(&16u32.to_le_bytes());

@@ -106,8 +106,8 @@ fn image_holds(dir: &Path, model: &Model) -> Result<(), String> {
 fn small_config(dim: usize) -> StoreConfig {
     StoreConfig {
         dim,
-        chunk_rows: 1024,
-        content_chunk_bytes: 8192,
+        first_chunk_bytes: 4096,
+        max_chunk_bytes: 16384,
     }
 }
 

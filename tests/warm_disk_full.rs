@@ -124,8 +124,8 @@ fn full_disk_is_an_error_and_flushed_records_survive() {
 fn config() -> StoreConfig {
     StoreConfig {
         dim: DIM,
-        chunk_rows: 1024,
-        content_chunk_bytes: 65536,
+        first_chunk_bytes: 4096,
+        max_chunk_bytes: 65536,
     }
 }
 
@@ -156,7 +156,7 @@ fn listing(dir: &Path) -> String {
 }
 
 fn is_enospc(e: &Error) -> bool {
-    matches!(e, Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC))
+    e.io_error().and_then(|io| io.raw_os_error()) == Some(libc::ENOSPC)
 }
 
 /// The store work, in the child process, on the mounted 8 MiB tmpfs at `mnt`.

@@ -33,8 +33,8 @@ fn config() -> StoreConfig {
     // Small content chunks, so they grow (new files) during a case.
     StoreConfig {
         dim: DIM,
-        chunk_rows: 1024,
-        content_chunk_bytes: 4096,
+        first_chunk_bytes: 4096,
+        max_chunk_bytes: 16384,
     }
 }
 

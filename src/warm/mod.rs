@@ -4,14 +4,17 @@
 //! * `store.hv` — a checksummed header (magic, format version, dimension, chunk sizes)
 //!   and two alternating superblock slots recording the committed row count and content
 //!   length ([`format`]);
-//! * `vec-NNNNNN.chunk` — vectors, slot `i` = row `i`, `chunk_rows` rows per file;
+//! * `vec-NNNNNN.chunk` — vectors, slot `i` = row `i` (a row may straddle two files);
 //! * `meta-NNNNNN.chunk` — 32 bytes of metadata per row: state word, CRC-32C, content
 //!   offset and lengths, inverse norm;
 //! * `blob-NNNNNN.chunk` — ids and contents, append-only;
 //! * `LOCK` — `flock`ed by the one writer.
 //!
 //! Chunk files are created whole and mapped once at fixed addresses ([`region`]), so the
-//! committed rows read in place as one row-major matrix.
+//! committed rows read in place as one row-major matrix. Their sizes are set in bytes: the
+//! first is small (64 KiB by default) and each later one doubles the region, up to a cap
+//! (1 GiB), so a store's disk use stays within twice its data plus a small constant
+//! ([`format`]). A record of a million dimensions is 4 MiB on disk, not a 65 GB file.
 //!
 //! **Writes.** [`WarmStore::put`] reserves a row and content bytes with one `fetch_add`
 //! each — the only shared step; there is no lock around copying data. It writes the
@@ -27,6 +30,7 @@
 //! (a torn tail) are ignored and overwritten. A failed write-back poisons the store.
 
 mod format;
+mod lifecycle;
 mod region;
 mod sync;
 #[cfg(test)]
@@ -34,13 +38,12 @@ mod sync_failure_tests;
 mod watermark;
 
 use crate::error::{Error, Result};
-use crate::matrix::{next_identity, CorpusView, MatrixRef, Origin, MAX_NORM, MIN_NORM};
-use format::{Header, Superblock, META_BYTES, STATE_EMPTY, STATE_PUT, STATE_TOMBSTONE};
+use crate::matrix::{CorpusView, MatrixRef, Origin, MAX_NORM, MIN_NORM};
+use format::{Superblock, META_BYTES, STATE_EMPTY, STATE_PUT, STATE_TOMBSTONE};
 use parking_lot::{Mutex, RwLock};
 use region::Region;
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -50,23 +53,30 @@ use watermark::Watermark;
 pub type RowId = u64;
 
 /// How to create a store.
+///
+/// ```
+/// let config = hybridvec::StoreConfig::new(768); // 64 KiB first chunks, doubling to 1 GiB
+/// assert_eq!((config.first_chunk_bytes, config.max_chunk_bytes), (64 << 10, 1 << 30));
+/// ```
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
-    /// Vector dimension (fixed for the store's life).
+    /// Vector dimension (fixed for the store's life), 1 to [`MAX_DIM`].
     pub dim: usize,
-    /// Rows per vector/metadata chunk file; a multiple of 1024.
-    pub chunk_rows: usize,
-    /// Bytes per id/content chunk file; a multiple of 4096.
-    pub content_chunk_bytes: usize,
+    /// Bytes of the first chunk file of each region (vectors, metadata, contents); a power
+    /// of two, at least 4096.
+    pub first_chunk_bytes: usize,
+    /// The largest chunk file: chunks double the region until they reach this size; a
+    /// power of two, from `first_chunk_bytes` to 16 GiB.
+    pub max_chunk_bytes: usize,
 }
 
 impl StoreConfig {
-    /// Defaults for `dim`: 16 384 rows per chunk, 64 MiB content chunks.
+    /// Defaults for `dim`: 64 KiB first chunks, doubling up to 1 GiB.
     pub fn new(dim: usize) -> Self {
         Self {
             dim,
-            chunk_rows: 16_384,
-            content_chunk_bytes: 64 << 20,
+            first_chunk_bytes: 64 << 10,
+            max_chunk_bytes: 1 << 30,
         }
     }
 }
@@ -114,6 +124,20 @@ pub struct StoreHit {
     pub score: f32,
 }
 
+/// The most a region is grown ahead of the bytes writers have reserved.
+const GROW_AHEAD_MAX: usize = 1 << 20;
+
+/// How far ahead of what writers need `region` is grown: a quarter of its last chunk, at
+/// most [`GROW_AHEAD_MAX`]. Bounded, so disk use stays within twice the data plus a
+/// constant; large enough that growth (a fallocate and two fsyncs) rarely stalls a put.
+fn grow_ahead(region: &Region) -> usize {
+    (region.last_chunk_bytes() / 4).min(GROW_AHEAD_MAX)
+}
+
+/// The largest vector dimension a store takes (a 4 MiB row), checked before anything is
+/// created. Larger embeddings belong in a corpus file, not a store.
+pub const MAX_DIM: usize = 1 << 20;
+
 /// Address space reserved per region. Nothing is committed until chunks are mapped; this
 /// only bounds the store: at most 512 GiB of vectors and 256 GiB of ids and contents.
 const VECTOR_SPACE: usize = 1 << 39;
@@ -128,7 +152,6 @@ type IdIndex = HashMap<Box<str>, RowId, foldhash::fast::RandomState>;
 /// method takes `&self`.
 pub struct WarmStore {
     dir: PathBuf,
-    header: Header,
     dim: usize,
     writable: bool,
     vectors: Region,
@@ -149,7 +172,8 @@ pub struct WarmStore {
     poisoned: AtomicBool,
     poison_reason: Mutex<Option<String>>,
     store_file: File,
-    _lock: Option<File>,
+    /// The writer's locks and the identity of its store file; `None` when read-only.
+    hold: Option<lifecycle::WriterHold>,
 }
 
 struct FlushState {
@@ -169,261 +193,6 @@ impl std::fmt::Debug for WarmStore {
 }
 
 impl WarmStore {
-    /// Creates a new store in `dir` (created if missing; must not already hold a store).
-    pub fn create(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
-        let dir = dir.as_ref();
-        if config.dim == 0 {
-            return Err(Error::EmptyInput {
-                what: "store dimension 0",
-            });
-        }
-        if config.chunk_rows == 0
-            || !config.chunk_rows.is_multiple_of(1024)
-            || config.chunk_rows > 1 << 24
-        {
-            return Err(Error::InvalidConfig(
-                "chunk_rows must be a positive multiple of 1024, at most 2^24".into(),
-            ));
-        }
-        if config.content_chunk_bytes == 0 || !config.content_chunk_bytes.is_multiple_of(4096) {
-            return Err(Error::InvalidConfig(
-                "content_chunk_bytes must be a positive multiple of 4096".into(),
-            ));
-        }
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format::STORE_FILE);
-        if path.exists() {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} already holds a store", dir.display()),
-            )));
-        }
-        let header = Header {
-            dim: u32::try_from(config.dim)
-                .map_err(|_| Error::InvalidConfig("dimension too large".into()))?,
-            chunk_rows: config.chunk_rows as u64,
-            blob_chunk_bytes: config.content_chunk_bytes as u64,
-        };
-        let mut image = vec![0u8; format::STORE_FILE_LEN];
-        image[..36].copy_from_slice(&header.encode());
-        image[format::SLOT_OFFSETS[0]..format::SLOT_OFFSETS[0] + 36]
-            .copy_from_slice(&Superblock::default().encode());
-        // Written whole under a temporary name, then renamed: a crash leaves either no store
-        // or a complete empty one.
-        let tmp = dir.join(".store.hv.tmp");
-        {
-            let f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all_at(&image, 0)?;
-            sync::file(&f)?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        sync::dir(dir)?;
-        Self::open_inner(dir, true)
-    }
-
-    /// Opens an existing store for reading and writing. Fails with [`Error::StoreLocked`]
-    /// when another writer has it open.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::open_inner(dir.as_ref(), true)
-    }
-
-    /// Opens a store and checks its dimension: [`Error::DimensionMismatch`] otherwise.
-    pub fn open_with_dim(dir: impl AsRef<Path>, dim: usize) -> Result<Self> {
-        let s = Self::open(dir)?;
-        if s.dim != dim {
-            return Err(Error::DimensionMismatch {
-                expected: dim,
-                got: s.dim,
-            });
-        }
-        Ok(s)
-    }
-
-    /// Opens a store read-only, as of its last durable flush. Works while a writer holds it.
-    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::open_inner(dir.as_ref(), false)
-    }
-
-    fn open_inner(dir: &Path, writable: bool) -> Result<Self> {
-        let path = dir.join(format::STORE_FILE);
-        if !path.exists() {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!(
-                    "{} holds no store ({} missing)",
-                    dir.display(),
-                    format::STORE_FILE
-                ),
-            )));
-        }
-        let lock = if writable {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join("LOCK"))?;
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                    return Err(Error::StoreLocked {
-                        dir: dir.to_path_buf(),
-                    });
-                }
-                return Err(Error::Io(e));
-            }
-            Some(f)
-        } else {
-            None
-        };
-        let store_file = OpenOptions::new().read(true).write(writable).open(&path)?;
-        let mut image = vec![0u8; format::STORE_FILE_LEN];
-        let len = store_file.metadata()?.len();
-        if len != format::STORE_FILE_LEN as u64 {
-            return Err(Error::CorruptStore {
-                file: path,
-                offset: len,
-                reason: format!(
-                    "store file is {len} bytes, expected {}",
-                    format::STORE_FILE_LEN
-                ),
-            });
-        }
-        store_file.read_exact_at(&mut image, 0)?;
-        let header = Header::decode(&image, &path)?;
-        let (slot, sb) = Superblock::newest(&image).ok_or_else(|| Error::CorruptStore {
-            file: path.clone(),
-            offset: format::SLOT_OFFSETS[0] as u64,
-            reason: "no valid superblock".into(),
-        })?;
-        let dim = header.dim as usize;
-        let chunk_rows = header.chunk_rows as usize;
-        let row_bytes = dim * 4;
-        let vectors = Region::reserve(
-            dir,
-            "vec",
-            chunk_rows * row_bytes,
-            VECTOR_SPACE.max(chunk_rows * row_bytes),
-            writable,
-        )?
-        .with_huge_pages();
-        let max_rows = vectors_capacity_rows(VECTOR_SPACE.max(chunk_rows * row_bytes), row_bytes);
-        let metas = Region::reserve(
-            dir,
-            "meta",
-            chunk_rows * META_BYTES,
-            max_rows * META_BYTES,
-            writable,
-        )?;
-        let blobs = Region::reserve(
-            dir,
-            "blob",
-            header.blob_chunk_bytes as usize,
-            CONTENT_SPACE,
-            writable,
-        )?;
-        let bad_sb = |reason: &str| Error::CorruptStore {
-            file: path.clone(),
-            offset: format::SLOT_OFFSETS[slot] as u64,
-            reason: reason.to_string(),
-        };
-        if sb.rows > max_rows as u64 || sb.blob_len > CONTENT_SPACE as u64 {
-            return Err(bad_sb("superblock lengths exceed the store's limits"));
-        }
-        let (rows, blob_len) = (sb.rows as usize, sb.blob_len as usize);
-        let vec_chunks = rows.div_ceil(chunk_rows);
-        let blob_chunks = blob_len.div_ceil(header.blob_chunk_bytes as usize);
-        vectors.map_existing(vec_chunks)?;
-        metas.map_existing(vec_chunks)?;
-        blobs.map_existing(blob_chunks)?;
-        let store = Self {
-            dir: dir.to_path_buf(),
-            header,
-            dim,
-            writable,
-            vectors,
-            metas,
-            blobs,
-            rows: Watermark {
-                next: AtomicU64::new(sb.rows),
-                visible: AtomicU64::new(sb.rows),
-            },
-            blob_tail: AtomicU64::new(sb.blob_len),
-            durable_rows: AtomicU64::new(sb.rows),
-            live_records: AtomicU64::new(0),
-            identity: next_identity(),
-            live: LiveBits::new(max_rows)?,
-            index: (0..INDEX_SHARDS)
-                .map(|_| RwLock::new(IdIndex::default()))
-                .collect(),
-            grow_lock: Mutex::new(()),
-            flush_state: Mutex::new(FlushState {
-                generation: sb.generation,
-                rows: sb.rows,
-                blob_len: sb.blob_len,
-            }),
-            poisoned: AtomicBool::new(false),
-            poison_reason: Mutex::new(None),
-            store_file,
-            _lock: lock,
-        };
-        let content_end = store.recover(rows, blob_len)?;
-        // Flush records exactly the end of the committed records' content, so anything
-        // else is a forged or damaged superblock (and could point into a chunk that was
-        // only grown ahead, never written).
-        if content_end != sb.blob_len {
-            return Err(bad_sb(&format!(
-                "superblock content length {} but the committed records end at {content_end}",
-                sb.blob_len
-            )));
-        }
-        if writable {
-            store.clear_uncommitted_rows(sb.rows);
-        }
-        Ok(store)
-    }
-
-    /// Validates every committed record and rebuilds the id index and the live mask.
-    /// Returns where the committed records' ids and contents end.
-    fn recover(&self, rows: usize, blob_len: usize) -> Result<u64> {
-        use rayon::prelude::*;
-        // Checksums on all cores; the index is then rebuilt in row order so the newest
-        // record of each id wins, exactly as it did when the records were written.
-        let bad = (0..rows)
-            .into_par_iter()
-            .find_map_first(|row| self.validate(row as u64, blob_len as u64).err());
-        if let Some(e) = bad {
-            return Err(e);
-        }
-        let mut content_end = 0;
-        for row in 0..rows as u64 {
-            let m = self.meta(row);
-            let id = self.read_id(&m)?;
-            self.index_publish(row, &id, m.state);
-            content_end = content_end.max(m.off + m.id_len as u64 + m.content_len as u64);
-        }
-        Ok(content_end)
-    }
-
-    /// Rows past the committed length may hold published-looking state words from before a
-    /// crash; clears them so a new writer's row is never visible early. Runs only once the
-    /// open has succeeded: a failed open changes nothing on disk.
-    ///
-    /// Chunk files past the committed ones (grown ahead, or data of a newer generation
-    /// whose superblock was lost) are left alone: growth renames a fresh file over them,
-    /// so they are never read, and nothing is deleted here.
-    fn clear_uncommitted_rows(&self, rows: u64) {
-        let end = (self.metas.mapped_bytes() / META_BYTES) as u64;
-        for row in rows..end {
-            self.meta_word(row, 0).store(STATE_EMPTY, Ordering::SeqCst);
-        }
-    }
-
     /// The vector dimension.
     pub fn dim(&self) -> usize {
         self.dim
@@ -588,17 +357,25 @@ impl WarmStore {
     }
 
     /// Makes sure row `row` and content bytes up to `blob_end` are mapped. Growth starts
-    /// once a writer comes within a quarter chunk of the end, so its fsyncs rarely stall a
-    /// put: one writer grows (`try_lock`) while the others go on writing into mapped space.
-    /// Only a writer that finds no room at all waits for the lock.
+    /// once a writer comes within [`grow_ahead`] of a region's end, so its fsyncs rarely
+    /// stall a put: one writer grows (`try_lock`) while the others go on writing into
+    /// mapped space. Only a writer that finds no room at all waits for the lock. A failure
+    /// part-way (say the metadata chunk after the vector chunk) is caught up by the next
+    /// call.
     fn ensure_capacity(&self, row: u64, blob_end: u64) -> Result<()> {
-        let ahead_rows = row + 1 + self.header.chunk_rows / 4;
-        let ahead_blob = blob_end + self.header.blob_chunk_bytes / 4;
-        let blobs_mapped = |s: &Self| s.blobs.mapped_bytes() as u64;
-        if self.rows_mapped() >= ahead_rows && blobs_mapped(self) >= ahead_blob {
+        let rows = row as usize + 1;
+        let needs = [
+            (&self.vectors, rows * self.dim * 4),
+            (&self.metas, rows * META_BYTES),
+            (&self.blobs, blob_end as usize),
+        ];
+        if needs
+            .iter()
+            .all(|(r, need)| r.mapped_bytes() >= need + grow_ahead(r))
+        {
             return Ok(());
         }
-        let needed = self.rows_mapped() <= row || blobs_mapped(self) < blob_end;
+        let needed = needs.iter().any(|(r, need)| r.mapped_bytes() < *need);
         let _g = if needed {
             self.grow_lock.lock()
         } else {
@@ -607,27 +384,8 @@ impl WarmStore {
                 None => return Ok(()), // another writer is growing already
             }
         };
-        self.grow_to(ahead_rows, ahead_blob)
-    }
-
-    /// Rows whose vector and metadata chunks are both mapped.
-    fn rows_mapped(&self) -> u64 {
-        self.vectors.chunks().min(self.metas.chunks()) as u64 * self.header.chunk_rows
-    }
-
-    /// Maps chunks until `rows` rows and `blob_bytes` content bytes fit. The caller holds
-    /// the growth lock. A vector chunk is mapped before its metadata chunk, and a failure
-    /// between the two is caught up by the next call.
-    fn grow_to(&self, rows: u64, blob_bytes: u64) -> Result<()> {
-        let chunks = rows.div_ceil(self.header.chunk_rows) as usize;
-        while self.vectors.chunks() < chunks {
-            self.vectors.grow()?;
-        }
-        while self.metas.chunks() < self.vectors.chunks() {
-            self.metas.grow()?;
-        }
-        while (self.blobs.mapped_bytes() as u64) < blob_bytes {
-            self.blobs.grow()?;
+        for (region, need) in needs {
+            region.grow_to(need + grow_ahead(region))?;
         }
         Ok(())
     }
@@ -703,21 +461,21 @@ impl WarmStore {
 
     fn read_id(&self, m: &Meta) -> Result<String> {
         String::from_utf8(self.blob(m.off, m.id_len).to_vec()).map_err(|_| Error::CorruptStore {
-            file: self
-                .blobs
-                .chunk_path(m.off as usize / self.header.blob_chunk_bytes as usize),
-            offset: m.off % self.header.blob_chunk_bytes,
+            file: self.blobs.locate(m.off as usize).0,
+            offset: self.blobs.locate(m.off as usize).1,
             reason: "record id is not UTF-8".into(),
         })
     }
 
     /// Checks one committed row: state, bounds, checksum.
     fn validate(&self, row: u64, blob_len: u64) -> Result<()> {
-        let chunk_rows = self.header.chunk_rows;
-        let corrupt = |reason: String| Error::CorruptStore {
-            file: self.metas.chunk_path((row / chunk_rows) as usize),
-            offset: (row % chunk_rows) * META_BYTES as u64,
-            reason: format!("row {row}: {reason}"),
+        let corrupt = |reason: String| {
+            let (file, offset) = self.metas.locate(row as usize * META_BYTES);
+            Error::CorruptStore {
+                file,
+                offset,
+                reason: format!("row {row}: {reason}"),
+            }
         };
         let m = self.meta(row);
         if m.state != STATE_PUT && m.state != STATE_TOMBSTONE {
@@ -828,11 +586,10 @@ impl WarmStore {
             .checked_add(m.id_len as u64)
             .is_some_and(|e| e <= self.blobs.mapped_bytes() as u64);
         if !in_bounds || m.id_len == 0 {
+            let (file, offset) = self.metas.locate(row as usize * META_BYTES);
             return Err(Error::CorruptStore {
-                file: self
-                    .metas
-                    .chunk_path((row / self.header.chunk_rows) as usize),
-                offset: (row % self.header.chunk_rows) * META_BYTES as u64,
+                file,
+                offset,
                 reason: format!(
                     "row {row}: id [{}, +{}) outside the content files",
                     m.off, m.id_len
@@ -888,9 +645,13 @@ impl WarmStore {
             rows,
             blob_len: hi,
         };
+        // Never acknowledge into a file the directory no longer names.
+        self.check_still_ours()?;
         let slot = format::SLOT_OFFSETS[(sb.generation % 2) as usize];
-        self.store_file.write_all_at(&sb.encode(), slot as u64)?;
-        sync::file_data(&self.store_file)?;
+        self.store_file
+            .write_all_at(&sb.encode(), slot as u64)
+            .map_err(Error::at(&self.dir.join(format::STORE_FILE)))?;
+        sync::file_data(&self.store_file, &self.dir.join(format::STORE_FILE))?;
         *st = FlushState {
             generation: sb.generation,
             rows,
@@ -1097,8 +858,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let config = StoreConfig {
             dim: 4,
-            chunk_rows: 1024,
-            content_chunk_bytes: 8192,
+            first_chunk_bytes: 4096,
+            max_chunk_bytes: 8192,
         };
         let s = WarmStore::create(&dir, config).unwrap();
         for i in 0..200u64 {

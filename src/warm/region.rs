@@ -1,11 +1,14 @@
-//! A growable, never-moving memory region made of fixed-size chunk files.
+//! A growable, never-moving memory region made of chunk files.
 //!
 //! The region reserves a large range of address space up front (`PROT_NONE`, no memory
-//! committed) and maps chunk `i` at `base + i * chunk_bytes` with `MAP_FIXED`. Chunks are
-//! mapped once and never moved, remapped or truncated, so a pointer into a mapped chunk
-//! stays valid for the region's whole life, and consecutive chunks are contiguous in
-//! memory: the vector region reads as one row-major matrix.
+//! committed) and maps chunk `i` at `base + start(i)` with `MAP_FIXED`, where the chunk
+//! sizes follow the store's [`ChunkSizes`] (doubling from a small first chunk, or fixed in
+//! old stores). Chunks are mapped once and never moved, remapped or truncated, so a pointer
+//! into a mapped chunk stays valid for the region's whole life, and consecutive chunks are
+//! contiguous in memory: the vector region reads as one row-major matrix, even where a row
+//! straddles two chunk files.
 
+use super::format::ChunkSizes;
 use super::sync;
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
@@ -23,9 +26,11 @@ pub(crate) struct Region {
     reserved: usize,
     /// Whether chunks are advised for transparent huge pages (`MADV_HUGEPAGE`).
     huge_pages: bool,
-    chunk_bytes: usize,
-    /// Chunks mapped so far; only grows, under the store's growth lock.
+    sizes: ChunkSizes,
+    /// Chunks mapped so far, and the bytes they hold; only grow, under the store's growth
+    /// lock (`mapped` is stored after `mapped_bytes`).
     mapped: AtomicUsize,
+    mapped_bytes: AtomicUsize,
     writable: bool,
     dir: PathBuf,
     prefix: &'static str,
@@ -39,17 +44,18 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    /// Reserves `reserved` bytes of address space for chunks of `chunk_bytes` (a multiple
-    /// of the page size) named `{prefix}-{index:06}.chunk` in `dir`.
+    /// Reserves `reserved` bytes of address space (rounded up to a chunk boundary) for
+    /// chunks of `sizes` (multiples of the page size) named `{prefix}-{index:06}.chunk` in
+    /// `dir`.
     pub(crate) fn reserve(
         dir: &Path,
         prefix: &'static str,
-        chunk_bytes: usize,
+        sizes: ChunkSizes,
         reserved: usize,
         writable: bool,
     ) -> Result<Self> {
-        assert!(chunk_bytes > 0 && chunk_bytes.is_multiple_of(page_size()));
-        let reserved = reserved.div_ceil(chunk_bytes) * chunk_bytes;
+        assert!(sizes.len(0) > 0 && sizes.len(0).is_multiple_of(page_size()));
+        let reserved = sizes.start(sizes.chunks_for(reserved.max(1)));
         let mapping_len = reserved + HUGE_PAGE;
         // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's choosing
         // touches no existing memory; MAP_NORESERVE commits nothing.
@@ -76,8 +82,9 @@ impl Region {
             mapping_len,
             reserved,
             huge_pages: false,
-            chunk_bytes,
+            sizes,
             mapped: AtomicUsize::new(0),
+            mapped_bytes: AtomicUsize::new(0),
             writable,
             dir: dir.to_path_buf(),
             prefix,
@@ -99,7 +106,33 @@ impl Region {
 
     /// Bytes currently backed by mapped chunks.
     pub(crate) fn mapped_bytes(&self) -> usize {
-        self.mapped.load(Ordering::Acquire) * self.chunk_bytes
+        self.mapped_bytes.load(Ordering::Acquire)
+    }
+
+    /// The chunk file holding byte `at` of the region, and the offset of `at` in it (for
+    /// error messages).
+    pub(crate) fn locate(&self, at: usize) -> (PathBuf, u64) {
+        let i = self.sizes.chunk_of(at);
+        (self.chunk_path(i), (at - self.sizes.start(i)) as u64)
+    }
+
+    /// How many chunks hold the region's first `bytes` bytes.
+    pub(crate) fn chunks_for(&self, bytes: usize) -> usize {
+        self.sizes.chunks_for(bytes)
+    }
+
+    /// The size of the last mapped chunk (the first chunk's size when none is mapped).
+    pub(crate) fn last_chunk_bytes(&self) -> usize {
+        self.sizes.len(self.chunks().saturating_sub(1))
+    }
+
+    /// Maps chunks (creating them) until at least `bytes` bytes are mapped. Callers
+    /// serialise growth.
+    pub(crate) fn grow_to(&self, bytes: usize) -> Result<()> {
+        while self.mapped_bytes() < bytes {
+            self.grow()?;
+        }
+        Ok(())
     }
 
     pub(crate) fn chunks(&self) -> usize {
@@ -114,6 +147,7 @@ impl Region {
     /// the directory) and maps it. Callers serialise growth.
     pub(crate) fn grow(&self) -> Result<()> {
         let i = self.chunks();
+        self.check_fits(i)?; // before any file is made
         let path = self.chunk_path(i);
         let tmp = self.dir.join(format!(".{}-{i:06}.tmp", self.prefix));
         let f = OpenOptions::new()
@@ -121,17 +155,18 @@ impl Region {
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&tmp)?;
-        if let Err(e) = allocate(&f, self.chunk_bytes).and_then(|()| sync::file(&f)) {
+            .open(&tmp)
+            .map_err(Error::at(&tmp))?;
+        if let Err(e) = allocate(&f, self.sizes.len(i), &tmp).and_then(|()| sync::file(&f, &tmp)) {
             let _ = std::fs::remove_file(&tmp); // give the space back; nothing refers to it
             return Err(e);
         }
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, &path).map_err(Error::at(&path))?;
         sync::dir(&self.dir)?;
-        self.map_chunk(i, &f)
+        self.map_chunk(i, &f, &path)
     }
 
-    /// Maps existing chunk files `0..n`, checking each has exactly the chunk size (a short
+    /// Maps existing chunk files `0..n`, checking each has exactly its chunk size (a short
     /// file would fault on access instead of failing here).
     pub(crate) fn map_existing(&self, n: usize) -> Result<()> {
         for i in 0..n {
@@ -148,48 +183,57 @@ impl Region {
                             reason: "chunk file missing".into(),
                         }
                     } else {
-                        Error::Io(e)
+                        Error::at(&path)(e)
                     }
                 })?;
-            let len = f.metadata()?.len();
-            if len != self.chunk_bytes as u64 {
+            let len = f.metadata().map_err(Error::at(&path))?.len();
+            let want = self.sizes.len(i) as u64;
+            if len != want {
                 return Err(Error::CorruptStore {
                     file: path,
                     offset: len,
-                    reason: format!("chunk file is {len} bytes, expected {}", self.chunk_bytes),
+                    reason: format!("chunk file is {len} bytes, expected {want}"),
                 });
             }
-            self.map_chunk(i, &f)?;
+            self.map_chunk(i, &f, &path)?;
         }
         Ok(())
     }
 
-    fn map_chunk(&self, i: usize, f: &File) -> Result<()> {
+    /// [`Error::InvalidConfig`] unless chunk `i` fits in the reservation.
+    fn check_fits(&self, i: usize) -> Result<(usize, usize)> {
+        let (start, len) = (self.sizes.start(i), self.sizes.len(i));
+        if start + len > self.reserved {
+            return Err(Error::InvalidConfig(format!(
+                "store is full: {} would end at byte {}, past the {} bytes this region can address",
+                self.chunk_path(i).display(),
+                start + len,
+                self.reserved
+            )));
+        }
+        Ok((start, len))
+    }
+
+    fn map_chunk(&self, i: usize, f: &File, path: &Path) -> Result<()> {
         if i != self.chunks() {
             return Err(Error::InvalidConfig(
                 "chunks must be mapped in order".into(),
             ));
         }
-        let at = (i + 1)
-            .checked_mul(self.chunk_bytes)
-            .filter(|&end| end <= self.reserved)
-            .ok_or_else(|| {
-                Error::InvalidConfig("store is full: address-space reservation exhausted".into())
-            })?;
-        debug_assert!(at <= self.reserved);
+        let (start, len) = self.check_fits(i)?;
         let prot = if self.writable {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
             libc::PROT_READ
         };
-        // SAFETY: `base + i * chunk_bytes .. + chunk_bytes` lies inside our own PROT_NONE
-        // reservation (checked above) and is not yet mapped (chunks are mapped in order, once),
-        // so MAP_FIXED replaces only reserved pages that no reference points into. The file is
-        // exactly `chunk_bytes` long, so every mapped page is backed.
+        // SAFETY: `base + start .. + len` lies inside our own PROT_NONE reservation (checked
+        // above) and is not yet mapped (chunks are mapped in order, once), so MAP_FIXED
+        // replaces only reserved pages that no reference points into. The file is exactly
+        // `len` long (checked or allocated by the caller), so every mapped page is backed.
         let p = unsafe {
             libc::mmap(
-                self.base.add(i * self.chunk_bytes).cast(),
-                self.chunk_bytes,
+                self.base.add(start).cast(),
+                len,
                 prot,
                 libc::MAP_SHARED | libc::MAP_FIXED,
                 f.as_raw_fd(),
@@ -197,14 +241,14 @@ impl Region {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(Error::Io(std::io::Error::last_os_error()));
+            return Err(Error::at(path)(std::io::Error::last_os_error()));
         }
         if self.huge_pages {
             // Advice only: kernels without THP for files answer EINVAL and stay on 4 KiB pages.
-            // SAFETY: `p` is the chunk just mapped, `chunk_bytes` long; madvise changes no
-            // contents.
-            let _ = unsafe { libc::madvise(p, self.chunk_bytes, libc::MADV_HUGEPAGE) };
+            // SAFETY: `p` is the chunk just mapped, `len` long; madvise changes no contents.
+            let _ = unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
         }
+        self.mapped_bytes.store(start + len, Ordering::Release);
         self.mapped.store(i + 1, Ordering::Release);
         Ok(())
     }
@@ -219,7 +263,9 @@ impl Region {
         let s = start / page * page;
         // SAFETY: `[s, end)` lies inside mapped chunks (clamped to `mapped_bytes` above), which
         // are shared file mappings this region owns, and `s` is page-aligned.
-        unsafe { sync::mapping(self.base.add(s), end - s) }
+        let files = self.dir.join(format!("{}-*.chunk", self.prefix));
+        // SAFETY: as above.
+        unsafe { sync::mapping(self.base.add(s), end - s, &files) }
     }
 }
 
@@ -242,7 +288,7 @@ pub(crate) fn page_size() -> usize {
 
 /// Reserves the file's blocks now, so a full disk is an error here and not a SIGBUS on a
 /// later write through the mapping.
-fn allocate(f: &File, len: usize) -> Result<()> {
+fn allocate(f: &File, len: usize, path: &Path) -> Result<()> {
     // SAFETY: plain syscall on an open descriptor.
     let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
     if rc == 0 {
@@ -255,7 +301,7 @@ fn allocate(f: &File, len: usize) -> Result<()> {
         if rc == 0 {
             return Ok(());
         }
-        return Err(Error::Io(std::io::Error::from_raw_os_error(rc)));
+        return Err(Error::at(path)(std::io::Error::from_raw_os_error(rc)));
     }
-    Err(Error::Io(err))
+    Err(Error::at(path)(err))
 }

@@ -6,38 +6,37 @@ use crate::error::{Error, Result};
 use std::fs::File;
 use std::path::Path;
 
-/// `fsync` of a file: data and metadata.
-pub(crate) fn file(f: &File) -> Result<()> {
-    injected()?;
-    f.sync_all()?;
-    Ok(())
+/// `fsync` of a file (`path` names it in errors): data and metadata.
+pub(crate) fn file(f: &File, path: &Path) -> Result<()> {
+    injected(path)?;
+    f.sync_all().map_err(Error::at(path))
 }
 
-/// `fdatasync` of a file.
-pub(crate) fn file_data(f: &File) -> Result<()> {
-    injected()?;
-    f.sync_data()?;
-    Ok(())
+/// `fdatasync` of a file (`path` names it in errors).
+pub(crate) fn file_data(f: &File, path: &Path) -> Result<()> {
+    injected(path)?;
+    f.sync_data().map_err(Error::at(path))
 }
 
 /// `fsync` of a directory, which makes its entries (a rename) durable.
 pub(crate) fn dir(dir: &Path) -> Result<()> {
-    injected()?;
-    File::open(dir)?.sync_all()?;
-    Ok(())
+    injected(dir)?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::at(dir))
 }
 
-/// `msync(MS_SYNC)` of mapped file pages.
+/// `msync(MS_SYNC)` of mapped file pages (`path` names the files in errors).
 ///
 /// # Safety
 /// `[ptr, ptr + len)` must lie inside one live shared file mapping owned by the caller, and
 /// `ptr` must be page-aligned.
-pub(crate) unsafe fn mapping(ptr: *mut u8, len: usize) -> Result<()> {
-    injected()?;
+pub(crate) unsafe fn mapping(ptr: *mut u8, len: usize, path: &Path) -> Result<()> {
+    injected(path)?;
     // SAFETY: the caller's contract; msync only writes pages back, it changes no contents.
     let rc = unsafe { libc::msync(ptr.cast(), len, libc::MS_SYNC) };
     if rc != 0 {
-        return Err(Error::Io(std::io::Error::last_os_error()));
+        return Err(Error::at(path)(std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -62,12 +61,15 @@ pub(crate) fn disarm() -> u32 {
     ARMED.take().map_or(0, |(_, failed)| failed)
 }
 
-fn injected() -> Result<()> {
+fn injected(path: &Path) -> Result<()> {
+    let _ = path;
     #[cfg(test)]
     match ARMED.get() {
         Some((0, failed)) => {
             ARMED.set(Some((0, failed + 1)));
-            return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+            return Err(Error::at(path)(std::io::Error::from_raw_os_error(
+                libc::EIO,
+            )));
         }
         Some((n, failed)) => ARMED.set(Some((n - 1, failed))),
         None => {}

@@ -29,8 +29,8 @@ type Model = HashMap<String, Option<(Vec<f32>, Vec<u8>)>>;
 fn config() -> StoreConfig {
     StoreConfig {
         dim: 8,
-        chunk_rows: 1024,
-        content_chunk_bytes: 8192,
+        first_chunk_bytes: 4096,
+        max_chunk_bytes: 16384,
     }
 }
 
@@ -94,7 +94,7 @@ fn assert_poisoned(s: &WarmStore) {
 }
 
 fn is_eio(e: &Error) -> bool {
-    matches!(e, Error::Io(io) if io.raw_os_error() == Some(libc::EIO))
+    e.io_error().and_then(|io| io.raw_os_error()) == Some(libc::EIO)
 }
 
 #[test]

@@ -1,0 +1,411 @@
+//! Creating, opening and recovering a store, and the writer's exclusive hold on it.
+//!
+//! **One writer.** A writer holds two `flock`s: on `LOCK` (what older builds take) and on
+//! `store.hv` itself. The second survives a deleted `LOCK` file: a writer that comes after
+//! the deletion makes a new `LOCK` and locks it, but still finds `store.hv` locked.
+//!
+//! **Exclusive creation.** `create` takes `LOCK`, writes the new store file whole under a
+//! name no other process uses, locks that file, and only then gives it the name
+//! `store.hv` with `link`, which fails rather than replace an existing name. Of two
+//! processes creating the same store, exactly one wins; the other gets
+//! [`Error::StoreLocked`] or [`Error::StoreExists`], and the store is born locked by its
+//! creator. (The older scheme checked for `store.hv`, wrote a fixed temporary name and
+//! renamed it over `store.hv`: a late creator replaced the winner's file, and the winner
+//! went on acknowledging flushes into a file that no longer had a name.)
+//!
+//! **The file stays the file.** A writer records the identity (device, inode) of the
+//! `store.hv` it holds. Each flush checks that the directory still names that file before
+//! it acknowledges anything; a store whose file was replaced or removed is poisoned with
+//! [`Error::StoreReplaced`].
+
+use super::format::{self, Header, Layout, Superblock, META_BYTES, STATE_EMPTY};
+use super::region::Region;
+use super::watermark::Watermark;
+use super::{
+    sync, vectors_capacity_rows, FlushState, IdIndex, LiveBits, StoreConfig, WarmStore,
+    CONTENT_SPACE, INDEX_SHARDS, VECTOR_SPACE,
+};
+use crate::error::{Error, Result};
+use crate::matrix::next_identity;
+use parking_lot::{Mutex, RwLock};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The file that marks a directory as a store, and the writers' lock beside it.
+const LOCK_FILE: &str = "LOCK";
+
+/// What the writer holds for as long as it lives: both locks, and the identity of the
+/// `store.hv` it locked.
+pub(super) struct WriterHold {
+    _lock_file: File,
+    file_id: (u64, u64),
+}
+
+impl WarmStore {
+    /// Creates a new store in `dir` (created if missing; must not already hold a store).
+    ///
+    /// Creation is exclusive: of several processes or threads creating the same store at
+    /// once, one succeeds and the others get [`Error::StoreLocked`] or
+    /// [`Error::StoreExists`]. A crash leaves either no store or a complete empty one.
+    pub fn create(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
+        let dir = dir.as_ref();
+        config.validate()?;
+        let header = Header {
+            dim: config.dim as u32,
+            layout: Layout::Doubling {
+                first: config.first_chunk_bytes as u64,
+                max: config.max_chunk_bytes as u64,
+            },
+        };
+        std::fs::create_dir_all(dir).map_err(Error::at(dir))?;
+        let lock_file = lock_dir(dir)?;
+        let path = dir.join(format::STORE_FILE);
+        if path.symlink_metadata().is_ok() {
+            return Err(Error::StoreExists {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let mut image = vec![0u8; format::STORE_FILE_LEN];
+        image[..36].copy_from_slice(&header.encode());
+        image[format::SLOT_OFFSETS[0]..format::SLOT_OFFSETS[0] + 36]
+            .copy_from_slice(&Superblock::default().encode());
+        // A name of this process's own (O_EXCL), locked before it has its real name, so the
+        // store is never seen unlocked.
+        let tmp = dir.join(format!(
+            ".store.hv.{}.{}.tmp",
+            std::process::id(),
+            next_identity()
+        ));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(Error::at(&tmp))?;
+        let placed = (|| {
+            if !try_flock(&f).map_err(Error::at(&tmp))? {
+                return Err(Error::StoreLocked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            f.write_all_at(&image, 0).map_err(Error::at(&tmp))?;
+            sync::file(&f, &tmp)?;
+            // link(2) never replaces: the loser of a race gets EEXIST.
+            std::fs::hard_link(&tmp, &path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::StoreExists {
+                        dir: dir.to_path_buf(),
+                    }
+                } else {
+                    Error::FileIo {
+                        path: path.clone(),
+                        source: e,
+                    }
+                }
+            })
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        placed?;
+        sync::dir(dir)?;
+        Self::open_locked(dir, lock_file, f)
+    }
+
+    /// Opens an existing store for reading and writing. Fails with [`Error::StoreLocked`]
+    /// when another writer has it open.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let path = dir.join(format::STORE_FILE);
+        check_present(dir, &path)?;
+        let lock_file = lock_dir(dir)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(Error::at(&path))?;
+        if !try_flock(&f).map_err(Error::at(&path))? {
+            return Err(Error::StoreLocked {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Self::open_locked(dir, lock_file, f)
+    }
+
+    /// Opens a store and checks its dimension: [`Error::DimensionMismatch`] otherwise.
+    pub fn open_with_dim(dir: impl AsRef<Path>, dim: usize) -> Result<Self> {
+        let s = Self::open(dir)?;
+        if s.dim != dim {
+            return Err(Error::DimensionMismatch {
+                expected: dim,
+                got: s.dim,
+            });
+        }
+        Ok(s)
+    }
+
+    /// Opens a store read-only, as of its last durable flush. Works while a writer holds it.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let path = dir.join(format::STORE_FILE);
+        check_present(dir, &path)?;
+        let f = File::open(&path).map_err(Error::at(&path))?;
+        Self::open_file(dir, f, None)
+    }
+
+    /// The writer's open, once `f` (the store file) is locked: checks that `f` is still
+    /// the file the directory names (a creator may have replaced it between our open and
+    /// our lock in older builds; anyone may have since).
+    fn open_locked(dir: &Path, lock_file: File, f: File) -> Result<Self> {
+        let file_id = file_id(&f.metadata().map_err(Error::at(dir))?);
+        let hold = WriterHold {
+            _lock_file: lock_file,
+            file_id,
+        };
+        hold.check(&dir.join(format::STORE_FILE))?;
+        Self::open_file(dir, f, Some(hold))
+    }
+
+    fn open_file(dir: &Path, store_file: File, hold: Option<WriterHold>) -> Result<Self> {
+        let path = dir.join(format::STORE_FILE);
+        let writable = hold.is_some();
+        let mut image = vec![0u8; format::STORE_FILE_LEN];
+        let len = store_file.metadata().map_err(Error::at(&path))?.len();
+        if len != format::STORE_FILE_LEN as u64 {
+            return Err(Error::CorruptStore {
+                file: path,
+                offset: len,
+                reason: format!(
+                    "store file is {len} bytes, expected {}",
+                    format::STORE_FILE_LEN
+                ),
+            });
+        }
+        store_file
+            .read_exact_at(&mut image, 0)
+            .map_err(Error::at(&path))?;
+        let header = Header::decode(&image, &path)?;
+        let (slot, sb) = Superblock::newest(&image).ok_or_else(|| Error::CorruptStore {
+            file: path.clone(),
+            offset: format::SLOT_OFFSETS[0] as u64,
+            reason: "no valid superblock".into(),
+        })?;
+        let dim = header.dim as usize;
+        let row_bytes = dim * 4;
+        let [vec_sizes, meta_sizes, blob_sizes] = header.chunk_sizes();
+        let vector_space = VECTOR_SPACE.max(vec_sizes.len(0));
+        let vectors =
+            Region::reserve(dir, "vec", vec_sizes, vector_space, writable)?.with_huge_pages();
+        let max_rows = vectors_capacity_rows(vector_space, row_bytes);
+        let metas = Region::reserve(dir, "meta", meta_sizes, max_rows * META_BYTES, writable)?;
+        let blobs = Region::reserve(dir, "blob", blob_sizes, CONTENT_SPACE, writable)?;
+        let bad_sb = |reason: &str| Error::CorruptStore {
+            file: path.clone(),
+            offset: format::SLOT_OFFSETS[slot] as u64,
+            reason: reason.to_string(),
+        };
+        if sb.rows > max_rows as u64 || sb.blob_len > CONTENT_SPACE as u64 {
+            return Err(bad_sb("superblock lengths exceed the store's limits"));
+        }
+        let (rows, blob_len) = (sb.rows as usize, sb.blob_len as usize);
+        vectors.map_existing(vectors.chunks_for(rows * row_bytes))?;
+        metas.map_existing(metas.chunks_for(rows * META_BYTES))?;
+        blobs.map_existing(blobs.chunks_for(blob_len))?;
+        let store = Self {
+            dir: dir.to_path_buf(),
+            dim,
+            writable,
+            vectors,
+            metas,
+            blobs,
+            rows: Watermark {
+                next: AtomicU64::new(sb.rows),
+                visible: AtomicU64::new(sb.rows),
+            },
+            blob_tail: AtomicU64::new(sb.blob_len),
+            durable_rows: AtomicU64::new(sb.rows),
+            live_records: AtomicU64::new(0),
+            identity: next_identity(),
+            live: LiveBits::new(max_rows)?,
+            index: (0..INDEX_SHARDS)
+                .map(|_| RwLock::new(IdIndex::default()))
+                .collect(),
+            grow_lock: Mutex::new(()),
+            flush_state: Mutex::new(FlushState {
+                generation: sb.generation,
+                rows: sb.rows,
+                blob_len: sb.blob_len,
+            }),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            store_file,
+            hold,
+        };
+        let content_end = store.recover(rows, blob_len)?;
+        // Flush records exactly the end of the committed records' content, so anything
+        // else is a forged or damaged superblock (and could point into a chunk that was
+        // only grown ahead, never written).
+        if content_end != sb.blob_len {
+            return Err(bad_sb(&format!(
+                "superblock content length {} but the committed records end at {content_end}",
+                sb.blob_len
+            )));
+        }
+        if writable {
+            store.clear_uncommitted_rows(sb.rows);
+        }
+        tracing::debug!(
+            dir = %dir.display(),
+            rows,
+            writable,
+            "opened store, every committed record verified"
+        );
+        Ok(store)
+    }
+
+    /// Validates every committed record and rebuilds the id index and the live mask.
+    /// Returns where the committed records' ids and contents end.
+    fn recover(&self, rows: usize, blob_len: usize) -> Result<u64> {
+        use rayon::prelude::*;
+        // Checksums on all cores; the index is then rebuilt in row order so the newest
+        // record of each id wins, exactly as it did when the records were written.
+        let bad = (0..rows)
+            .into_par_iter()
+            .find_map_first(|row| self.validate(row as u64, blob_len as u64).err());
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        let mut content_end = 0;
+        for row in 0..rows as u64 {
+            let m = self.meta(row);
+            let id = self.read_id(&m)?;
+            self.index_publish(row, &id, m.state);
+            content_end = content_end.max(m.off + m.id_len as u64 + m.content_len as u64);
+        }
+        Ok(content_end)
+    }
+
+    /// Rows past the committed length may hold published-looking state words from before a
+    /// crash; clears them so a new writer's row is never visible early. Runs only once the
+    /// open has succeeded: a failed open changes nothing on disk.
+    ///
+    /// Chunk files past the committed ones (grown ahead, or data of a newer generation
+    /// whose superblock was lost) are left alone: growth renames a fresh file over them,
+    /// so they are never read, and nothing is deleted here.
+    fn clear_uncommitted_rows(&self, rows: u64) {
+        let end = (self.metas.mapped_bytes() / META_BYTES) as u64;
+        for row in rows..end {
+            self.meta_word(row, 0).store(STATE_EMPTY, Ordering::SeqCst);
+        }
+    }
+
+    /// Fails with [`Error::StoreReplaced`] when the directory no longer names the store
+    /// file this writer holds. Read-only handles check nothing.
+    pub(super) fn check_still_ours(&self) -> Result<()> {
+        match &self.hold {
+            Some(hold) => hold.check(&self.dir.join(format::STORE_FILE)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl WriterHold {
+    fn check(&self, path: &Path) -> Result<()> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if file_id(&m) == self.file_id => Ok(()),
+            Ok(_) => Err(Error::StoreReplaced {
+                file: path.to_path_buf(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::StoreReplaced {
+                file: path.to_path_buf(),
+            }),
+            Err(e) => Err(Error::at(path)(e)),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks the configuration before anything is created.
+    fn validate(&self) -> Result<()> {
+        if self.dim == 0 {
+            return Err(Error::EmptyInput {
+                what: "store dimension 0",
+            });
+        }
+        if self.dim > super::MAX_DIM {
+            return Err(Error::InvalidConfig(format!(
+                "store dimension {} is over the maximum {}",
+                self.dim,
+                super::MAX_DIM
+            )));
+        }
+        let ok = |v: usize| {
+            v.is_power_of_two()
+                && (format::MIN_CHUNK_BYTES..=format::MAX_CHUNK_BYTES).contains(&(v as u64))
+        };
+        if !ok(self.first_chunk_bytes)
+            || !ok(self.max_chunk_bytes)
+            || self.first_chunk_bytes > self.max_chunk_bytes
+        {
+            return Err(Error::InvalidConfig(format!(
+                "chunk sizes must be powers of two with 4096 <= first_chunk_bytes <= max_chunk_bytes <= 16 GiB, got {} and {}",
+                self.first_chunk_bytes, self.max_chunk_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `NotFound` naming the directory when it holds no store file.
+fn check_present(dir: &Path, path: &Path) -> Result<()> {
+    match path.symlink_metadata() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::FileIo {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("holds no store ({} missing)", format::STORE_FILE),
+            ),
+        }),
+        Err(e) => Err(Error::at(path)(e)),
+    }
+}
+
+/// Opens (creating if needed) and locks `dir/LOCK`: [`Error::StoreLocked`] when another
+/// writer holds it.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(Error::at(&path))?;
+    if !try_flock(&f).map_err(Error::at(&path))? {
+        return Err(Error::StoreLocked {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(f)
+}
+
+/// Takes `f`'s exclusive `flock` without waiting; `Ok(false)` when another open file
+/// description holds it.
+fn try_flock(f: &File) -> std::io::Result<bool> {
+    // SAFETY: flock on a descriptor we own; it touches no memory.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
+}

@@ -1,0 +1,57 @@
+//! Helpers the integration tests share: scratch directories and running the CLI.
+#![allow(dead_code)] // each test crate uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch directory named after the test and this process, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty `$TMPDIR/hybridvec-<name>-<pid>`.
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("hybridvec-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    /// `file` inside it.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `hybridvec` binary, with the default log level and code paths.
+pub fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hybridvec"));
+    c.env_remove("HYBRIDVEC_FORCE_SCALAR")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// Runs the CLI with `args` and waits for it.
+pub fn run(args: &[&str]) -> Output {
+    cli().args(args).output().expect("run hybridvec")
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
