@@ -95,14 +95,25 @@ pub fn fill_random_row(out: &mut [f32], seed: u64, row: u64) {
 
 /// A `rows × dim` row-major matrix of standard normal values; row `i` depends only on
 /// `(seed, i)`. Generated on all cores.
+///
+/// # Panics
+/// When `rows × dim` overflows or the memory is not available; [`try_random_matrix`]
+/// returns those as errors.
 pub fn random_matrix(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut v = crate::mem::zeroed_f32(rows * dim);
+    try_random_matrix(rows, dim, seed).unwrap_or_else(|e| panic!("random_matrix: {e}"))
+}
+
+/// [`random_matrix`], with [`Error::InsufficientMemory`](crate::Error::InsufficientMemory)
+/// when `rows × dim` values overflow or do not fit in the memory available.
+pub fn try_random_matrix(rows: usize, dim: usize, seed: u64) -> crate::Result<Vec<f32>> {
+    let what = format!("a {rows} × {dim} random matrix");
+    let mut v = crate::mem::try_zeroed_f32(rows, dim, &what)?;
     if dim > 0 {
         v.par_chunks_mut(dim)
             .enumerate()
             .for_each(|(i, row)| fill_random_row(row, seed, i as u64));
     }
-    v
+    Ok(v)
 }
 
 /// Stream that keeps record contents independent of the embedding values.

@@ -4,6 +4,8 @@
 //! percent of memory bandwidth. Linux set to `madvise` mode gives huge pages only to ranges
 //! that ask before they are first touched, so we ask right after allocating.
 
+use crate::error::{Error, Result};
+
 /// A zero-filled `Vec<f32>` of `len` values whose pages are advised as huge pages.
 pub(crate) fn zeroed_f32(len: usize) -> Vec<f32> {
     let v = vec![0.0f32; len];
@@ -32,3 +34,67 @@ fn advise_huge(addr: usize, bytes: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_huge(_addr: usize, _bytes: usize) {}
+
+/// A zero-filled `Vec<f32>` of `rows × cols` values for `what`, or a typed error when the
+/// size overflows or is more than the memory available: a request too large to serve
+/// fails here, instead of aborting in the allocator or being killed on first touch.
+pub(crate) fn try_zeroed_f32(rows: usize, cols: usize, what: &str) -> Result<Vec<f32>> {
+    let bytes = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
+    check_available(bytes, what)?;
+    let len = rows * cols;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| Error::InsufficientMemory {
+            what: what.to_string(),
+            bytes: (len * 4) as u64,
+            available: available_bytes(),
+        })?;
+    v.resize(len, 0.0);
+    advise_huge(v.as_ptr() as usize, len * std::mem::size_of::<f32>());
+    Ok(v)
+}
+
+/// [`Error::InsufficientMemory`] unless `bytes` (`None`: overflowed) fit in the memory
+/// available now.
+pub(crate) fn check_available(bytes: Option<usize>, what: &str) -> Result<()> {
+    let available = available_bytes();
+    match bytes {
+        Some(b) if (b as u64) <= available => Ok(()),
+        _ => Err(Error::InsufficientMemory {
+            what: what.to_string(),
+            bytes: bytes.map_or(u64::MAX, |b| b as u64),
+            available,
+        }),
+    }
+}
+
+/// Memory this process can still take: the kernel's `MemAvailable`, lowered to the
+/// cgroup's limit less its usage where one is set. `u64::MAX` where neither is known.
+pub(crate) fn available_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    });
+    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    // cgroup v2, then v1; "max" or an absurd v1 limit parses as none.
+    let cgroup = [
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ]
+    .iter()
+    .find_map(|(limit, usage)| Some(read(limit)?.saturating_sub(read(usage)?)));
+    [meminfo, cgroup]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(u64::MAX)
+}

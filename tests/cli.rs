@@ -338,7 +338,15 @@ fn query_dimension_mismatch_is_exit_2() {
     ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "stderr:\n{err}");
-    assert!(err.contains("dimension mismatch"), "stderr:\n{err}");
+    // Which side is which: the query file by name, the corpus by name, both dimensions.
+    for want in [
+        queries_path.to_str().unwrap(),
+        "queries have dimension 7",
+        corpus_path.to_str().unwrap(),
+        "dimension 6",
+    ] {
+        assert!(err.contains(want), "{want:?} not in stderr:\n{err}");
+    }
     assert!(!err.contains("panicked"), "stderr:\n{err}");
 }
 

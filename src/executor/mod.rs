@@ -352,6 +352,11 @@ impl HybridExecutor {
         let corpus = corpus.into();
         let unit = prepare_queries(queries, corpus)?;
         let unit = MatrixRef::new(&unit, queries.rows(), queries.cols())?;
+        let out_bytes = queries
+            .rows()
+            .checked_mul(corpus.rows())
+            .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
+        crate::mem::check_available(out_bytes, "the Q × N score matrix")?;
         self.run(Op::Cosine, unit, corpus, start, |b, q| b.cosine(q, corpus))
     }
 
@@ -387,6 +392,11 @@ impl HybridExecutor {
         let unit = prepare_queries(queries, corpus)?;
         let unit = MatrixRef::new(&unit, queries.rows(), queries.cols())?;
         let k = k.min(corpus.rows());
+        let out_bytes = queries
+            .rows()
+            .checked_mul(k)
+            .and_then(|n| n.checked_mul(std::mem::size_of::<Hit>()));
+        crate::mem::check_available(out_bytes, "the top-k hits")?;
         self.run(Op::TopK, unit, corpus, start, |b, q| b.top_k(q, corpus, k))
     }
 
@@ -641,12 +651,24 @@ impl HybridExecutor {
         store: &WarmStore,
         k: usize,
     ) -> Result<Vec<Vec<StoreHit>>> {
+        self.top_k_store_with_report(queries, store, k)
+            .map(|(hits, _)| hits)
+    }
+
+    /// [`top_k_store`](Self::top_k_store), with the [`ExecutionReport`].
+    pub fn top_k_store_with_report(
+        &self,
+        queries: MatrixRef<'_>,
+        store: &WarmStore,
+        k: usize,
+    ) -> Result<(Vec<Vec<StoreHit>>, ExecutionReport)> {
         let corpus = store.corpus();
         let view = corpus.view().ok_or(Error::EmptyInput {
             what: "store has no records",
         })?;
-        let hits = self.top_k(queries, view, k)?;
-        hits.into_iter()
+        let (hits, report) = self.top_k_with_report(queries, view, k)?;
+        let hits = hits
+            .into_iter()
             .map(|hs| {
                 hs.into_iter()
                     .map(|h| {
@@ -658,7 +680,8 @@ impl HybridExecutor {
                     })
                     .collect()
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((hits, report))
     }
 }
 

@@ -6,9 +6,12 @@ use hybridvec::{
     ExecutorConfig, Hit, HybridExecutor, MatrixRef, Precision,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
+mod out;
 mod store;
+use out::outln;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -72,15 +75,17 @@ enum Cmd {
     /// minute, with the backend that served and its speed.
     Demo,
     /// Top-k of queries against a store (--store) or a corpus file (--corpus).
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["store", "corpus"])))]
+    #[command(group(clap::ArgGroup::new("queries").required(true).args(["random", "input"])))]
     Query {
         /// A store directory (see `ingest`).
-        #[arg(long, required_unless_present = "corpus", conflicts_with = "corpus")]
+        #[arg(long)]
         store: Option<PathBuf>,
         /// Corpus vectors (.npy f32 2-D, or .fvecs).
         #[arg(long)]
         corpus: Option<PathBuf>,
         /// This many seeded random queries.
-        #[arg(long, conflicts_with = "input")]
+        #[arg(long)]
         random: Option<usize>,
         /// Seed for --random.
         #[arg(long, default_value_t = 7)]
@@ -146,12 +151,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    // SAFETY: restoring the default SIGPIPE action before any thread starts, so that
-    // `hybridvec ... | head` ends quietly like other Unix tools instead of panicking on a
-    // write to a closed pipe.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): a write to a closed pipe is an EPIPE error
+    // that `out` reports, with exit status 2, like a full disk.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -214,11 +215,12 @@ fn main() -> ExitCode {
 /// Exit status: 0 on success, 1 when a command ran but found a problem (no such record,
 /// verification failed), 2 on an error.
 fn finish(result: Result<bool, Error>) -> ExitCode {
-    match result {
+    match result.and_then(|ok| out::flush().map(|()| ok)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e}");
+            // Not eprintln!: it panics when standard error is closed or full.
+            let _ = writeln!(std::io::stderr(), "error: {e}");
             ExitCode::from(2)
         }
     }
@@ -260,15 +262,15 @@ fn info(json: bool) -> Result<(), Error> {
             "cpu": caps.cpu_model, "simd": caps.simd.name(), "threads": caps.threads,
             "cuda": cuda, "cuda_reason": reason,
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("hybridvec {}", env!("CARGO_PKG_VERSION"));
-        println!("cpu:     {}", caps.cpu_model);
-        println!("simd:    {}", caps.simd.name());
-        println!("threads: {}", caps.threads);
+        outln!("hybridvec {}", env!("CARGO_PKG_VERSION"));
+        outln!("cpu:     {}", caps.cpu_model);
+        outln!("simd:    {}", caps.simd.name());
+        outln!("threads: {}", caps.threads);
         match reason {
-            Some(r) => println!("cuda:    unavailable: {r}"),
-            None => println!("cuda:    {cuda}"),
+            Some(r) => outln!("cuda:    unavailable: {r}"),
+            None => outln!("cuda:    {cuda}"),
         }
     }
     Ok(())
@@ -296,9 +298,9 @@ struct BenchArgs {
     /// (an FP16 copy of the corpus); the CPU is always FP32.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
-    /// Timed runs (after one warm-up run); the median is reported.
-    #[arg(long, default_value_t = 5)]
-    repeat: usize,
+    /// Timed runs (after one warm-up run), 1 to 100 000; the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    repeat: u32,
     /// Seed of the random data.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -310,18 +312,15 @@ struct BenchArgs {
 /// Query vectors come from a stream of their own so they never equal corpus rows.
 const QUERY_STREAM: u64 = 0x5155_4552_5953;
 
-fn random_queries(q: usize, dim: usize, seed: u64) -> Vec<f32> {
-    data::random_matrix(q, dim, seed ^ QUERY_STREAM)
+fn random_queries(q: usize, dim: usize, seed: u64) -> Result<Vec<f32>, Error> {
+    data::try_random_matrix(q, dim, seed ^ QUERY_STREAM)
 }
 
 fn bench(a: &BenchArgs) -> Result<(), Error> {
     let exec = executor_with(a.backend, a.precision.into())?;
-    if a.repeat == 0 {
-        return Err(Error::InvalidConfig("--repeat must be at least 1".into()));
-    }
     let spinner = progress(!a.json, "generating data");
-    let corpus = Corpus::new(data::random_matrix(a.corpus, a.dim, a.seed), a.dim)?;
-    let qdata = random_queries(a.queries, a.dim, a.seed);
+    let corpus = Corpus::new(data::try_random_matrix(a.corpus, a.dim, a.seed)?, a.dim)?;
+    let qdata = random_queries(a.queries, a.dim, a.seed)?;
     let queries = MatrixRef::new(&qdata, a.queries, a.dim)?;
     spinner.finish_and_clear();
     let run = || -> Result<ExecutionReport, Error> {
@@ -337,8 +336,8 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
     } else {
         ProgressBar::new(a.repeat as u64)
     };
-    let mut times = Vec::with_capacity(a.repeat);
-    let mut reports = Vec::with_capacity(a.repeat);
+    let mut times = Vec::with_capacity(a.repeat as usize);
+    let mut reports = Vec::with_capacity(a.repeat as usize);
     let mut device_times = Vec::new();
     hybridvec::cuda::take_device_time();
     for _ in 0..a.repeat {
@@ -378,9 +377,9 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
             "gflops": gflops, "gbps": gbps, "peak_rss_bytes": peak_rss_bytes(),
             "corpus_bytes": corpus.bytes(),
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "{backend} ({reason}): Q={} N={} D={} k={}  median {:.3} ms over {} runs  {:.1} GFLOP/s  {:.1} GB/s",
             a.queries, a.corpus, a.dim, a.k, median * 1e3, a.repeat, gflops, gbps
         );
@@ -409,19 +408,22 @@ fn progress(show: bool, msg: &'static str) -> ProgressBar {
 fn demo() -> Result<(), Error> {
     use hybridvec::{StoreConfig, WarmStore};
     use rayon::prelude::*;
+    let dir = std::env::temp_dir().join(format!("{DEMO_PREFIX}{}", std::process::id()));
+    // Before any thread starts, so every thread inherits the blocked signals.
+    remove_on_signal(dir.clone());
+    remove_stale_demo_stores();
     let exec = executor(Backend::Auto)?;
     let caps = exec.capabilities();
-    println!(
+    outln!(
         "hybridvec demo: {} ({} threads, {})",
         caps.cpu_model,
         caps.threads,
         caps.simd.name()
     );
     if let CudaStatus::Unavailable { reason } = &caps.cuda {
-        println!("CUDA unavailable: {reason}; the CPU serves every call.");
+        outln!("CUDA unavailable: {reason}; the CPU serves every call.");
     }
     let (seed, d) = (7u64, 768usize);
-    let dir = std::env::temp_dir().join(format!("hybridvec-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let _cleanup = RemoveOnDrop(dir.clone());
     // The store is filled in two steps (100k rows, then 150k more), so the same store
@@ -455,7 +457,7 @@ fn demo() -> Result<(), Error> {
     for (name, q, n, k) in workloads {
         if stored < n {
             let secs = ingest(stored, n)?;
-            println!(
+            outln!(
                 "warm store {}: put and flushed rows {stored}..{n} in {:.2} s ({:.2} GB/s of vectors)",
                 dir.display(),
                 secs,
@@ -467,29 +469,44 @@ fn demo() -> Result<(), Error> {
         // Reopened read-only each time: what is searched is what was made durable.
         let store = WarmStore::open_read_only(&dir)?;
         if !header_printed {
-            println!(
+            outln!(
                 "{:<30} {:>16} {:>8} {:>11} {:>9}",
-                "workload", "Q×N×D", "backend", "median ms", "GFLOP/s"
+                "workload",
+                "Q×N×D",
+                "backend",
+                "median ms",
+                "GFLOP/s"
             );
             header_printed = true;
         }
-        let qdata = random_queries(q, d, seed);
+        let qdata = random_queries(q, d, seed)?;
         let queries = MatrixRef::new(&qdata, q, d)?;
-        let mut hits = exec.top_k_store(queries, &store, k)?; // warm-up
+        let (mut hits, _) = exec.top_k_store_with_report(queries, &store, k)?; // warm-up
         let reps = if q as u64 * n >= 100_000_000 { 3 } else { 9 };
         let mut times = Vec::new();
+        let mut served = Vec::new();
         for _ in 0..reps {
             let t = Instant::now();
-            hits = exec.top_k_store(queries, &store, k)?;
+            let (h, report) = exec.top_k_store_with_report(queries, &store, k)?;
             times.push(t.elapsed().as_secs_f64());
+            hits = h;
+            served.push(report.backend);
         }
+        // The backend that served the timed runs ("mixed" when `auto` explored both).
+        let backend = match served[..] {
+            [first, ..] if served.iter().all(|&b| b == first) => match first {
+                BackendKind::Cpu => "cpu",
+                BackendKind::Gpu => "gpu",
+            },
+            _ => "mixed",
+        };
         times.sort_by(f64::total_cmp);
         let med = times[reps / 2];
-        println!(
+        outln!(
             "{:<30} {:>16} {:>8} {:>11.2} {:>9.1}",
             name,
             format!("{q}×{n}×{d}"),
-            "cpu",
+            backend,
             med * 1e3,
             2.0 * (q as f64 * n as f64 * d as f64) / med / 1e9
         );
@@ -511,7 +528,7 @@ fn demo() -> Result<(), Error> {
                 .take(3)
                 .map(|h| format!("{} {:.4}", h.id, h.score))
                 .collect();
-            println!(
+            outln!(
                 "{:<30} query 0 top-3: {} (matches an f64 reference)",
                 "",
                 top.join(", ")
@@ -519,6 +536,59 @@ fn demo() -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The demo's temporary stores are `$TMPDIR/hybridvec-demo-<pid>`.
+const DEMO_PREFIX: &str = "hybridvec-demo-";
+
+/// Removes `dir` and exits when SIGINT, SIGTERM or SIGHUP arrives: the signals are blocked
+/// in this thread (and so in every thread started after it) and one thread waits for them,
+/// so the removal runs in ordinary code, not in a signal handler.
+fn remove_on_signal(dir: PathBuf) {
+    // SAFETY: sigset_t is plain data that sigemptyset initialises; the calls only touch
+    // `set` and this thread's signal mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        // SAFETY: `set` is initialised above; sigwait writes the signal number to `sig`.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = writeln!(
+                std::io::stderr(),
+                "\ninterrupted; removed {}",
+                dir.display()
+            );
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
+/// Removes demo stores left by demos that were killed outright (`kill -9`): those whose
+/// process no longer exists.
+fn remove_stale_demo_stores() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(DEMO_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Removes the demo's temporary store however the demo ends.
@@ -576,13 +646,24 @@ fn query(
     backend: Backend,
     json: bool,
 ) -> Result<(), Error> {
-    let exec = executor(backend)?;
-    let (corpus, dim) = match (store_dir, corpus_path) {
-        (Some(dir), _) => (None, hybridvec::WarmStore::open_read_only(dir)?.dim()),
+    if k == 0 {
+        return Err(Error::InvalidConfig("--k must be at least 1".into()));
+    }
+    // The store is opened (and its records verified) once, here.
+    let (store, corpus, dim) = match (store_dir, corpus_path) {
+        (Some(dir), _) => {
+            let s = hybridvec::WarmStore::open_read_only(dir)?;
+            let dim = s.dim();
+            (Some(s), None, dim)
+        }
         (None, Some(p)) => {
             let m = input::read_matrix(p)?;
             let dim = m.cols();
-            (Some(Corpus::new(m.into_vec(), dim)?), dim)
+            let corpus = Corpus::new(m.into_vec(), dim).map_err(|e| Error::BadInputFile {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            (None, Some(corpus), dim)
         }
         (None, None) => {
             return Err(Error::InvalidConfig(
@@ -590,27 +671,44 @@ fn query(
             ))
         }
     };
+    let corpus_name = match (store_dir, corpus_path) {
+        (Some(d), _) => format!("the store {}", d.display()),
+        (_, Some(p)) => format!("the corpus {}", p.display()),
+        _ => unreachable!("one source"),
+    };
     let qm = match (random, input_path) {
-        (Some(q), None) => hybridvec::Matrix::new(random_queries(q, dim, seed), q, dim)?,
-        (None, Some(p)) => input::read_matrix(&p)?,
+        (Some(q), None) => hybridvec::Matrix::new(random_queries(q, dim, seed)?, q, dim)?,
+        (None, Some(p)) => {
+            let m = input::read_matrix(&p)?;
+            if m.cols() != dim {
+                return Err(Error::BadInputFile {
+                    path: p,
+                    reason: format!(
+                        "queries have dimension {}, but {corpus_name} has dimension {dim}",
+                        m.cols()
+                    ),
+                });
+            }
+            m
+        }
         _ => {
             return Err(Error::InvalidConfig(
                 "give exactly one of --random Q or --input FILE".into(),
             ))
         }
     };
-    let Some(corpus) = corpus else {
-        let dir = store_dir.expect("store or corpus");
-        return store::query(&exec, dir, &qm, k, json);
-    };
+    let exec = executor(backend)?;
+    if let Some(store) = store {
+        return store::query(&exec, &store, &qm, k, json);
+    }
+    let corpus = corpus.expect("store or corpus");
     let hits = exec.top_k(qm.view(), &corpus, k)?;
     print_hits(
         hits.into_iter()
             .map(|hs| hs.into_iter().map(|h| (h.index, h.score)).collect()),
         "index",
         json,
-    );
-    Ok(())
+    )
 }
 
 /// One line per query: `{"query": i, "hits": [{<key>: .., "score": ..}, ...]}` with
@@ -619,7 +717,7 @@ fn print_hits<K: std::fmt::Display + Into<serde_json::Value>>(
     hits: impl Iterator<Item = Vec<(K, f32)>>,
     key: &str,
     json: bool,
-) {
+) -> Result<(), Error> {
     for (i, hs) in hits.enumerate() {
         if json {
             let hs: Vec<_> = hs
@@ -631,13 +729,14 @@ fn print_hits<K: std::fmt::Display + Into<serde_json::Value>>(
                     serde_json::Value::Object(o)
                 })
                 .collect();
-            println!("{}", serde_json::json!({"query": i, "hits": hs}));
+            outln!("{}", serde_json::json!({"query": i, "hits": hs}));
         } else {
             let s: Vec<String> = hs
                 .iter()
                 .map(|(id, score)| format!("{id}:{score:.4}"))
                 .collect();
-            println!("query {i}: {}", s.join(" "));
+            outln!("query {i}: {}", s.join(" "));
         }
     }
+    Ok(())
 }

@@ -1,6 +1,10 @@
 //! The store commands: `ingest`, `get`, `verify`, and `query --store`.
 
-use hybridvec::{data, input, Error, HybridExecutor, Matrix, StoreConfig, WarmStore};
+use crate::out::outln;
+use hybridvec::input::VectorFile;
+use hybridvec::{
+    data, Error, HybridExecutor, Matrix, StoreConfig, WarmStore, MAX_NORM, MAX_STORE_DIM, MIN_NORM,
+};
 use indicatif::ProgressBar;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,18 +17,140 @@ pub enum Source {
     File(PathBuf),
 }
 
-/// Opens the store in `dir`, creating it with `dim` when there is none.
-fn open_or_create(dir: &Path, dim: usize) -> Result<WarmStore, Error> {
-    if dir.join("store.hv").exists() {
-        WarmStore::open_with_dim(dir, dim)
+/// Opens the store in `dir`, creating it with `dim` when there is none. Returns whether
+/// this call created it. A store another process created a moment ago is opened instead.
+fn open_or_create(dir: &Path, dim: usize) -> Result<(WarmStore, bool), Error> {
+    if !dir.join("store.hv").exists() {
+        match WarmStore::create(dir, StoreConfig::new(dim)) {
+            Ok(s) => return Ok((s, true)),
+            Err(Error::StoreExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match WarmStore::open_with_dim(dir, dim) {
+        Ok(s) => Ok((s, false)),
+        Err(Error::DimensionMismatch { expected, got }) => Err(Error::InvalidConfig(format!(
+            "--dim is {expected}, but the store {} has dimension {got}",
+            dir.display()
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks one input row as `put` would, naming the file and the row.
+fn check_row(path: &Path, i: usize, row: &[f32]) -> Result<(), Error> {
+    let bad = |reason: String| Error::BadInputFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if let Some(col) = row.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "row {i}, column {col} is {} (NaN and infinity cannot be stored)",
+            row[col]
+        )));
+    }
+    let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+    if norm != 0.0 && !(MIN_NORM..=MAX_NORM).contains(&norm) {
+        return Err(bad(format!(
+            "row {i} has norm {norm:e}, outside [{MIN_NORM:e}, {MAX_NORM:e}] (zero rows are fine)"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens an input file and checks every row of it against `dim` before anything is
+/// created, so a bad file changes nothing. Returns it reopened at its first row.
+fn checked_input(path: &Path, dim: usize) -> Result<VectorFile, Error> {
+    let mut f = VectorFile::open(path)?;
+    let bad = |reason: String| Error::BadInputFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if f.cols() != dim {
+        return Err(bad(format!(
+            "rows have dimension {}, but --dim is {dim}",
+            f.cols()
+        )));
+    }
+    if f.rows() == 0 {
+        return Err(bad("has no rows".into()));
+    }
+    let mut row = vec![0.0f32; dim];
+    let mut i = 0;
+    while f.read_row(&mut row)? {
+        check_row(path, i, &row)?;
+        i += 1;
+    }
+    VectorFile::open(path)
+}
+
+/// Refuses `--random N` when N records cannot fit on the filesystem, before anything is
+/// created (a lower bound: vector, metadata and a short id per record).
+fn check_disk_space(dir: &Path, count: u64, dim: usize) -> Result<(), Error> {
+    let per_record = dim as u64 * 4 + 32 + 8;
+    let need = count.saturating_mul(per_record);
+    let Some(free) = free_bytes(dir) else {
+        return Ok(());
+    };
+    if need > free {
+        return Err(Error::InvalidConfig(format!(
+            "--random {count} at --dim {dim} needs at least {need} bytes, but the filesystem of {} has {free} bytes free",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Free bytes on the filesystem holding `dir` (or its nearest existing ancestor).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = dir.ancestors().find(|p| p.exists())?;
+    let existing = if existing.as_os_str().is_empty() {
+        Path::new(".")
     } else {
-        WarmStore::create(dir, StoreConfig::new(dim))
+        existing
+    };
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a NUL-terminated path and `st` a plain struct statvfs fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; statvfs writes only into `st`.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Removes what a failed `ingest` created: the whole directory when it made it, else only
+/// the store's own files.
+fn remove_created(dir: &Path, made_dir: bool) {
+    if made_dir {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name == "store.hv"
+            || name == "LOCK"
+            || (name.ends_with(".chunk")
+                && ["vec-", "meta-", "blob-"]
+                    .iter()
+                    .any(|p| name.starts_with(p)))
+            || (name.starts_with('.') && name.ends_with(".tmp"));
+        if ours {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
 /// Ingests records, flushing every `flush_every` records (and at the end). After each
 /// durable flush it prints `flushed <count>` on its own line and flushes stdout, so a
 /// killed ingest can be checked against exactly what it acknowledged.
+///
+/// The input is checked whole before anything is created. When the ingest fails anyway
+/// (a full disk, say) before its first flush, what it created is removed again.
 pub fn ingest(
     dir: &Path,
     dim: usize,
@@ -32,59 +158,74 @@ pub fn ingest(
     flush_every: Option<u64>,
     quiet: bool,
 ) -> Result<(), Error> {
-    let store = open_or_create(dir, dim)?;
-    let file_rows = match &source {
-        Source::File(p) => {
-            let m = input::read_matrix(p)?;
-            if m.cols() != dim {
-                return Err(Error::DimensionMismatch {
-                    expected: dim,
-                    got: m.cols(),
-                });
-            }
-            Some(m)
+    if dim == 0 || dim > MAX_STORE_DIM {
+        return Err(Error::InvalidConfig(format!(
+            "--dim must be between 1 and {MAX_STORE_DIM}, got {dim}"
+        )));
+    }
+    let mut file = match &source {
+        Source::File(p) => Some(checked_input(p, dim)?),
+        Source::Random { count, .. } => {
+            check_disk_space(dir, *count, dim)?;
+            None
         }
-        Source::Random { .. } => None,
     };
-    let total = match (&source, &file_rows) {
+    let total = match (&source, &file) {
         (Source::Random { count, .. }, _) => *count,
-        (_, Some(m)) => m.rows() as u64,
-        _ => 0,
+        (_, Some(f)) => f.rows() as u64,
+        _ => unreachable!("a file source has a file"),
     };
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
-    let mut out = std::io::stdout().lock();
-    let mut announce = |n: u64| -> Result<(), Error> {
-        writeln!(out, "flushed {n}")?;
-        out.flush()?;
+    let made_dir = !dir.exists();
+    let (store, created) = open_or_create(dir, dim)?;
+    let mut acknowledged = false;
+    let result = (|| -> Result<(), Error> {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total)
+        };
+        let announce = |n: u64| -> Result<(), Error> {
+            outln!("flushed {n}");
+            crate::out::flush()
+        };
+        let mut row = vec![0.0f32; dim];
+        for i in 0..total {
+            match (&source, &mut file) {
+                (Source::Random { seed, .. }, _) => {
+                    let (id, emb, content) = data::random_record(*seed, i, dim);
+                    store.put(&id, &emb, &content)?;
+                }
+                (_, Some(f)) => {
+                    if !f.read_row(&mut row)? {
+                        return Err(Error::BadInputFile {
+                            path: f.path().to_path_buf(),
+                            reason: format!("ended at row {i} of {total} while being read"),
+                        });
+                    }
+                    store.put(&format!("rec-{i}"), &row, &[])?;
+                }
+                _ => unreachable!("source and file agree"),
+            }
+            bar.inc(1);
+            if flush_every.is_some_and(|m| m > 0 && (i + 1) % m == 0) {
+                store.flush()?;
+                acknowledged = true;
+                announce(i + 1)?;
+            }
+        }
+        store.flush()?;
+        acknowledged = true;
+        bar.finish_and_clear();
+        if flush_every.is_none_or(|m| m == 0 || total % m != 0) || total == 0 {
+            announce(total)?;
+        }
         Ok(())
-    };
-    for i in 0..total {
-        match (&source, &file_rows) {
-            (Source::Random { seed, .. }, _) => {
-                let (id, emb, content) = data::random_record(*seed, i, dim);
-                store.put(&id, &emb, &content)?;
-            }
-            (_, Some(m)) => {
-                store.put(&format!("rec-{i}"), m.row(i as usize), &[])?;
-            }
-            _ => unreachable!("source and rows agree"),
-        }
-        bar.inc(1);
-        if flush_every.is_some_and(|m| m > 0 && (i + 1) % m == 0) {
-            store.flush()?;
-            announce(i + 1)?;
-        }
+    })();
+    if result.is_err() && created && !acknowledged {
+        drop(store);
+        remove_created(dir, made_dir);
     }
-    store.flush()?;
-    bar.finish_and_clear();
-    if flush_every.is_none_or(|m| m == 0 || total % m != 0) || total == 0 {
-        announce(total)?;
-    }
-    Ok(())
+    result
 }
 
 /// Prints one record. Returns `Ok(false)` when there is none.
@@ -92,9 +233,9 @@ pub fn get(dir: &Path, id: &str, json: bool) -> Result<bool, Error> {
     let store = WarmStore::open_read_only(dir)?;
     let Some(r) = store.get(id)? else {
         if json {
-            println!("null");
+            outln!("null");
         } else {
-            eprintln!("no record with id {id:?}");
+            let _ = writeln!(std::io::stderr(), "no record with id {id:?}");
         }
         return Ok(false);
     };
@@ -103,23 +244,23 @@ pub fn get(dir: &Path, id: &str, json: bool) -> Result<bool, Error> {
             "id": r.id, "row": r.row, "embedding": r.embedding,
             "content": String::from_utf8_lossy(&r.content), "content_len": r.content.len(),
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("id:        {}", r.id);
-        println!("row:       {}", r.row);
+        outln!("id:        {}", r.id);
+        outln!("row:       {}", r.row);
         let head: Vec<String> = r
             .embedding
             .iter()
             .take(8)
             .map(|v| format!("{v:.5}"))
             .collect();
-        println!(
+        outln!(
             "embedding: [{}{}] (dim {})",
             head.join(", "),
             if r.embedding.len() > 8 { ", …" } else { "" },
             r.embedding.len()
         );
-        println!(
+        outln!(
             "content:   {:?} ({} bytes)",
             String::from_utf8_lossy(&r.content),
             r.content.len()
@@ -127,6 +268,9 @@ pub fn get(dir: &Path, id: &str, json: bool) -> Result<bool, Error> {
     }
     Ok(true)
 }
+
+/// Errors `verify` lists one by one; past this it gives the count.
+const MAX_LISTED_ERRORS: usize = 10;
 
 /// Opens the store (which checks every committed record's checksum) and, with a seed,
 /// compares every live record with what `ingest --random` would have written. Returns
@@ -171,23 +315,29 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
         }
     }
     let ok = errors.is_empty();
+    let count = errors.len();
+    // A store of other contents fails every record: a summary, not a line per record.
+    errors.truncate(MAX_LISTED_ERRORS);
     if json {
-        println!(
+        outln!(
             "{}",
-            serde_json::json!({"ok": ok, "records": records, "errors": errors})
+            serde_json::json!({"ok": ok, "records": records, "error_count": count, "errors": errors})
         );
     } else {
-        println!(
+        outln!(
             "{} records, {}",
             records,
             if ok {
                 "ok".to_string()
             } else {
-                format!("{} errors", errors.len())
+                format!("{count} errors")
             }
         );
         for e in &errors {
-            println!("error: {e}");
+            outln!("error: {e}");
+        }
+        if count > errors.len() {
+            outln!("… and {} more errors", count - errors.len());
         }
     }
     Ok(ok)
@@ -196,18 +346,16 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
 /// `query --store`: top-k over the store's records, hits by id.
 pub fn query(
     exec: &HybridExecutor,
-    dir: &Path,
+    store: &WarmStore,
     queries: &Matrix,
     k: usize,
     json: bool,
 ) -> Result<(), Error> {
-    let store = WarmStore::open_read_only(dir)?;
-    let hits = exec.top_k_store(queries.view(), &store, k)?;
+    let hits = exec.top_k_store(queries.view(), store, k)?;
     crate::print_hits(
         hits.into_iter()
             .map(|hs| hs.into_iter().map(|h| (h.id, h.score)).collect()),
         "id",
         json,
-    );
-    Ok(())
+    )
 }
