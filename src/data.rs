@@ -176,6 +176,31 @@ mod tests {
     }
 
     #[test]
+    fn sizes_that_overflow_or_exceed_memory_are_errors_not_wraps() {
+        use crate::Error;
+        // rows × dim overflows usize: it used to wrap to a small (or empty) matrix.
+        for (rows, dim) in [(usize::MAX, 2), (1 << 40, 1 << 40), (2, usize::MAX)] {
+            match try_random_matrix(rows, dim, 1) {
+                Err(Error::InsufficientMemory { bytes, .. }) => assert_eq!(bytes, u64::MAX),
+                other => panic!("{rows} × {dim}: {:?}", other.map(|v| v.len())),
+            }
+        }
+        // Fits in usize, not in memory.
+        assert!(matches!(
+            try_random_matrix(1 << 40, 768, 1),
+            Err(Error::InsufficientMemory { .. })
+        ));
+        let r = std::panic::catch_unwind(|| random_matrix(usize::MAX, 2, 1));
+        let msg = r.expect_err("random_matrix must not wrap");
+        let msg = msg.downcast_ref::<String>().expect("a message");
+        assert!(
+            msg.contains("random_matrix") && msg.contains("bytes"),
+            "{msg}"
+        );
+        assert_eq!(try_random_matrix(3, 5, 1).unwrap(), random_matrix(3, 5, 1));
+    }
+
+    #[test]
     fn normal_values_have_normal_moments() {
         let v = random_vec(200_000, 5, 0);
         let n = v.len() as f64;

@@ -70,6 +70,6 @@ pub use executor::{
 pub use hit::Hit;
 pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
 pub use warm::{
-    Record, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats, WarmStore,
-    MAX_DIM as MAX_STORE_DIM,
+    DamagedRecord, Record, Recovery, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats,
+    WarmStore, MAX_DIM as MAX_STORE_DIM,
 };

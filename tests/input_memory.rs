@@ -1,5 +1,6 @@
 //! Peak memory of loading a corpus file: the CLI must hold the file's data once, not a
-//! copy of the file plus the converted matrix.
+//! copy of the file plus the converted matrix (`query --corpus`), and `ingest --input`
+//! streams rows into the store instead of holding the file beside it.
 //!
 //! The measurement is of a child process (`hybridvec query --corpus FILE`), reaped with
 //! `wait4` so its `ru_maxrss` is its own peak resident set and no one else's: not other
@@ -128,9 +129,11 @@ fn own_peak_rss() -> u64 {
     kib * 1024
 }
 
-#[test]
-fn query_corpus_peak_memory_is_the_file_plus_64_mib() {
-    let dir = TempDir::new("input-memory");
+/// Writes the 256 MiB corpus in another process, runs `hybridvec ARGS` (with `{}` in the
+/// args replaced by the corpus path) and checks it succeeds within the file's size plus
+/// [`HEADROOM`] of peak RSS. Returns its standard output.
+fn assert_peak_is_the_file_plus_headroom(name: &str, args: &[&str]) -> String {
+    let dir = TempDir::new(name);
     let corpus_path = dir.path("corpus.npy");
     write_corpus_in_another_process(&corpus_path);
     let file_size = std::fs::metadata(&corpus_path).unwrap().len();
@@ -143,14 +146,20 @@ fn query_corpus_peak_memory_is_the_file_plus_64_mib() {
         "this test process peaked at {} MiB, which would count as the child's",
         parent >> 20
     );
-
+    let store_path = dir.path("store");
+    let args: Vec<OsString> = args
+        .iter()
+        .map(|a| match *a {
+            "{corpus}" => corpus_path.clone().into_os_string(),
+            "{store}" => store_path.clone().into_os_string(),
+            a => a.into(),
+        })
+        .collect();
     let stdout_path = dir.path("stdout.txt");
     let stderr_path = dir.path("stderr.txt");
     let (status, peak) = run_measuring_peak_rss(
         Command::new(env!("CARGO_BIN_EXE_hybridvec"))
-            .args(["query", "--corpus"])
-            .arg(&corpus_path)
-            .args(["--random", "1", "--k", "3", "--backend", "cpu"])
+            .args(&args)
             .env_remove("RUST_LOG")
             .env_remove("HYBRIDVEC_FORCE_SCALAR")
             .stdin(Stdio::null())
@@ -162,25 +171,53 @@ fn query_corpus_peak_memory_is_the_file_plus_64_mib() {
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     eprintln!(
-        "file {:.1} MiB, child peak RSS {:.1} MiB ({:.2}× the file)",
+        "{name}: file {:.1} MiB, child peak RSS {:.1} MiB ({:.2}× the file)",
         mib(file_size),
         mib(peak),
         peak as f64 / file_size as f64
     );
-
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "hybridvec query: wait status {status:#x}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        stdout.starts_with("query 0: "),
-        "unexpected output:\n{stdout}\nstderr:\n{stderr}"
+        "hybridvec {args:?}: wait status {status:#x}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(
         peak <= file_size + HEADROOM,
-        "peak RSS {:.1} MiB exceeds the {:.1} MiB file + {:.0} MiB",
+        "{name}: peak RSS {:.1} MiB exceeds the {:.1} MiB file + {:.0} MiB",
         mib(peak),
         mib(file_size),
         mib(HEADROOM)
     );
+    stdout
+}
+
+#[test]
+fn query_corpus_peak_memory_is_the_file_plus_64_mib() {
+    let out = assert_peak_is_the_file_plus_headroom(
+        "input-memory-query",
+        &[
+            "query",
+            "--corpus",
+            "{corpus}",
+            "--random",
+            "1",
+            "--k",
+            "3",
+            "--backend",
+            "cpu",
+        ],
+    );
+    assert!(out.starts_with("query 0: "), "unexpected output:\n{out}");
+}
+
+/// Ingest streams the file's rows into the store: its peak is the store's mapped pages
+/// (the same bytes as the file), not a copy of the file besides them.
+#[test]
+fn ingest_input_peak_memory_is_the_file_plus_64_mib() {
+    let out = assert_peak_is_the_file_plus_headroom(
+        "input-memory-ingest",
+        &[
+            "ingest", "--store", "{store}", "--dim", "768", "--input", "{corpus}",
+        ],
+    );
+    assert_eq!(out.trim(), format!("flushed {ROWS}"));
 }

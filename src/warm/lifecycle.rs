@@ -20,7 +20,9 @@
 
 use super::format::{self, Header, Layout, Superblock, META_BYTES, STATE_EMPTY};
 use super::region::Region;
+use super::salvage::{self, DamagedRecord, Quarantine, Recovery};
 use super::watermark::Watermark;
+use super::RowId;
 use super::{
     sync, vectors_capacity_rows, FlushState, IdIndex, LiveBits, StoreConfig, WarmStore,
     CONTENT_SPACE, INDEX_SHARDS, VECTOR_SPACE,
@@ -28,6 +30,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::matrix::next_identity;
 use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -110,12 +113,30 @@ impl WarmStore {
         let _ = std::fs::remove_file(&tmp);
         placed?;
         sync::dir(dir)?;
-        Self::open_locked(dir, lock_file, f)
+        Self::open_locked(dir, lock_file, f, Recovery::Strict)
     }
 
     /// Opens an existing store for reading and writing. Fails with [`Error::StoreLocked`]
-    /// when another writer has it open.
+    /// when another writer has it open, and with [`Error::CorruptStore`] (file, offset,
+    /// reason) at a damaged record; [`open_with`](Self::open_with) can salvage instead.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, Recovery::Strict)
+    }
+
+    /// [`open`](Self::open), with damaged records treated as `recovery` says. With
+    /// [`Recovery::Salvage`] the damaged records are left out, recorded in the store's
+    /// quarantine file (durably, before this returns) and listed by
+    /// [`quarantined`](Self::quarantined); everything else is kept.
+    ///
+    /// ```no_run
+    /// use hybridvec::{Recovery, WarmStore};
+    /// let store = WarmStore::open_with("embeddings", Recovery::Salvage)?;
+    /// for d in store.quarantined() {
+    ///     eprintln!("left out row {} ({:?}): {}", d.row, d.id, d.reason);
+    /// }
+    /// # Ok::<(), hybridvec::Error>(())
+    /// ```
+    pub fn open_with(dir: impl AsRef<Path>, recovery: Recovery) -> Result<Self> {
         let dir = dir.as_ref();
         let path = dir.join(format::STORE_FILE);
         check_present(dir, &path)?;
@@ -130,7 +151,7 @@ impl WarmStore {
                 dir: dir.to_path_buf(),
             });
         }
-        Self::open_locked(dir, lock_file, f)
+        Self::open_locked(dir, lock_file, f, recovery)
     }
 
     /// Opens a store and checks its dimension: [`Error::DimensionMismatch`] otherwise.
@@ -147,27 +168,44 @@ impl WarmStore {
 
     /// Opens a store read-only, as of its last durable flush. Works while a writer holds it.
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_read_only_with(dir, Recovery::Strict)
+    }
+
+    /// [`open_read_only`](Self::open_read_only), with damaged records treated as
+    /// `recovery` says. A read-only salvage leaves them out in memory and writes nothing.
+    pub fn open_read_only_with(dir: impl AsRef<Path>, recovery: Recovery) -> Result<Self> {
         let dir = dir.as_ref();
         let path = dir.join(format::STORE_FILE);
         check_present(dir, &path)?;
         let f = File::open(&path).map_err(Error::at(&path))?;
-        Self::open_file(dir, f, None)
+        Self::open_file(dir, f, None, recovery)
+    }
+
+    /// The records this store leaves out: quarantined by an earlier repair, or found
+    /// damaged by a salvaging open. Empty for a sound store.
+    pub fn quarantined(&self) -> &[DamagedRecord] {
+        &self.quarantined
     }
 
     /// The writer's open, once `f` (the store file) is locked: checks that `f` is still
     /// the file the directory names (a creator may have replaced it between our open and
     /// our lock in older builds; anyone may have since).
-    fn open_locked(dir: &Path, lock_file: File, f: File) -> Result<Self> {
+    fn open_locked(dir: &Path, lock_file: File, f: File, recovery: Recovery) -> Result<Self> {
         let file_id = file_id(&f.metadata().map_err(Error::at(dir))?);
         let hold = WriterHold {
             _lock_file: lock_file,
             file_id,
         };
         hold.check(&dir.join(format::STORE_FILE))?;
-        Self::open_file(dir, f, Some(hold))
+        Self::open_file(dir, f, Some(hold), recovery)
     }
 
-    fn open_file(dir: &Path, store_file: File, hold: Option<WriterHold>) -> Result<Self> {
+    fn open_file(
+        dir: &Path,
+        store_file: File,
+        hold: Option<WriterHold>,
+        recovery: Recovery,
+    ) -> Result<Self> {
         let path = dir.join(format::STORE_FILE);
         let writable = hold.is_some();
         let mut image = vec![0u8; format::STORE_FILE_LEN];
@@ -212,7 +250,7 @@ impl WarmStore {
         vectors.map_existing(vectors.chunks_for(rows * row_bytes))?;
         metas.map_existing(metas.chunks_for(rows * META_BYTES))?;
         blobs.map_existing(blobs.chunks_for(blob_len))?;
-        let store = Self {
+        let mut store = Self {
             dir: dir.to_path_buf(),
             dim,
             writable,
@@ -241,17 +279,28 @@ impl WarmStore {
             poison_reason: Mutex::new(None),
             store_file,
             hold,
+            quarantined: Vec::new(),
         };
-        let content_end = store.recover(rows, blob_len)?;
+        let quarantine = salvage::read(dir)?;
+        let (content_end, damaged) = store.recover(rows, blob_len, &quarantine, recovery)?;
         // Flush records exactly the end of the committed records' content, so anything
         // else is a forged or damaged superblock (and could point into a chunk that was
-        // only grown ahead, never written).
-        if content_end != sb.blob_len {
+        // only grown ahead, never written). Records left out may have been the last.
+        let left_out = !damaged.is_empty();
+        if content_end > sb.blob_len || (!left_out && content_end != sb.blob_len) {
             return Err(bad_sb(&format!(
                 "superblock content length {} but the committed records end at {content_end}",
                 sb.blob_len
             )));
         }
+        // A writable salvage makes its verdict stick before anything else is written.
+        let newly_found = damaged.iter().filter(|d| !d.earlier);
+        if writable && newly_found.clone().next().is_some() {
+            let mut all = quarantine.clone();
+            all.extend(newly_found.map(|d| (d.row, d.id.clone())));
+            salvage::write(dir, &all)?;
+        }
+        store.quarantined = damaged;
         if writable {
             store.clear_uncommitted_rows(sb.rows);
         }
@@ -259,31 +308,95 @@ impl WarmStore {
             dir = %dir.display(),
             rows,
             writable,
+            left_out = store.quarantined.len(),
             "opened store, every committed record verified"
         );
         Ok(store)
     }
 
-    /// Validates every committed record and rebuilds the id index and the live mask.
-    /// Returns where the committed records' ids and contents end.
-    fn recover(&self, rows: usize, blob_len: usize) -> Result<u64> {
+    /// Validates every committed record not in `quarantine` and rebuilds the id index and
+    /// the live mask. Strict: the first damaged record fails the open. Salvage: every
+    /// damaged record is left out. Returns where the kept records' ids and contents end,
+    /// and every record left out (quarantined earlier or found now), by row.
+    fn recover(
+        &self,
+        rows: usize,
+        blob_len: usize,
+        quarantine: &Quarantine,
+        recovery: Recovery,
+    ) -> Result<(u64, Vec<DamagedRecord>)> {
         use rayon::prelude::*;
+        let check = |row: usize| {
+            let row = row as u64;
+            if quarantine.contains_key(&row) {
+                return None;
+            }
+            self.validate(row, blob_len as u64).err().map(|e| (row, e))
+        };
         // Checksums on all cores; the index is then rebuilt in row order so the newest
         // record of each id wins, exactly as it did when the records were written.
-        let bad = (0..rows)
-            .into_par_iter()
-            .find_map_first(|row| self.validate(row as u64, blob_len as u64).err());
-        if let Some(e) = bad {
-            return Err(e);
+        let found: Vec<(RowId, Error)> = match recovery {
+            Recovery::Strict => match (0..rows).into_par_iter().find_map_first(check) {
+                Some((_, e)) => return Err(e),
+                None => Vec::new(),
+            },
+            Recovery::Salvage => (0..rows).into_par_iter().filter_map(check).collect(),
+        };
+        let mut left_out: BTreeMap<RowId, DamagedRecord> = quarantine
+            .range(..rows as u64)
+            .map(|(&row, id)| {
+                let reason = "quarantined by an earlier repair".to_string();
+                let id = id.clone();
+                (
+                    row,
+                    DamagedRecord {
+                        row,
+                        id,
+                        reason,
+                        earlier: true,
+                    },
+                )
+            })
+            .collect();
+        for (row, e) in found {
+            let reason = e.to_string();
+            let id = self.readable_id(row);
+            let earlier = false;
+            left_out.insert(
+                row,
+                DamagedRecord {
+                    row,
+                    id,
+                    reason,
+                    earlier,
+                },
+            );
         }
         let mut content_end = 0;
         for row in 0..rows as u64 {
+            // A record left out is as if never written. Its id is not trusted to mask
+            // anything: the damage may be in the id itself, and a damaged "rec-65" read
+            // as "rec-64" must not hide the intact rec-64.
+            if left_out.contains_key(&row) {
+                continue;
+            }
             let m = self.meta(row);
             let id = self.read_id(&m)?;
             self.index_publish(row, &id, m.state);
             content_end = content_end.max(m.off + m.id_len as u64 + m.content_len as u64);
         }
-        Ok(content_end)
+        Ok((content_end, left_out.into_values().collect()))
+    }
+
+    /// The id stored for `row` when its metadata points at readable UTF-8 inside the
+    /// mapped content (it may still be damaged: the checksum covers it with the rest).
+    fn readable_id(&self, row: RowId) -> Option<String> {
+        let m = self.meta(row);
+        let end = m.off.checked_add(m.id_len as u64)?;
+        if m.id_len == 0 || end > self.blobs.mapped_bytes() as u64 {
+            return None;
+        }
+        self.read_id(&m).ok()
     }
 
     /// Rows past the committed length may hold published-looking state words from before a

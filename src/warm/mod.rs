@@ -32,6 +32,7 @@
 mod format;
 mod lifecycle;
 mod region;
+mod salvage;
 mod sync;
 #[cfg(test)]
 mod sync_failure_tests;
@@ -42,6 +43,7 @@ use crate::matrix::{CorpusView, MatrixRef, Origin, MAX_NORM, MIN_NORM};
 use format::{Superblock, META_BYTES, STATE_EMPTY, STATE_PUT, STATE_TOMBSTONE};
 use parking_lot::{Mutex, RwLock};
 use region::Region;
+pub use salvage::{DamagedRecord, Recovery};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -174,6 +176,8 @@ pub struct WarmStore {
     store_file: File,
     /// The writer's locks and the identity of its store file; `None` when read-only.
     hold: Option<lifecycle::WriterHold>,
+    /// Records left out at open (quarantined, or damaged under a salvage).
+    quarantined: Vec<DamagedRecord>,
 }
 
 struct FlushState {
@@ -492,7 +496,18 @@ impl WarmStore {
         let content = self.blob(m.off + m.id_len as u64, m.content_len);
         let vbytes: &[u8] = bytemuck::cast_slice(self.vector(row));
         if format::record_crc(m.state, m.inv_norm, vbytes, id, content) != m.crc {
-            return Err(corrupt("checksum mismatch".into()));
+            // The checksum covers the metadata entry, the vector and the id and content:
+            // name where each of them lies.
+            let name = |(f, o): (PathBuf, u64)| {
+                let f = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                format!("{} at {o}", f.unwrap_or_default())
+            };
+            let row_bytes = self.dim * 4;
+            return Err(corrupt(format!(
+                "checksum mismatch over its metadata, its vector ({}) and its id and content ({})",
+                name(self.vectors.locate(row as usize * row_bytes)),
+                name(self.blobs.locate(m.off as usize)),
+            )));
         }
         Ok(())
     }

@@ -144,7 +144,16 @@ enum Cmd {
         /// The seed `ingest --random` used.
         #[arg(long)]
         expect_seed: Option<u64>,
-        /// `{"ok": bool, "records": n, "errors": [...]}`.
+        /// `{"ok": bool, "records": n, "errors": [...], "repair_would_drop": n, ...}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quarantine damaged records (listed with their row, id and reason) and keep the rest.
+    Repair {
+        /// The store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// One JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -208,6 +217,7 @@ fn main() -> ExitCode {
             expect_seed,
             json,
         } => return finish(store::verify(&dir, expect_seed, json)),
+        Cmd::Repair { store: dir, json } => return finish(store::repair(&dir, json)),
     };
     finish(result.map(|()| true))
 }
@@ -220,7 +230,17 @@ fn finish(result: Result<bool, Error>) -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             // Not eprintln!: it panics when standard error is closed or full.
-            let _ = writeln!(std::io::stderr(), "error: {e}");
+            let mut err = std::io::stderr();
+            let _ = writeln!(err, "error: {e}");
+            if let Error::CorruptStore { file, .. } = &e {
+                if let Some(dir) = file.parent() {
+                    let _ = writeln!(
+                        err,
+                        "hint: `hybridvec verify --store {0}` lists the damage; `hybridvec repair --store {0}` quarantines it and keeps the rest",
+                        dir.display()
+                    );
+                }
+            }
             ExitCode::from(2)
         }
     }
@@ -652,7 +672,7 @@ fn query(
     // The store is opened (and its records verified) once, here.
     let (store, corpus, dim) = match (store_dir, corpus_path) {
         (Some(dir), _) => {
-            let s = hybridvec::WarmStore::open_read_only(dir)?;
+            let s = store::open_for_reading(dir)?;
             let dim = s.dim();
             (Some(s), None, dim)
         }

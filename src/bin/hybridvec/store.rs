@@ -3,7 +3,8 @@
 use crate::out::outln;
 use hybridvec::input::VectorFile;
 use hybridvec::{
-    data, Error, HybridExecutor, Matrix, StoreConfig, WarmStore, MAX_NORM, MAX_STORE_DIM, MIN_NORM,
+    data, DamagedRecord, Error, HybridExecutor, Matrix, Recovery, StoreConfig, WarmStore, MAX_NORM,
+    MAX_STORE_DIM, MIN_NORM,
 };
 use indicatif::ProgressBar;
 use std::io::Write;
@@ -228,9 +229,27 @@ pub fn ingest(
     result
 }
 
+/// Opens a store for reading, leaving damaged records out (a read-only salvage, which
+/// writes nothing) with a warning that names them and the command that repairs them.
+pub fn open_for_reading(dir: &Path) -> Result<WarmStore, Error> {
+    let store = WarmStore::open_read_only_with(dir, Recovery::Salvage)?;
+    let damaged: Vec<&DamagedRecord> = store.quarantined().iter().filter(|d| !d.earlier).collect();
+    if let Some(first) = damaged.first() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {} damaged records in {} are left out (first: {}); `hybridvec repair --store {}` quarantines them",
+            damaged.len(),
+            dir.display(),
+            describe(first),
+            dir.display()
+        );
+    }
+    Ok(store)
+}
+
 /// Prints one record. Returns `Ok(false)` when there is none.
 pub fn get(dir: &Path, id: &str, json: bool) -> Result<bool, Error> {
-    let store = WarmStore::open_read_only(dir)?;
+    let store = open_for_reading(dir)?;
     let Some(r) = store.get(id)? else {
         if json {
             outln!("null");
@@ -272,45 +291,70 @@ pub fn get(dir: &Path, id: &str, json: bool) -> Result<bool, Error> {
 /// Errors `verify` lists one by one; past this it gives the count.
 const MAX_LISTED_ERRORS: usize = 10;
 
+/// One line about a record a salvage leaves out.
+fn describe(d: &DamagedRecord) -> String {
+    match &d.id {
+        Some(id) => format!("row {} (id {id:?}): {}", d.row, d.reason),
+        None => format!("row {} (id unreadable): {}", d.row, d.reason),
+    }
+}
+
 /// Opens the store (which checks every committed record's checksum) and, with a seed,
-/// compares every live record with what `ingest --random` would have written. Returns
-/// whether everything checked out.
+/// compares every live record with what `ingest --random` would have written. A damaged
+/// store is also opened as a repair would (read-only, nothing written) to say how many
+/// records a repair would drop. Returns whether everything checked out.
 pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, Error> {
     let mut errors: Vec<String> = Vec::new();
     let mut records = 0u64;
-    match WarmStore::open_read_only(dir) {
-        Err(e @ (Error::CorruptStore { .. } | Error::UnsupportedVersion { .. })) => {
-            errors.push(e.to_string())
+    let mut would_drop: Vec<DamagedRecord> = Vec::new();
+    let mut quarantined = 0usize;
+    let opened = match WarmStore::open_read_only(dir) {
+        Err(e @ Error::CorruptStore { .. }) => {
+            errors.push(e.to_string());
+            // What `repair` would keep and drop.
+            WarmStore::open_read_only_with(dir, Recovery::Salvage).ok()
+        }
+        Err(e @ Error::UnsupportedVersion { .. }) => {
+            errors.push(e.to_string());
+            None
         }
         Err(e) => return Err(e),
-        Ok(store) => {
-            records = store.len();
-            let corpus = store.corpus();
-            for row in (0..corpus.rows()).filter(|&r| corpus.is_live(r)) {
-                let rec = match store.read_record(row as u64) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        errors.push(e.to_string());
-                        continue;
-                    }
-                };
-                let Some(seed) = expect_seed else { continue };
-                let Some(i) = rec
-                    .id
-                    .strip_prefix("rec-")
-                    .and_then(|n| n.parse::<u64>().ok())
-                else {
-                    errors.push(format!("row {row}: id {:?} is not rec-<i>", rec.id));
+        Ok(store) => Some(store),
+    };
+    if let Some(store) = opened {
+        records = store.len();
+        would_drop = store
+            .quarantined()
+            .iter()
+            .filter(|d| !d.earlier)
+            .cloned()
+            .collect();
+        quarantined = store.quarantined().len() - would_drop.len();
+        let corpus = store.corpus();
+        for row in (0..corpus.rows()).filter(|&r| corpus.is_live(r)) {
+            let rec = match store.read_record(row as u64) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e.to_string());
                     continue;
-                };
-                let (_, emb, content) = data::random_record(seed, i, store.dim());
-                let same_bits = emb
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .eq(rec.embedding.iter().map(|v| v.to_bits()));
-                if !same_bits || content != rec.content {
-                    errors.push(format!("row {row}: {} differs from seed {seed}", rec.id));
                 }
+            };
+            let Some(seed) = expect_seed else { continue };
+            let Some(i) = rec
+                .id
+                .strip_prefix("rec-")
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                errors.push(format!("row {row}: id {:?} is not rec-<i>", rec.id));
+                continue;
+            };
+            let (_, emb, content) = data::random_record(seed, i, store.dim());
+            let same_bits = emb
+                .iter()
+                .map(|v| v.to_bits())
+                .eq(rec.embedding.iter().map(|v| v.to_bits()));
+            if !same_bits || content != rec.content {
+                errors.push(format!("row {row}: {} differs from seed {seed}", rec.id));
             }
         }
     }
@@ -319,9 +363,18 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
     // A store of other contents fails every record: a summary, not a line per record.
     errors.truncate(MAX_LISTED_ERRORS);
     if json {
+        let damaged: Vec<String> = would_drop
+            .iter()
+            .take(MAX_LISTED_ERRORS)
+            .map(describe)
+            .collect();
         outln!(
             "{}",
-            serde_json::json!({"ok": ok, "records": records, "error_count": count, "errors": errors})
+            serde_json::json!({
+                "ok": ok, "records": records, "error_count": count, "errors": errors,
+                "repair_would_drop": would_drop.len(), "damaged": damaged,
+                "quarantined": quarantined,
+            })
         );
     } else {
         outln!(
@@ -339,8 +392,54 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
         if count > errors.len() {
             outln!("… and {} more errors", count - errors.len());
         }
+        if !would_drop.is_empty() {
+            outln!(
+                "a repair (hybridvec repair --store {}) would drop {} damaged records and keep {records}:",
+                dir.display(),
+                would_drop.len()
+            );
+            for d in would_drop.iter().take(MAX_LISTED_ERRORS) {
+                outln!("  {}", describe(d));
+            }
+            if would_drop.len() > MAX_LISTED_ERRORS {
+                outln!("  … and {} more", would_drop.len() - MAX_LISTED_ERRORS);
+            }
+        }
+        if quarantined > 0 {
+            outln!("{quarantined} records were quarantined by an earlier repair");
+        }
     }
     Ok(ok)
+}
+
+/// `repair`: opens the store as a salvaging writer, which quarantines every damaged record
+/// (durably) and keeps the rest; lists what it dropped.
+pub fn repair(dir: &Path, json: bool) -> Result<bool, Error> {
+    let store = WarmStore::open_with(dir, Recovery::Salvage)?;
+    let dropped: Vec<&DamagedRecord> = store.quarantined().iter().filter(|d| !d.earlier).collect();
+    if json {
+        let list: Vec<_> = dropped
+            .iter()
+            .map(|d| serde_json::json!({"row": d.row, "id": d.id, "reason": d.reason}))
+            .collect();
+        outln!(
+            "{}",
+            serde_json::json!({"records": store.len(), "quarantined": list,
+                "quarantined_earlier": store.quarantined().len() - dropped.len()})
+        );
+    } else if dropped.is_empty() {
+        outln!("nothing to repair: {} records, all sound", store.len());
+    } else {
+        for d in &dropped {
+            outln!("quarantined {}", describe(d));
+        }
+        outln!(
+            "repaired: quarantined {} damaged records, kept {} records",
+            dropped.len(),
+            store.len()
+        );
+    }
+    Ok(true)
 }
 
 /// `query --store`: top-k over the store's records, hits by id.
