@@ -581,3 +581,75 @@ fn an_interrupted_demo_removes_its_store() {
         assert!(!dir.exists(), "signal {sig}: {} left behind", dir.display());
     }
 }
+
+/// Ctrl-C during an ingest: before its first acknowledged flush, the store it created is
+/// removed; after one, everything acknowledged stays.
+#[test]
+fn an_interrupted_ingest_removes_only_what_nothing_acknowledged() {
+    use std::io::{BufRead, BufReader};
+    let tmp = TempDir::new("ingest-interrupted");
+    // No flush until the end: interrupted, it leaves nothing.
+    let store = tmp.path("never-flushed");
+    let child = cli()
+        .args(["ingest", "--store", store.to_str().unwrap(), "--dim", "16"])
+        .args(["--random", "100000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !store.join("vec-000000.chunk").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no store was created"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: signalling our own child, which is still running (not yet waited for).
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "it acknowledged something");
+    assert!(!store.exists(), "the unacknowledged store was left behind");
+    // Flushing as it goes: what it acknowledged survives the interrupt.
+    let store = tmp.path("flushing");
+    let mut child = cli()
+        .args(["ingest", "--store", store.to_str().unwrap(), "--dim", "16"])
+        .args([
+            "--random",
+            "100000000",
+            "--flush-every",
+            "500",
+            "--seed",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(first, "flushed 500");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let acknowledged = lines
+        .map_while(Result::ok)
+        .filter_map(|l| {
+            l.strip_prefix("flushed ")
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .last()
+        .unwrap_or(500);
+    assert_eq!(child.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+    let s = hybridvec::WarmStore::open_read_only(&store).unwrap();
+    assert!(s.len() >= acknowledged, "{} < {acknowledged}", s.len());
+    for i in 0..acknowledged {
+        let (id, emb, _) = data::random_record(3, i, 16);
+        assert_eq!(
+            s.get(&id).unwrap().expect("acknowledged").embedding,
+            emb,
+            "{id}"
+        );
+    }
+}

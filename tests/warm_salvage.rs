@@ -171,6 +171,70 @@ fn a_flip_in_any_kind_of_chunk_costs_only_the_records_it_touches() {
     }
 }
 
+/// A chunk file missing or truncated costs the records whose bytes it held: a read-only
+/// salvage reads its place as zeros; a repair puts a zero-filled chunk there (keeping the
+/// bad file as `.damaged`) and quarantines those records.
+#[test]
+fn a_missing_or_truncated_chunk_costs_only_its_records() {
+    let tmp = TempDir::new("salvage-chunks");
+    let pristine = tmp.path("pristine");
+    let offsets = build(&pristine);
+    let overlaps = |lo: u64, hi: u64, a: u64, b: u64| lo < b && a < hi;
+    for kind in ["vec", "meta", "blob"] {
+        for (chunk, damage) in [(1usize, "truncate"), (2, "delete"), (0, "extend")] {
+            let dir = tmp.path("work");
+            copy_store(&pristine, &dir);
+            let name = format!("{kind}-{chunk:06}.chunk");
+            let path = dir.join(&name);
+            match damage {
+                "truncate" => std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(1000)
+                    .unwrap(),
+                "delete" => std::fs::remove_file(&path).unwrap(),
+                _ => std::fs::File::options()
+                    .append(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(chunk_start(chunk + 1) - chunk_start(chunk) + 1)
+                    .unwrap(),
+            }
+            let (lo, hi) = (chunk_start(chunk), chunk_start(chunk + 1));
+            let lost: BTreeSet<u64> = (0..N)
+                .filter(|&r| match kind {
+                    "vec" => overlaps(lo, hi, r * 32, r * 32 + 32),
+                    "meta" => overlaps(lo, hi, r * 32, r * 32 + 32),
+                    _ => overlaps(lo, hi, offsets[r as usize], offsets[r as usize + 1]),
+                })
+                .collect();
+            assert!(!lost.is_empty());
+            let ctx = format!("{name} {damage}d");
+            match WarmStore::open_read_only(&dir) {
+                Err(Error::CorruptStore { file, .. }) => assert_eq!(file, path, "{ctx}"),
+                other => panic!("{ctx}: strict open gave {other:?}"),
+            }
+            let s = WarmStore::open_read_only_with(&dir, Recovery::Salvage).unwrap();
+            assert_eq!(rows_of(s.quarantined()), lost, "{ctx}");
+            assert_keeps_all_but(&s, &lost, &format!("{ctx}, read-only salvage"));
+            drop(s);
+            let s = WarmStore::open_with(&dir, Recovery::Salvage).unwrap();
+            assert_eq!(rows_of(s.quarantined()), lost, "{ctx}");
+            drop(s);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                hi - lo,
+                "{ctx}: not replaced"
+            );
+            let kept = dir.join(format!("{name}.damaged"));
+            assert_eq!(kept.exists(), damage != "delete", "{ctx}");
+            let s = WarmStore::open(&dir).unwrap();
+            assert_keeps_all_but(&s, &lost, &format!("{ctx}, repaired"));
+        }
+    }
+}
+
 #[test]
 fn a_read_only_salvage_changes_no_byte_on_disk() {
     let tmp = TempDir::new("salvage-ro");

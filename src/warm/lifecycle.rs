@@ -247,9 +247,13 @@ impl WarmStore {
             return Err(bad_sb("superblock lengths exceed the store's limits"));
         }
         let (rows, blob_len) = (sb.rows as usize, sb.blob_len as usize);
-        vectors.map_existing(vectors.chunks_for(rows * row_bytes))?;
-        metas.map_existing(metas.chunks_for(rows * META_BYTES))?;
-        blobs.map_existing(blobs.chunks_for(blob_len))?;
+        let salvage = recovery == Recovery::Salvage;
+        let mut replaced = vectors.map_existing(vectors.chunks_for(rows * row_bytes), salvage)?;
+        replaced.extend(metas.map_existing(metas.chunks_for(rows * META_BYTES), salvage)?);
+        replaced.extend(blobs.map_existing(blobs.chunks_for(blob_len), salvage)?);
+        for r in &replaced {
+            tracing::warn!("salvage: {r}; the records it held are left out");
+        }
         let mut store = Self {
             dir: dir.to_path_buf(),
             dim,

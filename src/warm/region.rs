@@ -168,36 +168,84 @@ impl Region {
 
     /// Maps existing chunk files `0..n`, checking each has exactly its chunk size (a short
     /// file would fault on access instead of failing here).
-    pub(crate) fn map_existing(&self, n: usize) -> Result<()> {
+    ///
+    /// With `salvage`, a chunk file that is missing or of the wrong size does not fail:
+    /// its place reads as zeros, so the records it held fail their checksums and are left
+    /// out like any other damage. A writable region makes that stick: the bad file is kept
+    /// as `<name>.damaged` and a zero-filled chunk of the right size is made in its place
+    /// (created whole, as growth does). A read-only region maps anonymous zeros there and
+    /// writes nothing. Returns what was replaced, one line per chunk.
+    pub(crate) fn map_existing(&self, n: usize, salvage: bool) -> Result<Vec<String>> {
+        let mut replaced = Vec::new();
         for i in 0..n {
             let path = self.chunk_path(i);
-            let f = OpenOptions::new()
+            let opened = OpenOptions::new()
                 .read(true)
                 .write(self.writable)
-                .open(&path)
-                .map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        Error::CorruptStore {
-                            file: path.clone(),
-                            offset: 0,
-                            reason: "chunk file missing".into(),
-                        }
-                    } else {
-                        Error::at(&path)(e)
-                    }
-                })?;
-            let len = f.metadata().map_err(Error::at(&path))?.len();
-            let want = self.sizes.len(i) as u64;
-            if len != want {
-                return Err(Error::CorruptStore {
-                    file: path,
-                    offset: len,
-                    reason: format!("chunk file is {len} bytes, expected {want}"),
-                });
+                .open(&path);
+            let problem = match &opened {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Some((0, "chunk file missing".to_string()))
+                }
+                Err(_) => None,
+                Ok(f) => {
+                    let len = f.metadata().map_err(Error::at(&path))?.len();
+                    let want = self.sizes.len(i) as u64;
+                    (len != want)
+                        .then(|| (len, format!("chunk file is {len} bytes, expected {want}")))
+                }
+            };
+            match (problem, opened) {
+                (None, Ok(f)) => self.map_chunk(i, &f, &path)?,
+                (None, Err(e)) => return Err(Error::at(&path)(e)),
+                (Some((offset, reason)), _) if !salvage => {
+                    return Err(Error::CorruptStore {
+                        file: path,
+                        offset,
+                        reason,
+                    })
+                }
+                (Some((_, reason)), _) => {
+                    replaced.push(format!("{}: {reason}", path.display()));
+                    self.replace_with_zeros(i, &path)?;
+                }
             }
-            self.map_chunk(i, &f, &path)?;
         }
-        Ok(())
+        Ok(replaced)
+    }
+
+    /// Puts zeros where chunk `i` (`path`, missing or damaged) belongs; see
+    /// [`map_existing`](Self::map_existing).
+    fn replace_with_zeros(&self, i: usize, path: &Path) -> Result<()> {
+        if !self.writable {
+            let (start, len) = self.check_fits(i)?;
+            // SAFETY: `base + start .. + len` lies inside our own PROT_NONE reservation
+            // (checked above) and is not yet mapped (chunks are mapped in order, once), so
+            // MAP_FIXED replaces only reserved pages that no reference points into. An
+            // anonymous private mapping reads as zeros and is never written (PROT_READ).
+            let p = unsafe {
+                libc::mmap(
+                    self.base.add(start).cast(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(Error::at(path)(std::io::Error::last_os_error()));
+            }
+            self.mapped_bytes.store(start + len, Ordering::Release);
+            self.mapped.store(i + 1, Ordering::Release);
+            return Ok(());
+        }
+        if path.exists() {
+            let kept = PathBuf::from(format!("{}.damaged", path.display()));
+            std::fs::rename(path, &kept).map_err(Error::at(path))?;
+        }
+        // Growth makes chunk `chunks()` == `i` whole and maps it.
+        self.grow()
     }
 
     /// [`Error::InvalidConfig`] unless chunk `i` fits in the reservation.

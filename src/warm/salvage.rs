@@ -16,8 +16,10 @@
 //! store, and repair can run again) or the new one. Nothing else on disk changes: the
 //! damaged bytes stay where they were, past any use. A read-only salvage writes nothing.
 //!
-//! Salvage works record by record. Damage it cannot isolate — the header, both superblock
-//! slots, or a chunk file that is missing or of the wrong size — still fails the open.
+//! A chunk file that is missing or of the wrong size reads as zeros, so the records whose
+//! bytes it held fail their checks and are left out with the rest; a writable salvage puts
+//! a zero-filled chunk in its place and keeps the bad file as `<name>.damaged`. Damage it
+//! cannot isolate — the header, or both superblock slots — still fails the open.
 //!
 //! ```text
 //! quarantine.hv: magic "HVQUAR\0\0", count u64, then per entry: row u64, id length u32

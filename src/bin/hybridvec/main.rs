@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod out;
+mod signals;
 mod store;
 use out::outln;
 use std::process::ExitCode;
@@ -430,7 +431,11 @@ fn demo() -> Result<(), Error> {
     use rayon::prelude::*;
     let dir = std::env::temp_dir().join(format!("{DEMO_PREFIX}{}", std::process::id()));
     // Before any thread starts, so every thread inherits the blocked signals.
-    remove_on_signal(dir.clone());
+    let removed = dir.clone();
+    signals::on_interrupt(move || {
+        let _ = std::fs::remove_dir_all(&removed);
+        Some(format!("removed {}", removed.display()))
+    });
     remove_stale_demo_stores();
     let exec = executor(Backend::Auto)?;
     let caps = exec.capabilities();
@@ -560,36 +565,6 @@ fn demo() -> Result<(), Error> {
 
 /// The demo's temporary stores are `$TMPDIR/hybridvec-demo-<pid>`.
 const DEMO_PREFIX: &str = "hybridvec-demo-";
-
-/// Removes `dir` and exits when SIGINT, SIGTERM or SIGHUP arrives: the signals are blocked
-/// in this thread (and so in every thread started after it) and one thread waits for them,
-/// so the removal runs in ordinary code, not in a signal handler.
-fn remove_on_signal(dir: PathBuf) {
-    // SAFETY: sigset_t is plain data that sigemptyset initialises; the calls only touch
-    // `set` and this thread's signal mask.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    std::thread::spawn(move || {
-        let mut sig = 0;
-        // SAFETY: `set` is initialised above; sigwait writes the signal number to `sig`.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = writeln!(
-                std::io::stderr(),
-                "\ninterrupted; removed {}",
-                dir.display()
-            );
-            std::process::exit(128 + sig);
-        }
-    });
-}
 
 /// Removes demo stores left by demos that were killed outright (`kill -9`): those whose
 /// process no longer exists.

@@ -7,8 +7,11 @@ use hybridvec::{
     MAX_STORE_DIM, MIN_NORM,
 };
 use indicatif::ProgressBar;
+use parking_lot::Mutex;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Where `ingest` takes its records from.
 pub enum Source {
@@ -177,15 +180,43 @@ pub fn ingest(
         _ => unreachable!("a file source has a file"),
     };
     let made_dir = !dir.exists();
+    // Interrupted before its first acknowledged flush, an ingest that created the store
+    // removes it, as a failed one does. The flag and the announcement of a flush change
+    // under one lock, which the clean-up holds until the process exits: nothing is removed
+    // once a flush has been acknowledged.
+    let acknowledged = Arc::new(Mutex::new(false));
+    let created_here = Arc::new(AtomicBool::new(false));
+    {
+        let (acknowledged, created_here, dir) = (
+            acknowledged.clone(),
+            created_here.clone(),
+            dir.to_path_buf(),
+        );
+        crate::signals::on_interrupt(move || {
+            let acked = acknowledged.lock();
+            if *acked || !created_here.load(Ordering::Acquire) {
+                return None;
+            }
+            remove_created(&dir, made_dir);
+            std::mem::forget(acked); // held until exit
+            Some(format!(
+                "removed the store {} it had created",
+                dir.display()
+            ))
+        });
+    }
     let (store, created) = open_or_create(dir, dim)?;
-    let mut acknowledged = false;
+    created_here.store(created, Ordering::Release);
     let result = (|| -> Result<(), Error> {
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
             ProgressBar::new(total)
         };
-        let announce = |n: u64| -> Result<(), Error> {
+        let flush_and_announce = |n: u64| -> Result<(), Error> {
+            let mut acked = acknowledged.lock();
+            store.flush()?;
+            *acked = true;
             outln!("flushed {n}");
             crate::out::flush()
         };
@@ -209,20 +240,17 @@ pub fn ingest(
             }
             bar.inc(1);
             if flush_every.is_some_and(|m| m > 0 && (i + 1) % m == 0) {
-                store.flush()?;
-                acknowledged = true;
-                announce(i + 1)?;
+                flush_and_announce(i + 1)?;
             }
         }
-        store.flush()?;
-        acknowledged = true;
         bar.finish_and_clear();
         if flush_every.is_none_or(|m| m == 0 || total % m != 0) || total == 0 {
-            announce(total)?;
+            flush_and_announce(total)?;
         }
         Ok(())
     })();
-    if result.is_err() && created && !acknowledged {
+    let acked = *acknowledged.lock();
+    if result.is_err() && created && !acked {
         drop(store);
         remove_created(dir, made_dir);
     }
