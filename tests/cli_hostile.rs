@@ -65,6 +65,22 @@ fn run_bounded(args: &[String], limit: Duration) -> Output {
     }
 }
 
+/// A store `s` in `tmp` holding `ingest --random n` records of dimension 8 (seed 7).
+fn ingested(tmp: &TempDir, n: u64) -> std::path::PathBuf {
+    let store = tmp.path("s");
+    let o = run(&[
+        "ingest",
+        "--store",
+        store.to_str().unwrap(),
+        "--dim",
+        "8",
+        "--random",
+        &n.to_string(),
+    ]);
+    assert!(o.status.success(), "set-up ingest: {}", stderr(&o));
+    store
+}
+
 fn write_npy(path: &Path, rows: usize, dim: usize, seed: u64) {
     let m = Matrix::new(data::random_matrix(rows, dim, seed), rows, dim).unwrap();
     input::write_npy(path, &m).unwrap();
@@ -235,13 +251,8 @@ fn no_flag_value_makes_any_subcommand_panic_abort_or_hang() {
 #[test]
 fn huge_counts_and_dimensions_are_refused_with_exit_2() {
     let tmp = TempDir::new("huge");
-    let store = tmp.path("s");
+    let store = ingested(&tmp, 10);
     let store_s = store.to_str().unwrap();
-    assert!(
-        run(&["ingest", "--store", store_s, "--dim", "8", "--random", "10"])
-            .status
-            .success()
-    );
     for (args, words) in [
         (
             vec![
@@ -320,13 +331,8 @@ fn huge_counts_and_dimensions_are_refused_with_exit_2() {
 #[test]
 fn output_to_a_full_disk_is_exit_2_naming_standard_output() {
     let tmp = TempDir::new("devfull");
-    let store = tmp.path("s");
+    let store = ingested(&tmp, 20);
     let store_s = store.to_str().unwrap();
-    assert!(
-        run(&["ingest", "--store", store_s, "--dim", "8", "--random", "20"])
-            .status
-            .success()
-    );
     let full = || {
         std::fs::OpenOptions::new()
             .write(true)
@@ -364,13 +370,8 @@ fn output_to_a_full_disk_is_exit_2_naming_standard_output() {
 #[test]
 fn output_to_a_closed_pipe_is_exit_2_not_a_panic() {
     let tmp = TempDir::new("pipe");
-    let store = tmp.path("s");
+    let store = ingested(&tmp, 20);
     let store_s = store.to_str().unwrap();
-    assert!(
-        run(&["ingest", "--store", store_s, "--dim", "8", "--random", "20"])
-            .status
-            .success()
-    );
     let mut child = cli()
         .args(["query", "--store", store_s, "--random", "2000", "--k", "5"])
         .stdout(Stdio::piped())
@@ -465,13 +466,8 @@ fn a_failed_ingest_leaves_nothing_behind() {
 #[test]
 fn messages_name_the_side_and_the_flags() {
     let tmp = TempDir::new("messages");
-    let store = tmp.path("s");
+    let store = ingested(&tmp, 5);
     let store_s = store.to_str().unwrap();
-    assert!(
-        run(&["ingest", "--store", store_s, "--dim", "8", "--random", "5"])
-            .status
-            .success()
-    );
     // The store's dimension against --dim.
     let o = run(&["ingest", "--store", store_s, "--dim", "9", "--random", "5"]);
     assert_fails_saying(
@@ -513,13 +509,8 @@ fn messages_name_the_side_and_the_flags() {
 #[test]
 fn query_store_opens_and_verifies_the_store_once() {
     let tmp = TempDir::new("open-once");
-    let store = tmp.path("s");
+    let store = ingested(&tmp, 5);
     let store_s = store.to_str().unwrap();
-    assert!(
-        run(&["ingest", "--store", store_s, "--dim", "8", "--random", "5"])
-            .status
-            .success()
-    );
     let o = cli()
         .args(["query", "--store", store_s, "--random", "1", "--k", "2"])
         .env("RUST_LOG", "hybridvec=debug")
@@ -533,13 +524,8 @@ fn query_store_opens_and_verifies_the_store_once() {
 #[test]
 fn verify_against_another_seed_summarises() {
     let tmp = TempDir::new("verify-summary");
-    let store = tmp.path("s");
+    let store = ingested(&tmp, 300);
     let store_s = store.to_str().unwrap();
-    assert!(
-        run(&["ingest", "--store", store_s, "--dim", "8", "--random", "300"])
-            .status
-            .success()
-    );
     let o = run(&["verify", "--store", store_s, "--expect-seed", "8"]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);

@@ -433,7 +433,7 @@ fn demo() -> Result<(), Error> {
     // Before any thread starts, so every thread inherits the blocked signals.
     let removed = dir.clone();
     signals::on_interrupt(move || {
-        let _ = std::fs::remove_dir_all(&removed);
+        signals::remove_dir_retrying(&removed);
         Some(format!("removed {}", removed.display()))
     });
     remove_stale_demo_stores();

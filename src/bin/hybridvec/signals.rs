@@ -34,3 +34,16 @@ pub fn on_interrupt(cleanup: impl FnOnce() -> Option<String> + Send + 'static) {
         }
     });
 }
+
+/// Removes `dir` and everything in it, retrying while other threads of this process still
+/// add files to it (a writer growing its store when the signal came).
+pub fn remove_dir_retrying(dir: &std::path::Path) {
+    for _ in 0..500 {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            _ => return,
+        }
+    }
+}

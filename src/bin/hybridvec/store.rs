@@ -125,27 +125,35 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 }
 
 /// Removes what a failed `ingest` created: the whole directory when it made it, else only
-/// the store's own files.
+/// the store's own files. Passes repeat while files keep appearing: on a signal, the
+/// interrupted writer may still be growing the store.
 fn remove_created(dir: &Path, made_dir: bool) {
     if made_dir {
-        let _ = std::fs::remove_dir_all(dir);
+        crate::signals::remove_dir_retrying(dir);
         return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name == "store.hv"
-            || name == "LOCK"
-            || (name.ends_with(".chunk")
-                && ["vec-", "meta-", "blob-"]
-                    .iter()
-                    .any(|p| name.starts_with(p)))
-            || (name.starts_with('.') && name.ends_with(".tmp"));
-        if ours {
-            let _ = std::fs::remove_file(e.path());
+    for _ in 0..500 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name == "store.hv"
+                || name == "LOCK"
+                || (name.ends_with(".chunk")
+                    && ["vec-", "meta-", "blob-"]
+                        .iter()
+                        .any(|p| name.starts_with(p)))
+                || (name.starts_with('.') && name.ends_with(".tmp"));
+            if ours && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
         }
+        if removed == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
