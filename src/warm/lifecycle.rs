@@ -19,13 +19,14 @@
 //! [`Error::StoreReplaced`].
 
 use super::format::{self, Header, Layout, Superblock, META_BYTES, STATE_EMPTY};
+use super::live::LiveBits;
 use super::region::Region;
 use super::salvage::{self, DamagedRecord, Quarantine, Recovery};
 use super::watermark::Watermark;
 use super::RowId;
 use super::{
-    sync, vectors_capacity_rows, FlushState, IdIndex, LiveBits, StoreConfig, WarmStore,
-    CONTENT_SPACE, INDEX_SHARDS, VECTOR_SPACE,
+    sync, vectors_capacity_rows, FlushState, IdIndex, StoreConfig, WarmStore, CONTENT_SPACE,
+    INDEX_SHARDS, VECTOR_SPACE,
 };
 use crate::error::{Error, Result};
 use crate::matrix::next_identity;
