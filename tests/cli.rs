@@ -1,28 +1,13 @@
 //! Tests of the `hybridvec` binary: exit codes, output formats, and answers checked against
 //! an f64 reference.
 
+mod common;
+
+use common::{run, stderr, stdout, TempDir};
 use hybridvec::{data, input, DevicePolicy, Error, ExecutorConfig, HybridExecutor, Matrix};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn hybridvec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hybridvec"))
-        .args(args)
-        // The tests must see the real default path and the default log level.
-        .env_remove("HYBRIDVEC_FORCE_SCALAR")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run hybridvec")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::path::Path;
+use std::process::Output;
 
 /// Asserts success and no panic, with both streams in the message otherwise.
 fn assert_ok(o: &Output, what: &str) {
@@ -33,28 +18,6 @@ fn assert_ok(o: &Output, what: &str) {
         stdout(o),
         stderr(o)
     );
-}
-
-/// A scratch directory named after the test and this process, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("hybridvec-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn cuda_reason() -> String {
@@ -69,7 +32,7 @@ fn cuda_reason() -> String {
 
 #[test]
 fn info_reports_cuda_unavailable_with_reason() {
-    let o = hybridvec(&["info"]);
+    let o = run(&["info"]);
     assert_ok(&o, "info");
     let out = stdout(&o);
     let line = out
@@ -85,7 +48,7 @@ fn info_reports_cuda_unavailable_with_reason() {
 
 #[test]
 fn info_json_is_one_object() {
-    let o = hybridvec(&["info", "--json"]);
+    let o = run(&["info", "--json"]);
     assert_ok(&o, "info --json");
     let v: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
     assert_eq!(v["cuda"], "unavailable");
@@ -95,7 +58,7 @@ fn info_json_is_one_object() {
 
 #[test]
 fn bench_on_cuda_fails_with_code_2_and_reason() {
-    let o = hybridvec(&[
+    let o = run(&[
         "bench",
         "--backend",
         "cuda",
@@ -131,7 +94,7 @@ fn bench_json(k: usize) {
         "--repeat",
         "3",
     ];
-    let o = hybridvec(&args);
+    let o = run(&args);
     assert_ok(&o, &args.join(" "));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -197,7 +160,7 @@ fn cosine64(q: &[f32], c: &[f32]) -> f64 {
 
 #[test]
 fn query_json_matches_f64_reference() {
-    let dir = TempDir::new("query");
+    let dir = TempDir::new("cli-query");
     let (n, q, d, k) = (500, 4, 19, 3);
     let corpus = Matrix::new(data::random_matrix(n, d, 81), n, d).unwrap();
     let queries = Matrix::new(data::random_matrix(q, d, 82), q, d).unwrap();
@@ -206,7 +169,7 @@ fn query_json_matches_f64_reference() {
     input::write_npy(&corpus_path, &corpus).unwrap();
     input::write_fvecs(&queries_path, &queries).unwrap();
 
-    let o = hybridvec(&[
+    let o = run(&[
         "query",
         "--corpus",
         corpus_path.to_str().unwrap(),
@@ -258,11 +221,11 @@ fn query_json_matches_f64_reference() {
 
 #[test]
 fn query_random_and_text_output() {
-    let dir = TempDir::new("query-random");
+    let dir = TempDir::new("cli-query-random");
     let corpus = Matrix::new(data::random_matrix(50, 8, 83), 50, 8).unwrap();
     let path = dir.path("c.fvecs");
     input::write_fvecs(&path, &corpus).unwrap();
-    let o = hybridvec(&[
+    let o = run(&[
         "query",
         "--corpus",
         path.to_str().unwrap(),
@@ -294,13 +257,13 @@ fn assert_fails_naming(o: &Output, file: &Path) {
 
 #[test]
 fn truncated_npy_corpus_is_exit_2_naming_the_file() {
-    let dir = TempDir::new("truncated");
+    let dir = TempDir::new("cli-truncated");
     let corpus = Matrix::new(data::random_matrix(20, 6, 84), 20, 6).unwrap();
     let path = dir.path("corpus.npy");
     input::write_npy(&path, &corpus).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
-    let o = hybridvec(&[
+    let o = run(&[
         "query",
         "--corpus",
         path.to_str().unwrap(),
@@ -314,7 +277,7 @@ fn truncated_npy_corpus_is_exit_2_naming_the_file() {
 
 #[test]
 fn query_dimension_mismatch_is_exit_2() {
-    let dir = TempDir::new("mismatch");
+    let dir = TempDir::new("cli-mismatch");
     let corpus_path = dir.path("c.npy");
     let queries_path = dir.path("q.fvecs");
     input::write_npy(
@@ -327,7 +290,7 @@ fn query_dimension_mismatch_is_exit_2() {
         &Matrix::new(data::random_matrix(2, 7, 86), 2, 7).unwrap(),
     )
     .unwrap();
-    let o = hybridvec(&[
+    let o = run(&[
         "query",
         "--corpus",
         corpus_path.to_str().unwrap(),
@@ -352,7 +315,7 @@ fn query_dimension_mismatch_is_exit_2() {
 
 #[test]
 fn demo_runs_the_four_workloads() {
-    let o = hybridvec(&["demo"]);
+    let o = run(&["demo"]);
     assert_ok(&o, "demo");
     let out = stdout(&o);
     for w in ["single", "small-batch", "large-batch", "gpu-large"] {
@@ -369,7 +332,7 @@ fn store_commands_ingest_get_verify_and_query() {
     let dir = std::env::temp_dir().join(format!("hybridvec-cli-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = dir.to_str().unwrap();
-    let o = hybridvec(&[
+    let o = run(&[
         "ingest",
         "--store",
         store,
@@ -388,7 +351,7 @@ fn store_commands_ingest_get_verify_and_query() {
         vec!["flushed 100", "flushed 200", "flushed 300"]
     );
 
-    let o = hybridvec(&["get", "--store", store, "--id", "rec-7", "--json"]);
+    let o = run(&["get", "--store", store, "--id", "rec-7", "--json"]);
     assert_ok(&o, "get");
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     let (_, emb, content) = data::random_record(5, 7, 8);
@@ -400,24 +363,24 @@ fn store_commands_ingest_get_verify_and_query() {
         .collect();
     assert_eq!(got, emb);
     assert_eq!(v["content_len"], content.len());
-    let missing = hybridvec(&["get", "--store", store, "--id", "rec-300"]);
+    let missing = run(&["get", "--store", store, "--id", "rec-300"]);
     assert_eq!(missing.status.code(), Some(1), "a missing id exits 1");
 
-    let o = hybridvec(&["verify", "--store", store, "--expect-seed", "5", "--json"]);
+    let o = run(&["verify", "--store", store, "--expect-seed", "5", "--json"]);
     assert_ok(&o, "verify");
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(
         (v["ok"].as_bool(), v["records"].as_u64()),
         (Some(true), Some(300))
     );
-    let wrong = hybridvec(&["verify", "--store", store, "--expect-seed", "6", "--json"]);
+    let wrong = run(&["verify", "--store", store, "--expect-seed", "6", "--json"]);
     assert_eq!(
         wrong.status.code(),
         Some(1),
         "a seed mismatch fails verification"
     );
 
-    let o = hybridvec(&[
+    let o = run(&[
         "query", "--store", store, "--random", "2", "--k", "3", "--json",
     ]);
     assert_ok(&o, "query --store");
@@ -461,7 +424,7 @@ fn without_libcuda_auto_runs_on_the_cpu() {
         eprintln!("SKIP the no-libcuda run: libcuda is reachable here");
     }
     for (var, value) in runs {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hybridvec"));
+        let mut cmd = common::cli();
         cmd.args(args);
         match value {
             Some(v) => cmd.env(var, v),
@@ -495,12 +458,12 @@ fn bench_takes_a_gpu_precision() {
             "--precision",
             p,
         ];
-        let o = hybridvec(&args);
+        let o = run(&args);
         assert_ok(&o, &args.join(" "));
         let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
         assert_eq!(v["precision"].as_str(), Some(p), "{v}");
     }
-    let o = hybridvec(&["bench", "--precision", "fp8"]);
+    let o = run(&["bench", "--precision", "fp8"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("fp8"), "{}", stderr(&o));
 }
