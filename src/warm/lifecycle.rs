@@ -475,17 +475,20 @@ impl StoreConfig {
     }
 }
 
-/// `NotFound` naming the directory when it holds no store file.
+/// `Error::Io` of kind `NotFound`, naming the directory, when it holds no store file.
 fn check_present(dir: &Path, path: &Path) -> Result<()> {
     match path.symlink_metadata() {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::FileIo {
-            path: dir.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("holds no store ({} missing)", format::STORE_FILE),
+        // `Io` with NotFound, as ever, for callers that match on it; the text names the
+        // directory.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{} holds no store ({} missing)",
+                dir.display(),
+                format::STORE_FILE
             ),
-        }),
+        ))),
         Err(e) => Err(Error::at(path)(e)),
     }
 }
