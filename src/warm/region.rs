@@ -13,6 +13,7 @@ use super::sync;
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -146,8 +147,15 @@ impl Region {
     /// Creates chunk file `chunks()` whole (fallocate, temp name, fsync, rename, fsync of
     /// the directory) and maps it. Callers serialise growth.
     pub(crate) fn grow(&self) -> Result<()> {
+        self.make_chunk(None)
+    }
+
+    /// Creates chunk file `chunks()` whole and maps it: zeros, or with `salvaged` (the
+    /// damaged file of that chunk) as much of its bytes as fit, and the damaged file kept
+    /// as `<name>.damaged`.
+    fn make_chunk(&self, salvaged: Option<&File>) -> Result<()> {
         let i = self.chunks();
-        self.check_fits(i)?; // before any file is made
+        let (_, len) = self.check_fits(i)?; // before any file is made
         let path = self.chunk_path(i);
         let tmp = self.dir.join(format!(".{}-{i:06}.tmp", self.prefix));
         let f = OpenOptions::new()
@@ -157,9 +165,19 @@ impl Region {
             .truncate(true)
             .open(&tmp)
             .map_err(Error::at(&tmp))?;
-        if let Err(e) = allocate(&f, self.sizes.len(i), &tmp).and_then(|()| sync::file(&f, &tmp)) {
+        let filled = allocate(&f, len, &tmp)
+            .and_then(|()| match salvaged {
+                Some(old) => copy_prefix(old, &f, len, &path, &tmp),
+                None => Ok(()),
+            })
+            .and_then(|()| sync::file(&f, &tmp));
+        if let Err(e) = filled {
             let _ = std::fs::remove_file(&tmp); // give the space back; nothing refers to it
             return Err(e);
+        }
+        if salvaged.is_some() {
+            let kept = PathBuf::from(format!("{}.damaged", path.display()));
+            std::fs::rename(&path, &kept).map_err(Error::at(&path))?;
         }
         std::fs::rename(&tmp, &path).map_err(Error::at(&path))?;
         sync::dir(&self.dir)?;
@@ -169,12 +187,13 @@ impl Region {
     /// Maps existing chunk files `0..n`, checking each has exactly its chunk size (a short
     /// file would fault on access instead of failing here).
     ///
-    /// With `salvage`, a chunk file that is missing or of the wrong size does not fail:
-    /// its place reads as zeros, so the records it held fail their checksums and are left
-    /// out like any other damage. A writable region makes that stick: the bad file is kept
-    /// as `<name>.damaged` and a zero-filled chunk of the right size is made in its place
-    /// (created whole, as growth does). A read-only region maps anonymous zeros there and
-    /// writes nothing. Returns what was replaced, one line per chunk.
+    /// With `salvage`, a chunk file that is missing or of the wrong size does not fail: its
+    /// place holds what is left of the file and reads as zeros past that, so the records
+    /// whose bytes were lost fail their checksums and are left out like any other damage.
+    /// A writable region makes that stick: a chunk of the right size is made with the
+    /// file's surviving bytes (created whole, as growth does), and the bad file is kept as
+    /// `<name>.damaged`. A read-only region maps the file's pages and anonymous zeros after
+    /// them, and writes nothing. Returns what was replaced, one line per chunk.
     pub(crate) fn map_existing(&self, n: usize, salvage: bool) -> Result<Vec<String>> {
         let mut replaced = Vec::new();
         for i in 0..n {
@@ -207,26 +226,55 @@ impl Region {
                 }
                 (Some((_, reason)), _) => {
                     replaced.push(format!("{}: {reason}", path.display()));
-                    self.replace_with_zeros(i, &path)?;
+                    self.replace_damaged(i, &path)?;
                 }
             }
         }
         Ok(replaced)
     }
 
-    /// Puts zeros where chunk `i` (`path`, missing or damaged) belongs; see
-    /// [`map_existing`](Self::map_existing).
-    fn replace_with_zeros(&self, i: usize, path: &Path) -> Result<()> {
-        if !self.writable {
-            let (start, len) = self.check_fits(i)?;
-            // SAFETY: `base + start .. + len` lies inside our own PROT_NONE reservation
-            // (checked above) and is not yet mapped (chunks are mapped in order, once), so
-            // MAP_FIXED replaces only reserved pages that no reference points into. An
-            // anonymous private mapping reads as zeros and is never written (PROT_READ).
+    /// Puts what is left of chunk `i` (`path`, missing or of the wrong size) in its place,
+    /// zeros past the end of what is left; see [`map_existing`](Self::map_existing).
+    fn replace_damaged(&self, i: usize, path: &Path) -> Result<()> {
+        let old = File::open(path).ok();
+        if self.writable {
+            return self.make_chunk(old.as_ref());
+        }
+        let (start, len) = self.check_fits(i)?;
+        let old_len = match &old {
+            Some(f) => f.metadata().map_err(Error::at(path))?.len() as usize,
+            None => 0,
+        };
+        // The file's pages as far as it reaches (the page holding its end reads zeros past
+        // it), anonymous zeros after.
+        let from_file = old_len.next_multiple_of(page_size()).min(len);
+        if let (Some(f), true) = (&old, from_file > 0) {
+            // SAFETY: `base + start .. + from_file` lies inside our own PROT_NONE
+            // reservation (checked above) and is not yet mapped (chunks are mapped in order,
+            // once), so MAP_FIXED replaces only reserved pages that no reference points into.
+            // Every page mapped holds file bytes (the last one partly), so none faults.
             let p = unsafe {
                 libc::mmap(
                     self.base.add(start).cast(),
-                    len,
+                    from_file,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    f.as_raw_fd(),
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(Error::at(path)(std::io::Error::last_os_error()));
+            }
+        }
+        if from_file < len {
+            // SAFETY: as above for `base + start + from_file .. + (len - from_file)`, the
+            // rest of the chunk's place. An anonymous private mapping reads as zeros and is
+            // never written (PROT_READ).
+            let p = unsafe {
+                libc::mmap(
+                    self.base.add(start + from_file).cast(),
+                    len - from_file,
                     libc::PROT_READ,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                     -1,
@@ -236,16 +284,10 @@ impl Region {
             if p == libc::MAP_FAILED {
                 return Err(Error::at(path)(std::io::Error::last_os_error()));
             }
-            self.mapped_bytes.store(start + len, Ordering::Release);
-            self.mapped.store(i + 1, Ordering::Release);
-            return Ok(());
         }
-        if path.exists() {
-            let kept = PathBuf::from(format!("{}.damaged", path.display()));
-            std::fs::rename(path, &kept).map_err(Error::at(path))?;
-        }
-        // Growth makes chunk `chunks()` == `i` whole and maps it.
-        self.grow()
+        self.mapped_bytes.store(start + len, Ordering::Release);
+        self.mapped.store(i + 1, Ordering::Release);
+        Ok(())
     }
 
     /// [`Error::InvalidConfig`] unless chunk `i` fits in the reservation.
@@ -332,6 +374,24 @@ const HUGE_PAGE: usize = 2 << 20;
 
 pub(crate) fn page_size() -> usize {
     4096
+}
+
+/// Copies the first `len` bytes of `from` (fewer where it is shorter) into `to`.
+fn copy_prefix(from: &File, to: &File, len: usize, from_path: &Path, to_path: &Path) -> Result<()> {
+    let mut buf = vec![0u8; (1 << 20).min(len)];
+    let mut at = 0u64;
+    while (at as usize) < len {
+        let want = buf.len().min(len - at as usize);
+        let n = from
+            .read_at(&mut buf[..want], at)
+            .map_err(Error::at(from_path))?;
+        if n == 0 {
+            break;
+        }
+        to.write_all_at(&buf[..n], at).map_err(Error::at(to_path))?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Reserves the file's blocks now, so a full disk is an error here and not a SIGBUS on a

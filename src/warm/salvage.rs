@@ -16,9 +16,10 @@
 //! store, and repair can run again) or the new one. Nothing else on disk changes: the
 //! damaged bytes stay where they were, past any use. A read-only salvage writes nothing.
 //!
-//! A chunk file that is missing or of the wrong size reads as zeros, so the records whose
-//! bytes it held fail their checks and are left out with the rest; a writable salvage puts
-//! a zero-filled chunk in its place and keeps the bad file as `<name>.damaged`. Damage it
+//! A chunk file that is missing or of the wrong size keeps what is left of it and reads as
+//! zeros past that, so only the records whose bytes were lost fail their checks and are
+//! left out; a writable salvage makes a chunk of the right size with the surviving bytes
+//! and keeps the bad file as `<name>.damaged`. Damage it
 //! cannot isolate — the header, or both superblock slots — still fails the open.
 //!
 //! ```text
