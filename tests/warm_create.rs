@@ -174,7 +174,7 @@ fn a_deleted_lock_file_does_not_let_a_second_writer_in() {
     writer.put("b", &data::random_vec(4, 1, 1), b"b").unwrap();
     writer.flush().unwrap();
     drop(writer);
-    let s = WarmStore::open(dir).unwrap();
+    let s = common::open_writer(dir, hybridvec::Recovery::Strict).unwrap();
     assert_eq!(s.len(), 2);
     assert_eq!(s.get("b").unwrap().unwrap().content, b"b");
 }
@@ -200,7 +200,7 @@ fn a_store_file_replaced_behind_the_writer_poisons_it() {
     ));
     // Removed outright: the same.
     drop(writer);
-    let writer = WarmStore::open(&dir).unwrap();
+    let writer = common::open_writer(&dir, hybridvec::Recovery::Strict).unwrap();
     writer.put("d", &data::random_vec(4, 1, 3), b"d").unwrap();
     std::fs::remove_file(dir.join("store.hv")).unwrap();
     assert!(matches!(writer.flush(), Err(Error::StoreReplaced { .. })));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cli, run, stdout, TempDir};
+use common::{cli, open_writer, run, stdout, TempDir};
 use hybridvec::{data, DamagedRecord, Error, Recovery, StoreConfig, WarmStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -155,13 +155,13 @@ fn a_flip_in_any_kind_of_chunk_costs_only_the_records_it_touches() {
             "{ctx}: read-only salvage wrote"
         );
         // Repair (a writable salvage): the verdict sticks, and the store works on.
-        let s = WarmStore::open_with(&dir, Recovery::Salvage).unwrap();
+        let s = open_writer(&dir, Recovery::Salvage).unwrap();
         assert_eq!(rows_of(s.quarantined()), touched, "{ctx}");
         s.put("after-repair", &data::random_vec(DIM, 1, 1), b"x")
             .unwrap();
         s.flush().unwrap();
         drop(s);
-        let s = WarmStore::open(&dir).unwrap();
+        let s = open_writer(&dir, Recovery::Strict).unwrap();
         assert!(s.quarantined().iter().all(|d| d.earlier), "{ctx}");
         assert_eq!(rows_of(s.quarantined()), touched, "{ctx}");
         assert!(s.get("after-repair").unwrap().is_some(), "{ctx}");
@@ -226,7 +226,7 @@ fn a_missing_or_truncated_chunk_costs_only_its_records() {
             assert_eq!(rows_of(s.quarantined()), lost, "{ctx}");
             assert_keeps_all_but(&s, &lost, &format!("{ctx}, read-only salvage"));
             drop(s);
-            let s = WarmStore::open_with(&dir, Recovery::Salvage).unwrap();
+            let s = open_writer(&dir, Recovery::Salvage).unwrap();
             assert_eq!(rows_of(s.quarantined()), lost, "{ctx}");
             drop(s);
             assert_eq!(
@@ -236,7 +236,7 @@ fn a_missing_or_truncated_chunk_costs_only_its_records() {
             );
             let kept = dir.join(format!("{name}.damaged"));
             assert_eq!(kept.exists(), damage != "delete", "{ctx}");
-            let s = WarmStore::open(&dir).unwrap();
+            let s = open_writer(&dir, Recovery::Strict).unwrap();
             assert_keeps_all_but(&s, &lost, &format!("{ctx}, repaired"));
         }
     }
@@ -276,7 +276,7 @@ fn the_lock_deletion_case_needs_no_repair() {
     let tmp = TempDir::new("salvage-lock");
     let dir = tmp.path("s");
     build(&dir);
-    let writer = WarmStore::open(&dir).unwrap();
+    let writer = open_writer(&dir, Recovery::Strict).unwrap();
     std::fs::remove_file(dir.join("LOCK")).unwrap();
     assert!(matches!(
         WarmStore::open(&dir),
@@ -287,7 +287,7 @@ fn the_lock_deletion_case_needs_no_repair() {
         .unwrap();
     writer.flush().unwrap();
     drop(writer);
-    let s = WarmStore::open_with(&dir, Recovery::Salvage).unwrap();
+    let s = open_writer(&dir, Recovery::Salvage).unwrap();
     assert!(s.quarantined().is_empty(), "{:?}", s.quarantined());
     assert_eq!(s.len(), N + 1);
 }
@@ -298,12 +298,15 @@ fn a_damaged_quarantine_file_is_named() {
     let dir = tmp.path("s");
     build(&dir);
     flip(&dir, "vec", 100 * DIM as u64 * 4, 1);
-    drop(WarmStore::open_with(&dir, Recovery::Salvage).unwrap());
+    drop(open_writer(&dir, Recovery::Salvage).unwrap());
     let q = dir.join("quarantine.hv");
     let mut bytes = std::fs::read(&q).unwrap();
     bytes[12] ^= 1;
     std::fs::write(&q, &bytes).unwrap();
-    for r in [WarmStore::open_read_only(&dir), WarmStore::open(&dir)] {
+    for r in [
+        WarmStore::open_read_only(&dir),
+        open_writer(&dir, Recovery::Strict),
+    ] {
         match r {
             Err(Error::CorruptStore { file, .. }) => assert_eq!(file, q),
             other => panic!("damaged quarantine file: {other:?}"),
@@ -357,7 +360,7 @@ fn kill_9_during_repair_then_open() {
                 );
                 let o = run(&["repair", "--store", dir.to_str().unwrap()]);
                 assert!(o.status.success(), "{ctx}: repair after a kill: {o:?}");
-                let s = WarmStore::open(&dir).unwrap();
+                let s = open_writer(&dir, Recovery::Strict).unwrap();
                 assert_keeps_all_but(&s, &lost, &format!("{ctx}, repaired again"));
             }
             Err(e) => panic!("{ctx}: {e}"),

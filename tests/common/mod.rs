@@ -55,3 +55,23 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Opens `dir` for writing, retrying for up to 2 s while it is `StoreLocked`. A child that
+/// another test of the same binary is spawning holds a copy of every descriptor between
+/// its fork and its exec, the lock of a store just closed here included, so a reopen can
+/// briefly find the lock taken by nobody that is still writing.
+pub fn open_writer(
+    dir: &Path,
+    recovery: hybridvec::Recovery,
+) -> Result<hybridvec::WarmStore, hybridvec::Error> {
+    let mut tries = 0;
+    loop {
+        match hybridvec::WarmStore::open_with(dir, recovery) {
+            Err(hybridvec::Error::StoreLocked { .. }) if tries < 400 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
+}
