@@ -13,6 +13,11 @@
 //! renamed it over `store.hv`: a late creator replaced the winner's file, and the winner
 //! went on acknowledging flushes into a file that no longer had a name.)
 //!
+//! The locks belong to the open file, so a child process holds them too from its fork
+//! until its exec closes the (close-on-exec) descriptors. A program that spawns processes
+//! while it opens and closes stores can therefore see a brief [`Error::StoreLocked`] on a
+//! reopen: retry it.
+//!
 //! **The file stays the file.** A writer records the identity (device, inode) of the
 //! `store.hv` it holds. Each flush checks that the directory still names that file before
 //! it acknowledges anything; a store whose file was replaced or removed is poisoned with
