@@ -3,18 +3,18 @@
 //! A store is a directory:
 //! * `store.hv` — a checksummed header (magic, format version, dimension, chunk sizes)
 //!   and two alternating superblock slots recording the committed row count and content
-//!   length ([`format`]);
+//!   length (`format`);
 //! * `vec-NNNNNN.chunk` — vectors, slot `i` = row `i` (a row may straddle two files);
 //! * `meta-NNNNNN.chunk` — 32 bytes of metadata per row: state word, CRC-32C, content
 //!   offset and lengths, inverse norm;
 //! * `blob-NNNNNN.chunk` — ids and contents, append-only;
 //! * `LOCK` — `flock`ed by the one writer.
 //!
-//! Chunk files are created whole and mapped once at fixed addresses ([`region`]), so the
+//! Chunk files are created whole and mapped once at fixed addresses (`region`), so the
 //! committed rows read in place as one row-major matrix. Their sizes are set in bytes: the
 //! first is small (64 KiB by default) and each later one doubles the region, up to a cap
 //! (1 GiB), so a store's disk use stays within twice its data plus a small constant
-//! ([`format`]). A record of a million dimensions is 4 MiB on disk, not a 65 GB file.
+//! (`format`). A record of a million dimensions is 4 MiB on disk, not a 65 GB file.
 //!
 //! **Writes.** [`WarmStore::put`] reserves a row and content bytes with one `fetch_add`
 //! each — the only shared step; there is no lock around copying data. It writes the

@@ -137,7 +137,7 @@ impl WarmStore {
         Ok(row)
     }
 
-    /// Moves the visible length over every contiguous published row (see [`watermark`]).
+    /// Moves the visible length over every contiguous published row (see `watermark`).
     pub(super) fn advance_visible(&self) -> u64 {
         if !self.writable {
             // No writers in a read-only handle; rows past the committed ones may hold torn
