@@ -47,6 +47,11 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+// Dependencies point down, in layers (`tests/layering.rs` checks it): `error`, `hit`,
+// `mem`, `simd` at the bottom; then `data` and `matrix`, `input`; then `backend` (the
+// trait every device implements); then the devices `cpu` and `cuda` and the store `warm`,
+// none of which knows the others; the `executor` on top.
+mod backend;
 pub mod cpu;
 pub mod cuda;
 pub mod data;
@@ -56,16 +61,17 @@ mod hit;
 pub mod input;
 mod matrix;
 mod mem;
+mod simd;
 pub mod warm;
 
+pub use backend::{Backend, BackendError, BackendKind, Rates};
 pub use cpu::{CpuConfig, SimdLevel};
 pub use cuda::{CudaConfig, CudaStatus, Precision};
 pub use error::{Error, Result};
 pub use executor::{
-    Backend, BackendCallStats, BackendError, BackendKind, BackendMetrics, BreakerState, Bucket,
-    Capabilities, Decision, DevicePolicy, DispatchPolicy, ExecutionReport, ExecutorConfig,
-    ExecutorStats, FallbackAction, FallbackStep, HybridExecutor, MetricsSnapshot, Op,
-    PerformanceTracker, Rates, Reason, Shape, TrackerConfig,
+    BackendCallStats, BackendMetrics, BreakerState, Bucket, Capabilities, Decision, DevicePolicy,
+    DispatchPolicy, ExecutionReport, ExecutorConfig, ExecutorStats, FallbackAction, FallbackStep,
+    HybridExecutor, MetricsSnapshot, Op, PerformanceTracker, Reason, Shape, TrackerConfig,
 };
 pub use hit::Hit;
 pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};

@@ -1,8 +1,8 @@
 //! Row-major `f32` matrices: borrowed views, owned matrices, and a corpus that caches its
 //! row norms.
 
-use crate::cpu::simd;
 use crate::error::{Error, Result};
+use crate::simd;
 use rayon::prelude::*;
 
 /// A validated, borrowed, row-major `rows × cols` matrix of `f32`.

@@ -12,8 +12,14 @@
 
 mod kernel;
 pub(crate) mod select;
-pub mod simd;
 
+/// The instruction-set levels of the streaming kernels. The kernels themselves live in a
+/// leaf module below this backend and the matrix types, which both use them.
+pub mod simd {
+    pub use crate::simd::SimdLevel;
+}
+
+use crate::backend::{Backend, BackendError, BackendKind, Rates};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, Matrix, MatrixRef, Scores};
@@ -99,12 +105,12 @@ impl CpuBackend {
 
     /// Advertised peak rates for the roofline estimate: FMA lanes × cores at a nominal
     /// 2.5 GHz, and a nominal 20 GB/s of memory bandwidth. Measurements replace them.
-    pub(crate) fn rates(&self) -> crate::executor::Rates {
+    pub(crate) fn rates(&self) -> Rates {
         let lanes_flops = match self.level {
             SimdLevel::Avx2Fma => 2.0 * 2.0 * 8.0, // 2 FMA pipes × 8 lanes × 2 FLOP
             _ => 2.0,
         };
-        crate::executor::Rates {
+        Rates {
             flops: lanes_flops * 2.5e9 * self.threads() as f64,
             bytes_per_sec: 20e9,
             overhead: std::time::Duration::from_micros(5),
@@ -176,7 +182,7 @@ impl CpuBackend {
         } else {
             let mut tmp = vec![0.0f32; q];
             for j in rows {
-                simd::dots(
+                crate::simd::dots(
                     self.level,
                     corpus.matrix().row(j),
                     queries.as_slice(),
@@ -278,7 +284,7 @@ impl Selection {
         let mut scores = std::mem::take(&mut self.scratch);
         scores.resize(rows.len() * q, 0.0);
         let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
-        simd::dots_rows(level, block, d, queries.as_slice(), &mut scores);
+        crate::simd::dots_rows(level, block, d, queries.as_slice(), &mut scores);
         let inv = &corpus.inv_norms()[rows.clone()];
         for (r, (&w, row_scores)) in inv.iter().zip(scores.chunks_exact(q)).enumerate() {
             for (qi, &s) in row_scores.iter().enumerate() {
@@ -367,3 +373,30 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
+    }
+    fn rates(&self) -> Rates {
+        CpuBackend::rates(self)
+    }
+    fn cosine(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+    ) -> std::result::Result<Scores, BackendError> {
+        Ok(CpuBackend::cosine(self, queries, corpus))
+    }
+    fn top_k(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
+        Ok(CpuBackend::top_k(self, queries, corpus, k))
+    }
+}

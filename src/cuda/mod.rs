@@ -1,4 +1,4 @@
-//! The CUDA backend's home: the run-time probe, and the backend itself.
+//! The CUDA backend's home: the run-time probe, its settings, and the backend itself.
 //!
 //! `cudarc` loads `libcuda` at run time, so the crate builds with no toolkit and starts
 //! with no driver. The probe goes step by step — is the driver library present, how many
@@ -7,14 +7,24 @@
 //! is missing, so nothing else touches the driver before the probe has succeeded, and
 //! the probe itself runs under `catch_unwind`.
 
-mod device;
+//!
+//! The rooms, from the call down: [`backend`](self) (the `Backend` implementation and
+//! each call's flow), `plan` (chunk sizes from free memory), `program` (every launch of a
+//! call, as data), `launch` (a program run on a stream), `resident` (the corpus kept on
+//! the device) and `error` (driver errors mapped to what the executor does next). The
+//! emulation tests (`emulated`) run the same programs on the CPU.
+
+mod backend;
 #[cfg(test)]
 mod emulated;
+mod error;
+mod launch;
 pub(crate) mod plan;
 pub(crate) mod program;
+mod resident;
 
-pub use device::take_device_time;
-pub(crate) use device::CudaBackend;
+pub use backend::take_device_time;
+pub(crate) use backend::CudaBackend;
 
 use std::sync::Arc;
 

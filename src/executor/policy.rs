@@ -1,7 +1,7 @@
 //! How `DevicePolicy::Auto` chooses a backend for one call, from one snapshot.
 
-use super::backend::{BackendKind, Rates};
 use super::tracker::{BreakerState, MetricsSnapshot, PerformanceTracker, Shape};
+use crate::backend::{BackendKind, Rates};
 use std::fmt;
 use std::time::Duration;
 

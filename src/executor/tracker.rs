@@ -14,7 +14,7 @@
 //! never waits: a recorder builds the next value under a writers-only lock and swaps it
 //! in, so dispatch never blocks behind a recorder, however many there are.
 
-use super::backend::BackendKind;
+use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;

@@ -36,7 +36,7 @@ impl WarmStore {
         }
         // One pass: a NaN or infinity makes the f64 sum non-finite (finite f32 squares
         // cannot overflow it), and only then is the culprit located.
-        let sum_squares = crate::cpu::simd::sum_squares_f64(embedding);
+        let sum_squares = crate::simd::sum_squares_f64(embedding);
         if !sum_squares.is_finite() {
             if let Some(col) = crate::matrix::first_non_finite(embedding) {
                 return Err(Error::NonFinite { row: 0, col });

@@ -1,0 +1,349 @@
+//! The CUDA backend: [`CudaBackend`] and its [`Backend`] implementation. A call uploads
+//! its queries (and a store's live mask), plans its chunk size from free device memory,
+//! builds a launch program and runs it on a stream of its own, against the corpus copy
+//! kept resident between calls. Every driver call goes through `cudarc`, loaded at run
+//! time; nothing here runs unless [`super::start`] found a usable device.
+
+use super::error::{launch_failed, oom_or_launch};
+use super::launch::{self, Kernels, Scratch};
+use super::plan::{self, MAX_K};
+use super::program::{self, Buf, Program, Shape};
+use super::resident::{Resident, ResidentSlot};
+use super::{CudaConfig, Precision};
+use crate::backend::{Backend, BackendError, BackendKind, Rates};
+use crate::hit::Hit;
+use crate::matrix::{CorpusView, MatrixRef, Scores};
+use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
+use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream};
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+thread_local! {
+    static LAST_DEVICE_TIME: Cell<Option<Duration>> = const { Cell::new(None) };
+}
+
+/// Device time (CUDA events around the upload check, kernels and copies) of the last
+/// `top_k` this thread ran on the CUDA backend, taken (the next call returns `None` until
+/// another one ran).
+pub fn take_device_time() -> Option<Duration> {
+    LAST_DEVICE_TIME.with(Cell::take)
+}
+
+/// The GPU side of the hybrid executor.
+pub(crate) struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    name: String,
+    total_memory: u64,
+    kernels: Kernels,
+    resident: ResidentSlot,
+    rates: Rates,
+    /// Share of free memory a call may plan to use.
+    margin: f64,
+    /// Pretend at most this much is free (tests of chunking under pressure).
+    budget: Option<u64>,
+    precision: Precision,
+    sms: usize,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("name", &self.name)
+            .field("total_memory", &self.total_memory)
+            .finish()
+    }
+}
+
+fn timing_event(stream: &CudaStream) -> Result<CudaEvent, BackendError> {
+    stream
+        .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+        .map_err(launch_failed)
+}
+
+/// A top-k program's results on the host.
+struct TopKResult {
+    scores: Vec<f32>,
+    indices: Vec<i64>,
+    /// The filtered path's candidate counts, and its list capacity.
+    counts: Option<(Vec<u32>, usize)>,
+}
+
+impl CudaBackend {
+    /// Opens device 0 and loads the kernels. Errors are reasons, for `CudaUnavailable`.
+    pub(crate) fn open(config: &CudaConfig) -> std::result::Result<Self, String> {
+        let ctx = CudaContext::new(0).map_err(|e| format!("cannot create a CUDA context: {e}"))?;
+        let name = ctx.name().map_err(|e| format!("device name: {e}"))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| format!("compute capability: {e}"))?;
+        if major < 8 {
+            return Err(format!(
+                "{name} has compute capability {major}.{minor}; the kernels need 8.0 or newer"
+            ));
+        }
+        let total_memory = ctx.total_mem().map_err(|e| format!("memory size: {e}"))? as u64;
+        let kernels = Kernels::load(&ctx)?;
+        let attr = |a| ctx.attribute(a).unwrap_or(0) as f64;
+        let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+        let clock_khz = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE);
+        let mem_khz = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE);
+        let bus_bits = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH);
+        let rates = Rates {
+            // 128 FP32 lanes per SM, 2 FLOP per FMA.
+            flops: (sms * 128.0 * 2.0 * clock_khz * 1e3).max(1e12),
+            // Double data rate.
+            bytes_per_sec: (2.0 * mem_khz * 1e3 * bus_bits / 8.0).max(1e11),
+            overhead: Duration::from_micros(30),
+        };
+        Ok(Self {
+            ctx,
+            name,
+            total_memory,
+            kernels,
+            resident: ResidentSlot::default(),
+            rates,
+            margin: config.memory_margin,
+            budget: config.memory_budget,
+            precision: config.precision,
+            sms: (sms as usize).max(1),
+        })
+    }
+
+    pub(crate) fn device_name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn total_memory(&self) -> u64 {
+        self.total_memory
+    }
+
+    fn free_memory(&self) -> Result<u64, BackendError> {
+        let (free, _) = self.ctx.mem_get_info().map_err(launch_failed)?;
+        Ok(self.budget.map_or(free as u64, |b| b.min(free as u64)))
+    }
+
+    /// Runs `p` against the call's `queries`, the resident corpus (and its FP16 copy,
+    /// made on first use, under [`Precision::Fp16`]) and the live `mask`.
+    fn run(
+        &self,
+        stream: &Arc<CudaStream>,
+        p: &Program,
+        queries: &CudaSlice<f32>,
+        corpus: &Resident,
+        mask: Option<&CudaSlice<u32>>,
+    ) -> Result<Vec<Scratch>, BackendError> {
+        let half = match self.precision {
+            Precision::Fp16 => Some(corpus.half(&self.kernels, stream)?),
+            Precision::Fp32 | Precision::Tf32 => None,
+        };
+        let bound = launch::Bound {
+            queries: Some(queries),
+            mask,
+            ..corpus.bound(half.as_deref())
+        };
+        launch::run(&self.kernels, stream, p, bound)
+    }
+
+    fn shape(&self, nq: usize, corpus: CorpusView<'_>, masked: bool) -> Shape {
+        Shape {
+            nq,
+            n: corpus.rows(),
+            dim: corpus.dim(),
+            masked,
+            precision: self.precision,
+            sms: self.sms,
+        }
+    }
+
+    /// Plans (the largest chunk of the `n` rows whose program fits), runs and reads back
+    /// one top-k program built by `build(rows_per_chunk)`.
+    fn top_k_program(
+        &self,
+        stream: &Arc<CudaStream>,
+        n: usize,
+        build: impl Fn(usize) -> Program,
+        (queries, res, mask): (&CudaSlice<f32>, &Resident, Option<&CudaSlice<u32>>),
+    ) -> Result<TopKResult, BackendError> {
+        let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
+            build(r).device_bytes()
+        })
+        .map_err(|requested| BackendError::OutOfMemory { requested })?;
+        let prog = build(plan.rows_per_chunk);
+        let temps = self.run(stream, &prog, queries, res, mask)?;
+        let read = |b: Buf| match b {
+            Buf::Temp(i) => Some(&temps[i]),
+            _ => None,
+        };
+        let (Some(Scratch::F32(scores)), Some(Scratch::I64(indices))) =
+            (read(prog.scores()), read(prog.indices()))
+        else {
+            unreachable!("top-k results are f32 scores and i64 indices in scratch");
+        };
+        let counts = match prog.counts().map(|(b, cap)| (read(b), cap)) {
+            Some((Some(Scratch::U32(c)), cap)) => {
+                Some((stream.clone_dtoh(c).map_err(launch_failed)?, cap))
+            }
+            Some(_) => unreachable!("counts are u32 scratch"),
+            None => None,
+        };
+        Ok(TopKResult {
+            scores: stream.clone_dtoh(scores).map_err(launch_failed)?,
+            indices: stream.clone_dtoh(indices).map_err(launch_failed)?,
+            counts,
+        })
+    }
+
+    fn top_k_device(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, BackendError> {
+        let nq = queries.rows();
+        if k > MAX_K {
+            return Err(BackendError::Unsupported {
+                reason: format!("k = {k} > {MAX_K}"),
+            });
+        }
+        if nq > 65535 {
+            // The selection's grid holds 65 535 queries: the executor halves the batch.
+            return Err(BackendError::OutOfMemory {
+                requested: (nq * queries.cols() * 4) as u64,
+            });
+        }
+        let stream = self.ctx.new_stream().map_err(launch_failed)?;
+        let start = timing_event(&stream)?;
+        let res = self
+            .resident
+            .get(&self.ctx, &self.kernels, corpus, &stream)?;
+        let mask_bits = corpus.live_mask();
+        let shape = self.shape(nq, corpus, mask_bits.is_some());
+        let q_dev = stream
+            .clone_htod(queries.as_slice())
+            .map_err(|e| oom_or_launch(e, (nq * queries.cols() * 4) as u64))?;
+        let mask = match mask_bits {
+            Some(bits) => Some(
+                stream
+                    .clone_htod(bits)
+                    .map_err(|e| oom_or_launch(e, (bits.len() * 4) as u64))?,
+            ),
+            None => None,
+        };
+        let mut result = self.top_k_program(
+            &stream,
+            shape.n,
+            |r| program::top_k(&shape, k, r),
+            (&q_dev, &res, mask.as_ref()),
+        )?;
+        if let Some((counts, cap)) = &result.counts {
+            if program::overflowed(counts, *cap) {
+                // The sample's floor let more rows through than the lists hold (data far
+                // from random order): redo the call the way that always fits.
+                tracing::debug!(k, "filtered top-k overflowed; scoring in chunks instead");
+                result = self.top_k_program(
+                    &stream,
+                    shape.n,
+                    |r| program::top_k_chunked(&shape, k, r),
+                    (&q_dev, &res, mask.as_ref()),
+                )?;
+            }
+        }
+        let (s, idx) = (result.scores, result.indices);
+        let end = timing_event(&stream)?;
+        stream.synchronize().map_err(launch_failed)?;
+        if let Ok(ms) = start.elapsed_ms(&end) {
+            LAST_DEVICE_TIME.with(|t| t.set(Some(Duration::from_secs_f64(ms as f64 / 1e3))));
+        }
+        Ok((0..nq)
+            .map(|q| {
+                (0..k)
+                    .filter(|&j| idx[q * k + j] >= 0)
+                    .map(|j| Hit {
+                        index: idx[q * k + j] as usize,
+                        score: s[q * k + j],
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn cosine_device(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+    ) -> Result<Scores, BackendError> {
+        let (nq, n) = (queries.rows(), corpus.rows());
+        let stream = self.ctx.new_stream().map_err(launch_failed)?;
+        let res = self
+            .resident
+            .get(&self.ctx, &self.kernels, corpus, &stream)?;
+        let mask_bits = corpus.live_mask();
+        let shape = self.shape(nq, corpus, mask_bits.is_some());
+        let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
+            program::cosine_chunk(&shape, 0, r).device_bytes()
+        })
+        .map_err(|requested| BackendError::OutOfMemory { requested })?;
+        let oom = |e| oom_or_launch(e, plan.bytes);
+        let q_dev = stream.clone_htod(queries.as_slice()).map_err(oom)?;
+        let mask = match mask_bits {
+            Some(bits) => Some(stream.clone_htod(bits).map_err(oom)?),
+            None => None,
+        };
+        let failed = |e: BackendError| crate::error::Error::BackendFailed {
+            backend: self.name.clone(),
+            reason: e.to_string(),
+        };
+        let parts = plan::process_in_chunks(n, plan.rows_per_chunk, nq, |range| {
+            let prog = program::cosine_chunk(&shape, range.start, range.len());
+            let temps = self
+                .run(&stream, &prog, &q_dev, &res, mask.as_ref())
+                .map_err(failed)?;
+            let Scratch::F32(scores) = &temps[0] else {
+                unreachable!("cosine scores are f32");
+            };
+            stream
+                .clone_dtoh(&scores.slice(..nq * range.len()))
+                .map_err(|e| failed(launch_failed(e)))
+        })
+        .map_err(BackendError::Fatal)?;
+        let mut out = vec![0f32; nq * n];
+        let mut row0 = 0;
+        for part in parts {
+            let rows = part.len() / nq.max(1);
+            for q in 0..nq {
+                out[q * n + row0..q * n + row0 + rows]
+                    .copy_from_slice(&part[q * rows..(q + 1) * rows]);
+            }
+            row0 += rows;
+        }
+        Scores::new(out, nq, n).map_err(BackendError::Fatal)
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> BackendKind {
+        BackendKind::Gpu
+    }
+    fn rates(&self) -> Rates {
+        self.rates
+    }
+    fn cosine(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+    ) -> Result<Scores, BackendError> {
+        self.cosine_device(queries, corpus)
+    }
+    fn top_k(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, BackendError> {
+        self.top_k_device(queries, corpus, k)
+    }
+}

@@ -1,0 +1,97 @@
+//! The kernels of `kernels/*.cu` that programs launch: their symbols and modules.
+
+/// A kernel of `kernels/*.cu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    InvNorms,
+    ScoreSmallQ,
+    ScoreTiled,
+    ScoreTiledTf32,
+    SelectTopK,
+    SortTopK,
+    TopKSmallQ,
+    TopKTiled,
+    TopKTiledTf32,
+    RowsToHalf,
+    ScoreSmallQF16,
+    ScoreTiledF16,
+    TopKSmallQF16,
+    TopKTiledF16,
+    FilterSmallQ,
+    FilterSmallQF16,
+    FilterTiled,
+    FilterTiledTf32,
+    FilterTiledF16,
+}
+
+impl Kernel {
+    pub(crate) const ALL: [Kernel; 19] = [
+        Kernel::InvNorms,
+        Kernel::ScoreSmallQ,
+        Kernel::ScoreTiled,
+        Kernel::ScoreTiledTf32,
+        Kernel::SelectTopK,
+        Kernel::SortTopK,
+        Kernel::TopKSmallQ,
+        Kernel::TopKTiled,
+        Kernel::TopKTiledTf32,
+        Kernel::RowsToHalf,
+        Kernel::ScoreSmallQF16,
+        Kernel::ScoreTiledF16,
+        Kernel::TopKSmallQF16,
+        Kernel::TopKTiledF16,
+        Kernel::FilterSmallQ,
+        Kernel::FilterSmallQF16,
+        Kernel::FilterTiled,
+        Kernel::FilterTiledTf32,
+        Kernel::FilterTiledF16,
+    ];
+
+    /// The `extern "C"` name.
+    pub(crate) fn symbol(self) -> &'static str {
+        match self {
+            Kernel::InvNorms => "hv_row_inv_norms",
+            Kernel::ScoreSmallQ => "hv_score_small_q",
+            Kernel::ScoreTiled => "hv_score_tiled",
+            Kernel::ScoreTiledTf32 => "hv_score_tiled_tf32",
+            Kernel::SelectTopK => "hv_select_topk",
+            Kernel::SortTopK => "hv_sort_topk",
+            Kernel::TopKSmallQ => "hv_topk_small_q",
+            Kernel::TopKTiled => "hv_topk_tiled",
+            Kernel::TopKTiledTf32 => "hv_topk_tiled_tf32",
+            Kernel::RowsToHalf => "hv_rows_to_half",
+            Kernel::ScoreSmallQF16 => "hv_score_small_q_f16",
+            Kernel::ScoreTiledF16 => "hv_score_tiled_f16",
+            Kernel::TopKSmallQF16 => "hv_topk_small_q_f16",
+            Kernel::TopKTiledF16 => "hv_topk_tiled_f16",
+            Kernel::FilterSmallQ => "hv_filter_small_q",
+            Kernel::FilterSmallQF16 => "hv_filter_small_q_f16",
+            Kernel::FilterTiled => "hv_filter_tiled",
+            Kernel::FilterTiledTf32 => "hv_filter_tiled_tf32",
+            Kernel::FilterTiledF16 => "hv_filter_tiled_f16",
+        }
+    }
+
+    /// The `kernels/<module>.cu` that defines it.
+    pub(crate) fn module(self) -> &'static str {
+        match self {
+            Kernel::InvNorms | Kernel::RowsToHalf => "norms",
+            Kernel::ScoreSmallQ
+            | Kernel::ScoreTiled
+            | Kernel::ScoreTiledTf32
+            | Kernel::ScoreSmallQF16
+            | Kernel::ScoreTiledF16 => "score",
+            Kernel::SelectTopK | Kernel::SortTopK => "topk",
+            Kernel::TopKSmallQ
+            | Kernel::TopKTiled
+            | Kernel::TopKTiledTf32
+            | Kernel::TopKSmallQF16
+            | Kernel::TopKTiledF16 => "fused",
+            Kernel::FilterSmallQ
+            | Kernel::FilterSmallQF16
+            | Kernel::FilterTiled
+            | Kernel::FilterTiledTf32
+            | Kernel::FilterTiledF16 => "filter",
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Launch programs: every kernel launch of one call, as data (kernel, grid, arguments,
+//! scratch buffers). The CUDA backend runs a program on the device; the emulation tests
+//! run the same program through the CPU emulator of `kernels/emu`, so the launch
+//! geometry, buffer offsets and merge passes are tested without a GPU.
+//!
+//! A program's arguments name buffers, never addresses. Each builder states, per launch,
+//! which extent of which buffer the kernel touches; the builders size the scratch buffers
+//! to those extents, and [`Program::device_bytes`] is exactly what a run holds.
+//!
+//! One file per operation: [`cosine`] (scores into memory), [`top_k`] (fused, filtered
+//! and chunked top-k), [`select`] (the radix-select and sort passes that merge
+//! candidates), [`norms`] (the resident corpus's norms and FP16 copy); [`kernel`] is the
+//! table of the kernels they launch.
+
+mod cosine;
+mod kernel;
+mod norms;
+mod select;
+#[cfg(test)]
+mod tests;
+mod top_k;
+
+pub(crate) use cosine::cosine_chunk;
+pub(crate) use kernel::Kernel;
+pub(crate) use norms::{inv_norms, rows_to_half};
+#[cfg(test)]
+pub(crate) use top_k::sampled_rows;
+pub(crate) use top_k::{overflowed, top_k, top_k_chunked};
+
+use super::plan::MAX_K;
+use super::Precision;
+
+/// Queries the memory-bound kernels take per launch (`HV_SMALL_Q`).
+pub(crate) const SMALL_Q: usize = 8;
+/// Dynamic shared memory the memory-bound kernels may use for queries.
+pub(crate) const SMALL_Q_SMEM: usize = 48 * 1024;
+/// The largest `k` the fused kernels keep (`HV_LIST_MAX_K`); larger `k` is filtered by a
+/// sampled floor, or scored in chunks of rows into device memory over small corpora.
+pub(crate) const FUSED_MAX_K: usize = 32;
+/// Tile edge of the tiled kernels (`HV_TM` = `HV_TN`).
+pub(super) const TILE: usize = 64;
+/// Grid y limit.
+pub(super) const MAX_GRID_Y: usize = 65535;
+
+/// A buffer a program reads or writes: the call's inputs, or its own scratch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Buf {
+    /// `nq × dim` f32, unit-norm rows.
+    Queries,
+    /// The resident corpus, `n × dim` f32.
+    Corpus,
+    /// Its inverse row norms, `n` f32.
+    InvNorms,
+    /// The FP16 copy of the resident corpus, rows scaled to unit norm, `n × dim` u16
+    /// (made for [`Precision::Fp16`]).
+    CorpusF16,
+    /// The live-row mask, `ceil(n / 32)` u32 (present only when the program is masked).
+    Mask,
+    /// Scratch buffer `i` of [`Program::temps`]. Uninitialised: every element a launch
+    /// (or the result) reads, an earlier launch wrote.
+    Temp(usize),
+}
+
+/// Element type of a scratch buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Elem {
+    F32,
+    I64,
+    U32,
+}
+
+impl Elem {
+    pub(crate) fn size(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::I64 => 8,
+            Elem::U32 => 4,
+        }
+    }
+}
+
+/// One kernel argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arg {
+    /// The address of element `offset` of a buffer.
+    Ptr(Buf, usize),
+    /// A null pointer.
+    Null,
+    I32(i32),
+    I64(i64),
+}
+
+/// One kernel launch; `block` threads in one dimension.
+///
+/// # Invariants
+/// Only the builders of this module make one (the fields are private), and each keeps:
+/// - `args` are the kernel's parameters in order and kind (a pointer for `Ptr` and
+///   `Null`, `int` for `I32`, `long long` for `I64`);
+/// - from each `Ptr(buf, offset)` the kernel reads or writes only an extent that lies
+///   inside `buf` as its [`Program`] sizes it (scratch buffers by [`Program::temps`],
+///   other buffers by [`Program::extents`]), as the builder states per launch;
+/// - `smem` is at most [`SMALL_Q_SMEM`], and the grid within the device limits.
+///
+/// The emulation tests check the first two for every kernel and program shape (parameter
+/// sizes, and guard zones around every buffer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Launch {
+    kernel: Kernel,
+    grid: [u32; 3],
+    block: u32,
+    smem: u32,
+    args: Vec<Arg>,
+}
+
+impl Launch {
+    /// The kernel launched.
+    pub(crate) fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Blocks in x, y, z.
+    pub(crate) fn grid(&self) -> [u32; 3] {
+        self.grid
+    }
+
+    /// Threads per block (one dimension).
+    pub(crate) fn block(&self) -> u32 {
+        self.block
+    }
+
+    /// Dynamic shared memory, bytes.
+    pub(crate) fn smem(&self) -> u32 {
+        self.smem
+    }
+
+    /// The kernel's arguments, in order.
+    pub(crate) fn args(&self) -> &[Arg] {
+        &self.args
+    }
+}
+
+/// A scratch buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Temp {
+    elem: Elem,
+    len: usize,
+    zeroed: bool,
+}
+
+impl Temp {
+    /// Element type.
+    pub(crate) fn elem(&self) -> Elem {
+        self.elem
+    }
+
+    /// Elements (at least 1).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Zero before the first launch (counters); otherwise uninitialised.
+    pub(crate) fn zeroed(&self) -> bool {
+        self.zeroed
+    }
+}
+
+/// Elements of each buffer other than scratch (the call's inputs and the resident
+/// corpus's copies) that a program's launches reach: a run must bind buffers at least
+/// this long (the device backend checks before the first launch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Extents {
+    /// f32 elements of [`Buf::Queries`].
+    pub(crate) queries: usize,
+    /// f32 elements of [`Buf::Corpus`].
+    pub(crate) corpus: usize,
+    /// f32 elements of [`Buf::InvNorms`].
+    pub(crate) inv_norms: usize,
+    /// u16 elements of [`Buf::CorpusF16`].
+    pub(crate) corpus_f16: usize,
+    /// u32 elements of [`Buf::Mask`].
+    pub(crate) mask: usize,
+}
+
+impl Extents {
+    /// What a scoring program over the whole of `s` reads: FP16 reads the FP16 copy
+    /// instead of the corpus and its norms.
+    fn of(s: &Shape) -> Self {
+        let fp16 = s.precision == Precision::Fp16;
+        let rows = |fp16_reads: bool| if fp16_reads == fp16 { s.n } else { 0 };
+        Self {
+            queries: s.nq * s.dim,
+            corpus: rows(false) * s.dim,
+            inv_norms: rows(false),
+            corpus_f16: rows(true) * s.dim,
+            mask: if s.masked { s.n.div_ceil(32) } else { 0 },
+        }
+    }
+}
+
+/// The launches of one call, in stream order, and where its result lies.
+///
+/// # Invariants
+/// Only the builders of this module make one (the fields are private), so holding a
+/// `Program` proves that a builder made it, and with it every [`Launch`] invariant:
+/// each pointer argument names a scratch buffer of [`temps`](Self::temps), or another
+/// buffer no longer than [`extents`](Self::extents) says, with the kernel's whole extent
+/// inside it,
+/// and every scratch element a launch reads is written by an earlier launch (or the
+/// buffer is [zeroed](Temp::zeroed)). This is what makes a device run memory-safe once
+/// the bound buffers are at least [`extents`](Self::extents) long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Program {
+    temps: Vec<Temp>,
+    launches: Vec<Launch>,
+    scores: Buf,
+    indices: Buf,
+    extents: Extents,
+    counts: Option<(Buf, usize)>,
+}
+
+impl Program {
+    /// Scratch buffers, allocated before the first launch.
+    pub(crate) fn temps(&self) -> &[Temp] {
+        &self.temps
+    }
+
+    /// Launches, in stream order.
+    pub(crate) fn launches(&self) -> &[Launch] {
+        &self.launches
+    }
+
+    /// Top-k: `nq × k` scores (f32), best first. Cosine: `nq × rows` scores.
+    pub(crate) fn scores(&self) -> Buf {
+        self.scores
+    }
+
+    /// Top-k: `nq × k` indices (i64, −1 for none), in the order of the scores. Cosine:
+    /// unused.
+    pub(crate) fn indices(&self) -> Buf {
+        self.indices
+    }
+
+    /// The least length of each buffer other than scratch that a run must bind.
+    pub(crate) fn extents(&self) -> Extents {
+        self.extents
+    }
+
+    /// The filtered path's per-query candidate counts (u32, `nq`) and list capacity: if
+    /// any count exceeds the capacity, candidates were dropped and the result is not
+    /// exact; run [`top_k_chunked`] instead (see [`overflowed`]).
+    pub(crate) fn counts(&self) -> Option<(Buf, usize)> {
+        self.counts
+    }
+
+    /// Device bytes a run holds at its peak: its inputs and every scratch buffer (all are
+    /// allocated before the first launch). The resident corpus is not counted.
+    pub(crate) fn device_bytes(&self) -> u64 {
+        (self.extents.queries * 4 + self.extents.mask * 4) as u64
+            + self
+                .temps
+                .iter()
+                .map(|t| (t.len * t.elem.size()) as u64)
+                .sum::<u64>()
+    }
+
+    fn temp(&mut self, elem: Elem, len: usize) -> Buf {
+        self.temps.push(Temp {
+            elem,
+            len: len.max(1),
+            zeroed: false,
+        });
+        Buf::Temp(self.temps.len() - 1)
+    }
+
+    fn zeroed_temp(&mut self, elem: Elem, len: usize) -> Buf {
+        let b = self.temp(elem, len);
+        self.temps.last_mut().expect("just pushed").zeroed = true;
+        b
+    }
+
+    /// An empty program over buffers of `extents`.
+    fn new(extents: Extents) -> Self {
+        Self {
+            temps: Vec::new(),
+            launches: Vec::new(),
+            scores: Buf::Temp(0),
+            indices: Buf::Temp(0),
+            extents,
+            counts: None,
+        }
+    }
+}
+
+/// What a top-k or cosine call looks like to the planner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub nq: usize,
+    pub n: usize,
+    pub dim: usize,
+    /// Rows deleted from a store view are cleared in a live mask.
+    pub masked: bool,
+    pub precision: Precision,
+    /// Streaming multiprocessors (sizes the fused grids).
+    pub sms: usize,
+}
+
+impl Shape {
+    pub(super) fn small(&self) -> bool {
+        self.nq <= SMALL_Q && self.nq * self.dim * 4 <= SMALL_Q_SMEM
+    }
+
+    /// The parameters every scoring kernel starts with: `qn` queries from query `q0`,
+    /// their dimension, the corpus, its norms and the live mask (or null).
+    /// FP16 reads the unit-norm FP16 copy, and passes no norms.
+    pub(super) fn scoring_args(&self, q0: usize, qn: usize) -> Vec<Arg> {
+        let (corpus, inv) = match self.precision {
+            Precision::Fp16 => (Arg::Ptr(Buf::CorpusF16, 0), Arg::Null),
+            Precision::Fp32 | Precision::Tf32 => {
+                (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::InvNorms, 0))
+            }
+        };
+        let mask = if self.masked {
+            Arg::Ptr(Buf::Mask, 0)
+        } else {
+            Arg::Null
+        };
+        vec![
+            Arg::Ptr(Buf::Queries, q0 * self.dim),
+            int(qn),
+            int(self.dim),
+            corpus,
+            inv,
+            mask,
+        ]
+    }
+
+    /// The memory-bound kernel: FP32 unless the corpus is read in FP16.
+    pub(super) fn small_kernel(&self, fp32: Kernel, fp16: Kernel) -> Kernel {
+        match self.precision {
+            Precision::Fp16 => fp16,
+            Precision::Fp32 | Precision::Tf32 => fp32,
+        }
+    }
+
+    /// The compute-bound kernel for this precision.
+    pub(super) fn tiled_kernel(&self, fp32: Kernel, tf32: Kernel, fp16: Kernel) -> Kernel {
+        match self.precision {
+            Precision::Fp32 => fp32,
+            Precision::Tf32 => tf32,
+            Precision::Fp16 => fp16,
+        }
+    }
+
+    /// Whether top-k with this `k` is fused (and so ignores the chunk size).
+    pub(crate) fn fused(&self, k: usize) -> bool {
+        k <= FUSED_MAX_K
+    }
+}
+
+pub(super) fn int(v: usize) -> Arg {
+    Arg::I32(i32::try_from(v).expect("a kernel count exceeds i32"))
+}
+
+pub(super) fn long(v: usize) -> Arg {
+    Arg::I64(v as i64)
+}
+
+pub(super) fn grid(x: usize, y: usize) -> [u32; 3] {
+    let x = u32::try_from(x).expect("grid x exceeds u32");
+    let y = u32::try_from(y).expect("grid y exceeds u32");
+    [x, y, 1]
+}

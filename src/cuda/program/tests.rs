@@ -1,0 +1,138 @@
+//! The program builders' own checks: grid limits, buffer names, memory held, paths.
+
+use super::top_k::Sample;
+use super::*;
+
+fn shape(nq: usize, n: usize, dim: usize) -> Shape {
+    Shape {
+        nq,
+        n,
+        dim,
+        masked: false,
+        precision: Precision::Fp32,
+        sms: 132,
+    }
+}
+
+#[test]
+fn every_launch_fits_the_grid_limits_and_names_existing_buffers() {
+    for (nq, n, dim, k) in [
+        (1, 1_000_000, 768, 10),
+        (1024, 1_000_000, 768, 10),
+        (1024, 1_000_000, 768, 1024),
+        (4096, 100_000, 64, 32),
+        (3, 17, 5, 1),
+        (65535, 4097, 8, 33),
+    ] {
+        let s = shape(nq, n, dim);
+        let p = top_k(&s, k, 1 << 16);
+        for l in &p.launches {
+            assert!(l.grid.iter().all(|&g| g >= 1) && l.grid[1] as usize <= MAX_GRID_Y);
+            assert!(l.smem as usize <= SMALL_Q_SMEM, "{l:?}");
+            for a in &l.args {
+                if let Arg::Ptr(Buf::Temp(i), off) = a {
+                    assert!(*i < p.temps.len() && *off < p.temps[*i].len, "{l:?}");
+                }
+            }
+        }
+        assert_eq!(p.launches.last().unwrap().kernel, Kernel::SortTopK);
+    }
+}
+
+#[test]
+fn fused_top_k_holds_candidates_not_scores() {
+    // 1024 × 1M scores would be 4 GB; the fused program holds candidates only.
+    let p = top_k(&shape(1024, 1_000_000, 768), 10, 1 << 20);
+    assert!(p.launches.iter().all(|l| l.kernel != Kernel::ScoreTiled));
+    assert!(p.device_bytes() < 200 << 20, "{}", p.device_bytes());
+    // Larger k over a large corpus: filtered, and its sample is fused too.
+    let p = top_k(&shape(1024, 1_000_000, 768), 100, 1 << 16);
+    assert!(p.counts.is_some());
+    assert!(p.launches.iter().all(|l| l.kernel != Kernel::ScoreTiled));
+    // Over a small corpus, larger k scores a chunk of rows into memory.
+    let p = top_k(&shape(1024, 20_000, 64), 1024, 1 << 13);
+    assert!(p.launches.iter().any(|l| l.kernel == Kernel::ScoreTiled));
+    assert!(p.temps.iter().any(|t| t.len == 1024 << 13));
+}
+
+#[test]
+fn the_sample_is_distinct_rows_spread_to_both_ends() {
+    for (n, k) in [
+        (20_000, 40),
+        (100_000, 1000),
+        (1_000_000, 1024),
+        (1_000_003, 33),
+    ] {
+        let rows = sampled_rows(n, k).expect("filtered");
+        assert_eq!(rows.len(), Sample::STRETCHES);
+        assert_eq!((rows[0].start, rows[rows.len() - 1].end), (0, n));
+        assert!(rows.windows(2).all(|w| w[0].end < w[1].start), "{rows:?}");
+        let sampled: usize = rows.iter().map(|r| r.len()).sum();
+        assert!(sampled >= (n / 8).max(4 * k) && 4 * sampled <= n);
+    }
+    // Too few rows per k to pay, or k small enough for the warp lists.
+    assert!(sampled_rows(20_000, 1024).is_none() && sampled_rows(1_000_000, 32).is_none());
+}
+
+#[test]
+fn large_k_over_a_large_corpus_is_filtered_and_holds_far_less() {
+    let s = shape(1024, 1_000_000, 768);
+    let filtered = top_k(&s, 1024, 1 << 20);
+    let chunked = top_k_chunked(&s, 1024, 1 << 20);
+    assert!(filtered.counts.is_some() && chunked.counts.is_none());
+    assert!(filtered
+        .launches
+        .iter()
+        .any(|l| l.kernel == Kernel::FilterTiled));
+    assert!(
+        filtered.device_bytes() * 3 < chunked.device_bytes(),
+        "{} vs {}",
+        filtered.device_bytes(),
+        chunked.device_bytes()
+    );
+    // Too small a corpus for a sample to pay: chunked from the start.
+    assert!(top_k(&shape(64, 20_000, 64), 1024, 1 << 20)
+        .counts
+        .is_none());
+    // No overflow at the capacity, an overflow past it.
+    assert!(!overflowed(&[0, 4096], 4096) && overflowed(&[4097, 0], 4096));
+}
+
+#[test]
+fn device_bytes_count_inputs_and_every_temp() {
+    let mut s = shape(100, 50_000, 32);
+    s.masked = true;
+    let p = top_k(&s, 100, 8192);
+    let temps: usize = p.temps.iter().map(|t| t.len * t.elem.size()).sum();
+    let inputs = 100 * 32 * 4 + 50_000usize.div_ceil(32) * 4;
+    assert_eq!(p.device_bytes(), (temps + inputs) as u64);
+}
+
+#[test]
+fn tf32_changes_only_the_tiled_kernels() {
+    let mut s = shape(256, 10_000, 64);
+    let fp32 = top_k(&s, 10, 4096);
+    s.precision = Precision::Tf32;
+    let tf32 = top_k(&s, 10, 4096);
+    let kernels = |p: &Program| p.launches.iter().map(|l| l.kernel).collect::<Vec<_>>();
+    assert_eq!(kernels(&fp32)[0], Kernel::TopKTiled);
+    assert_eq!(kernels(&tf32)[0], Kernel::TopKTiledTf32);
+    assert_eq!(kernels(&fp32)[1..], kernels(&tf32)[1..]);
+    // The memory-bound path has no TF32 variant (it is bandwidth-bound).
+    let small = top_k(&shape(1, 10_000, 64), 10, 4096);
+    assert_eq!(small.launches[0].kernel, Kernel::TopKSmallQ);
+    let mut s = shape(1, 10_000, 64);
+    s.precision = Precision::Tf32;
+    assert_eq!(top_k(&s, 10, 4096).launches[0].kernel, Kernel::TopKSmallQ);
+}
+
+#[test]
+fn fp16_reads_the_half_copy_without_norms_in_both_paths() {
+    for (nq, first) in [(1, Kernel::TopKSmallQF16), (256, Kernel::TopKTiledF16)] {
+        let mut s = shape(nq, 10_000, 64);
+        s.precision = Precision::Fp16;
+        let l = &top_k(&s, 10, 4096).launches[0];
+        assert_eq!(l.kernel, first);
+        assert_eq!(l.args[3..5], [Arg::Ptr(Buf::CorpusF16, 0), Arg::Null]);
+    }
+}

@@ -1,0 +1,179 @@
+//! The device-resident corpus: uploaded once through pinned staging buffers, extended in
+//! place when the same store has grown, its inverse norms computed on the device, and its
+//! FP16 copy made on the first [`Precision::Fp16`](super::Precision::Fp16) call.
+
+use super::error::{corpus_oom, launch_failed};
+use super::launch::{self, Bound, Kernels};
+use super::program;
+use crate::backend::BackendError;
+use crate::matrix::{CorpusView, Origin};
+use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DriverError};
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+/// Bytes of each pinned staging buffer the corpus upload cycles through.
+const STAGE_BYTES: usize = 32 << 20;
+
+/// A corpus copy on the device, with the inverse norms computed there.
+pub(super) struct Resident {
+    origin: Origin,
+    rows: usize,
+    dim: usize,
+    data: CudaSlice<f32>,
+    inv: CudaSlice<f32>,
+    /// The FP16 copy (unit-norm rows), made on the first [`Precision::Fp16`] call.
+    half: Mutex<Option<Arc<CudaSlice<u16>>>>,
+}
+
+/// The one corpus copy a backend keeps between calls.
+#[derive(Default)]
+pub(super) struct ResidentSlot(Mutex<Option<Arc<Resident>>>);
+
+impl ResidentSlot {
+    /// The device copy of `corpus`: reused when it is the same corpus, extended by the
+    /// appended rows when it is the same store grown, uploaded otherwise.
+    pub(super) fn get(
+        &self,
+        ctx: &Arc<CudaContext>,
+        kernels: &Kernels,
+        corpus: CorpusView<'_>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Arc<Resident>, BackendError> {
+        let mut slot = self.0.lock();
+        if let Some(r) = slot.as_ref() {
+            if r.origin == corpus.origin() && r.dim == corpus.dim() && r.rows >= corpus.rows() {
+                return Ok(Arc::clone(r));
+            }
+        }
+        let (n, dim) = (corpus.rows(), corpus.dim());
+        let keep = match (slot.as_ref(), corpus.origin()) {
+            (Some(r), Origin::Store(_)) if r.origin == corpus.origin() && r.dim == dim => r.rows,
+            _ => 0,
+        };
+        let bytes = (n * dim * 4 + n * 4) as u64;
+        // Drop the old copy first unless its rows are reused.
+        let old = if keep > 0 { slot.take() } else { None };
+        *slot = None;
+        // SAFETY: every element is written below (a device copy of the kept rows and an
+        // upload of the rest) before any kernel reads it.
+        let mut data = unsafe { stream.alloc::<f32>(n * dim) }.map_err(|e| corpus_oom(e, bytes))?;
+        let mut inv = stream
+            .alloc_zeros::<f32>(n)
+            .map_err(|e| corpus_oom(e, bytes))?;
+        if let Some(old) = &old {
+            stream
+                .memcpy_dtod(
+                    &old.data.slice(..keep * dim),
+                    &mut data.slice_mut(..keep * dim),
+                )
+                .map_err(launch_failed)?;
+            stream
+                .memcpy_dtod(&old.inv.slice(..keep), &mut inv.slice_mut(..keep))
+                .map_err(launch_failed)?;
+        }
+        drop(old);
+        upload(
+            ctx,
+            &corpus.matrix().as_slice()[keep * dim..],
+            &mut data,
+            keep * dim,
+            stream,
+        )
+        .map_err(|e| corpus_oom(e, bytes))?;
+        let r = Resident {
+            origin: corpus.origin(),
+            rows: n,
+            dim,
+            data,
+            inv,
+            half: Mutex::new(None),
+        };
+        if n > keep {
+            let norms = program::inv_norms(keep, n - keep, dim);
+            launch::run(kernels, stream, &norms, r.bound(None))?;
+        }
+        // Other calls use the copy from their own streams: finish writing it first.
+        stream.synchronize().map_err(launch_failed)?;
+        let r = Arc::new(r);
+        *slot = Some(Arc::clone(&r));
+        Ok(r)
+    }
+}
+
+impl Resident {
+    /// This copy's buffers for a program to run against, with its FP16 copy when the
+    /// program reads it (a call adds its queries and live mask).
+    pub(super) fn bound<'a>(&'a self, corpus_f16: Option<&'a CudaSlice<u16>>) -> Bound<'a> {
+        Bound {
+            queries: None,
+            corpus: &self.data,
+            inv_norms: &self.inv,
+            corpus_f16,
+            mask: None,
+        }
+    }
+
+    /// The FP16 copy of this corpus, made (and kept with it) on first use.
+    pub(super) fn half(
+        &self,
+        kernels: &Kernels,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Arc<CudaSlice<u16>>, BackendError> {
+        let res = self;
+        let mut slot = res.half.lock();
+        if let Some(h) = slot.as_ref() {
+            return Ok(Arc::clone(h));
+        }
+        let len = res.rows * res.dim;
+        let half = stream
+            .alloc_zeros::<u16>(len)
+            .map_err(|e| corpus_oom(e, (len * 2) as u64))?;
+        let copy = program::rows_to_half(res.rows, res.dim);
+        launch::run(kernels, stream, &copy, res.bound(Some(&half)))?;
+        // Other calls read it from their own streams.
+        stream.synchronize().map_err(launch_failed)?;
+        let half = Arc::new(half);
+        *slot = Some(Arc::clone(&half));
+        Ok(half)
+    }
+}
+
+/// Copies `host` to `data[at..]` through two pinned staging buffers, so that filling one
+/// overlaps the copy out of the other.
+fn upload(
+    ctx: &Arc<CudaContext>,
+    host: &[f32],
+    data: &mut CudaSlice<f32>,
+    at: usize,
+    stream: &Arc<CudaStream>,
+) -> Result<(), DriverError> {
+    if host.is_empty() {
+        return Ok(());
+    }
+    let stage_len = (STAGE_BYTES / 4).min(host.len());
+    // SAFETY: a staging buffer is fully written before each copy out of it, and only
+    // the written prefix is copied.
+    let mut stages = unsafe {
+        [
+            ctx.alloc_pinned::<f32>(stage_len)?,
+            ctx.alloc_pinned::<f32>(stage_len)?,
+        ]
+    };
+    let mut in_flight: [Option<CudaEvent>; 2] = [None, None];
+    for (i, part) in host.chunks(stage_len).enumerate() {
+        let s = i % 2;
+        // The copy out of this stage two rounds ago must be done before it is refilled.
+        if let Some(done) = in_flight[s].take() {
+            done.synchronize()?;
+        }
+        let buf = &mut stages[s].as_mut_slice()?[..part.len()];
+        buf.copy_from_slice(part);
+        let from = at + i * stage_len;
+        stream.memcpy_htod(&*buf, &mut data.slice_mut(from..from + part.len()))?;
+        in_flight[s] = Some(stream.record_event(None)?);
+    }
+    for done in in_flight.into_iter().flatten() {
+        done.synchronize()?;
+    }
+    Ok(())
+}
