@@ -3,6 +3,9 @@
 //! forced scalar executor, over random shapes on both the streaming path (Q < 16) and the
 //! GEMM path (Q >= 16, the default `gemm_min_queries`).
 
+mod common;
+
+use common::reference::{cosine64, reference_scores, reference_top_k};
 use hybridvec::{
     data, Corpus, CpuConfig, DevicePolicy, Error, ExecutorConfig, Hit, HybridExecutor, MatrixRef,
 };
@@ -36,37 +39,6 @@ static SCALAR: LazyLock<HybridExecutor> = LazyLock::new(|| {
 
 fn executors() -> [(&'static str, &'static HybridExecutor); 2] {
     [("default", &*DEFAULT), ("scalar", &*SCALAR)]
-}
-
-// ---------------------------------------------------------------------------------------
-// The f64 reference.
-// ---------------------------------------------------------------------------------------
-
-fn norm64(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
-}
-
-/// `q·c / (‖q‖‖c‖)` in f64; 0 when either norm is 0.
-fn cosine64(q: &[f32], c: &[f32]) -> f64 {
-    let (nq, nc) = (norm64(q), norm64(c));
-    if nq == 0.0 || nc == 0.0 {
-        return 0.0;
-    }
-    let dot: f64 = q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum();
-    dot / (nq * nc)
-}
-
-/// The `Q × N` reference scores, one `Vec` per query.
-fn reference_scores(queries: &[f32], corpus: &[f32], d: usize) -> Vec<Vec<f64>> {
-    hybridvec::data::cosine_reference(queries, corpus, d)
-}
-
-/// Indices of `scores` best first (descending score, ties by lower index), `k` of them.
-fn reference_top_k(scores: &[f64], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::reference::{cosine64, reference_top_k};
 use common::{run, stderr, stdout, TempDir};
 use hybridvec::{data, input, DevicePolicy, Error, ExecutorConfig, HybridExecutor, Matrix};
 use serde_json::Value;
@@ -142,22 +143,6 @@ fn bench_json_k0_times_cosine() {
     bench_json(0);
 }
 
-fn norm64(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
-}
-
-fn cosine64(q: &[f32], c: &[f32]) -> f64 {
-    let (nq, nc) = (norm64(q), norm64(c));
-    if nq == 0.0 || nc == 0.0 {
-        return 0.0;
-    }
-    q.iter()
-        .zip(c)
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum::<f64>()
-        / (nq * nc)
-}
-
 #[test]
 fn query_json_matches_f64_reference() {
     let dir = TempDir::new("cli-query");
@@ -195,8 +180,7 @@ fn query_json_matches_f64_reference() {
 
         let qv = queries.row(i);
         let scores: Vec<f64> = (0..n).map(|j| cosine64(qv, corpus.row(j))).collect();
-        let mut want: Vec<usize> = (0..n).collect();
-        want.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let want = reference_top_k(&scores, n);
         for (rank, h) in hits.iter().enumerate() {
             let mut hk: Vec<&str> = h
                 .as_object()

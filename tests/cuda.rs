@@ -2,6 +2,9 @@
 //! line and passes where no device probes usable (this project's CI machines); on a GPU
 //! they must run, and the device script checks the log for the skip line.
 
+mod common;
+
+use common::reference::{reference_scores, reference_top_k};
 use hybridvec::{
     data, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, HybridExecutor, MatrixRef,
     Precision, StoreConfig, WarmStore,
@@ -46,7 +49,7 @@ fn check_top_k_within(
         .top_k_with_report(MatrixRef::new(&qv, q, d).unwrap(), &corpus, k)
         .unwrap();
     assert_eq!(report.backend, hybridvec::BackendKind::Gpu, "{report:?}");
-    let want = data::cosine_reference(&qv, &cv, d);
+    let want = reference_scores(&qv, &cv, d);
     let tol = precision.score_tolerance() as f64;
     for (qi, (h, w)) in hits.iter().zip(&want).enumerate() {
         assert_eq!(h.len(), k.min(n));
@@ -68,8 +71,7 @@ fn check_top_k_within(
             assert!(missed.is_none(), "query {qi}: row {missed:?} left out");
             continue;
         }
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| w[b].total_cmp(&w[a]).then(a.cmp(&b)));
+        let order = reference_top_k(w, n);
         let kth = w[order[k.min(n) - 1]];
         for (j, hit) in h.iter().enumerate() {
             let exact = w[hit.index];
@@ -188,7 +190,7 @@ fn cosine_matches_the_f64_reference() {
     let s = ex
         .cosine_similarity(MatrixRef::new(&qv, q, d).unwrap(), &corpus)
         .unwrap();
-    let want = data::cosine_reference(&qv, &cv, d);
+    let want = reference_scores(&qv, &cv, d);
     for (i, row) in want.iter().enumerate() {
         for (j, &w) in row.iter().enumerate() {
             let got = s.get(i, j) as f64;

@@ -14,9 +14,12 @@
 //! instead (this test binary, re-run as [`write_corpus_when_asked`]), and the test checks
 //! that its own peak stayed small before measuring.
 
+mod common;
+
+use common::TempDir;
 use hybridvec::{data, input, Matrix};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Rows and dimension of the corpus: 87 382 × 768 f32 is 256 MiB of data.
@@ -30,31 +33,6 @@ const HEADROOM: u64 = 64 << 20;
 /// Set (to a path) only in the writer process: [`write_corpus_when_asked`] writes the
 /// corpus there.
 const WRITE_TO: &str = "HYBRIDVEC_TEST_WRITE_CORPUS_TO";
-
-/// A scratch directory named after the test and this process, removed on drop (also when
-/// the test fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        // Under the target directory rather than /tmp, which may be a small tmpfs.
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("hybridvec-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `cmd` to completion and returns its exit status and peak RSS in bytes, from
 /// `wait4` on exactly that child.
@@ -133,7 +111,7 @@ fn own_peak_rss() -> u64 {
 /// args replaced by the corpus path) and checks it succeeds within the file's size plus
 /// [`HEADROOM`] of peak RSS. Returns its standard output.
 fn assert_peak_is_the_file_plus_headroom(name: &str, args: &[&str]) -> String {
-    let dir = TempDir::new(name);
+    let dir = TempDir::in_target(name);
     let corpus_path = dir.path("corpus.npy");
     write_corpus_in_another_process(&corpus_path);
     let file_size = std::fs::metadata(&corpus_path).unwrap().len();

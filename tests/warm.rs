@@ -2,29 +2,15 @@
 //! survive reopen exactly as far as they were flushed, stay intact under many concurrent
 //! writers and readers, and search in place like an in-memory corpus.
 
+mod common;
+
+use common::TempDir;
 use hybridvec::{
     data, Corpus, Error, ExecutorConfig, HybridExecutor, MatrixRef, StoreConfig, WarmStore,
 };
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("hybridvec-warm-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn small(dim: usize) -> StoreConfig {
     StoreConfig {
@@ -44,8 +30,8 @@ fn record(writer: u64, seq: u64, dim: usize) -> (String, Vec<f32>, Vec<u8>) {
 
 #[test]
 fn put_get_supersede_delete_and_reopen() {
-    let dir = TempDir::new("basic");
-    let s = WarmStore::create(&dir.0, small(5)).unwrap();
+    let dir = TempDir::new("warm-basic");
+    let s = WarmStore::create(dir.dir(), small(5)).unwrap();
     let a = data::random_vec(5, 1, 0);
     let b = data::random_vec(5, 1, 1);
     assert_eq!(s.put("a", &a, b"first").unwrap(), 0);
@@ -71,7 +57,7 @@ fn put_get_supersede_delete_and_reopen() {
     assert_eq!(s.flush().unwrap(), 5);
     s.put("c", &a, b"not flushed").unwrap();
     drop(s);
-    let s = WarmStore::open(&dir.0).unwrap();
+    let s = WarmStore::open(dir.dir()).unwrap();
     assert_eq!(s.stats().durable_rows, 5);
     assert_eq!(s.get("a").unwrap().unwrap().content, b"second");
     assert_eq!(s.get("b").unwrap(), None);
@@ -84,8 +70,8 @@ fn put_get_supersede_delete_and_reopen() {
 
 #[test]
 fn bad_puts_are_typed_errors_and_change_nothing() {
-    let dir = TempDir::new("badput");
-    let s = WarmStore::create(&dir.0, small(3)).unwrap();
+    let dir = TempDir::new("warm-badput");
+    let s = WarmStore::create(dir.dir(), small(3)).unwrap();
     assert!(matches!(
         s.put("x", &[1.0, 2.0], b""),
         Err(Error::DimensionMismatch {
@@ -114,8 +100,8 @@ fn twenty_writers_lose_nothing_and_readers_never_see_torn_records() {
     let heavy = std::env::var("HYBRIDVEC_HEAVY_TESTS").is_ok();
     let per_writer: u64 = if heavy { 5000 } else { 1000 };
     let (writers, dim) = (20u64, 16usize);
-    let dir = TempDir::new("writers");
-    let s = Arc::new(WarmStore::create(&dir.0, small(dim)).unwrap());
+    let dir = TempDir::new("warm-writers");
+    let s = Arc::new(WarmStore::create(dir.dir(), small(dim)).unwrap());
     let barrier = Arc::new(Barrier::new(writers as usize + 2));
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2u64)
@@ -173,7 +159,7 @@ fn twenty_writers_lose_nothing_and_readers_never_see_torn_records() {
     assert!(checked > 0, "readers saw no record at all");
     s.flush().unwrap();
     drop(s);
-    let s = WarmStore::open(&dir.0).unwrap();
+    let s = WarmStore::open(dir.dir()).unwrap();
     assert_eq!(s.len(), total);
     for w in 0..writers {
         for q in 0..per_writer {
@@ -191,8 +177,8 @@ fn twenty_writers_lose_nothing_and_readers_never_see_torn_records() {
 #[test]
 fn top_k_store_matches_top_k_on_the_same_rows_in_memory() {
     let (n, dim) = (3000usize, 24usize);
-    let dir = TempDir::new("search");
-    let s = WarmStore::create(&dir.0, small(dim)).unwrap();
+    let dir = TempDir::new("warm-search");
+    let s = WarmStore::create(dir.dir(), small(dim)).unwrap();
     let rows = data::random_matrix(n, dim, 5);
     for i in 0..n {
         s.put(&format!("r{i}"), &rows[i * dim..(i + 1) * dim], b"")
@@ -235,8 +221,8 @@ fn top_k_store_matches_top_k_on_the_same_rows_in_memory() {
 
 #[test]
 fn empty_store_search_is_a_typed_error() {
-    let dir = TempDir::new("empty");
-    let s = WarmStore::create(&dir.0, small(4)).unwrap();
+    let dir = TempDir::new("warm-empty");
+    let s = WarmStore::create(dir.dir(), small(4)).unwrap();
     let exec = HybridExecutor::new(ExecutorConfig::default()).unwrap();
     let q = [1.0f32, 0.0, 0.0, 0.0];
     let r = exec.top_k_store(MatrixRef::new(&q, 1, 4).unwrap(), &s, 3);

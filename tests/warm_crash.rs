@@ -8,50 +8,19 @@
 //!
 //! `HYBRIDVEC_HEAVY_TESTS=1` runs more of both.
 
+mod common;
+
+use common::image::{crash_image, snapshot, write_image, PAGE};
+use common::TempDir;
 use hybridvec::{data, StoreConfig, WarmStore};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const PAGE: usize = 4096;
-
 fn heavy() -> bool {
     std::env::var("HYBRIDVEC_HEAVY_TESTS").is_ok()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("hybridvec-crash-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Every regular file of a store, by name (the lock file carries no data).
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_file())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .filter(|(name, _)| name != "LOCK")
-        .collect()
 }
 
 type Model = HashMap<String, Option<(Vec<f32>, Vec<u8>)>>;
@@ -65,17 +34,10 @@ fn check_image(dir: &Path, durable: &Model, what: &str) {
 /// Whether the store image at `dir` opens and holds exactly `model`, bit for bit.
 fn image_holds(dir: &Path, model: &Model) -> Result<(), String> {
     // A child spawned by the kill -9 test in this binary holds copies of every descriptor,
-    // the lock included, between its fork and its exec: retry that brief StoreLocked.
-    let mut tries = 0;
-    let s = loop {
-        match WarmStore::open(dir) {
-            Err(hybridvec::Error::StoreLocked { .. }) if tries < 200 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            r => break r.map_err(|e| format!("crash image does not open: {e}"))?,
-        }
-    };
+    // the lock included, between its fork and its exec: open_writer retries that brief
+    // StoreLocked.
+    let s = common::open_writer(dir, hybridvec::Recovery::Strict)
+        .map_err(|e| format!("crash image does not open: {e}"))?;
     let live = model.values().filter(|v| v.is_some()).count() as u64;
     if s.len() != live {
         return Err(format!("{} live records, expected {live}", s.len()));
@@ -111,15 +73,6 @@ fn small_config(dim: usize) -> StoreConfig {
     }
 }
 
-/// Writes `files` into a fresh `dir`.
-fn write_image(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-}
-
 /// A burst of puts, supersedes and deletes over ids `id-0..ids`, recorded in `model`.
 fn burst(s: &WarmStore, model: &mut Model, rng: &mut data::Rng, n: u64, ids: u64, dim: usize) {
     for _ in 0..n {
@@ -145,9 +98,9 @@ fn burst(s: &WarmStore, model: &mut Model, rng: &mut data::Rng, n: u64, ids: u64
 fn crash_mid_flush_opens_the_old_or_the_new_state() {
     let rounds = if heavy() { 600 } else { 100 };
     let (dim, cfg) = (8, small_config(8));
-    let dir = TempDir::new("midflush");
-    let img = TempDir::new("midflush-img");
-    let store_dir = dir.0.join("s");
+    let dir = TempDir::new("crash-midflush");
+    let img = TempDir::new("crash-midflush-img");
+    let store_dir = dir.path("s");
     let s = WarmStore::create(&store_dir, cfg).unwrap();
     let mut rng = data::Rng::new(4048, 0);
     let mut model: Model = HashMap::new();
@@ -155,11 +108,11 @@ fn crash_mid_flush_opens_the_old_or_the_new_state() {
     let (mut images, mut torn_new, mut torn_old) = (0, 0, 0);
     for round in 0..rounds {
         let old_model = model.clone();
-        let old = snapshot(&store_dir);
+        let old = snapshot(&store_dir).unwrap();
         let n = 1 + rng.below(150);
         burst(&s, &mut model, &mut rng, n, 500, dim);
         s.flush().unwrap();
-        let new = snapshot(&store_dir);
+        let new = snapshot(&store_dir).unwrap();
         let zeros = |n: usize| vec![0u8; n];
         for image in 0..6 {
             let what = format!("round {round} image {image}");
@@ -179,8 +132,8 @@ fn crash_mid_flush_opens_the_old_or_the_new_state() {
                     }
                     files.insert(name.clone(), bytes);
                 }
-                write_image(&img.0, &files);
-                check_image(&img.0, &old_model, &what);
+                write_image(img.dir(), &files).unwrap();
+                check_image(img.dir(), &old_model, &what);
             } else {
                 // (b) All data durable; the superblock write torn at byte granularity.
                 let mut files = new.clone();
@@ -197,9 +150,9 @@ fn crash_mid_flush_opens_the_old_or_the_new_state() {
                     }
                 }
                 files.insert("store.hv".into(), sb);
-                write_image(&img.0, &files);
-                let as_new = image_holds(&img.0, &model);
-                let as_old = image_holds(&img.0, &old_model);
+                write_image(img.dir(), &files).unwrap();
+                let as_new = image_holds(img.dir(), &model);
+                let as_old = image_holds(img.dir(), &old_model);
                 if kept == changed.len() {
                     as_new.unwrap_or_else(|e| panic!("{what}: complete superblock: {e}"));
                 } else if kept == 0 {
@@ -227,14 +180,14 @@ fn crash_mid_flush_opens_the_old_or_the_new_state() {
 fn simulated_power_loss_keeps_every_flushed_record() {
     let (target, images_per_round) = if heavy() { (20_000, 40) } else { (2_000, 40) };
     let (dim, cfg) = (8, small_config(8));
-    let dir = TempDir::new("power");
-    let img = TempDir::new("power-img");
-    let store_dir = dir.0.join("s");
+    let dir = TempDir::new("crash-power");
+    let img = TempDir::new("crash-power-img");
+    let store_dir = dir.path("s");
     let s = WarmStore::create(&store_dir, cfg).unwrap();
     let mut rng = data::Rng::new(2024, 0);
     let mut model: Model = HashMap::new();
     let mut durable: Model = HashMap::new();
-    let mut synced = snapshot(&store_dir);
+    let mut synced = snapshot(&store_dir).unwrap();
     let mut images = 0;
     let mut round = 0;
     while images < target {
@@ -245,34 +198,17 @@ fn simulated_power_loss_keeps_every_flushed_record() {
         if rng.below(3) == 0 {
             s.flush().unwrap();
             durable = model.clone();
-            synced = snapshot(&store_dir);
+            synced = snapshot(&store_dir).unwrap();
             continue;
         }
         // Crash now: the synced files plus a random subset of the pages written since.
-        let current = snapshot(&store_dir);
+        let current = snapshot(&store_dir).unwrap();
         for image in 0..images_per_round {
-            let _ = std::fs::remove_dir_all(&img.0);
-            std::fs::create_dir_all(&img.0).unwrap();
             let keep_percent = rng.below(101);
-            for (name, now) in &current {
-                let base = synced.get(name);
-                // A file created since the last flush was created whole and fsynced (zeros);
-                // only its later writes are at risk.
-                let mut bytes = base.cloned().unwrap_or_else(|| vec![0u8; now.len()]);
-                assert_eq!(
-                    bytes.len(),
-                    now.len(),
-                    "{name} changed size: chunk files never do"
-                );
-                for p in (0..now.len()).step_by(PAGE) {
-                    let end = (p + PAGE).min(now.len());
-                    if bytes[p..end] != now[p..end] && rng.below(100) < keep_percent {
-                        bytes[p..end].copy_from_slice(&now[p..end]);
-                    }
-                }
-                std::fs::write(img.0.join(name), &bytes).unwrap();
-            }
-            check_image(&img.0, &durable, &format!("round {round} image {image}"));
+            let files = crash_image(&synced, &current, keep_percent, &mut rng)
+                .unwrap_or_else(|e| panic!("round {round} image {image}: {e}"));
+            write_image(img.dir(), &files).unwrap();
+            check_image(img.dir(), &durable, &format!("round {round} image {image}"));
             images += 1;
         }
     }
@@ -290,8 +226,8 @@ fn kill_9_during_ingest_loses_nothing_acknowledged() {
     let mut rng = data::Rng::new(77, 0);
     let mut acknowledged_total = 0u64;
     for round in 0..kills {
-        let dir = TempDir::new(&format!("kill-{round}"));
-        let store = dir.0.join("s");
+        let dir = TempDir::new(&format!("crash-kill-{round}"));
+        let store = dir.path("s");
         let seed = 1000 + round;
         let mut child = Command::new(exe)
             .args([

@@ -13,21 +13,22 @@
 //!
 //! `HYBRIDVEC_HEAVY_TESTS=1` runs 512 cases instead of 64.
 
+mod common;
+
+use common::image::{crash_image, snapshot, write_image, Files};
+use common::TempDir;
 use hybridvec::{data, Error, StoreConfig, WarmStore};
 use proptest::prelude::*;
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const DIM: usize = 6;
 /// Ids are `id-0` .. `id-29`: small enough that puts supersede and deletes hit.
 const IDS: u8 = 30;
-const PAGE: usize = 4096;
 
 /// Live records by id: embedding and content.
 type Model = HashMap<String, (Vec<f32>, Vec<u8>)>;
-/// Every regular file of a store directory but `LOCK`, by name.
-type Files = BTreeMap<String, Vec<u8>>;
 
 fn config() -> StoreConfig {
     // Small content chunks, so they grow (new files) during a case.
@@ -82,41 +83,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A fresh directory per case (process id and a counter in the name), removed on drop.
-struct CaseDir(PathBuf);
-
-impl CaseDir {
-    fn new() -> Self {
-        static CASE: AtomicUsize = AtomicUsize::new(0);
-        let n = CASE.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("hybridvec-model-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for CaseDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Turns any error into a failure of the case, saying what was being done.
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, TestCaseError> {
     r.map_err(|e| TestCaseError::fail(format!("{what}: {e}")))
 }
 
-fn snapshot(dir: &Path) -> Result<Files, TestCaseError> {
-    let mut files = Files::new();
-    for e in ok(std::fs::read_dir(dir), "read_dir")? {
-        let e = ok(e, "read_dir entry")?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name == "LOCK" || !ok(e.file_type(), "file_type")?.is_file() {
-            continue;
-        }
-        files.insert(name, ok(std::fs::read(e.path()), "read store file")?);
-    }
-    Ok(files)
+/// The store files at `dir` (see [`snapshot`]), or a failure of the case.
+fn files(dir: &Path) -> Result<Files, TestCaseError> {
+    ok(snapshot(dir), "snapshot the store files")
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -175,7 +149,7 @@ fn check_all(store: &WarmStore, model: &Model, what: &str) -> Result<(), TestCas
 struct Case {
     // Declared before `dir`: the store is dropped (unmapped) before the directory goes.
     store: Option<WarmStore>,
-    dir: CaseDir,
+    dir: TempDir,
     live: Model,
     durable: Model,
     /// The files right after the last successful flush (or the last crash image).
@@ -184,10 +158,12 @@ struct Case {
 
 impl Case {
     fn new() -> Result<Self, TestCaseError> {
-        let dir = CaseDir::new();
-        let store = ok(WarmStore::create(&dir.0, config()), "create")?;
+        // A fresh directory per case: a counter in the name.
+        static CASE: AtomicUsize = AtomicUsize::new(0);
+        let dir = TempDir::new(&format!("model-{}", CASE.fetch_add(1, Ordering::Relaxed)));
+        let store = ok(WarmStore::create(dir.dir(), config()), "create")?;
         // A new store is durable (empty) when create returns.
-        let synced = snapshot(&dir.0)?;
+        let synced = files(dir.dir())?;
         Ok(Self {
             store: Some(store),
             dir,
@@ -202,7 +178,7 @@ impl Case {
     }
 
     fn reopen(&mut self, what: &str) -> Result<(), TestCaseError> {
-        let s = ok(WarmStore::open(&self.dir.0), &format!("{what}: open"))?;
+        let s = ok(WarmStore::open(self.dir.dir()), &format!("{what}: open"))?;
         let st = s.stats();
         prop_assert_eq!(st.visible_rows, st.durable_rows, "{}: visible rows", what);
         prop_assert_eq!(st.reserved_rows, st.durable_rows, "{}: reserved rows", what);
@@ -215,49 +191,22 @@ impl Case {
     /// image chosen by `seed`, reopen.
     fn crash(&mut self, seed: u64, what: &str) -> Result<(), TestCaseError> {
         drop(self.store.take());
-        let dir = self.dir.0.clone();
-        let current = snapshot(&dir)?;
+        let dir = self.dir.dir();
+        let current = files(dir)?;
         let mut rng = data::Rng::new(seed, 0);
         let keep_percent = rng.below(101);
-        let mut image = Files::new();
-        for (name, now) in &current {
-            let mut bytes = self
-                .synced
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| vec![0u8; now.len()]);
-            prop_assert_eq!(
-                bytes.len(),
-                now.len(),
-                "{}: {} changed size: store files never do",
-                what,
-                name
-            );
-            for p in (0..now.len()).step_by(PAGE) {
-                let end = (p + PAGE).min(now.len());
-                if bytes[p..end] != now[p..end] && rng.below(100) < keep_percent {
-                    bytes[p..end].copy_from_slice(&now[p..end]);
-                }
-            }
-            image.insert(name.clone(), bytes);
-        }
-        for (name, old) in &self.synced {
-            image.entry(name.clone()).or_insert_with(|| old.clone());
-        }
-        for e in ok(std::fs::read_dir(&dir), "read_dir")? {
-            let e = ok(e, "read_dir entry")?;
-            ok(std::fs::remove_file(e.path()), "remove store file")?;
-        }
-        for (name, bytes) in &image {
-            ok(std::fs::write(dir.join(name), bytes), "write crash image")?;
-        }
+        let image = ok(
+            crash_image(&self.synced, &current, keep_percent, &mut rng),
+            what,
+        )?;
+        ok(write_image(dir, &image), "write crash image")?;
         self.synced = image;
         self.reopen(&format!("{what} (keeping {keep_percent}% of dirty pages)"))
     }
 
     fn read_only_check(&self, what: &str) -> Result<(), TestCaseError> {
         let ro = ok(
-            WarmStore::open_read_only(&self.dir.0),
+            WarmStore::open_read_only(self.dir.dir()),
             &format!("{what}: open_read_only"),
         )?;
         check_all(&ro, &self.durable, &format!("{what} (read-only)"))?;
@@ -309,7 +258,7 @@ impl Case {
                 prop_assert_eq!(rows, st.visible_rows, "{}: flushed rows", what);
                 prop_assert_eq!(st.durable_rows, st.visible_rows, "{}: durable rows", what);
                 self.durable = self.live.clone();
-                self.synced = snapshot(&self.dir.0)?;
+                self.synced = files(self.dir.dir())?;
                 None
             }
             Op::Reopen => {

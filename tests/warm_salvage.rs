@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::image::copy_store;
 use common::{cli, open_writer, run, stdout, TempDir};
 use hybridvec::{data, DamagedRecord, Error, Recovery, StoreConfig, WarmStore};
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,17 +36,6 @@ fn build(dir: &Path) -> Vec<u64> {
     }
     s.flush().unwrap();
     offsets
-}
-
-fn copy_store(from: &Path, to: &Path) {
-    let _ = std::fs::remove_dir_all(to);
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// Chunk `i` of a region starts here (4 KiB first, doubling to 32 KiB chunks; as the

@@ -1,16 +1,33 @@
-//! Helpers the integration tests share: scratch directories and running the CLI.
+//! Helpers the integration tests share: scratch directories, running the CLI, reopening a
+//! store for writing, the f64 reference ([`reference`]), store images ([`image`]) and the
+//! damaged-store fixture ([`store_fixture`]).
 #![allow(dead_code)] // each test crate uses a different part
+
+pub mod image;
+pub mod reference;
+pub mod store_fixture;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A scratch directory named after the test and this process, removed on drop.
+/// A scratch directory named after the test and this process, removed on drop (also when
+/// the test fails).
 pub struct TempDir(PathBuf);
 
 impl TempDir {
     /// A fresh, empty `$TMPDIR/hybridvec-<name>-<pid>`.
     pub fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("hybridvec-{name}-{}", std::process::id()));
+        Self::under(&std::env::temp_dir(), name)
+    }
+
+    /// A fresh, empty `hybridvec-<name>-<pid>` under Cargo's scratch directory for tests
+    /// (in the target directory) rather than `$TMPDIR`, which may be a small tmpfs.
+    pub fn in_target(name: &str) -> Self {
+        Self::under(Path::new(env!("CARGO_TARGET_TMPDIR")), name)
+    }
+
+    fn under(base: &Path, name: &str) -> Self {
+        let p = base.join(format!("hybridvec-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("create temp dir");
         Self(p)

@@ -1,0 +1,30 @@
+//! The f64 reference results are checked against: cosine accumulated in f64, 0 when either
+//! vector is zero, and rows ranked by descending score with ties by lower index.
+
+/// `‖v‖` in f64.
+pub fn norm64(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+/// `q·c / (‖q‖‖c‖)` in f64; 0 when either norm is 0.
+pub fn cosine64(q: &[f32], c: &[f32]) -> f64 {
+    let (nq, nc) = (norm64(q), norm64(c));
+    if nq == 0.0 || nc == 0.0 {
+        return 0.0;
+    }
+    let dot: f64 = q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum();
+    dot / (nq * nc)
+}
+
+/// The `Q × N` reference scores, one `Vec` per query.
+pub fn reference_scores(queries: &[f32], corpus: &[f32], d: usize) -> Vec<Vec<f64>> {
+    hybridvec::data::cosine_reference(queries, corpus, d)
+}
+
+/// Indices of `scores` best first (descending score, ties by lower index), `k` of them.
+pub fn reference_top_k(scores: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
