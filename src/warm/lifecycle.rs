@@ -24,18 +24,18 @@
 //! [`Error::StoreReplaced`].
 
 use super::format::{self, Header, Layout, Superblock, META_BYTES, STATE_EMPTY};
+use super::index::IdIndex;
 use super::live::LiveBits;
 use super::region::Region;
 use super::salvage::{self, DamagedRecord, Quarantine, Recovery};
 use super::watermark::Watermark;
 use super::RowId;
 use super::{
-    sync, vectors_capacity_rows, FlushState, IdIndex, StoreConfig, WarmStore, CONTENT_SPACE,
-    INDEX_SHARDS, VECTOR_SPACE,
+    sync, vectors_capacity_rows, FlushState, StoreConfig, WarmStore, CONTENT_SPACE, VECTOR_SPACE,
 };
 use crate::error::{Error, Result};
 use crate::matrix::next_identity;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -276,9 +276,7 @@ impl WarmStore {
             live_records: AtomicU64::new(0),
             identity: next_identity(),
             live: LiveBits::new(max_rows)?,
-            index: (0..INDEX_SHARDS)
-                .map(|_| RwLock::new(IdIndex::default()))
-                .collect(),
+            index: IdIndex::new(),
             grow_lock: Mutex::new(()),
             flush_state: Mutex::new(FlushState {
                 generation: sb.generation,

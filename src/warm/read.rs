@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 impl WarmStore {
     pub(super) fn get_row(&self, id: &str) -> Option<RowId> {
-        let row = *self.shard(id).read().get(id)?;
+        let row = self.index.row_of(id)?;
         self.live.get(row).then_some(row)
     }
 

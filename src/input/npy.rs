@@ -1,0 +1,132 @@
+//! NumPy `.npy`: a preamble, a header dict, then `rows × cols` little-endian `f32`.
+
+use super::to_matrix;
+use crate::error::Result;
+use crate::matrix::Matrix;
+use std::path::Path;
+
+/// Parses `.npy` bytes (format versions 1–3) already in memory; the reason on error.
+pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Matrix, String> {
+    let (start, hlen) = npy_preamble(bytes)?;
+    let end = npy_header_end(start, hlen, bytes.len() as u64)?;
+    let (rows, cols) = npy_dict(&bytes[start..end])?;
+    let data = &bytes[end..];
+    npy_check_data_len(rows, cols, data.len() as u64)?;
+    to_matrix(data, rows, cols)
+}
+
+/// The `.npy` preamble (the file's first 10 bytes, 12 from version 2): the offset of the
+/// header dict and its length.
+pub(super) fn npy_preamble(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (bad magic)".into());
+    }
+    match bytes[6] {
+        1 => Ok((10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize)),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err("truncated header".into());
+            }
+            let hlen = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+            let hlen = usize::try_from(hlen).map_err(|_| "truncated header")?;
+            Ok((12, hlen))
+        }
+        v => Err(format!("unsupported .npy version {v}")),
+    }
+}
+
+/// The end of the header dict, checked against the file's length.
+pub(super) fn npy_header_end(
+    start: usize,
+    hlen: usize,
+    file_len: u64,
+) -> std::result::Result<usize, String> {
+    start
+        .checked_add(hlen)
+        .filter(|&e| e as u64 <= file_len)
+        .ok_or_else(|| "truncated header".into())
+}
+
+/// `(rows, cols)` from the `.npy` header dict, which must describe a 2-D little-endian
+/// `f32` array in C order.
+pub(super) fn npy_dict(header: &[u8]) -> std::result::Result<(usize, usize), String> {
+    let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
+    let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    if descr != "<f4" && !(descr == "=f4" && cfg!(target_endian = "little")) {
+        return Err(format!(
+            "dtype {descr} is not little-endian float32 ('<f4')"
+        ));
+    }
+    if dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")? != "False" {
+        return Err("Fortran-order arrays are not supported; save with C order".into());
+    }
+    let shape = dict_value(header, "shape").ok_or("header has no 'shape'")?;
+    let dims: Vec<usize> = shape
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape {shape}")))
+        .collect::<std::result::Result<_, _>>()?;
+    let [rows, cols] = dims[..] else {
+        return Err(format!("expected a 2-D array, got shape {shape}"));
+    };
+    Ok((rows, cols))
+}
+
+/// Checks that `rows × cols` float32 is exactly the `data_len` bytes after the header
+/// (checked arithmetic: a shape that overflows is an error, never an allocation).
+pub(super) fn npy_check_data_len(
+    rows: usize,
+    cols: usize,
+    data_len: u64,
+) -> std::result::Result<(), String> {
+    let want = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(4))
+        .ok_or("shape overflows")?;
+    if want as u64 != data_len {
+        return Err(format!(
+            "{rows}×{cols} float32 needs {want} data bytes, file has {data_len}"
+        ));
+    }
+    Ok(())
+}
+
+/// The text after `'key':` in a NumPy header dict, up to the matching `,` at depth 0.
+fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
+    let pat = format!("'{key}':");
+    let rest = header[header.find(&pat)? + pat.len()..].trim_start();
+    let mut depth = 0i32;
+    for (i, ch) in rest.char_indices() {
+        match ch {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            ',' | '}' if depth == 0 => return Some(rest[..i].trim()),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Writes a 2-D `f32` `.npy` file (version 1).
+pub fn write_npy(path: &Path, m: &Matrix) -> Result<()> {
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+        m.rows(),
+        m.cols()
+    );
+    // Pad so the data starts on a 64-byte boundary, header ending in '\n'.
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + m.as_slice().len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend(m.as_slice().iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, out)?;
+    Ok(())
+}
