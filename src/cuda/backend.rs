@@ -6,8 +6,8 @@
 
 use super::error::{launch_failed, oom_or_launch};
 use super::launch::{self, Kernels, Scratch};
-use super::plan::{self, MAX_K};
-use super::program::{self, Buf, Program, Shape};
+use super::plan;
+use super::program::{self, Buf, Program, Shape, MAX_K};
 use super::resident::{Resident, ResidentSlot};
 use super::{CudaConfig, Precision};
 use crate::backend::{Backend, BackendError, BackendKind, Rates};

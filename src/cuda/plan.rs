@@ -2,12 +2,8 @@
 //! everything it allocates fits in the free memory, and the count check on every chunk.
 //! Pure arithmetic, tested without a GPU.
 
+use super::program::SEGMENT;
 use crate::error::{Error, Result};
-
-/// Candidates one top-k selection block reduces (must match `HV_SEG` in `kernels/topk.cu`).
-pub(crate) const SEGMENT: usize = 4096;
-/// The largest `k` the kernels select (`HV_MAX_K`).
-pub(crate) const MAX_K: usize = 1024;
 
 /// What a call will allocate, chunk by chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

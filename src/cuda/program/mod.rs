@@ -27,9 +27,12 @@ pub(crate) use norms::{inv_norms, rows_to_half};
 pub(crate) use top_k::sampled_rows;
 pub(crate) use top_k::{overflowed, top_k, top_k_chunked};
 
-use super::plan::MAX_K;
 use super::Precision;
 
+/// Candidates one top-k selection block reduces (must match `HV_SEG` in `kernels/topk.cu`).
+pub(crate) const SEGMENT: usize = 4096;
+/// The largest `k` the kernels select (`HV_MAX_K`).
+pub(crate) const MAX_K: usize = 1024;
 /// Queries the memory-bound kernels take per launch (`HV_SMALL_Q`).
 pub(crate) const SMALL_Q: usize = 8;
 /// Dynamic shared memory the memory-bound kernels may use for queries.

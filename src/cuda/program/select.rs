@@ -1,8 +1,7 @@
 //! Selection passes: radix-select keeps the best k of each segment of candidates, pass
 //! after pass, and a final sort orders each query's k.
 
-use super::{grid, int, long, Arg, Buf, Elem, Kernel, Launch, Program};
-use crate::cuda::plan::SEGMENT;
+use super::{grid, int, long, Arg, Buf, Elem, Kernel, Launch, Program, SEGMENT};
 
 /// Merges per query `len` candidates at stride `len` in (cand_s, cand_i) (with `counts`,
 /// only the first counts[q] of query q's are written) down to the best k, sorted: each

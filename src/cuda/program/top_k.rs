@@ -6,9 +6,8 @@ use super::cosine::score;
 use super::select::{merge, select};
 use super::{
     grid, int, long, Arg, Buf, Elem, Extents, Kernel, Launch, Program, Shape, FUSED_MAX_K,
-    MAX_GRID_Y, MAX_K, TILE,
+    MAX_GRID_Y, MAX_K, SEGMENT, TILE,
 };
-use crate::cuda::plan::SEGMENT;
 
 /// How a top-k program finds its candidates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
