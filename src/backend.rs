@@ -2,8 +2,15 @@
 //!
 //! The executor owns validation (shapes, NaN, `k`), query normalisation, dispatch,
 //! chunking and fallback. A backend only computes, on inputs that are already checked,
-//! and says why it could not ([`BackendError`]). The CPU backend and, later, the CUDA
-//! backend implement it; tests implement it too, to inject speed and faults.
+//! and says why it could not ([`BackendError`]).
+//!
+//! This module sits below every backend and names none of them: the CPU backend
+//! (`cpu/`) and the CUDA backend (`cuda/backend.rs`) each implement the trait in their
+//! own folder, and the executor above them sees only `dyn Backend`. The trait and
+//! [`BackendError`] are public API: an application may bring a backend of its own to
+//! [`HybridExecutor::with_accelerator`](crate::HybridExecutor::with_accelerator) (tests
+//! do, to inject speed and faults), and every [`BackendError`] tells the executor what
+//! to do next ([`BackendError::try_elsewhere`]).
 
 use crate::error::Error;
 use crate::hit::Hit;

@@ -6,9 +6,8 @@
 //! [`CudaStatus::Unavailable`] with the reason. `cudarc` panics when a library or symbol
 //! is missing, so nothing else touches the driver before the probe has succeeded, and
 //! the probe itself runs under `catch_unwind`.
-
 //!
-//! The rooms, from the call down: [`backend`](self) (the `Backend` implementation and
+//! The rooms, from the call down: `backend` (the `Backend` implementation and
 //! each call's flow), `plan` (chunk sizes from free memory), `program` (every launch of a
 //! call, as data), `launch` (a program run on a stream), `resident` (the corpus kept on
 //! the device) and `error` (driver errors mapped to what the executor does next). The

@@ -54,7 +54,7 @@ pub struct BackendCallStats {
     pub time: Duration,
 }
 
-/// [`HybridExecutor::stats`]: calls, fallbacks and time per backend.
+/// [`HybridExecutor::stats`](crate::HybridExecutor::stats): calls, fallbacks and time per backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExecutorStats {
     /// The CPU.

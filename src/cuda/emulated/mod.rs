@@ -8,7 +8,6 @@
 //! The emulator is built with the system C++ compiler (`$CXX`, else `c++`). Without one
 //! these tests print a skip line, unless `HYBRIDVEC_REQUIRE_EMULATOR` is set (CI sets
 //! it), which makes a missing compiler a failure.
-
 //!
 //! This file holds the emulator and its host buffers; [`kernels`] tests single kernels
 //! and the emulator itself, [`top_k`] runs every top-k path against the reference.
