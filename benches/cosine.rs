@@ -26,10 +26,9 @@
 
 mod common;
 
-use common::{Plan, Target, D};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hybridvec::{data, DevicePolicy, MatrixRef};
-use std::hint::black_box;
+use common::{Plan, Target};
+use criterion::{criterion_group, criterion_main, Criterion};
+use hybridvec::DevicePolicy;
 use std::time::Duration;
 
 fn plan(target: &Target) -> Plan {
@@ -55,38 +54,16 @@ fn plan(target: &Target) -> Plan {
 }
 
 fn bench(c: &mut Criterion) {
-    common::for_each_target(|target| {
-        let plan = plan(target);
-        let group_name = target.group_name("cosine");
-        let mut group = c.benchmark_group(&group_name);
-        plan.configure(&mut group);
-        for &(name, q) in plan.workloads {
-            group.throughput(Throughput::Elements((2 * q * plan.n * D) as u64));
-            let queries = data::random_matrix(q, D, plan.query_seed);
-            let view = MatrixRef::new(&queries, q, D).expect("valid queries");
-            let mut checked = false;
-            group.bench_function(name, |b| {
-                let corpus = common::corpus(plan.n);
-                if !checked {
-                    let (_, report) = target
-                        .exec
-                        .cosine_similarity_with_report(view, corpus)
-                        .expect("scores");
-                    target.check(&format!("{group_name}/{name}"), &report);
-                    checked = true;
-                }
-                b.iter(|| {
-                    black_box(
-                        target
-                            .exec
-                            .cosine_similarity(black_box(view), corpus)
-                            .expect("scores"),
-                    )
-                });
-            });
-        }
-        group.finish();
-    });
+    common::bench_op(
+        c,
+        "cosine",
+        plan,
+        |exec, view, corpus| {
+            exec.cosine_similarity_with_report(view, corpus)
+                .expect("scores")
+        },
+        |exec, view, corpus| exec.cosine_similarity(view, corpus).expect("scores"),
+    );
 }
 
 criterion_group!(benches, bench);

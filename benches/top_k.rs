@@ -24,10 +24,9 @@
 
 mod common;
 
-use common::{Plan, Target, D};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hybridvec::{data, DevicePolicy, MatrixRef};
-use std::hint::black_box;
+use common::{Plan, Target};
+use criterion::{criterion_group, criterion_main, Criterion};
+use hybridvec::DevicePolicy;
 use std::time::Duration;
 
 const K: usize = 10;
@@ -55,31 +54,13 @@ fn plan(target: &Target) -> Plan {
 }
 
 fn bench(c: &mut Criterion) {
-    common::for_each_target(|target| {
-        let plan = plan(target);
-        let group_name = target.group_name("topk");
-        let mut group = c.benchmark_group(&group_name);
-        plan.configure(&mut group);
-        for &(name, q) in plan.workloads {
-            group.throughput(Throughput::Elements((2 * q * plan.n * D) as u64));
-            let queries = data::random_matrix(q, D, plan.query_seed);
-            let view = MatrixRef::new(&queries, q, D).expect("valid queries");
-            let mut checked = false;
-            group.bench_function(name, |b| {
-                let corpus = common::corpus(plan.n);
-                if !checked {
-                    let (_, report) = target
-                        .exec
-                        .top_k_with_report(view, corpus, K)
-                        .expect("hits");
-                    target.check(&format!("{group_name}/{name}"), &report);
-                    checked = true;
-                }
-                b.iter(|| black_box(target.exec.top_k(black_box(view), corpus, K).expect("hits")));
-            });
-        }
-        group.finish();
-    });
+    common::bench_op(
+        c,
+        "topk",
+        plan,
+        |exec, view, corpus| exec.top_k_with_report(view, corpus, K).expect("hits"),
+        |exec, view, corpus| exec.top_k(view, corpus, K).expect("hits"),
+    );
 }
 
 criterion_group!(benches, bench);

@@ -9,11 +9,12 @@
 //! says).
 
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, SamplingMode};
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use hybridvec::{
     data, BackendKind, Corpus, CudaConfig, DevicePolicy, ExecutionReport, ExecutorConfig,
-    HybridExecutor, Precision,
+    HybridExecutor, MatrixRef, Precision,
 };
+use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -129,4 +130,39 @@ impl Plan {
             .measurement_time(self.measurement)
             .sampling_mode(SamplingMode::Flat);
     }
+}
+
+/// One operation on every target: a group `{device}_{op}_{precision}` per target, laid
+/// out by `plan`, one benchmark per workload. Before a workload's first timed iteration,
+/// `with_report` runs it once untimed and its report must name the group's device
+/// ([`Target::check`]); then `call` is timed.
+pub fn bench_op<T>(
+    c: &mut Criterion,
+    op: &str,
+    plan: impl Fn(&Target) -> Plan,
+    with_report: impl Fn(&HybridExecutor, MatrixRef<'_>, &Corpus) -> (T, ExecutionReport),
+    call: impl Fn(&HybridExecutor, MatrixRef<'_>, &Corpus) -> T,
+) {
+    for_each_target(|target| {
+        let plan = plan(target);
+        let group_name = target.group_name(op);
+        let mut group = c.benchmark_group(&group_name);
+        plan.configure(&mut group);
+        for &(name, q) in plan.workloads {
+            group.throughput(Throughput::Elements((2 * q * plan.n * D) as u64));
+            let queries = data::random_matrix(q, D, plan.query_seed);
+            let view = MatrixRef::new(&queries, q, D).expect("valid queries");
+            let mut checked = false;
+            group.bench_function(name, |b| {
+                let corpus = corpus(plan.n);
+                if !checked {
+                    let (_, report) = with_report(&target.exec, view, corpus);
+                    target.check(&format!("{group_name}/{name}"), &report);
+                    checked = true;
+                }
+                b.iter(|| black_box(call(&target.exec, black_box(view), corpus)));
+            });
+        }
+        group.finish();
+    });
 }
