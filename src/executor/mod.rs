@@ -1,6 +1,12 @@
 //! The executor: validates a call, picks a backend from one performance snapshot, runs
 //! it (in chunks when the accelerator runs out of memory), falls back to the CPU when the
 //! accelerator gives up, and reports what it did.
+//!
+//! This file holds the executor, its configuration and its public calls; `run` holds one
+//! call's flow (dispatch, chunks, fallback, count checks), `report` what a call reports
+//! and the per-backend counters, `policy` how `Auto` chooses, `tracker` the measurements
+//! it chooses from, and `telemetry` the optional `metrics` feed. The executor sits on top:
+//! it sees the backends only through the [`Backend`] trait, and nothing below it knows it.
 
 mod policy;
 mod report;
