@@ -1,32 +1,71 @@
-//! Dot products and norms: AVX2+FMA kernels chosen at run time, and a portable scalar path
-//! that the tests force so it is exercised on machines that have AVX2 too.
+//! The instruction-set levels of the CPU kernels, detected at run time, and the streaming
+//! dot products and norms: AVX-512F and AVX2+FMA kernels, and a portable scalar path that
+//! the tests force so it is exercised on machines that have the others too.
+//!
+//! Every level is chosen at run time (one binary for every x86-64 CPU), and this is the one
+//! place that detects them: a kernel for a new instruction set (VNNI, BF16, NEON) gets its
+//! [`SimdLevel`] here and its dispatch beside the others.
 
-/// Which instruction set the streaming kernels use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which instruction set the CPU kernels use.
+///
+/// Levels are ordered: each one's CPUs also run every lower level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum SimdLevel {
     /// Portable Rust; the compiler may still vectorise it for the baseline target.
     Scalar,
-    /// x86-64 AVX2 with fused multiply-add, detected at run time.
+    /// x86-64 AVX2 with fused multiply-add.
     Avx2Fma,
+    /// x86-64 AVX-512 Foundation (which includes fused multiply-add), with AVX2.
+    Avx512,
 }
 
 impl SimdLevel {
+    /// Every level, lowest first.
+    pub const ALL: [SimdLevel; 3] = [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512];
+
     /// The best level this CPU supports.
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return SimdLevel::Avx2Fma;
-            }
-        }
-        SimdLevel::Scalar
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|l| l.is_supported())
+            .unwrap_or(SimdLevel::Scalar)
     }
 
-    /// A short name for reports ("avx2+fma", "scalar").
+    /// Whether this CPU runs this level's kernels.
+    pub fn is_supported(self) -> bool {
+        match self {
+            SimdLevel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Fma => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => {
+                SimdLevel::Avx2Fma.is_supported() && std::is_x86_feature_detected!("avx512f")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// A short name for reports: `scalar`, `avx2+fma`, `avx512f`.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2Fma => "avx2+fma",
+            SimdLevel::Avx512 => "avx512f",
+        }
+    }
+
+    /// The level named `name` (as [`name`](Self::name) writes it, or `avx2` for short).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Some(SimdLevel::Scalar),
+            "avx2" | "avx2+fma" => Some(SimdLevel::Avx2Fma),
+            "avx512" | "avx512f" => Some(SimdLevel::Avx512),
+            _ => None,
         }
     }
 }
@@ -59,9 +98,9 @@ pub(crate) fn dots(level: SimdLevel, row: &[f32], queries: &[f32], out: &mut [f3
     debug_assert_eq!(queries.len(), d * out.len());
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Avx2Fma` is only ever produced by `detect()` after the CPU reported both
-        // features, and the slice lengths are checked by `dots_avx2`'s own assertions.
-        SimdLevel::Avx2Fma => unsafe { avx2::dots(row, queries, out) },
+        // SAFETY: callers pass the CPU backend's level, which it checked is supported
+        // (`CpuBackend::new`); AVX-512 CPUs run AVX2 too. The kernel checks every length.
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => unsafe { avx2::dots(row, queries, out) },
         _ => dots_scalar(row, queries, out),
     }
 }
@@ -86,9 +125,8 @@ pub(crate) fn dots_rows(
     );
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Avx2Fma` is only produced by `detect()` after the CPU reported both
-        // features; the kernel checks every length itself.
-        SimdLevel::Avx2Fma => unsafe { avx2::dots_rows(rows, d, queries, out) },
+        // SAFETY: as in `dots`: a supported level, and the kernel checks every length.
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => unsafe { avx2::dots_rows(rows, d, queries, out) },
         _ => {
             for (row, o) in rows.chunks_exact(d).zip(out.chunks_exact_mut(nq)) {
                 dots_scalar(row, queries, o);
@@ -257,12 +295,15 @@ mod tests {
 
     #[test]
     fn every_level_matches_f64_on_awkward_lengths() {
-        let levels = [SimdLevel::Scalar, SimdLevel::detect()];
+        let levels: Vec<SimdLevel> = SimdLevel::ALL
+            .into_iter()
+            .filter(|l| l.is_supported())
+            .collect();
         for d in [1usize, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 257, 768, 1001] {
             for nq in 1..=9 {
                 let row = crate::data::random_vec(d, 1, 0);
                 let qs = crate::data::random_vec(d * nq, 2, 0);
-                for level in levels {
+                for &level in &levels {
                     let mut out = vec![0.0; nq];
                     dots(level, &row, &qs, &mut out);
                     for q in 0..nq {

@@ -1,13 +1,15 @@
 //! Public API tests: every result is checked against an f64 reference, on the default
-//! executor (AVX2+FMA streaming kernels and GEMM tiles where the CPU has them) and on the
-//! forced scalar executor, over random shapes on both the streaming path (Q < 16) and the
-//! GEMM path (Q >= 16, the default `gemm_min_queries`).
+//! executor and on one executor per instruction-set level this CPU has (scalar, AVX2+FMA,
+//! AVX-512F: each level's streaming kernels and score tiles), over random shapes on both
+//! the streaming path (Q < 16) and the tiled path (Q >= 16, the default
+//! `gemm_min_queries`). A level the CPU lacks is reported as skipped, with the reason.
 
 mod common;
 
 use common::reference::{cosine64, reference_scores, reference_top_k};
 use hybridvec::{
     data, Corpus, CpuConfig, DevicePolicy, Error, ExecutorConfig, Hit, HybridExecutor, MatrixRef,
+    SimdLevel,
 };
 use proptest::prelude::*;
 use std::sync::LazyLock;
@@ -26,19 +28,37 @@ const GEMM_MIN_QUERIES: usize = 16;
 static DEFAULT: LazyLock<HybridExecutor> =
     LazyLock::new(|| HybridExecutor::new(ExecutorConfig::default()).expect("default executor"));
 
-static SCALAR: LazyLock<HybridExecutor> = LazyLock::new(|| {
-    HybridExecutor::new(ExecutorConfig {
-        cpu: CpuConfig {
-            force_scalar: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .expect("scalar executor")
+/// One CPU executor per level this CPU runs, named by the level.
+static LEVELS: LazyLock<Vec<(&'static str, HybridExecutor)>> = LazyLock::new(|| {
+    SimdLevel::ALL
+        .into_iter()
+        .filter(|level| {
+            let ok = level.is_supported();
+            if !ok {
+                eprintln!("skip level {}: this CPU lacks it", level.name());
+            }
+            ok
+        })
+        .map(|level| {
+            let exec = HybridExecutor::new(ExecutorConfig {
+                device: DevicePolicy::Cpu,
+                cpu: CpuConfig {
+                    simd: Some(level),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .expect("an executor at a supported level");
+            assert_eq!(exec.capabilities().simd, level, "the level asked for");
+            (level.name(), exec)
+        })
+        .collect()
 });
 
-fn executors() -> [(&'static str, &'static HybridExecutor); 2] {
-    [("default", &*DEFAULT), ("scalar", &*SCALAR)]
+fn executors() -> Vec<(&'static str, &'static HybridExecutor)> {
+    let mut all = vec![("default", &*DEFAULT)];
+    all.extend(LEVELS.iter().map(|(name, exec)| (*name, exec)));
+    all
 }
 
 // ---------------------------------------------------------------------------------------

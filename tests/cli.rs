@@ -4,7 +4,7 @@
 mod common;
 
 use common::reference::{cosine64, reference_top_k};
-use common::{run, stderr, stdout, TempDir};
+use common::{cli, run, stderr, stdout, TempDir};
 use hybridvec::{data, input, DevicePolicy, Error, ExecutorConfig, HybridExecutor, Matrix};
 use serde_json::Value;
 use std::path::Path;
@@ -55,6 +55,40 @@ fn info_json_is_one_object() {
     assert_eq!(v["cuda"], "unavailable");
     assert_eq!(v["cuda_reason"].as_str(), Some(cuda_reason().as_str()));
     assert!(v["threads"].as_u64().unwrap_or(0) >= 1, "{v}");
+}
+
+#[test]
+fn hybridvec_simd_caps_the_level_and_a_bad_value_is_exit_2() {
+    let level = |value: &str| {
+        let o = cli()
+            .args(["info", "--json"])
+            .env("HYBRIDVEC_SIMD", value)
+            .output()
+            .unwrap();
+        assert_ok(&o, "info --json");
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        v["simd"].as_str().unwrap().to_string()
+    };
+    assert_eq!(level("scalar"), "scalar");
+    // A cap above what the CPU has leaves the CPU's best.
+    let best = hybridvec::SimdLevel::detect().name();
+    assert_eq!(level("avx512"), best);
+    if hybridvec::SimdLevel::Avx2Fma.is_supported() {
+        assert_eq!(level("avx2"), "avx2+fma");
+    }
+    for bad in ["avx9000", "-1", "1e9"] {
+        let o = cli()
+            .args(["info"])
+            .env("HYBRIDVEC_SIMD", bad)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "HYBRIDVEC_SIMD={bad}");
+        assert!(
+            stderr(&o).contains("HYBRIDVEC_SIMD") && stderr(&o).contains(bad),
+            "HYBRIDVEC_SIMD={bad}: {}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]

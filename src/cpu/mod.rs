@@ -23,7 +23,7 @@ use crate::backend::{Backend, BackendError, BackendKind, Rates};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, Matrix, MatrixRef, Scores};
-use kernel::{PackedQueries, NR};
+use kernel::PackedQueries;
 use rayon::prelude::*;
 use select::TopK;
 pub use simd::SimdLevel;
@@ -37,6 +37,10 @@ pub struct CpuConfig {
     /// Use the portable scalar kernels even where AVX2+FMA is present (and no GEMM).
     /// The environment variable `HYBRIDVEC_FORCE_SCALAR=1` does the same.
     pub force_scalar: bool,
+    /// The highest instruction-set level to use; `None` means the best this CPU has
+    /// ([`SimdLevel::detect`]). A level the CPU lacks is [`Error::InvalidConfig`]. The
+    /// environment variable `HYBRIDVEC_SIMD` (`scalar`, `avx2`, `avx512`) caps it too.
+    pub simd: Option<SimdLevel>,
     /// Query batches at least this large use GEMM tiles; smaller ones stream the corpus.
     pub gemm_min_queries: usize,
 }
@@ -46,9 +50,41 @@ impl Default for CpuConfig {
         Self {
             threads: None,
             force_scalar: false,
+            simd: None,
             gemm_min_queries: 16,
         }
     }
+}
+
+/// The level `cfg` and the environment allow: the lowest of the configured one, the
+/// `HYBRIDVEC_SIMD` one and the CPU's best; scalar when either asks for it.
+fn choose_level(cfg: &CpuConfig) -> Result<SimdLevel> {
+    let best = SimdLevel::detect();
+    if let Some(level) = cfg.simd {
+        if !level.is_supported() {
+            return Err(Error::InvalidConfig(format!(
+                "cpu simd level {} is not supported by this CPU (its best is {})",
+                level.name(),
+                best.name()
+            )));
+        }
+    }
+    let env = match std::env::var("HYBRIDVEC_SIMD") {
+        Ok(v) if !v.trim().is_empty() => Some(SimdLevel::from_name(&v).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "HYBRIDVEC_SIMD={v:?} is not a level (scalar, avx2 or avx512)"
+            ))
+        })?),
+        _ => None,
+    };
+    let scalar = cfg.force_scalar
+        || std::env::var("HYBRIDVEC_FORCE_SCALAR").is_ok_and(|v| v == "1" || v == "true");
+    let level = [Some(best), cfg.simd, env]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(best);
+    Ok(if scalar { SimdLevel::Scalar } else { level })
 }
 
 /// Corpus rows per task in the streaming path: enough work to amortise scheduling, small
@@ -85,13 +121,7 @@ impl CpuBackend {
             .thread_name(|i| format!("hybridvec-cpu-{i}"))
             .build()
             .map_err(|e| Error::InvalidConfig(format!("cannot start CPU threads: {e}")))?;
-        let forced = cfg.force_scalar
-            || std::env::var("HYBRIDVEC_FORCE_SCALAR").is_ok_and(|v| v == "1" || v == "true");
-        let level = if forced {
-            SimdLevel::Scalar
-        } else {
-            SimdLevel::detect()
-        };
+        let level = choose_level(cfg)?;
         Ok(Self {
             pool,
             level,
@@ -107,7 +137,8 @@ impl CpuBackend {
     /// 2.5 GHz, and a nominal 20 GB/s of memory bandwidth. Measurements replace them.
     pub(crate) fn rates(&self) -> Rates {
         let lanes_flops = match self.level {
-            SimdLevel::Avx2Fma => 2.0 * 2.0 * 8.0, // 2 FMA pipes × 8 lanes × 2 FLOP
+            SimdLevel::Avx512 => 2.0 * 2.0 * 16.0, // 2 FMA pipes × 16 lanes × 2 FLOP
+            SimdLevel::Avx2Fma => 2.0 * 2.0 * 8.0,
             _ => 2.0,
         };
         Rates {
@@ -206,7 +237,8 @@ impl CpuBackend {
         let (q, n) = (queries.rows(), corpus.rows());
         let packed = self
             .use_gemm(q)
-            .then(|| PackedQueries::new(queries.as_slice(), q, queries.cols()));
+            .then(|| PackedQueries::new(self.level, queries.as_slice(), q, queries.cols()))
+            .flatten();
         let block = if packed.is_some() {
             KERNEL_ROWS
         } else {
@@ -252,7 +284,6 @@ struct Selection {
     /// eight scores with eight thresholds at a time.
     thresholds: Vec<f32>,
     scratch: Vec<f32>,
-    packed_rows: Vec<f32>,
 }
 
 impl Selection {
@@ -261,7 +292,6 @@ impl Selection {
             heaps: (0..q).map(|_| TopK::new(k)).collect(),
             thresholds: vec![f32::NEG_INFINITY; q],
             scratch: Vec::new(),
-            packed_rows: Vec::new(),
         }
     }
 
@@ -299,22 +329,28 @@ impl Selection {
 
     fn fold_tile(&mut self, packed: &PackedQueries, corpus: CorpusView<'_>, rows: Range<usize>) {
         let d = corpus.dim();
-        // Padding the row stride past a multiple of 4 KiB keeps the kernel's six output
-        // rows out of one L1 set.
-        let ldt = packed.padded() + NR;
+        // Padding the row stride past a multiple of 4 KiB keeps the kernel's output rows
+        // out of one L1 set.
+        let ldt = packed.padded() + packed.nr();
         let mut tile = std::mem::take(&mut self.scratch);
         tile.resize(rows.len() * ldt, 0.0);
         let data = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
-        kernel::score_tile(data, d, packed, &mut tile, ldt, &mut self.packed_rows);
+        kernel::score_tile(data, d, packed, &mut tile, ldt);
         let inv = &corpus.inv_norms()[rows.clone()];
         let Selection {
             heaps, thresholds, ..
         } = self;
         for (r, &w) in inv.iter().enumerate() {
-            kernel::fold_row(&tile[r * ldt..(r + 1) * ldt], w, thresholds, |qi, s| {
-                heaps[qi].offer(rows.start + r, s);
-                heaps[qi].threshold()
-            });
+            kernel::fold_row(
+                packed.level(),
+                &tile[r * ldt..(r + 1) * ldt],
+                w,
+                thresholds,
+                |qi, s| {
+                    heaps[qi].offer(rows.start + r, s);
+                    heaps[qi].threshold()
+                },
+            );
         }
         self.scratch = tile;
     }

@@ -54,6 +54,7 @@ impl Drop for TempDir {
 pub fn cli() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hybridvec"));
     c.env_remove("HYBRIDVEC_FORCE_SCALAR")
+        .env_remove("HYBRIDVEC_SIMD")
         .env_remove("RUST_LOG");
     c
 }

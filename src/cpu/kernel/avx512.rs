@@ -1,0 +1,94 @@
+//! The AVX-512F score-tile kernel: `MR` = 12 corpus rows × 32 queries (two zmm vectors) on
+//! 24 accumulators, and the 16-lane threshold scan of a tile row.
+
+use std::arch::x86_64::*;
+
+/// Queries per panel (two 16-lane vectors).
+pub(super) const NR: usize = 32;
+/// Corpus rows per kernel call: 24 accumulators, two query vectors and the broadcasts
+/// fit the 32 zmm registers.
+pub(super) const MR: usize = 12;
+
+/// `c[i * ldc + j] (+)= Σ_p a[i * a_row + p * a_depth] * b[p * NR + j]` for `i < M`,
+/// `j < NR`, `p < kc`; adds to `c` when `accumulate`, overwrites it otherwise. Rows read
+/// in place have `(a_row, a_depth) = (d, 1)`; rows interleaved depth-major `(1, MR)`.
+///
+/// # Safety
+/// * The CPU supports AVX-512F.
+/// * `a` is valid for reads at `i * a_row + p * a_depth` for `i < M <= MR`, `p < kc`.
+/// * `b` is valid for reads of `kc * NR` floats.
+/// * `c` is valid for reads and writes at `i * ldc + j` for `i < M`, `j < NR`, and
+///   nothing else accesses those elements during the call.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn kernel<const M: usize>(
+    kc: usize,
+    a: *const f32,
+    (a_row, a_depth): (usize, usize),
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut lo = [_mm512_setzero_ps(); M];
+    let mut hi = [_mm512_setzero_ps(); M];
+    for p in 0..kc {
+        // SAFETY: `p < kc`, so `b + p*NR + [0, 32)` and `a + i*a_row + p*a_depth` are in bounds by
+        // the function's contract.
+        unsafe {
+            let b0 = _mm512_loadu_ps(b.add(p * NR));
+            let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
+            for i in 0..M {
+                let ai = _mm512_set1_ps(*a.add(i * a_row + p * a_depth));
+                lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
+                hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
+            }
+        }
+    }
+    for i in 0..M {
+        // SAFETY: `c + i*ldc + [0, 32)` is in bounds by the function's contract.
+        unsafe {
+            let ci = c.add(i * ldc);
+            if accumulate {
+                lo[i] = _mm512_add_ps(lo[i], _mm512_loadu_ps(ci));
+                hi[i] = _mm512_add_ps(hi[i], _mm512_loadu_ps(ci.add(16)));
+            }
+            _mm512_storeu_ps(ci, lo[i]);
+            _mm512_storeu_ps(ci.add(16), hi[i]);
+        }
+    }
+}
+
+/// The vector part of [`super::fold_row`], 16 lanes at a time; returns how many queries
+/// it covered (a multiple of 16), leaving the rest to the caller.
+///
+/// # Safety
+/// The CPU supports AVX-512F, and `row.len() >= thresholds.len()`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn fold_row(
+    row: &[f32],
+    w: f32,
+    thresholds: &mut [f32],
+    offer: &mut impl FnMut(usize, f32) -> f32,
+) -> usize {
+    let n = thresholds.len() / 16 * 16;
+    let wv = _mm512_set1_ps(w);
+    let mut q = 0;
+    while q < n {
+        // SAFETY: `q + 16 <= n <= thresholds.len() <= row.len()`.
+        let mask = unsafe {
+            let s = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(q)), wv);
+            let t = _mm512_loadu_ps(thresholds.as_ptr().add(q));
+            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(s, t)
+        };
+        let mut m = mask as u32;
+        while m != 0 {
+            let lane = q + m.trailing_zeros() as usize;
+            // Same product as the vector lane, so the pass/fail decision agrees.
+            thresholds[lane] = offer(lane, row[lane] * w);
+            m &= m - 1;
+        }
+        q += 16;
+    }
+    n
+}
