@@ -244,9 +244,19 @@ impl CpuBackend {
         } else {
             STREAM_ROWS
         };
+        let blocks = n.div_ceil(block);
+        // Each piece of the range keeps a selection of q × k hits. When those are large,
+        // at most two pieces per thread bound that memory and the merges (and still
+        // balance the load); small ones are left to rayon's finer split.
+        let min_len = if q.saturating_mul(k) >= 1 << 16 {
+            blocks.div_ceil(2 * self.threads()).max(1)
+        } else {
+            1
+        };
         let heaps = self.pool.install(|| {
-            (0..n.div_ceil(block))
+            (0..blocks)
                 .into_par_iter()
+                .with_min_len(min_len)
                 .fold(
                     || Selection::new(q, k),
                     |mut sel, b| {
