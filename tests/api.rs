@@ -217,7 +217,9 @@ fn dim() -> impl Strategy<Value = usize> {
 fn shape(
     queries: std::ops::Range<usize>,
 ) -> impl Strategy<Value = (usize, usize, usize, usize, u64)> {
-    (queries, dim(), 1usize..50, any::<u64>()).prop_flat_map(|(q, d, k, seed)| {
+    // Small k keeps a heap per query, k above 64 a buffer: both are drawn.
+    let k = prop_oneof![3 => 1usize..50, 1 => 50usize..1500];
+    (queries, dim(), k, any::<u64>()).prop_flat_map(|(q, d, k, seed)| {
         let max_n = (MAX_WORK / (q * d)).clamp(1, 4999);
         let n = prop_oneof![1 => 1usize..=max_n.min(64), 3 => 1usize..=max_n];
         (Just(q), n, Just(d), Just(k), Just(seed))
