@@ -1,6 +1,7 @@
 //! The instruction-set levels of the CPU kernels, detected at run time, and the streaming
-//! dot products and norms: AVX-512F and AVX2+FMA kernels, and a portable scalar path that
-//! the tests force so it is exercised on machines that have the others too.
+//! dot products and norms: AVX2+FMA kernels (which AVX-512 machines use here too), and a
+//! portable scalar path that the tests force so it is exercised on machines that have the
+//! others too. The score-tile kernels of each level are in `cpu/kernel/`.
 //!
 //! Every level is chosen at run time (one binary for every x86-64 CPU), and this is the one
 //! place that detects them: a kernel for a new instruction set (VNNI, BF16, NEON) gets its
@@ -126,6 +127,8 @@ pub(crate) fn dots_rows(
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dots`: a supported level, and the kernel checks every length.
+        // AVX-512 machines stream with the AVX2 kernel too: a zmm streaming kernel
+        // measured slower from DRAM on Zen 5, though faster from cache.
         SimdLevel::Avx2Fma | SimdLevel::Avx512 => unsafe { avx2::dots_rows(rows, d, queries, out) },
         _ => {
             for (row, o) in rows.chunks_exact(d).zip(out.chunks_exact_mut(nq)) {
@@ -160,130 +163,7 @@ pub(crate) fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dots_rows(rows: &[f32], d: usize, queries: &[f32], out: &mut [f32]) {
-        let nq = queries.len() / d;
-        for (row, o) in rows.chunks_exact(d).zip(out.chunks_exact_mut(nq)) {
-            // SAFETY: this function's own target features are the callee's requirement.
-            unsafe { dots(row, queries, o) };
-        }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dots(row: &[f32], queries: &[f32], out: &mut [f32]) {
-        let d = row.len();
-        assert_eq!(
-            queries.len(),
-            d * out.len(),
-            "query block does not match output"
-        );
-        let mut q = 0;
-        while q + 4 <= out.len() {
-            let r = dot4(row, &queries[q * d..(q + 4) * d]);
-            out[q..q + 4].copy_from_slice(&r);
-            q += 4;
-        }
-        while q < out.len() {
-            out[q] = dot1(row, &queries[q * d..(q + 1) * d]);
-            q += 1;
-        }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps::<1>(v);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// Eight floats from `s[i..i + 8]`; the slice index is the bounds check, so callers
-    /// need no unsafe code (the check folds away inside the loops' own bounds).
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn load8(s: &[f32], i: usize) -> __m256 {
-        let chunk = &s[i..i + 8];
-        // SAFETY: `chunk` holds exactly 8 initialised floats; `loadu` has no alignment need.
-        unsafe { _mm256_loadu_ps(chunk.as_ptr()) }
-    }
-
-    /// One dot product with four accumulators (32 floats per iteration).
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn dot1(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len();
-        assert_eq!(b.len(), n);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (u, acc) in acc.iter_mut().enumerate() {
-                let o = i + 8 * u;
-                *acc = _mm256_fmadd_ps(load8(a, o), load8(b, o), *acc);
-            }
-            i += 32;
-        }
-        while i + 8 <= n {
-            acc[0] = _mm256_fmadd_ps(load8(a, i), load8(b, i), acc[0]);
-            i += 8;
-        }
-        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut s = hsum(v);
-        while i < n {
-            s = a[i].mul_add(b[i], s);
-            i += 1;
-        }
-        s
-    }
-
-    /// Four dot products of `row` against four consecutive query rows, two accumulators each,
-    /// so each 8-float piece of `row` is loaded once for four FMAs.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn dot4(row: &[f32], q: &[f32]) -> [f32; 4] {
-        let d = row.len();
-        assert_eq!(q.len(), 4 * d);
-        let qs = [&q[..d], &q[d..2 * d], &q[2 * d..3 * d], &q[3 * d..]];
-        let mut a0 = [_mm256_setzero_ps(); 4];
-        let mut a1 = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 16 <= d {
-            let r0 = load8(row, i);
-            let r1 = load8(row, i + 8);
-            for j in 0..4 {
-                a0[j] = _mm256_fmadd_ps(r0, load8(qs[j], i), a0[j]);
-                a1[j] = _mm256_fmadd_ps(r1, load8(qs[j], i + 8), a1[j]);
-            }
-            i += 16;
-        }
-        while i + 8 <= d {
-            let r0 = load8(row, i);
-            for j in 0..4 {
-                a0[j] = _mm256_fmadd_ps(r0, load8(qs[j], i), a0[j]);
-            }
-            i += 8;
-        }
-        let mut out = [0.0f32; 4];
-        for j in 0..4 {
-            let mut s = hsum(_mm256_add_ps(a0[j], a1[j]));
-            for t in i..d {
-                s = row[t].mul_add(qs[j][t], s);
-            }
-            out[j] = s;
-        }
-        out
-    }
-}
+mod avx2;
 
 #[cfg(test)]
 mod tests {
