@@ -10,6 +10,8 @@ repeat=${1:-7}
 py=$(bash ../shared/bench/setup-peers.sh | tail -n 1)
 cargo build --release -q
 out=$(mktemp -d)
+# The machine's ceilings, in the same run (scripts/cpu-ceilings.sh).
+bash scripts/cpu-ceilings.sh "$py" >"$out/ceilings.json"
 for q in 1 64 1024; do
   ./target/release/hybridvec bench --queries "$q" --corpus 100000 --dim 768 --k 10 \
     --repeat "$repeat" --json >>"$out/ours.jsonl"
@@ -24,8 +26,14 @@ for r in map(json.loads, open(f"{d}/peers.jsonl")):
     peers.setdefault(r["q"], {})[r["peer"].split()[0]] = r["secs"]
 names = {1: "single", 64: "small-batch", 1024: "large-batch"}
 cols = ["numpy-openblas", "faiss-cpu", "simsimd", "usearch"]
-print("| workload | hybridvec ms | GFLOP/s | peak RSS MiB | " + " | ".join(f"{c} ms (ratio)" for c in cols) + " |")
-print("|---" * (4 + len(cols)) + "|")
+ceil = json.load(open(f"{d}/ceilings.json"))
+print(f"CPU flags: {ceil['cpu_flags']}. Ceilings measured in this run: SGEMM (numpy, 4096³) "
+      f"{ceil['sgemm_gflops']:.0f} GFLOP/s; read bandwidth {ceil['read_gbps_1_thread']:.1f} GB/s "
+      f"on 1 thread, {ceil['read_gbps_all_threads']:.1f} GB/s on {ceil['threads']}.")
+print()
+print("| workload | hybridvec ms | GFLOP/s (% of SGEMM) | GB/s (% of read bandwidth) | peak RSS MiB | "
+      + " | ".join(f"{c} ms (ratio)" for c in cols) + " |")
+print("|---" * (5 + len(cols)) + "|")
 for q, r in sorted(ours.items()):
     t = r["median_secs"]
     cells = []
@@ -33,5 +41,7 @@ for q, r in sorted(ours.items()):
         s = peers.get(q, {}).get(c)
         cells.append("n/a" if s is None else f"{s*1e3:.1f} ({s/t:.2f}×)")
     rss = (r.get("peak_rss_bytes") or 0) / 2**20
-    print(f"| {names[q]} {q}×100k×768 | {t*1e3:.1f} | {r['gflops']:.0f} | {rss:.0f} | " + " | ".join(cells) + " |")
+    gf = f"{r['gflops']:.0f} ({100 * r['gflops'] / ceil['sgemm_gflops']:.0f}%)"
+    bw = f"{r['gbps']:.1f} ({100 * r['gbps'] / ceil['read_gbps_all_threads']:.0f}%)"
+    print(f"| {names[q]} {q}×100k×768 | {t*1e3:.1f} | {gf} | {bw} | {rss:.0f} | " + " | ".join(cells) + " |")
 PY

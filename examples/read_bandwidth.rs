@@ -1,0 +1,86 @@
+//! This machine's read bandwidth: a streaming sum over a 2 GiB buffer (or `--mib N`), on
+//! one thread and on all of them, median of 5 passes after one warm-up pass. Prints one
+//! JSON object. `scripts/cpu-ceilings.sh` runs it beside the SGEMM rate, so benchmark
+//! figures can be given as a fraction of what the machine can do.
+//!
+//! ```sh
+//! cargo run --release --example read_bandwidth -- --mib 2048
+//! ```
+
+use rayon::prelude::*;
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Sum of `v` with 16 independent accumulators, so the loop is bound by loads, not by
+/// the latency of one addition chain (the compiler vectorises it, with AVX2 where the
+/// CPU has it, so that the loads and not the adds are the limit).
+fn sum(v: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected.
+        return unsafe { sum_avx2(v) };
+    }
+    sum_portable(v)
+}
+
+/// [`sum_portable`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sum_avx2(v: &[f32]) -> f32 {
+    sum_portable(v)
+}
+
+#[inline(always)]
+fn sum_portable(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut chunks = v.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// Median seconds of 5 passes of `f` after a warm-up pass.
+fn median(mut f: impl FnMut() -> f32) -> f64 {
+    black_box(f());
+    let mut t: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            black_box(f());
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mib: usize = match args.iter().position(|a| a == "--mib") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(m) if m > 0 => m,
+            _ => {
+                eprintln!("error: --mib takes a positive number of MiB");
+                std::process::exit(2);
+            }
+        },
+        None => 2048,
+    };
+    let len = mib * (1 << 20) / 4;
+    let data: Vec<f32> = (0..len).map(|i| (i % 7) as f32).collect();
+    let bytes = (len * 4) as f64;
+    let one = median(|| sum(&data));
+    let threads = rayon::current_num_threads();
+    let per = len.div_ceil(threads);
+    let all = median(|| data.par_chunks(per).map(sum).sum());
+    println!(
+        "{{\"buffer_mib\": {mib}, \"threads\": {threads}, \"read_gbps_1_thread\": {:.1}, \"read_gbps_all_threads\": {:.1}}}",
+        bytes / one / 1e9,
+        bytes / all / 1e9
+    );
+}
