@@ -1,14 +1,16 @@
-//! The CPU backend: rayon over all cores, AVX2+FMA streaming kernels for small query
-//! batches, GEMM tiles folded straight into top-k selection for large ones.
+//! The CPU backend: rayon over all cores, streaming kernels for small query batches, and
+//! score tiles folded straight into top-k selection for large ones, each at the best
+//! instruction-set level the CPU has ([`SimdLevel`]).
 //!
 //! Two strategies, picked by batch size:
 //! * **Streaming** (`Q < gemm_min_queries`, or the scalar path): memory-bound. Each corpus
 //!   row is read from memory once and dotted with every query while it is in L1.
-//! * **Tiled** (`Q ≥ gemm_min_queries`): compute-bound, a matrix product in tiles. For
-//!   `top_k`, each task scores 96 corpus rows against all queries with a packed 6 × 16
-//!   AVX2 kernel (`kernel.rs`) into a tile that stays in L2, then folds it into per-query
-//!   top-k heaps, so `top_k` never holds the `Q × N` score matrix. `cosine_similarity`
-//!   must return that matrix, so there the `gemm` crate writes tiles straight into it.
+//! * **Tiled** (`Q ≥ gemm_min_queries`): compute-bound, a matrix product in tiles. Each
+//!   task scores 96 corpus rows against all queries with the level's register-blocked
+//!   kernel (`kernel/`: 12 × 32 on AVX-512F, 6 × 16 on AVX2) into a tile that stays in L2.
+//!   `top_k` folds the tile into per-query selections, so it never holds the `Q × N` score
+//!   matrix; `cosine_similarity`, which must return that matrix, scales the tile by the
+//!   rows' inverse norms into it.
 
 mod kernel;
 pub(crate) mod select;
@@ -91,10 +93,6 @@ fn choose_level(cfg: &CpuConfig) -> Result<SimdLevel> {
 /// enough that two cores stay balanced on 100k rows.
 const STREAM_ROWS: usize = 2048;
 
-/// Corpus rows per task when `cosine_similarity` uses GEMM tiles (the `gemm` crate writes
-/// straight into the output matrix).
-const TILE_ROWS: usize = 256;
-
 /// The CPU backend.
 #[derive(Debug)]
 pub(crate) struct CpuBackend {
@@ -161,29 +159,47 @@ impl CpuBackend {
         let (q, n) = (queries.rows(), corpus.rows());
         let mut out = Matrix::zeros(q, n);
         let dst = SendPtr(out.as_mut_slice().as_mut_ptr());
-        let block = if self.use_gemm(q) {
-            TILE_ROWS
+        let packed = self.pack(queries);
+        let block = if packed.is_some() {
+            KERNEL_ROWS
         } else {
             STREAM_ROWS
         };
         self.pool.install(|| {
-            (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
-                let rows = b * block..((b + 1) * block).min(n);
-                // SAFETY: `dst` points at the `q × n` buffer of `out`, which outlives this
-                // scope; task `b` writes only columns `rows` of each output row, and the
-                // column ranges of different tasks are disjoint.
-                unsafe { self.score_block_into(queries, corpus, rows, dst, n) };
-            });
+            (0..n.div_ceil(block))
+                .into_par_iter()
+                .for_each_init(Vec::new, |tile, b| {
+                    let rows = b * block..((b + 1) * block).min(n);
+                    // SAFETY: `dst` points at the `q × n` buffer of `out`, which outlives
+                    // this scope; task `b` writes only columns `rows` of each output row,
+                    // and the column ranges of different tasks are disjoint.
+                    unsafe {
+                        match &packed {
+                            Some(p) => tile_block_into(p, corpus, rows, tile, dst, n),
+                            None => self.stream_block_into(queries, corpus, rows, dst, n),
+                        }
+                    };
+                });
         });
         out
     }
 
-    /// Writes `dst[i * ld + j] = cos(query i, corpus row j)` for `j` in `rows`.
+    /// The queries packed for this level's score-tile kernel, when the batch is large
+    /// enough to use it and the level has one.
+    fn pack(&self, queries: MatrixRef<'_>) -> Option<PackedQueries> {
+        let (q, d) = (queries.rows(), queries.cols());
+        self.use_gemm(q)
+            .then(|| PackedQueries::new(self.level, queries.as_slice(), q, d))
+            .flatten()
+    }
+
+    /// Writes `dst[i * ld + j] = cos(query i, corpus row j)` for `j` in `rows`, streaming
+    /// the rows through the dot-product kernels.
     ///
     /// # Safety
     /// `dst` must be valid for writes at `i * ld + j` for every query `i` and every `j` in
     /// `rows`, and no other thread may access those elements during the call.
-    unsafe fn score_block_into(
+    unsafe fn stream_block_into(
         &self,
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
@@ -191,38 +207,18 @@ impl CpuBackend {
         dst: SendPtr,
         ld: usize,
     ) {
-        let q = queries.rows();
         let inv = corpus.inv_norms();
-        if self.use_gemm(q) {
-            // SAFETY: the caller guarantees the destination tile; operands are whole views.
-            unsafe {
-                gemm_tile(
-                    queries,
-                    corpus.matrix(),
-                    rows.clone(),
-                    dst.0.add(rows.start),
-                    ld,
-                )
-            };
-            for i in 0..q {
-                for j in rows.clone() {
-                    // SAFETY: inside the caller's tile.
-                    unsafe { *dst.0.add(i * ld + j) *= inv[j] };
-                }
-            }
-        } else {
-            let mut tmp = vec![0.0f32; q];
-            for j in rows {
-                crate::simd::dots(
-                    self.level,
-                    corpus.matrix().row(j),
-                    queries.as_slice(),
-                    &mut tmp,
-                );
-                for (i, &s) in tmp.iter().enumerate() {
-                    // SAFETY: inside the caller's tile.
-                    unsafe { *dst.0.add(i * ld + j) = s * inv[j] };
-                }
+        let mut tmp = vec![0.0f32; queries.rows()];
+        for j in rows {
+            crate::simd::dots(
+                self.level,
+                corpus.matrix().row(j),
+                queries.as_slice(),
+                &mut tmp,
+            );
+            for (i, &s) in tmp.iter().enumerate() {
+                // SAFETY: inside the caller's tile.
+                unsafe { *dst.0.add(i * ld + j) = s * inv[j] };
             }
         }
     }
@@ -235,10 +231,7 @@ impl CpuBackend {
         k: usize,
     ) -> Vec<Vec<Hit>> {
         let (q, n) = (queries.rows(), corpus.rows());
-        let packed = self
-            .use_gemm(q)
-            .then(|| PackedQueries::new(self.level, queries.as_slice(), q, queries.cols()))
-            .flatten();
+        let packed = self.pack(queries);
         let block = if packed.is_some() {
             KERNEL_ROWS
         } else {
@@ -366,48 +359,31 @@ impl Selection {
     }
 }
 
-/// `dst[i * ld + (j - rows.start)] = queries[i] · corpus[j]` for `j` in `rows`, one thread.
+/// Writes `dst[i * ld + j] = cos(query i, corpus row j)` for `j` in `rows`, scoring the
+/// rows with the score-tile kernel into `tile` (scratch, reused between calls) first.
 ///
 /// # Safety
-/// `dst` must be valid for writes at `i * ld + t` for `i < queries.rows()` and
-/// `t < rows.len()`, with no concurrent access to those elements; `rows` must lie inside
-/// `corpus`, whose dimension must equal the queries'.
-unsafe fn gemm_tile(
-    queries: MatrixRef<'_>,
-    corpus: MatrixRef<'_>,
-    rows: std::ops::Range<usize>,
-    dst: *mut f32,
+/// `dst` must be valid for writes at `i * ld + j` for every query `i < packed` queries and
+/// every `j` in `rows`, and no other thread may access those elements during the call.
+unsafe fn tile_block_into(
+    packed: &PackedQueries,
+    corpus: CorpusView<'_>,
+    rows: Range<usize>,
+    tile: &mut Vec<f32>,
+    dst: SendPtr,
     ld: usize,
 ) {
-    let d = queries.cols();
-    debug_assert_eq!(d, corpus.cols());
-    debug_assert!(rows.end <= corpus.rows());
-    let c = corpus.as_slice()[rows.start * d..rows.end * d].as_ptr();
-    // SAFETY: lhs is `queries` (m × d, row stride d); rhs is the corpus block read as its
-    // transpose (d × nb: row stride 1, column stride d), inside `corpus`; dst validity is the
-    // caller's guarantee. `read_dst = false`, so dst's old contents are never read.
-    unsafe {
-        gemm::gemm(
-            queries.rows(),
-            rows.len(),
-            d,
-            dst,
-            1,
-            ld as isize,
-            false,
-            queries.as_slice().as_ptr(),
-            1,
-            d as isize,
-            c,
-            d as isize,
-            1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
+    let d = corpus.dim();
+    let ldt = packed.padded() + packed.nr();
+    tile.resize(rows.len() * ldt, 0.0);
+    let data = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
+    kernel::score_tile(data, d, packed, tile, ldt);
+    let inv = &corpus.inv_norms()[rows.clone()];
+    for i in 0..packed.queries() {
+        for (r, &w) in inv.iter().enumerate() {
+            // SAFETY: query `i` and column `rows.start + r` are inside the caller's tile.
+            unsafe { *dst.0.add(i * ld + rows.start + r) = tile[r * ldt + i] * w };
+        }
     }
 }
 

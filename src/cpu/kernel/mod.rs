@@ -1,7 +1,7 @@
 //! Register-blocked kernels for score tiles: `MR` corpus rows × `NR` queries per call, one
 //! kernel per instruction-set level (`avx2`: 6 × 16; `avx512`: 12 × 32).
 //!
-//! The general-purpose `gemm` crate repacks both operands on every call. For top-k the
+//! A general-purpose GEMM repacks both operands on every call. Here the
 //! queries are fixed for the whole call while the corpus streams past, so we pack the
 //! queries once ([`PackedQueries`]: panels of `NR`, `d`-major) and read the corpus rows in
 //! place, `MR` streams at once: the kernel broadcasts one corpus value per row and
@@ -48,6 +48,7 @@ impl Geometry {
 /// panel are zero.
 pub(crate) struct PackedQueries {
     buf: AlignedBuf,
+    queries: usize,
     level: SimdLevel,
     nr: usize,
     panels: usize,
@@ -80,11 +81,17 @@ impl PackedQueries {
         }
         Some(Self {
             buf,
+            queries: q,
             level,
             nr,
             panels,
             d,
         })
+    }
+
+    /// Queries packed (without the padding).
+    pub(crate) fn queries(&self) -> usize {
+        self.queries
     }
 
     /// Query panels (each `nr` queries wide, padded with zero queries).
