@@ -24,15 +24,14 @@ pub(crate) struct TopK {
     floor: f32,
 }
 
-/// Best first; equal hits (the same row) compare equal.
+/// Best first: the order of [`Hit::is_better_than`] (higher score, then lower index; `-0`
+/// and `+0` are equal scores), as one comparison chain. Scores are never NaN here.
+#[inline]
 fn best_first(a: &Hit, b: &Hit) -> Ordering {
-    if a.is_better_than(b) {
-        Ordering::Less
-    } else if b.is_better_than(a) {
-        Ordering::Greater
-    } else {
-        Ordering::Equal
-    }
+    b.score
+        .partial_cmp(&a.score)
+        .unwrap_or(Ordering::Equal)
+        .then(a.index.cmp(&b.index))
 }
 
 impl TopK {
