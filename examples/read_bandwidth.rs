@@ -59,6 +59,14 @@ fn median(mut f: impl FnMut() -> f32) -> f64 {
     t[2]
 }
 
+/// `MemAvailable` of `/proc/meminfo`, in MiB (Linux only).
+fn available_mib() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mib: usize = match args.iter().position(|a| a == "--mib") {
@@ -71,16 +79,36 @@ fn main() {
         },
         None => 2048,
     };
-    let len = mib * (1 << 20) / 4;
-    let data: Vec<f32> = (0..len).map(|i| (i % 7) as f32).collect();
+    let Some(len) = mib.checked_mul(1 << 20).map(|b| b / 4) else {
+        eprintln!("error: --mib {mib} is too large for this platform");
+        std::process::exit(2);
+    };
+    // Overcommit would let a reservation past the memory succeed and the fill be killed.
+    if let Some(avail) = available_mib() {
+        if mib >= avail {
+            eprintln!("error: --mib {mib}: only {avail} MiB of memory is available");
+            std::process::exit(2);
+        }
+    }
+    let mut data: Vec<f32> = Vec::new();
+    if data.try_reserve_exact(len).is_err() {
+        eprintln!("error: --mib {mib}: cannot allocate the buffer");
+        std::process::exit(2);
+    }
+    data.extend((0..len).map(|i| (i % 7) as f32));
     let bytes = (len * 4) as f64;
     let one = median(|| sum(&data));
     let threads = rayon::current_num_threads();
     let per = len.div_ceil(threads);
     let all = median(|| data.par_chunks(per).map(sum).sum());
-    println!(
+    let line = format!(
         "{{\"buffer_mib\": {mib}, \"threads\": {threads}, \"read_gbps_1_thread\": {:.1}, \"read_gbps_all_threads\": {:.1}}}",
         bytes / one / 1e9,
         bytes / all / 1e9
     );
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        eprintln!("error: standard output: {e}");
+        std::process::exit(2);
+    }
 }
