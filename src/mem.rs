@@ -51,8 +51,9 @@ pub(crate) fn try_zeroed_f32(rows: usize, cols: usize, what: &str) -> Result<Vec
             bytes: (len * 4) as u64,
             available: available_bytes(),
         })?;
-    v.resize(len, 0.0);
+    // Advise before the zeros are written: the first touch decides the page size.
     advise_huge(v.as_ptr() as usize, len * std::mem::size_of::<f32>());
+    v.resize(len, 0.0);
     Ok(v)
 }
 

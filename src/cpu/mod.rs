@@ -32,7 +32,7 @@ pub use simd::SimdLevel;
 use std::ops::Range;
 
 /// Settings of the CPU backend.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct CpuConfig {
     /// Worker threads; `None` means one per available core.
     pub threads: Option<usize>,
@@ -43,19 +43,11 @@ pub struct CpuConfig {
     /// ([`SimdLevel::detect`]). A level the CPU lacks is [`Error::InvalidConfig`]. The
     /// environment variable `HYBRIDVEC_SIMD` (`scalar`, `avx2`, `avx512`) caps it too.
     pub simd: Option<SimdLevel>,
-    /// Query batches at least this large use GEMM tiles; smaller ones stream the corpus.
-    pub gemm_min_queries: usize,
-}
-
-impl Default for CpuConfig {
-    fn default() -> Self {
-        Self {
-            threads: None,
-            force_scalar: false,
-            simd: None,
-            gemm_min_queries: 16,
-        }
-    }
+    /// Query batches at least this large use the score tiles; smaller ones stream the
+    /// corpus. `None` takes the crossover measured for the level in use: 24 queries with
+    /// AVX-512F (whose streaming kernel scores up to six queries per pass over four rows),
+    /// 16 with AVX2.
+    pub gemm_min_queries: Option<usize>,
 }
 
 /// The level `cfg` and the environment allow: the lowest of the configured one, the
@@ -123,7 +115,13 @@ impl CpuBackend {
         Ok(Self {
             pool,
             level,
-            gemm_min_queries: cfg.gemm_min_queries.max(1),
+            gemm_min_queries: cfg
+                .gemm_min_queries
+                .unwrap_or(match level {
+                    SimdLevel::Avx512 => 24,
+                    _ => 16,
+                })
+                .max(1),
         })
     }
 
@@ -168,15 +166,15 @@ impl CpuBackend {
         self.pool.install(|| {
             (0..n.div_ceil(block))
                 .into_par_iter()
-                .for_each_init(Vec::new, |tile, b| {
+                .for_each_init(Vec::new, |scratch, b| {
                     let rows = b * block..((b + 1) * block).min(n);
                     // SAFETY: `dst` points at the `q × n` buffer of `out`, which outlives
                     // this scope; task `b` writes only columns `rows` of each output row,
                     // and the column ranges of different tasks are disjoint.
                     unsafe {
                         match &packed {
-                            Some(p) => tile_block_into(p, corpus, rows, tile, dst, n),
-                            None => self.stream_block_into(queries, corpus, rows, dst, n),
+                            Some(p) => tile_block_into(p, corpus, rows, scratch, dst, n),
+                            None => self.stream_block_into(queries, corpus, rows, scratch, dst, n),
                         }
                     };
                 });
@@ -194,7 +192,7 @@ impl CpuBackend {
     }
 
     /// Writes `dst[i * ld + j] = cos(query i, corpus row j)` for `j` in `rows`, streaming
-    /// the rows through the dot-product kernels.
+    /// the rows through the dot-product kernels (into `tmp`, scratch reused between calls).
     ///
     /// # Safety
     /// `dst` must be valid for writes at `i * ld + j` for every query `i` and every `j` in
@@ -204,22 +202,21 @@ impl CpuBackend {
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
         rows: std::ops::Range<usize>,
+        tmp: &mut Vec<f32>,
         dst: SendPtr,
         ld: usize,
     ) {
-        let inv = corpus.inv_norms();
-        let mut tmp = vec![0.0f32; queries.rows()];
-        for j in rows {
-            crate::simd::dots(
-                self.level,
-                corpus.matrix().row(j),
-                queries.as_slice(),
-                &mut tmp,
-            );
-            for (i, &s) in tmp.iter().enumerate() {
-                // SAFETY: inside the caller's tile.
-                unsafe { *dst.0.add(i * ld + j) = s * inv[j] };
-            }
+        let (q, d, n) = (queries.rows(), queries.cols(), rows.len());
+        tmp.resize(q * n, 0.0);
+        let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
+        let inv = &corpus.inv_norms()[rows.clone()];
+        crate::simd::dots_rows(self.level, block, d, queries.as_slice(), inv, tmp);
+        for (i, scores) in tmp.chunks_exact(n).enumerate() {
+            // SAFETY: query `i`'s columns `rows` are inside the caller's tile, and `scores`
+            // (scratch of this task) does not overlap the output.
+            unsafe {
+                std::ptr::copy_nonoverlapping(scores.as_ptr(), dst.0.add(i * ld + rows.start), n)
+            };
         }
     }
 
@@ -300,13 +297,6 @@ impl Selection {
         }
     }
 
-    #[inline]
-    fn offer(&mut self, q: usize, index: usize, score: f32) {
-        let h = &mut self.heaps[q];
-        h.offer(index, score);
-        self.thresholds[q] = h.threshold();
-    }
-
     fn fold_stream(
         &mut self,
         level: SimdLevel,
@@ -314,20 +304,20 @@ impl Selection {
         corpus: CorpusView<'_>,
         rows: Range<usize>,
     ) {
-        // Score the whole block in one kernel call (no per-row dispatch), then fold.
-        let (q, d) = (queries.rows(), queries.cols());
+        // Score the whole block in one kernel call (no per-row dispatch), query-major, then
+        // scan each query's run of scores against its threshold.
+        let (q, d, n) = (queries.rows(), queries.cols(), rows.len());
         let mut scores = std::mem::take(&mut self.scratch);
-        scores.resize(rows.len() * q, 0.0);
+        scores.resize(n * q, 0.0);
         let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
-        crate::simd::dots_rows(level, block, d, queries.as_slice(), &mut scores);
         let inv = &corpus.inv_norms()[rows.clone()];
-        for (r, (&w, row_scores)) in inv.iter().zip(scores.chunks_exact(q)).enumerate() {
-            for (qi, &s) in row_scores.iter().enumerate() {
-                let s = s * w;
-                if s >= self.thresholds[qi] {
-                    self.offer(qi, rows.start + r, s);
-                }
-            }
+        crate::simd::dots_rows(level, block, d, queries.as_slice(), inv, &mut scores);
+        for (qi, column) in scores.chunks_exact(n).enumerate() {
+            let heap = &mut self.heaps[qi];
+            self.thresholds[qi] = kernel::fold_column(level, column, heap.threshold(), |r, s| {
+                heap.offer(rows.start + r, s);
+                heap.threshold()
+            });
         }
         self.scratch = scores;
     }

@@ -2,37 +2,38 @@
 
 use std::arch::x86_64::*;
 
+/// `out[q * n + r] = (rows[r] · queries[q]) * scale[r]` for the `n = scale.len()` rows
+/// (`d > 0` values each) and every query.
+///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dots_rows(rows: &[f32], d: usize, queries: &[f32], out: &mut [f32]) {
+pub(super) unsafe fn dots_rows(
+    rows: &[f32],
+    d: usize,
+    queries: &[f32],
+    scale: &[f32],
+    out: &mut [f32],
+) {
+    let n = scale.len();
     let nq = queries.len() / d;
-    for (row, o) in rows.chunks_exact(d).zip(out.chunks_exact_mut(nq)) {
-        // SAFETY: this function's own target features are the callee's requirement.
-        unsafe { dots(row, queries, o) };
-    }
-}
-
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dots(row: &[f32], queries: &[f32], out: &mut [f32]) {
-    let d = row.len();
-    assert_eq!(
-        queries.len(),
-        d * out.len(),
-        "query block does not match output"
+    assert!(
+        rows.len() == n * d && queries.len() == nq * d && out.len() == n * nq,
+        "rows, queries, scale and output do not agree"
     );
-    let mut q = 0;
-    while q + 4 <= out.len() {
-        let r = dot4(row, &queries[q * d..(q + 4) * d]);
-        out[q..q + 4].copy_from_slice(&r);
-        q += 4;
-    }
-    while q < out.len() {
-        out[q] = dot1(row, &queries[q * d..(q + 1) * d]);
-        q += 1;
+    for (r, (row, &w)) in rows.chunks_exact(d).zip(scale).enumerate() {
+        let mut q = 0;
+        while q + 4 <= nq {
+            let s = dot4(row, &queries[q * d..(q + 4) * d]);
+            for (j, s) in s.into_iter().enumerate() {
+                out[(q + j) * n + r] = s * w;
+            }
+            q += 4;
+        }
+        while q < nq {
+            out[q * n + r] = dot1(row, &queries[q * d..(q + 1) * d]) * w;
+            q += 1;
+        }
     }
 }
 

@@ -1,6 +1,5 @@
 //! The instruction-set levels of the CPU kernels, detected at run time, and the streaming
-//! dot products and norms: AVX2+FMA kernels (which AVX-512 machines use here too), and a
-//! portable scalar path that the tests force so it is exercised on machines that have the
+//! dot products and norms: AVX-512F and AVX2+FMA kernels, and a portable scalar path that the tests force so it is exercised on machines that have the
 //! others too. The score-tile kernels of each level are in `cpu/kernel/`.
 //!
 //! Every level is chosen at run time (one binary for every x86-64 CPU), and this is the one
@@ -88,65 +87,59 @@ pub(crate) fn sum_squares_f64(v: &[f32]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// `out[q] = row · queries[q]` for every query, where `queries` holds `out.len()` rows of
-/// `row.len()` values back to back.
+/// Scaled dot products of a block of rows with every query, query-major:
+/// `out[q * n + r] = (rows[r] · queries[q]) * scale[r]` for the `n = scale.len()` rows of
+/// `rows` (row-major, `d` values each) and the `nq = queries.len() / d` queries.
 ///
-/// Queries are taken four at a time so one pass over `row` (the large, streamed operand)
-/// serves four dot products.
-#[inline]
-pub(crate) fn dots(level: SimdLevel, row: &[f32], queries: &[f32], out: &mut [f32]) {
-    let d = row.len();
-    debug_assert_eq!(queries.len(), d * out.len());
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: callers pass the CPU backend's level, which it checked is supported
-        // (`CpuBackend::new`); AVX-512 CPUs run AVX2 too. The kernel checks every length.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512 => unsafe { avx2::dots(row, queries, out) },
-        _ => dots_scalar(row, queries, out),
-    }
-}
-
-/// [`dots`] for every row of `rows` (row-major, `d` values each):
-/// `out[r * nq + q] = rows[r] · queries[q]`, where `nq = queries.len() / d`.
+/// `scale` carries the rows' inverse norms, so the outputs are cosines. Query-major output
+/// puts each query's scores for the block side by side: the top-k scan compares them with
+/// one threshold several at a time, and the cosine matrix copies them as a run.
 ///
-/// One call scores a whole block, so the level dispatch and the call into the AVX2 code
-/// happen once per block instead of once per row.
+/// # Panics
+/// When the lengths disagree.
 pub(crate) fn dots_rows(
     level: SimdLevel,
     rows: &[f32],
     d: usize,
     queries: &[f32],
+    scale: &[f32],
     out: &mut [f32],
 ) {
-    let nq = queries.len() / d;
-    assert_eq!(
-        out.len(),
-        rows.len() / d * nq,
-        "output does not match rows × queries"
+    let n = scale.len();
+    // With `d == 0` the queries have no values; the output says how many there are.
+    let nq = queries.len().checked_div(d).unwrap_or(out.len() / n.max(1));
+    assert!(
+        rows.len() == n * d && queries.len() == nq * d && out.len() == n * nq,
+        "rows, queries, scale and output do not agree"
     );
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `dots`: a supported level, and the kernel checks every length.
-        // AVX-512 machines stream with the AVX2 kernel too: a zmm streaming kernel
-        // measured slower from DRAM on Zen 5, though faster from cache.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512 => unsafe { avx2::dots_rows(rows, d, queries, out) },
+        // SAFETY: callers pass the CPU backend's level, which it checked is supported
+        // (`CpuBackend::new`); the lengths agree (asserted above). A single query streams
+        // faster one row at a time, through the AVX2 kernel, on AVX-512 CPUs too.
+        SimdLevel::Avx2Fma => unsafe { avx2::dots_rows(rows, d, queries, scale, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; the AVX-512 level includes AVX2 and FMA.
+        SimdLevel::Avx512 if nq == 1 => unsafe { avx2::dots_rows(rows, d, queries, scale, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; the AVX-512 level includes AVX2 and FMA.
+        SimdLevel::Avx512 => unsafe { avx512::dots_rows(rows, d, queries, scale, out) },
         _ => {
-            for (row, o) in rows.chunks_exact(d).zip(out.chunks_exact_mut(nq)) {
-                dots_scalar(row, queries, o);
+            for (r, (row, &w)) in rows.chunks_exact(d).zip(scale).enumerate() {
+                for (q, query) in queries.chunks_exact(d).enumerate() {
+                    out[q * n + r] = dot_scalar(row, query) * w;
+                }
             }
         }
     }
 }
 
-fn dots_scalar(row: &[f32], queries: &[f32], out: &mut [f32]) {
-    let d = row.len();
-    for (q, o) in out.iter_mut().enumerate() {
-        *o = dot_scalar(row, &queries[q * d..(q + 1) * d]);
-    }
-}
-
 /// Eight independent partial sums so the loop is not one long dependency chain.
-pub(crate) fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut ca = a.chunks_exact(8);
     let mut cb = b.chunks_exact(8);
@@ -164,6 +157,8 @@ pub(crate) fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(test)]
 mod tests {
@@ -180,24 +175,41 @@ mod tests {
             .filter(|l| l.is_supported())
             .collect();
         for d in [1usize, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 257, 768, 1001] {
-            for nq in 1..=9 {
-                let row = crate::data::random_vec(d, 1, 0);
-                let qs = crate::data::random_vec(d * nq, 2, 0);
-                for &level in &levels {
-                    let mut out = vec![0.0; nq];
-                    dots(level, &row, &qs, &mut out);
-                    for q in 0..nq {
-                        let r = reference(&row, &qs[q * d..(q + 1) * d]);
-                        let scale = (sum_squares_f64(&row)
-                            * sum_squares_f64(&qs[q * d..(q + 1) * d]))
-                        .sqrt();
-                        assert!(
-                            ((out[q] as f64) - r).abs() <= 1e-6 * scale,
-                            "{level:?} d={d} q={q}"
-                        );
+            for n in [1usize, 2, 3, 4, 5, 9] {
+                for nq in 1..=17 {
+                    let rows = crate::data::random_vec(d * n, 1, (d * n) as u64);
+                    let qs = crate::data::random_vec(d * nq, 2, (d * nq) as u64);
+                    let scale = crate::data::random_vec(n, 3, n as u64);
+                    for &level in &levels {
+                        let mut out = vec![f32::NAN; n * nq];
+                        dots_rows(level, &rows, d, &qs, &scale, &mut out);
+                        for r in 0..n {
+                            let row = &rows[r * d..(r + 1) * d];
+                            for q in 0..nq {
+                                let query = &qs[q * d..(q + 1) * d];
+                                let want = reference(row, query) * scale[r] as f64;
+                                let tol = 1e-6
+                                    * (sum_squares_f64(row) * sum_squares_f64(query)).sqrt()
+                                    * (scale[r].abs() as f64);
+                                let got = out[q * n + r] as f64;
+                                assert!(
+                                    (got - want).abs() <= tol,
+                                    "{level:?} d={d} n={n} nq={nq} r={r} q={q}: {got} vs {want}"
+                                );
+                            }
+                        }
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn zero_dimension_gives_zero_scores() {
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+            let mut out = vec![f32::NAN; 6];
+            dots_rows(level, &[], 0, &[], &[1.0, 2.0, 3.0], &mut out);
+            assert_eq!(out, [0.0; 6], "{level:?}");
         }
     }
 }

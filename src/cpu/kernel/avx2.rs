@@ -91,3 +91,34 @@ pub(super) unsafe fn fold_row(
     }
     n
 }
+
+/// The vector part of [`super::fold_column`]: returns how many scores it covered (a
+/// multiple of 8) and the threshold after them.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn fold_column(
+    scores: &[f32],
+    mut threshold: f32,
+    offer: &mut impl FnMut(usize, f32) -> f32,
+) -> (usize, f32) {
+    let n = scores.len() / 8 * 8;
+    let mut i = 0;
+    while i < n {
+        // SAFETY: `i + 8 <= n <= scores.len()`.
+        let v = unsafe { _mm256_loadu_ps(scores.as_ptr().add(i)) };
+        let mut m =
+            _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(v, _mm256_set1_ps(threshold))) as u32;
+        while m != 0 {
+            let lane = i + m.trailing_zeros() as usize;
+            // The threshold may have risen since the compare.
+            if scores[lane] >= threshold {
+                threshold = offer(lane, scores[lane]);
+            }
+            m &= m - 1;
+        }
+        i += 8;
+    }
+    (n, threshold)
+}

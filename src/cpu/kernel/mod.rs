@@ -198,6 +198,35 @@ pub(crate) fn fold_row(
     }
 }
 
+/// Offers each of one query's `scores` that reaches its running threshold, first to
+/// last: `offer(i, scores[i])` is called when `scores[i] >= threshold`, and returns the new
+/// threshold. Returns the final threshold.
+///
+/// The streaming path's scan: several scores are compared with the threshold at once, and
+/// the few that pass are checked again one by one against the threshold as it rises.
+pub(crate) fn fold_column(
+    level: SimdLevel,
+    scores: &[f32],
+    mut threshold: f32,
+    mut offer: impl FnMut(usize, f32) -> f32,
+) -> f32 {
+    let mut start = 0;
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx512 && level.is_supported() {
+        // SAFETY: AVX-512F was just checked.
+        (start, threshold) = unsafe { avx512::fold_column(scores, threshold, &mut offer) };
+    } else if level >= SimdLevel::Avx2Fma && SimdLevel::Avx2Fma.is_supported() {
+        // SAFETY: AVX2 was just checked.
+        (start, threshold) = unsafe { avx2::fold_column(scores, threshold, &mut offer) };
+    }
+    for (i, &s) in scores.iter().enumerate().skip(start) {
+        if s >= threshold {
+            threshold = offer(i, s);
+        }
+    }
+    threshold
+}
+
 /// Runs `level`'s kernel on `m` rows.
 ///
 /// # Safety
@@ -318,6 +347,37 @@ mod tests {
                 for j in q..packed.padded() {
                     assert_eq!(tile[r * ldt + j], 0.0, "padding queries score 0");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn fold_column_offers_exactly_what_a_running_threshold_admits() {
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+            for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 33, 64, 100, 1000] {
+                let scores = crate::data::random_vec(n, 7, n as u64);
+                // The threshold rises by a step on each offer, as a top-k's would.
+                type Offer<'a> = &'a mut dyn FnMut(usize, f32) -> f32;
+                let run = |fold: &dyn Fn(Offer<'_>) -> f32| {
+                    let mut offered = Vec::new();
+                    let last = fold(&mut |i, s| {
+                        offered.push((i, s));
+                        -1.5 + 0.02 * offered.len() as f32
+                    });
+                    (offered, last)
+                };
+                let want = run(&|offer| {
+                    let mut t = -1.5f32;
+                    for (i, &s) in scores.iter().enumerate() {
+                        if s >= t {
+                            t = offer(i, s);
+                        }
+                    }
+                    t
+                });
+                let got = run(&|offer| fold_column(level, &scores, -1.5, &mut *offer));
+                assert_eq!(got, want, "{level:?} n={n}");
+                assert!(n < 16 || want.0.len() > 4, "the scan should admit several");
             }
         }
     }
