@@ -1,6 +1,6 @@
 //! The instruction-set levels of the CPU kernels, detected at run time, and the streaming
 //! dot products and norms: AVX2+FMA kernels (which AVX-512 machines use here too) on x86-64,
-//! and a portable scalar path that the tests force so it is
+//! NEON kernels on aarch64, and a portable scalar path that the tests force so it is
 //! exercised on machines that have the others too. The score-tile kernels of each level are
 //! in `cpu/kernel/`.
 //!
@@ -129,7 +129,7 @@ pub(crate) fn sum_squares_f64(v: &[f32]) -> f64 {
 /// `row.len()` values back to back.
 ///
 /// Queries are taken four at a time so one pass over `row` (the large, streamed operand)
-/// serves four dot products (AVX2; the scalar path takes them one at a time).
+/// serves four dot products (AVX2 and NEON; the scalar path takes them one at a time).
 #[inline]
 pub(crate) fn dots(level: SimdLevel, row: &[f32], queries: &[f32], out: &mut [f32]) {
     let d = row.len();
@@ -139,6 +139,10 @@ pub(crate) fn dots(level: SimdLevel, row: &[f32], queries: &[f32], out: &mut [f3
         // SAFETY: callers pass the CPU backend's level, which it checked is supported
         // (`CpuBackend::new`); AVX-512 CPUs run AVX2 too. The kernel checks every length.
         SimdLevel::Avx2Fma | SimdLevel::Avx512 => unsafe { avx2::dots(row, queries, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above: the backend checked that the CPU has NEON. The kernel checks
+        // every length.
+        SimdLevel::Neon => unsafe { neon::dots(row, queries, out) },
         _ => dots_scalar(row, queries, out),
     }
 }
@@ -146,8 +150,8 @@ pub(crate) fn dots(level: SimdLevel, row: &[f32], queries: &[f32], out: &mut [f3
 /// [`dots`] for every row of `rows` (row-major, `d` values each):
 /// `out[r * nq + q] = rows[r] · queries[q]`, where `nq = queries.len() / d`.
 ///
-/// One call scores a whole block, so the level dispatch and the call into the AVX2 code
-/// happen once per block instead of once per row.
+/// One call scores a whole block, so the level dispatch and the call into the AVX2 or NEON
+/// code happen once per block instead of once per row.
 pub(crate) fn dots_rows(
     level: SimdLevel,
     rows: &[f32],
@@ -167,6 +171,9 @@ pub(crate) fn dots_rows(
         // AVX-512 machines stream with the AVX2 kernel too: a zmm streaming kernel
         // measured slower from DRAM on Zen 5, though faster from cache.
         SimdLevel::Avx2Fma | SimdLevel::Avx512 => unsafe { avx2::dots_rows(rows, d, queries, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as in `dots`: a supported level, and the kernel checks every length.
+        SimdLevel::Neon => unsafe { neon::dots_rows(rows, d, queries, out) },
         _ => {
             for (row, o) in rows.chunks_exact(d).zip(out.chunks_exact_mut(nq)) {
                 dots_scalar(row, queries, o);
@@ -201,6 +208,8 @@ pub(crate) fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 #[cfg(test)]
 mod tests {
