@@ -7,10 +7,10 @@
 //!   row is read from memory once and dotted with every query while it is in L1.
 //! * **Tiled** (`Q ≥ gemm_min_queries`): compute-bound, a matrix product in tiles. Each
 //!   task scores 96 corpus rows against all queries with the level's register-blocked
-//!   kernel (`kernel/`: 12 × 32 on AVX-512F, 6 × 16 on AVX2) into a tile that stays in L2.
-//!   `top_k` folds the tile into per-query selections, so it never holds the `Q × N` score
-//!   matrix; `cosine_similarity`, which must return that matrix, scales the tile by the
-//!   rows' inverse norms into it.
+//!   kernel (`kernel/`: 12 × 32 on AVX-512F, 6 × 16 on AVX2 and on NEON) into a tile that
+//!   stays in L2. `top_k` folds the tile into per-query selections, so it never holds the
+//!   `Q × N` score matrix; `cosine_similarity`, which must return that matrix, scales the
+//!   tile by the rows' inverse norms into it.
 
 mod kernel;
 pub(crate) mod select;
@@ -341,8 +341,9 @@ impl CpuBackend {
     }
 }
 
-/// Corpus rows per task in the tiled top-k path (a multiple of the kernel's 6 rows): the
-/// `KERNEL_ROWS × Q` score tile and the rows themselves stay in L2 for Q up to ~1k.
+/// Corpus rows per task in the tiled top-k path (a multiple of every kernel's rows, 6 and
+/// 12): the `KERNEL_ROWS × Q` score tile and the rows themselves stay in L2 for Q up to
+/// ~1k.
 const KERNEL_ROWS: usize = 96;
 
 /// One task's running top-k for every query, plus its scratch buffers.

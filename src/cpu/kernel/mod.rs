@@ -1,5 +1,6 @@
 //! Register-blocked kernels for score tiles: `MR` corpus rows × `NR` queries per call, one
-//! kernel per instruction-set level (`avx2`: 6 × 16; `avx512`: 12 × 32).
+//! kernel per instruction-set level (`avx2`: 6 × 16; `avx512`: 12 × 32; `neon`: 6 × 16 on
+//! aarch64).
 //!
 //! A general-purpose GEMM repacks both operands on every call. Here the
 //! queries are fixed for the whole call while the corpus streams past, so we pack the
@@ -14,6 +15,8 @@ use crate::simd::SimdLevel;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 /// The tile shape of a level's kernel: corpus rows per call and queries per panel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +40,11 @@ impl Geometry {
             SimdLevel::Avx512 => Some(Self {
                 mr: avx512::MR,
                 nr: avx512::NR,
+            }),
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => Some(Self {
+                mr: neon::MR,
+                nr: neon::NR,
             }),
             _ => None,
         }
@@ -186,9 +194,16 @@ pub(crate) fn fold_row(
     if level == SimdLevel::Avx512 && level.is_supported() {
         // SAFETY: AVX-512F was just checked; lengths are asserted above.
         start = unsafe { avx512::fold_row(row, w, thresholds, &mut offer) };
-    } else if level >= SimdLevel::Avx2Fma && SimdLevel::Avx2Fma.is_supported() {
+    } else if matches!(level, SimdLevel::Avx2Fma | SimdLevel::Avx512)
+        && SimdLevel::Avx2Fma.is_supported()
+    {
         // SAFETY: AVX2 was just checked; lengths are asserted above.
         start = unsafe { avx2::fold_row(row, w, thresholds, &mut offer) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level == SimdLevel::Neon && level.is_supported() {
+        // SAFETY: NEON was just checked; lengths are asserted above.
+        start = unsafe { neon::fold_row(row, w, thresholds, &mut offer) };
     }
     for q in start..thresholds.len() {
         let s = row[q] * w;
@@ -239,15 +254,30 @@ unsafe fn dispatch(
             (_, _) => avx2::kernel::<1>(kc, a, sa, b, c, ldc, acc),
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: forwarded from the caller; NEON is the one level with a kernel here, and `m`
+    // is at most its `MR`.
+    unsafe {
+        debug_assert_eq!(level, SimdLevel::Neon);
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        match m {
+            6 => neon::kernel::<6>(kc, a, sa, b, c, ldc, acc),
+            5 => neon::kernel::<5>(kc, a, sa, b, c, ldc, acc),
+            4 => neon::kernel::<4>(kc, a, sa, b, c, ldc, acc),
+            3 => neon::kernel::<3>(kc, a, sa, b, c, ldc, acc),
+            2 => neon::kernel::<2>(kc, a, sa, b, c, ldc, acc),
+            _ => neon::kernel::<1>(kc, a, sa, b, c, ldc, acc),
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (level, m, kc, a, sa, b, c, ldc, acc);
         unreachable!("no tile kernel on this architecture");
     }
 }
 
-/// A zeroed `f32` buffer whose first element is 64-byte aligned, so the kernel's 32-byte
-/// loads never straddle a cache line.
+/// A zeroed `f32` buffer whose first element is 64-byte aligned, so the kernels' 16- to
+/// 64-byte loads never straddle a cache line.
 pub(crate) struct AlignedBuf {
     raw: Vec<f32>,
     offset: usize,
