@@ -6,8 +6,8 @@
 //! queries are fixed for the whole call while the corpus streams past, so we pack the
 //! queries once ([`PackedQueries`]: panels of `NR`, `d`-major) and read the corpus rows in
 //! place, `MR` streams at once: the kernel broadcasts one corpus value per row and
-//! multiplies it with the two vectors of the query panel, `2 · MR` FMAs per depth step on
-//! `2 · MR` accumulators.
+//! multiplies it with the vectors of the query panel (two on AVX2 and AVX-512F, four on
+//! NEON), `2 · MR` or `4 · MR` FMAs per depth step on as many accumulators.
 
 use crate::simd::SimdLevel;
 
