@@ -36,8 +36,8 @@
 //! ## Features and environment
 //! | what | effect |
 //! |---|---|
-//! | AVX-512F, or AVX2 + FMA (detected at run time) | the score-tile kernels (12 × 32 or 6 × 16) and streaming kernels use the best the CPU has; otherwise portable scalar code ([`SimdLevel`], reported by [`HybridExecutor::capabilities`]) |
-//! | `HYBRIDVEC_SIMD=scalar\|avx2\|avx512` or [`CpuConfig::simd`] | cap the level (a level the CPU lacks is [`Error::InvalidConfig`]) |
+//! | AVX-512F, or AVX2 + FMA on x86-64; NEON on aarch64 (detected at run time) | the score-tile kernels (12 × 32, 6 × 16, 6 × 16) and streaming kernels use the best the CPU has; otherwise portable scalar code ([`SimdLevel`], reported by [`HybridExecutor::capabilities`]) |
+//! | `HYBRIDVEC_SIMD=scalar\|avx2\|avx512` (x86-64), `scalar\|neon` (aarch64), or [`CpuConfig::simd`] | cap the level (a level the CPU lacks, or one of another architecture, is [`Error::InvalidConfig`]) |
 //! | `HYBRIDVEC_FORCE_SCALAR=1` or [`CpuConfig::force_scalar`] | force the portable scalar path |
 //! | CUDA | `libcuda` loaded at run time; without a usable device [`DevicePolicy::Cuda`] is [`Error::CudaUnavailable`] with the reason, and `Auto` uses the CPU |
 //! | [`CudaConfig::precision`] | [`Precision::Tf32`] runs large batches on the tensor cores; [`Precision::Fp16`] also streams an FP16 copy of the corpus (scores within 2e-3 for both) |

@@ -1,8 +1,10 @@
 //! Public API tests: every result is checked against an f64 reference, on the default
-//! executor and on one executor per instruction-set level this CPU has (scalar, AVX2+FMA,
-//! AVX-512F: each level's streaming kernels and score tiles), over random shapes on both
-//! the streaming path (Q < 16) and the tiled path (Q >= 16, the default
-//! `gemm_min_queries`). A level the CPU lacks is reported as skipped, with the reason.
+//! executor and on one executor per instruction-set level this CPU has (scalar, and
+//! AVX2+FMA and AVX-512F on x86-64 or NEON on aarch64: each level's streaming kernels and
+//! score tiles), over random shapes on both the streaming path (Q < 16) and the tiled path
+//! (Q >= 16, the default `gemm_min_queries`). A level the CPU lacks is reported as skipped,
+//! with the reason. `.ci/run` also runs this file for aarch64 under qemu, with fewer
+//! proptest cases (`PROPTEST_CASES`).
 
 mod common;
 
@@ -35,7 +37,11 @@ static LEVELS: LazyLock<Vec<(&'static str, HybridExecutor)>> = LazyLock::new(|| 
         .filter(|level| {
             let ok = level.is_supported();
             if !ok {
-                eprintln!("skip level {}: this CPU lacks it", level.name());
+                eprintln!(
+                    "skip level {}: this CPU lacks it ({})",
+                    level.name(),
+                    std::env::consts::ARCH
+                );
             }
             ok
         })
@@ -234,10 +240,15 @@ fn inputs(q: usize, n: usize, d: usize, seed: u64) -> (Vec<f32>, Corpus, Vec<Vec
     (queries, Corpus::new(corpus_data, d).unwrap(), reference)
 }
 
+/// 28 cases per property in release builds, 6 in debug builds (much slower);
+/// `PROPTEST_CASES` overrides both (`.ci/run` sets it for the run under qemu).
 fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 6 } else { 28 });
     ProptestConfig {
-        // Debug builds are much slower; `cargo test --release` runs the full count.
-        cases: if cfg!(debug_assertions) { 6 } else { 28 },
+        cases,
         ..ProptestConfig::default()
     }
 }
@@ -281,6 +292,32 @@ proptest! {
 // ---------------------------------------------------------------------------------------
 // Fixed cases.
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_best_level_of_this_cpu_is_among_those_tested() {
+    let best = SimdLevel::detect();
+    let names: Vec<&str> = LEVELS.iter().map(|(name, _)| *name).collect();
+    assert!(
+        names.contains(&best.name()),
+        "{} not among {names:?}",
+        best.name()
+    );
+    assert_eq!(
+        DEFAULT.capabilities().simd,
+        best,
+        "the default executor's level"
+    );
+    // Every aarch64 CPU has NEON: there the NEON kernels, not only the scalar path, are
+    // what the other tests check.
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(best, SimdLevel::Neon);
+    println!(
+        "api tests on {}: levels default ({}), {}",
+        std::env::consts::ARCH,
+        DEFAULT.capabilities().simd.name(),
+        names.join(", ")
+    );
+}
 
 /// Unwraps a `TestCaseError` result outside `proptest!`.
 fn ok(r: Result<(), TestCaseError>) {

@@ -70,13 +70,22 @@ fn hybridvec_simd_caps_the_level_and_a_bad_value_is_exit_2() {
         v["simd"].as_str().unwrap().to_string()
     };
     assert_eq!(level("scalar"), "scalar");
-    // A cap above what the CPU has leaves the CPU's best.
     let best = hybridvec::SimdLevel::detect().name();
-    assert_eq!(level("avx512"), best);
-    if hybridvec::SimdLevel::Avx2Fma.is_supported() {
-        assert_eq!(level("avx2"), "avx2+fma");
-    }
-    for bad in ["avx9000", "-1", "1e9"] {
+    // A cap above what the CPU has leaves the CPU's best; a level of another architecture
+    // is an error (below).
+    let foreign: &[&str] = if cfg!(target_arch = "x86_64") {
+        assert_eq!(level("avx512"), best);
+        if hybridvec::SimdLevel::Avx2Fma.is_supported() {
+            assert_eq!(level("avx2"), "avx2+fma");
+        }
+        &["neon"]
+    } else if cfg!(target_arch = "aarch64") {
+        assert_eq!(level("neon"), best);
+        &["avx2", "avx512"]
+    } else {
+        &["avx2", "avx512", "neon"]
+    };
+    for &bad in ["avx9000", "-1", "1e9"].iter().chain(foreign) {
         let o = cli()
             .args(["info"])
             .env("HYBRIDVEC_SIMD", bad)

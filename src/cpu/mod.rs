@@ -7,10 +7,10 @@
 //!   row is read from memory once and dotted with every query while it is in L1.
 //! * **Tiled** (`Q ≥ gemm_min_queries`): compute-bound, a matrix product in tiles. Each
 //!   task scores 96 corpus rows against all queries with the level's register-blocked
-//!   kernel (`kernel/`: 12 × 32 on AVX-512F, 6 × 16 on AVX2) into a tile that stays in L2.
-//!   `top_k` folds the tile into per-query selections, so it never holds the `Q × N` score
-//!   matrix; `cosine_similarity`, which must return that matrix, scales the tile by the
-//!   rows' inverse norms into it.
+//!   kernel (`kernel/`: 12 × 32 on AVX-512F, 6 × 16 on AVX2 and on NEON) into a tile that
+//!   stays in L2. `top_k` folds the tile into per-query selections, so it never holds the
+//!   `Q × N` score matrix; `cosine_similarity`, which must return that matrix, scales the
+//!   tile by the rows' inverse norms into it.
 
 mod kernel;
 pub(crate) mod select;
@@ -36,12 +36,17 @@ use std::ops::Range;
 pub struct CpuConfig {
     /// Worker threads; `None` means one per available core.
     pub threads: Option<usize>,
-    /// Use the portable scalar kernels even where AVX2+FMA is present (and no GEMM).
+    /// Use the portable scalar kernels even where AVX2+FMA or NEON is present (and no GEMM).
     /// The environment variable `HYBRIDVEC_FORCE_SCALAR=1` does the same.
     pub force_scalar: bool,
     /// The highest instruction-set level to use; `None` means the best this CPU has
-    /// ([`SimdLevel::detect`]). A level the CPU lacks is [`Error::InvalidConfig`]. The
-    /// environment variable `HYBRIDVEC_SIMD` (`scalar`, `avx2`, `avx512`) caps it too.
+    /// ([`SimdLevel::detect`]). A level the CPU lacks is [`Error::InvalidConfig`].
+    ///
+    /// The environment variable `HYBRIDVEC_SIMD` caps it too: `scalar`, `avx2` or `avx512`
+    /// on x86-64, `scalar` or `neon` on aarch64. A value above the CPU's best leaves the
+    /// best (`avx512` on an AVX2 machine runs AVX2); a value that is no level, or that names
+    /// a level of another architecture (`avx2` on aarch64, `neon` on x86-64), is
+    /// [`Error::InvalidConfig`] naming the variable.
     pub simd: Option<SimdLevel>,
     /// Query batches at least this large use the score tiles; smaller ones stream the
     /// corpus. `None` takes the crossover measured for the level in use: 24 queries with
@@ -51,9 +56,21 @@ pub struct CpuConfig {
 }
 
 /// The level `cfg` and the environment allow: the lowest of the configured one, the
-/// `HYBRIDVEC_SIMD` one and the CPU's best; scalar when either asks for it.
+/// `HYBRIDVEC_SIMD` one and the CPU's best; scalar when either asks for it. Always a level
+/// this CPU supports (the kernels of any other would be undefined behaviour).
 fn choose_level(cfg: &CpuConfig) -> Result<SimdLevel> {
-    let best = SimdLevel::detect();
+    let scalar_env = std::env::var("HYBRIDVEC_FORCE_SCALAR").is_ok_and(|v| v == "1" || v == "true");
+    let simd_env = std::env::var("HYBRIDVEC_SIMD").ok();
+    choose_level_from(cfg, simd_env.as_deref(), scalar_env, SimdLevel::detect())
+}
+
+/// [`choose_level`] with the environment and the CPU's best level given.
+fn choose_level_from(
+    cfg: &CpuConfig,
+    simd_env: Option<&str>,
+    scalar_env: bool,
+    best: SimdLevel,
+) -> Result<SimdLevel> {
     if let Some(level) = cfg.simd {
         if !level.is_supported() {
             return Err(Error::InvalidConfig(format!(
@@ -63,22 +80,67 @@ fn choose_level(cfg: &CpuConfig) -> Result<SimdLevel> {
             )));
         }
     }
-    let env = match std::env::var("HYBRIDVEC_SIMD") {
-        Ok(v) if !v.trim().is_empty() => Some(SimdLevel::from_name(&v).ok_or_else(|| {
-            Error::InvalidConfig(format!(
-                "HYBRIDVEC_SIMD={v:?} is not a level (scalar, avx2 or avx512)"
-            ))
-        })?),
+    // Levels are only ordered within one architecture, so a cap must name a level of this
+    // one (or scalar); then the minimum below is at most `best`, which this CPU runs, as it
+    // runs every lower level of its architecture.
+    let names = native_level_names();
+    let env = match simd_env {
+        Some(v) if !v.trim().is_empty() => match SimdLevel::from_name(v) {
+            None => {
+                return Err(Error::InvalidConfig(format!(
+                    "HYBRIDVEC_SIMD={v:?} is not a level ({names})"
+                )))
+            }
+            Some(level) if !level.is_native_arch() => {
+                return Err(Error::InvalidConfig(format!(
+                    "HYBRIDVEC_SIMD={v:?} names the {} level {}, which this {} CPU cannot \
+                     run ({names})",
+                    level.arch().unwrap_or("portable"),
+                    level.name(),
+                    std::env::consts::ARCH,
+                )))
+            }
+            Some(level) => Some(level),
+        },
         _ => None,
     };
-    let scalar = cfg.force_scalar
-        || std::env::var("HYBRIDVEC_FORCE_SCALAR").is_ok_and(|v| v == "1" || v == "true");
-    let level = [Some(best), cfg.simd, env]
+    let level = if cfg.force_scalar || scalar_env {
+        SimdLevel::Scalar
+    } else {
+        [Some(best), cfg.simd, env]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(best)
+    };
+    if !level.is_supported() {
+        // Unreachable given the checks above; kept so no path hands an unsupported level
+        // to the kernels.
+        return Err(Error::InvalidConfig(format!(
+            "cpu simd level {} is not supported by this CPU (its best is {})",
+            level.name(),
+            best.name()
+        )));
+    }
+    Ok(level)
+}
+
+/// The values `HYBRIDVEC_SIMD` takes on this architecture, for error messages:
+/// `scalar, avx2 or avx512` on x86-64, `scalar or neon` on aarch64.
+fn native_level_names() -> String {
+    let names: Vec<&str> = SimdLevel::ALL
         .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(best);
-    Ok(if scalar { SimdLevel::Scalar } else { level })
+        .filter(|l| l.is_native_arch())
+        .map(|l| match l {
+            SimdLevel::Avx2Fma => "avx2",
+            SimdLevel::Avx512 => "avx512",
+            other => other.name(),
+        })
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
 }
 
 /// Corpus rows per task in the streaming path: enough work to amortise scheduling, small
@@ -135,6 +197,7 @@ impl CpuBackend {
         let lanes_flops = match self.level {
             SimdLevel::Avx512 => 2.0 * 2.0 * 16.0, // 2 FMA pipes × 16 lanes × 2 FLOP
             SimdLevel::Avx2Fma => 2.0 * 2.0 * 8.0,
+            SimdLevel::Neon => 2.0 * 2.0 * 4.0, // 2 FMA pipes × 4 lanes × 2 FLOP
             _ => 2.0,
         };
         Rates {
@@ -275,8 +338,9 @@ impl CpuBackend {
     }
 }
 
-/// Corpus rows per task in the tiled top-k path (a multiple of the kernel's 6 rows): the
-/// `KERNEL_ROWS × Q` score tile and the rows themselves stay in L2 for Q up to ~1k.
+/// Corpus rows per task in the tiled top-k path (a multiple of every kernel's rows, 6 and
+/// 12): the `KERNEL_ROWS × Q` score tile and the rows themselves stay in L2 for Q up to
+/// ~1k.
 const KERNEL_ROWS: usize = 96;
 
 /// One task's running top-k for every query, plus its scratch buffers.
@@ -412,5 +476,112 @@ impl Backend for CpuBackend {
         k: usize,
     ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
         Ok(CpuBackend::top_k(self, queries, corpus, k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The levels of the other architecture than this one (none elsewhere).
+    fn foreign_levels() -> Vec<SimdLevel> {
+        SimdLevel::ALL
+            .into_iter()
+            .filter(|l| !l.is_native_arch())
+            .collect()
+    }
+
+    #[test]
+    fn a_cap_naming_another_architectures_level_is_invalid_config() {
+        let best = SimdLevel::detect();
+        for level in foreign_levels() {
+            assert!(
+                !level.is_supported(),
+                "{level:?} on {}",
+                std::env::consts::ARCH
+            );
+            for value in [level.name(), &level.name().to_ascii_uppercase()] {
+                match choose_level_from(&CpuConfig::default(), Some(value), false, best) {
+                    Err(Error::InvalidConfig(msg)) => assert!(
+                        msg.contains("HYBRIDVEC_SIMD") && msg.contains(value),
+                        "{value}: {msg}"
+                    ),
+                    other => {
+                        panic!("HYBRIDVEC_SIMD={value}: expected InvalidConfig, got {other:?}")
+                    }
+                }
+            }
+            let cfg = CpuConfig {
+                simd: Some(level),
+                ..Default::default()
+            };
+            assert!(
+                matches!(
+                    choose_level_from(&cfg, None, false, best),
+                    Err(Error::InvalidConfig(msg)) if msg.contains(level.name())
+                ),
+                "CpuConfig::simd = {level:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_chosen_level_is_always_supported_and_at_most_every_cap() {
+        let best = SimdLevel::detect();
+        let caps: Vec<Option<&str>> = [None, Some(""), Some(" ")]
+            .into_iter()
+            .chain(SimdLevel::ALL.iter().map(|l| Some(l.name())))
+            .chain([Some("avx2"), Some("avx512")])
+            .collect();
+        for simd in [None].into_iter().chain(SimdLevel::ALL.map(Some)) {
+            for &cap in &caps {
+                for scalar in [false, true] {
+                    let cfg = CpuConfig {
+                        simd,
+                        ..Default::default()
+                    };
+                    let Ok(level) = choose_level_from(&cfg, cap, scalar, best) else {
+                        continue;
+                    };
+                    let what = format!("simd={simd:?} HYBRIDVEC_SIMD={cap:?} scalar={scalar}");
+                    assert!(level.is_supported(), "{what}: chose {level:?}");
+                    assert!(level <= best, "{what}: chose {level:?} above {best:?}");
+                    if scalar {
+                        assert_eq!(level, SimdLevel::Scalar, "{what}");
+                    }
+                    if let Some(l) = simd {
+                        assert!(level <= l, "{what}: chose {level:?}");
+                    }
+                    if let Some(l) = cap.and_then(SimdLevel::from_name) {
+                        assert!(level <= l, "{what}: chose {level:?}");
+                    }
+                }
+            }
+        }
+        // Every supported level can be asked for, and is what one gets.
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+            let got = choose_level_from(&CpuConfig::default(), Some(level.name()), false, best);
+            assert_eq!(got.unwrap(), level);
+        }
+    }
+
+    #[test]
+    fn a_bad_value_lists_this_architectures_levels() {
+        let best = SimdLevel::detect();
+        let Err(Error::InvalidConfig(msg)) =
+            choose_level_from(&CpuConfig::default(), Some("avx9000"), false, best)
+        else {
+            panic!("avx9000 accepted");
+        };
+        assert!(
+            msg.contains("HYBRIDVEC_SIMD") && msg.contains("avx9000"),
+            "{msg}"
+        );
+        let want = match std::env::consts::ARCH {
+            "x86_64" => "scalar, avx2 or avx512",
+            "aarch64" => "scalar or neon",
+            _ => "scalar",
+        };
+        assert!(msg.contains(want), "{msg}");
     }
 }

@@ -1,14 +1,19 @@
 //! The instruction-set levels of the CPU kernels, detected at run time, and the streaming
-//! dot products and norms: AVX-512F and AVX2+FMA kernels, and a portable scalar path that the tests force so it is exercised on machines that have the
-//! others too. The score-tile kernels of each level are in `cpu/kernel/`.
+//! dot products and norms: AVX-512F and AVX2+FMA kernels on x86-64, NEON kernels on
+//! aarch64, and a portable scalar path that the tests force so it is exercised on machines
+//! that have the others too. The score-tile kernels of each level are in `cpu/kernel/`.
 //!
-//! Every level is chosen at run time (one binary for every x86-64 CPU), and this is the one
-//! place that detects them: a kernel for a new instruction set (VNNI, BF16, NEON) gets its
-//! [`SimdLevel`] here and its dispatch beside the others.
+//! Every level is chosen at run time (one binary for every CPU of its architecture), and
+//! this is the one place that detects them: a kernel for a new instruction set (VNNI, BF16,
+//! SVE) gets its [`SimdLevel`] here and its dispatch beside the others.
 
 /// Which instruction set the CPU kernels use.
 ///
-/// Levels are ordered: each one's CPUs also run every lower level.
+/// Levels are ordered within one architecture: each one's CPUs also run every lower level of
+/// the same architecture, and [`Scalar`](SimdLevel::Scalar), which every CPU runs, is the
+/// lowest of all. The order between levels of different architectures (NEON and the x86-64
+/// levels) means nothing: no CPU supports both, and a cap that names another architecture's
+/// level is an error ([`CpuConfig::simd`](crate::CpuConfig::simd)), never a comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum SimdLevel {
@@ -18,11 +23,20 @@ pub enum SimdLevel {
     Avx2Fma,
     /// x86-64 AVX-512 Foundation (which includes fused multiply-add), with AVX2.
     Avx512,
+    /// aarch64 Advanced SIMD (NEON, 128-bit, with fused multiply-add); every aarch64 CPU has
+    /// it.
+    Neon,
 }
 
 impl SimdLevel {
-    /// Every level, lowest first.
-    pub const ALL: [SimdLevel; 3] = [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512];
+    /// Every level, lowest first within each architecture (scalar, then the x86-64 levels,
+    /// then the aarch64 one).
+    pub const ALL: [SimdLevel; 4] = [
+        SimdLevel::Scalar,
+        SimdLevel::Avx2Fma,
+        SimdLevel::Avx512,
+        SimdLevel::Neon,
+    ];
 
     /// The best level this CPU supports.
     pub fn detect() -> Self {
@@ -33,7 +47,8 @@ impl SimdLevel {
             .unwrap_or(SimdLevel::Scalar)
     }
 
-    /// Whether this CPU runs this level's kernels.
+    /// Whether this CPU runs this level's kernels. Always false for a level of another
+    /// architecture than the one this library was built for.
     pub fn is_supported(self) -> bool {
         match self {
             SimdLevel::Scalar => true,
@@ -45,26 +60,48 @@ impl SimdLevel {
             SimdLevel::Avx512 => {
                 SimdLevel::Avx2Fma.is_supported() && std::is_x86_feature_detected!("avx512f")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            // The levels of other architectures.
             _ => false,
         }
     }
 
-    /// A short name for reports: `scalar`, `avx2+fma`, `avx512f`.
+    /// The architecture whose CPUs may run this level (as `std::env::consts::ARCH` names
+    /// it), or `None` for the portable scalar level, which every CPU runs.
+    pub(crate) fn arch(self) -> Option<&'static str> {
+        match self {
+            SimdLevel::Scalar => None,
+            SimdLevel::Avx2Fma | SimdLevel::Avx512 => Some("x86_64"),
+            SimdLevel::Neon => Some("aarch64"),
+        }
+    }
+
+    /// Whether this level belongs to the architecture this library was built for (or is
+    /// scalar): the levels a cap may name.
+    pub(crate) fn is_native_arch(self) -> bool {
+        self.arch()
+            .is_none_or(|arch| arch == std::env::consts::ARCH)
+    }
+
+    /// A short name for reports: `scalar`, `avx2+fma`, `avx512f`, `neon`.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2Fma => "avx2+fma",
             SimdLevel::Avx512 => "avx512f",
+            SimdLevel::Neon => "neon",
         }
     }
 
-    /// The level named `name` (as [`name`](Self::name) writes it, or `avx2` for short).
+    /// The level named `name` (as [`name`](Self::name) writes it, or `avx2` and `avx512` for
+    /// short), of any architecture.
     pub fn from_name(name: &str) -> Option<Self> {
         match name.trim().to_ascii_lowercase().as_str() {
             "scalar" => Some(SimdLevel::Scalar),
             "avx2" | "avx2+fma" => Some(SimdLevel::Avx2Fma),
             "avx512" | "avx512f" => Some(SimdLevel::Avx512),
+            "neon" => Some(SimdLevel::Neon),
             _ => None,
         }
     }
@@ -128,6 +165,9 @@ pub(crate) fn dots_rows(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; the AVX-512 level includes AVX2 and FMA.
         SimdLevel::Avx512 => unsafe { avx512::dots_rows(rows, d, queries, scale, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above: the backend checked that the CPU has NEON.
+        SimdLevel::Neon => unsafe { neon::dots_rows(rows, d, queries, scale, out) },
         _ => {
             for (r, (row, &w)) in rows.chunks_exact(d).zip(scale).enumerate() {
                 for (q, query) in queries.chunks_exact(d).enumerate() {
@@ -159,6 +199,8 @@ fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 #[cfg(test)]
 mod tests {

@@ -1,12 +1,13 @@
 //! Register-blocked kernels for score tiles: `MR` corpus rows × `NR` queries per call, one
-//! kernel per instruction-set level (`avx2`: 6 × 16; `avx512`: 12 × 32).
+//! kernel per instruction-set level (`avx2`: 6 × 16; `avx512`: 12 × 32; `neon`: 6 × 16 on
+//! aarch64).
 //!
 //! A general-purpose GEMM repacks both operands on every call. Here the
 //! queries are fixed for the whole call while the corpus streams past, so we pack the
 //! queries once ([`PackedQueries`]: panels of `NR`, `d`-major) and read the corpus rows in
 //! place, `MR` streams at once: the kernel broadcasts one corpus value per row and
-//! multiplies it with the two vectors of the query panel, `2 · MR` FMAs per depth step on
-//! `2 · MR` accumulators.
+//! multiplies it with the vectors of the query panel (two on AVX2 and AVX-512F, four on
+//! NEON), `2 · MR` or `4 · MR` FMAs per depth step on as many accumulators.
 
 use crate::simd::SimdLevel;
 
@@ -14,6 +15,8 @@ use crate::simd::SimdLevel;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 /// The tile shape of a level's kernel: corpus rows per call and queries per panel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +40,11 @@ impl Geometry {
             SimdLevel::Avx512 => Some(Self {
                 mr: avx512::MR,
                 nr: avx512::NR,
+            }),
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => Some(Self {
+                mr: neon::MR,
+                nr: neon::NR,
             }),
             _ => None,
         }
@@ -186,9 +194,16 @@ pub(crate) fn fold_row(
     if level == SimdLevel::Avx512 && level.is_supported() {
         // SAFETY: AVX-512F was just checked; lengths are asserted above.
         start = unsafe { avx512::fold_row(row, w, thresholds, &mut offer) };
-    } else if level >= SimdLevel::Avx2Fma && SimdLevel::Avx2Fma.is_supported() {
+    } else if matches!(level, SimdLevel::Avx2Fma | SimdLevel::Avx512)
+        && SimdLevel::Avx2Fma.is_supported()
+    {
         // SAFETY: AVX2 was just checked; lengths are asserted above.
         start = unsafe { avx2::fold_row(row, w, thresholds, &mut offer) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level == SimdLevel::Neon && level.is_supported() {
+        // SAFETY: NEON was just checked; lengths are asserted above.
+        start = unsafe { neon::fold_row(row, w, thresholds, &mut offer) };
     }
     for q in start..thresholds.len() {
         let s = row[q] * w;
@@ -207,18 +222,22 @@ pub(crate) fn fold_row(
 pub(crate) fn fold_column(
     level: SimdLevel,
     scores: &[f32],
-    mut threshold: f32,
+    threshold: f32,
     mut offer: impl FnMut(usize, f32) -> f32,
 ) -> f32 {
-    let mut start = 0;
-    #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx512 && level.is_supported() {
-        // SAFETY: AVX-512F was just checked.
-        (start, threshold) = unsafe { avx512::fold_column(scores, threshold, &mut offer) };
-    } else if level >= SimdLevel::Avx2Fma && SimdLevel::Avx2Fma.is_supported() {
-        // SAFETY: AVX2 was just checked.
-        (start, threshold) = unsafe { avx2::fold_column(scores, threshold, &mut offer) };
-    }
+    let (start, mut threshold) = match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is checked in the guard.
+        SimdLevel::Avx512 if level.is_supported() => unsafe {
+            avx512::fold_column(scores, threshold, &mut offer)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 is checked in the guard.
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 if SimdLevel::Avx2Fma.is_supported() => unsafe {
+            avx2::fold_column(scores, threshold, &mut offer)
+        },
+        _ => (0, threshold),
+    };
     for (i, &s) in scores.iter().enumerate().skip(start) {
         if s >= threshold {
             threshold = offer(i, s);
@@ -268,15 +287,30 @@ unsafe fn dispatch(
             (_, _) => avx2::kernel::<1>(kc, a, sa, b, c, ldc, acc),
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: forwarded from the caller; NEON is the one level with a kernel here, and `m`
+    // is at most its `MR`.
+    unsafe {
+        debug_assert_eq!(level, SimdLevel::Neon);
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        match m {
+            6 => neon::kernel::<6>(kc, a, sa, b, c, ldc, acc),
+            5 => neon::kernel::<5>(kc, a, sa, b, c, ldc, acc),
+            4 => neon::kernel::<4>(kc, a, sa, b, c, ldc, acc),
+            3 => neon::kernel::<3>(kc, a, sa, b, c, ldc, acc),
+            2 => neon::kernel::<2>(kc, a, sa, b, c, ldc, acc),
+            _ => neon::kernel::<1>(kc, a, sa, b, c, ldc, acc),
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (level, m, kc, a, sa, b, c, ldc, acc);
         unreachable!("no tile kernel on this architecture");
     }
 }
 
-/// A zeroed `f32` buffer whose first element is 64-byte aligned, so the kernel's 32-byte
-/// loads never straddle a cache line.
+/// A zeroed `f32` buffer whose first element is 64-byte aligned, so the kernels' 16- to
+/// 64-byte loads never straddle a cache line.
 pub(crate) struct AlignedBuf {
     raw: Vec<f32>,
     offset: usize,
