@@ -66,7 +66,7 @@ mod simd;
 pub mod warm;
 
 pub use backend::{Backend, BackendError, BackendKind, Rates};
-pub use cpu::{CpuConfig, SimdLevel};
+pub use cpu::{CpuConfig, CpuFeatures, SimdLevel};
 pub use cuda::{CudaConfig, CudaStatus, Precision};
 pub use error::{Error, Result};
 pub use executor::{

@@ -55,6 +55,17 @@ fn info_json_is_one_object() {
     assert_eq!(v["cuda"], "unavailable");
     assert_eq!(v["cuda_reason"].as_str(), Some(cuda_reason().as_str()));
     assert!(v["threads"].as_u64().unwrap_or(0) >= 1, "{v}");
+    // The kernel set in use, and the extensions the compressed tiers will dispatch on.
+    let level = hybridvec::SimdLevel::detect();
+    assert_eq!(v["simd"], level.name(), "{v}");
+    assert_eq!(v["kernels"], level.kernels(), "{v}");
+    let features: Vec<&str> = v["cpu_features"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no cpu_features list in {v}"))
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(features, hybridvec::CpuFeatures::detect().names(), "{v}");
 }
 
 #[test]

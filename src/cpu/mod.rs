@@ -18,7 +18,7 @@ pub(crate) mod select;
 /// The instruction-set levels of the streaming kernels. The kernels themselves live in a
 /// leaf module below this backend and the matrix types, which both use them.
 pub mod simd {
-    pub use crate::simd::SimdLevel;
+    pub use crate::simd::{CpuFeatures, SimdLevel};
 }
 
 use crate::backend::{Backend, BackendError, BackendKind, Rates};
@@ -28,7 +28,7 @@ use crate::matrix::{CorpusView, Matrix, MatrixRef, Scores};
 use kernel::PackedQueries;
 use rayon::prelude::*;
 use select::TopK;
-pub use simd::SimdLevel;
+pub use simd::{CpuFeatures, SimdLevel};
 use std::ops::Range;
 
 /// Settings of the CPU backend.

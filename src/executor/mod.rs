@@ -23,7 +23,7 @@ pub use tracker::{
 };
 
 use crate::backend::{Backend, BackendKind};
-use crate::cpu::{CpuBackend, CpuConfig, SimdLevel};
+use crate::cpu::{CpuBackend, CpuConfig, CpuFeatures, SimdLevel};
 use crate::cuda::{self, CudaConfig, CudaStatus};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
@@ -67,6 +67,8 @@ pub struct Capabilities {
     pub cpu_model: String,
     /// Kernels the CPU backend uses.
     pub simd: SimdLevel,
+    /// The CPU's extensions beyond that level (VNNI, BF16, ...).
+    pub cpu_features: CpuFeatures,
     /// CPU worker threads.
     pub threads: usize,
     /// GPU status, with the reason when it is unavailable.
@@ -163,6 +165,7 @@ impl HybridExecutor {
         Capabilities {
             cpu_model: cpu_model(),
             simd: self.cpu.simd_level(),
+            cpu_features: CpuFeatures::detect(),
             threads: self.cpu.threads(),
             cuda: self.cuda.clone(),
             accelerator: self.accel.as_ref().map(|a| a.name().to_string()),

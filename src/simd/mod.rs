@@ -94,6 +94,19 @@ impl SimdLevel {
         }
     }
 
+    /// The kernels this level runs, for reports: the streaming kernel's rows × queries
+    /// per step and the score tile's rows × queries.
+    pub fn kernels(self) -> &'static str {
+        match self {
+            SimdLevel::Scalar => "scalar: streaming 1 row x 1 query; no score tiles",
+            SimdLevel::Avx2Fma => "avx2+fma: streaming 1 row x 4 queries; tiles 6 x 16",
+            SimdLevel::Avx512 => {
+                "avx512f: streaming 4 rows x 6 queries (1 query: avx2); tiles 12 x 32"
+            }
+            SimdLevel::Neon => "neon: streaming 1 row x 4 queries; tiles 6 x 16",
+        }
+    }
+
     /// The level named `name` (as [`name`](Self::name) writes it, or `avx2` and `avx512` for
     /// short), of any architecture.
     pub fn from_name(name: &str) -> Option<Self> {
@@ -104,6 +117,76 @@ impl SimdLevel {
             "neon" => Some(SimdLevel::Neon),
             _ => None,
         }
+    }
+}
+
+/// Instruction-set extensions this CPU has beyond its [`SimdLevel`], detected once here for
+/// the kernels that will need them: int8 dot products (AVX-512 VNNI, AVX-VNNI, NEON
+/// `dotprod`) and bf16 ones (AVX-512 BF16, NEON `bf16`) for the compressed tiers, and
+/// f16 conversion (F16C). No kernel uses them yet; `hybridvec info` lists them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct CpuFeatures {
+    /// AVX-512 Byte and Word instructions.
+    pub avx512bw: bool,
+    /// AVX-512 Vector Length extensions (the AVX-512 forms on 128- and 256-bit registers).
+    pub avx512vl: bool,
+    /// AVX-512 VNNI: `vpdpbusd`, int8 dot products accumulated in int32.
+    pub avx512vnni: bool,
+    /// AVX-512 BF16: `vdpbf16ps`, bf16 dot products accumulated in f32.
+    pub avx512bf16: bool,
+    /// AVX-VNNI: the VEX (256-bit) form of VNNI.
+    pub avxvnni: bool,
+    /// F16C: conversions between f16 and f32.
+    pub f16c: bool,
+    /// NEON `sdot`/`udot`: int8 dot products (aarch64).
+    pub dotprod: bool,
+    /// NEON `bfdot`/`bfmmla`: bf16 dot products (aarch64).
+    pub bf16: bool,
+}
+
+impl CpuFeatures {
+    /// The extensions of this CPU.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Self {
+                avx512bw: std::is_x86_feature_detected!("avx512bw"),
+                avx512vl: std::is_x86_feature_detected!("avx512vl"),
+                avx512vnni: std::is_x86_feature_detected!("avx512vnni"),
+                avx512bf16: std::is_x86_feature_detected!("avx512bf16"),
+                avxvnni: std::is_x86_feature_detected!("avxvnni"),
+                f16c: std::is_x86_feature_detected!("f16c"),
+                ..Self::default()
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            Self {
+                dotprod: std::arch::is_aarch64_feature_detected!("dotprod"),
+                bf16: std::arch::is_aarch64_feature_detected!("bf16"),
+                ..Self::default()
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        Self::default()
+    }
+
+    /// The names of the extensions present, as `/proc/cpuinfo` spells them where it can.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.avx512bw, "avx512bw"),
+            (self.avx512vl, "avx512vl"),
+            (self.avx512vnni, "avx512_vnni"),
+            (self.avx512bf16, "avx512_bf16"),
+            (self.avxvnni, "avx_vnni"),
+            (self.f16c, "f16c"),
+            (self.dotprod, "asimddp"),
+            (self.bf16, "bf16"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
     }
 }
 
@@ -252,6 +335,36 @@ mod tests {
             let mut out = vec![f32::NAN; 6];
             dots_rows(level, &[], 0, &[], &[1.0, 2.0, 3.0], &mut out);
             assert_eq!(out, [0.0; 6], "{level:?}");
+        }
+    }
+
+    /// The extensions detected are the ones the kernel reports in `/proc/cpuinfo`.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    #[test]
+    fn cpu_features_agree_with_proc_cpuinfo() {
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            eprintln!("skip: no /proc/cpuinfo");
+            return;
+        };
+        let flags: Vec<&str> = info
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        let got = CpuFeatures::detect().names();
+        for name in [
+            "avx512bw",
+            "avx512vl",
+            "avx512_vnni",
+            "avx512_bf16",
+            "avx_vnni",
+            "f16c",
+        ] {
+            assert_eq!(
+                got.contains(&name),
+                flags.contains(&name),
+                "{name}: detected {got:?}, cpuinfo says otherwise"
+            );
         }
     }
 }

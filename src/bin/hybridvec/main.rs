@@ -280,7 +280,8 @@ fn info(json: bool) -> Result<(), Error> {
     if json {
         let v = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "cpu": caps.cpu_model, "simd": caps.simd.name(), "threads": caps.threads,
+            "cpu": caps.cpu_model, "simd": caps.simd.name(), "kernels": caps.simd.kernels(),
+            "cpu_features": caps.cpu_features.names(), "threads": caps.threads,
             "cuda": cuda, "cuda_reason": reason,
         });
         outln!("{v}");
@@ -288,6 +289,8 @@ fn info(json: bool) -> Result<(), Error> {
         outln!("hybridvec {}", env!("CARGO_PKG_VERSION"));
         outln!("cpu:     {}", caps.cpu_model);
         outln!("simd:    {}", caps.simd.name());
+        outln!("kernels: {}", caps.simd.kernels());
+        outln!("cpu features: {}", caps.cpu_features.names().join(" "));
         outln!("threads: {}", caps.threads);
         match reason {
             Some(r) => outln!("cuda:    unavailable: {r}"),
