@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The streaming path (small batches) against the read bandwidth, in one run: Q = 1, 2, 4,
+# 8, 12, 15 over N = 200k rows at D = 384 and 768, at the CPU's best level and with
+# HYBRIDVEC_SIMD=avx2, next to the machine's ceilings and simsimd's cdist and numpy at
+# Q = 1. Rounds alternate hybridvec and the peers; the Q = 1 ratio is the median of the
+# rounds' ratios, because these machines' bandwidth moves by tens of percent within minutes.
+# Prints a markdown table. Usage: bash .ci/compare-cpu-stream.sh [ROUNDS]   (not part of CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+py=$(bash ../shared/bench/setup-peers.sh | tail -n 1)
+cargo build --release -q
+out=$(mktemp -d)
+bash scripts/cpu-ceilings.sh "$py" >"$out/ceilings.json"
+best=$(./target/release/hybridvec info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["simd"])')
+for round in $(seq "$rounds"); do
+  for d in 384 768; do
+    for q in 1 2 4 8 12 15; do
+      for level in "$best" avx2; do
+        HYBRIDVEC_SIMD=${level%%+*} ./target/release/hybridvec bench --queries "$q" \
+          --corpus 200000 --dim "$d" --k 10 --repeat 15 --json |
+          python3 -c "import json,sys; r=json.load(sys.stdin); r['round']=$round; r['level']='$level'; print(json.dumps(r))" >>"$out/ours.jsonl"
+      done
+    done
+    PEERS=simsimd,numpy REPS=15 "$py" ../shared/bench/peers.py "1x200000x${d}k10" |
+      python3 -c "import json,sys; [print(json.dumps({**json.loads(l), 'round': $round})) for l in sys.stdin]" >>"$out/peers.jsonl"
+  done
+done
+python3 - "$out" "$best" <<'PY'
+import json, sys, statistics as st
+d, best = sys.argv[1], sys.argv[2]
+ceil = json.load(open(f"{d}/ceilings.json"))
+ours = [json.loads(l) for l in open(f"{d}/ours.jsonl")]
+peers = [json.loads(l) for l in open(f"{d}/peers.jsonl")]
+bw = ceil["read_gbps_all_threads"]
+print(f"CPU flags: {ceil['cpu_flags']}. Ceilings in this run: read bandwidth {bw:.1f} GB/s on "
+      f"{ceil['threads']} threads ({ceil['read_gbps_1_thread']:.1f} on 1), SGEMM {ceil['sgemm_gflops']:.0f} GFLOP/s.")
+print()
+print(f"| D | Q | {best} ms | GB/s (% of read BW) | avx2 ms | GB/s (% of read BW) |")
+print("|---|---|---|---|---|---|")
+for dim in (384, 768):
+    for q in (1, 2, 4, 8, 12, 15):
+        cells = []
+        for level in (best, "avx2"):
+            rs = [r for r in ours if r["dim"] == dim and r["queries"] == q and r["level"] == level]
+            t = st.median(r["median_secs"] for r in rs)
+            gb = st.median(r["gbps"] for r in rs)
+            cells += [f"{t*1e3:.2f}", f"{gb:.1f} ({100*gb/bw:.0f}%)"]
+        print(f"| {dim} | {q} | " + " | ".join(cells) + " |")
+print()
+print("| Q × N × D | hybridvec ms | simsimd cdist ms (ratio) | numpy ms (ratio) |")
+print("|---|---|---|---|")
+for dim in (384, 768):
+    mine = {r["round"]: r["median_secs"] for r in ours if r["dim"] == dim and r["queries"] == 1 and r["level"] == best}
+    row = [f"1 × 200 000 × {dim}", f"{st.median(mine.values())*1e3:.2f}"]
+    for name in ("simsimd", "numpy"):
+        ps = {p["round"]: p["secs"] for p in peers if p["d"] == dim and p["peer"].startswith(name)}
+        ratios = [ps[k] / mine[k] for k in ps if k in mine]
+        row.append(f"{st.median(ps.values())*1e3:.2f} ({st.median(ratios):.2f}×)" if ratios else "n/a")
+    print("| " + " | ".join(row) + " |")
+PY
