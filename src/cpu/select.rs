@@ -29,7 +29,7 @@ use crate::hit::Hit;
 use rayon::prelude::*;
 
 /// Largest `k` kept in a heap; above it, a buffer.
-const HEAP_MAX_K: usize = 64;
+pub(super) const HEAP_MAX_K: usize = 64;
 
 /// A hit as an integer whose ascending order is the result order (see the module docs).
 pub(crate) trait Key: Copy + Ord + Send + Sync + std::fmt::Debug + 'static {
@@ -187,6 +187,40 @@ impl<K: Key> TopKs<K> {
         for &i in &lanes[..count] {
             let i = i as usize;
             floors[i] = slots.offer(i, K::new(index, row[i] * w), rank, floors[i]);
+        }
+    }
+
+    /// Folds a block of rows: row `r` of `inv.len()` holds the scores of corpus row
+    /// `first + r` at `scores[r * ld + col..][..self.queries()]`, to be multiplied by
+    /// `inv[r]`; see [`fold_row`](Self::fold_row).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fold_block(
+        &mut self,
+        level: SimdLevel,
+        scores: &[f32],
+        ld: usize,
+        col: usize,
+        inv: &[f32],
+        first: usize,
+        rank: usize,
+    ) {
+        let q = self.queries();
+        if q >= 16 {
+            for (r, &w) in inv.iter().enumerate() {
+                self.fold_row(level, &scores[r * ld + col..][..q], w, first + r, rank);
+            }
+            return;
+        }
+        // Fewer queries than an AVX-512 vector has lanes (the streaming path takes up to
+        // 15): a plain loop, without a call per row.
+        let (mut slots, floors, _) = self.split();
+        for (r, &w) in inv.iter().enumerate() {
+            for (i, &x) in scores[r * ld + col..][..q].iter().enumerate() {
+                let s = x * w;
+                if s >= floors[i] {
+                    floors[i] = slots.offer(i, K::new(first + r, s), rank, floors[i]);
+                }
+            }
         }
     }
 
@@ -493,6 +527,30 @@ mod tests {
                 for (i, got) in t.into_sorted().into_iter().enumerate() {
                     let col: Vec<f32> = (0..rows).map(|r| data[r * q + i] * 0.5).collect();
                     assert_eq!(got, Some(brute(&col, k)), "{level:?} q={q} k={k} query {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fold_block_offers_each_query_its_own_score_with_few_or_many_queries() {
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+            for (q, k) in [(1, 10), (5, 1), (15, HEAP_MAX_K + 9), (16, 7), (40, 100)] {
+                // Rows of `ld` scores of which this selection owns `col..col + q`.
+                let (rows, ld, col) = (500, q + 7, 3);
+                let data = crate::data::random_vec(rows * ld, 10, q as u64);
+                let inv: Vec<f32> = (0..rows).map(|r| 0.5 + (r % 3) as f32).collect();
+                let mut t = TopKs::<u64>::new(q, k, rows + 100);
+                t.fold_block(level, &data[..200 * ld], ld, col, &inv[..200], 100, k);
+                t.fold_block(level, &data[200 * ld..], ld, col, &inv[200..], 300, k);
+                for (i, got) in t.into_sorted().into_iter().enumerate() {
+                    let mut col_scores = vec![f32::NAN; 100];
+                    col_scores.extend((0..rows).map(|r| data[r * ld + col + i] * inv[r]));
+                    assert_eq!(
+                        got,
+                        Some(brute(&col_scores, k)),
+                        "{level:?} q={q} k={k} query {i}"
+                    );
                 }
             }
         }

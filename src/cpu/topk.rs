@@ -8,7 +8,8 @@
 //!   every piece start from an empty selection that lets every score in until it holds `k`
 //!   hits: with `k = 1000` most of the time went there, and `Q × k` hits per piece were
 //!   held at once.
-//! * **Blocks in bit-reversed order.** Whatever prefix of the order has been folded is
+//! * **Blocks in bit-reversed order** (for large `k`; small `k` reads them in order,
+//!   which streams memory fastest). Whatever prefix of the order has been folded is
 //!   spread evenly over the corpus, so the hits seen so far are a fair sample of it.
 //! * **Speculative floors for large `k`.** From that sample, a query that has seen `t` of
 //!   `N` rows expects about `μ = k·t/N` of them in its final top-k; its selection keeps
@@ -20,7 +21,7 @@
 //!   so the result is exact whatever the data; on data like the tests' and benchmarks' it
 //!   never happens.
 
-use super::select::{Key, TopKs};
+use super::select::{Key, TopKs, HEAP_MAX_K};
 use super::{tile_scores, CpuBackend, SimdLevel, KERNEL_ROWS, STREAM_ROWS};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef};
@@ -151,8 +152,15 @@ impl CpuBackend {
         } else {
             stream_rows(q)
         };
+        // Heaps never speculate; they read the corpus in order, which streams it fastest.
+        let speculate = speculate && k > HEAP_MAX_K;
         let selection = Selection::<K>::new(q, k, n, speculate, self.threads());
-        let order = bit_reversed(n.div_ceil(block));
+        let blocks = n.div_ceil(block);
+        let order = if speculate {
+            bit_reversed(blocks)
+        } else {
+            (0..blocks).collect()
+        };
         self.pool.install(|| {
             order
                 .into_par_iter()
@@ -263,11 +271,8 @@ impl<K: Key> Selection<K> {
             } else {
                 self.k
             };
-            let queries = c.first..c.first + c.sel.queries();
-            for (r, &w) in inv.iter().enumerate() {
-                let row = &scores[r * ld + queries.start..r * ld + queries.end];
-                c.sel.fold_row(level, row, w, rows.start + r, rank);
-            }
+            c.sel
+                .fold_block(level, scores, ld, c.first, inv, rows.start, rank);
         };
         // Fold the chunks that are free first; wait only when all left are busy.
         while !pending.is_empty() {
