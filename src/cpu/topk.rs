@@ -224,9 +224,14 @@ struct Chunk<K> {
 
 impl<K: Key> Selection<K> {
     fn new(q: usize, k: usize, rows: usize, speculate: bool, threads: usize) -> Self {
-        // About four chunks per thread, in whole 16-lane vectors of queries (and few
-        // enough queries for `u32` lanes).
-        let chunk = (q.div_ceil(4 * threads.max(1)).div_ceil(16).max(1) * 16).min(1 << 16);
+        // About four chunks per thread, so threads seldom wait for one; in whole 16-lane
+        // vectors of queries where chunks are that large (and few enough for `u32` lanes).
+        let chunk = q.div_ceil(4 * threads.max(1)).clamp(1, 1 << 16);
+        let chunk = if chunk > 16 {
+            chunk.div_ceil(16) * 16
+        } else {
+            chunk
+        };
         let chunks = (0..q)
             .step_by(chunk)
             .map(|first| {
