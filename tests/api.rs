@@ -475,6 +475,97 @@ fn exact_ties_come_out_lower_index_first() {
     }
 }
 
+/// Large `k` (buffers, speculative floors, and the exact pass after a missed guess) with
+/// `k` a fraction of `N`, just below, at and past it, on the streaming and the tiled path
+/// of every level.
+#[test]
+fn large_k_near_and_past_the_corpus_size_matches_f64() {
+    for (n, d) in [(700, 33), (3000, 20)] {
+        let corpus_data = data::random_matrix(n, d, 91);
+        let corpus = Corpus::new(corpus_data.clone(), d).unwrap();
+        for q in [3, 40] {
+            let queries = data::random_matrix(q, d, 92);
+            let reference = reference_scores(&queries, &corpus_data, d);
+            for (name, exec) in executors() {
+                for k in [65, n / 10, n / 2, n - 1, n, n + 1, 3 * n] {
+                    let name = format!("{name} N={n} k={k}");
+                    ok(check_top_k(
+                        exec, &name, &queries, q, &corpus, k, &reference,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A corpus of four distinct rows, repeated: every score ties with a quarter of the corpus,
+/// so every floor, speculative or exact, falls inside a tie, and the hits must come out in
+/// index order within each tie. One query is zero: all of its scores tie at 0.
+#[test]
+fn large_k_with_ties_everywhere_keeps_the_lower_rows() {
+    let (n, d) = (3000, 19);
+    let base = data::random_matrix(4, d, 93);
+    let corpus_data: Vec<f32> = (0..n)
+        .flat_map(|i| base[(i % 4) * d..(i % 4 + 1) * d].iter().copied())
+        .collect();
+    let corpus = Corpus::new(corpus_data.clone(), d).unwrap();
+    for q in [3, 40] {
+        let mut queries = data::random_matrix(q, d, 94);
+        queries[..d].fill(0.0);
+        let reference = reference_scores(&queries, &corpus_data, d);
+        for (name, exec) in executors() {
+            for k in [65, 100, 749, 750, 751, 1000, n - 1] {
+                let hits = exec
+                    .top_k(MatrixRef::new(&queries, q, d).unwrap(), &corpus, k)
+                    .unwrap();
+                for (i, (hs, r)) in hits.iter().zip(&reference).enumerate() {
+                    let got: Vec<usize> = hs.iter().map(|h| h.index).collect();
+                    assert_eq!(
+                        got,
+                        reference_top_k(r, k),
+                        "{name} Q={q} k={k} query {i}: not the lowest rows of each tie"
+                    );
+                    for h in hs {
+                        let first = hs.iter().find(|g| g.index % 4 == h.index % 4).unwrap();
+                        assert_eq!(h.score, first.score, "{name}: copies score alike");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Queries near one direction, and a corpus whose first 2048 rows are near it too while
+/// the rest is random. Depending on the path and the order blocks are folded in, the rows
+/// seen first can make the speculative floor far too high; whatever happens, the hits are
+/// exact.
+#[test]
+fn large_k_with_the_best_rows_bunched_matches_f64() {
+    let (n, d, near) = (6000, 24, 2048);
+    let dir = data::random_matrix(1, d, 95);
+    let noisy = |seed: u64, rows: usize| -> Vec<f32> {
+        data::random_matrix(rows, d, seed)
+            .chunks_exact(d)
+            .flat_map(|r| r.iter().zip(&dir).map(|(e, x)| x + 0.05 * e))
+            .collect()
+    };
+    let mut corpus_data = noisy(96, near);
+    corpus_data.extend(data::random_matrix(n - near, d, 97));
+    let corpus = Corpus::new(corpus_data.clone(), d).unwrap();
+    for q in [3, 40] {
+        let queries = noisy(98, q);
+        let reference = reference_scores(&queries, &corpus_data, d);
+        for (name, exec) in executors() {
+            for k in [100, 200, 500, 3000] {
+                let name = format!("{name} k={k}");
+                ok(check_top_k(
+                    exec, &name, &queries, q, &corpus, k, &reference,
+                ));
+            }
+        }
+    }
+}
+
 #[test]
 fn repeated_calls_are_identical() {
     let (n, d) = (3000, 100);

@@ -14,6 +14,7 @@
 
 mod kernel;
 pub(crate) mod select;
+mod topk;
 
 /// The instruction-set levels of the streaming kernels. The kernels themselves live in a
 /// leaf module below this backend and the matrix types, which both use them.
@@ -27,7 +28,6 @@ use crate::hit::Hit;
 use crate::matrix::{CorpusView, Matrix, MatrixRef, Scores};
 use kernel::PackedQueries;
 use rayon::prelude::*;
-use select::TopK;
 pub use simd::{CpuFeatures, SimdLevel};
 use std::ops::Range;
 
@@ -282,137 +282,29 @@ impl CpuBackend {
             };
         }
     }
-
-    /// Exact top-k of unit-norm `queries` against `corpus`, best first.
-    pub(crate) fn top_k(
-        &self,
-        queries: MatrixRef<'_>,
-        corpus: CorpusView<'_>,
-        k: usize,
-    ) -> Vec<Vec<Hit>> {
-        let (q, n) = (queries.rows(), corpus.rows());
-        let packed = self.pack(queries);
-        let block = if packed.is_some() {
-            KERNEL_ROWS
-        } else {
-            STREAM_ROWS
-        };
-        let blocks = n.div_ceil(block);
-        // Each piece of the range keeps a selection of q × k hits. When those are large,
-        // at most two pieces per thread bound that memory and the merges (and still
-        // balance the load); small ones are left to rayon's finer split.
-        let min_len = if q.saturating_mul(k) >= 1 << 16 {
-            blocks.div_ceil(2 * self.threads()).max(1)
-        } else {
-            1
-        };
-        let heaps = self.pool.install(|| {
-            (0..blocks)
-                .into_par_iter()
-                .with_min_len(min_len)
-                .fold(
-                    || Selection::new(q, k),
-                    |mut sel, b| {
-                        let rows = b * block..((b + 1) * block).min(n);
-                        match &packed {
-                            Some(p) => sel.fold_tile(p, corpus, rows),
-                            None => sel.fold_stream(self.level, queries, corpus, rows),
-                        }
-                        sel
-                    },
-                )
-                .map(|sel| sel.heaps)
-                .reduce(
-                    || (0..q).map(|_| TopK::new(k)).collect(),
-                    |mut a, b| {
-                        for (x, y) in a.iter_mut().zip(b) {
-                            x.merge(y);
-                        }
-                        a
-                    },
-                )
-        });
-        // Sorting q × k hits is work too (a million at Q = 1024, k = 1024): on all cores.
-        self.pool
-            .install(|| heaps.into_par_iter().map(TopK::into_sorted).collect())
-    }
 }
 
-/// Corpus rows per task in the tiled top-k path (a multiple of every kernel's rows, 6 and
-/// 12): the `KERNEL_ROWS × Q` score tile and the rows themselves stay in L2 for Q up to
-/// ~1k.
+/// Corpus rows per task in the tiled paths (a multiple of the kernels' 6 and 12 rows): the
+/// `KERNEL_ROWS × Q` score tile and the rows themselves stay in L2 for Q up to ~1k.
 const KERNEL_ROWS: usize = 96;
 
-/// One task's running top-k for every query, plus its scratch buffers.
-struct Selection {
-    heaps: Vec<TopK>,
-    /// `thresholds[q] == heaps[q].threshold()`, kept contiguous so the tile scan compares
-    /// eight scores with eight thresholds at a time.
-    thresholds: Vec<f32>,
-    scratch: Vec<f32>,
-}
-
-impl Selection {
-    fn new(q: usize, k: usize) -> Self {
-        Self {
-            heaps: (0..q).map(|_| TopK::new(k)).collect(),
-            thresholds: vec![f32::NEG_INFINITY; q],
-            scratch: Vec::new(),
-        }
-    }
-
-    fn fold_stream(
-        &mut self,
-        level: SimdLevel,
-        queries: MatrixRef<'_>,
-        corpus: CorpusView<'_>,
-        rows: Range<usize>,
-    ) {
-        // Score the whole block in one kernel call (no per-row dispatch), query-major, then
-        // scan each query's run of scores against its threshold.
-        let (q, d, n) = (queries.rows(), queries.cols(), rows.len());
-        let mut scores = std::mem::take(&mut self.scratch);
-        scores.resize(n * q, 0.0);
-        let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
-        let inv = &corpus.inv_norms()[rows.clone()];
-        crate::simd::dots_rows(level, block, d, queries.as_slice(), inv, &mut scores);
-        for (qi, column) in scores.chunks_exact(n).enumerate() {
-            let heap = &mut self.heaps[qi];
-            self.thresholds[qi] = kernel::fold_column(level, column, heap.threshold(), |r, s| {
-                heap.offer(rows.start + r, s);
-                heap.threshold()
-            });
-        }
-        self.scratch = scores;
-    }
-
-    fn fold_tile(&mut self, packed: &PackedQueries, corpus: CorpusView<'_>, rows: Range<usize>) {
-        let d = corpus.dim();
-        // Padding the row stride past a multiple of 4 KiB keeps the kernel's output rows
-        // out of one L1 set.
-        let ldt = packed.padded() + packed.nr();
-        let mut tile = std::mem::take(&mut self.scratch);
-        tile.resize(rows.len() * ldt, 0.0);
-        let data = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
-        kernel::score_tile(data, d, packed, &mut tile, ldt);
-        let inv = &corpus.inv_norms()[rows.clone()];
-        let Selection {
-            heaps, thresholds, ..
-        } = self;
-        for (r, &w) in inv.iter().enumerate() {
-            kernel::fold_row(
-                packed.level(),
-                &tile[r * ldt..(r + 1) * ldt],
-                w,
-                thresholds,
-                |qi, s| {
-                    heaps[qi].offer(rows.start + r, s);
-                    heaps[qi].threshold()
-                },
-            );
-        }
-        self.scratch = tile;
-    }
+/// Scores `rows` against every packed query with the score-tile kernel into `tile`:
+/// `tile[r * ldt + i] = rows[r] · query i` (not yet divided by the row norms). Returns the
+/// stride `ldt`.
+fn tile_scores(
+    packed: &PackedQueries,
+    corpus: CorpusView<'_>,
+    rows: Range<usize>,
+    tile: &mut Vec<f32>,
+) -> usize {
+    let d = corpus.dim();
+    // Padding the row stride past a multiple of 4 KiB keeps the kernel's output rows
+    // out of one L1 set.
+    let ldt = packed.padded() + packed.nr();
+    tile.resize(rows.len() * ldt, 0.0);
+    let data = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
+    kernel::score_tile(data, d, packed, tile, ldt);
+    ldt
 }
 
 /// Writes `dst[i * ld + j] = cos(query i, corpus row j)` for `j` in `rows`, scoring the
@@ -429,11 +321,7 @@ unsafe fn tile_block_into(
     dst: SendPtr,
     ld: usize,
 ) {
-    let d = corpus.dim();
-    let ldt = packed.padded() + packed.nr();
-    tile.resize(rows.len() * ldt, 0.0);
-    let data = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
-    kernel::score_tile(data, d, packed, tile, ldt);
+    let ldt = tile_scores(packed, corpus, rows.clone(), tile);
     let inv = &corpus.inv_norms()[rows.clone()];
     for i in 0..packed.queries() {
         for (r, &w) in inv.iter().enumerate() {

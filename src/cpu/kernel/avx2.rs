@@ -58,67 +58,63 @@ pub(super) unsafe fn kernel<const M: usize>(
     }
 }
 
-/// The vector part of [`super::fold_row`]; returns how many queries it covered (a
-/// multiple of 8), leaving the rest to the caller.
+/// For each 8-bit mask, the positions of its set bits, in increasing order (the rest 0).
+static COMPRESS: [[u32; 8]; 256] = compress_table();
+
+const fn compress_table() -> [[u32; 8]; 256] {
+    let mut t = [[0u32; 8]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut j, mut c) = (0, 0);
+        while j < 8 {
+            if (m >> j) & 1 == 1 {
+                t[m][c] = j as u32;
+                c += 1;
+            }
+            j += 1;
+        }
+        m += 1;
+    }
+    t
+}
+
+/// The vector part of [`super::scan_row`], 8 lanes at a time: appends to `lanes` (from 0)
+/// the position `q` of every score `row[q] * w` that reaches `thresholds[q]`, in
+/// increasing order, for `q` below the multiple of 8 it returns (the caller scans the
+/// rest); returns that multiple and the number of positions appended.
+///
+/// Each vector's passing lanes are compressed through a table of permutations without a
+/// branch, so a row with a few passes scattered over it costs no mispredicted branch per
+/// pass.
 ///
 /// # Safety
-/// The CPU supports AVX2, and `row.len() >= thresholds.len()`.
+/// The CPU supports AVX2, `row.len() >= thresholds.len()`, and
+/// `lanes.len() >= thresholds.len() + 8`.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn fold_row(
+pub(super) unsafe fn scan_row(
     row: &[f32],
     w: f32,
-    thresholds: &mut [f32],
-    offer: &mut impl FnMut(usize, f32) -> f32,
-) -> usize {
+    thresholds: &[f32],
+    lanes: &mut [u32],
+) -> (usize, usize) {
     let n = thresholds.len() / 8 * 8;
     let wv = _mm256_set1_ps(w);
+    let mut count = 0;
     let mut q = 0;
     while q < n {
-        // SAFETY: `q + 8 <= n <= thresholds.len() <= row.len()`.
-        let mask = unsafe {
+        // SAFETY: `q + 8 <= n <= thresholds.len() <= row.len()`; `count <= q`, so the 8
+        // lanes stored at `count` are inside `lanes` (`thresholds.len() + 8` long); the
+        // table row is 8 `u32`.
+        unsafe {
             let s = _mm256_mul_ps(_mm256_loadu_ps(row.as_ptr().add(q)), wv);
             let t = _mm256_loadu_ps(thresholds.as_ptr().add(q));
-            _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(s, t))
-        };
-        let mut m = mask as u32;
-        while m != 0 {
-            let lane = q + m.trailing_zeros() as usize;
-            // Same product as the vector lane, so the pass/fail decision agrees.
-            thresholds[lane] = offer(lane, row[lane] * w);
-            m &= m - 1;
+            let mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(s, t)) as usize & 0xFF;
+            let perm = _mm256_loadu_si256(COMPRESS[mask].as_ptr().cast());
+            let at = _mm256_add_epi32(perm, _mm256_set1_epi32(q as i32));
+            _mm256_storeu_si256(lanes.as_mut_ptr().add(count).cast(), at);
+            count += mask.count_ones() as usize;
         }
         q += 8;
     }
-    n
-}
-
-/// The vector part of [`super::fold_column`]: returns how many scores it covered (a
-/// multiple of 8) and the threshold after them.
-///
-/// # Safety
-/// The CPU supports AVX2.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn fold_column(
-    scores: &[f32],
-    mut threshold: f32,
-    offer: &mut impl FnMut(usize, f32) -> f32,
-) -> (usize, f32) {
-    let n = scores.len() / 8 * 8;
-    let mut i = 0;
-    while i < n {
-        // SAFETY: `i + 8 <= n <= scores.len()`.
-        let v = unsafe { _mm256_loadu_ps(scores.as_ptr().add(i)) };
-        let mut m =
-            _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(v, _mm256_set1_ps(threshold))) as u32;
-        while m != 0 {
-            let lane = i + m.trailing_zeros() as usize;
-            // The threshold may have risen since the compare.
-            if scores[lane] >= threshold {
-                threshold = offer(lane, scores[lane]);
-            }
-            m &= m - 1;
-        }
-        i += 8;
-    }
-    (n, threshold)
+    (n, count)
 }

@@ -59,66 +59,42 @@ pub(super) unsafe fn kernel<const M: usize>(
     }
 }
 
-/// The vector part of [`super::fold_row`], 16 lanes at a time; returns how many queries
-/// it covered (a multiple of 16), leaving the rest to the caller.
+/// The vector part of [`super::scan_row`], 16 lanes at a time: appends to `lanes` (from
+/// 0) the position `q` of every score `row[q] * w` that reaches `thresholds[q]`, in
+/// increasing order, for `q` below the multiple of 16 it returns (the caller scans the
+/// rest); returns that multiple and the number of positions appended.
+///
+/// Each vector's passing lanes are compressed into `lanes` without a branch, so a row with
+/// a few passes scattered over it costs no mispredicted branch per pass.
 ///
 /// # Safety
-/// The CPU supports AVX-512F, and `row.len() >= thresholds.len()`.
+/// The CPU supports AVX-512F, `row.len() >= thresholds.len()`, and
+/// `lanes.len() >= thresholds.len() + 16`.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn fold_row(
+pub(super) unsafe fn scan_row(
     row: &[f32],
     w: f32,
-    thresholds: &mut [f32],
-    offer: &mut impl FnMut(usize, f32) -> f32,
-) -> usize {
+    thresholds: &[f32],
+    lanes: &mut [u32],
+) -> (usize, usize) {
     let n = thresholds.len() / 16 * 16;
     let wv = _mm512_set1_ps(w);
+    let ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let mut count = 0;
     let mut q = 0;
     while q < n {
-        // SAFETY: `q + 16 <= n <= thresholds.len() <= row.len()`.
-        let mask = unsafe {
+        // SAFETY: `q + 16 <= n <= thresholds.len() <= row.len()`, and `count <= q`, so
+        // the 16 lanes stored at `count` are inside `lanes` (`thresholds.len() + 16` long).
+        unsafe {
             let s = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(q)), wv);
             let t = _mm512_loadu_ps(thresholds.as_ptr().add(q));
-            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(s, t)
-        };
-        let mut m = mask as u32;
-        while m != 0 {
-            let lane = q + m.trailing_zeros() as usize;
-            // Same product as the vector lane, so the pass/fail decision agrees.
-            thresholds[lane] = offer(lane, row[lane] * w);
-            m &= m - 1;
+            let mask = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(s, t);
+            let at = _mm512_add_epi32(ids, _mm512_set1_epi32(q as i32));
+            let packed = _mm512_maskz_compress_epi32(mask, at);
+            _mm512_storeu_si512(lanes.as_mut_ptr().add(count).cast(), packed);
+            count += mask.count_ones() as usize;
         }
         q += 16;
     }
-    n
-}
-
-/// The vector part of [`super::fold_column`]: returns how many scores it covered (a
-/// multiple of 16) and the threshold after them.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn fold_column(
-    scores: &[f32],
-    mut threshold: f32,
-    offer: &mut impl FnMut(usize, f32) -> f32,
-) -> (usize, f32) {
-    let n = scores.len() / 16 * 16;
-    let mut i = 0;
-    while i < n {
-        // SAFETY: `i + 16 <= n <= scores.len()`.
-        let v = unsafe { _mm512_loadu_ps(scores.as_ptr().add(i)) };
-        let mut m = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, _mm512_set1_ps(threshold)) as u32;
-        while m != 0 {
-            let lane = i + m.trailing_zeros() as usize;
-            // The threshold may have risen since the compare.
-            if scores[lane] >= threshold {
-                threshold = offer(lane, scores[lane]);
-            }
-            m &= m - 1;
-        }
-        i += 16;
-    }
-    (n, threshold)
+    (n, count)
 }

@@ -107,11 +107,6 @@ impl PackedQueries {
         self.panels
     }
 
-    /// The level whose kernel the panels are packed for.
-    pub(crate) fn level(&self) -> SimdLevel {
-        self.level
-    }
-
     /// Queries per panel.
     pub(crate) fn nr(&self) -> usize {
         self.nr
@@ -175,75 +170,52 @@ pub(crate) fn score_tile(
     }
 }
 
-/// Scans one tile row: for each query `q < thresholds.len()` whose score `row[q] * w`
-/// reaches `thresholds[q]`, calls `offer(q, score)` and stores the threshold it returns.
+/// Extra room [`scan_row`] needs in its `lanes` beyond one entry per threshold.
+pub(crate) const SCAN_SLACK: usize = 16;
+
+/// Scans one tile row: writes to `lanes` (from 0), in increasing order, every query
+/// `q < thresholds.len()` whose score `row[q] * w` reaches `thresholds[q]`, and returns
+/// how many. `lanes` must hold at least `thresholds.len() + SCAN_SLACK` entries and
+/// `row` at least `thresholds.len()`, or this panics; every `q` must fit in a `u32`.
 ///
-/// Almost every score misses, so a vector of lanes is compared at once and only a lane
-/// that passes leaves the vector loop. Lanes are distinct queries, so one compare per lane
-/// is exact even when an offer raises that query's threshold.
-pub(crate) fn fold_row(
+/// Almost every score misses, so a vector of lanes is compared at once and the passing
+/// lanes are compressed into `lanes` without a branch. The caller offers them after the
+/// scan: lanes are distinct queries, so each compare against the threshold before any of
+/// this row's offers is exact.
+pub(crate) fn scan_row(
     level: SimdLevel,
     row: &[f32],
     w: f32,
-    thresholds: &mut [f32],
-    mut offer: impl FnMut(usize, f32) -> f32,
-) {
-    assert!(row.len() >= thresholds.len());
-    let mut start = 0;
+    thresholds: &[f32],
+    lanes: &mut [u32],
+) -> usize {
+    let len = thresholds.len();
+    assert!(row.len() >= len && lanes.len() >= len + SCAN_SLACK);
+    let (mut start, mut count) = (0, 0);
     #[cfg(target_arch = "x86_64")]
     if level == SimdLevel::Avx512 && level.is_supported() {
         // SAFETY: AVX-512F was just checked; lengths are asserted above.
-        start = unsafe { avx512::fold_row(row, w, thresholds, &mut offer) };
+        (start, count) = unsafe { avx512::scan_row(row, w, thresholds, lanes) };
     } else if matches!(level, SimdLevel::Avx2Fma | SimdLevel::Avx512)
         && SimdLevel::Avx2Fma.is_supported()
     {
         // SAFETY: AVX2 was just checked; lengths are asserted above.
-        start = unsafe { avx2::fold_row(row, w, thresholds, &mut offer) };
+        (start, count) = unsafe { avx2::scan_row(row, w, thresholds, lanes) };
     }
     #[cfg(target_arch = "aarch64")]
     if level == SimdLevel::Neon && level.is_supported() {
         // SAFETY: NEON was just checked; lengths are asserted above.
-        start = unsafe { neon::fold_row(row, w, thresholds, &mut offer) };
+        (start, count) = unsafe { neon::scan_row(row, w, thresholds, lanes) };
     }
-    for q in start..thresholds.len() {
-        let s = row[q] * w;
-        if s >= thresholds[q] {
-            thresholds[q] = offer(q, s);
+    let _ = level;
+    for q in start..len {
+        // The same product as a vector lane, so the pass/fail decision agrees.
+        if row[q] * w >= thresholds[q] {
+            lanes[count] = q as u32;
+            count += 1;
         }
     }
-}
-
-/// Offers each of one query's `scores` that reaches its running threshold, first to
-/// last: `offer(i, scores[i])` is called when `scores[i] >= threshold`, and returns the new
-/// threshold. Returns the final threshold.
-///
-/// The streaming path's scan: several scores are compared with the threshold at once, and
-/// the few that pass are checked again one by one against the threshold as it rises.
-pub(crate) fn fold_column(
-    level: SimdLevel,
-    scores: &[f32],
-    threshold: f32,
-    mut offer: impl FnMut(usize, f32) -> f32,
-) -> f32 {
-    let (start, mut threshold) = match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512F is checked in the guard.
-        SimdLevel::Avx512 if level.is_supported() => unsafe {
-            avx512::fold_column(scores, threshold, &mut offer)
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 is checked in the guard.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512 if SimdLevel::Avx2Fma.is_supported() => unsafe {
-            avx2::fold_column(scores, threshold, &mut offer)
-        },
-        _ => (0, threshold),
-    };
-    for (i, &s) in scores.iter().enumerate().skip(start) {
-        if s >= threshold {
-            threshold = offer(i, s);
-        }
-    }
-    threshold
+    count
 }
 
 /// Runs `level`'s kernel on `m` rows.
@@ -386,56 +358,29 @@ mod tests {
     }
 
     #[test]
-    fn fold_column_offers_exactly_what_a_running_threshold_admits() {
+    fn scan_row_finds_exactly_the_scores_at_or_above_their_threshold() {
         for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
-            for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 33, 64, 100, 1000] {
-                let scores = crate::data::random_vec(n, 7, n as u64);
-                // The threshold rises by a step on each offer, as a top-k's would.
-                type Offer<'a> = &'a mut dyn FnMut(usize, f32) -> f32;
-                let run = |fold: &dyn Fn(Offer<'_>) -> f32| {
-                    let mut offered = Vec::new();
-                    let last = fold(&mut |i, s| {
-                        offered.push((i, s));
-                        -1.5 + 0.02 * offered.len() as f32
-                    });
-                    (offered, last)
-                };
-                let want = run(&|offer| {
-                    let mut t = -1.5f32;
-                    for (i, &s) in scores.iter().enumerate() {
-                        if s >= t {
-                            t = offer(i, s);
-                        }
-                    }
-                    t
-                });
-                let got = run(&|offer| fold_column(level, &scores, -1.5, &mut *offer));
-                assert_eq!(got, want, "{level:?} n={n}");
-                assert!(n < 16 || want.0.len() > 4, "the scan should admit several");
-            }
-        }
-    }
-
-    #[test]
-    fn fold_row_offers_exactly_the_scores_at_or_above_their_threshold() {
-        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
-            for n in [1usize, 7, 8, 15, 16, 17, 33, 64, 100] {
+            for n in [0usize, 1, 7, 8, 15, 16, 17, 33, 64, 100, 1000] {
                 let row = crate::data::random_vec(n + 3, 5, n as u64);
-                let base = crate::data::random_vec(n, 6, n as u64);
-                let mut thresholds = base.clone();
-                let mut offered = Vec::new();
-                fold_row(level, &row, 0.5, &mut thresholds, |q, s| {
-                    offered.push((q, s));
-                    s + 1.0
-                });
-                let want: Vec<(usize, f32)> = (0..n)
-                    .filter(|&q| row[q] * 0.5 >= base[q])
-                    .map(|q| (q, row[q] * 0.5))
+                let mut thresholds = crate::data::random_vec(n, 6, n as u64);
+                // A NaN score never passes, not even a -inf threshold.
+                if n > 20 {
+                    thresholds[3] = f32::NEG_INFINITY;
+                    thresholds[19] = f32::NEG_INFINITY;
+                }
+                let mut row = row;
+                if n > 20 {
+                    row[19] = f32::NAN;
+                }
+                let mut lanes = vec![u32::MAX; n + SCAN_SLACK];
+                let count = scan_row(level, &row, 0.5, &thresholds, &mut lanes);
+                let want: Vec<u32> = (0..n)
+                    .filter(|&q| row[q] * 0.5 >= thresholds[q])
+                    .map(|q| q as u32)
                     .collect();
-                offered.sort_by_key(|&(q, _)| q);
-                assert_eq!(offered, want, "{level:?} n={n}");
-                for &(q, s) in &want {
-                    assert_eq!(thresholds[q], s + 1.0, "{level:?}: threshold of {q}");
+                assert_eq!(lanes[..count], want[..], "{level:?} n={n}");
+                if n > 20 {
+                    assert!(want.contains(&3) && !want.contains(&19));
                 }
             }
         }

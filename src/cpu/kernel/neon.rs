@@ -75,24 +75,27 @@ pub(super) unsafe fn kernel<const M: usize>(
     }
 }
 
-/// The vector part of [`super::fold_row`], 4 lanes at a time; returns how many queries it
-/// covered (a multiple of 4), leaving the rest to the caller.
+/// The vector part of [`super::scan_row`], 4 lanes at a time: writes the passing queries
+/// to `lanes` from 0 and returns how many queries it covered (a multiple of 4) and how
+/// many passed, leaving the rest to the caller.
 ///
 /// # Safety
-/// The CPU supports NEON, and `row.len() >= thresholds.len()`.
+/// The CPU supports NEON, `row.len() >= thresholds.len()` and
+/// `lanes.len() >= thresholds.len()`.
 #[target_feature(enable = "neon")]
-pub(super) unsafe fn fold_row(
+pub(super) unsafe fn scan_row(
     row: &[f32],
     w: f32,
-    thresholds: &mut [f32],
-    offer: &mut impl FnMut(usize, f32) -> f32,
-) -> usize {
+    thresholds: &[f32],
+    lanes: &mut [u32],
+) -> (usize, usize) {
     let n = thresholds.len() / 4 * 4;
     let wv = vdupq_n_f32(w);
     // One bit per lane, so a horizontal add of the masked compare is a movemask.
     const LANE_BITS: [u32; 4] = [1, 2, 4, 8];
     // SAFETY: `LANE_BITS` holds exactly 4 `u32`s.
     let bits = unsafe { vld1q_u32(LANE_BITS.as_ptr()) };
+    let mut count = 0;
     let mut q = 0;
     while q < n {
         // SAFETY: `q + 4 <= n <= thresholds.len() <= row.len()`.
@@ -104,12 +107,12 @@ pub(super) unsafe fn fold_row(
         };
         let mut m = mask;
         while m != 0 {
-            let lane = q + m.trailing_zeros() as usize;
-            // Same product as the vector lane, so the pass/fail decision agrees.
-            thresholds[lane] = offer(lane, row[lane] * w);
+            // `count <= q < lanes.len()`: one entry per passing query.
+            lanes[count] = q as u32 + m.trailing_zeros();
+            count += 1;
             m &= m - 1;
         }
         q += 4;
     }
-    n
+    (n, count)
 }

@@ -1,0 +1,456 @@
+//! Exact top-k on the CPU: score blocks of corpus rows against every query (score tiles for
+//! large batches, the streaming kernels for small ones) and fold each block straight into
+//! one selection per query, never holding the `Q × N` score matrix.
+//!
+//! * **One selection per query, shared by all threads.** The queries are split into
+//!   chunks, each behind its own lock, so two threads fold different chunks of their
+//!   blocks at the same time. A selection per piece of the corpus, merged at the end, made
+//!   every piece start from an empty selection that lets every score in until it holds `k`
+//!   hits: with `k = 1000` most of the time went there, and `Q × k` hits per piece were
+//!   held at once.
+//! * **Blocks in bit-reversed order** (for large `k`; small `k` reads them in order,
+//!   which streams memory fastest). Whatever prefix of the order has been folded is
+//!   spread evenly over the corpus, so the hits seen so far are a fair sample of it.
+//! * **Speculative floors for large `k`.** From that sample, a query that has seen `t` of
+//!   `N` rows expects about `μ = k·t/N` of them in its final top-k; its selection keeps
+//!   only the best `μ + 6√μ + 16` ([`spec_rank`]), and scores below the worst of those
+//!   are not offered. The floor thus tracks the final `k`-th best score from the first
+//!   blocks on instead of the `k`-th best of the rows seen, which lets about `k·ln(N/k)`
+//!   extra candidates in. The guess is checked at the end (see `select`): a query whose
+//!   final `k`-th best hit is worse than a kept guess is selected again without guessing,
+//!   so the result is exact whatever the data; on data like the tests' and benchmarks' it
+//!   never happens.
+
+use super::select::{Key, TopKs, HEAP_MAX_K};
+use super::{tile_scores, CpuBackend, SimdLevel, KERNEL_ROWS, STREAM_ROWS};
+use crate::hit::Hit;
+use crate::matrix::{CorpusView, MatrixRef};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Corpus rows per block in the streaming path: [`STREAM_ROWS`], or fewer where the block's
+/// scores would pass 1 MiB (many queries on the scalar level), which bounds the scratch
+/// memory per thread.
+fn stream_rows(q: usize) -> usize {
+    ((1 << 18) / q.max(1)).clamp(16, STREAM_ROWS)
+}
+
+/// Margin of [`spec_rank`], in standard deviations of the count it bounds.
+const SPEC_SIGMAS: f64 = 6.0;
+/// Constant margin of [`spec_rank`], for the first blocks, where the count is small.
+const SPEC_SLACK: f64 = 16.0;
+
+/// How many of the best hits among `seen` of `rows` corpus rows a query with a top-`k`
+/// keeps when speculating (at most `k`).
+///
+/// The number of the query's final top-`k` among the rows seen is about hypergeometric,
+/// with mean `μ = k·seen/rows` and a standard deviation below `√μ`, when the rows seen are
+/// spread evenly over the corpus (the bit-reversed block order makes them so). The
+/// `μ + 6√μ + 16` best then hold all of them but with a probability of the order of 10⁻⁹
+/// per compaction (six standard deviations), and when they do not, the final check
+/// catches it.
+pub(super) fn spec_rank(k: usize, seen: usize, rows: usize) -> usize {
+    let mu = k as f64 * seen.min(rows) as f64 / rows.max(1) as f64;
+    let r = mu + SPEC_SIGMAS * mu.sqrt() + SPEC_SLACK;
+    if r >= k as f64 {
+        k
+    } else {
+        // `1 <= r < k`: the cast is exact enough and in range.
+        r.ceil() as usize
+    }
+}
+
+/// The block numbers `0..blocks` in bit-reversed order (of the next power of two): every
+/// prefix of it, and every contiguous piece that rayon hands a thread, is spread evenly
+/// over the corpus.
+fn bit_reversed(blocks: usize) -> Vec<usize> {
+    let bits = blocks.next_power_of_two().trailing_zeros();
+    if bits == 0 {
+        return (0..blocks).collect();
+    }
+    (0..blocks.next_power_of_two())
+        .map(|i| i.reverse_bits() >> (usize::BITS - bits))
+        .filter(|&b| b < blocks)
+        .collect()
+}
+
+impl CpuBackend {
+    /// Exact top-k of unit-norm `queries` against `corpus`, best first.
+    pub(crate) fn top_k(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> Vec<Vec<Hit>> {
+        if <u64 as Key>::fits(corpus.rows()) {
+            self.top_k_keyed::<u64>(queries, corpus, k)
+        } else {
+            self.top_k_keyed::<u128>(queries, corpus, k)
+        }
+    }
+
+    /// [`top_k`](Self::top_k) with hits kept as keys of type `K`, which must hold every
+    /// row index of `corpus`: one pass with speculative floors, then the queries whose
+    /// guess missed again without.
+    pub(super) fn top_k_keyed<K: Key>(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> Vec<Vec<Hit>> {
+        let first = self.select::<K>(queries, corpus, k, true);
+        let missed: Vec<usize> = (0..first.len()).filter(|&i| first[i].is_none()).collect();
+        let mut again = if missed.is_empty() {
+            Vec::new()
+        } else {
+            tracing::debug!(
+                queries = missed.len(),
+                k,
+                "top-k speculative floor missed; selecting again"
+            );
+            let sub: Vec<f32> = missed
+                .iter()
+                .flat_map(|&i| queries.row(i).iter().copied())
+                .collect();
+            match MatrixRef::new(&sub, missed.len(), queries.cols()) {
+                Ok(sub) => self.select::<K>(sub, corpus, k, false),
+                // Not reached (the shape is valid); every query again is exact too.
+                Err(_) => {
+                    return self
+                        .select::<K>(queries, corpus, k, false)
+                        .into_iter()
+                        .map(Option::unwrap_or_default)
+                        .collect()
+                }
+            }
+        }
+        .into_iter();
+        // Without speculation every query has its hits.
+        first
+            .into_iter()
+            .map(|hits| hits.unwrap_or_else(|| again.next().flatten().unwrap_or_default()))
+            .collect()
+    }
+
+    /// One pass over the corpus: every query's top `k`, best first, or `None` where a
+    /// speculative floor (only with `speculate`) missed.
+    pub(super) fn select<K: Key>(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+        speculate: bool,
+    ) -> Vec<Option<Vec<Hit>>> {
+        let (q, n) = (queries.rows(), corpus.rows());
+        if q == 0 || n == 0 || k == 0 {
+            return vec![Some(Vec::new()); q];
+        }
+        let packed = self.pack(queries);
+        let block = if packed.is_some() {
+            KERNEL_ROWS
+        } else {
+            stream_rows(q)
+        };
+        // Heaps never speculate; they read the corpus in order, which streams it fastest.
+        let speculate = speculate && k > HEAP_MAX_K;
+        let selection = Selection::<K>::new(q, k, n, speculate, self.threads());
+        let blocks = n.div_ceil(block);
+        let order = if speculate {
+            bit_reversed(blocks)
+        } else {
+            (0..blocks).collect()
+        };
+        self.pool.install(|| {
+            order
+                .into_par_iter()
+                .for_each_init(Scratch::default, |scratch, b| {
+                    let rows = b * block..((b + 1) * block).min(n);
+                    let ld = match &packed {
+                        Some(p) => tile_scores(p, corpus, rows.clone(), &mut scratch.scores),
+                        None => self.stream_scores(queries, corpus, rows.clone(), scratch),
+                    };
+                    selection.fold(self.level, scratch, ld, corpus, rows, b);
+                });
+            // Sorting q × k hits is work too (a million at Q = 1024, k = 1024): on all
+            // cores.
+            selection.into_sorted()
+        })
+    }
+
+    /// Scores `rows` against every query with the streaming kernels into `scores`:
+    /// `scores[r * q + i] = rows[r] · query i` (not yet divided by the row norms). Returns
+    /// the stride `q`.
+    fn stream_scores(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        rows: Range<usize>,
+        scratch: &mut Scratch,
+    ) -> usize {
+        let (q, d, n) = (queries.rows(), queries.cols(), rows.len());
+        let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
+        // The kernels write query-major and scale each row; the fold reads row-major and
+        // scales itself, as it does the tiles. One query's scores are the same either way.
+        scratch.ones.resize(n, 1.0);
+        let ones = &scratch.ones[..n];
+        if q == 1 {
+            scratch.scores.resize(n, 0.0);
+            crate::simd::dots_rows(
+                self.level,
+                block,
+                d,
+                queries.as_slice(),
+                ones,
+                &mut scratch.scores,
+            );
+            return 1;
+        }
+        scratch.columns.resize(n * q, 0.0);
+        crate::simd::dots_rows(
+            self.level,
+            block,
+            d,
+            queries.as_slice(),
+            ones,
+            &mut scratch.columns,
+        );
+        scratch.scores.resize(n * q, 0.0);
+        for (i, column) in scratch.columns.chunks_exact(n).enumerate() {
+            for (r, &s) in column.iter().enumerate() {
+                scratch.scores[r * q + i] = s;
+            }
+        }
+        q
+    }
+}
+
+/// One thread's buffers, reused from block to block.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    /// The streaming kernels' query-major scores, before they are laid out row-major.
+    columns: Vec<f32>,
+    /// Unit row scales for the streaming kernels (the fold divides by the norms).
+    ones: Vec<f32>,
+    /// Chunks of queries not yet folded for the current block.
+    pending: Vec<usize>,
+}
+
+/// Every query's running top-k, shared by all tasks (see the module docs).
+struct Selection<K> {
+    chunks: Vec<Mutex<Chunk<K>>>,
+    k: usize,
+    rows: usize,
+    speculate: bool,
+}
+
+/// The selections of queries `first..first + sel.lens.len()`.
+struct Chunk<K> {
+    first: usize,
+    sel: TopKs<K>,
+    /// Corpus rows folded so far.
+    seen: usize,
+}
+
+impl<K: Key> Selection<K> {
+    fn new(q: usize, k: usize, rows: usize, speculate: bool, threads: usize) -> Self {
+        // About four chunks per thread, so threads seldom wait for one; in whole 16-lane
+        // vectors of queries where chunks are that large (and few enough for `u32` lanes).
+        let chunk = q.div_ceil(4 * threads.max(1)).clamp(1, 1 << 16);
+        let chunk = if chunk > 16 {
+            chunk.div_ceil(16) * 16
+        } else {
+            chunk
+        };
+        let chunks = (0..q)
+            .step_by(chunk)
+            .map(|first| {
+                Mutex::new(Chunk {
+                    first,
+                    sel: TopKs::new(chunk.min(q - first), k, rows),
+                    seen: 0,
+                })
+            })
+            .collect();
+        Self {
+            chunks,
+            k,
+            rows,
+            speculate,
+        }
+    }
+
+    /// Folds the scores of corpus rows `rows` (`scratch.scores[r * ld + i]` for row
+    /// `rows.start + r` and query `i`, before dividing by the row's norm) into every
+    /// query's selection. `b` (the block's number) staggers where threads start.
+    fn fold(
+        &self,
+        level: SimdLevel,
+        scratch: &mut Scratch,
+        ld: usize,
+        corpus: CorpusView<'_>,
+        rows: Range<usize>,
+        b: usize,
+    ) {
+        let inv = &corpus.inv_norms()[rows.clone()];
+        let scores = &scratch.scores;
+        let pending = &mut scratch.pending;
+        let nc = self.chunks.len();
+        pending.clear();
+        pending.extend((0..nc).map(|c| (c + b) % nc));
+        let fold_chunk = |c: &mut Chunk<K>| {
+            // Counting this whole block as seen errs towards keeping more.
+            c.seen += rows.len();
+            let rank = if self.speculate {
+                spec_rank(self.k, c.seen, self.rows)
+            } else {
+                self.k
+            };
+            c.sel
+                .fold_block(level, scores, ld, c.first, inv, rows.start, rank);
+        };
+        // Fold the chunks that are free first; wait only when all left are busy.
+        while !pending.is_empty() {
+            let before = pending.len();
+            pending.retain(|&c| match self.chunks[c].try_lock() {
+                Some(mut guard) => {
+                    fold_chunk(&mut guard);
+                    false
+                }
+                None => true,
+            });
+            if pending.len() == before {
+                let c = pending.remove(0);
+                fold_chunk(&mut self.chunks[c].lock());
+            }
+        }
+    }
+
+    /// Every query's sorted hits (`None`: a speculative floor missed), in query order.
+    fn into_sorted(self) -> Vec<Option<Vec<Hit>>> {
+        self.chunks
+            .into_iter()
+            .flat_map(|c| c.into_inner().sel.into_sorted())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::CpuConfig;
+    use crate::matrix::Corpus;
+
+    #[test]
+    fn bit_reversed_is_a_permutation_spread_over_the_range() {
+        for blocks in [0usize, 1, 2, 3, 5, 8, 13, 96, 1000] {
+            let order = bit_reversed(blocks);
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..blocks).collect::<Vec<_>>(), "{blocks}");
+        }
+        assert_eq!(bit_reversed(8), [0, 4, 2, 6, 1, 5, 3, 7]);
+    }
+
+    #[test]
+    fn spec_rank_keeps_a_wide_margin_and_at_most_k() {
+        assert_eq!(spec_rank(1000, 0, 100_000), 16);
+        assert_eq!(spec_rank(1000, 100_000, 100_000), 1000);
+        assert_eq!(spec_rank(1000, 200_000, 100_000), 1000);
+        assert_eq!(spec_rank(5, 10, 10), 5);
+        // A tenth of the rows: μ = 100, so 100 + 60 + 16.
+        assert_eq!(spec_rank(1000, 10_000, 100_000), 176);
+    }
+
+    fn unit(mut v: Vec<f32>, d: usize) -> Vec<f32> {
+        for row in v.chunks_exact_mut(d) {
+            crate::matrix::normalize(row);
+        }
+        v
+    }
+
+    /// Queries near one direction, and a corpus whose first block of rows (the first one
+    /// folded) is near it too while the rest is random: the first block's best hits look
+    /// like a tiny fraction of the corpus, so the guess is far too high and misses.
+    fn misleading(q: usize, n: usize, d: usize, near: usize) -> (Vec<f32>, Corpus) {
+        let dir = crate::data::random_vec(d, 70, 0);
+        let noisy = |seed: u64, rows: usize| {
+            let noise = crate::data::random_vec(rows * d, seed, 0);
+            noise
+                .chunks_exact(d)
+                .flat_map(|r| r.iter().zip(&dir).map(|(e, x)| x + 0.05 * e))
+                .collect::<Vec<f32>>()
+        };
+        let mut rows = noisy(71, near);
+        rows.extend(crate::data::random_vec((n - near) * d, 72, 0));
+        (unit(noisy(73, q), d), Corpus::new(rows, d).unwrap())
+    }
+
+    #[test]
+    fn a_missed_guess_is_selected_again_and_exact_at_every_level() {
+        let (n, d) = (6000, 24);
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+            // One thread folds the blocks in exactly the bit-reversed order, first block
+            // first.
+            let cfg = CpuConfig {
+                simd: Some(level),
+                threads: Some(1),
+                ..CpuConfig::default()
+            };
+            let cpu = CpuBackend::new(&cfg).unwrap();
+            // Few queries stream the corpus; more take score tiles (but not on scalar).
+            for q in [3, 40] {
+                let block = if cpu
+                    .pack(MatrixRef::new(&vec![0.0; q * d], q, d).unwrap())
+                    .is_some()
+                {
+                    KERNEL_ROWS
+                } else {
+                    stream_rows(q)
+                };
+                let k = if block < 1000 { 200 } else { 500 };
+                let (qs, corpus) = misleading(q, n, d, block);
+                let view = MatrixRef::new(&qs, q, d).unwrap();
+                let guessed = cpu.select::<u64>(view, corpus.view(), k, true);
+                assert!(
+                    guessed.iter().all(Option::is_none),
+                    "{level:?} Q={q}: every guess misses"
+                );
+                let exact: Vec<Vec<Hit>> = cpu
+                    .select::<u64>(view, corpus.view(), k, false)
+                    .into_iter()
+                    .map(|h| h.expect("no guess, no miss"))
+                    .collect();
+                // The first block's rows are the best, then the best of the rest.
+                for hits in &exact {
+                    assert_eq!(hits.len(), k);
+                    let near = block.min(k);
+                    assert!(hits[..near].iter().all(|h| h.index < block));
+                    assert!(hits[near..].iter().all(|h| h.index >= block));
+                }
+                assert_eq!(cpu.top_k(view, corpus.view(), k), exact, "{level:?} Q={q}");
+                assert_eq!(
+                    cpu.top_k_keyed::<u128>(view, corpus.view(), k),
+                    exact,
+                    "{level:?} Q={q}: u128 keys"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn guesses_hold_on_random_data() {
+        // The speculative pass alone is exact on random data, so the second pass is rare.
+        let cpu = CpuBackend::new(&CpuConfig::default()).unwrap();
+        let (q, n, d) = (40, 20_000, 16);
+        let corpus = Corpus::new(crate::data::random_vec(n * d, 80, 0), d).unwrap();
+        let qs = unit(crate::data::random_vec(q * d, 81, 0), d);
+        let view = MatrixRef::new(&qs, q, d).unwrap();
+        for k in [65, 300, 2000] {
+            let guessed = cpu.select::<u64>(view, corpus.view(), k, true);
+            let exact = cpu.select::<u64>(view, corpus.view(), k, false);
+            assert_eq!(guessed, exact, "k = {k}");
+        }
+    }
+}
