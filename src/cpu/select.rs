@@ -280,6 +280,41 @@ impl<K: Key> TopKs<K> {
         self.dense = passed * DENSE > rows * q;
     }
 
+    /// Folds a block of `rows` corpus rows scored query-major: query `i`'s cosines with
+    /// corpus rows `first..first + rows` at `scores[(col + i) * rows..][..rows]`; see
+    /// [`fold_row`](Self::fold_row) for `rank`.
+    ///
+    /// Each query's run is compared with its floor at the start of the run, a vector of
+    /// scores at a time; the rows that pass are offered in order, each checked again
+    /// against the floor as it rises.
+    pub(crate) fn fold_columns(
+        &mut self,
+        level: SimdLevel,
+        scores: &[f32],
+        rows: usize,
+        col: usize,
+        first: usize,
+        rank: usize,
+    ) {
+        for i in 0..self.queries() {
+            let column = &scores[(col + i) * rows..][..rows];
+            let mut floor_run = std::mem::take(&mut self.floor_run);
+            floor_run.clear();
+            floor_run.resize(rows, self.floors[i]);
+            self.lanes
+                .resize(self.lanes.len().max(rows + kernel::SCAN_SLACK), 0);
+            let (mut slots, floors, lanes) = self.split();
+            let count = kernel::scan_row(level, column, 1.0, &floor_run, lanes);
+            for &r in &lanes[..count] {
+                let s = column[r as usize];
+                if s >= floors[i] {
+                    floors[i] = slots.offer(i, K::new(first + r as usize, s), rank, floors[i]);
+                }
+            }
+            self.floor_run = floor_run;
+        }
+    }
+
     /// Offers every score of `scores` (for corpus rows `first..`) to query `i`, skipping
     /// NaN.
     #[cfg(test)]

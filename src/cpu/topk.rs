@@ -166,11 +166,16 @@ impl CpuBackend {
                 .into_par_iter()
                 .for_each_init(Scratch::default, |scratch, b| {
                     let rows = b * block..((b + 1) * block).min(n);
-                    let ld = match &packed {
-                        Some(p) => tile_scores(p, corpus, rows.clone(), &mut scratch.scores),
-                        None => self.stream_scores(queries, corpus, rows.clone(), scratch),
+                    let layout = match &packed {
+                        Some(p) => Layout::Rows {
+                            ld: tile_scores(p, corpus, rows.clone(), &mut scratch.scores),
+                        },
+                        None => {
+                            self.stream_scores(queries, corpus, rows.clone(), &mut scratch.scores);
+                            Layout::Columns
+                        }
                     };
-                    selection.fold(self.level, scratch, ld, corpus, rows, b);
+                    selection.fold(self.level, scratch, layout, corpus, rows, b);
                 });
             // Sorting q × k hits is work too (a million at Q = 1024, k = 1024): on all
             // cores.
@@ -178,61 +183,39 @@ impl CpuBackend {
         })
     }
 
-    /// Scores `rows` against every query with the streaming kernels into `scores`:
-    /// `scores[r * q + i] = rows[r] · query i` (not yet divided by the row norms). Returns
-    /// the stride `q`.
+    /// Scores `rows` against every query with the streaming kernels into `scores`,
+    /// query-major and already divided by the row norms:
+    /// `scores[i * rows.len() + r] = cos(rows[r], query i)`.
     fn stream_scores(
         &self,
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
         rows: Range<usize>,
-        scratch: &mut Scratch,
-    ) -> usize {
-        let (q, d, n) = (queries.rows(), queries.cols(), rows.len());
+        scores: &mut Vec<f32>,
+    ) {
+        let (q, d) = (queries.rows(), queries.cols());
+        scores.resize(rows.len() * q, 0.0);
         let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
-        // The kernels write query-major and scale each row; the fold reads row-major and
-        // scales itself, as it does the tiles. One query's scores are the same either way.
-        scratch.ones.resize(n, 1.0);
-        let ones = &scratch.ones[..n];
-        if q == 1 {
-            scratch.scores.resize(n, 0.0);
-            crate::simd::dots_rows(
-                self.level,
-                block,
-                d,
-                queries.as_slice(),
-                ones,
-                &mut scratch.scores,
-            );
-            return 1;
-        }
-        scratch.columns.resize(n * q, 0.0);
-        crate::simd::dots_rows(
-            self.level,
-            block,
-            d,
-            queries.as_slice(),
-            ones,
-            &mut scratch.columns,
-        );
-        scratch.scores.resize(n * q, 0.0);
-        for (i, column) in scratch.columns.chunks_exact(n).enumerate() {
-            for (r, &s) in column.iter().enumerate() {
-                scratch.scores[r * q + i] = s;
-            }
-        }
-        q
+        let inv = &corpus.inv_norms()[rows];
+        crate::simd::dots_rows(self.level, block, d, queries.as_slice(), inv, scores);
     }
+}
+
+/// How a block's scores lie in [`Scratch::scores`].
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Score tiles: row `r` at `[r * ld..]`, query `i` at `+ i`, not yet divided by the
+    /// row's norm.
+    Rows { ld: usize },
+    /// The streaming kernels: query `i`'s run of the block's scores at `[i * rows..]`,
+    /// already cosines.
+    Columns,
 }
 
 /// One thread's buffers, reused from block to block.
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
-    /// The streaming kernels' query-major scores, before they are laid out row-major.
-    columns: Vec<f32>,
-    /// Unit row scales for the streaming kernels (the fold divides by the norms).
-    ones: Vec<f32>,
     /// Chunks of queries not yet folded for the current block.
     pending: Vec<usize>,
 }
@@ -288,7 +271,7 @@ impl<K: Key> Selection<K> {
         &self,
         level: SimdLevel,
         scratch: &mut Scratch,
-        ld: usize,
+        layout: Layout,
         corpus: CorpusView<'_>,
         rows: Range<usize>,
         b: usize,
@@ -307,8 +290,15 @@ impl<K: Key> Selection<K> {
             } else {
                 self.k
             };
-            c.sel
-                .fold_block(level, scores, ld, c.first, inv, rows.start, rank);
+            match layout {
+                Layout::Rows { ld } => c
+                    .sel
+                    .fold_block(level, scores, ld, c.first, inv, rows.start, rank),
+                Layout::Columns => {
+                    c.sel
+                        .fold_columns(level, scores, inv.len(), c.first, rows.start, rank)
+                }
+            }
         };
         // Fold the chunks that are free first; wait only when all left are busy.
         while !pending.is_empty() {
