@@ -1,6 +1,7 @@
 //! The AVX2+FMA score-tile kernel: `MR` = 6 corpus rows × 16 queries (two ymm vectors) on
 //! 12 accumulators, and the 8-lane threshold scan of a tile row.
 
+use super::COMPRESS;
 use std::arch::x86_64::*;
 
 /// Queries per panel (two 8-lane vectors).
@@ -56,26 +57,6 @@ pub(super) unsafe fn kernel<const M: usize>(
             _mm256_storeu_ps(ci.add(8), hi[i]);
         }
     }
-}
-
-/// For each 8-bit mask, the positions of its set bits, in increasing order (the rest 0).
-static COMPRESS: [[u32; 8]; 256] = compress_table();
-
-const fn compress_table() -> [[u32; 8]; 256] {
-    let mut t = [[0u32; 8]; 256];
-    let mut m = 0;
-    while m < 256 {
-        let (mut j, mut c) = (0, 0);
-        while j < 8 {
-            if (m >> j) & 1 == 1 {
-                t[m][c] = j as u32;
-                c += 1;
-            }
-            j += 1;
-        }
-        m += 1;
-    }
-    t
 }
 
 /// The vector part of [`super::scan_row`], 8 lanes at a time: appends to `lanes` (from 0)

@@ -1,6 +1,7 @@
 //! The AVX-512F score-tile kernel: `MR` = 12 corpus rows × 32 queries (two zmm vectors) on
 //! 24 accumulators, and the 16-lane threshold scan of a tile row.
 
+use super::COMPRESS;
 use std::arch::x86_64::*;
 
 /// Queries per panel (two 16-lane vectors).
@@ -65,7 +66,11 @@ pub(super) unsafe fn kernel<const M: usize>(
 /// rest); returns that multiple and the number of positions appended.
 ///
 /// Each vector's passing lanes are compressed into `lanes` without a branch, so a row with
-/// a few passes scattered over it costs no mispredicted branch per pass.
+/// a few passes scattered over it costs no mispredicted branch per pass: each half of the
+/// 16-bit mask picks a row of [`COMPRESS`]. (`vpcompressd` would do it in one
+/// instruction, but LLVM fails on it when a test binary re-optimises this crate with
+/// thin LTO at `opt-level = 0`, as `cargo test --release` does for doctests:
+/// "Cannot emit physreg copy instruction".)
 ///
 /// # Safety
 /// The CPU supports AVX-512F, `row.len() >= thresholds.len()`, and
@@ -79,20 +84,23 @@ pub(super) unsafe fn scan_row(
 ) -> (usize, usize) {
     let n = thresholds.len() / 16 * 16;
     let wv = _mm512_set1_ps(w);
-    let ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let mut count = 0;
     let mut q = 0;
     while q < n {
-        // SAFETY: `q + 16 <= n <= thresholds.len() <= row.len()`, and `count <= q`, so
-        // the 16 lanes stored at `count` are inside `lanes` (`thresholds.len() + 16` long).
+        // SAFETY: `q + 16 <= n <= thresholds.len() <= row.len()`; `count <= q` before
+        // the first store and `count <= q + 8` before the second, so the 8 lanes stored at
+        // `count` are inside `lanes` (`thresholds.len() + 16` long); a table row is 8
+        // `u32`.
         unsafe {
             let s = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(q)), wv);
             let t = _mm512_loadu_ps(thresholds.as_ptr().add(q));
-            let mask = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(s, t);
-            let at = _mm512_add_epi32(ids, _mm512_set1_epi32(q as i32));
-            let packed = _mm512_maskz_compress_epi32(mask, at);
-            _mm512_storeu_si512(lanes.as_mut_ptr().add(count).cast(), packed);
-            count += mask.count_ones() as usize;
+            let mask = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(s, t) as usize;
+            for (half, bits) in [(0, mask & 0xFF), (8, mask >> 8)] {
+                let perm = _mm256_loadu_si256(COMPRESS[bits].as_ptr().cast());
+                let at = _mm256_add_epi32(perm, _mm256_set1_epi32((q + half) as i32));
+                _mm256_storeu_si256(lanes.as_mut_ptr().add(count).cast(), at);
+                count += bits.count_ones() as usize;
+            }
         }
         q += 16;
     }

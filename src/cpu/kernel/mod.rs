@@ -170,6 +170,29 @@ pub(crate) fn score_tile(
     }
 }
 
+/// For each 8-bit mask, the positions of its set bits, in increasing order (the rest 0):
+/// the vector scans compress a vector's passing lanes through it.
+#[cfg(target_arch = "x86_64")]
+static COMPRESS: [[u32; 8]; 256] = compress_table();
+
+#[cfg(target_arch = "x86_64")]
+const fn compress_table() -> [[u32; 8]; 256] {
+    let mut t = [[0u32; 8]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut j, mut c) = (0, 0);
+        while j < 8 {
+            if (m >> j) & 1 == 1 {
+                t[m][c] = j as u32;
+                c += 1;
+            }
+            j += 1;
+        }
+        m += 1;
+    }
+    t
+}
+
 /// Extra room [`scan_row`] needs in its `lanes` beyond one entry per threshold.
 pub(crate) const SCAN_SLACK: usize = 16;
 
