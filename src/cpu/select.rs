@@ -382,6 +382,21 @@ impl<K: Key> TopKs<K> {
 /// a few), so each compaction's linear quickselect is paid by `rank / 2` appends, and the
 /// floor lags the best `rank` seen by at most that many. (Growing to `2 · rank` measured
 /// no faster, and holds a third more memory.)
+/// The most bytes the selections of `queries` queries take for the best `k` of `rows`
+/// rows, with their per-query bookkeeping: what a top-k call holds besides its hits.
+/// `None` when that overflows.
+pub(crate) fn selection_bytes(queries: usize, k: usize, rows: usize) -> Option<usize> {
+    let k = k.max(1);
+    let stride = if k <= HEAP_MAX_K { k } else { growth(k) }.min(rows).max(1);
+    let key = if <u64 as Key>::fits(rows) { 8 } else { 16 };
+    // Lengths, floors, guesses and scan lanes: a few words per query, and the lanes' slack.
+    stride
+        .checked_mul(key)?
+        .checked_add(64)?
+        .checked_mul(queries)?
+        .checked_add(4 * kernel::SCAN_SLACK)
+}
+
 fn growth(rank: usize) -> usize {
     rank.saturating_add(rank / 2 + 8)
 }
@@ -713,5 +728,30 @@ mod tests {
         assert_eq!(t.lens[0], 2, "compacted to the rank");
         t.offer_all(0, 20, &[0.5], 2);
         assert_eq!(t.into_sorted(), vec![None]);
+    }
+
+    /// The executor's memory check counts at least what the selections allocate, and a
+    /// size that overflows is `None`, not a wrapped small number.
+    #[test]
+    fn selection_bytes_cover_the_buffers() {
+        for (q, k, rows) in [
+            (1, 1, 1),
+            (100, 10, 1000),
+            (100, 1000, 1_000_000),
+            (7, 64, 5),
+        ] {
+            let t = TopKs::<u64>::new(q, k, rows);
+            let held = t.keys.len() * 8
+                + t.lens.len() * 8
+                + t.floors.len() * 4
+                + t.guesses.len() * 16
+                + t.lanes.len() * 4;
+            let counted = selection_bytes(q, k, rows).expect("fits");
+            assert!(
+                counted >= held,
+                "q={q} k={k} rows={rows}: {counted} < {held}"
+            );
+        }
+        assert_eq!(selection_bytes(usize::MAX / 4, 1 << 20, 1 << 40), None);
     }
 }

@@ -1,26 +1,43 @@
-//! AVX-512F streaming dot products: four corpus rows × up to six queries per step.
+//! AVX-512F streaming dot products: one corpus row × up to five queries per step, or
+//! four rows × six queries, or three rows × eight.
 //!
-//! Each 16-float piece of four rows is loaded once and multiplied into up to 24
-//! accumulators (4 rows × 6 queries), so a step issues ten loads per twenty-four FMAs and
-//! the FMA units, not the load ports, set the pace. Larger batches take the queries in
-//! groups over a sub-block of rows small enough to stay in L1, so the corpus is still read
-//! from memory once. With many queries a row is consumed slowly, and the hardware
-//! prefetcher alone left the loads waiting on DRAM (Q = 8, D = 768: half the bandwidth), so
-//! the first group prefetches the rows ahead.
+//! With six or more queries, each 16-float piece of a step's rows is loaded once and
+//! multiplied into 24 accumulators (4 rows × 6 queries, or 3 × 8), so a step issues ten or
+//! eleven loads per twenty-four FMAs and the FMA units, not the load ports, set the pace.
+//! With fewer, the FMAs are few and the memory sets the pace: one row at a time streams
+//! best (the hardware prefetcher follows one stream better than four interleaved ones;
+//! Q = 2–5 ran 15–25 % faster than on four rows, and Q = 1 faster than the AVX2 kernel).
+//! Larger batches take the queries in groups over a sub-block of rows small enough to stay
+//! in L1, so the corpus is still read from memory once. Wider steps (2 rows × 12 queries,
+//! 1 × 16) were tried and lost: a row then meets many query streams, whose loads outnumber
+//! the row's and spill out of L1.
+//!
+//! Prefetch keeps the memory busy. With one group, each step prefetches its rows a few
+//! rows ahead: with many queries a row is consumed slowly, and the hardware prefetcher
+//! alone left the loads waiting on DRAM (Q = 8, D = 768: half the bandwidth). With several
+//! groups, every group's pass prefetches the next sub-block, so the memory streams while
+//! the later groups compute from L1; when only the first group prefetched, the passes over
+//! a sub-block ran one after the other with the memory idle (Q = 12–15 at 58–79 % of the
+//! read bandwidth).
+//!
+//! Loads are aligned to cache lines where the rows allow it. A large allocation starts
+//! 16 bytes past a page, so every 64-byte load of a row straddled two lines and cost two;
+//! when a row is whole vectors long (every row then starts at the same offset), its first
+//! values come by a masked load, the rest line by line, and the queries are copied to the
+//! same offset (Q = 4, D = 768: 13 % faster; Q = 12, D = 384: 15 %).
 //!
 //! The dimension's tail is a masked load, so no scalar loop runs, and the sums leave the
 //! accumulators eight at a time through one transposed reduction, which matters at small D.
-//!
-//! A single query streams faster through the AVX2 kernel (one row at a time, as the
-//! hardware prefetcher likes it), so `super::dots_rows` sends `Q = 1` there.
 
 use std::arch::x86_64::*;
 
-/// Rows per step.
-const R: usize = 4;
-/// Queries per step, at most: `R × G` accumulators, `R` row pieces and a query piece fit
-/// the 32 zmm registers.
-const G: usize = 6;
+/// Queries per step, at most. A step takes 1 row for up to 5 queries, 4 for 6 and 3 for 7
+/// or 8: at most 24 accumulators, the row pieces and a query piece fit the 32 zmm
+/// registers.
+const G: usize = 8;
+/// A multiple of every step's row count: sub-blocks hold a multiple of it, so only the
+/// corpus's last rows take single-row steps.
+const R: usize = 12;
 /// Rows of one sub-block, in bytes: the queries' groups take turns over it while it is in
 /// L1.
 const SUB_BLOCK_BYTES: usize = 32 << 10;
@@ -51,6 +68,21 @@ pub(super) unsafe fn dots_rows(
     let groups = nq.div_ceil(G).max(1);
     let per_group = nq.div_ceil(groups);
     let sub = (SUB_BLOCK_BYTES / (4 * d)).max(R) / R * R;
+    // In floats: a few steps ahead for one group; the next sub-block for several.
+    let ahead = if groups > 1 {
+        sub * d
+    } else {
+        (8 * d).max(PREFETCH_FLOATS)
+    };
+    // Rows whose length is whole vectors all start at the same offset in a cache line; a
+    // vector load from there straddles two lines and costs two loads. Such rows take their
+    // first `head` values by a masked load, and the rest line by line, with the queries
+    // copied (when they are not already) to the same offset, so their loads line up too.
+    let (head, copy) = line_offset(rows, d, queries);
+    let queries = match &copy {
+        Some((buf, start)) => &buf[*start..*start + nq * d],
+        None => queries,
+    };
     let mut r0 = 0;
     while r0 < n {
         let r1 = (r0 + sub).min(n);
@@ -58,6 +90,8 @@ pub(super) unsafe fn dots_rows(
         while q < nq {
             let g = (nq - q).min(per_group);
             let block = Block {
+                ahead,
+                head,
                 rows: &rows[r0 * d..r1 * d],
                 scale: &scale[r0..r1],
                 queries: &queries[q * d..(q + g) * d],
@@ -70,11 +104,32 @@ pub(super) unsafe fn dots_rows(
             };
             // SAFETY: this function's target features are the callee's; `Block` and `Out`
             // check their own bounds.
-            unsafe { block.run(g, q == 0, at, out) };
+            unsafe { block.run(g, at, out) };
             q += g;
         }
         r0 = r1;
     }
+}
+
+/// For rows of `d` values at `rows`: how many values precede the first cache-line boundary
+/// of every row (0 unless `d` is a multiple of 16, where all rows share it), and, when that
+/// is not 0 and the queries start at another offset, a copy of the queries and the index
+/// in it where they start at the rows' offset.
+fn line_offset(rows: &[f32], d: usize, queries: &[f32]) -> (usize, Option<(Vec<f32>, usize)>) {
+    const LINE: usize = 64;
+    let at = |p: *const f32| p as usize % LINE / 4;
+    let offset = at(rows.as_ptr());
+    if !d.is_multiple_of(16) || offset == 0 {
+        return (0, None);
+    }
+    let head = 16 - offset;
+    if at(queries.as_ptr()) == offset {
+        return (head, None);
+    }
+    let mut buf = vec![0.0f32; queries.len() + 16];
+    let start = (offset + 16 - at(buf.as_ptr())) % 16;
+    buf[start..start + queries.len()].copy_from_slice(queries);
+    (head, Some((buf, start)))
 }
 
 /// Rows and a group of queries for one run of [`Block::run`].
@@ -86,6 +141,11 @@ struct Block<'a> {
     /// `1..=G` whole query rows of `d` values.
     queries: &'a [f32],
     d: usize,
+    /// How far ahead of a row's loads its prefetches go, in floats.
+    ahead: usize,
+    /// Values of each row (and query) before its first cache-line boundary, taken by a
+    /// masked load; 0 for none.
+    head: usize,
 }
 
 /// Where a block's scores go: `out[(query + j) * n + row + i]` for block row `i`, query `j`.
@@ -97,43 +157,39 @@ struct Out {
 }
 
 impl Block<'_> {
-    /// Scores every row of the block against its `g` queries, prefetching the rows ahead
-    /// when `prefetch`.
+    /// Scores every row of the block against its `g` queries.
     ///
     /// # Safety
     /// The CPU supports AVX-512F, AVX2 and FMA; `g == queries.len() / d`, `1 <= g <= G`.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn run(&self, g: usize, prefetch: bool, at: Out, out: &mut [f32]) {
-        // SAFETY: the caller's contract, with `NQ = g`.
+    unsafe fn run(&self, g: usize, at: Out, out: &mut [f32]) {
+        // SAFETY: the caller's contract, with `NQ = g` and `RR × NQ <= 24`.
         unsafe {
-            match (g, prefetch) {
-                (1, false) => self.steps::<1, false>(at, out),
-                (1, true) => self.steps::<1, true>(at, out),
-                (2, false) => self.steps::<2, false>(at, out),
-                (2, true) => self.steps::<2, true>(at, out),
-                (3, false) => self.steps::<3, false>(at, out),
-                (3, true) => self.steps::<3, true>(at, out),
-                (4, false) => self.steps::<4, false>(at, out),
-                (4, true) => self.steps::<4, true>(at, out),
-                (5, false) => self.steps::<5, false>(at, out),
-                (5, true) => self.steps::<5, true>(at, out),
-                (_, false) => self.steps::<6, false>(at, out),
-                (_, true) => self.steps::<6, true>(at, out),
+            match g {
+                1 => self.steps::<1, 1>(at, out),
+                2 => self.steps::<1, 2>(at, out),
+                3 => self.steps::<1, 3>(at, out),
+                4 => self.steps::<1, 4>(at, out),
+                5 => self.steps::<1, 5>(at, out),
+                6 => self.steps::<4, 6>(at, out),
+                7 => self.steps::<3, 7>(at, out),
+                _ => self.steps::<3, 8>(at, out),
             }
         }
     }
 
-    /// [`run`](Self::run) with the query count and the prefetch as constants, so every
-    /// accumulator is a register.
+    /// [`run`](Self::run) with the rows per step and the query count as constants, so
+    /// every accumulator is a register.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F, AVX2 and FMA; the block holds `NQ` queries.
+    /// The CPU supports AVX-512F, AVX2 and FMA; the block holds `NQ` queries;
+    /// `RR * NQ <= 32`.
     // Not inlined: each instance gets the register allocator to itself, which keeps all
-    // `R × NQ` accumulators in registers (inlined into the dispatch, some were spilled).
+    // `RR × NQ` accumulators in registers (inlined into the dispatch, some were spilled).
     #[inline(never)]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn steps<const NQ: usize, const PF: bool>(&self, at: Out, out: &mut [f32]) {
+    unsafe fn steps<const RR: usize, const NQ: usize>(&self, at: Out, out: &mut [f32]) {
         let d = self.d;
         let n = self.scale.len();
         assert!(
@@ -149,13 +205,13 @@ impl Block<'_> {
             let mut sums = [0.0f32; 32];
             let rows = &self.rows[r * d..];
             let qs = self.queries.as_ptr();
-            let taken = if n - r >= R {
-                // SAFETY: `rows` holds `R` rows from `r`, `qs` holds `NQ` queries.
-                unsafe { step::<R, NQ, PF>(rows.as_ptr(), qs, d, &mut sums) };
-                R
+            let taken = if n - r >= RR {
+                // SAFETY: `rows` holds `RR` rows from `r`, `qs` holds `NQ` queries.
+                unsafe { step::<RR, NQ>(rows.as_ptr(), qs, d, self.head, self.ahead, &mut sums) };
+                RR
             } else {
                 // SAFETY: `rows` holds one row from `r`, `qs` holds `NQ` queries.
-                unsafe { step::<1, NQ, PF>(rows.as_ptr(), qs, d, &mut sums) };
+                unsafe { step::<1, NQ>(rows.as_ptr(), qs, d, self.head, self.ahead, &mut sums) };
                 1
             };
             for i in 0..taken {
@@ -170,7 +226,8 @@ impl Block<'_> {
 }
 
 /// The dot products of `RR` consecutive rows at `row` with `NQ` consecutive queries at `qs`
-/// (both `d` values apart), into `sums[i * NQ + j]` for row `i`, query `j`.
+/// (both `d` values apart), into `sums[i * NQ + j]` for row `i`, query `j`, prefetching
+/// each row `ahead` floats beyond its loads.
 ///
 /// # Safety
 /// * The CPU supports AVX-512F, AVX2 and FMA.
@@ -179,23 +236,25 @@ impl Block<'_> {
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::needless_range_loop)] // `acc[r][j]` by index reads as the math does
-unsafe fn step<const RR: usize, const NQ: usize, const PF: bool>(
+unsafe fn step<const RR: usize, const NQ: usize>(
     row: *const f32,
     qs: *const f32,
     d: usize,
+    head: usize,
+    ahead: usize,
     sums: &mut [f32; 32],
 ) {
     let mut acc = [[_mm512_setzero_ps(); NQ]; RR];
-    let full = d / 16 * 16;
-    let tail: __mmask16 = (1u32 << (d % 16)) as u16 - 1;
-    let ahead = (2 * RR * d).max(PREFETCH_FLOATS);
-    let mut i = 0;
-    while i < full {
-        if PF {
-            for r in 0..RR {
-                // A hint that never faults; `wrapping_add` makes no claim about bounds.
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(r * d + i + ahead) as *const i8);
-            }
+    let head = head.min(d);
+    if head > 0 {
+        // SAFETY: `head <= d`; the caller's pointers.
+        unsafe { masked::<RR, NQ>(row, qs, d, 0, head, &mut acc) };
+    }
+    let mut i = head;
+    while i + 16 <= d {
+        for r in 0..RR {
+            // A hint that never faults; `wrapping_add` makes no claim about bounds.
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(r * d + i + ahead) as *const i8);
         }
         // SAFETY: `i + 16 <= d`, so every load reads inside row `r < RR` and query `j < NQ`.
         unsafe {
@@ -212,21 +271,9 @@ unsafe fn step<const RR: usize, const NQ: usize, const PF: bool>(
         }
         i += 16;
     }
-    if tail != 0 {
-        // SAFETY: the mask enables lanes `[i, d)` only; masked-off lanes are not read
-        // (a masked load does not access, or fault on, disabled elements).
-        unsafe {
-            let mut rv = [_mm512_setzero_ps(); RR];
-            for (r, v) in rv.iter_mut().enumerate() {
-                *v = _mm512_maskz_loadu_ps(tail, row.add(r * d + i));
-            }
-            for j in 0..NQ {
-                let qv = _mm512_maskz_loadu_ps(tail, qs.add(j * d + i));
-                for r in 0..RR {
-                    acc[r][j] = _mm512_fmadd_ps(rv[r], qv, acc[r][j]);
-                }
-            }
-        }
+    if i < d {
+        // SAFETY: `i < d`; the caller's pointers.
+        unsafe { masked::<RR, NQ>(row, qs, d, i, d - i, &mut acc) };
     }
     // Eight sums per reduction, across rows: `RR × NQ` accumulators in flat order.
     let total = RR * NQ;
@@ -242,6 +289,41 @@ unsafe fn step<const RR: usize, const NQ: usize, const PF: bool>(
         // `sums` holds 32 floats; `storeu` has no alignment need.
         unsafe { _mm256_storeu_ps(sums.as_mut_ptr().add(k), reduce8(&eight)) };
         k += 8;
+    }
+}
+
+/// Adds the products of values `[i, i + len)` (`len <= 16`) of `RR` rows and `NQ`
+/// queries to `acc`, by masked loads.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `i + len <= d`; `row` is valid for reads of `RR * d` floats
+/// and `qs` of `NQ * d` floats.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::needless_range_loop)] // `acc[r][j]` by index reads as the math does
+unsafe fn masked<const RR: usize, const NQ: usize>(
+    row: *const f32,
+    qs: *const f32,
+    d: usize,
+    i: usize,
+    len: usize,
+    acc: &mut [[__m512; NQ]; RR],
+) {
+    let mask: __mmask16 = (1u32 << len).wrapping_sub(1) as u16;
+    // SAFETY: the mask enables lanes `[i, i + len)` only, inside every row and query (the
+    // caller's contract); masked-off lanes are not read (a masked load does not access, or
+    // fault on, disabled elements).
+    unsafe {
+        let mut rv = [_mm512_setzero_ps(); RR];
+        for (r, v) in rv.iter_mut().enumerate() {
+            *v = _mm512_maskz_loadu_ps(mask, row.add(r * d + i));
+        }
+        for j in 0..NQ {
+            let qv = _mm512_maskz_loadu_ps(mask, qs.add(j * d + i));
+            for r in 0..RR {
+                acc[r][j] = _mm512_fmadd_ps(rv[r], qv, acc[r][j]);
+            }
+        }
     }
 }
 

@@ -101,7 +101,7 @@ impl SimdLevel {
             SimdLevel::Scalar => "scalar: streaming 1 row x 1 query; no score tiles",
             SimdLevel::Avx2Fma => "avx2+fma: streaming 1 row x 4 queries; tiles 6 x 16",
             SimdLevel::Avx512 => {
-                "avx512f: streaming 4 rows x 6 queries (1 query: avx2); tiles 12 x 32"
+                "avx512f: streaming 1 row x 1-5, 4 x 6 or 3 x 8 queries; tiles 12 x 32"
             }
             SimdLevel::Neon => "neon: streaming 1 row x 4 queries; tiles 6 x 16",
         }
@@ -239,12 +239,8 @@ pub(crate) fn dots_rows(
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: callers pass the CPU backend's level, which it checked is supported
-        // (`CpuBackend::new`); the lengths agree (asserted above). A single query streams
-        // faster one row at a time, through the AVX2 kernel, on AVX-512 CPUs too.
+        // (`CpuBackend::new`); the lengths agree (asserted above).
         SimdLevel::Avx2Fma => unsafe { avx2::dots_rows(rows, d, queries, scale, out) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above; the AVX-512 level includes AVX2 and FMA.
-        SimdLevel::Avx512 if nq == 1 => unsafe { avx2::dots_rows(rows, d, queries, scale, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; the AVX-512 level includes AVX2 and FMA.
         SimdLevel::Avx512 => unsafe { avx512::dots_rows(rows, d, queries, scale, out) },
@@ -293,38 +289,78 @@ mod tests {
         a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
     }
 
+    /// Every supported level's `dots_rows` against the f64 reference, on random data.
+    fn check_levels(d: usize, n: usize, nq: usize) {
+        let rows = crate::data::random_vec(d * n, 1, (d * n) as u64);
+        let qs = crate::data::random_vec(d * nq, 2, (d * nq) as u64);
+        let scale = crate::data::random_vec(n, 3, n as u64);
+        check_slices(&rows, &qs, &scale, d);
+    }
+
+    /// Every supported level's `dots_rows` on these rows, queries and row scales against
+    /// the f64 reference.
+    fn check_slices(rows: &[f32], qs: &[f32], scale: &[f32], d: usize) {
+        let (n, nq) = (scale.len(), qs.len() / d);
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+            let mut out = vec![f32::NAN; n * nq];
+            dots_rows(level, rows, d, qs, scale, &mut out);
+            for r in 0..n {
+                let row = &rows[r * d..(r + 1) * d];
+                for q in 0..nq {
+                    let query = &qs[q * d..(q + 1) * d];
+                    let want = reference(row, query) * scale[r] as f64;
+                    let tol = 1e-6
+                        * (sum_squares_f64(row) * sum_squares_f64(query)).sqrt()
+                        * (scale[r].abs() as f64);
+                    let got = out[q * n + r] as f64;
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{level:?} d={d} n={n} nq={nq} r={r} q={q}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Rows and queries at every offset from a cache line, the same or not: the kernels
+    /// that align their loads to the rows' lines (rows of whole vectors) take a masked
+    /// head and copy the queries to the rows' offset.
     #[test]
-    fn every_level_matches_f64_on_awkward_lengths() {
-        let levels: Vec<SimdLevel> = SimdLevel::ALL
-            .into_iter()
-            .filter(|l| l.is_supported())
-            .collect();
-        for d in [1usize, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 257, 768, 1001] {
-            for n in [1usize, 2, 3, 4, 5, 9] {
-                for nq in 1..=17 {
-                    let rows = crate::data::random_vec(d * n, 1, (d * n) as u64);
-                    let qs = crate::data::random_vec(d * nq, 2, (d * nq) as u64);
-                    let scale = crate::data::random_vec(n, 3, n as u64);
-                    for &level in &levels {
-                        let mut out = vec![f32::NAN; n * nq];
-                        dots_rows(level, &rows, d, &qs, &scale, &mut out);
-                        for r in 0..n {
-                            let row = &rows[r * d..(r + 1) * d];
-                            for q in 0..nq {
-                                let query = &qs[q * d..(q + 1) * d];
-                                let want = reference(row, query) * scale[r] as f64;
-                                let tol = 1e-6
-                                    * (sum_squares_f64(row) * sum_squares_f64(query)).sqrt()
-                                    * (scale[r].abs() as f64);
-                                let got = out[q * n + r] as f64;
-                                assert!(
-                                    (got - want).abs() <= tol,
-                                    "{level:?} d={d} n={n} nq={nq} r={r} q={q}: {got} vs {want}"
-                                );
-                            }
-                        }
+    fn every_level_matches_f64_at_every_cache_line_offset() {
+        let buf = crate::data::random_vec(16_000, 4, 7);
+        let scale = crate::data::random_vec(9, 5, 9);
+        for d in [16usize, 48, 64, 768, 17] {
+            for row_at in 0..16 {
+                for query_at in [0, 3, row_at, 15] {
+                    for nq in [1usize, 4, 6, 8, 9] {
+                        let n = (6 * 64 / d).clamp(1, 9);
+                        let rows = &buf[row_at..row_at + n * d];
+                        let qs = &buf[8000 + query_at..8000 + query_at + nq * d];
+                        check_slices(rows, qs, &scale[..n], d);
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_level_matches_f64_on_awkward_lengths() {
+        for d in [1usize, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 257, 768, 1001] {
+            for n in [1usize, 2, 3, 4, 5, 9, 13, 29] {
+                for nq in 1..=17 {
+                    check_levels(d, n, nq);
+                }
+            }
+        }
+    }
+
+    /// Enough rows for several sub-blocks, whose query groups take turns (AVX-512 with
+    /// more than eight queries), with row counts that leave tails.
+    #[test]
+    fn every_level_matches_f64_across_sub_blocks() {
+        for (d, n) in [(3usize, 5003), (17, 2501), (100, 331), (768, 41)] {
+            for nq in [7usize, 9, 12, 16, 17, 23] {
+                check_levels(d, n, nq);
             }
         }
     }

@@ -1,8 +1,10 @@
 //! Helpers the integration tests share: scratch directories, running the CLI, reopening a
-//! store for writing, the f64 reference ([`reference`]), store images ([`image`]) and the
-//! damaged-store fixture ([`store_fixture`]).
+//! store for writing, the API tests' executors and checks ([`api`]), the f64 reference
+//! ([`reference`]), store images ([`image`]) and the damaged-store fixture
+//! ([`store_fixture`]).
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod api;
 pub mod image;
 pub mod reference;
 pub mod store_fixture;
