@@ -378,10 +378,6 @@ impl<K: Key> TopKs<K> {
     }
 }
 
-/// The size at which a buffer that keeps `rank` keys compacts: half as many again (plus
-/// a few), so each compaction's linear quickselect is paid by `rank / 2` appends, and the
-/// floor lags the best `rank` seen by at most that many. (Growing to `2 · rank` measured
-/// no faster, and holds a third more memory.)
 /// The most bytes the selections of `queries` queries take for the best `k` of `rows`
 /// rows, with their per-query bookkeeping: what a top-k call holds besides its hits.
 /// `None` when that overflows.
@@ -397,6 +393,10 @@ pub(crate) fn selection_bytes(queries: usize, k: usize, rows: usize) -> Option<u
         .checked_add(4 * kernel::SCAN_SLACK)
 }
 
+/// The size at which a buffer that keeps `rank` keys compacts: half as many again (plus
+/// a few), so each compaction's linear quickselect is paid by `rank / 2` appends, and the
+/// floor lags the best `rank` seen by at most that many. (Growing to `2 · rank` measured
+/// no faster, and holds a third more memory.)
 fn growth(rank: usize) -> usize {
     rank.saturating_add(rank / 2 + 8)
 }

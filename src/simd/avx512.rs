@@ -1,24 +1,29 @@
 //! AVX-512F streaming dot products: one corpus row × up to five queries per step, or
 //! four rows × six queries, or three rows × eight.
 //!
-//! With six or more queries, each 16-float piece of a step's rows is loaded once and
-//! multiplied into 24 accumulators (4 rows × 6 queries, or 3 × 8), so a step issues ten or
-//! eleven loads per twenty-four FMAs and the FMA units, not the load ports, set the pace.
-//! With fewer, the FMAs are few and the memory sets the pace: one row at a time streams
-//! best (the hardware prefetcher follows one stream better than four interleaved ones;
-//! Q = 2–5 ran 15–25 % faster than on four rows, and Q = 1 faster than the AVX2 kernel).
-//! Larger batches take the queries in groups over a sub-block of rows small enough to stay
-//! in L1, so the corpus is still read from memory once. Wider steps (2 rows × 12 queries,
-//! 1 × 16) were tried and lost: a row then meets many query streams, whose loads outnumber
-//! the row's and spill out of L1.
+//! With six or more queries per group, each 16-float piece of a step's rows is loaded
+//! once and multiplied into 24 accumulators (4 rows × 6 queries, or 3 × 8), so a step
+//! issues ten or eleven loads per twenty-four FMAs and the FMA units, not the load ports,
+//! set the pace. With fewer, the FMAs are few and the memory sets the pace: one row at a
+//! time streams best (the hardware prefetcher follows one stream better than four
+//! interleaved ones; Q = 2–5 ran 15–25 % faster than on four rows, and Q = 1 faster than
+//! the AVX2 kernel).
 //!
-//! Prefetch keeps the memory busy. With one group, each step prefetches its rows a few
-//! rows ahead: with many queries a row is consumed slowly, and the hardware prefetcher
-//! alone left the loads waiting on DRAM (Q = 8, D = 768: half the bandwidth). With several
-//! groups, every group's pass prefetches the next sub-block, so the memory streams while
-//! the later groups compute from L1; when only the first group prefetched, the passes over
-//! a sub-block ran one after the other with the memory idle (Q = 12–15 at 58–79 % of the
-//! read bandwidth).
+//! From six queries on, the queries take turns in groups (at least two, of at most eight)
+//! over a sub-block of rows small enough to stay in L1, so the corpus is still read from
+//! memory once while the later groups compute from L1. Six to eight queries in one group
+//! measured 10–20 % slower than two groups. Wider steps (2 rows × 12 queries, 1 × 16) were
+//! tried and lost: a row then meets many query streams, whose loads outnumber the row's
+//! and spill out of L1.
+//!
+//! Prefetch keeps the memory busy. With one group (up to five queries), each step
+//! prefetches its rows eight rows ahead; the hardware prefetcher alone left the loads
+//! waiting on DRAM once a row is consumed slowly (Q = 8, D = 768: half the bandwidth). With
+//! several groups, every group's pass prefetches the next sub-block, so the memory streams
+//! while the later groups compute from L1; when only the first group prefetched, the
+//! passes over a sub-block ran one after the other with the memory idle (Q = 12–15 at
+//! 58–79 % of the read bandwidth). The masked head and tail prefetch too: their lines are
+//! no other load's, and every row's first load waited on memory without it.
 //!
 //! Loads are aligned to cache lines where the rows allow it. A large allocation starts
 //! 16 bytes past a page, so every 64-byte load of a row straddled two lines and cost two;
@@ -35,6 +40,10 @@ use std::arch::x86_64::*;
 /// or 8: at most 24 accumulators, the row pieces and a query piece fit the 32 zmm
 /// registers.
 const G: usize = 8;
+/// The least query count taken in two groups or more. Six to eight queries in one group
+/// read at 75–85 % of the pace of two groups over L1-resident sub-blocks, which overlap
+/// the memory with the second group's FMAs (200k rows, D = 384 and 768).
+const SPLIT_FROM: usize = 6;
 /// A multiple of every step's row count: sub-blocks hold a multiple of it, so only the
 /// corpus's last rows take single-row steps.
 const R: usize = 12;
@@ -63,9 +72,13 @@ pub(super) unsafe fn dots_rows(
         d > 0 && rows.len() == n * d && queries.len() == nq * d && out.len() == n * nq,
         "rows, queries, scale and output do not agree"
     );
-    // Queries in even groups of at most `G`, so no step runs with one or two when more
-    // are waiting.
-    let groups = nq.div_ceil(G).max(1);
+    // Queries in even groups of at most `G` (at least two groups from `SPLIT_FROM` on), so
+    // no step runs with one or two when more are waiting.
+    let groups = if nq >= SPLIT_FROM {
+        nq.div_ceil(G).max(2)
+    } else {
+        1
+    };
     let per_group = nq.div_ceil(groups);
     let sub = (SUB_BLOCK_BYTES / (4 * d)).max(R) / R * R;
     // In floats: a few steps ahead for one group; the next sub-block for several.
@@ -248,7 +261,7 @@ unsafe fn step<const RR: usize, const NQ: usize>(
     let head = head.min(d);
     if head > 0 {
         // SAFETY: `head <= d`; the caller's pointers.
-        unsafe { masked::<RR, NQ>(row, qs, d, 0, head, &mut acc) };
+        unsafe { masked::<RR, NQ>(row, qs, d, 0, head, ahead, &mut acc) };
     }
     let mut i = head;
     while i + 16 <= d {
@@ -273,7 +286,7 @@ unsafe fn step<const RR: usize, const NQ: usize>(
     }
     if i < d {
         // SAFETY: `i < d`; the caller's pointers.
-        unsafe { masked::<RR, NQ>(row, qs, d, i, d - i, &mut acc) };
+        unsafe { masked::<RR, NQ>(row, qs, d, i, d - i, ahead, &mut acc) };
     }
     // Eight sums per reduction, across rows: `RR × NQ` accumulators in flat order.
     let total = RR * NQ;
@@ -293,7 +306,9 @@ unsafe fn step<const RR: usize, const NQ: usize>(
 }
 
 /// Adds the products of values `[i, i + len)` (`len <= 16`) of `RR` rows and `NQ`
-/// queries to `acc`, by masked loads.
+/// queries to `acc`, by masked loads, prefetching the rows `ahead` floats on. (The lines
+/// of a row's head and tail are prefetched here or by nothing: without it, every row's
+/// first load waited on memory.)
 ///
 /// # Safety
 /// The CPU supports AVX-512F; `i + len <= d`; `row` is valid for reads of `RR * d` floats
@@ -307,8 +322,13 @@ unsafe fn masked<const RR: usize, const NQ: usize>(
     d: usize,
     i: usize,
     len: usize,
+    ahead: usize,
     acc: &mut [[__m512; NQ]; RR],
 ) {
+    for r in 0..RR {
+        // A hint that never faults; `wrapping_add` makes no claim about bounds.
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(r * d + i + ahead) as *const i8);
+    }
     let mask: __mmask16 = (1u32 << len).wrapping_sub(1) as u16;
     // SAFETY: the mask enables lanes `[i, i + len)` only, inside every row and query (the
     // caller's contract); masked-off lanes are not read (a masked load does not access, or
