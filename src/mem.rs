@@ -57,9 +57,18 @@ pub(crate) fn try_zeroed_f32(rows: usize, cols: usize, what: &str) -> Result<Vec
     Ok(v)
 }
 
+/// Requests up to this size skip [`check_available`]'s look at the memory.
+const UNCHECKED_BYTES: usize = 16 << 20;
+
 /// [`Error::InsufficientMemory`] unless `bytes` (`None`: overflowed) fit in the memory
 /// available now.
 pub(crate) fn check_available(bytes: Option<usize>, what: &str) -> Result<()> {
+    // Reading the kernel's figures costs tens of µs (an open and a formatted read of
+    // `/proc/meminfo`, and the cgroup's files), a third of a small call; a request this
+    // small is not worth it: where it cannot be served, nothing else can be either.
+    if bytes.is_some_and(|b| b <= UNCHECKED_BYTES) {
+        return Ok(());
+    }
     let available = available_bytes();
     match bytes {
         Some(b) if (b as u64) <= available => Ok(()),
