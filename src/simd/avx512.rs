@@ -49,6 +49,8 @@ const SPLIT_FROM: usize = 6;
 /// prefetched lines. 16 KiB measured 5–10 % faster than 32 KiB at Q = 8–12 (D = 384 and
 /// 768).
 const SUB_BLOCK_BYTES: usize = 16 << 10;
+/// The least prefetch distance, in floats (8 KiB).
+const PREFETCH_FLOATS: usize = 2048;
 
 /// The rows per step of a group of `g` queries (see [`Block::run`]).
 fn rows_per_step(g: usize) -> usize {
@@ -69,8 +71,6 @@ fn lcm(a: usize, b: usize) -> usize {
     };
     a / gcd(a, b) * b
 }
-/// The least prefetch distance, in floats (8 KiB).
-const PREFETCH_FLOATS: usize = 2048;
 
 /// `out[q * n + r] = (rows[r] · queries[q]) * scale[r]` for the `n = scale.len()` rows
 /// (`d > 0` values each) and every query.
@@ -101,7 +101,7 @@ pub(super) unsafe fn dots_rows(
     let per_group = nq.div_ceil(groups);
     // Whole steps of every group in a sub-block, so that only the corpus's last rows take
     // single-row steps: the groups hold `per_group` queries and, the last, maybe fewer.
-    let last = nq - (groups - 1) * per_group;
+    let last = nq - (nq - 1) / per_group * per_group;
     let step_rows = lcm(rows_per_step(per_group), rows_per_step(last));
     let sub = (SUB_BLOCK_BYTES / (4 * d)).max(step_rows) / step_rows * step_rows;
     // In floats: a few steps ahead for one group; the next sub-block for several.
