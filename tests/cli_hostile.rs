@@ -506,6 +506,16 @@ fn messages_name_the_side_and_the_flags() {
     assert_fails_saying(&o, &[gone.to_str().unwrap()], "verify a missing store");
 }
 
+/// `bench` with a zero count names the flag, instead of an empty-input error about a
+/// matrix the user never named.
+#[test]
+fn bench_with_a_zero_count_names_the_flag() {
+    for flag in ["--queries", "--corpus", "--dim"] {
+        let o = run(&["bench", flag, "0", "--repeat", "1"]);
+        assert_fails_saying(&o, &[flag, "at least 1"], &format!("bench {flag} 0"));
+    }
+}
+
 #[test]
 fn query_store_opens_and_verifies_the_store_once() {
     let tmp = TempDir::new("open-once");

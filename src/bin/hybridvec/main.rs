@@ -303,14 +303,14 @@ fn info(json: bool) -> Result<(), Error> {
 /// Flags of `bench`.
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Query vectors per call.
-    #[arg(long, default_value_t = 64)]
+    /// Query vectors per call (at least 1).
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     queries: usize,
-    /// Corpus vectors.
-    #[arg(long, default_value_t = 100_000)]
+    /// Corpus vectors (at least 1).
+    #[arg(long, default_value_t = 100_000, value_parser = at_least_one)]
     corpus: usize,
-    /// Vector dimension.
-    #[arg(long, default_value_t = 768)]
+    /// Vector dimension (at least 1).
+    #[arg(long, default_value_t = 768, value_parser = at_least_one)]
     dim: usize,
     /// Hits per query; 0 times the full Q×N cosine matrix instead.
     #[arg(long, default_value_t = 10)]
@@ -331,6 +331,15 @@ struct BenchArgs {
     /// One JSON object per configuration, no progress bars.
     #[arg(long)]
     json: bool,
+}
+
+/// A count flag's value: a whole number of at least 1 (clap names the flag in the error).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Query vectors come from a stream of their own so they never equal corpus rows.
