@@ -233,6 +233,8 @@ impl Block<'_> {
             self.rows.len() == n * d && self.queries.len() == NQ * d,
             "block shape"
         );
+        // `dots_rows` sizes sub-blocks in whole steps by `rows_per_step`; `run` must agree.
+        assert_eq!(RR, rows_per_step(NQ), "step shape of {NQ} queries");
         assert!(
             (at.query + NQ - 1) * at.n + at.row + n <= out.len(),
             "block outside the output"
