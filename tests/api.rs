@@ -370,6 +370,32 @@ fn large_k_with_the_best_rows_bunched_matches_f64() {
     }
 }
 
+/// Batches the CPU splits into several passes over the corpus, to bound the selections
+/// (many queries with a large `k`) or the queries scored at once (a large dimension): the
+/// hits of every pass, in query order, match f64.
+#[test]
+fn batches_in_several_passes_match_f64() {
+    // 800 queries with k = 2000 hold about 19 MiB of selections: two passes. 150 queries
+    // of 17 000 dimensions are 10 MiB: three passes.
+    for (q, n, d, ks) in [
+        (800, 3000, 8, &[2000, 2999][..]),
+        (150, 200, 17_000, &[7][..]),
+    ] {
+        let corpus_data = data::random_matrix(n, d, 99);
+        let corpus = Corpus::new(corpus_data.clone(), d).unwrap();
+        let queries = data::random_matrix(q, d, 100);
+        let reference = reference_scores(&queries, &corpus_data, d);
+        for (name, exec) in executors() {
+            for &k in ks {
+                let name = format!("{name} Q={q} D={d} k={k}");
+                ok(check_top_k(
+                    exec, &name, &queries, q, &corpus, k, &reference,
+                ));
+            }
+        }
+    }
+}
+
 #[test]
 fn repeated_calls_are_identical() {
     let (n, d) = (3000, 100);

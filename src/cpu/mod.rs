@@ -14,7 +14,7 @@
 
 mod kernel;
 pub(crate) mod select;
-mod topk;
+pub(crate) mod topk;
 
 /// The instruction-set levels of the streaming kernels. The kernels themselves live in a
 /// leaf module below this backend and the matrix types, which both use them.

@@ -24,6 +24,7 @@ pub use tracker::{
 
 use crate::backend::{Backend, BackendKind};
 use crate::cpu::select::selection_bytes;
+use crate::cpu::topk::queries_per_pass;
 use crate::cpu::{CpuBackend, CpuConfig, CpuFeatures, SimdLevel};
 use crate::cuda::{self, CudaConfig, CudaStatus};
 use crate::error::{Error, Result};
@@ -283,12 +284,13 @@ impl HybridExecutor {
         let unit = prepare_queries(queries, corpus)?;
         let unit = MatrixRef::new(&unit, queries.rows(), queries.cols())?;
         let k = k.min(corpus.rows());
-        // The hits, and the selections they are sorted out of (both live at the end).
+        // The hits, and the selections of one pass that they are sorted out of.
+        let per_pass = queries_per_pass(queries.rows(), queries.cols(), k, corpus.rows());
         let out_bytes = queries
             .rows()
             .checked_mul(k)
             .and_then(|n| n.checked_mul(std::mem::size_of::<Hit>()))
-            .zip(selection_bytes(queries.rows(), k, corpus.rows()))
+            .zip(selection_bytes(per_pass, k, corpus.rows()))
             .and_then(|(hits, selection)| hits.checked_add(selection));
         crate::mem::check_available(out_bytes, "the top-k hits and their selection")?;
         self.run(Op::TopK, unit, corpus, start, |b, q| b.top_k(q, corpus, k))
