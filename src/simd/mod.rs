@@ -358,7 +358,16 @@ mod tests {
     /// more than eight queries), with row counts that leave tails.
     #[test]
     fn every_level_matches_f64_across_sub_blocks() {
-        for (d, n) in [(3usize, 5003), (17, 2501), (100, 331), (768, 41)] {
+        // The last two take L2-sized sub-blocks on AVX-512 (their queries fill L1), and
+        // span several.
+        for (d, n) in [
+            (3usize, 5003),
+            (17, 2501),
+            (100, 331),
+            (768, 41),
+            (768, 131),
+            (2048, 37),
+        ] {
             for nq in [7usize, 9, 12, 16, 17, 23] {
                 check_levels(d, n, nq);
             }
@@ -372,6 +381,28 @@ mod tests {
             dots_rows(level, &[], 0, &[], &[1.0, 2.0, 3.0], &mut out);
             assert_eq!(out, [0.0; 6], "{level:?}");
         }
+    }
+
+    /// The L1 data cache size from CPUID is the one Linux reports for the first CPU.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    #[test]
+    fn l1d_size_agrees_with_sysfs() {
+        let got = avx512::l1d_bytes();
+        assert!((16 << 10..=1 << 20).contains(&got), "{got}");
+        let dir = "/sys/devices/system/cpu/cpu0/cache";
+        for index in 0..8 {
+            let read = |f: &str| std::fs::read_to_string(format!("{dir}/index{index}/{f}"));
+            let (Ok(level), Ok(kind), Ok(size)) = (read("level"), read("type"), read("size"))
+            else {
+                continue;
+            };
+            if level.trim() == "1" && kind.trim() == "Data" {
+                let kib: usize = size.trim().trim_end_matches('K').parse().expect("size");
+                assert_eq!(got, kib * 1024, "CPUID against {dir}/index{index}/size");
+                return;
+            }
+        }
+        eprintln!("skip: no L1 data cache listed in {dir}");
     }
 
     /// The extensions detected are the ones the kernel reports in `/proc/cpuinfo`.
