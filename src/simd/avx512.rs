@@ -303,10 +303,16 @@ impl Block<'_> {
                 unsafe { step::<1, NQ>(rows.as_ptr(), qs, d, self.head, self.ahead, &mut sums) };
                 1
             };
-            for i in 0..taken {
-                let w = self.scale[r + i];
-                for j in 0..NQ {
-                    out[(at.query + j) * at.n + at.row + r + i] = sums[i * NQ + j] * w;
+            // Query-major sums: a query's `RR` rows are one run, stored as one.
+            for j in 0..NQ {
+                let o = (at.query + j) * at.n + at.row + r;
+                if taken == RR {
+                    let (dst, w) = (&mut out[o..o + RR], &self.scale[r..r + RR]);
+                    for i in 0..RR {
+                        dst[i] = sums[j * RR + i] * w[i];
+                    }
+                } else {
+                    out[o] = sums[j] * self.scale[r];
                 }
             }
             r += taken;
@@ -315,7 +321,7 @@ impl Block<'_> {
 }
 
 /// The dot products of `RR` consecutive rows at `row` with `NQ` consecutive queries at `qs`
-/// (both `d` values apart), into `sums[i * NQ + j]` for row `i`, query `j`, prefetching
+/// (both `d` values apart), into `sums[j * RR + i]` for row `i`, query `j`, prefetching
 /// each row `ahead` floats beyond its loads.
 ///
 /// # Safety
@@ -364,14 +370,15 @@ unsafe fn step<const RR: usize, const NQ: usize>(
         // SAFETY: `i < d`; the caller's pointers.
         unsafe { masked::<RR, NQ>(row, qs, d, i, d - i, ahead, &mut acc) };
     }
-    // Eight sums per reduction, across rows: `RR × NQ` accumulators in flat order.
+    // Eight sums per reduction: the `RR × NQ` accumulators query by query, so a query's
+    // rows come out side by side.
     let total = RR * NQ;
     let mut k = 0;
     while k < total {
         let mut eight = [_mm512_setzero_ps(); 8];
         for (t, e) in eight.iter_mut().enumerate() {
             if k + t < total {
-                *e = acc[(k + t) / NQ][(k + t) % NQ];
+                *e = acc[(k + t) % RR][(k + t) / RR];
             }
         }
         // SAFETY: `k + 8 <= 32`: `total <= 32` and `k` steps by 8 below `total`, and
