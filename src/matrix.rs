@@ -72,6 +72,16 @@ impl<'a> MatrixRef<'a> {
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
 
+    /// Rows `range` as a view of their own. Panics when the range is out of bounds, like
+    /// slice indexing; an empty range gives a view of no rows (which `new` refuses).
+    pub(crate) fn row_range(&self, range: std::ops::Range<usize>) -> MatrixRef<'a> {
+        MatrixRef {
+            data: &self.data[range.start * self.cols..range.end * self.cols],
+            rows: range.len(),
+            cols: self.cols,
+        }
+    }
+
     /// The position of the first NaN or infinity, as [`Error::NonFinite`].
     pub fn check_finite(&self) -> Result<()> {
         // Chunked so a large corpus is scanned on all cores; the first bad row wins. Small

@@ -134,13 +134,7 @@ impl CpuBackend {
         let per_pass = q.div_ceil(passes).max(1);
         let mut hits = Vec::with_capacity(q);
         for first in (0..q).step_by(per_pass) {
-            let last = (first + per_pass).min(q);
-            let part = &queries.as_slice()[first * d..last * d];
-            let part = match MatrixRef::new(part, last - first, d) {
-                Ok(part) => part,
-                // Not reached: a whole-row slice of a valid matrix is valid.
-                Err(_) => queries,
-            };
+            let part = queries.row_range(first..(first + per_pass).min(q));
             hits.extend(if <u64 as Key>::fits(n) {
                 self.top_k_keyed::<u64>(part, corpus, k)
             } else {
