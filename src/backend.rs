@@ -163,4 +163,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
         corpus: CorpusView<'_>,
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, BackendError>;
+
+    /// Into how many passes over the corpus this backend's memory plan split the last
+    /// call made on this thread (then forgotten); `None` where it does not plan.
+    fn take_corpus_passes(&self) -> Option<usize> {
+        None
+    }
 }

@@ -4,7 +4,7 @@
 //! kept resident between calls. Every driver call goes through `cudarc`, loaded at run
 //! time; nothing here runs unless [`super::start`] found a usable device.
 
-use super::error::{launch_failed, oom_or_launch};
+use super::error::{self, launch_failed, oom_or_launch};
 use super::launch::{self, Kernels, Scratch};
 use super::plan;
 use super::program::{self, Buf, Program, Shape, MAX_K};
@@ -21,6 +21,9 @@ use std::time::Duration;
 
 thread_local! {
     static LAST_DEVICE_TIME: Cell<Option<Duration>> = const { Cell::new(None) };
+    /// Passes over the corpus of the last call on this thread
+    /// ([`Backend::take_corpus_passes`]).
+    static LAST_CORPUS_PASSES: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// Device time (CUDA events around the upload check, kernels and copies) of the last
@@ -170,6 +173,7 @@ impl CudaBackend {
         })
         .map_err(|requested| BackendError::OutOfMemory { requested })?;
         let prog = build(plan.rows_per_chunk);
+        note_corpus_passes(plan.chunks);
         let temps = self.run(stream, &prog, queries, res, mask)?;
         let read = |b: Buf| match b {
             Buf::Temp(i) => Some(&temps[i]),
@@ -214,9 +218,7 @@ impl CudaBackend {
         }
         let stream = self.ctx.new_stream().map_err(launch_failed)?;
         let start = timing_event(&stream)?;
-        let res = self
-            .resident
-            .get(&self.ctx, &self.kernels, corpus, &stream)?;
+        let res = self.resident.get(&self.ctx, corpus, &stream)?;
         let mask_bits = corpus.live_mask();
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let q_dev = stream
@@ -275,9 +277,7 @@ impl CudaBackend {
     ) -> Result<Scores, BackendError> {
         let (nq, n) = (queries.rows(), corpus.rows());
         let stream = self.ctx.new_stream().map_err(launch_failed)?;
-        let res = self
-            .resident
-            .get(&self.ctx, &self.kernels, corpus, &stream)?;
+        let res = self.resident.get(&self.ctx, corpus, &stream)?;
         let mask_bits = corpus.live_mask();
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
@@ -290,23 +290,35 @@ impl CudaBackend {
             Some(bits) => Some(stream.clone_htod(bits).map_err(oom)?),
             None => None,
         };
-        let failed = |e: BackendError| crate::error::Error::BackendFailed {
-            backend: self.name.clone(),
-            reason: e.to_string(),
-        };
+        note_corpus_passes(plan.chunks);
+        // A chunk's driver error keeps its kind (out of memory halves the batch or moves
+        // it to the CPU, as for top-k); only a wrong count is fatal.
+        let mut chunk_error = None;
         let parts = plan::process_in_chunks(n, plan.rows_per_chunk, nq, |range| {
             let prog = program::cosine_chunk(&shape, range.start, range.len());
-            let temps = self
+            let part = self
                 .run(&stream, &prog, &q_dev, &res, mask.as_ref())
-                .map_err(failed)?;
-            let Scratch::F32(scores) = &temps[0] else {
-                unreachable!("cosine scores are f32");
-            };
-            stream
-                .clone_dtoh(&scores.slice(..nq * range.len()))
-                .map_err(|e| failed(launch_failed(e)))
-        })
-        .map_err(BackendError::Fatal)?;
+                .and_then(|temps| {
+                    let Scratch::F32(scores) = &temps[0] else {
+                        unreachable!("cosine scores are f32");
+                    };
+                    stream
+                        .clone_dtoh(&scores.slice(..nq * range.len()))
+                        .map_err(launch_failed)
+                });
+            part.map_err(|e| {
+                let reason = e.to_string();
+                chunk_error = Some(e);
+                crate::error::Error::BackendFailed {
+                    backend: self.name.clone(),
+                    reason,
+                }
+            })
+        });
+        let parts = match parts {
+            Ok(parts) => parts,
+            Err(e) => return Err(chunk_error.unwrap_or(BackendError::Fatal(e))),
+        };
         let mut out = vec![0f32; nq * n];
         let mut row0 = 0;
         for part in parts {
@@ -321,7 +333,17 @@ impl CudaBackend {
     }
 }
 
+/// Records `passes` for [`Backend::take_corpus_passes`], keeping the most of one call's
+/// programs.
+fn note_corpus_passes(passes: usize) {
+    LAST_CORPUS_PASSES.with(|p| p.set(Some(p.get().unwrap_or(0).max(passes))));
+}
+
 impl Backend for CudaBackend {
+    fn take_corpus_passes(&self) -> Option<usize> {
+        LAST_CORPUS_PASSES.with(Cell::take)
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -336,6 +358,9 @@ impl Backend for CudaBackend {
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
     ) -> Result<Scores, BackendError> {
+        if let Some(first) = error::device_lost() {
+            return Err(error::lost_error(first));
+        }
         self.cosine_device(queries, corpus)
     }
     fn top_k(
@@ -344,6 +369,9 @@ impl Backend for CudaBackend {
         corpus: CorpusView<'_>,
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, BackendError> {
+        if let Some(first) = error::device_lost() {
+            return Err(error::lost_error(first));
+        }
         self.top_k_device(queries, corpus, k)
     }
 }

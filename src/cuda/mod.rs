@@ -110,6 +110,11 @@ pub(crate) fn start(config: &CudaConfig) -> Result<Arc<CudaBackend>, String> {
     if std::env::var_os("HYBRIDVEC_NO_CUDA").is_some() {
         return Err("disabled by HYBRIDVEC_NO_CUDA".into());
     }
+    if let Some(first) = error::device_lost() {
+        return Err(format!(
+            "the device failed earlier in this process with a sticky error ({first})"
+        ));
+    }
     let config = *config;
     std::panic::catch_unwind(move || {
         // SAFETY: is_culib_present only tries to dlopen the driver library's candidate

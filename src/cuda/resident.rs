@@ -1,6 +1,10 @@
 //! The device-resident corpus: uploaded once through pinned staging buffers, extended in
-//! place when the same store has grown, its inverse norms computed on the device, and its
-//! FP16 copy made on the first [`Precision::Fp16`](super::Precision::Fp16) call.
+//! place when the same store has grown, and its FP16 copy made on the first
+//! [`Precision::Fp16`](super::Precision::Fp16) call.
+//!
+//! The inverse row norms are the host's, uploaded beside the rows: the host sums squares
+//! in f64, so rows with norms far from 1 (1e-25, 1e25: their f32 sums of squares
+//! underflow or overflow) score on the device as they do on the CPU.
 
 use super::error::{corpus_oom, launch_failed};
 use super::launch::{self, Bound, Kernels};
@@ -11,10 +15,13 @@ use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DriverError}
 use parking_lot::Mutex;
 use std::sync::Arc;
 
-/// Bytes of each pinned staging buffer the corpus upload cycles through.
+/// Bytes of each pinned staging buffer the corpus upload cycles through, at most.
 const STAGE_BYTES: usize = 32 << 20;
+/// ... and at least: smaller uploads take one buffer, larger ones at least four rounds,
+/// so that the buffers' reuse (and its wait) runs for any corpus over 256 KiB.
+const MIN_STAGE_BYTES: usize = 64 << 10;
 
-/// A corpus copy on the device, with the inverse norms computed there.
+/// A corpus copy on the device, with the host's inverse norms.
 pub(super) struct Resident {
     origin: Origin,
     rows: usize,
@@ -35,7 +42,6 @@ impl ResidentSlot {
     pub(super) fn get(
         &self,
         ctx: &Arc<CudaContext>,
-        kernels: &Kernels,
         corpus: CorpusView<'_>,
         stream: &Arc<CudaStream>,
     ) -> Result<Arc<Resident>, BackendError> {
@@ -54,12 +60,13 @@ impl ResidentSlot {
         // Drop the old copy first unless its rows are reused.
         let old = if keep > 0 { slot.take() } else { None };
         *slot = None;
-        // SAFETY: every element is written below (a device copy of the kept rows and an
-        // upload of the rest) before any kernel reads it.
-        let mut data = unsafe { stream.alloc::<f32>(n * dim) }.map_err(|e| corpus_oom(e, bytes))?;
-        let mut inv = stream
-            .alloc_zeros::<f32>(n)
-            .map_err(|e| corpus_oom(e, bytes))?;
+        // SAFETY: every element of both is written below (a device copy of the kept rows
+        // and an upload of the rest) before any kernel reads it.
+        let (data, inv) = unsafe { (stream.alloc::<f32>(n * dim), stream.alloc::<f32>(n)) };
+        let (mut data, mut inv) = (
+            data.map_err(|e| corpus_oom(e, bytes))?,
+            inv.map_err(|e| corpus_oom(e, bytes))?,
+        );
         if let Some(old) = &old {
             stream
                 .memcpy_dtod(
@@ -80,6 +87,8 @@ impl ResidentSlot {
             stream,
         )
         .map_err(|e| corpus_oom(e, bytes))?;
+        upload(ctx, &corpus.inv_norms()[keep..], &mut inv, keep, stream)
+            .map_err(|e| corpus_oom(e, bytes))?;
         let r = Resident {
             origin: corpus.origin(),
             rows: n,
@@ -88,10 +97,6 @@ impl ResidentSlot {
             inv,
             half: Mutex::new(None),
         };
-        if n > keep {
-            let norms = program::inv_norms(keep, n - keep, dim);
-            launch::run(kernels, stream, &norms, r.bound(None))?;
-        }
         // Other calls use the copy from their own streams: finish writing it first.
         stream.synchronize().map_err(launch_failed)?;
         let r = Arc::new(r);
@@ -150,7 +155,11 @@ fn upload(
     if host.is_empty() {
         return Ok(());
     }
-    let stage_len = (STAGE_BYTES / 4).min(host.len());
+    let stage_len = host
+        .len()
+        .div_ceil(4)
+        .clamp(MIN_STAGE_BYTES / 4, STAGE_BYTES / 4)
+        .min(host.len());
     // SAFETY: a staging buffer is fully written before each copy out of it, and only
     // the written prefix is copied.
     let mut stages = unsafe {

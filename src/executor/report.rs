@@ -15,6 +15,10 @@ pub struct ExecutionReport {
     pub reason: Reason,
     /// Query chunks the successful backend ran (1 unless out-of-memory forced splitting).
     pub chunks: usize,
+    /// The most passes over the corpus that one query chunk took: the device splits the
+    /// corpus when the scores of every row do not fit its free memory at once (1 when
+    /// they do, and on the CPU).
+    pub corpus_passes: usize,
     /// Every step away from the plan, in order.
     pub fallbacks: Vec<FallbackStep>,
     /// Wall time of the whole call, validation included.

@@ -101,6 +101,7 @@ impl HybridExecutor {
             backend: decision.backend,
             reason: decision.reason,
             chunks: 1,
+            corpus_passes: 1,
             fallbacks: Vec::new(),
             elapsed: Duration::ZERO,
         };
@@ -172,6 +173,7 @@ impl HybridExecutor {
             .record_success(op, shape, BackendKind::Cpu, spent);
         report.backend = BackendKind::Cpu;
         report.chunks = 1;
+        report.corpus_passes = 1;
         report.elapsed = start.elapsed();
         Ok((out, report))
     }
@@ -195,9 +197,12 @@ impl HybridExecutor {
             let rows = chunk.min(q - done);
             let slice = &queries.as_slice()[done * d..(done + rows) * d];
             let part = MatrixRef::new(slice, rows, d).map_err(GaveUp::Fatal)?;
+            accel.take_corpus_passes(); // forget a failed call's
             match call(accel, part) {
                 Ok(out) => {
                     check_count(&out, chunks_run, rows).map_err(GaveUp::Fatal)?;
+                    let passes = accel.take_corpus_passes().unwrap_or(1);
+                    report.corpus_passes = report.corpus_passes.max(passes);
                     parts.push(out);
                     done += rows;
                     chunks_run += 1;

@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 pub mod api;
+pub mod cuda_checks;
+pub mod emulated_driver;
 pub mod image;
 pub mod reference;
 pub mod store_fixture;

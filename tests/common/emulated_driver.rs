@@ -1,0 +1,190 @@
+//! The emulated CUDA driver (`kernels/emu/driver.cpp` with the kernels of `emu.cpp`),
+//! built with the system C++ compiler and loaded into this process, so that cudarc finds
+//! it as `libcuda.so` and the whole CUDA backend runs on the CPU.
+//!
+//! It must be loaded before anything asks for the driver: every test of a test binary
+//! that uses it calls [`driver`] first. The driver's state (memory, faults, the sticky
+//! error) is one per process; tests that change it hold [`Driver::exclusive`].
+//!
+//! Without a C++ compiler [`driver`] prints a skip line and returns `None`, unless
+//! `HYBRIDVEC_REQUIRE_EMULATOR` is set (CI sets it), which makes that a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+type ConfigureFn = unsafe extern "C" fn(u64, u32, u64);
+type FailAllocationFn = unsafe extern "C" fn(i64);
+type FailLaunchFn = unsafe extern "C" fn(i64, i32);
+type RecoverFn = unsafe extern "C" fn();
+type CountersFn = unsafe extern "C" fn(*mut u64);
+
+/// The loaded driver's controls.
+pub struct Driver {
+    path: PathBuf,
+    configure: ConfigureFn,
+    fail_allocation: FailAllocationFn,
+    fail_launch: FailLaunchFn,
+    recover: RecoverFn,
+    counters: CountersFn,
+    lock: Mutex<()>,
+}
+
+/// What the driver counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counters {
+    /// Device allocations not yet freed.
+    pub live_allocations: u64,
+    /// Their bytes, as charged against the device's memory.
+    pub live_bytes: u64,
+    /// Pinned host allocations not yet freed.
+    pub live_host_allocations: u64,
+    /// Driver calls so far.
+    pub calls: u64,
+    /// Kernel launches so far.
+    pub launches: u64,
+}
+
+/// Device memory the tests start with: 4 GiB, as the driver's own default.
+pub const DEFAULT_TOTAL: u64 = 4 << 30;
+/// Streams' largest random delay before each piece of work, in µs.
+pub const DEFAULT_DELAY_US: u32 = 50;
+
+impl Driver {
+    /// The shared library, for `LD_PRELOAD` in a child process.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Holds the driver's state for one test: the device memory, the streams' delays and
+    /// the faults are set back to the defaults and any sticky error is cleared when the
+    /// guard is taken and again when it drops.
+    pub fn exclusive(&self) -> Exclusive<'_> {
+        let guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.reset();
+        Exclusive {
+            driver: self,
+            _guard: guard,
+        }
+    }
+
+    fn reset(&self) {
+        // SAFETY: driver.cpp defines these with these C signatures; they take no pointers.
+        unsafe {
+            (self.recover)();
+            (self.configure)(DEFAULT_TOTAL, DEFAULT_DELAY_US, 0);
+        }
+    }
+
+    /// The driver's counters now.
+    pub fn counters(&self) -> Counters {
+        let mut c = [0u64; 5];
+        // SAFETY: hvemu_counters writes exactly five u64 values.
+        unsafe { (self.counters)(c.as_mut_ptr()) };
+        Counters {
+            live_allocations: c[0],
+            live_bytes: c[1],
+            live_host_allocations: c[2],
+            calls: c[3],
+            launches: c[4],
+        }
+    }
+}
+
+/// One test's hold on the driver's state (see [`Driver::exclusive`]).
+pub struct Exclusive<'a> {
+    driver: &'a Driver,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Exclusive<'_> {
+    /// Sets the device's total memory (`cuMemGetInfo` reports it less the live bytes).
+    pub fn set_total_memory(&self, bytes: u64) {
+        // SAFETY: see `Driver::reset`.
+        unsafe { (self.driver.configure)(bytes, DEFAULT_DELAY_US, 0) };
+    }
+
+    /// The `n`-th device allocation from now (1: the next) fails with
+    /// `CUDA_ERROR_OUT_OF_MEMORY`.
+    pub fn fail_allocation(&self, n: i64) {
+        // SAFETY: see `Driver::reset`.
+        unsafe { (self.driver.fail_allocation)(n) };
+    }
+
+    /// The `n`-th launch from now fails with `code`, which then sticks to every call.
+    pub fn fail_launch(&self, n: i64, code: i32) {
+        // SAFETY: see `Driver::reset`.
+        unsafe { (self.driver.fail_launch)(n, code) };
+    }
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.driver.reset();
+    }
+}
+
+fn build(out: &Path) -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let status = Command::new(&cxx)
+        .args(["-std=c++17", "-O1", "-shared", "-fPIC", "-pthread"])
+        .args(["-Wall", "-Wextra", "-Werror"])
+        .args(["-Wno-unknown-pragmas", "-Wno-unused-parameter"])
+        // Fibers switch stacks with _longjmp, which the fortified variant refuses.
+        .arg("-U_FORTIFY_SOURCE")
+        // cudarc asks the dynamic loader for "libcuda.so" first; a loaded object with
+        // that soname answers it.
+        .arg("-Wl,-soname,libcuda.so")
+        .arg("-o")
+        .arg(out)
+        .arg(root.join("kernels/emu/emu.cpp"))
+        .arg(root.join("kernels/emu/driver.cpp"))
+        .status()
+        .map_err(|e| format!("{cxx}: {e}"))?;
+    if !status.success() {
+        panic!("the emulated driver failed to compile ({cxx}: {status}); see the output above");
+    }
+    Ok(())
+}
+
+/// Builds and loads the emulated driver once per process; `None` (after a skip line)
+/// where no C++ compiler exists and `HYBRIDVEC_REQUIRE_EMULATOR` is unset.
+pub fn driver() -> Option<&'static Driver> {
+    static DRIVER: OnceLock<Option<Driver>> = OnceLock::new();
+    DRIVER
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("emulated-driver");
+            std::fs::create_dir_all(&dir).expect("create the emulated driver's directory");
+            let path = dir.join(format!("libcuda-emulated-{}.so", std::process::id()));
+            if let Err(e) = build(&path) {
+                if std::env::var_os("HYBRIDVEC_REQUIRE_EMULATOR").is_some() {
+                    panic!("no C++ compiler for the emulated CUDA driver: {e}");
+                }
+                eprintln!("SKIP (no C++ compiler for the emulated CUDA driver): {e}");
+                return None;
+            }
+            // SAFETY: the library was just built from kernels/emu; loading it runs no
+            // initialisers beyond the C++ runtime's.
+            let lib = unsafe { libloading::Library::new(&path) }.expect("load the driver");
+            // SAFETY: driver.cpp defines each symbol with exactly this C signature.
+            let driver = unsafe {
+                Driver {
+                    configure: *lib.get::<ConfigureFn>(b"hvemu_configure\0").unwrap(),
+                    fail_allocation: *lib
+                        .get::<FailAllocationFn>(b"hvemu_fail_allocation\0")
+                        .unwrap(),
+                    fail_launch: *lib.get::<FailLaunchFn>(b"hvemu_fail_launch\0").unwrap(),
+                    recover: *lib.get::<RecoverFn>(b"hvemu_recover\0").unwrap(),
+                    counters: *lib.get::<CountersFn>(b"hvemu_counters\0").unwrap(),
+                    path: path.clone(),
+                    lock: Mutex::new(()),
+                }
+            };
+            // Loaded for the rest of the process: cudarc keeps its symbols.
+            std::mem::forget(lib);
+            driver.reset();
+            Some(driver)
+        })
+        .as_ref()
+}

@@ -1,0 +1,546 @@
+//! The whole CUDA backend (probe, context, modules, allocation, streams, events, pinned
+//! uploads, the chunk planner, the OOM and fault paths) on the emulated driver of
+//! `kernels/emu/driver.cpp`, against the f64 reference. What this proves and what only a
+//! GPU can is in the README's CUDA section.
+//!
+//! The emulator runs every CUDA thread as a fiber, so shapes are small. Every test holds
+//! the driver (`exclusive`): its memory, faults and sticky error are one per process.
+
+mod common;
+
+use common::cuda_checks::{check_top_k, check_top_k_within};
+use common::emulated_driver::{driver, Driver};
+use common::reference::reference_scores;
+use hybridvec::{
+    data, BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, FallbackAction,
+    HybridExecutor, MatrixRef, Precision, StoreConfig, WarmStore,
+};
+
+fn executor(device: DevicePolicy, cuda: CudaConfig) -> HybridExecutor {
+    HybridExecutor::new(ExecutorConfig {
+        device,
+        cuda,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("the emulated device must serve: {e}"))
+}
+
+fn emulated() -> Option<&'static Driver> {
+    driver()
+}
+
+#[test]
+fn top_k_matches_the_f64_reference_on_every_path() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    // Up to 8 queries: the memory-bound kernels; more: the tiles. k = 1 and k = 1024, and
+    // dimensions that are not multiples of a vector.
+    for (q, n, d, k) in [
+        (1, 1_500, 64, 10),
+        (3, 700, 17, 7),
+        (8, 900, 40, 1),
+        (20, 600, 33, 10),
+        (2, 1_200, 16, 1024),
+        (40, 1_100, 24, 1024),
+        (1, 50, 8, 1024),
+    ] {
+        check_top_k(&ex, q, n, d, k, q as u64 * 31 + n as u64);
+    }
+}
+
+#[test]
+fn tf32_and_fp16_stay_within_their_tolerance() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    for precision in [Precision::Tf32, Precision::Fp16] {
+        let ex = executor(
+            DevicePolicy::Cuda,
+            CudaConfig {
+                precision,
+                ..Default::default()
+            },
+        );
+        for (q, n, d, k) in [(20, 600, 33, 10), (40, 500, 64, 100), (3, 700, 64, 10)] {
+            check_top_k_within(&ex, q, n, d, k, 11 + q as u64, precision);
+        }
+    }
+}
+
+#[test]
+fn the_cosine_matrix_matches_the_reference() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    for (q, n, d) in [(5, 300, 30), (20, 200, 40)] {
+        let cv = data::random_matrix(n, d, 8 + q as u64);
+        let qv = data::random_matrix(q, d, 9 + q as u64);
+        let corpus = Corpus::new(cv.clone(), d).unwrap();
+        let (s, report) = ex
+            .cosine_similarity_with_report(MatrixRef::new(&qv, q, d).unwrap(), &corpus)
+            .unwrap();
+        assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+        let want = reference_scores(&qv, &cv, d);
+        for (i, row) in want.iter().enumerate() {
+            for (j, &w) in row.iter().enumerate() {
+                let got = s.get(i, j) as f64;
+                assert!(
+                    (got - w).abs() <= 1e-5 * w.abs().max(1e-3) + 1e-6,
+                    "{q}x{n}x{d} {i},{j}: {got} vs {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn store_deletes_and_appends_reach_the_device() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    let dir = common::TempDir::new("cuda-emulated-store");
+    let d = 16;
+    let store = WarmStore::create(dir.path("store"), StoreConfig::new(d)).unwrap();
+    let vecs = data::random_matrix(600, d, 3);
+    for (i, v) in vecs.chunks(d).enumerate() {
+        store.put(&format!("rec-{i}"), v, b"").unwrap();
+    }
+    let q = &vecs[..d]; // rec-0's own vector: its best hit while it lives
+    let qm = MatrixRef::new(q, 1, d).unwrap();
+    assert_eq!(ex.top_k_store(qm, &store, 1).unwrap()[0][0].id, "rec-0");
+    store.delete("rec-0").unwrap();
+    let hits = ex.top_k_store(qm, &store, 5).unwrap();
+    assert!(hits[0].iter().all(|h| h.id != "rec-0"), "{hits:?}");
+    store.put("new", q, b"").unwrap();
+    assert_eq!(ex.top_k_store(qm, &store, 1).unwrap()[0][0].id, "new");
+    let cpu = executor(DevicePolicy::Cpu, CudaConfig::default());
+    let qs = data::random_matrix(12, d, 4);
+    let qm = MatrixRef::new(&qs, 12, d).unwrap();
+    let ids = |h: &[hybridvec::StoreHit]| h.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+    for k in [1, 20, 1024] {
+        let (g, c) = (
+            ex.top_k_store(qm, &store, k).unwrap(),
+            cpu.top_k_store(qm, &store, k).unwrap(),
+        );
+        for (g, c) in g.iter().zip(&c) {
+            assert_eq!(ids(g), ids(c), "k = {k}");
+        }
+    }
+}
+
+#[test]
+fn auto_answers_exactly_wherever_it_runs() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let ex = executor(DevicePolicy::Auto, CudaConfig::default());
+    let cpu = executor(DevicePolicy::Cpu, CudaConfig::default());
+    let (n, d) = (800, 24);
+    let corpus = Corpus::new(data::random_matrix(n, d, 5), d).unwrap();
+    let mut on_gpu = 0;
+    for (i, (q, k)) in [(1, 10), (4, 1), (30, 10), (12, 64)]
+        .into_iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
+        let qv = data::random_matrix(q, d, 100 + i as u64);
+        let m = MatrixRef::new(&qv, q, d).unwrap();
+        let (got, report) = ex.top_k_with_report(m, &corpus, k).unwrap();
+        on_gpu += usize::from(report.backend == BackendKind::Gpu);
+        let want = cpu.top_k(m, &corpus, k).unwrap();
+        let idx = |h: &[hybridvec::Hit]| h.iter().map(|h| h.index).collect::<Vec<_>>();
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(idx(g), idx(w), "Q={q} k={k} on {:?}", report.backend);
+        }
+    }
+    println!("auto: {on_gpu} of 12 calls on the emulated device");
+}
+
+/// Device memory that holds the corpus but not the scores of every row at once: the
+/// plan passes over the corpus in several chunks, and the answer stays exact.
+#[test]
+fn too_little_device_memory_gives_exact_chunks() {
+    let Some(drv) = emulated() else { return };
+    let held = drv.exclusive();
+    // Row chunks are whole segments of 4 096 rows: three of them.
+    let (q, n, d) = (3, 9_000, 4);
+    let cv = data::random_matrix(n, d, 41);
+    let qv = data::random_matrix(q, d, 42);
+    let corpus = Corpus::new(cv.clone(), d).unwrap();
+    let m = MatrixRef::new(&qv, q, d).unwrap();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    let (_, report) = ex.cosine_similarity_with_report(m, &corpus).unwrap();
+    assert_eq!(report.corpus_passes, 1, "{report:?}");
+    // The corpus is resident; leave room for the scores of one segment, not of all rows.
+    let resident = drv.counters().live_bytes;
+    held.set_total_memory(resident + (q * 4096 * 4 * 3 / 2) as u64);
+    let (s, report) = ex.cosine_similarity_with_report(m, &corpus).unwrap();
+    assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+    assert!(report.corpus_passes > 1, "one pass fitted: {report:?}");
+    let want = reference_scores(&qv, &cv, d);
+    for (i, row) in want.iter().enumerate() {
+        for (j, &w) in row.iter().enumerate() {
+            let got = s.get(i, j) as f64;
+            assert!(
+                (got - w).abs() <= 1e-5 * w.abs().max(1e-3) + 1e-6,
+                "{i},{j}: {got} vs {w}"
+            );
+        }
+    }
+    println!("cosine in {} passes over the corpus", report.corpus_passes);
+    // Top-k under the same memory: exact on the device (the fused kernels keep candidates,
+    // not scores); k = 1 024 needs a segment's scores, more than is free: `Cuda` says so
+    // with a typed error, and `Auto` answers from the CPU.
+    let check = |hits: &[Vec<hybridvec::Hit>], k: usize| {
+        for (h, w) in hits.iter().zip(&want) {
+            let order = common::reference::reference_top_k(w, n);
+            let got: Vec<usize> = h.iter().map(|h| h.index).collect();
+            assert_eq!(got, order[..k].to_vec(), "k = {k}");
+        }
+    };
+    let (hits, report) = ex.top_k_with_report(m, &corpus, 10).unwrap();
+    assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+    check(&hits, 10);
+    match ex.top_k(m, &corpus, 1024) {
+        Err(Error::DeviceOutOfMemory { requested, .. }) => assert!(requested > 0),
+        other => panic!("expected DeviceOutOfMemory, got {other:?}"),
+    }
+    let auto = executor(DevicePolicy::Auto, CudaConfig::default());
+    let (hits, report) = auto.top_k_with_report(m, &corpus, 1024).unwrap();
+    assert_eq!(report.backend, BackendKind::Cpu, "{report:?}");
+    check(&hits, 1024);
+}
+
+#[test]
+fn an_injected_oom_halves_the_chunk_and_then_falls_back() {
+    let Some(drv) = emulated() else { return };
+    let held = drv.exclusive();
+    let (q, n, d, k) = (32, 700, 16, 10);
+    let cv = data::random_matrix(n, d, 51);
+    let qv = data::random_matrix(q, d, 52);
+    let corpus = Corpus::new(cv, d).unwrap();
+    let m = MatrixRef::new(&qv, q, d).unwrap();
+    let cpu = executor(DevicePolicy::Cpu, CudaConfig::default());
+    let want = cpu.top_k(m, &corpus, k).unwrap();
+    let idx = |h: &[Vec<hybridvec::Hit>]| {
+        h.iter()
+            .map(|h| h.iter().map(|h| h.index).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+
+    // The corpus is resident after the first call; the next call's first allocation fails.
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    ex.top_k(m, &corpus, k).unwrap();
+    held.fail_allocation(1);
+    let (got, report) = ex.top_k_with_report(m, &corpus, k).unwrap();
+    assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+    assert_eq!(report.fallbacks.len(), 1, "{report:?}");
+    assert_eq!(report.fallbacks[0].action, FallbackAction::ShrinkChunks);
+    assert_eq!(report.fallbacks[0].chunk_queries, q);
+    assert_eq!(idx(&got), idx(&want));
+
+    // Room for the corpus and nothing more: every chunk's first allocation fails, the
+    // chunk halves down to one query, then `Auto` re-runs the call on the CPU, and the
+    // report lists every step. (The first call of a shape goes where the roofline
+    // estimate says: the device, for a corpus this large against its advertised rates.)
+    let (n2, q2) = (16_000, 4);
+    let big_rows = Corpus::new(data::random_matrix(n2, d, 54), d).unwrap();
+    let q2v = data::random_matrix(q2, d, 55);
+    let m2 = MatrixRef::new(&q2v, q2, d).unwrap();
+    // The emulated device is slow: measured, it would lose every call, so this `Auto`
+    // takes the device whenever it has been measured at all (after one call on each).
+    let auto = HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Auto,
+        dispatch: hybridvec::DispatchPolicy {
+            min_speedup: 1e-9,
+            explore_samples: 1,
+            remeasure_budget: 0.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let placed: Vec<_> = (0..2)
+        .map(|_| auto.top_k_with_report(m2, &big_rows, k).unwrap().1.backend)
+        .collect();
+    assert_eq!(placed, [BackendKind::Gpu, BackendKind::Cpu]);
+    held.set_total_memory(drv.counters().live_bytes + 64);
+    let (got, report) = auto.top_k_with_report(m2, &big_rows, k).unwrap();
+    assert_eq!(report.backend, BackendKind::Cpu, "{report:?}");
+    let steps: Vec<_> = report
+        .fallbacks
+        .iter()
+        .map(|s| (s.chunk_queries, s.action))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (4, FallbackAction::ShrinkChunks),
+            (2, FallbackAction::ShrinkChunks),
+            (1, FallbackAction::RerunOnCpu)
+        ],
+        "{report:?}"
+    );
+    assert!(report
+        .fallbacks
+        .iter()
+        .all(|s| s.error.contains("out of device memory")));
+    assert_eq!(idx(&got), idx(&cpu.top_k(m2, &big_rows, k).unwrap()));
+    held.set_total_memory(common::emulated_driver::DEFAULT_TOTAL);
+
+    // A corpus that cannot fit: `Auto` answers from the CPU with the reason, `Cuda` is a
+    // typed error.
+    held.set_total_memory(16 << 10);
+    let auto = executor(DevicePolicy::Auto, CudaConfig::default());
+    let big = Corpus::new(data::random_matrix(4 * n, d, 53), d).unwrap();
+    let (got, report) = auto.top_k_with_report(m, &big, k).unwrap();
+    assert_eq!(report.backend, BackendKind::Cpu, "{report:?}");
+    if let Some(step) = report.fallbacks.first() {
+        assert_eq!(step.action, FallbackAction::RerunOnCpu, "{report:?}");
+    }
+    assert_eq!(idx(&got), idx(&cpu.top_k(m, &big, k).unwrap()));
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    match ex.top_k(m, &big, k) {
+        Err(Error::DeviceOutOfMemory { .. }) => {}
+        other => panic!("expected DeviceOutOfMemory, got {other:?}"),
+    }
+}
+
+/// A sticky error retires the device for the whole process, so it runs in a process of
+/// its own: this test starts the test binary again for `sticky_error_in_this_process`.
+#[test]
+fn a_sticky_error_retires_the_device_without_retries() {
+    let Some(_) = emulated() else { return };
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sticky_error_in_this_process",
+            "--include-ignored",
+        ])
+        .args(["--nocapture", "--test-threads", "1"])
+        .env("HYBRIDVEC_EMULATED_STICKY_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("sticky error: every step held"),
+        "{}\n{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run in its own process by a_sticky_error_retires_the_device_without_retries"]
+fn sticky_error_in_this_process() {
+    if std::env::var_os("HYBRIDVEC_EMULATED_STICKY_CHILD").is_none() {
+        return;
+    }
+    let drv = emulated().expect("the parent built the driver");
+    let held = drv.exclusive();
+    let (q, n, d, k) = (4, 500, 16, 10);
+    let corpus = Corpus::new(data::random_matrix(n, d, 61), d).unwrap();
+    let qv = data::random_matrix(q, d, 62);
+    let m = MatrixRef::new(&qv, q, d).unwrap();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    ex.top_k(m, &corpus, k).unwrap();
+    held.fail_launch(1, 700);
+    match ex.top_k(m, &corpus, k) {
+        Err(Error::BackendFailed { reason, .. }) => {
+            assert!(reason.contains("ILLEGAL_ADDRESS"), "{reason}")
+        }
+        other => panic!("expected BackendFailed, got {other:?}"),
+    }
+    // From now on nothing touches the driver: not the same executor, not a new one's
+    // probe, not `Auto`, which answers from the CPU with the reason.
+    let calls = drv.counters().calls;
+    match ex.top_k(m, &corpus, k) {
+        Err(Error::CudaUnavailable { reason }) => assert!(reason.contains("sticky"), "{reason}"),
+        other => panic!("expected CudaUnavailable, got {other:?}"),
+    }
+    match HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cuda,
+        ..Default::default()
+    }) {
+        Err(Error::CudaUnavailable { reason }) => assert!(reason.contains("sticky"), "{reason}"),
+        other => panic!("expected CudaUnavailable, got {:?}", other.map(|_| ())),
+    }
+    let auto = executor(DevicePolicy::Auto, CudaConfig::default());
+    let (hits, report) = auto.top_k_with_report(m, &corpus, k).unwrap();
+    assert_eq!(report.backend, BackendKind::Cpu, "{report:?}");
+    assert_eq!(hits.len(), q);
+    let cuda = auto.capabilities().cuda;
+    assert!(!cuda.is_available(), "{cuda:?}");
+    assert_eq!(
+        drv.counters().calls,
+        calls,
+        "the lost device was called again"
+    );
+    println!("sticky error: every step held");
+}
+
+#[test]
+fn eight_threads_at_once_get_exact_answers() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    let (n, d, k) = (600, 16, 10);
+    let cv = data::random_matrix(n, d, 71);
+    let corpus = Corpus::new(cv.clone(), d).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (ex, corpus, cv) = (&ex, &corpus, &cv);
+            s.spawn(move || {
+                for call in 0..2u64 {
+                    // 1 or 9 queries: the memory-bound kernels and the tiles.
+                    let q = 1 + ((t + call) % 2) as usize * 8;
+                    let qv = data::random_matrix(q, d, 1000 + t * 10 + call);
+                    let (hits, report) = ex
+                        .top_k_with_report(MatrixRef::new(&qv, q, d).unwrap(), corpus, k)
+                        .unwrap();
+                    assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+                    let want = reference_scores(&qv, cv, d);
+                    for (h, w) in hits.iter().zip(&want) {
+                        let order = common::reference::reference_top_k(w, n);
+                        let got: Vec<usize> = h.iter().map(|h| h.index).collect();
+                        assert_eq!(got, order[..k].to_vec(), "thread {t} call {call}");
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn device_memory_returns_after_a_thousand_calls() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    let (n, d) = (64, 8);
+    let corpus = Corpus::new(data::random_matrix(n, d, 81), d).unwrap();
+    let qv = data::random_matrix(16, d, 82);
+    // Every call allocates, uploads, launches and frees (the emulator takes about 60 ms
+    // a call, so the shapes are the smallest).
+    let shapes = [(1, 1), (1, 10), (2, 64)];
+    let call = |i: usize| {
+        let (q, k) = shapes[i % shapes.len()];
+        let m = MatrixRef::new(&qv[..q * d], q, d).unwrap();
+        let (hits, report) = ex.top_k_with_report(m, &corpus, k).unwrap();
+        assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+        assert_eq!(hits.len(), q);
+    };
+    (0..shapes.len()).for_each(call);
+    let before = drv.counters();
+    (0..1000).for_each(call);
+    let after = drv.counters();
+    println!("emulated device: {before:?} before 1000 calls, {after:?} after");
+    assert_eq!(after.live_allocations, before.live_allocations);
+    assert_eq!(after.live_bytes, before.live_bytes);
+    assert_eq!(after.live_host_allocations, before.live_host_allocations);
+}
+
+#[test]
+fn the_cli_runs_on_the_emulated_device() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let out = common::cli()
+        .arg("info")
+        .env("LD_PRELOAD", drv.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("hybridvec emulated CUDA device"), "{text}");
+    let out = common::cli()
+        .args(["bench", "--backend", "cuda", "--json", "--repeat", "2"])
+        .args([
+            "--queries",
+            "3",
+            "--corpus",
+            "500",
+            "--dim",
+            "16",
+            "--k",
+            "5",
+        ])
+        .env("LD_PRELOAD", drv.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("\"backend\":\"hybridvec emulated CUDA device (CPU)\""),
+        "{text}"
+    );
+    assert!(text.contains("\"gpu\":2"), "{text}");
+}
+
+/// Rows with norms of 1e-25 and 1e25 (their f32 sums of squares underflow and overflow)
+/// score on the device as on the CPU: the device uses the host's f64 norms.
+#[test]
+fn extreme_row_norms_score_as_on_the_cpu() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let (n, d) = (300, 16);
+    let mut cv = data::random_matrix(n, d, 91);
+    for (row, norm) in [(5, 1e-25f64), (7, 1e25), (11, 1e-20), (13, 1e20)] {
+        let r = &mut cv[row * d..(row + 1) * d];
+        let now = r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        r.iter_mut()
+            .for_each(|x| *x = (*x as f64 * norm / now) as f32);
+    }
+    let corpus = Corpus::new(cv.clone(), d).unwrap();
+    // Each extreme row's own direction, and one random query.
+    let mut qv: Vec<f32> = [5, 7, 11, 13]
+        .iter()
+        .flat_map(|&r| cv[r * d..(r + 1) * d].to_vec())
+        .collect();
+    qv.extend(data::random_matrix(1, d, 92));
+    let q = qv.len() / d;
+    let m = MatrixRef::new(&qv, q, d).unwrap();
+    let cpu = executor(DevicePolicy::Cpu, CudaConfig::default());
+    for precision in [Precision::Fp32, Precision::Fp16] {
+        let ex = executor(
+            DevicePolicy::Cuda,
+            CudaConfig {
+                precision,
+                ..Default::default()
+            },
+        );
+        let (got, report) = ex.top_k_with_report(m, &corpus, n).unwrap();
+        assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+        let want = cpu.top_k(m, &corpus, n).unwrap();
+        let tol = precision.score_tolerance().max(1e-5);
+        for (qi, (g, w)) in got.iter().zip(&want).enumerate() {
+            let score = |h: &[hybridvec::Hit], row: usize| {
+                h.iter().find(|h| h.index == row).map(|h| h.score)
+            };
+            for row in [5, 7, 11, 13] {
+                let (g, w) = (score(g, row).unwrap(), score(w, row).unwrap());
+                assert!(
+                    (g - w).abs() <= tol,
+                    "{precision:?} query {qi} row {row}: device {g}, CPU {w}"
+                );
+            }
+            if qi < 4 {
+                assert_eq!(
+                    g[0].index,
+                    [5, 7, 11, 13][qi],
+                    "{precision:?} {:?}",
+                    &g[..3]
+                );
+            }
+        }
+        let (s, _) = ex.cosine_similarity_with_report(m, &corpus).unwrap();
+        let c = cpu.cosine_similarity(m, &corpus).unwrap();
+        for qi in 0..q {
+            for row in [5, 7, 11, 13] {
+                let (g, w) = (s.get(qi, row), c.get(qi, row));
+                assert!(
+                    (g - w).abs() <= tol,
+                    "{precision:?} cosine {qi},{row}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
