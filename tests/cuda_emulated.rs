@@ -544,3 +544,88 @@ fn extreme_row_norms_score_as_on_the_cpu() {
         }
     }
 }
+
+/// A copy that fails halfway through the corpus upload, with the earlier copies out of
+/// the pinned staging buffers still queued: the call is a typed error, every buffer comes
+/// back (the staging buffers only once the queued copies ran: freed earlier, the copies
+/// read unmapped memory and the process faults), and the next call uploads again and
+/// answers exactly.
+#[test]
+fn a_copy_failing_mid_upload_returns_an_error_and_every_buffer() {
+    let Some(drv) = emulated() else { return };
+    let held = drv.exclusive();
+    // 1.3 MB of rows: the upload cycles its two staging buffers over four rounds.
+    let (q, n, d, k) = (2, 20_000, 16, 10);
+    let corpus = Corpus::new(data::random_matrix(n, d, 91), d).unwrap();
+    let qv = data::random_matrix(q, d, 92);
+    let m = MatrixRef::new(&qv, q, d).unwrap();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    let before = drv.counters();
+    // The third copy of the upload fails (CUDA_ERROR_INVALID_VALUE, not sticky).
+    held.fail_copy(3, 1);
+    match ex.top_k(m, &corpus, k) {
+        Err(Error::BackendFailed { reason, .. }) => {
+            assert!(reason.contains("CUDA_ERROR_INVALID_VALUE"), "{reason}")
+        }
+        other => panic!("expected BackendFailed, got {other:?}"),
+    }
+    let after = drv.counters();
+    assert_eq!(after.live_allocations, before.live_allocations, "{after:?}");
+    assert_eq!(after.live_bytes, before.live_bytes, "{after:?}");
+    assert_eq!(after.live_host_allocations, before.live_host_allocations);
+    let (hits, report) = ex.top_k_with_report(m, &corpus, k).unwrap();
+    assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+    let cpu = executor(DevicePolicy::Cpu, CudaConfig::default());
+    let idx = |h: &[Vec<hybridvec::Hit>]| {
+        h.iter()
+            .map(|h| h.iter().map(|h| h.index).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(idx(&hits), idx(&cpu.top_k(m, &corpus, k).unwrap()));
+}
+
+/// Under FP16 the first call also makes the corpus's FP16 copy: its plan must count that
+/// copy, or the chunk it picks no longer fits once the copy is made, and the call runs
+/// out of memory and falls back instead of planning passes that fit.
+#[test]
+fn the_memory_plan_counts_the_fp16_copy() {
+    let Some(drv) = emulated() else { return };
+    let held = drv.exclusive();
+    let (q, n, d) = (3, 9_000, 64);
+    let cv = data::random_matrix(n, d, 95);
+    let qv = data::random_matrix(q, d, 96);
+    let corpus = Corpus::new(cv.clone(), d).unwrap();
+    let m = MatrixRef::new(&qv, q, d).unwrap();
+    let fp16 = CudaConfig {
+        precision: Precision::Fp16,
+        ..Default::default()
+    };
+    // The bytes of the resident corpus with its FP16 copy.
+    let base = drv.counters().live_bytes;
+    let resident = {
+        let ex = executor(DevicePolicy::Cuda, fp16);
+        ex.cosine_similarity(m, &corpus).unwrap();
+        drv.counters().live_bytes - base
+    };
+    assert_eq!(drv.counters().live_bytes, base);
+    // Room beside them for about one and a half segments' scores (4 096 rows each) at the
+    // plan's margin of 0.8: all rows' scores would not fit.
+    let segment_scores = (q * 4096 * 4) as u64;
+    held.set_total_memory(base + resident + segment_scores * 3 / 2 * 5 / 4);
+    let ex = executor(DevicePolicy::Cuda, fp16);
+    let (s, report) = ex.cosine_similarity_with_report(m, &corpus).unwrap();
+    assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+    assert!(
+        report.fallbacks.is_empty(),
+        "the plan did not fit: {report:?}"
+    );
+    assert!(report.corpus_passes > 1, "{report:?}");
+    let want = reference_scores(&qv, &cv, d);
+    let tol = Precision::Fp16.score_tolerance() as f64;
+    for (i, row) in want.iter().enumerate() {
+        for (j, &w) in row.iter().enumerate() {
+            let got = s.get(i, j) as f64;
+            assert!((got - w).abs() <= tol, "{i},{j}: {got} vs {w}");
+        }
+    }
+}

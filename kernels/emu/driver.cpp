@@ -17,9 +17,13 @@
 //   before then faults, and one refilled gives wrong answers. Copies from pageable memory
 //   are staged at the call, and copies into it return when done, as the driver's are.
 // - cuMemGetInfo reports a total set by the test (HVEMU_TOTAL_MIB, or hvemu_configure)
-//   less the live allocations; an allocation past it is CUDA_ERROR_OUT_OF_MEMORY.
-// - Faults on request: OOM at the n-th allocation, and a sticky error at the n-th launch
-//   after which every call fails with it, as on a device whose context is lost.
+//   less the live allocations; an allocation past it is CUDA_ERROR_OUT_OF_MEMORY. As in the
+//   driver's stream-ordered pool, cuMemAllocAsync may reuse the bytes of frees queued
+//   earlier on the same stream.
+// - Faults on request: OOM at the n-th allocation; a sticky error at the n-th launch
+//   after which every call fails with it, as on a device whose context is lost; an error
+//   at the n-th copy (not sticky); CUDA_ERROR_INVALID_PTX with a JIT log at the n-th
+//   module load.
 // - Modules must name their kernels (".entry" in PTX, the name in a cubin's strings), and
 //   a launch runs the emulated kernel of that name with its parameters copied by their
 //   declared sizes, at launch time, as the driver does.
@@ -68,6 +72,7 @@ enum : int {
     kNotInitialized = 3,
     kInvalidDevice = 101,
     kInvalidImage = 200,
+    kInvalidPtx = 218,
     kInvalidContext = 201,
     kInvalidHandle = 400,
     kNotFound = 500,
@@ -120,6 +125,10 @@ struct Stream {
     uint64_t queued = 0, done = 0;
     bool closing = false;
     std::mt19937_64 rng;
+    // Bytes of frees queued on this stream and not yet run (guarded by Driver::mu): as
+    // in the driver's stream-ordered pool, an allocation on the same stream may reuse
+    // them at once.
+    size_t pending_free = 0;
 };
 
 struct Module {
@@ -149,9 +158,16 @@ struct Driver {
     long long oom_at = -1;    // fail the allocation with this number
     long long fault_at = -1;  // fail the launch with this number
     int fault_code = kIllegalAddress;
+    long long copies = 0;
+    long long copy_fail_at = -1;  // fail the copy with this number (not sticky)
+    int copy_fail_code = kInvalidValue;
+    long long module_loads = 0;
+    long long module_fail_at = -1;  // fail the module load with this number
     unsigned long long seed = 1;
     unsigned max_delay_us = 50;
     std::map<Stream*, std::shared_ptr<Stream>> streams;
+    // Destroyed streams whose queued work may still run (drain_all waits for it).
+    std::vector<std::shared_ptr<Stream>> retired;
     std::map<Event*, std::shared_ptr<Event>> events;
     std::map<Module*, std::unique_ptr<Module>> modules;
     std::map<Function*, std::unique_ptr<Function>> functions;
@@ -263,19 +279,25 @@ void drain_all() {
         std::lock_guard<std::mutex> l(drv().mu);
         for (auto& kv : drv().streams) all.push_back(kv.second);
         if (drv().null_stream) all.push_back(drv().null_stream);
+        all.insert(all.end(), drv().retired.begin(), drv().retired.end());
+        drv().retired.clear();
     }
     for (auto& s : all) drain(s);
 }
 
-// Maps `bytes` between guard pages, its end against the trailing guard. Caller holds mu.
-CUresult map_region(size_t bytes, bool host, char** out) {
+// Maps `bytes` between guard pages, its end against the trailing guard; a device
+// allocation may count `reusable` bytes of queued frees as free. Caller holds mu.
+CUresult map_region(size_t bytes, bool host, char** out, size_t reusable = 0) {
     Driver& d = drv();
     if (bytes == 0) return kInvalidValue;
     size_t charged = round_up(bytes, kGranule);
     if (!host) {
         d.allocations += 1;
-        if (d.allocations == d.oom_at) return kOutOfMemory;
-        if (d.live_bytes + charged > d.total) return kOutOfMemory;
+        bool fail = d.allocations == d.oom_at || d.live_bytes + charged > d.total + reusable;
+        if (getenv("HVEMU_TRACE"))
+            fprintf(stderr, "emulated driver: allocation %lld: %zu bytes, %zu of %zu live%s\n",
+                    d.allocations, bytes, d.live_bytes, d.total, fail ? ": OUT OF MEMORY" : "");
+        if (fail) return kOutOfMemory;
     }
     size_t body = round_up(charged, kPage);
     size_t len = body + 2 * kPage;
@@ -333,6 +355,14 @@ bool device_range(CUdeviceptr p, size_t n) {
     if (it->second.host) return false;
     uintptr_t start = it->first;
     return p >= start && p + n <= start + it->second.bytes;
+}
+
+// Counts a copy, and says whether the test asked this one to fail (and with what).
+int injected_copy_fault() {
+    Driver& d = drv();
+    std::lock_guard<std::mutex> l(d.mu);
+    d.copies += 1;
+    return d.copies == d.copy_fail_at ? d.copy_fail_code : 0;
 }
 
 // Whether [p, p + n) lies inside one live pinned host allocation.
@@ -398,6 +428,23 @@ void hvemu_fail_launch(long long n, int code) {
     d.fault_code = code;
 }
 
+// The n-th copy (host to device, device to host or device to device) from now fails
+// with `code` and queues nothing; the error does not stick, as a bad argument's would not.
+void hvemu_fail_copy(long long n, int code) {
+    Driver& d = drv();
+    std::lock_guard<std::mutex> l(d.mu);
+    d.copy_fail_at = n > 0 ? d.copies + n : -1;
+    d.copy_fail_code = code;
+}
+
+// The n-th module load from now fails with CUDA_ERROR_INVALID_PTX, writing a JIT error
+// log ("ptxas fatal : emulated JIT failure ...") when the caller gave a log buffer.
+void hvemu_fail_module_load(long long n) {
+    Driver& d = drv();
+    std::lock_guard<std::mutex> l(d.mu);
+    d.module_fail_at = n > 0 ? d.module_loads + n : -1;
+}
+
 // Clears a sticky error and the injected faults, as a new process would start.
 void hvemu_recover() {
     drain_all();
@@ -406,6 +453,8 @@ void hvemu_recover() {
     d.sticky.store(0);
     d.oom_at = -1;
     d.fault_at = -1;
+    d.copy_fail_at = -1;
+    d.module_fail_at = -1;
 }
 
 // Live device allocations, their bytes, live pinned host allocations, driver calls and
@@ -575,6 +624,7 @@ CUresult cuStreamDestroy_v2(void* h) {
         if (it == d.streams.end()) return kInvalidHandle;
         s = it->second;
         d.streams.erase(it);
+        d.retired.push_back(s);
     }
     // As on the driver: queued work still runs; the worker ends when it has.
     {
@@ -713,11 +763,12 @@ CUresult cuMemAlloc_v2(CUdeviceptr* out, size_t bytes) {
 
 CUresult cuMemAllocAsync(CUdeviceptr* out, size_t bytes, void* stream) {
     ENTER();
-    if (!stream_of(stream)) return kInvalidHandle;
+    auto s = stream_of(stream);
+    if (!s) return kInvalidHandle;
     if (!out) return kInvalidValue;
     std::lock_guard<std::mutex> l(d.mu);
     char* p = nullptr;
-    CUresult r = map_region(bytes, false, &p);
+    CUresult r = map_region(bytes, false, &p, s->pending_free);
     if (r == kSuccess) *out = reinterpret_cast<CUdeviceptr>(p);
     return r;
 }
@@ -733,16 +784,21 @@ CUresult cuMemFreeAsync(CUdeviceptr p, void* stream) {
     ENTER();
     auto s = stream_of(stream);
     if (!s) return kInvalidHandle;
+    size_t charged;
     {
         std::lock_guard<std::mutex> l(d.mu);
         auto it = d.regions.find(static_cast<uintptr_t>(p));
         if (it == d.regions.end() || it->second.host) return kInvalidValue;
+        charged = it->second.charged;
+        s->pending_free += charged;
     }
     // Freed when the stream reaches it, even after a sticky error (a marker), so that
     // memory is given back as a real context's teardown would.
-    enqueue(s, Op{[p] {
+    Stream* raw = s.get();
+    enqueue(s, Op{[p, charged, raw] {
                       std::lock_guard<std::mutex> l(drv().mu);
                       unmap_region(static_cast<uintptr_t>(p), false);
+                      raw->pending_free -= charged;
                       return 0;
                   },
                   true});
@@ -773,6 +829,7 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void* 
     auto s = stream_of(stream);
     if (!s) return kInvalidHandle;
     if (n == 0) return kSuccess;
+    if (int code = injected_copy_fault()) return code;
     if (!src || !device_range(dst, n)) return kInvalidValue;
     if (!pinned_range(src, n)) {
         // From pageable memory the driver stages the source before it returns, so the
@@ -799,6 +856,7 @@ CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void* stream
     auto s = stream_of(stream);
     if (!s) return kInvalidHandle;
     if (n == 0) return kSuccess;
+    if (int code = injected_copy_fault()) return code;
     if (!dst || !device_range(src, n)) return kInvalidValue;
     enqueue(s, Op{[dst, src, n] {
                       memcpy(dst, reinterpret_cast<const void*>(src), n);
@@ -819,6 +877,7 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void* 
     auto s = stream_of(stream);
     if (!s) return kInvalidHandle;
     if (n == 0) return kSuccess;
+    if (int code = injected_copy_fault()) return code;
     if (!device_range(dst, n) || !device_range(src, n)) return kInvalidValue;
     enqueue(s, Op{[dst, src, n] {
                       memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
@@ -865,6 +924,16 @@ CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
 static CUresult load_module(void** out, const void* image, char* log, size_t log_len) {
     ENTER();
     if (!out || !image) return kInvalidValue;
+    {
+        std::lock_guard<std::mutex> l(d.mu);
+        d.module_loads += 1;
+        if (d.module_loads == d.module_fail_at) {
+            if (log && log_len)
+                snprintf(log, log_len,
+                         "ptxas fatal : emulated JIT failure (hvemu_fail_module_load)");
+            return kInvalidPtx;
+        }
+    }
     auto m = std::make_unique<Module>();
     for (auto& name : entries_of(image)) {
         if (hv_emu_param_sizes(name.c_str(), nullptr, 0) < 0) {

@@ -64,6 +64,15 @@ fn timing_event(stream: &CudaStream) -> Result<CudaEvent, BackendError> {
         .map_err(launch_failed)
 }
 
+/// The device buffers of one call: its queries, the resident corpus, the corpus's FP16
+/// copy (under [`Precision::Fp16`]) and the live mask (for a store with deletes).
+struct CallBuffers<'a> {
+    queries: &'a CudaSlice<f32>,
+    corpus: &'a Resident,
+    half: Option<&'a CudaSlice<u16>>,
+    mask: Option<&'a CudaSlice<u32>>,
+}
+
 /// A top-k program's results on the host.
 struct TopKResult {
     scores: Vec<f32>,
@@ -126,24 +135,30 @@ impl CudaBackend {
         Ok(self.budget.map_or(free as u64, |b| b.min(free as u64)))
     }
 
-    /// Runs `p` against the call's `queries`, the resident corpus (and its FP16 copy,
-    /// made on first use, under [`Precision::Fp16`]) and the live `mask`.
+    /// The corpus's FP16 copy under [`Precision::Fp16`] (made on first use), `None`
+    /// otherwise. A call takes it before it plans, so the plan sees the memory it holds.
+    fn half_copy(
+        &self,
+        corpus: &Resident,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Option<Arc<CudaSlice<u16>>>, BackendError> {
+        match self.precision {
+            Precision::Fp16 => corpus.half(&self.kernels, stream).map(Some),
+            Precision::Fp32 | Precision::Tf32 => Ok(None),
+        }
+    }
+
+    /// Runs `p` against the call's buffers.
     fn run(
         &self,
         stream: &Arc<CudaStream>,
         p: &Program,
-        queries: &CudaSlice<f32>,
-        corpus: &Resident,
-        mask: Option<&CudaSlice<u32>>,
+        call: &CallBuffers<'_>,
     ) -> Result<Vec<Scratch>, BackendError> {
-        let half = match self.precision {
-            Precision::Fp16 => Some(corpus.half(&self.kernels, stream)?),
-            Precision::Fp32 | Precision::Tf32 => None,
-        };
         let bound = launch::Bound {
-            queries: Some(queries),
-            mask,
-            ..corpus.bound(half.as_deref())
+            queries: Some(call.queries),
+            mask: call.mask,
+            ..call.corpus.bound(call.half)
         };
         launch::run(&self.kernels, stream, p, bound)
     }
@@ -166,7 +181,7 @@ impl CudaBackend {
         stream: &Arc<CudaStream>,
         n: usize,
         build: impl Fn(usize) -> Program,
-        (queries, res, mask): (&CudaSlice<f32>, &Resident, Option<&CudaSlice<u32>>),
+        call: &CallBuffers<'_>,
     ) -> Result<TopKResult, BackendError> {
         let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
             build(r).device_bytes()
@@ -174,7 +189,7 @@ impl CudaBackend {
         .map_err(|requested| BackendError::OutOfMemory { requested })?;
         let prog = build(plan.rows_per_chunk);
         note_corpus_passes(plan.chunks);
-        let temps = self.run(stream, &prog, queries, res, mask)?;
+        let temps = self.run(stream, &prog, call)?;
         let read = |b: Buf| match b {
             Buf::Temp(i) => Some(&temps[i]),
             _ => None,
@@ -219,6 +234,7 @@ impl CudaBackend {
         let stream = self.ctx.new_stream().map_err(launch_failed)?;
         let start = timing_event(&stream)?;
         let res = self.resident.get(&self.ctx, corpus, &stream)?;
+        let half = self.half_copy(&res, &stream)?;
         let mask_bits = corpus.live_mask();
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let q_dev = stream
@@ -232,12 +248,14 @@ impl CudaBackend {
             ),
             None => None,
         };
-        let mut result = self.top_k_program(
-            &stream,
-            shape.n,
-            |r| program::top_k(&shape, k, r),
-            (&q_dev, &res, mask.as_ref()),
-        )?;
+        let call = CallBuffers {
+            queries: &q_dev,
+            corpus: &res,
+            half: half.as_deref(),
+            mask: mask.as_ref(),
+        };
+        let mut result =
+            self.top_k_program(&stream, shape.n, |r| program::top_k(&shape, k, r), &call)?;
         if let Some((counts, cap)) = &result.counts {
             if program::overflowed(counts, *cap) {
                 // The sample's floor let more rows through than the lists hold (data far
@@ -247,7 +265,7 @@ impl CudaBackend {
                     &stream,
                     shape.n,
                     |r| program::top_k_chunked(&shape, k, r),
-                    (&q_dev, &res, mask.as_ref()),
+                    &call,
                 )?;
             }
         }
@@ -278,6 +296,7 @@ impl CudaBackend {
         let (nq, n) = (queries.rows(), corpus.rows());
         let stream = self.ctx.new_stream().map_err(launch_failed)?;
         let res = self.resident.get(&self.ctx, corpus, &stream)?;
+        let half = self.half_copy(&res, &stream)?;
         let mask_bits = corpus.live_mask();
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
@@ -291,21 +310,25 @@ impl CudaBackend {
             None => None,
         };
         note_corpus_passes(plan.chunks);
+        let call = CallBuffers {
+            queries: &q_dev,
+            corpus: &res,
+            half: half.as_deref(),
+            mask: mask.as_ref(),
+        };
         // A chunk's driver error keeps its kind (out of memory halves the batch or moves
         // it to the CPU, as for top-k); only a wrong count is fatal.
         let mut chunk_error = None;
         let parts = plan::process_in_chunks(n, plan.rows_per_chunk, nq, |range| {
             let prog = program::cosine_chunk(&shape, range.start, range.len());
-            let part = self
-                .run(&stream, &prog, &q_dev, &res, mask.as_ref())
-                .and_then(|temps| {
-                    let Scratch::F32(scores) = &temps[0] else {
-                        unreachable!("cosine scores are f32");
-                    };
-                    stream
-                        .clone_dtoh(&scores.slice(..nq * range.len()))
-                        .map_err(launch_failed)
-                });
+            let part = self.run(&stream, &prog, &call).and_then(|temps| {
+                let Scratch::F32(scores) = &temps[0] else {
+                    unreachable!("cosine scores are f32");
+                };
+                stream
+                    .clone_dtoh(&scores.slice(..nq * range.len()))
+                    .map_err(launch_failed)
+            });
             part.map_err(|e| {
                 let reason = e.to_string();
                 chunk_error = Some(e);

@@ -168,6 +168,9 @@ fn upload(
             ctx.alloc_pinned::<f32>(stage_len)?,
         ]
     };
+    // Dropped before the buffers (declared after them), on every way out: an early return
+    // must not free a buffer a queued copy still reads.
+    let _drain = DrainOnDrop(stream);
     let mut in_flight: [Option<CudaEvent>; 2] = [None, None];
     for (i, part) in host.chunks(stage_len).enumerate() {
         let s = i % 2;
@@ -185,4 +188,14 @@ fn upload(
         done.synchronize()?;
     }
     Ok(())
+}
+
+/// Waits for a stream's queued work when dropped, ignoring its error (the caller already
+/// returns one, or has waited and checked): for the pinned buffers that work reads.
+struct DrainOnDrop<'a>(&'a CudaStream);
+
+impl Drop for DrainOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.synchronize();
+    }
 }

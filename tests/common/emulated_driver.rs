@@ -16,6 +16,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 type ConfigureFn = unsafe extern "C" fn(u64, u32, u64);
 type FailAllocationFn = unsafe extern "C" fn(i64);
 type FailLaunchFn = unsafe extern "C" fn(i64, i32);
+type FailCopyFn = unsafe extern "C" fn(i64, i32);
+type FailModuleLoadFn = unsafe extern "C" fn(i64);
 type RecoverFn = unsafe extern "C" fn();
 type CountersFn = unsafe extern "C" fn(*mut u64);
 
@@ -25,6 +27,8 @@ pub struct Driver {
     configure: ConfigureFn,
     fail_allocation: FailAllocationFn,
     fail_launch: FailLaunchFn,
+    fail_copy: FailCopyFn,
+    fail_module_load: FailModuleLoadFn,
     recover: RecoverFn,
     counters: CountersFn,
     lock: Mutex<()>,
@@ -116,6 +120,20 @@ impl Exclusive<'_> {
         // SAFETY: see `Driver::reset`.
         unsafe { (self.driver.fail_launch)(n, code) };
     }
+
+    /// The `n`-th memory copy from now fails with `code` and queues nothing; the error
+    /// does not stick.
+    pub fn fail_copy(&self, n: i64, code: i32) {
+        // SAFETY: see `Driver::reset`.
+        unsafe { (self.driver.fail_copy)(n, code) };
+    }
+
+    /// The `n`-th module load from now fails with `CUDA_ERROR_INVALID_PTX` and a JIT
+    /// error log naming `hvemu_fail_module_load`.
+    pub fn fail_module_load(&self, n: i64) {
+        // SAFETY: see `Driver::reset`.
+        unsafe { (self.driver.fail_module_load)(n) };
+    }
 }
 
 impl Drop for Exclusive<'_> {
@@ -175,6 +193,10 @@ pub fn driver() -> Option<&'static Driver> {
                         .get::<FailAllocationFn>(b"hvemu_fail_allocation\0")
                         .unwrap(),
                     fail_launch: *lib.get::<FailLaunchFn>(b"hvemu_fail_launch\0").unwrap(),
+                    fail_copy: *lib.get::<FailCopyFn>(b"hvemu_fail_copy\0").unwrap(),
+                    fail_module_load: *lib
+                        .get::<FailModuleLoadFn>(b"hvemu_fail_module_load\0")
+                        .unwrap(),
                     recover: *lib.get::<RecoverFn>(b"hvemu_recover\0").unwrap(),
                     counters: *lib.get::<CountersFn>(b"hvemu_counters\0").unwrap(),
                     path: path.clone(),
