@@ -629,3 +629,35 @@ fn the_memory_plan_counts_the_fp16_copy() {
         }
     }
 }
+
+/// A module the driver cannot load (here the emulated JIT refuses it) leaves CUDA
+/// unavailable with the JIT's own log in the reason, not just an error code; `Auto`
+/// serves from the CPU.
+#[test]
+fn a_module_that_fails_to_load_names_the_jit_log() {
+    let Some(drv) = emulated() else { return };
+    let held = drv.exclusive();
+    held.fail_module_load(1);
+    let cuda = HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cuda,
+        ..Default::default()
+    });
+    match cuda {
+        Err(Error::CudaUnavailable { reason }) => {
+            assert!(reason.contains("CUDA_ERROR_INVALID_PTX"), "{reason}");
+            assert!(
+                reason.contains("JIT log: ptxas fatal : emulated JIT failure"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected CudaUnavailable, got {other:?}"),
+    }
+    let auto = executor(DevicePolicy::Auto, CudaConfig::default());
+    let (q, n, d) = (2, 300, 8);
+    let corpus = Corpus::new(data::random_matrix(n, d, 97), d).unwrap();
+    let qv = data::random_matrix(q, d, 98);
+    let (_, report) = auto
+        .top_k_with_report(MatrixRef::new(&qv, q, d).unwrap(), &corpus, 5)
+        .unwrap();
+    assert_eq!(report.backend, BackendKind::Cpu, "{report:?}");
+}

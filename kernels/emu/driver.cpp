@@ -22,8 +22,8 @@
 //   earlier on the same stream.
 // - Faults on request: OOM at the n-th allocation; a sticky error at the n-th launch
 //   after which every call fails with it, as on a device whose context is lost; an error
-//   at the n-th copy (not sticky); CUDA_ERROR_INVALID_PTX with a JIT log at the n-th
-//   module load.
+//   at the n-th copy (not sticky); CUDA_ERROR_INVALID_PTX with a JIT log from the n-th
+//   module load on.
 // - Modules must name their kernels (".entry" in PTX, the name in a cubin's strings), and
 //   a launch runs the emulated kernel of that name with its parameters copied by their
 //   declared sizes, at launch time, as the driver does.
@@ -437,8 +437,9 @@ void hvemu_fail_copy(long long n, int code) {
     d.copy_fail_code = code;
 }
 
-// The n-th module load from now fails with CUDA_ERROR_INVALID_PTX, writing a JIT error
-// log ("ptxas fatal : emulated JIT failure ...") when the caller gave a log buffer.
+// Module loads from the n-th from now on fail (as a bad image always would) with
+// CUDA_ERROR_INVALID_PTX, writing a JIT error log ("ptxas fatal : emulated JIT failure
+// ...") when the caller gave a log buffer.
 void hvemu_fail_module_load(long long n) {
     Driver& d = drv();
     std::lock_guard<std::mutex> l(d.mu);
@@ -927,7 +928,7 @@ static CUresult load_module(void** out, const void* image, char* log, size_t log
     {
         std::lock_guard<std::mutex> l(d.mu);
         d.module_loads += 1;
-        if (d.module_loads == d.module_fail_at) {
+        if (d.module_fail_at > 0 && d.module_loads >= d.module_fail_at) {
             if (log && log_len)
                 snprintf(log, log_len,
                          "ptxas fatal : emulated JIT failure (hvemu_fail_module_load)");
@@ -1079,6 +1080,11 @@ CUresult cuGetErrorName(CUresult e, const char** out) {
         case kOutOfMemory: *out = "CUDA_ERROR_OUT_OF_MEMORY"; break;
         case kNotInitialized: *out = "CUDA_ERROR_NOT_INITIALIZED"; break;
         case kInvalidImage: *out = "CUDA_ERROR_INVALID_IMAGE"; break;
+        case kInvalidPtx: *out = "CUDA_ERROR_INVALID_PTX"; break;
+        case kInvalidContext: *out = "CUDA_ERROR_INVALID_CONTEXT"; break;
+        case kInvalidDevice: *out = "CUDA_ERROR_INVALID_DEVICE"; break;
+        case kNotSupported: *out = "CUDA_ERROR_NOT_SUPPORTED"; break;
+        case kUnknown: *out = "CUDA_ERROR_UNKNOWN"; break;
         case kInvalidHandle: *out = "CUDA_ERROR_INVALID_HANDLE"; break;
         case kNotFound: *out = "CUDA_ERROR_NOT_FOUND"; break;
         case kNotReady: *out = "CUDA_ERROR_NOT_READY"; break;

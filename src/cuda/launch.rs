@@ -38,9 +38,15 @@ impl Kernels {
                 } else {
                     cudarc::nvrtc::Ptx::from_binary(image.to_vec())
                 };
-                let module = ctx
-                    .load_module(ptx)
-                    .map_err(|e| format!("loading {file} ({KERNEL_BUILD}): {e}"))?;
+                let module = ctx.load_module(ptx).map_err(|e| {
+                    let log = jit_error_log(ctx, image);
+                    let log = if log.is_empty() {
+                        "the driver wrote no JIT log".to_string()
+                    } else {
+                        format!("JIT log: {log}")
+                    };
+                    format!("loading {file} ({KERNEL_BUILD}): {e}; {log}")
+                })?;
                 modules.insert(file, module);
             }
             let func = modules[file]
@@ -55,6 +61,48 @@ impl Kernels {
         // Every kernel is loaded in `load`, or the backend did not open.
         &self.0[k.symbol()]
     }
+}
+
+/// The driver's JIT error log for a module `image` that failed to load (PTX text with
+/// its NUL, or a cubin), or `""`.
+///
+/// cudarc makes a [`cudarc::driver::CudaModule`] only through its own `load_module`,
+/// which calls `cuModuleLoadData` and keeps no log; so a failed load is tried once more
+/// through `cuModuleLoadDataEx` with an error log buffer, for the error's text. (The
+/// same image fails the same way: the log is the JIT's reason.)
+fn jit_error_log(ctx: &Arc<CudaContext>, image: &[u8]) -> String {
+    use cudarc::driver::sys;
+    use std::ffi::c_void;
+    if ctx.bind_to_thread().is_err() {
+        return String::new();
+    }
+    let mut log = vec![0u8; 16 << 10];
+    let mut options = [
+        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
+        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+    ];
+    // The size option's value is the number itself, in the pointer's place.
+    let mut values: [*mut c_void; 2] = [log.as_mut_ptr().cast(), log.len() as *mut c_void];
+    let mut module: sys::CUmodule = std::ptr::null_mut();
+    // SAFETY: `image` is a whole module image (NUL-terminated PTX or an ELF cubin) that
+    // outlives the call; the two options name a writable buffer of `log.len()` bytes and
+    // its size, as `cuModuleLoadDataEx` documents; `module` receives a handle, unloaded
+    // below if the load succeeds after all. The context is current on this thread.
+    let loaded = unsafe {
+        sys::cuModuleLoadDataEx(
+            &mut module,
+            image.as_ptr().cast(),
+            options.len() as u32,
+            options.as_mut_ptr(),
+            values.as_mut_ptr(),
+        )
+    };
+    if loaded == sys::CUresult::CUDA_SUCCESS {
+        // SAFETY: `module` was just loaded and nothing else holds it.
+        unsafe { sys::cuModuleUnload(module) };
+    }
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    String::from_utf8_lossy(&log[..end]).trim().to_string()
 }
 
 /// A program's scratch buffer on the device.

@@ -128,8 +128,8 @@ impl Exclusive<'_> {
         unsafe { (self.driver.fail_copy)(n, code) };
     }
 
-    /// The `n`-th module load from now fails with `CUDA_ERROR_INVALID_PTX` and a JIT
-    /// error log naming `hvemu_fail_module_load`.
+    /// Module loads from the `n`-th from now on fail with `CUDA_ERROR_INVALID_PTX` and a
+    /// JIT error log naming `hvemu_fail_module_load`.
     pub fn fail_module_load(&self, n: i64) {
         // SAFETY: see `Driver::reset`.
         unsafe { (self.driver.fail_module_load)(n) };
