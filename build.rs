@@ -3,12 +3,14 @@
 //! - With an `nvcc` (found by `cc`: `NVCC`, `CUDA_HOME`/`CUDA_PATH`, or `PATH`), each
 //!   `kernels/*.cu` becomes a fatbin with SASS for every `CUDA_COMPUTE_CAP` (default
 //!   `80,90`) plus `compute_80` PTX for newer devices.
-//! - Without one (or when nvcc fails, or under `DOCS_RS`), the checked-in PTX from
-//!   `kernels/ptx/` (NVRTC 12.0, `compute_80`; `scripts/kernels.py` regenerates it and CI
-//!   checks that it matches the sources) is embedded; the driver compiles it at load time.
+//! - Without one (or when nvcc fails, or under `DOCS_RS`), the checked-in images are
+//!   embedded: the sm_80 and sm_90 cubins from `kernels/cubin/` (PyPI's ptxas), which
+//!   such devices load as they are, and the PTX from `kernels/ptx/` (NVRTC 12.0,
+//!   `compute_80`), which the driver compiles at load time for any other device.
+//!   `scripts/kernels.py` regenerates both, and CI checks that they match the sources.
 //!
-//! Either way the images land in `OUT_DIR/kernels/<name>.{fatbin,ptx}` and
-//! `OUT_DIR/kernels.rs` lists them for `include_bytes!`.
+//! Either way `OUT_DIR/kernels.rs` lists the images (`KERNEL_IMAGES`, for
+//! `include_bytes!`) and how they were built (`KERNEL_BUILD`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -37,33 +39,44 @@ fn main() {
         find_nvcc()
     };
     let caps = compute_caps();
-    let mut listing = String::from("/// (name, image, is_ptx) per kernel file.\n");
-    listing.push_str("pub(crate) const KERNEL_IMAGES: &[(&str, &[u8], bool)] = &[\n");
-    let mut how = "checked-in PTX (NVRTC 12.0, compute_80)".to_string();
+    let mut listing = String::from("/// Every embedded kernel image, in no order.\n");
+    listing.push_str("pub(crate) const KERNEL_IMAGES: &[KernelImage] = &[\n");
+    let mut how = "checked-in sm_80/sm_90 cubins (ptxas) and PTX (NVRTC 12.0, compute_80)";
+    let mut image = |module: &str, form: &str, path: &Path| {
+        writeln!(
+            listing,
+            "    KernelImage {{ module: {module:?}, form: {form}, bytes: include_bytes!({:?}) }},",
+            path.display().to_string()
+        )
+        .unwrap();
+    };
+    let mut fatbins = String::new();
     for name in KERNELS {
         let src = Path::new("kernels").join(format!("{name}.cu"));
         let fatbin = dir.join(format!("{name}.fatbin"));
         let built = nvcc
             .as_ref()
             .is_some_and(|nvcc| compile_fatbin(nvcc, &src, &fatbin, &caps));
-        let (path, is_ptx) = if built {
-            how = format!("nvcc fatbin for sm_{}", caps.join(", sm_"));
-            (fatbin, false)
-        } else {
-            // NUL-terminated: the driver reads PTX text as a C string.
-            let mut ptx = std::fs::read(Path::new("kernels/ptx").join(format!("{name}.ptx")))
-                .expect("kernels/ptx/*.ptx is checked in");
-            ptx.push(0);
-            let path = dir.join(format!("{name}.ptx"));
-            std::fs::write(&path, ptx).expect("write PTX to OUT_DIR");
-            (path, true)
-        };
-        writeln!(
-            listing,
-            "    ({name:?}, include_bytes!({:?}), {is_ptx}),",
-            path.display().to_string()
-        )
-        .unwrap();
+        if built {
+            fatbins = format!("nvcc fatbin for sm_{}", caps.join(", sm_"));
+            image(name, "ImageForm::Fatbin", &fatbin);
+            continue;
+        }
+        for cap in ["80", "90"] {
+            let cubin = Path::new("kernels/cubin").join(format!("{name}.sm_{cap}.cubin"));
+            let cubin = std::fs::canonicalize(&cubin).expect("kernels/cubin/*.cubin is checked in");
+            image(name, &format!("ImageForm::Cubin({cap})"), &cubin);
+        }
+        // NUL-terminated: the driver reads PTX text as a C string.
+        let mut ptx = std::fs::read(Path::new("kernels/ptx").join(format!("{name}.ptx")))
+            .expect("kernels/ptx/*.ptx is checked in");
+        ptx.push(0);
+        let path = dir.join(format!("{name}.ptx"));
+        std::fs::write(&path, ptx).expect("write PTX to OUT_DIR");
+        image(name, "ImageForm::Ptx", &path);
+    }
+    if !fatbins.is_empty() {
+        how = &fatbins;
     }
     listing.push_str("];\n");
     writeln!(

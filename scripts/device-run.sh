@@ -1,19 +1,172 @@
 #!/usr/bin/env bash
-# The GPU verification run in one device call.
+# The GPU verification run, in stages that each keep to their share of a lent device's
+# time, and its rehearsal on the emulated driver.
 #
-#   bash scripts/device-run.sh prepare   # here: build, copy the binaries into device-carry/
-#   run(command="bash scripts/device-run.sh run", carry=["device-carry"])   # on the device
-#   run(command="bash scripts/device-run.sh grid", carry=["device-carry"])  # the auto grid
+#   bash scripts/device-run.sh prepare    # here: build, copy the binaries into device-carry/
+#   run(command="bash scripts/device-run.sh run", carry=["device-carry"], timeout_s=560)
+#   bash scripts/device-run.sh rehearse   # here: `run` on the emulated driver, from a copy
+#   run(command="bash scripts/device-run.sh grid", carry=["device-carry"])   # the auto grid
 #
-# `run` executes every test binary (a SKIP line in a CUDA test fails the run), then
-# `hybridvec bench --backend cuda --json` on the public GPU workloads (FP32, TF32, FP16,
-# k=1024),
-# the `cuda_*` groups of the criterion benches `top_k` and `cosine` (a SKIP line there
-# fails the run too), then ../shared/bench/gpu_peers.py on the same shapes, all in the
-# same call; logs go to $OUT.
+# `run` goes in five stages, each under `timeout`, 8 minutes in all (HV_STAGE_SCALE
+# multiplies every limit). Each stage writes to $OUT as it goes, so a run cut short still
+# returns what it measured; summary.jsonl gets one line per stage as it ends (ok, failed,
+# timed_out) with its seconds.
+#   1. device     20 s  nvidia-smi, `hybridvec info --json`      device.txt, info.json
+#   2. tests     180 s  every carried test binary, `cuda` first  test-<name>.log, tests.jsonl
+#   3. bench      90 s  `hybridvec bench --backend cuda --json`   bench-cuda.jsonl
+#   4. criterion 120 s  the `cuda_` groups of benches top_k, cosine   criterion-<bench>.txt
+#   5. peers      60 s  ../shared/bench/gpu_peers.py              gpu_peers.txt
+# A SKIP line in the `cuda` tests or a skipped `cuda_` criterion group fails its stage:
+# on the device they must run. (`cuda_emulated` is not carried: it tests the emulator,
+# which CI runs.)
+#
+# `rehearse` runs `prepare`, builds the emulated driver (kernels/emu), copies the tree
+# (tracked and untracked files, as the device gets them) and device-carry/ into a fresh
+# directory, and runs `run` there with the driver preloaded (HV_PRELOAD) and
+# HV_REHEARSAL=1: small bench shapes, only the small `cuda` tests, the criterion groups
+# listed but not timed, no peers (the emulator runs every GPU thread as a fiber on the
+# CPU). It proves the paths, the stages, the limits and the outputs, not GPU speed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 carry=device-carry
+scale=${HV_STAGE_SCALE:-1}
+rehearsal=${HV_REHEARSAL:-}
+
+# Runs "$@" under `timeout` for $1 seconds (scaled), with the emulated driver preloaded
+# when HV_PRELOAD names it; returns the command's status (124 when cut).
+limited() {
+    local secs=$(($1 * scale))
+    shift
+    if [ "$secs" -le 0 ]; then return 124; fi
+    if [ -n "${HV_PRELOAD:-}" ]; then
+        timeout --kill-after=5 "$secs" env LD_PRELOAD="$HV_PRELOAD" "$@"
+    else
+        timeout --kill-after=5 "$secs" "$@"
+    fi
+}
+
+# Appends one stage's line to summary.jsonl.
+stage_done() { # name status started
+    printf '{"stage": "%s", "status": "%s", "secs": %d}\n' "$1" "$2" $((SECONDS - $3)) |
+        tee -a "$out/summary.jsonl"
+}
+
+status_of() { # exit code -> ok | timed_out | failed
+    case "$1" in 0) echo ok ;; 124 | 137) echo timed_out ;; *) echo failed ;; esac
+}
+
+stage_device() {
+    local t0=$SECONDS st=ok
+    if command -v nvidia-smi >/dev/null; then
+        limited 10 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
+            >"$out/device.txt" 2>&1 || st=failed
+    else
+        echo "nvidia-smi: not found" >"$out/device.txt"
+    fi
+    cat "$out/device.txt"
+    limited 10 "$carry/hybridvec" info --json >"$out/info.json" 2>"$out/info.err" || st=failed
+    cat "$out/info.json"
+    stage_done device "$st" "$t0"
+}
+
+stage_tests() {
+    local t0=$SECONDS limit=180 st=ok
+    local bins=("$carry/tests/cuda" "$carry/tests/dispatch" "$carry/tests/cli" "$carry/tests/api")
+    for t in "$carry"/tests/*; do
+        case " ${bins[*]} " in *" $t "*) ;; *) bins+=("$t") ;; esac
+    done
+    for t in "${bins[@]}"; do
+        [ -x "$t" ] || continue
+        local name left args=() rc=0 t1=$SECONDS
+        name=$(basename "$t")
+        left=$((limit - (SECONDS - t0)))
+        if [ -n "$rehearsal" ]; then
+            # The emulator runs the small tests only; the rest are sized for a GPU.
+            case "$name" in
+            cuda) args=(cosine_matches_the_f64_reference deleted_store_rows_are_skipped) ;;
+            cli) args=(--skip demo_runs_the_four_workloads) ;;
+            esac
+        fi
+        limited "$left" "$t" "${args[@]}" >"$out/test-$name.log" 2>&1 || rc=$?
+        local s
+        s=$(status_of "$rc")
+        if [ "$name" = cuda ] && grep -q SKIP "$out/test-$name.log"; then
+            s=skipped_on_device
+        fi
+        local result
+        result=$(grep -h "^test result" "$out/test-$name.log" | tail -n 1 | tr -d '"' || true)
+        printf '{"binary": "%s", "status": "%s", "secs": %d, "result": "%s"}\n' \
+            "$name" "$s" $((SECONDS - t1)) "$result" | tee -a "$out/tests.jsonl"
+        [ "$s" = ok ] || st=failed
+        if [ "$s" = timed_out ]; then st=timed_out && break; fi
+    done
+    stage_done tests "$st" "$t0"
+}
+
+stage_bench() {
+    local t0=$SECONDS limit=90 st=ok shapes
+    if [ -n "$rehearsal" ]; then
+        shapes=("1 20000 64 10 fp32" "4 5000 64 10 fp16" "64 4000 64 10 tf32" "2 3000 64 1024 fp32")
+    else
+        shapes=("1 1000000 768 10 fp32" "1 1000000 768 10 fp16" "1 100000 768 10 fp32"
+            "1024 1000000 768 10 fp32" "1024 1000000 768 10 tf32" "1024 1000000 768 10 fp16"
+            "1024 1000000 768 1024 fp32")
+    fi
+    for shape in "${shapes[@]}"; do
+        local q n d k p rc=0
+        read -r q n d k p <<<"$shape"
+        limited $((limit - (SECONDS - t0))) "$carry/hybridvec" bench --backend cuda --json \
+            --queries "$q" --corpus "$n" --dim "$d" --k "$k" --precision "$p" --repeat 20 \
+            >>"$out/bench-cuda.jsonl" 2>>"$out/bench-cuda.err" || rc=$?
+        tail -n 1 "$out/bench-cuda.jsonl"
+        if [ "$rc" -ne 0 ]; then
+            st=$(status_of "$rc")
+            printf '{"failed": "%s", "status": "%s"}\n' "$shape" "$st" >>"$out/bench-cuda.jsonl"
+            [ "$st" = timed_out ] && break
+        fi
+    done
+    stage_done bench "$st" "$t0"
+}
+
+stage_criterion() {
+    local t0=$SECONDS limit=120 st=ok
+    for bench in top_k cosine; do
+        local rc=0 log="$out/criterion-$bench.txt"
+        if [ -n "$rehearsal" ]; then
+            # Listed, not timed: on the emulator a measurement would take hours.
+            limited 30 "$carry/benches/$bench" --bench --list cuda_ >"$log" 2>&1 || rc=$?
+            grep -q "^cuda_" "$log" || rc=1
+        else
+            limited $((limit - (SECONDS - t0))) "$carry/benches/$bench" --bench cuda_ \
+                >"$log" 2>&1 || rc=$?
+            grep -q "^SKIP" "$log" && rc=1
+        fi
+        grep -E "^cuda_|time:" "$log" || true
+        [ "$rc" -eq 0 ] || st=$(status_of "$rc")
+        [ "$st" = timed_out ] && break
+    done
+    stage_done criterion "$st" "$t0"
+}
+
+stage_peers() {
+    local t0=$SECONDS st=ok peers=""
+    for p in ../shared/bench/gpu_peers.py shared/bench/gpu_peers.py; do
+        [ -f "$p" ] && peers=$p && break
+    done
+    if [ -n "$rehearsal" ]; then
+        echo "rehearsal: gpu_peers.py needs torch on a GPU; not run" | tee "$out/gpu_peers.txt"
+    elif [ -z "$peers" ]; then
+        echo "gpu_peers.py not found" | tee "$out/gpu_peers.txt"
+        st=failed
+    else
+        local rc=0
+        limited 60 python3 "$peers" >"$out/gpu_peers.txt" 2>&1 || rc=$?
+        cat "$out/gpu_peers.txt"
+        st=$(status_of "$rc")
+    fi
+    stage_done peers "$st" "$t0"
+}
+
 case "${1:-}" in
 prepare)
     cargo build --release
@@ -21,61 +174,48 @@ prepare)
         python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        print(m["executable"])' >/tmp/hv-test-bins
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] \
+            and m["target"]["kind"] == ["test"] and m["target"]["name"] != "cuda_emulated":
+        print(m["target"]["name"], m["executable"])' >target/hv-test-bins
     cargo bench --bench top_k --bench cosine --no-run --message-format=json 2>/dev/null |
         python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("top_k", "cosine"):
-        print(m["target"]["name"], m["executable"])' >/tmp/hv-bench-bins
+        print(m["target"]["name"], m["executable"])' >target/hv-bench-bins
     rm -rf "$carry" && mkdir -p "$carry/tests" "$carry/benches"
     cp target/release/hybridvec "$carry/"
-    while read -r bin; do cp "$bin" "$carry/tests/"; done </tmp/hv-test-bins
-    while read -r name bin; do cp "$bin" "$carry/benches/$name"; done </tmp/hv-bench-bins
+    while read -r name bin; do cp "$bin" "$carry/tests/$name"; done <target/hv-test-bins
+    while read -r name bin; do cp "$bin" "$carry/benches/$name"; done <target/hv-bench-bins
     strip --strip-debug "$carry"/hybridvec "$carry"/tests/* "$carry"/benches/* 2>/dev/null || true
     du -sh "$carry"
     ;;
 run)
     out="${OUT:-/tmp/hv-out}"
     mkdir -p "$out"
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
-    status=0
-    for t in "$carry"/tests/*; do
-        name=$(basename "$t")
-        if ! "$t" --test-threads=2 >"$out/test-$name.log" 2>&1; then
-            echo "FAIL $name"; status=1
-        fi
-        if [ "${name%%-*}" = cuda ] && grep -q SKIP "$out/test-$name.log"; then
-            echo "FAIL $name skipped on the device"; status=1
-        fi
-        tail -n 3 "$out/test-$name.log" | grep "test result" | sed "s/^/$name: /" || true
-    done
-    "$carry/hybridvec" info --json | tee "$out/info.json"
-    for shape in "1 1000000 10 fp32" "1 1000000 10 fp16" "1 100000 10 fp32" \
-        "1024 1000000 10 fp32" "1024 1000000 10 tf32" "1024 1000000 10 fp16" \
-        "1024 1000000 1024 fp32"; do
-        set -- $shape
-        "$carry/hybridvec" bench --backend cuda --json --queries "$1" --corpus "$2" --k "$3" \
-            --precision "$4" --repeat 20 | tee -a "$out/bench-cuda.jsonl"
-    done
-    for bench in top_k cosine; do
-        # Only the cuda_ groups (the CPU ones would add minutes); each group checks that
-        # its calls ran on the GPU before timing them.
-        "$carry/benches/$bench" --bench cuda_ 2>&1 | tee "$out/criterion-$bench.txt" |
-            grep -E "^cuda_|time:" || status=1
-        if grep -q "^SKIP" "$out/criterion-$bench.txt"; then
-            echo "FAIL criterion $bench skipped cuda groups on the device"; status=1
-        fi
-    done
-    if [ -f ../shared/bench/gpu_peers.py ]; then
-        python3 ../shared/bench/gpu_peers.py 2>&1 | tee "$out/gpu_peers.txt" || status=1
-    elif [ -f shared/bench/gpu_peers.py ]; then
-        python3 shared/bench/gpu_peers.py 2>&1 | tee "$out/gpu_peers.txt" || status=1
-    else
-        echo "gpu_peers.py not found" | tee "$out/gpu_peers.txt"
-    fi
-    exit $status
+    [ -x "$carry/hybridvec" ] || { echo "no $carry/hybridvec: run 'prepare' and carry $carry" >&2; exit 2; }
+    stage_device
+    stage_tests
+    stage_bench
+    stage_criterion
+    stage_peers
+    ! grep -qv '"status": "ok"' "$out/summary.jsonl"
+    ;;
+rehearse)
+    bash "$0" prepare
+    mkdir -p target/emulated-driver
+    driver=$PWD/target/emulated-driver/libcuda.so
+    "${CXX:-c++}" -std=c++17 -O1 -shared -fPIC -pthread -U_FORTIFY_SOURCE \
+        -Wl,-soname,libcuda.so -o "$driver" kernels/emu/emu.cpp kernels/emu/driver.cpp
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/hv-rehearsal.XXXXXX")
+    git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$dir"
+    cp -r "$carry" "$dir/"
+    echo "rehearsal in $dir (outputs in $dir/out)"
+    rc=0
+    (cd "$dir" && OUT="$dir/out" HV_REHEARSAL=1 HV_PRELOAD="$driver" \
+        HV_STAGE_SCALE="${HV_STAGE_SCALE:-3}" bash scripts/device-run.sh run) || rc=$?
+    echo "rehearsal: exit $rc; outputs in $dir/out"
+    exit "$rc"
     ;;
 grid)
     # The hybrid choice on the device: every cell of Q × N (D = 768, k = 10) timed under
@@ -85,7 +225,7 @@ grid)
     for n in 1000 10000 100000 1000000; do
         for q in 1 16 128 1024 4096; do
             for backend in auto cpu cuda; do
-                "$carry/hybridvec" bench --json --backend "$backend" --queries "$q" \
+                limited 60 "$carry/hybridvec" bench --json --backend "$backend" --queries "$q" \
                     --corpus "$n" --dim 768 --k 10 --repeat 5 >>"$out/grid.jsonl" ||
                     echo "{\"failed\": \"$backend Q=$q N=$n\"}" >>"$out/grid.jsonl"
             done
@@ -94,7 +234,7 @@ grid)
     wc -l "$out/grid.jsonl"
     ;;
 *)
-    echo "usage: $0 prepare|run|grid" >&2
+    echo "usage: $0 prepare|run|rehearse|grid" >&2
     exit 2
     ;;
 esac

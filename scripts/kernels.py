@@ -4,7 +4,11 @@
   kernels.py generate   write kernels/ptx/<name>.ptx (checked in: the build's no-nvcc path)
   kernels.py check      fail if a checked-in PTX differs from what the sources give now
   kernels.py ptxas      assemble every PTX for sm_80 and sm_90 with ptxas -v; fail on
-                        spilled registers (every kernel is hot) or an assembler error
+                        spilled registers (every kernel is hot), an assembler error, or a
+                        checked-in cubin that differs from what ptxas gives now
+  kernels.py cubins     write kernels/cubin/<name>.sm_80.cubin and .sm_90.cubin (checked
+                        in and embedded: a device of those architectures loads them
+                        without a JIT; the PTX stays the fallback for newer ones)
 
 The PTX targets compute_80, so it runs on sm_80 and newer, JIT-compiled by the driver.
 NVRTC 12.0 is pinned (PTX ISA 8.0) so that every CUDA 12.x or 13.x driver can load it.
@@ -19,6 +23,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join(ROOT, "kernels")
 PTX_DIR = os.path.join(KERNELS, "ptx")
+CUBIN_DIR = os.path.join(KERNELS, "cubin")
+CUBIN_ARCHS = ("sm_80", "sm_90")
 ARCH = "compute_80"
 OPTIONS = [f"--gpu-architecture={ARCH}", "--std=c++17", "-lineinfo",
            "--fmad=true"]
@@ -85,6 +91,10 @@ def ptx_path(src):
     return os.path.join(PTX_DIR, os.path.basename(src)[:-3] + ".ptx")
 
 
+def cubin_path(src, arch):
+    return os.path.join(CUBIN_DIR, f"{os.path.basename(src)[:-3]}.{arch}.cubin")
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "check"
     if mode in ("generate", "check"):
@@ -106,16 +116,30 @@ def main():
                 print(f"{os.path.relpath(out, ROOT)} matches {os.path.relpath(src, ROOT)}")
         if stale:
             sys.exit("stale PTX (run scripts/kernels.py generate): " + ", ".join(stale))
-    elif mode == "ptxas":
+    elif mode in ("ptxas", "cubins"):
         ptxas = find("cuda_nvcc/bin/ptxas")
+        r = subprocess.run([ptxas, "--version"], capture_output=True, text=True)
+        print(r.stdout.strip().splitlines()[-1])
         bad = []
+        stale = []
+        os.makedirs(CUBIN_DIR, exist_ok=True)
         for src in sources():
-            for arch in ("sm_80", "sm_90"):
-                r = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", ptx_path(src), "-o", os.devnull],
+            for arch in CUBIN_ARCHS:
+                cubin = cubin_path(src, arch)
+                fresh = cubin + ".new"
+                r = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", ptx_path(src), "-o", fresh],
                                    capture_output=True, text=True)
                 report = r.stdout + r.stderr
                 if r.returncode != 0:
                     sys.exit(f"ptxas failed on {src} for {arch}:\n{report}")
+                if mode == "cubins":
+                    os.replace(fresh, cubin)
+                    print(f"wrote {os.path.relpath(cubin, ROOT)}")
+                else:
+                    same = os.path.exists(cubin) and open(cubin, "rb").read() == open(fresh, "rb").read()
+                    os.remove(fresh)
+                    if not same:
+                        stale.append(os.path.relpath(cubin, ROOT))
                 func = None
                 for line in report.splitlines():
                     m = re.search(r"Compiling entry function '(\w+)'", line)
@@ -132,6 +156,10 @@ def main():
         if bad:
             sys.exit("register spills in hot kernels:\n  " + "\n  ".join(bad))
         print("ptxas: every kernel assembles for sm_80 and sm_90 with 0 spill bytes")
+        if stale:
+            sys.exit("stale cubins (run scripts/kernels.py cubins): " + ", ".join(stale))
+        if mode == "ptxas":
+            print("the checked-in cubins match the PTX")
     else:
         sys.exit(__doc__)
 

@@ -161,6 +161,10 @@ fn cuda_policy_without_cuda_is_an_error_with_a_reason() {
         Err(Error::CudaUnavailable { reason }) => {
             assert!(!reason.trim().is_empty(), "empty reason")
         }
+        Ok(_) => {
+            eprintln!("SKIP: a CUDA device serves here, so there is no reason to check");
+            return;
+        }
         other => panic!("expected CudaUnavailable, got {other:?}"),
     }
     // Auto and Cpu fall back to / use the CPU.

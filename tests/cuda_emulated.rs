@@ -451,6 +451,7 @@ fn the_cli_runs_on_the_emulated_device() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(text.contains("hybridvec emulated CUDA device"), "{text}");
+    assert!(text.contains("kernels: sm_90 cubin"), "{text}");
     let out = common::cli()
         .args(["bench", "--backend", "cuda", "--json", "--repeat", "2"])
         .args([
@@ -660,4 +661,40 @@ fn a_module_that_fails_to_load_names_the_jit_log() {
         .top_k_with_report(MatrixRef::new(&qv, q, d).unwrap(), &corpus, 5)
         .unwrap();
     assert_eq!(report.backend, BackendKind::Cpu, "{report:?}");
+}
+
+/// Each device loads the machine code it runs, else the PTX: the emulated device refuses
+/// a cubin of another architecture (CUDA_ERROR_NO_BINARY_FOR_GPU), as a GPU does, so a
+/// wrong pick fails here before it could fail on a GPU.
+#[test]
+fn each_device_loads_the_kernel_image_it_runs() {
+    let Some(drv) = emulated() else { return };
+    let held = drv.exclusive();
+    for (major, minor, want) in [
+        (9, 0, "sm_90 cubin"),
+        (8, 0, "sm_80 cubin"),
+        (8, 6, "sm_80 cubin"),
+        (12, 0, "PTX (JIT)"),
+    ] {
+        held.set_compute_capability(major, minor);
+        let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+        match ex.capabilities().cuda {
+            hybridvec::CudaStatus::Available { kernels, .. } => {
+                assert_eq!(kernels, want, "compute capability {major}.{minor}")
+            }
+            other => panic!("{major}.{minor}: {other:?}"),
+        }
+        check_top_k(&ex, 3, 700, 16, 5, 60 + major as u64 * 10 + minor as u64);
+    }
+    // Older than the kernels' sm_80: refused with the reason.
+    held.set_compute_capability(7, 5);
+    match HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cuda,
+        ..Default::default()
+    }) {
+        Err(Error::CudaUnavailable { reason }) => {
+            assert!(reason.contains("compute capability 7.5"), "{reason}")
+        }
+        other => panic!("expected CudaUnavailable, got {other:?}"),
+    }
 }

@@ -136,7 +136,7 @@ fn assert_peak_is_the_file_plus_headroom(name: &str, args: &[&str]) -> String {
     let stdout_path = dir.path("stdout.txt");
     let stderr_path = dir.path("stderr.txt");
     let (status, peak) = run_measuring_peak_rss(
-        Command::new(env!("CARGO_BIN_EXE_hybridvec"))
+        Command::new(common::exe())
             .args(&args)
             .env_remove("RUST_LOG")
             .env_remove("HYBRIDVEC_FORCE_SCALAR")

@@ -222,14 +222,14 @@ fn simulated_power_loss_keeps_every_flushed_record() {
 #[test]
 fn kill_9_during_ingest_loses_nothing_acknowledged() {
     let kills = if heavy() { 200 } else { 50 };
-    let exe = env!("CARGO_BIN_EXE_hybridvec");
+    let exe = common::exe();
     let mut rng = data::Rng::new(77, 0);
     let mut acknowledged_total = 0u64;
     for round in 0..kills {
         let dir = TempDir::new(&format!("crash-kill-{round}"));
         let store = dir.path("s");
         let seed = 1000 + round;
-        let mut child = Command::new(exe)
+        let mut child = Command::new(&exe)
             .args([
                 "ingest",
                 "--store",
@@ -287,7 +287,7 @@ fn kill_9_during_ingest_loses_nothing_acknowledged() {
             );
         }
         drop(s);
-        let out = Command::new(exe)
+        let out = Command::new(&exe)
             .args([
                 "verify",
                 "--store",

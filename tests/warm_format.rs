@@ -106,7 +106,7 @@ fn assert_holds(s: &WarmStore, model: &HashMap<String, (u64, u64)>, what: &str) 
 #[test]
 fn a_version_1_store_opens_reads_and_grows() {
     let tmp = TempDir::new("v1");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+    let fixture = common::source_path("tests/fixtures/store-v1");
     let dir = tmp.path("store");
     std::fs::create_dir(&dir).unwrap();
     for e in std::fs::read_dir(&fixture).unwrap() {

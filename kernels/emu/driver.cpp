@@ -24,9 +24,10 @@
 //   after which every call fails with it, as on a device whose context is lost; an error
 //   at the n-th copy (not sticky); CUDA_ERROR_INVALID_PTX with a JIT log from the n-th
 //   module load on.
-// - Modules must name their kernels (".entry" in PTX, the name in a cubin's strings), and
+// - Modules must name their kernels (".entry" in PTX, ".text.<name>" sections in a cubin), and
 //   a launch runs the emulated kernel of that name with its parameters copied by their
-//   declared sizes, at launch time, as the driver does.
+//   declared sizes, at launch time, as the driver does. A cubin loads only on the compute
+//   capability it runs on (set by the test; 9.0 by default).
 // - Counters of live allocations, live bytes, driver calls and launches, for the tests.
 //
 // Not emulated: timing (events measure host time), the legacy default stream's implicit
@@ -72,6 +73,7 @@ enum : int {
     kNotInitialized = 3,
     kInvalidDevice = 101,
     kInvalidImage = 200,
+    kNoBinaryForGpu = 209,
     kInvalidPtx = 218,
     kInvalidContext = 201,
     kInvalidHandle = 400,
@@ -163,6 +165,7 @@ struct Driver {
     int copy_fail_code = kInvalidValue;
     long long module_loads = 0;
     long long module_fail_at = -1;  // fail the module load with this number
+    std::atomic<int> cc_major{9}, cc_minor{0};  // the compute capability reported
     unsigned long long seed = 1;
     unsigned max_delay_us = 50;
     std::map<Stream*, std::shared_ptr<Stream>> streams;
@@ -376,15 +379,40 @@ bool pinned_range(const void* ptr, size_t n) {
     return it->second.host && p >= it->first && p + n <= it->first + it->second.bytes;
 }
 
-std::vector<std::string> entries_of(const void* image) {
+template <typename T>
+T read_at(const char* p, size_t at) {
+    T v;
+    memcpy(&v, p + at, sizeof v);
+    return v;
+}
+
+// A cubin's kernels: the names of its ".text.<kernel>" sections (ELF64, little-endian).
+// Sets `sm` to the architecture in its flags (sm_90: 90); an image that is not a CUDA
+// ELF gives no kernels.
+std::vector<std::string> cubin_entries(const char* elf, int* sm) {
+    std::vector<std::string> found;
+    if (elf[4] != 2 || elf[5] != 1 || read_at<uint16_t>(elf, 0x12) != 190) return found;
+    *sm = static_cast<int>(read_at<uint32_t>(elf, 0x30) & 0xff);
+    uint64_t shoff = read_at<uint64_t>(elf, 0x28);
+    uint16_t shentsize = read_at<uint16_t>(elf, 0x3a), shnum = read_at<uint16_t>(elf, 0x3c),
+             shstrndx = read_at<uint16_t>(elf, 0x3e);
+    if (shentsize < 64 || shstrndx >= shnum) return found;
+    const char* names = elf + read_at<uint64_t>(elf, shoff + shstrndx * shentsize + 0x18);
+    for (uint16_t i = 0; i < shnum; ++i) {
+        const char* name = names + read_at<uint32_t>(elf, shoff + i * shentsize);
+        if (strncmp(name, ".text.", 6) == 0 && name[6]) found.emplace_back(name + 6);
+    }
+    return found;
+}
+
+// The kernels an image names: ".entry" lines of PTX, or a cubin's text sections (`sm`:
+// the cubin's architecture; 0 for PTX).
+std::vector<std::string> entries_of(const void* image, int* sm) {
     std::vector<std::string> found;
     const char* text = static_cast<const char*>(image);
     static const char kElf[] = {0x7f, 'E', 'L', 'F'};
-    if (memcmp(text, kElf, 4) == 0) {
-        // A cubin: its string table names its kernels. Without parsing ELF, ask for the
-        // names the emulator knows.
-        return found;
-    }
+    *sm = 0;
+    if (memcmp(text, kElf, 4) == 0) return cubin_entries(text, sm);
     const char* p = text;
     while ((p = strstr(p, ".entry")) != nullptr) {
         p += 6;
@@ -446,6 +474,13 @@ void hvemu_fail_module_load(long long n) {
     d.module_fail_at = n > 0 ? d.module_loads + n : -1;
 }
 
+// The compute capability the device reports (default 9.0): a cubin for another
+// architecture then fails to load with CUDA_ERROR_NO_BINARY_FOR_GPU, as on a GPU.
+void hvemu_set_compute_capability(int major, int minor) {
+    drv().cc_major.store(major);
+    drv().cc_minor.store(minor);
+}
+
 // Clears a sticky error and the injected faults, as a new process would start.
 void hvemu_recover() {
     drain_all();
@@ -456,6 +491,8 @@ void hvemu_recover() {
     d.fault_at = -1;
     d.copy_fail_at = -1;
     d.module_fail_at = -1;
+    d.cc_major.store(9);
+    d.cc_minor.store(0);
 }
 
 // Live device allocations, their bytes, live pinned host allocations, driver calls and
@@ -545,8 +582,8 @@ CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice dev) {
         case 16: *v = 4; break;             // multiprocessors (small: small grids)
         case 36: *v = 2619000; break;       // memory clock, kHz
         case 37: *v = 5120; break;          // bus width, bits
-        case 75: *v = 9; break;             // compute capability
-        case 76: *v = 0; break;
+        case 75: *v = d.cc_major.load(); break;  // compute capability
+        case 76: *v = d.cc_minor.load(); break;
         case 97: *v = 48 * 1024; break;     // opt-in shared memory: the emulator's limit
         case 115: *v = 1; break;            // memory pools (async allocation)
         default: *v = 0; break;
@@ -936,7 +973,19 @@ static CUresult load_module(void** out, const void* image, char* log, size_t log
         }
     }
     auto m = std::make_unique<Module>();
-    for (auto& name : entries_of(image)) {
+    int sm = 0;
+    std::vector<std::string> entries = entries_of(image, &sm);
+    if (sm) {
+        // Machine code runs within its major version, from its minor up, as on a GPU.
+        int major = d.cc_major.load(), minor = d.cc_minor.load();
+        if (sm / 10 != major || sm % 10 > minor) {
+            if (log && log_len)
+                snprintf(log, log_len, "emulated driver: an sm_%d cubin on a %d.%d device", sm,
+                         major, minor);
+            return kNoBinaryForGpu;
+        }
+    }
+    for (auto& name : entries) {
         if (hv_emu_param_sizes(name.c_str(), nullptr, 0) < 0) {
             if (log && log_len)
                 snprintf(log, log_len, "emulated driver: no emulated kernel named %s",
@@ -1081,6 +1130,7 @@ CUresult cuGetErrorName(CUresult e, const char** out) {
         case kNotInitialized: *out = "CUDA_ERROR_NOT_INITIALIZED"; break;
         case kInvalidImage: *out = "CUDA_ERROR_INVALID_IMAGE"; break;
         case kInvalidPtx: *out = "CUDA_ERROR_INVALID_PTX"; break;
+        case kNoBinaryForGpu: *out = "CUDA_ERROR_NO_BINARY_FOR_GPU"; break;
         case kInvalidContext: *out = "CUDA_ERROR_INVALID_CONTEXT"; break;
         case kInvalidDevice: *out = "CUDA_ERROR_INVALID_DEVICE"; break;
         case kNotSupported: *out = "CUDA_ERROR_NOT_SUPPORTED"; break;

@@ -95,7 +95,7 @@ impl CudaBackend {
             ));
         }
         let total_memory = ctx.total_mem().map_err(|e| format!("memory size: {e}"))? as u64;
-        let kernels = Kernels::load(&ctx)?;
+        let kernels = Kernels::load(&ctx, (major as u32, minor as u32))?;
         let attr = |a| ctx.attribute(a).unwrap_or(0) as f64;
         let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
         let clock_khz = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE);
@@ -128,6 +128,11 @@ impl CudaBackend {
 
     pub(crate) fn total_memory(&self) -> u64 {
         self.total_memory
+    }
+
+    /// Which kernel images the device loaded ("sm_90 cubin", "PTX (JIT)", ...).
+    pub(crate) fn kernel_images(&self) -> String {
+        self.kernels.describe()
     }
 
     fn free_memory(&self) -> Result<u64, BackendError> {

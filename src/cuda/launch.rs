@@ -4,6 +4,7 @@
 //! and the one `unsafe` launch; it knows programs and device buffers, not the backend.
 
 use super::error::{launch_failed, oom_or_launch};
+use super::images::{self, ImageForm};
 use super::program::{Arg, Buf, Elem, Kernel, Launch, Program};
 use crate::backend::BackendError;
 use cudarc::driver::{
@@ -13,96 +14,57 @@ use cudarc::driver::{
 use std::collections::HashMap;
 use std::sync::Arc;
 
-include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
-
-/// Every kernel of [`Kernel::ALL`], loaded.
-pub(super) struct Kernels(HashMap<&'static str, CudaFunction>);
+/// Every kernel of [`Kernel::ALL`], loaded, and the image form each kernel file loaded
+/// from.
+pub(super) struct Kernels {
+    functions: HashMap<&'static str, CudaFunction>,
+    forms: Vec<(&'static str, ImageForm)>,
+}
 
 impl Kernels {
-    /// Loads every kernel's module (the embedded PTX or cubin) into `ctx`. Errors are
-    /// reasons, for `CudaUnavailable`.
-    pub(super) fn load(ctx: &Arc<CudaContext>) -> std::result::Result<Self, String> {
+    /// Loads every kernel's module into `ctx`, for a device of compute capability `cc`
+    /// (see [`images`]). Errors are reasons, for `CudaUnavailable`.
+    pub(super) fn load(
+        ctx: &Arc<CudaContext>,
+        cc: (u32, u32),
+    ) -> std::result::Result<Self, String> {
         let mut modules = HashMap::new();
-        let mut kernels = HashMap::new();
+        let mut functions = HashMap::new();
+        let mut forms = Vec::new();
         for kernel in Kernel::ALL {
             let file = kernel.module();
             if !modules.contains_key(file) {
-                let (_, image, is_ptx) = KERNEL_IMAGES
-                    .iter()
-                    .find(|(n, _, _)| *n == file)
-                    .ok_or_else(|| format!("kernel image {file} missing from the build"))?;
-                let ptx = if *is_ptx {
-                    let text = std::str::from_utf8(&image[..image.len() - 1])
-                        .map_err(|e| format!("{file}.ptx is not text: {e}"))?;
-                    cudarc::nvrtc::Ptx::from_src(text)
-                } else {
-                    cudarc::nvrtc::Ptx::from_binary(image.to_vec())
-                };
-                let module = ctx.load_module(ptx).map_err(|e| {
-                    let log = jit_error_log(ctx, image);
-                    let log = if log.is_empty() {
-                        "the driver wrote no JIT log".to_string()
-                    } else {
-                        format!("JIT log: {log}")
-                    };
-                    format!("loading {file} ({KERNEL_BUILD}): {e}; {log}")
-                })?;
+                let (module, form) = images::load(ctx, file, cc)?;
                 modules.insert(file, module);
+                forms.push((file, form));
             }
             let func = modules[file]
                 .load_function(kernel.symbol())
                 .map_err(|e| format!("kernel {}: {e}", kernel.symbol()))?;
-            kernels.insert(kernel.symbol(), func);
+            functions.insert(kernel.symbol(), func);
         }
-        Ok(Kernels(kernels))
+        Ok(Kernels { functions, forms })
+    }
+
+    /// Which images loaded, for people: "sm_90 cubin" when every file loaded the same
+    /// form, else each file's.
+    pub(super) fn describe(&self) -> String {
+        let first = self.forms.first().map(|(_, f)| *f);
+        if self.forms.iter().all(|(_, f)| Some(*f) == first) {
+            return first.map_or_else(String::new, ImageForm::describe);
+        }
+        let each: Vec<String> = self
+            .forms
+            .iter()
+            .map(|(file, f)| format!("{file}: {}", f.describe()))
+            .collect();
+        each.join(", ")
     }
 
     fn get(&self, k: Kernel) -> &CudaFunction {
         // Every kernel is loaded in `load`, or the backend did not open.
-        &self.0[k.symbol()]
+        &self.functions[k.symbol()]
     }
-}
-
-/// The driver's JIT error log for a module `image` that failed to load (PTX text with
-/// its NUL, or a cubin), or `""`.
-///
-/// cudarc makes a [`cudarc::driver::CudaModule`] only through its own `load_module`,
-/// which calls `cuModuleLoadData` and keeps no log; so a failed load is tried once more
-/// through `cuModuleLoadDataEx` with an error log buffer, for the error's text. (The
-/// same image fails the same way: the log is the JIT's reason.)
-fn jit_error_log(ctx: &Arc<CudaContext>, image: &[u8]) -> String {
-    use cudarc::driver::sys;
-    use std::ffi::c_void;
-    if ctx.bind_to_thread().is_err() {
-        return String::new();
-    }
-    let mut log = vec![0u8; 16 << 10];
-    let mut options = [
-        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
-        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
-    ];
-    // The size option's value is the number itself, in the pointer's place.
-    let mut values: [*mut c_void; 2] = [log.as_mut_ptr().cast(), log.len() as *mut c_void];
-    let mut module: sys::CUmodule = std::ptr::null_mut();
-    // SAFETY: `image` is a whole module image (NUL-terminated PTX or an ELF cubin) that
-    // outlives the call; the two options name a writable buffer of `log.len()` bytes and
-    // its size, as `cuModuleLoadDataEx` documents; `module` receives a handle, unloaded
-    // below if the load succeeds after all. The context is current on this thread.
-    let loaded = unsafe {
-        sys::cuModuleLoadDataEx(
-            &mut module,
-            image.as_ptr().cast(),
-            options.len() as u32,
-            options.as_mut_ptr(),
-            values.as_mut_ptr(),
-        )
-    };
-    if loaded == sys::CUresult::CUDA_SUCCESS {
-        // SAFETY: `module` was just loaded and nothing else holds it.
-        unsafe { sys::cuModuleUnload(module) };
-    }
-    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-    String::from_utf8_lossy(&log[..end]).trim().to_string()
 }
 
 /// A program's scratch buffer on the device.
@@ -287,23 +249,4 @@ fn launch(
     unsafe { b.launch(cfg) }.map_err(launch_failed)?;
     drop(guards);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_build_embeds_every_kernel_module() {
-        for k in Kernel::ALL {
-            assert!(
-                KERNEL_IMAGES
-                    .iter()
-                    .any(|(name, image, _)| *name == k.module() && !image.is_empty()),
-                "{} ({}.cu) is not in the build",
-                k.symbol(),
-                k.module()
-            );
-        }
-    }
 }

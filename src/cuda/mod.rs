@@ -17,6 +17,7 @@ mod backend;
 #[cfg(test)]
 mod emulated;
 mod error;
+mod images;
 mod launch;
 pub(crate) mod plan;
 pub(crate) mod program;
@@ -36,6 +37,9 @@ pub enum CudaStatus {
         device: String,
         /// Total device memory in bytes.
         total_memory: u64,
+        /// The kernel images the device loaded ("sm_90 cubin", "PTX (JIT)", "fatbin");
+        /// empty for an accelerator the application brought.
+        kernels: String,
     },
     /// CUDA cannot serve; `reason` is meant for people ("no libcuda found", ...).
     Unavailable {
@@ -144,6 +148,7 @@ pub(crate) fn probe() -> CudaStatus {
         Ok(b) => CudaStatus::Available {
             device: b.device_name().to_string(),
             total_memory: b.total_memory(),
+            kernels: b.kernel_images(),
         },
         Err(reason) => CudaStatus::Unavailable { reason },
     }

@@ -115,6 +115,7 @@ impl HybridExecutor {
                 CudaStatus::Available {
                     device: a.name().to_string(),
                     total_memory: 0,
+                    kernels: String::new(),
                 },
                 Some(a),
             ),
@@ -125,6 +126,7 @@ impl HybridExecutor {
                     CudaStatus::Available {
                         device: b.device_name().to_string(),
                         total_memory: b.total_memory(),
+                        kernels: b.kernel_images(),
                     },
                     Some(b as Arc<dyn Backend>),
                 ),

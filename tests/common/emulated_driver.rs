@@ -18,6 +18,7 @@ type FailAllocationFn = unsafe extern "C" fn(i64);
 type FailLaunchFn = unsafe extern "C" fn(i64, i32);
 type FailCopyFn = unsafe extern "C" fn(i64, i32);
 type FailModuleLoadFn = unsafe extern "C" fn(i64);
+type SetComputeCapabilityFn = unsafe extern "C" fn(i32, i32);
 type RecoverFn = unsafe extern "C" fn();
 type CountersFn = unsafe extern "C" fn(*mut u64);
 
@@ -29,6 +30,7 @@ pub struct Driver {
     fail_launch: FailLaunchFn,
     fail_copy: FailCopyFn,
     fail_module_load: FailModuleLoadFn,
+    set_compute_capability: SetComputeCapabilityFn,
     recover: RecoverFn,
     counters: CountersFn,
     lock: Mutex<()>,
@@ -134,6 +136,13 @@ impl Exclusive<'_> {
         // SAFETY: see `Driver::reset`.
         unsafe { (self.driver.fail_module_load)(n) };
     }
+
+    /// The compute capability the device reports (9.0 until the guard drops); a cubin
+    /// for another architecture fails to load, as on a GPU.
+    pub fn set_compute_capability(&self, major: i32, minor: i32) {
+        // SAFETY: see `Driver::reset`.
+        unsafe { (self.driver.set_compute_capability)(major, minor) };
+    }
 }
 
 impl Drop for Exclusive<'_> {
@@ -196,6 +205,9 @@ pub fn driver() -> Option<&'static Driver> {
                     fail_copy: *lib.get::<FailCopyFn>(b"hvemu_fail_copy\0").unwrap(),
                     fail_module_load: *lib
                         .get::<FailModuleLoadFn>(b"hvemu_fail_module_load\0")
+                        .unwrap(),
+                    set_compute_capability: *lib
+                        .get::<SetComputeCapabilityFn>(b"hvemu_set_compute_capability\0")
                         .unwrap(),
                     recover: *lib.get::<RecoverFn>(b"hvemu_recover\0").unwrap(),
                     counters: *lib.get::<CountersFn>(b"hvemu_counters\0").unwrap(),

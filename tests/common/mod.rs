@@ -33,7 +33,12 @@ impl TempDir {
     fn under(base: &Path, name: &str) -> Self {
         let p = base.join(format!("hybridvec-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
+        if std::fs::create_dir_all(&p).is_err() && base != std::env::temp_dir() {
+            // The build's target directory is not here (test binaries carried to another
+            // machine): `$TMPDIR` serves.
+            return Self::new(name);
+        }
+        assert!(p.is_dir(), "cannot create {}", p.display());
         Self(p)
     }
 
@@ -54,9 +59,36 @@ impl Drop for TempDir {
     }
 }
 
-/// The `hybridvec` binary, with the default log level and code paths.
+/// `rel` in the source tree: under the crate's manifest directory, or, where that is not
+/// on this machine (test binaries carried elsewhere, run from a copy of the tree), under
+/// the current directory.
+pub fn source_path(rel: &str) -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if built.exists() {
+        built
+    } else {
+        PathBuf::from(rel)
+    }
+}
+
+/// The `hybridvec` binary: `$HYBRIDVEC_EXE` if set; else the one beside this test
+/// binary's folder (`target/release/hybridvec` for `target/release/deps/<test>`, and
+/// `device-carry/hybridvec` for `device-carry/tests/<test>` when the binaries are carried
+/// to another machine); else the path Cargo built it at.
+pub fn exe() -> PathBuf {
+    if let Some(p) = std::env::var_os("HYBRIDVEC_EXE") {
+        return PathBuf::from(p);
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|t| Some(t.parent()?.parent()?.join("hybridvec")))
+        .filter(|p| p.is_file());
+    beside.unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hybridvec")))
+}
+
+/// The `hybridvec` binary ([`exe`]), with the default log level and code paths.
 pub fn cli() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hybridvec"));
+    let mut c = Command::new(exe());
     c.env_remove("HYBRIDVEC_FORCE_SCALAR")
         .env_remove("HYBRIDVEC_SIMD")
         .env_remove("RUST_LOG");

@@ -268,9 +268,10 @@ fn info(json: bool) -> Result<(), Error> {
         CudaStatus::Available {
             device,
             total_memory,
+            kernels,
         } => (
             format!(
-                "available: {device}, {:.1} GiB",
+                "available: {device}, {:.1} GiB, kernels: {kernels}",
                 *total_memory as f64 / (1u64 << 30) as f64
             ),
             None,
