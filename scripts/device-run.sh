@@ -12,8 +12,8 @@
 # returns what it measured; summary.jsonl gets one line per stage as it ends (ok, failed,
 # timed_out) with its seconds.
 #   1. device     20 s  nvidia-smi, `hybridvec info --json`      device.txt, info.json
-#   2. tests     180 s  every carried test binary, `cuda` first  test-<name>.log, tests.jsonl
-#   3. bench      90 s  `hybridvec bench --backend cuda --json`   bench-cuda.jsonl
+#   2. tests     150 s  every carried test binary, `cuda` first  test-<name>.log, tests.jsonl
+#   3. bench     120 s  `hybridvec bench --backend cuda --json`   bench-cuda.jsonl
 #   4. criterion 120 s  the `cuda_` groups of benches top_k, cosine   criterion-<bench>.txt
 #   5. peers      60 s  ../shared/bench/gpu_peers.py              gpu_peers.txt
 # A SKIP line in the `cuda` tests or a skipped `cuda_` criterion group fails its stage:
@@ -32,10 +32,11 @@ carry=device-carry
 scale=${HV_STAGE_SCALE:-1}
 rehearsal=${HV_REHEARSAL:-}
 
-# Runs "$@" under `timeout` for $1 seconds (scaled), with the emulated driver preloaded
-# when HV_PRELOAD names it; returns the command's status (124 when cut).
+# Runs "$@" under `timeout` for $1 seconds, with the emulated driver preloaded when
+# HV_PRELOAD names it; returns the command's status (124 when cut, or at once when no
+# time is left).
 limited() {
-    local secs=$(($1 * scale))
+    local secs=$1
     shift
     if [ "$secs" -le 0 ]; then return 124; fi
     if [ -n "${HV_PRELOAD:-}" ]; then
@@ -58,19 +59,19 @@ status_of() { # exit code -> ok | timed_out | failed
 stage_device() {
     local t0=$SECONDS st=ok
     if command -v nvidia-smi >/dev/null; then
-        limited 10 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
+        limited $((10 * scale)) nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
             >"$out/device.txt" 2>&1 || st=failed
     else
         echo "nvidia-smi: not found" >"$out/device.txt"
     fi
     cat "$out/device.txt"
-    limited 10 "$carry/hybridvec" info --json >"$out/info.json" 2>"$out/info.err" || st=failed
+    limited $((10 * scale)) "$carry/hybridvec" info --json >"$out/info.json" 2>"$out/info.err" || st=failed
     cat "$out/info.json"
     stage_done device "$st" "$t0"
 }
 
 stage_tests() {
-    local t0=$SECONDS limit=180 st=ok
+    local t0=$SECONDS limit=$((150 * scale)) st=ok
     local bins=("$carry/tests/cuda" "$carry/tests/dispatch" "$carry/tests/cli" "$carry/tests/api")
     for t in "$carry"/tests/*; do
         case " ${bins[*]} " in *" $t "*) ;; *) bins+=("$t") ;; esac
@@ -104,9 +105,11 @@ stage_tests() {
 }
 
 stage_bench() {
-    local t0=$SECONDS limit=90 st=ok shapes
+    local t0=$SECONDS limit=$((120 * scale)) st=ok shapes repeat=20
     if [ -n "$rehearsal" ]; then
-        shapes=("1 20000 64 10 fp32" "4 5000 64 10 fp16" "64 4000 64 10 tf32" "2 3000 64 1024 fp32")
+        # The emulator takes seconds a call: a few small calls.
+        shapes=("1 4000 32 10 fp32" "4 2000 32 10 fp16" "40 1000 32 10 tf32" "2 1500 32 1024 fp32")
+        repeat=2
     else
         shapes=("1 1000000 768 10 fp32" "1 1000000 768 10 fp16" "1 100000 768 10 fp32"
             "1024 1000000 768 10 fp32" "1024 1000000 768 10 tf32" "1024 1000000 768 10 fp16"
@@ -116,7 +119,7 @@ stage_bench() {
         local q n d k p rc=0
         read -r q n d k p <<<"$shape"
         limited $((limit - (SECONDS - t0))) "$carry/hybridvec" bench --backend cuda --json \
-            --queries "$q" --corpus "$n" --dim "$d" --k "$k" --precision "$p" --repeat 20 \
+            --queries "$q" --corpus "$n" --dim "$d" --k "$k" --precision "$p" --repeat "$repeat" \
             >>"$out/bench-cuda.jsonl" 2>>"$out/bench-cuda.err" || rc=$?
         tail -n 1 "$out/bench-cuda.jsonl"
         if [ "$rc" -ne 0 ]; then
@@ -129,15 +132,17 @@ stage_bench() {
 }
 
 stage_criterion() {
-    local t0=$SECONDS limit=120 st=ok
+    local t0=$SECONDS limit=$((120 * scale)) st=ok
     for bench in top_k cosine; do
         local rc=0 log="$out/criterion-$bench.txt"
         if [ -n "$rehearsal" ]; then
             # Listed, not timed: on the emulator a measurement would take hours.
-            limited 30 "$carry/benches/$bench" --bench --list cuda_ >"$log" 2>&1 || rc=$?
+            limited $((30 * scale)) "$carry/benches/$bench" --bench --list cuda_ >"$log" 2>&1 || rc=$?
             grep -q "^cuda_" "$log" || rc=1
         else
+            # Shorter than criterion's 3 s + 5 s per benchmark, so both files fit.
             limited $((limit - (SECONDS - t0))) "$carry/benches/$bench" --bench cuda_ \
+                --warm-up-time 1 --measurement-time 3 \
                 >"$log" 2>&1 || rc=$?
             grep -q "^SKIP" "$log" && rc=1
         fi
@@ -160,7 +165,7 @@ stage_peers() {
         st=failed
     else
         local rc=0
-        limited 60 python3 "$peers" >"$out/gpu_peers.txt" 2>&1 || rc=$?
+        limited $((60 * scale)) python3 "$peers" >"$out/gpu_peers.txt" 2>&1 || rc=$?
         cat "$out/gpu_peers.txt"
         st=$(status_of "$rc")
     fi
