@@ -17,7 +17,9 @@ import ctypes
 import glob
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,8 +129,13 @@ def main():
             for arch in CUBIN_ARCHS:
                 cubin = cubin_path(src, arch)
                 fresh = cubin + ".new"
-                r = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", ptx_path(src), "-o", fresh],
-                                   capture_output=True, text=True)
+                # In an empty directory: ptxas writes the modification time of each source
+                # file the line info names when it finds one, which differs per checkout.
+                with tempfile.TemporaryDirectory() as work:
+                    shutil.copy(ptx_path(src), work)
+                    r = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", os.path.basename(ptx_path(src)),
+                                        "-o", os.path.abspath(fresh)],
+                                       capture_output=True, text=True, cwd=work)
                 report = r.stdout + r.stderr
                 if r.returncode != 0:
                     sys.exit(f"ptxas failed on {src} for {arch}:\n{report}")
