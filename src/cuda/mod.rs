@@ -9,8 +9,9 @@
 //!
 //! The rooms, from the call down: `backend` (the `Backend` implementation and
 //! each call's flow), `plan` (chunk sizes from free memory), `program` (every launch of a
-//! call, as data), `launch` (a program run on a stream), `resident` (the corpus kept on
-//! the device) and `error` (driver errors mapped to what the executor does next). The
+//! call, as data), `launch` (a program run on a stream), `images` (the embedded cubins
+//! and PTX, and which one a device loads), `resident` (the corpus kept on the device) and
+//! `error` (driver errors mapped to what the executor does next). The
 //! emulation tests (`emulated`) run the same programs on the CPU.
 
 mod backend;
