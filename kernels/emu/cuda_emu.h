@@ -52,15 +52,22 @@ namespace hv_emu {
 enum class State { Ready, Waiting, Done };
 
 // A fiber starts once through makecontext/swapcontext; every later switch is a
-// _setjmp/_longjmp pair, which (unlike swapcontext) makes no system call.
+// _setjmp/_longjmp pair, which (unlike swapcontext) makes no system call. Fibers and their
+// stacks outlive a block and a launch (see `fiber_pool`): a fiber that finished its body
+// parks at the top of its loop, and the next block resumes it there, so a block costs no
+// stack allocation and no context set-up.
 struct Fiber {
-    ucontext_t ctx;
     jmp_buf jb;
-    bool started = false;
-    std::unique_ptr<char[]> stack;
-    dim3 tid;
-    unsigned int linear = 0;
+    // Parked at the top of `fiber_main`'s loop: resuming it runs the next body. A fiber
+    // that never ran, or was abandoned mid-body (a deadlocked block), starts afresh.
+    bool parked = false;
+    bool fresh = true;
     State state = State::Ready;
+    unsigned int linear = 0;
+    dim3 tid;
+    char* stack_base = nullptr;
+    size_t stack_bytes = 0;
+    std::unique_ptr<char[]> stack;
 };
 
 // A barrier over a group of fibers (the block, or one warp): released when every live
@@ -74,12 +81,13 @@ struct Group {
 struct Launch {
     dim3 grid, block, bid;
     unsigned int threads = 0;
-    std::vector<Fiber> fibers;
+    Fiber* fibers = nullptr;  // the calling thread's pool, at least `threads` long
     Group block_group;
     std::vector<Group> warp_groups;
     std::vector<uint64_t> warp_slots;  // 32 per warp: the values lanes exchange
     std::vector<int> ready;
     ucontext_t scheduler;
+    ucontext_t start;  // scratch for starting a fresh fiber
     jmp_buf scheduler_jb;
     int current = -1;
     std::mt19937_64 rng;
@@ -171,25 +179,46 @@ inline void gather(T v, T (&all)[32]) {
 }
 
 inline void fiber_main() {
-    Launch* l = launch();
-    l->body(l->body_arg);
-    Fiber& f = me();
-    f.state = State::Done;
-    // An exited thread no longer counts at the block's or its warp's barriers.
-    for (Group* g : {&l->block_group, &my_warp()}) {
-        --g->live;
-        if (g->live > 0 && g->arrived == g->live) release(*g);
+    for (;;) {
+        Launch* l = launch();
+        l->body(l->body_arg);
+        Fiber& f = me();
+        f.state = State::Done;
+        // An exited thread no longer counts at the block's or its warp's barriers.
+        for (Group* g : {&l->block_group, &my_warp()}) {
+            --g->live;
+            if (g->live > 0 && g->arrived == g->live) release(*g);
+        }
+        f.parked = true;
+        if (!_setjmp(f.jb)) _longjmp(l->scheduler_jb, 1);
     }
-    _longjmp(l->scheduler_jb, 1);
+}
+
+// The calling OS thread's fibers, kept for its later launches. A thread (a stream of the
+// emulated driver) never shares its fibers, since a parked fiber's saved context belongs
+// to the thread that parked it.
+inline std::vector<Fiber>& fiber_pool(unsigned int threads) {
+    static thread_local std::vector<Fiber> pool;
+    if (pool.size() < threads) {
+        std::vector<Fiber> grown(threads);
+        for (size_t i = 0; i < pool.size(); ++i) grown[i] = std::move(pool[i]);
+        pool = std::move(grown);
+    }
+    return pool;
 }
 
 // Runs `f` until it waits or exits. Kept out of line so no caller's locals live across
 // the _setjmp.
 __attribute__((noinline)) inline void resume(Launch& l, Fiber& f) {
     if (!_setjmp(l.scheduler_jb)) {
-        if (f.started) _longjmp(f.jb, 1);
-        f.started = true;
-        swapcontext(&l.scheduler, &f.ctx);
+        if (!f.fresh) _longjmp(f.jb, 1);
+        f.fresh = false;
+        getcontext(&l.start);
+        l.start.uc_stack.ss_sp = f.stack_base;
+        l.start.uc_stack.ss_size = f.stack_bytes;
+        l.start.uc_link = nullptr;
+        makecontext(&l.start, fiber_main, 0);
+        swapcontext(&l.scheduler, &l.start);
     }
 }
 
@@ -201,16 +230,19 @@ inline void run_block(Launch& l) {
     l.ready.clear();
     for (unsigned int t = 0; t < l.threads; ++t) {
         Fiber& f = l.fibers[t];
-        if (!f.stack) f.stack.reset(new char[stack_bytes]);
+        if (!f.stack) {
+            f.stack.reset(new char[stack_bytes]);
+            // Stacks of equal size share their cache sets at the top, where every switch
+            // lands; a per-fiber offset spreads them over the caches.
+            size_t stagger = (t * 17 % 1024) * 64;
+            f.stack_base = f.stack.get();
+            f.stack_bytes = stack_bytes - stagger;
+        }
         f.linear = t;
         f.tid = dim3{t % l.block.x, (t / l.block.x) % l.block.y, t / (l.block.x * l.block.y)};
         f.state = State::Ready;
-        f.started = false;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack.get();
-        f.ctx.uc_stack.ss_size = stack_bytes;
-        f.ctx.uc_link = nullptr;
-        makecontext(&f.ctx, fiber_main, 0);
+        f.fresh = !f.parked;
+        f.parked = false;
         l.ready.push_back(static_cast<int>(t));
     }
     unsigned int done = 0;
@@ -223,7 +255,8 @@ inline void run_block(Launch& l) {
             if (l.error.empty()) l.error = msg;
             return;
         }
-        size_t pick = l.rng() % l.ready.size();
+        // A uniform pick without a division (Lemire's multiply-shift).
+        size_t pick = static_cast<size_t>((static_cast<unsigned __int128>(l.rng()) * l.ready.size()) >> 64);
         int f = l.ready[pick];
         l.ready[pick] = l.ready.back();
         l.ready.pop_back();

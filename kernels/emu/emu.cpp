@@ -108,7 +108,7 @@ extern "C" int hv_emu_launch(const char* name, const unsigned int* grid, const u
     if (l.threads == 0 || l.threads > 1024 || l.threads % 32 != 0)
         return report("block size must be a multiple of 32 up to 1024");
     if (smem > 48 * 1024) return report("more than 48 KiB of dynamic shared memory");
-    l.fibers.resize(l.threads);
+    l.fibers = hv_emu::fiber_pool(l.threads).data();
     l.warp_groups.resize(l.threads / 32);
     l.warp_slots.assign(l.threads, 0);
     l.dynamic_smem.assign(smem, 0xCD);  // garbage, as on a GPU

@@ -155,7 +155,7 @@ fn build(out: &Path) -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let status = Command::new(&cxx)
-        .args(["-std=c++17", "-O1", "-shared", "-fPIC", "-pthread"])
+        .args(["-std=c++17", "-O2", "-shared", "-fPIC", "-pthread"])
         .args(["-Wall", "-Wextra", "-Werror"])
         .args(["-Wno-unknown-pragmas", "-Wno-unused-parameter"])
         // Fibers switch stacks with _longjmp, which the fortified variant refuses.

@@ -48,7 +48,7 @@ fn build() -> Result<PathBuf, String> {
     let status = Command::new(&cxx)
         .args([
             "-std=c++17",
-            "-O1",
+            "-O2",
             "-shared",
             "-fPIC",
             "-Wall",
