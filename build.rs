@@ -11,6 +11,10 @@
 //!
 //! Either way `OUT_DIR/kernels.rs` lists the images (`KERNEL_IMAGES`, for
 //! `include_bytes!`) and how they were built (`KERNEL_BUILD`).
+//!
+//! On Linux it also builds the driver guard (`kernels/guard`, see `src/cuda/guard.rs`)
+//! with the C compiler that links the crate, into `OUT_DIR/driver_guard.rs`
+//! (`DRIVER_GUARD`: the library's bytes, empty where it could not be built).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -85,6 +89,80 @@ fn main() {
     )
     .unwrap();
     std::fs::write(out.join("kernels.rs"), listing).expect("write kernels.rs");
+    build_driver_guard(&out);
+}
+
+/// Builds `kernels/guard/driver_guard.c` into a library whose soname is `libcuda.so` and
+/// which needs `libcuda.so.1` (linked against an empty stand-in of that name, so no
+/// driver is needed here), and writes `OUT_DIR/driver_guard.rs`. Without a C compiler, or
+/// off Linux, the guard is empty and hybridvec loads the driver directly.
+fn build_driver_guard(out: &Path) {
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let lib = out.join("driver_guard.so");
+    let built = target_os == "linux"
+        && std::env::var_os("DOCS_RS").is_none()
+        && compile_driver_guard(out, &lib)
+            .map_err(|e| println!("cargo:warning=driver guard not built ({e}); CUDA result codes newer than the bindings are then undefined behaviour in cudarc"))
+            .is_ok();
+    let bytes = if built {
+        format!("include_bytes!({:?})", lib.display().to_string())
+    } else {
+        "&[]".to_string()
+    };
+    std::fs::write(
+        out.join("driver_guard.rs"),
+        format!("/// The driver guard's shared library (empty: not built).\npub(crate) const DRIVER_GUARD: &[u8] = {bytes};\n"),
+    )
+    .expect("write driver_guard.rs");
+}
+
+fn compile_driver_guard(out: &Path, lib: &Path) -> Result<(), String> {
+    let cc = cc::Build::new()
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .try_get_compiler()
+        .map_err(|e| e.to_string())?;
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let o = cmd
+            .output()
+            .map_err(|e| format!("{}: {e}", cc.path().display()))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string())
+        }
+    };
+    let stub_dir = out.join("guard-stub");
+    std::fs::create_dir_all(&stub_dir).map_err(|e| e.to_string())?;
+    let empty = stub_dir.join("empty.c");
+    std::fs::write(&empty, "").map_err(|e| e.to_string())?;
+    let stub = stub_dir.join("libcuda.so.1");
+    run(cc
+        .to_command()
+        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+        .arg(&stub)
+        .arg(&empty))?;
+    run(cc
+        .to_command()
+        .args([
+            "-std=c11",
+            "-O2",
+            "-g0",
+            "-Wall",
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libcuda.so",
+        ])
+        .arg("-o")
+        .arg(lib)
+        .arg("kernels/guard/driver_guard.c")
+        .arg("-Wl,--no-as-needed")
+        .arg(&stub)
+        .arg("-ldl"))
 }
 
 /// nvcc as `cc` finds it, if it runs.

@@ -209,9 +209,9 @@ run)
 rehearse)
     bash "$0" prepare
     mkdir -p target/emulated-driver
-    driver=$PWD/target/emulated-driver/libcuda.so
-    "${CXX:-c++}" -std=c++17 -O1 -shared -fPIC -pthread -U_FORTIFY_SOURCE \
-        -Wl,-soname,libcuda.so -o "$driver" kernels/emu/emu.cpp kernels/emu/driver.cpp
+    driver=$PWD/target/emulated-driver/libcuda.so.1
+    "${CXX:-c++}" -std=c++17 -O2 -shared -fPIC -pthread -U_FORTIFY_SOURCE \
+        -Wl,-soname,libcuda.so.1 -o "$driver" kernels/emu/emu.cpp kernels/emu/driver.cpp
     dir=$(mktemp -d "${TMPDIR:-/tmp}/hv-rehearsal.XXXXXX")
     git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$dir"
     cp -r "$carry" "$dir/"

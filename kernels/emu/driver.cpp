@@ -1,8 +1,9 @@
 // An emulated CUDA driver: the entry points of libcuda that hybridvec (through cudarc)
 // resolves, over host memory, with the kernels of emu.cpp. Built by the tests into one
-// shared library whose soname is "libcuda.so", so that once a test has loaded it (or
-// LD_PRELOAD has), cudarc's dlopen("libcuda.so") finds it instead of a driver. Never
-// shipped and never loaded unless asked for.
+// shared library whose soname is the driver's, "libcuda.so.1", so that once a test has
+// loaded it (or LD_PRELOAD has), the driver guard (kernels/guard), which needs that
+// name, forwards to it instead of a driver. Never shipped and never loaded unless asked
+// for.
 //
 // It behaves like a GPU where bugs hide:
 // - Device memory is host memory between PROT_NONE guard pages, its end against the

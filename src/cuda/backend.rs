@@ -84,7 +84,8 @@ struct TopKResult {
 impl CudaBackend {
     /// Opens device 0 and loads the kernels. Errors are reasons, for `CudaUnavailable`.
     pub(crate) fn open(config: &CudaConfig) -> std::result::Result<Self, String> {
-        let ctx = CudaContext::new(0).map_err(|e| format!("cannot create a CUDA context: {e}"))?;
+        let ctx = CudaContext::new(0)
+            .map_err(|e| format!("cannot create a CUDA context: {}", error::describe(&e)))?;
         let name = ctx.name().map_err(|e| format!("device name: {e}"))?;
         let (major, minor) = ctx
             .compute_capability()

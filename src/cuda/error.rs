@@ -43,21 +43,31 @@ fn is_sticky(code: CUresult) -> bool {
     )
 }
 
+/// The driver error in words, with the raw code where the driver guard replaced one
+/// unknown to the bindings.
+pub(super) fn describe(e: &DriverError) -> String {
+    #[cfg(target_os = "linux")]
+    if e.0 == CUresult::CUDA_ERROR_UNKNOWN {
+        return format!("{e}{}", super::guard::unknown_code_note());
+    }
+    e.to_string()
+}
+
 /// A call's allocation or launch failed, having asked for `requested` device bytes.
 pub(super) fn oom_or_launch(e: DriverError, requested: u64) -> BackendError {
     if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
         return BackendError::OutOfMemory { requested };
     }
-    if is_sticky(e.0) {
-        let first = LOST.get_or_init(|| e.to_string());
+    let sticky = is_sticky(e.0);
+    let e = describe(&e);
+    if sticky {
+        let first = LOST.get_or_init(|| e.clone());
         tracing::warn!(error = %first, "CUDA device lost; the CPU serves from now on");
         return BackendError::LaunchFailed {
             reason: format!("{e} (sticky: the device is not used again in this process)"),
         };
     }
-    BackendError::LaunchFailed {
-        reason: e.to_string(),
-    }
+    BackendError::LaunchFailed { reason: e }
 }
 
 /// The error of a call to a device that an earlier sticky error retired.

@@ -10,7 +10,8 @@
 //! The rooms, from the call down: `backend` (the `Backend` implementation and
 //! each call's flow), `plan` (chunk sizes from free memory), `program` (every launch of a
 //! call, as data), `launch` (a program run on a stream), `images` (the embedded cubins
-//! and PTX, and which one a device loads), `resident` (the corpus kept on the device) and
+//! and PTX, and which one a device loads), `guard` (the driver guard, loaded before the
+//! driver: result codes newer than the bindings), `resident` (the corpus kept on the device) and
 //! `error` (driver errors mapped to what the executor does next). The
 //! emulation tests (`emulated`) run the same programs on the CPU.
 
@@ -18,6 +19,8 @@ mod backend;
 #[cfg(test)]
 mod emulated;
 mod error;
+#[cfg(target_os = "linux")]
+mod guard;
 mod images;
 mod launch;
 pub(crate) mod plan;
@@ -122,6 +125,10 @@ pub(crate) fn start(config: &CudaConfig) -> Result<Arc<CudaBackend>, String> {
     }
     let config = *config;
     std::panic::catch_unwind(move || {
+        #[cfg(target_os = "linux")]
+        if let Err(why) = guard::install() {
+            tracing::debug!(why, "CUDA driver guard not in front of the driver");
+        }
         // SAFETY: is_culib_present only tries to dlopen the driver library's candidate
         // names and reports whether one loaded; it calls no CUDA function.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
@@ -132,7 +139,7 @@ pub(crate) fn start(config: &CudaConfig) -> Result<Arc<CudaBackend>, String> {
             );
         }
         let count = cudarc::driver::CudaContext::device_count()
-            .map_err(|e| format!("the CUDA driver failed to start: {e}"))?;
+            .map_err(|e| format!("the CUDA driver failed to start: {}", error::describe(&e)))?;
         if count < 1 {
             return Err("the CUDA driver reports no device".to_string());
         }

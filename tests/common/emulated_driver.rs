@@ -1,6 +1,7 @@
 //! The emulated CUDA driver (`kernels/emu/driver.cpp` with the kernels of `emu.cpp`),
-//! built with the system C++ compiler and loaded into this process, so that cudarc finds
-//! it as `libcuda.so` and the whole CUDA backend runs on the CPU.
+//! built with the system C++ compiler and loaded into this process, so that the backend
+//! finds it as the driver (`libcuda.so.1`, behind the driver guard, or by cudarc's own
+//! search where the guard is off) and the whole CUDA backend runs on the CPU.
 //!
 //! It must be loaded before anything asks for the driver: every test of a test binary
 //! that uses it calls [`driver`] first. The driver's state (memory, faults, the sticky
@@ -160,9 +161,9 @@ fn build(out: &Path) -> Result<(), String> {
         .args(["-Wno-unknown-pragmas", "-Wno-unused-parameter"])
         // Fibers switch stacks with _longjmp, which the fortified variant refuses.
         .arg("-U_FORTIFY_SOURCE")
-        // cudarc asks the dynamic loader for "libcuda.so" first; a loaded object with
-        // that soname answers it.
-        .arg("-Wl,-soname,libcuda.so")
+        // The driver's soname: the driver guard needs "libcuda.so.1", and a loaded
+        // object with that soname answers it (cudarc also tries the name, last).
+        .arg("-Wl,-soname,libcuda.so.1")
         .arg("-o")
         .arg(out)
         .arg(root.join("kernels/emu/emu.cpp"))
