@@ -70,8 +70,13 @@ fn load() -> Result<Guard, String> {
     // SAFETY: the library is the guard built by build.rs; its only initialisers are the C
     // runtime's, and loading it loads the driver (`libcuda.so.1`), which any CUDA use
     // loads too. It stays loaded for the process.
-    let lib = unsafe { libloading::os::unix::Library::open(Some(&path), flags) }
-        .map_err(|e| format!("cannot load: {e}"))?;
+    let lib = unsafe { libloading::os::unix::Library::open(Some(&path), flags) }.map_err(|e| {
+        match std::error::Error::source(&e) {
+            // The loader's own words: which library was missing.
+            Some(why) => format!("cannot load: {why}"),
+            None => format!("cannot load: {e}"),
+        }
+    })?;
     let lib = libloading::Library::from(lib);
     // SAFETY: driver_guard.c defines both with exactly these C signatures.
     let (open, last_unknown) = unsafe {

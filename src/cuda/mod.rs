@@ -126,8 +126,9 @@ pub(crate) fn start(config: &CudaConfig) -> Result<Arc<CudaBackend>, String> {
     let config = *config;
     std::panic::catch_unwind(move || {
         #[cfg(target_os = "linux")]
-        if let Err(why) = guard::install() {
-            tracing::debug!(why, "CUDA driver guard not in front of the driver");
+        match guard::install() {
+            Ok(()) => tracing::debug!("CUDA driver guard in front of libcuda.so.1"),
+            Err(why) => tracing::debug!(why, "CUDA driver guard not in front of the driver"),
         }
         // SAFETY: is_culib_present only tries to dlopen the driver library's candidate
         // names and reports whether one loaded; it calls no CUDA function.
