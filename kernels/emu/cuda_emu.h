@@ -65,9 +65,8 @@ struct Fiber {
     State state = State::Ready;
     unsigned int linear = 0;
     dim3 tid;
-    char* stack_base = nullptr;
-    size_t stack_bytes = 0;
     std::unique_ptr<char[]> stack;
+    size_t stack_bytes = 0;  // used from the bottom of `stack`: less than the allocation
 };
 
 // A barrier over a group of fibers (the block, or one warp): released when every live
@@ -199,11 +198,7 @@ inline void fiber_main() {
 // to the thread that parked it.
 inline std::vector<Fiber>& fiber_pool(unsigned int threads) {
     static thread_local std::vector<Fiber> pool;
-    if (pool.size() < threads) {
-        std::vector<Fiber> grown(threads);
-        for (size_t i = 0; i < pool.size(); ++i) grown[i] = std::move(pool[i]);
-        pool = std::move(grown);
-    }
+    if (pool.size() < threads) pool.resize(threads);
     return pool;
 }
 
@@ -214,7 +209,7 @@ __attribute__((noinline)) inline void resume(Launch& l, Fiber& f) {
         if (!f.fresh) _longjmp(f.jb, 1);
         f.fresh = false;
         getcontext(&l.start);
-        l.start.uc_stack.ss_sp = f.stack_base;
+        l.start.uc_stack.ss_sp = f.stack.get();
         l.start.uc_stack.ss_size = f.stack_bytes;
         l.start.uc_link = nullptr;
         makecontext(&l.start, fiber_main, 0);
@@ -234,9 +229,7 @@ inline void run_block(Launch& l) {
             f.stack.reset(new char[stack_bytes]);
             // Stacks of equal size share their cache sets at the top, where every switch
             // lands; a per-fiber offset spreads them over the caches.
-            size_t stagger = (t * 17 % 1024) * 64;
-            f.stack_base = f.stack.get();
-            f.stack_bytes = stack_bytes - stagger;
+            f.stack_bytes = stack_bytes - (t * 17 % 1024) * 64;
         }
         f.linear = t;
         f.tid = dim3{t % l.block.x, (t / l.block.x) % l.block.y, t / (l.block.x * l.block.y)};
