@@ -15,6 +15,7 @@
 use crate::error::Error;
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef, Scores};
+use crate::metric::Metric;
 use std::fmt;
 use std::time::Duration;
 
@@ -163,6 +164,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
         corpus: CorpusView<'_>,
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, BackendError>;
+
+    /// Whether this backend scores `metric`. Only then does it get views of that metric:
+    /// [`CorpusView::metric`] names it, the row factors come in
+    /// [`CorpusView::inv_norms`] and [`CorpusView::row_bias`] (`score = dot · factor +
+    /// bias`), and the queries are passed as given, not normalised. The default serves
+    /// cosine only; the executor runs the other metrics on the CPU.
+    fn supports_metric(&self, metric: Metric) -> bool {
+        metric == Metric::Cosine
+    }
 
     /// Into how many passes over the corpus this backend's memory plan split the last
     /// call made on this thread (then forgotten); `None` where it does not plan.

@@ -169,6 +169,15 @@ pub enum Error {
         /// Bytes available when it was checked.
         available: u64,
     },
+    /// The values are too large for a metric's scores to be held in f32: an inner
+    /// product or a squared L2 distance beyond `f32::MAX` (about 3.4e38).
+    #[error("{metric} scores out of f32 range: {reason}")]
+    ScoreOutOfRange {
+        /// The metric's short name (`ip`, `l2`).
+        metric: &'static str,
+        /// Which query or row, and its magnitude.
+        reason: String,
+    },
     /// An operating-system I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

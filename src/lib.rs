@@ -62,6 +62,7 @@ mod hit;
 pub mod input;
 mod matrix;
 mod mem;
+pub mod metric;
 mod simd;
 pub mod warm;
 
@@ -72,9 +73,11 @@ pub use error::{Error, Result};
 pub use executor::{
     BackendCallStats, BackendMetrics, BreakerState, Bucket, Capabilities, Decision, DevicePolicy,
     DispatchPolicy, ExecutionReport, ExecutorConfig, ExecutorStats, FallbackAction, FallbackStep,
-    HybridExecutor, MetricsSnapshot, Op, PerformanceTracker, Reason, Shape, TrackerConfig,
+    HybridExecutor, MetricsSnapshot, Op, PerformanceTracker, Reason, SearchOptions, Shape,
+    TrackerConfig,
 };
 pub use hit::Hit;
+pub use metric::Metric;
 pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
 pub use warm::{
     DamagedRecord, Record, Recovery, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats,

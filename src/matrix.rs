@@ -2,6 +2,7 @@
 //! row norms.
 
 use crate::error::{Error, Result};
+use crate::metric::{Metric, RowScoring, ScoringCache};
 use crate::simd;
 use rayon::prelude::*;
 
@@ -207,6 +208,8 @@ impl Matrix {
 pub struct Corpus {
     matrix: Matrix,
     inv_norms: Vec<f32>,
+    /// The inner-product and L2 factors, computed on first use.
+    scoring: ScoringCache,
     /// Unique per corpus built in this process: a device keeps its copy under it.
     id: u64,
 }
@@ -252,6 +255,7 @@ impl Corpus {
         Ok(Self {
             matrix,
             inv_norms,
+            scoring: ScoringCache::default(),
             id: next_identity(),
         })
     }
@@ -281,6 +285,9 @@ impl Corpus {
         CorpusView {
             matrix: self.matrix.view(),
             inv_norms: &self.inv_norms,
+            bias: None,
+            metric: Metric::Cosine,
+            cache: Some(&self.scoring),
             live: None,
             origin: Origin::Corpus(self.id),
         }
@@ -305,7 +312,14 @@ impl<'a> From<&'a Corpus> for CorpusView<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct CorpusView<'a> {
     matrix: MatrixRef<'a>,
+    /// The factor of each row's dot products: `1/‖row‖` for cosine, 1 otherwise.
     inv_norms: &'a [f32],
+    /// Added to each row's scaled dot products (L2's `−‖row‖²/2`).
+    bias: Option<&'a [f32]>,
+    /// The metric `inv_norms` and `bias` score for.
+    metric: Metric,
+    /// The corpus's cached factors of the other metrics, when it has them.
+    cache: Option<&'a ScoringCache>,
     live: Option<&'a [u32]>,
     origin: Origin,
 }
@@ -325,9 +339,41 @@ impl<'a> CorpusView<'a> {
         Self {
             matrix,
             inv_norms,
+            bias: None,
+            metric: Metric::Cosine,
+            cache: None,
             live,
             origin,
         }
+    }
+
+    /// This (cosine) view scoring for `metric` with the factors `scoring` instead (see
+    /// [`crate::metric`]). Only backends that serve the metric may see it.
+    pub(crate) fn scored_by(self, metric: Metric, scoring: &'a RowScoring) -> Self {
+        debug_assert_eq!(scoring.scale.len(), self.rows());
+        Self {
+            inv_norms: &scoring.scale,
+            bias: scoring.bias.as_deref(),
+            metric,
+            ..self
+        }
+    }
+
+    /// The factors cached with the corpus this view reads, when it has a cache.
+    pub(crate) fn scoring_cache(&self) -> Option<&'a ScoringCache> {
+        self.cache
+    }
+
+    /// What the backend adds to each row's scaled dot products (L2's `−‖row‖²/2`), or
+    /// `None` when it adds nothing.
+    pub fn row_bias(&self) -> Option<&'a [f32]> {
+        self.bias
+    }
+
+    /// The metric this view's factors score for. Backends see [`Metric::Cosine`] only,
+    /// unless they serve others ([`Backend::supports_metric`](crate::Backend::supports_metric)).
+    pub fn metric(&self) -> Metric {
+        self.metric
     }
 
     /// One bit per row, set for a live row (bit `i % 32` of word `i / 32`), or `None`
@@ -356,7 +402,8 @@ impl<'a> CorpusView<'a> {
         self.matrix
     }
 
-    /// `1 / ‖row i‖`, or 0 for a zero row.
+    /// The factor of row `i`'s dot products: for cosine `1 / ‖row i‖`, or 0 for a zero
+    /// row; 1 for the other metrics. NaN for a row masked out (deleted from a store).
     pub fn inv_norms(&self) -> &'a [f32] {
         self.inv_norms
     }

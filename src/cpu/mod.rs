@@ -274,6 +274,9 @@ impl CpuBackend {
         let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
         let inv = &corpus.inv_norms()[rows.clone()];
         crate::simd::dots_rows(self.level, block, d, queries.as_slice(), inv, tmp);
+        if let Some(bias) = corpus.row_bias() {
+            topk::add_bias_columns(tmp, &bias[rows.clone()]);
+        }
         for (i, scores) in tmp.chunks_exact(n).enumerate() {
             // SAFETY: query `i`'s columns `rows` are inside the caller's tile, and `scores`
             // (scratch of this task) does not overlap the output.
@@ -323,10 +326,12 @@ unsafe fn tile_block_into(
 ) {
     let ldt = tile_scores(packed, corpus, rows.clone(), tile);
     let inv = &corpus.inv_norms()[rows.clone()];
+    let bias = corpus.row_bias().map(|b| &b[rows.clone()]);
     for i in 0..packed.queries() {
         for (r, &w) in inv.iter().enumerate() {
+            let s = tile[r * ldt + i] * w + bias.map_or(0.0, |b| b[r]);
             // SAFETY: query `i` and column `rows.start + r` are inside the caller's tile.
-            unsafe { *dst.0.add(i * ld + rows.start + r) = tile[r * ldt + i] * w };
+            unsafe { *dst.0.add(i * ld + rows.start + r) = s };
         }
     }
 }
@@ -349,6 +354,9 @@ impl Backend for CpuBackend {
     }
     fn rates(&self) -> Rates {
         CpuBackend::rates(self)
+    }
+    fn supports_metric(&self, _metric: crate::metric::Metric) -> bool {
+        true
     }
     fn cosine(
         &self,

@@ -221,9 +221,17 @@ impl CpuBackend {
                 .for_each_init(Scratch::default, |scratch, b| {
                     let rows = b * block..((b + 1) * block).min(n);
                     let layout = match &packed {
-                        Some(p) => Layout::Rows {
-                            ld: tile_scores(p, corpus, rows.clone(), &mut scratch.scores),
-                        },
+                        Some(p) => {
+                            let ld = tile_scores(p, corpus, rows.clone(), &mut scratch.scores);
+                            match corpus.row_bias() {
+                                Some(bias) => {
+                                    let (inv, bias) = (&corpus.inv_norms()[rows.clone()], &bias[rows.clone()]);
+                                    scale_and_bias_tile(&mut scratch.scores, ld, q, inv, bias);
+                                    Layout::Scored { ld }
+                                }
+                                None => Layout::Rows { ld },
+                            }
+                        }
                         None => {
                             self.stream_scores(queries, corpus, rows.clone(), &mut scratch.scores);
                             Layout::Columns
@@ -250,10 +258,38 @@ impl CpuBackend {
         let (q, d) = (queries.rows(), queries.cols());
         scores.resize(rows.len() * q, 0.0);
         let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
-        let inv = &corpus.inv_norms()[rows];
+        let inv = &corpus.inv_norms()[rows.clone()];
         crate::simd::dots_rows(self.level, block, d, queries.as_slice(), inv, scores);
+        if let Some(bias) = corpus.row_bias() {
+            add_bias_columns(scores, &bias[rows]);
+        }
     }
 }
+
+/// `scores[i * n + r] += bias[r]` for every query `i` of a query-major block of
+/// `n = bias.len()` rows.
+pub(super) fn add_bias_columns(scores: &mut [f32], bias: &[f32]) {
+    for column in scores.chunks_exact_mut(bias.len()) {
+        column.iter_mut().zip(bias).for_each(|(s, &b)| *s += b);
+    }
+}
+
+/// `tile[r * ld + i] = tile[r * ld + i] * scale[r] + bias[r]` for the first `q` queries
+/// of every row `r` of a score tile.
+pub(super) fn scale_and_bias_tile(
+    tile: &mut [f32],
+    ld: usize,
+    q: usize,
+    scale: &[f32],
+    bias: &[f32],
+) {
+    for (r, (&w, &b)) in scale.iter().zip(bias).enumerate() {
+        tile[r * ld..][..q].iter_mut().for_each(|s| *s = *s * w + b);
+    }
+}
+
+/// Factors of 1, for a score tile already scaled.
+static ONES: [f32; KERNEL_ROWS] = [1.0; KERNEL_ROWS];
 
 /// How a block's scores lie in [`Scratch::scores`].
 #[derive(Clone, Copy)]
@@ -261,6 +297,8 @@ enum Layout {
     /// Score tiles: row `r` at `[r * ld..]`, query `i` at `+ i`, not yet divided by the
     /// row's norm.
     Rows { ld: usize },
+    /// Score tiles already scaled and biased (for L2): as `Rows`, final scores.
+    Scored { ld: usize },
     /// The streaming kernels: query `i`'s run of the block's scores at `[i * rows..]`,
     /// already cosines.
     Columns,
@@ -346,6 +384,15 @@ impl<K: Key> Selection<K> {
                 Layout::Rows { ld } => c
                     .sel
                     .fold_block(level, scores, ld, c.first, inv, rows.start, rank),
+                Layout::Scored { ld } => c.sel.fold_block(
+                    level,
+                    scores,
+                    ld,
+                    c.first,
+                    &ONES[..rows.len()],
+                    rows.start,
+                    rank,
+                ),
                 Layout::Columns => {
                     c.sel
                         .fold_columns(level, scores, inv.len(), c.first, rows.start, rank)

@@ -8,6 +8,7 @@
 //! it chooses from, and `telemetry` the optional `metrics` feed. The executor sits on top:
 //! it sees the backends only through the [`Backend`] trait, and nothing below it knows it.
 
+mod exact;
 mod policy;
 mod report;
 mod run;
@@ -30,7 +31,9 @@ use crate::cuda::{self, CudaConfig, CudaStatus};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{normalize, CorpusView, MatrixRef, Scores};
+use crate::metric::{Metric, RowScoring};
 use crate::warm::{StoreHit, WarmStore};
+use rayon::prelude::*;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -286,17 +289,177 @@ impl HybridExecutor {
         let unit = prepare_queries(queries, corpus)?;
         let unit = MatrixRef::new(&unit, queries.rows(), queries.cols())?;
         let k = k.min(corpus.rows());
-        // The hits, and the selections of one pass that they are sorted out of.
-        let per_pass = queries_per_pass(queries.rows(), queries.cols(), k, corpus.rows());
-        let out_bytes = queries
-            .rows()
-            .checked_mul(k)
-            .and_then(|n| n.checked_mul(std::mem::size_of::<Hit>()))
-            .zip(selection_bytes(per_pass, k, corpus.rows()))
-            .and_then(|(hits, selection)| hits.checked_add(selection));
-        crate::mem::check_available(out_bytes, "the top-k hits and their selection")?;
+        check_top_k_memory(queries.rows(), queries.cols(), k, corpus.rows())?;
         self.run(Op::TopK, unit, corpus, start, |b, q| b.top_k(q, corpus, k))
     }
+
+    /// The `k` best corpus rows per query under `options` (its [`Metric`]), best first:
+    /// the highest cosine or inner product, the smallest squared L2 distance; ties go to
+    /// the lower index. Inner product and L2 are exact (see [`Metric`]): candidates are
+    /// re-scored in f64 and certified, L2 by the direct difference.
+    ///
+    /// ```
+    /// use hybridvec::{Corpus, ExecutorConfig, HybridExecutor, MatrixRef, Metric, SearchOptions};
+    ///
+    /// let corpus = Corpus::new(vec![0.0, 0.0,   3.0, 4.0,   1.0, 1.0], 2)?;
+    /// let exec = HybridExecutor::new(ExecutorConfig::default())?;
+    /// let q = [1.0, 0.0];
+    /// let near = exec.search(MatrixRef::new(&q, 1, 2)?, &corpus, 2, &SearchOptions::new(Metric::L2))?;
+    /// assert_eq!((near[0][0].index, near[0][0].score), (2, 1.0)); // squared distance
+    /// assert_eq!((near[0][1].index, near[0][1].score), (0, 1.0));
+    /// let ip = exec.search(MatrixRef::new(&q, 1, 2)?, &corpus, 1, &SearchOptions::new(Metric::InnerProduct))?;
+    /// assert_eq!((ip[0][0].index, ip[0][0].score), (1, 3.0));
+    /// # Ok::<(), hybridvec::Error>(())
+    /// ```
+    ///
+    /// Errors: those of [`top_k`](Self::top_k), and [`Error::ScoreOutOfRange`] when a score
+    /// does not fit f32 (L2 takes norms up to 1e18).
+    pub fn search<'c>(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: impl Into<CorpusView<'c>>,
+        k: usize,
+        options: &SearchOptions,
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.search_with_report(queries, corpus, k, options)
+            .map(|(h, _)| h)
+    }
+
+    /// [`search`](Self::search), with the [`ExecutionReport`]: that of its first pass,
+    /// whose `corpus_passes` also counts the passes of any search again (see [`Metric`]).
+    pub fn search_with_report<'c>(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: impl Into<CorpusView<'c>>,
+        k: usize,
+        options: &SearchOptions,
+    ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        let corpus = corpus.into();
+        if options.metric == Metric::Cosine {
+            return self.top_k_with_report(queries, corpus, k);
+        }
+        let start = Instant::now();
+        if k == 0 {
+            return Err(Error::InvalidK {
+                k,
+                rows: corpus.rows(),
+            });
+        }
+        check_queries(queries, corpus)?;
+        self.top_k_dot(queries, corpus, k.min(corpus.rows()), options.metric, start)
+    }
+
+    /// Every query against every corpus row under `metric`: a `Q × N` row-major matrix of
+    /// cosines, inner products or squared L2 distances. [`cosine_similarity`] for
+    /// [`Metric::Cosine`].
+    ///
+    /// Scores are f32 dot products: within about `D·2⁻²⁴·‖q‖‖c‖` of the exact value. L2
+    /// is `‖q‖² + ‖c‖² − 2q·c` here, which for near-duplicate rows can be far from the
+    /// true small distance; [`search`](Self::search) ranks them exactly.
+    ///
+    /// Errors: those of [`cosine_similarity`], and [`Error::ScoreOutOfRange`] when
+    /// `‖q‖·‖c‖` (or L2's squared norms) could pass f32's range.
+    ///
+    /// [`cosine_similarity`]: Self::cosine_similarity
+    pub fn similarity<'c>(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: impl Into<CorpusView<'c>>,
+        metric: Metric,
+    ) -> Result<Scores> {
+        let corpus = corpus.into();
+        if metric == Metric::Cosine {
+            return self.cosine_similarity(queries, corpus);
+        }
+        let start = Instant::now();
+        check_queries(queries, corpus)?;
+        let (q, n) = (queries.rows(), corpus.rows());
+        let out_bytes = q
+            .checked_mul(n)
+            .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
+        crate::mem::check_available(out_bytes, "the Q × N score matrix")?;
+        let owned;
+        let scoring: &RowScoring = match corpus.scoring_cache() {
+            Some(cache) => cache.get(Metric::InnerProduct, corpus.inv_norms()),
+            None => {
+                owned = RowScoring::new(Metric::InnerProduct, corpus.inv_norms());
+                owned.as_ref()
+            }
+        }
+        .ok_or(Error::InvalidConfig("cosine is not scored here".into()))?;
+        let query_norms: Vec<f64> = (0..q)
+            .map(|i| crate::simd::sum_squares_f64(queries.row(i)).sqrt())
+            .collect();
+        let largest = query_norms.iter().copied().fold(0.0, f64::max);
+        let bound = match metric {
+            Metric::L2 => (largest + scoring.max_norm).powi(2),
+            _ => largest * scoring.max_norm,
+        };
+        if bound > f32::MAX as f64 / 2.0 {
+            return Err(Error::ScoreOutOfRange {
+                metric: metric.as_str(),
+                reason: format!(
+                    "query norm up to {largest:e} and row norm up to {:e}",
+                    scoring.max_norm
+                ),
+            });
+        }
+        let view = corpus.scored_by(Metric::InnerProduct, scoring);
+        let (mut scores, _) = self.run(Op::Cosine, queries, view, start, |b, part| {
+            if b.supports_metric(Metric::InnerProduct) {
+                b.cosine(part, view)
+            } else {
+                Err(crate::backend::BackendError::Unsupported {
+                    reason: format!("{} does not score the {metric} metric", b.name()),
+                })
+            }
+        })?;
+        if metric == Metric::L2 {
+            let inv = corpus.inv_norms();
+            let cols = scores.cols();
+            scores
+                .as_mut_slice()
+                .par_chunks_mut(cols.max(1))
+                .zip(&query_norms)
+                .for_each(|(row, &qn)| {
+                    for (s, &w) in row.iter_mut().zip(inv) {
+                        let cn2 = if w > 0.0 { 1.0 / (w as f64 * w as f64) } else { 0.0 };
+                        let dist = qn * qn + cn2 - 2.0 * *s as f64;
+                        // NaN (a row masked out) stays NaN.
+                        *s = if w.is_nan() { f32::NAN } else { dist.max(0.0) as f32 };
+                    }
+                });
+        }
+        Ok(scores)
+    }
+}
+
+/// What a search takes besides `k`: the [`Metric`] (cosine by default).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SearchOptions {
+    /// What to rank by.
+    pub metric: Metric,
+}
+
+impl SearchOptions {
+    /// Options ranking by `metric`.
+    pub fn new(metric: Metric) -> Self {
+        Self { metric }
+    }
+}
+
+/// Fails with [`Error::InsufficientMemory`] unless the hits of `q` queries × `k` and one
+/// pass's selections over `n` rows fit the memory available.
+fn check_top_k_memory(q: usize, d: usize, k: usize, n: usize) -> Result<()> {
+    // The hits, and the selections of one pass that they are sorted out of.
+    let per_pass = queries_per_pass(q, d, k, n);
+    let out_bytes = q
+        .checked_mul(k)
+        .and_then(|n| n.checked_mul(std::mem::size_of::<Hit>()))
+        .zip(selection_bytes(per_pass, k, n))
+        .and_then(|(hits, selection)| hits.checked_add(selection));
+    crate::mem::check_available(out_bytes, "the top-k hits and their selection")
 }
 
 impl HybridExecutor {
@@ -321,11 +484,39 @@ impl HybridExecutor {
         store: &WarmStore,
         k: usize,
     ) -> Result<(Vec<Vec<StoreHit>>, ExecutionReport)> {
+        self.search_store_with_report(queries, store, k, &SearchOptions::default())
+    }
+
+    /// [`search`](Self::search) over the visible rows of a [`WarmStore`]: any metric,
+    /// whatever the store was built for (a store records no metric: nothing in it depends
+    /// on one). Deleted and superseded rows never appear.
+    ///
+    /// Errors: those of `search`, and [`Error::EmptyInput`] when the store has no visible
+    /// rows.
+    pub fn search_store(
+        &self,
+        queries: MatrixRef<'_>,
+        store: &WarmStore,
+        k: usize,
+        options: &SearchOptions,
+    ) -> Result<Vec<Vec<StoreHit>>> {
+        self.search_store_with_report(queries, store, k, options)
+            .map(|(hits, _)| hits)
+    }
+
+    /// [`search_store`](Self::search_store), with the [`ExecutionReport`].
+    pub fn search_store_with_report(
+        &self,
+        queries: MatrixRef<'_>,
+        store: &WarmStore,
+        k: usize,
+        options: &SearchOptions,
+    ) -> Result<(Vec<Vec<StoreHit>>, ExecutionReport)> {
         let corpus = store.corpus();
         let view = corpus.view().ok_or(Error::EmptyInput {
             what: "store has no records",
         })?;
-        let (hits, report) = self.top_k_with_report(queries, view, k)?;
+        let (hits, report) = self.search_with_report(queries, view, k, options)?;
         let hits = hits
             .into_iter()
             .map(|hs| {
@@ -344,16 +535,21 @@ impl HybridExecutor {
     }
 }
 
-/// Checks the queries against the corpus and returns them scaled to unit norm (zero rows
-/// stay zero, so they score 0 against everything).
-fn prepare_queries(queries: MatrixRef<'_>, corpus: CorpusView<'_>) -> Result<Vec<f32>> {
+/// Checks the queries' width against the corpus, and their values.
+fn check_queries(queries: MatrixRef<'_>, corpus: CorpusView<'_>) -> Result<()> {
     if queries.cols() != corpus.dim() {
         return Err(Error::DimensionMismatch {
             expected: corpus.dim(),
             got: queries.cols(),
         });
     }
-    queries.check_finite()?;
+    queries.check_finite()
+}
+
+/// Checks the queries against the corpus and returns them scaled to unit norm (zero rows
+/// stay zero, so they score 0 against everything).
+fn prepare_queries(queries: MatrixRef<'_>, corpus: CorpusView<'_>) -> Result<Vec<f32>> {
+    check_queries(queries, corpus)?;
     let mut unit = queries.as_slice().to_vec();
     unit.chunks_exact_mut(queries.cols()).for_each(normalize);
     Ok(unit)

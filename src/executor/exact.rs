@@ -1,0 +1,298 @@
+//! Exact top-k for inner product and L2: f32 candidates, an f64 re-score, and a
+//! certificate that no row left out could beat the answer.
+//!
+//! The backends rank rows by `q·c − ‖c‖²/2` for L2 and by `q̂·c` for inner product, where
+//! `q̂ = q/‖q‖` has the same ranking. Both are f32 dot products. Each approximate score
+//! `a` is within `ε` of its exact value. `ε` is the worst-case bound of an f32 dot
+//! product over `D` terms, `(D + 8)·u·(‖q‖·M + M²/2)` (`u = 2⁻²⁴`, `M` the largest row
+//! norm), and it holds whatever order a kernel sums in.
+//!
+//! L2's expanded form cancels: for rows `1e-4` apart, the error is far larger than the
+//! distances between them. So the backend returns `k' > k` candidates, and each one is
+//! re-scored in f64, L2 as the direct difference `Σ (q − c)²`. The `k` best of them are
+//! the answer only if the `k`-th best exact score is above `a_min + ε`, where `a_min` is
+//! the worst candidate's approximate score. Every row left out has `a ≤ a_min`, so its
+//! exact score is at most `a_min + ε`. A query whose certificate fails is searched again
+//! with four times the candidates. At `k' = N` (every live row a candidate) the answer is
+//! exact by construction, so the loop ends. Well-spread data certifies on the first pass.
+//! Clusters of near-duplicates and exact ties need more candidates.
+
+use super::{ExecutionReport, HybridExecutor, Op};
+use crate::backend::BackendError;
+use crate::error::{Error, Result};
+use crate::hit::Hit;
+use crate::matrix::{CorpusView, MatrixRef};
+use crate::metric::{Metric, RowScoring};
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// f32's unit roundoff.
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// The first candidate count for `k` hits among `n` rows: a margin past `k` so that the
+/// boundary between kept and left out rarely falls inside a run of near-equal scores.
+fn first_candidates(k: usize, n: usize) -> usize {
+    k.saturating_add(16 + k / 4).min(n)
+}
+
+/// `Σ a·b` in f64.
+fn dot64(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] as f64 * y[l] as f64;
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(&x, &y)| x as f64 * y as f64).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// `Σ (a − b)²` in f64 (each difference is exact in f64).
+fn l2_64(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            let t = x[l] as f64 - y[l] as f64;
+            acc[l] += t * t;
+        }
+    }
+    let tail: f64 = ra
+        .iter()
+        .zip(rb)
+        .map(|(&x, &y)| {
+            let t = x as f64 - y as f64;
+            t * t
+        })
+        .sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// The largest magnitude L2 accepts for a query or row norm: squared distances then stay
+/// below `4e36`, inside f32's range, and so do the expanded scores.
+const L2_MAX_NORM: f64 = 1e18;
+
+/// One query's candidates, re-scored and certified: its `k` hits, or `None` when a row
+/// left out might beat them.
+fn certify(
+    metric: Metric,
+    query: &[f32],
+    corpus: CorpusView<'_>,
+    candidates: &[Hit],
+    asked: usize,
+    k: usize,
+    max_norm: f64,
+) -> Result<Option<Vec<Hit>>> {
+    let d = query.len();
+    let qn2 = dot64(query, query);
+    let qn = qn2.sqrt();
+    // Exact values: the reported score and, in the approximate score's units, its rank
+    // score.
+    let mut exact: Vec<(f64, f64, usize)> = candidates
+        .iter()
+        .map(|h| {
+            let row = corpus.matrix().row(h.index);
+            match metric {
+                Metric::L2 => {
+                    let dist = l2_64(query, row);
+                    (dist, (qn2 - dist) / 2.0, h.index)
+                }
+                _ => {
+                    let dot = dot64(query, row);
+                    (dot, if qn > 0.0 { dot / qn } else { 0.0 }, h.index)
+                }
+            }
+        })
+        .collect();
+    // Best first: the rank score, then the lower index. L2 sorts on the distance itself,
+    // which keeps its precision where `‖q‖²` dwarfs it.
+    match metric {
+        Metric::L2 => exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2))),
+        _ => exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2))),
+    }
+    // All live rows held, or a zero query, whose inner products are all exactly 0: the
+    // candidates are then the lowest indices, as the ties order them.
+    let complete = candidates.len() < asked
+        || candidates.len() == corpus.rows()
+        || (metric == Metric::InnerProduct && qn2 == 0.0);
+    if !complete {
+        let scale = match metric {
+            Metric::L2 => qn * max_norm + max_norm * max_norm / 2.0,
+            _ => max_norm,
+        };
+        let eps = ((d + 8) as f64 * U * scale + d as f64 * f32::MIN_POSITIVE as f64) * 1.01;
+        let a_min = candidates.last().map_or(f64::NEG_INFINITY, |h| h.score as f64);
+        let kth = exact.get(k.saturating_sub(1)).map_or(f64::NEG_INFINITY, |e| e.1);
+        if kth <= a_min + eps {
+            return Ok(None);
+        }
+    }
+    exact.truncate(k);
+    exact
+        .into_iter()
+        .map(|(value, _, index)| {
+            let score = value as f32;
+            if score.is_finite() {
+                Ok(Hit { index, score })
+            } else {
+                Err(Error::ScoreOutOfRange {
+                    metric: metric.as_str(),
+                    reason: format!("row {index} scores {value:e}"),
+                })
+            }
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+impl HybridExecutor {
+    /// Exact top-k under inner product or L2 for checked `queries` (finite, of the
+    /// corpus's width) and `1 <= k <= corpus.rows()`; see the module docs.
+    pub(super) fn top_k_dot(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+        metric: Metric,
+        start: Instant,
+    ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        let owned;
+        let scoring: &RowScoring = match corpus.scoring_cache() {
+            Some(cache) => cache.get(metric, corpus.inv_norms()),
+            None => {
+                owned = RowScoring::new(metric, corpus.inv_norms());
+                owned.as_ref()
+            }
+        }
+        .ok_or(Error::InvalidConfig("cosine is not scored here".into()))?;
+        let view = corpus.scored_by(metric, scoring);
+        let (q, d, n) = (queries.rows(), queries.cols(), corpus.rows());
+        // The queries the backends see: as given for L2, unit-norm for inner product
+        // (the same ranking, and no overflow).
+        let mut approx = queries.as_slice().to_vec();
+        if metric == Metric::L2 {
+            check_l2_range(queries, scoring.max_norm)?;
+        } else {
+            approx
+                .chunks_exact_mut(d)
+                .for_each(crate::matrix::normalize);
+        }
+        let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); q];
+        let mut pending: Vec<usize> = (0..q).collect();
+        let mut asked = first_candidates(k, n);
+        let mut report: Option<ExecutionReport> = None;
+        while !pending.is_empty() {
+            super::check_top_k_memory(pending.len(), d, asked, n)?;
+            let sub: Vec<f32> = pending
+                .iter()
+                .flat_map(|&i| approx[i * d..(i + 1) * d].iter().copied())
+                .collect();
+            let sub = MatrixRef::new(&sub, pending.len(), d)?;
+            let (candidates, rep) = self.run(Op::TopK, sub, view, start, |b, part| {
+                if b.supports_metric(metric) {
+                    b.top_k(part, view, asked)
+                } else {
+                    Err(BackendError::Unsupported {
+                        reason: format!("{} does not score the {metric} metric", b.name()),
+                    })
+                }
+            })?;
+            match &mut report {
+                // Each search again is more passes over the corpus.
+                Some(first) => first.corpus_passes += rep.corpus_passes,
+                None => report = Some(rep),
+            }
+            let done: Vec<Option<Vec<Hit>>> = pending
+                .par_iter()
+                .zip(&candidates)
+                .map(|(&i, cands)| {
+                    certify(
+                        metric,
+                        queries.row(i),
+                        corpus,
+                        cands,
+                        asked,
+                        k,
+                        scoring.max_norm,
+                    )
+                })
+                .collect::<Result<_>>()?;
+            let mut again = Vec::new();
+            for (&i, result) in pending.iter().zip(done) {
+                match result {
+                    Some(h) => hits[i] = h,
+                    None => again.push(i),
+                }
+            }
+            if !again.is_empty() {
+                tracing::debug!(
+                    queries = again.len(),
+                    candidates = asked,
+                    "{metric} candidates not certified; searching again with more"
+                );
+            }
+            pending = again;
+            asked = asked.saturating_mul(4).min(n);
+        }
+        let mut report = report.ok_or(Error::EmptyInput {
+            what: "no queries",
+        })?;
+        report.elapsed = start.elapsed();
+        Ok((hits, report))
+    }
+}
+
+/// L2 scores in f32 only where norms stay below [`L2_MAX_NORM`].
+fn check_l2_range(queries: MatrixRef<'_>, max_norm: f64) -> Result<()> {
+    if max_norm > L2_MAX_NORM {
+        return Err(Error::ScoreOutOfRange {
+            metric: "l2",
+            reason: format!(
+                "a corpus row has norm {max_norm:e}; L2 takes norms up to {L2_MAX_NORM:e}"
+            ),
+        });
+    }
+    for i in 0..queries.rows() {
+        let norm = dot64(queries.row(i), queries.row(i)).sqrt();
+        if norm > L2_MAX_NORM {
+            return Err(Error::ScoreOutOfRange {
+                metric: "l2",
+                reason: format!(
+                    "query {i} has norm {norm:e}; L2 takes norms up to {L2_MAX_NORM:e}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f64_sums_match_a_plain_loop_at_every_tail_length() {
+        for len in 0..13 {
+            let a: Vec<f32> = (0..len).map(|i| i as f32 * 0.37 - 1.0).collect();
+            let b: Vec<f32> = (0..len).map(|i| 2.0 - i as f32 * 0.11).collect();
+            let dot: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            let l2: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+                .sum();
+            assert!((dot64(&a, &b) - dot).abs() <= 1e-12 * (1.0 + dot.abs()), "{len}");
+            assert!((l2_64(&a, &b) - l2).abs() <= 1e-12 * (1.0 + l2), "{len}");
+        }
+    }
+
+    #[test]
+    fn candidates_keep_a_margin_and_never_pass_the_corpus() {
+        assert_eq!(first_candidates(10, 1_000_000), 28);
+        assert_eq!(first_candidates(10, 20), 20);
+        assert_eq!(first_candidates(usize::MAX, 5), 5);
+    }
+}
