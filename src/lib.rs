@@ -77,8 +77,8 @@ pub use executor::{
     TrackerConfig,
 };
 pub use hit::Hit;
-pub use metric::Metric;
 pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
+pub use metric::Metric;
 pub use warm::{
     DamagedRecord, Record, Recovery, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats,
     WarmStore, MAX_DIM as MAX_STORE_DIM,

@@ -160,9 +160,11 @@ impl ScoringCache {
             Metric::InnerProduct => &self.inner_product,
             Metric::L2 => &self.l2,
         };
-        Some(cell.get_or_init(|| {
-            std::sync::Arc::new(RowScoring::dot(metric == Metric::L2, inv_norms))
-        }))
+        Some(
+            cell.get_or_init(|| {
+                std::sync::Arc::new(RowScoring::dot(metric == Metric::L2, inv_norms))
+            }),
+        )
     }
 }
 

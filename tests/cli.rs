@@ -277,6 +277,82 @@ fn query_json_matches_f64_reference() {
 }
 
 #[test]
+fn query_metric_ip_and_l2_match_the_f64_reference_and_a_bad_metric_is_exit_2() {
+    let dir = TempDir::new("cli-query-metric");
+    let (n, q, d, k) = (400, 3, 13, 5);
+    let corpus = Matrix::new(data::random_matrix(n, d, 84), n, d).unwrap();
+    let queries = Matrix::new(data::random_matrix(q, d, 85), q, d).unwrap();
+    let corpus_path = dir.path("corpus.npy");
+    let queries_path = dir.path("queries.npy");
+    input::write_npy(&corpus_path, &corpus).unwrap();
+    input::write_npy(&queries_path, &queries).unwrap();
+    let args = |metric: &'static str| {
+        vec![
+            "query".to_string(),
+            "--corpus".into(),
+            corpus_path.to_str().unwrap().into(),
+            "--input".into(),
+            queries_path.to_str().unwrap().into(),
+            "--k".into(),
+            k.to_string(),
+            "--metric".into(),
+            metric.into(),
+            "--json".into(),
+        ]
+    };
+    for metric in ["ip", "l2"] {
+        let a = args(metric);
+        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_ok(&o, metric);
+        let out = stdout(&o);
+        for (i, line) in out.lines().enumerate() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let qv = queries.row(i);
+            let mut want: Vec<(usize, f64)> = (0..n)
+                .map(|j| {
+                    let c = corpus.row(j);
+                    let s: f64 = if metric == "ip" {
+                        qv.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum()
+                    } else {
+                        qv.iter()
+                            .zip(c)
+                            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                            .sum()
+                    };
+                    (j, s)
+                })
+                .collect();
+            // Inner product: largest first; L2: the smallest squared distance first.
+            want.sort_by(|a, b| {
+                let o = a.1.total_cmp(&b.1);
+                if metric == "ip" { o.reverse() } else { o }.then(a.0.cmp(&b.0))
+            });
+            let hits = v["hits"].as_array().expect("hits");
+            assert_eq!(hits.len(), k, "{line}");
+            for (rank, h) in hits.iter().enumerate() {
+                let index = h["index"].as_u64().unwrap() as usize;
+                let score = h["score"].as_f64().unwrap();
+                assert_eq!(index, want[rank].0, "{metric} rank {rank}: {line}");
+                assert!(
+                    (score - want[rank].1).abs() <= 1e-6 * want[rank].1.abs(),
+                    "{metric} rank {rank}: {line}"
+                );
+            }
+        }
+    }
+    for bad in ["", "cosine2", "-1"] {
+        let mut a = args("ip");
+        a[8] = bad.to_string();
+        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(2), "--metric {bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        // clap takes `-1` for a flag and names it instead.
+        let named = if bad == "-1" { "'-1'" } else { "--metric" };
+        assert!(err.contains(named), "--metric {bad:?}: {err}");
+    }
+}
+
+#[test]
 fn query_random_and_text_output() {
     let dir = TempDir::new("cli-query-random");
     let corpus = Matrix::new(data::random_matrix(50, 8, 83), 50, 8).unwrap();
@@ -382,6 +458,15 @@ fn demo_runs_the_four_workloads() {
         );
     }
     assert!(out.contains("matches an f64 reference"), "{out}");
+    for metric in ["ip", "l2"] {
+        assert!(
+            out.lines().any(
+                |l| l.trim_start().starts_with(&format!("--metric {metric}"))
+                    && l.contains("matches an f64 reference")
+            ),
+            "demo output has no checked --metric {metric} line:\n{out}"
+        );
+    }
 }
 
 #[test]

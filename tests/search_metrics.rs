@@ -241,7 +241,9 @@ fn a_store_searched_with_any_metric_gives_the_reference_answer() {
     .unwrap();
     let rows = spread_rows(n, d, 31);
     for i in 0..n {
-        store.put(&format!("r{i}"), &rows[i * d..(i + 1) * d], b"").unwrap();
+        store
+            .put(&format!("r{i}"), &rows[i * d..(i + 1) * d], b"")
+            .unwrap();
     }
     // Deleted rows never come back, whatever the metric.
     let mut live: Vec<usize> = Vec::new();
@@ -278,7 +280,14 @@ fn a_store_searched_with_any_metric_gives_the_reference_answer() {
                         })
                         .collect();
                     let what = format!("store {metric} Q={q} k={k} query {i}");
-                    check(&what, metric, qm.row(i), &live_rows, k.min(live.len()), &hits);
+                    check(
+                        &what,
+                        metric,
+                        qm.row(i),
+                        &live_rows,
+                        k.min(live.len()),
+                        &hits,
+                    );
                 }
             }
         }

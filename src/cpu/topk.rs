@@ -225,7 +225,8 @@ impl CpuBackend {
                             let ld = tile_scores(p, corpus, rows.clone(), &mut scratch.scores);
                             match corpus.row_bias() {
                                 Some(bias) => {
-                                    let (inv, bias) = (&corpus.inv_norms()[rows.clone()], &bias[rows.clone()]);
+                                    let (inv, bias) =
+                                        (&corpus.inv_norms()[rows.clone()], &bias[rows.clone()]);
                                     scale_and_bias_tile(&mut scratch.scores, ld, q, inv, bias);
                                     Layout::Scored { ld }
                                 }

@@ -124,8 +124,12 @@ fn certify(
             _ => max_norm,
         };
         let eps = ((d + 8) as f64 * U * scale + d as f64 * f32::MIN_POSITIVE as f64) * 1.01;
-        let a_min = candidates.last().map_or(f64::NEG_INFINITY, |h| h.score as f64);
-        let kth = exact.get(k.saturating_sub(1)).map_or(f64::NEG_INFINITY, |e| e.1);
+        let a_min = candidates
+            .last()
+            .map_or(f64::NEG_INFINITY, |h| h.score as f64);
+        let kth = exact
+            .get(k.saturating_sub(1))
+            .map_or(f64::NEG_INFINITY, |e| e.1);
         if kth <= a_min + eps {
             return Ok(None);
         }
@@ -237,9 +241,7 @@ impl HybridExecutor {
             pending = again;
             asked = asked.saturating_mul(4).min(n);
         }
-        let mut report = report.ok_or(Error::EmptyInput {
-            what: "no queries",
-        })?;
+        let mut report = report.ok_or(Error::EmptyInput { what: "no queries" })?;
         report.elapsed = start.elapsed();
         Ok((hits, report))
     }
@@ -284,7 +286,10 @@ mod tests {
                 .zip(&b)
                 .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
                 .sum();
-            assert!((dot64(&a, &b) - dot).abs() <= 1e-12 * (1.0 + dot.abs()), "{len}");
+            assert!(
+                (dot64(&a, &b) - dot).abs() <= 1e-12 * (1.0 + dot.abs()),
+                "{len}"
+            );
             assert!((l2_64(&a, &b) - l2).abs() <= 1e-12 * (1.0 + l2), "{len}");
         }
     }

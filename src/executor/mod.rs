@@ -367,9 +367,20 @@ impl HybridExecutor {
         corpus: impl Into<CorpusView<'c>>,
         metric: Metric,
     ) -> Result<Scores> {
+        self.similarity_with_report(queries, corpus, metric)
+            .map(|(s, _)| s)
+    }
+
+    /// [`similarity`](Self::similarity), with the [`ExecutionReport`].
+    pub fn similarity_with_report<'c>(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: impl Into<CorpusView<'c>>,
+        metric: Metric,
+    ) -> Result<(Scores, ExecutionReport)> {
         let corpus = corpus.into();
         if metric == Metric::Cosine {
-            return self.cosine_similarity(queries, corpus);
+            return self.cosine_similarity_with_report(queries, corpus);
         }
         let start = Instant::now();
         check_queries(queries, corpus)?;
@@ -405,7 +416,7 @@ impl HybridExecutor {
             });
         }
         let view = corpus.scored_by(Metric::InnerProduct, scoring);
-        let (mut scores, _) = self.run(Op::Cosine, queries, view, start, |b, part| {
+        let (mut scores, report) = self.run(Op::Cosine, queries, view, start, |b, part| {
             if b.supports_metric(Metric::InnerProduct) {
                 b.cosine(part, view)
             } else {
@@ -423,14 +434,22 @@ impl HybridExecutor {
                 .zip(&query_norms)
                 .for_each(|(row, &qn)| {
                     for (s, &w) in row.iter_mut().zip(inv) {
-                        let cn2 = if w > 0.0 { 1.0 / (w as f64 * w as f64) } else { 0.0 };
+                        let cn2 = if w > 0.0 {
+                            1.0 / (w as f64 * w as f64)
+                        } else {
+                            0.0
+                        };
                         let dist = qn * qn + cn2 - 2.0 * *s as f64;
                         // NaN (a row masked out) stays NaN.
-                        *s = if w.is_nan() { f32::NAN } else { dist.max(0.0) as f32 };
+                        *s = if w.is_nan() {
+                            f32::NAN
+                        } else {
+                            dist.max(0.0) as f32
+                        };
                     }
                 });
         }
-        Ok(scores)
+        Ok((scores, report))
     }
 }
 

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use hybridvec::{
     data, input, BackendKind, Corpus, CudaConfig, CudaStatus, DevicePolicy, Error, ExecutionReport,
-    ExecutorConfig, Hit, HybridExecutor, MatrixRef, Precision,
+    ExecutorConfig, Hit, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
@@ -40,6 +40,25 @@ impl From<Backend> for DevicePolicy {
             Backend::Auto => DevicePolicy::Auto,
             Backend::Cpu => DevicePolicy::Cpu,
             Backend::Cuda => DevicePolicy::Cuda,
+        }
+    }
+}
+
+/// What to rank by (`--metric`): cosine, inner product, or squared L2 distance (smallest
+/// first).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum MetricArg {
+    Cos,
+    Ip,
+    L2,
+}
+
+impl From<MetricArg> for Metric {
+    fn from(m: MetricArg) -> Self {
+        match m {
+            MetricArg::Cos => Metric::Cosine,
+            MetricArg::Ip => Metric::InnerProduct,
+            MetricArg::L2 => Metric::L2,
         }
     }
 }
@@ -100,6 +119,10 @@ enum Cmd {
         /// Which backend serves.
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// What to rank by: cosine, inner product, or squared L2 distance (smallest first;
+        /// the score printed is the squared distance).
+        #[arg(long, value_enum, default_value_t = MetricArg::Cos)]
+        metric: MetricArg,
         /// One JSON line per query.
         #[arg(long)]
         json: bool,
@@ -182,6 +205,7 @@ fn main() -> ExitCode {
             input,
             k,
             backend,
+            metric,
             json,
         } => query(
             store.as_deref(),
@@ -191,6 +215,7 @@ fn main() -> ExitCode {
             input,
             k,
             backend,
+            metric.into(),
             json,
         ),
         Cmd::Ingest {
@@ -313,9 +338,12 @@ struct BenchArgs {
     /// Vector dimension (at least 1).
     #[arg(long, default_value_t = 768, value_parser = at_least_one)]
     dim: usize,
-    /// Hits per query; 0 times the full Q×N cosine matrix instead.
+    /// Hits per query; 0 times the full Q×N score matrix instead.
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// What to rank by: cosine, inner product, or squared L2 distance.
+    #[arg(long, value_enum, default_value_t = MetricArg::Cos)]
+    metric: MetricArg,
     /// Which backend serves.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
@@ -358,10 +386,12 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
     let queries = MatrixRef::new(&qdata, a.queries, a.dim)?;
     spinner.finish_and_clear();
     let run = || -> Result<ExecutionReport, Error> {
+        let metric = Metric::from(a.metric);
         Ok(if a.k == 0 {
-            std::hint::black_box(exec.cosine_similarity_with_report(queries, &corpus)?).1
+            std::hint::black_box(exec.similarity_with_report(queries, &corpus, metric)?).1
         } else {
-            std::hint::black_box(exec.top_k_with_report(queries, &corpus, a.k)?).1
+            let options = SearchOptions::new(metric);
+            std::hint::black_box(exec.search_with_report(queries, &corpus, a.k, &options)?).1
         })
     };
     run()?; // warm-up: page faults, thread start, caches
@@ -406,7 +436,8 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
             "runs_on": {"cpu": runs_on(BackendKind::Cpu), "gpu": runs_on(BackendKind::Gpu)},
             "fallbacks": reports.iter().map(|r| r.fallbacks.len()).sum::<usize>(),
             "queries": a.queries, "precision": format!("{:?}", a.precision).to_lowercase(),
-            "corpus": a.corpus, "dim": a.dim, "k": a.k, "repeat": a.repeat, "threads": caps.threads,
+            "corpus": a.corpus, "dim": a.dim, "k": a.k, "metric": Metric::from(a.metric).as_str(),
+            "repeat": a.repeat, "threads": caps.threads,
             "median_secs": median, "device_median_secs": device_median, "min_secs": times[0], "max_secs": times[times.len() - 1],
             "gflops": gflops, "gbps": gbps, "peak_rss_bytes": peak_rss_bytes(),
             "corpus_bytes": corpus.bytes(),
@@ -414,8 +445,8 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
         outln!("{v}");
     } else {
         outln!(
-            "{backend} ({reason}): Q={} N={} D={} k={}  median {:.3} ms over {} runs  {:.1} GFLOP/s  {:.1} GB/s",
-            a.queries, a.corpus, a.dim, a.k, median * 1e3, a.repeat, gflops, gbps
+            "{backend} ({reason}): Q={} N={} D={} k={} metric={}  median {:.3} ms over {} runs  {:.1} GFLOP/s  {:.1} GB/s",
+            a.queries, a.corpus, a.dim, a.k, Metric::from(a.metric), median * 1e3, a.repeat, gflops, gbps
         );
     }
     Ok(())
@@ -560,7 +591,7 @@ fn demo() -> Result<(), Error> {
                     score: h.score,
                 })
                 .collect();
-            check_against_f64(&qdata[..d], view.matrix(), &as_hits, k)?;
+            check_against_f64(&qdata[..d], view.matrix(), &as_hits, k, Metric::Cosine)?;
             let top: Vec<String> = hits[0]
                 .iter()
                 .take(3)
@@ -571,6 +602,43 @@ fn demo() -> Result<(), Error> {
                 "",
                 top.join(", ")
             );
+            // The same workload under the other metrics (the store records no metric).
+            for metric in [Metric::InnerProduct, Metric::L2] {
+                let options = SearchOptions::new(metric);
+                let mut times = Vec::new();
+                let mut hits = Vec::new();
+                let mut served = BackendKind::Cpu;
+                for _ in 0..4 {
+                    let t = Instant::now();
+                    let report;
+                    (hits, report) = exec.search_store_with_report(queries, &store, k, &options)?;
+                    times.push(t.elapsed().as_secs_f64());
+                    served = report.backend;
+                }
+                // The first run is the warm-up.
+                times.remove(0);
+                times.sort_by(f64::total_cmp);
+                let med = times[times.len() / 2];
+                let as_hits: Vec<Hit> = hits[0]
+                    .iter()
+                    .map(|h| Hit {
+                        index: h.row as usize,
+                        score: h.score,
+                    })
+                    .collect();
+                check_against_f64(&qdata[..d], view.matrix(), &as_hits, k, metric)?;
+                outln!(
+                    "{:<30} {:>16} {:>8} {:>11.2} {:>9.1}   top-1 {} {} {:.4} (matches an f64 reference)",
+                    format!("  --metric {metric}"),
+                    format!("{q}×{n}×{d}"),
+                    served.as_str(),
+                    med * 1e3,
+                    2.0 * (q as f64 * n as f64 * d as f64) / med / 1e9,
+                    hits[0][0].id,
+                    if metric == Metric::L2 { "distance²" } else { "score" },
+                    hits[0][0].score
+                );
+            }
         }
     }
     Ok(())
@@ -608,18 +676,35 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Recomputes one query's top-k in f64 and checks the engine's hits against it: every
-/// score within 1e-5 of the reference score of the same row, and each rank holding the
-/// reference's row unless the two rows' reference scores are within 2e-5 (a near-tie that
-/// f32 rounding may order either way).
-fn check_against_f64(q: &[f32], m: MatrixRef<'_>, hits: &[Hit], k: usize) -> Result<(), Error> {
+/// Recomputes one query's top-k under `metric` in f64 and checks the engine's hits
+/// against it. Cosine is ranked in f32: each score within 1e-5 of the reference score of
+/// the same row, and each rank holding the reference's row unless the two rows' reference
+/// scores are within 2e-5 (a near-tie that f32 rounding may order either way). Inner
+/// product and L2 are exact: the reference's rows, and scores within f32 rounding.
+fn check_against_f64(
+    q: &[f32],
+    m: MatrixRef<'_>,
+    hits: &[Hit],
+    k: usize,
+    metric: Metric,
+) -> Result<(), Error> {
     let qn: f64 = q.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
     let by_row: Vec<f64> = (0..m.rows())
         .map(|i| {
             let r = m.row(i);
             let dot: f64 = r.iter().zip(q).map(|(&a, &b)| a as f64 * b as f64).sum();
-            let cn: f64 = r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-            dot / (qn * cn)
+            match metric {
+                Metric::Cosine => {
+                    let cn: f64 = r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+                    dot / (qn * cn)
+                }
+                Metric::InnerProduct => dot,
+                Metric::L2 => -r
+                    .iter()
+                    .zip(q)
+                    .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                    .sum::<f64>(),
+            }
         })
         .collect();
     let mut ranked: Vec<usize> = (0..m.rows()).collect();
@@ -630,12 +715,24 @@ fn check_against_f64(q: &[f32], m: MatrixRef<'_>, hits: &[Hit], k: usize) -> Res
             hits.len()
         )));
     }
+    let exact = metric != Metric::Cosine;
     for (h, &want) in hits.iter().zip(&ranked) {
-        let score_ok = (h.score as f64 - by_row[h.index]).abs() <= 1e-5;
-        let rank_ok = h.index == want || (by_row[h.index] - by_row[want]).abs() <= 2e-5;
+        let own = by_row[h.index];
+        let reported = if metric == Metric::L2 {
+            -(h.score as f64)
+        } else {
+            h.score as f64
+        };
+        let (score_tol, tie_tol) = if exact {
+            (1e-6 * own.abs() + 1e-30, 1e-12 * own.abs() + 1e-30)
+        } else {
+            (1e-5, 2e-5)
+        };
+        let score_ok = (reported - own).abs() <= score_tol;
+        let rank_ok = h.index == want || (own - by_row[want]).abs() <= tie_tol;
         if !score_ok || !rank_ok {
             return Err(Error::InvalidConfig(format!(
-                "demo self-check failed: got row {} score {:.6}, reference row {} score {:.6}",
+                "demo self-check failed ({metric}): got row {} score {:.6}, reference row {} score {:.6}",
                 h.index, h.score, want, by_row[want]
             )));
         }
@@ -652,6 +749,7 @@ fn query(
     input_path: Option<PathBuf>,
     k: usize,
     backend: Backend,
+    metric: Metric,
     json: bool,
 ) -> Result<(), Error> {
     if k == 0 {
@@ -707,10 +805,10 @@ fn query(
     };
     let exec = executor(backend)?;
     if let Some(store) = store {
-        return store::query(&exec, &store, &qm, k, json);
+        return store::query(&exec, &store, &qm, k, metric, json);
     }
     let corpus = corpus.expect("store or corpus");
-    let hits = exec.top_k(qm.view(), &corpus, k)?;
+    let hits = exec.search(qm.view(), &corpus, k, &SearchOptions::new(metric))?;
     print_hits(
         hits.into_iter()
             .map(|hs| hs.into_iter().map(|h| (h.index, h.score)).collect()),

@@ -484,9 +484,11 @@ pub fn query(
     store: &WarmStore,
     queries: &Matrix,
     k: usize,
+    metric: hybridvec::Metric,
     json: bool,
 ) -> Result<(), Error> {
-    let hits = exec.top_k_store(queries.view(), store, k)?;
+    let options = hybridvec::SearchOptions::new(metric);
+    let hits = exec.search_store(queries.view(), store, k, &options)?;
     crate::print_hits(
         hits.into_iter()
             .map(|hs| hs.into_iter().map(|h| (h.id, h.score)).collect()),
