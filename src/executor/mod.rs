@@ -305,8 +305,9 @@ impl HybridExecutor {
     /// let exec = HybridExecutor::new(ExecutorConfig::default())?;
     /// let q = [1.0, 0.0];
     /// let near = exec.search(MatrixRef::new(&q, 1, 2)?, &corpus, 2, &SearchOptions::new(Metric::L2))?;
-    /// assert_eq!((near[0][0].index, near[0][0].score), (2, 1.0)); // squared distance
-    /// assert_eq!((near[0][1].index, near[0][1].score), (0, 1.0));
+    /// // Rows 0 and 2 are both at squared distance 1: a tie, the lower index first.
+    /// assert_eq!((near[0][0].index, near[0][0].score), (0, 1.0));
+    /// assert_eq!((near[0][1].index, near[0][1].score), (2, 1.0));
     /// let ip = exec.search(MatrixRef::new(&q, 1, 2)?, &corpus, 1, &SearchOptions::new(Metric::InnerProduct))?;
     /// assert_eq!((ip[0][0].index, ip[0][0].score), (1, 3.0));
     /// # Ok::<(), hybridvec::Error>(())
