@@ -18,7 +18,7 @@
 //! Clusters of near-duplicates and exact ties need more candidates.
 
 use super::{ExecutionReport, HybridExecutor, Op};
-use crate::backend::BackendError;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef};
@@ -195,15 +195,14 @@ impl HybridExecutor {
                 .flat_map(|&i| approx[i * d..(i + 1) * d].iter().copied())
                 .collect();
             let sub = MatrixRef::new(&sub, pending.len(), d)?;
-            let (candidates, rep) = self.run(Op::TopK, sub, view, start, |b, part| {
-                if b.supports_metric(metric) {
-                    b.top_k(part, view, asked)
-                } else {
-                    Err(BackendError::Unsupported {
-                        reason: format!("{} does not score the {metric} metric", b.name()),
-                    })
-                }
-            })?;
+            let (candidates, rep) = self.run_where(
+                Op::TopK,
+                sub,
+                view,
+                start,
+                |b| refuses_metric(b, metric),
+                |b, part| b.top_k(part, view, asked),
+            )?;
             match &mut report {
                 // Each search again is more passes over the corpus.
                 Some(first) => first.corpus_passes += rep.corpus_passes,
@@ -245,6 +244,12 @@ impl HybridExecutor {
         report.elapsed = start.elapsed();
         Ok((hits, report))
     }
+}
+
+/// Why backend `b` cannot score `metric`, or `None` when it can.
+pub(super) fn refuses_metric(b: &dyn Backend, metric: Metric) -> Option<String> {
+    (!b.supports_metric(metric))
+        .then(|| format!("{} does not score the {metric} metric yet", b.name()))
 }
 
 /// L2 scores in f32 only where norms stay below [`L2_MAX_NORM`].

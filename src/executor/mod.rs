@@ -417,15 +417,14 @@ impl HybridExecutor {
             });
         }
         let view = corpus.scored_by(Metric::InnerProduct, scoring);
-        let (mut scores, report) = self.run(Op::Cosine, queries, view, start, |b, part| {
-            if b.supports_metric(Metric::InnerProduct) {
-                b.cosine(part, view)
-            } else {
-                Err(crate::backend::BackendError::Unsupported {
-                    reason: format!("{} does not score the {metric} metric", b.name()),
-                })
-            }
-        })?;
+        let (mut scores, report) = self.run_where(
+            Op::Cosine,
+            queries,
+            view,
+            start,
+            |b| exact::refuses_metric(b, Metric::InnerProduct),
+            |b, part| b.cosine(part, view),
+        )?;
         if metric == Metric::L2 {
             let inv = corpus.inv_norms();
             let cols = scores.cols();

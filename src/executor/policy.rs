@@ -79,6 +79,9 @@ pub enum Reason {
     /// The backend that lost has not been measured for a while (see
     /// [`DispatchPolicy::remeasure_budget`]): this call measures it again.
     Remeasure,
+    /// The accelerator does not serve this kind of call (its metric or filter): the CPU
+    /// runs it.
+    Unsupported,
 }
 
 impl Reason {
@@ -96,6 +99,7 @@ impl Reason {
             Reason::MeasuredFaster => "measured_faster",
             Reason::MeasuredSlower => "measured_slower",
             Reason::Remeasure => "remeasure",
+            Reason::Unsupported => "unsupported",
         }
     }
 }

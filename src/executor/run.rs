@@ -65,7 +65,23 @@ impl HybridExecutor {
         start: Instant,
         call: impl Fn(&dyn Backend, MatrixRef<'_>) -> std::result::Result<T, BackendError>,
     ) -> Result<(T, ExecutionReport)> {
-        let out = self.dispatch_and_run(op, queries, corpus, start, call);
+        self.run_where(op, queries, corpus, start, |_| None, call)
+    }
+
+    /// [`run`](Self::run) for a call that some accelerators do not serve: `refuses`
+    /// says why the accelerator cannot (`None`: it can). A refused call runs on the CPU
+    /// ([`Reason::Unsupported`]) without trying the accelerator, or fails under
+    /// [`DevicePolicy::Cuda`].
+    pub(super) fn run_where<T: Output>(
+        &self,
+        op: Op,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        start: Instant,
+        refuses: impl Fn(&dyn Backend) -> Option<String>,
+        call: impl Fn(&dyn Backend, MatrixRef<'_>) -> std::result::Result<T, BackendError>,
+    ) -> Result<(T, ExecutionReport)> {
+        let out = self.dispatch_and_run(op, queries, corpus, start, refuses, call);
         match &out {
             Ok((_, report)) => telemetry::answered(op, report),
             Err(_) => telemetry::failed(op),
@@ -79,6 +95,7 @@ impl HybridExecutor {
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
         start: Instant,
+        refuses: impl Fn(&dyn Backend) -> Option<String>,
         call: impl Fn(&dyn Backend, MatrixRef<'_>) -> std::result::Result<T, BackendError>,
     ) -> Result<(T, ExecutionReport)> {
         let shape = Shape {
@@ -86,7 +103,19 @@ impl HybridExecutor {
             rows: corpus.rows(),
             dim: corpus.dim(),
         };
-        let decision = self.decide(op, shape);
+        let mut decision = self.decide(op, shape);
+        if let (BackendKind::Gpu, Some(accel)) = (decision.backend, &self.accel) {
+            if let Some(reason) = refuses(accel.as_ref()) {
+                if self.policy == DevicePolicy::Cuda {
+                    return Err(Error::BackendFailed {
+                        backend: accel.name().to_string(),
+                        reason,
+                    });
+                }
+                decision.backend = BackendKind::Cpu;
+                decision.reason = Reason::Unsupported;
+            }
+        }
         let span = tracing::debug_span!(
             "call",
             op = op.as_str(),
