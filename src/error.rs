@@ -178,6 +178,20 @@ pub enum Error {
         /// Which query or row, and its magnitude.
         reason: String,
     },
+    /// A filter names a row the corpus does not have.
+    #[error("filter names row {index}, but the corpus has {rows} rows")]
+    FilterOutOfRange {
+        /// The row named.
+        index: usize,
+        /// Rows in the corpus (or the store's view).
+        rows: usize,
+    },
+    /// A filter names an id that is not in the store (never put, or deleted).
+    #[error("filter names id {id:?}, which is not in the store")]
+    UnknownId {
+        /// The id.
+        id: String,
+    },
     /// An operating-system I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

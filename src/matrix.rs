@@ -359,6 +359,19 @@ impl<'a> CorpusView<'a> {
         }
     }
 
+    /// This view with each row's factor replaced by `scale` (NaN masks a row out). The
+    /// live mask is dropped, since `scale` says which rows score; such a view is for the
+    /// CPU only, whose kernels read nothing but the factors.
+    pub(crate) fn with_scale(self, scale: &'a [f32]) -> Self {
+        debug_assert_eq!(scale.len(), self.rows());
+        Self {
+            inv_norms: scale,
+            live: None,
+            cache: None,
+            ..self
+        }
+    }
+
     /// The factors cached with the corpus this view reads, when it has a cache.
     pub(crate) fn scoring_cache(&self) -> Option<&'a ScoringCache> {
         self.cache

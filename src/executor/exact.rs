@@ -17,7 +17,8 @@
 //! exact by construction, so the loop ends. Well-spread data certifies on the first pass.
 //! Clusters of near-duplicates and exact ties need more candidates.
 
-use super::{ExecutionReport, HybridExecutor, Op};
+use super::filter::{self, Allowed, FilterPlan, Source};
+use super::{ExecutionReport, HybridExecutor};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
@@ -82,7 +83,7 @@ fn certify(
     query: &[f32],
     corpus: CorpusView<'_>,
     candidates: &[Hit],
-    asked: usize,
+    (asked, available): (usize, usize),
     k: usize,
     max_norm: f64,
 ) -> Result<Option<Vec<Hit>>> {
@@ -116,7 +117,7 @@ fn certify(
     // All live rows held, or a zero query, whose inner products are all exactly 0: the
     // candidates are then the lowest indices, as the ties order them.
     let complete = candidates.len() < asked
-        || candidates.len() == corpus.rows()
+        || candidates.len() == available
         || (metric == Metric::InnerProduct && qn2 == 0.0);
     if !complete {
         let scale = match metric {
@@ -153,56 +154,66 @@ fn certify(
 }
 
 impl HybridExecutor {
-    /// Exact top-k under inner product or L2 for checked `queries` (finite, of the
-    /// corpus's width) and `1 <= k <= corpus.rows()`; see the module docs.
-    pub(super) fn top_k_dot(
+    /// Exact top-k under `metric` for checked `queries` (finite, of the corpus's width)
+    /// and `1 <= k <= corpus.rows()`, among the rows `allowed` (all when `None`). Cosine
+    /// takes the backends' f32 ranking; inner product and L2 are re-scored and certified
+    /// (see the module docs).
+    pub(super) fn search_in(
         &self,
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
         k: usize,
         metric: Metric,
         start: Instant,
+        allowed: Option<(&Allowed, FilterPlan)>,
     ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        let (q, d) = (queries.rows(), queries.cols());
         let owned;
-        let scoring: &RowScoring = match corpus.scoring_cache() {
+        let scoring: Option<&RowScoring> = match corpus.scoring_cache() {
             Some(cache) => cache.get(metric, corpus.inv_norms()),
             None => {
                 owned = RowScoring::new(metric, corpus.inv_norms());
                 owned.as_ref()
             }
-        }
-        .ok_or(Error::InvalidConfig("cosine is not scored here".into()))?;
-        let view = corpus.scored_by(metric, scoring);
-        let (q, d, n) = (queries.rows(), queries.cols(), corpus.rows());
-        // The queries the backends see: as given for L2, unit-norm for inner product
-        // (the same ranking, and no overflow).
+        };
+        let view = scoring.map_or(corpus, |s| corpus.scored_by(metric, s));
+        let mut mask = Vec::new();
+        let source = match allowed {
+            None => Source::Scan {
+                view,
+                masked: false,
+            },
+            Some((a, choice)) => filter::plan(view, a, choice, &mut mask),
+        };
+        let available = source.available();
+        // The queries the backends see: as given for L2, unit-norm for cosine and inner
+        // product (the same ranking, and no overflow).
         let mut approx = queries.as_slice().to_vec();
-        if metric == Metric::L2 {
-            check_l2_range(queries, scoring.max_norm)?;
-        } else {
-            approx
+        match scoring {
+            Some(s) if metric == Metric::L2 => check_l2_range(queries, s.max_norm)?,
+            _ => approx
                 .chunks_exact_mut(d)
-                .for_each(crate::matrix::normalize);
+                .for_each(crate::matrix::normalize),
         }
+        let refuses = |b: &dyn Backend| refuses_metric(b, metric);
+        let Some(scoring) = scoring else {
+            // Cosine.
+            let approx = MatrixRef::new(&approx, q, d)?;
+            super::check_top_k_memory(q, d, k.min(available), available)?;
+            return self.candidates(&source, approx, k.min(available), start, &refuses);
+        };
         let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); q];
         let mut pending: Vec<usize> = (0..q).collect();
-        let mut asked = first_candidates(k, n);
+        let mut asked = first_candidates(k, available);
         let mut report: Option<ExecutionReport> = None;
         while !pending.is_empty() {
-            super::check_top_k_memory(pending.len(), d, asked, n)?;
+            super::check_top_k_memory(pending.len(), d, asked, available)?;
             let sub: Vec<f32> = pending
                 .iter()
                 .flat_map(|&i| approx[i * d..(i + 1) * d].iter().copied())
                 .collect();
             let sub = MatrixRef::new(&sub, pending.len(), d)?;
-            let (candidates, rep) = self.run_where(
-                Op::TopK,
-                sub,
-                view,
-                start,
-                |b| refuses_metric(b, metric),
-                |b, part| b.top_k(part, view, asked),
-            )?;
+            let (candidates, rep) = self.candidates(&source, sub, asked, start, &refuses)?;
             match &mut report {
                 // Each search again is more passes over the corpus.
                 Some(first) => first.corpus_passes += rep.corpus_passes,
@@ -217,7 +228,7 @@ impl HybridExecutor {
                         queries.row(i),
                         corpus,
                         cands,
-                        asked,
+                        (asked, available),
                         k,
                         scoring.max_norm,
                     )
@@ -238,7 +249,7 @@ impl HybridExecutor {
                 );
             }
             pending = again;
-            asked = asked.saturating_mul(4).min(n);
+            asked = asked.saturating_mul(4).min(available);
         }
         let mut report = report.ok_or(Error::EmptyInput { what: "no queries" })?;
         report.elapsed = start.elapsed();

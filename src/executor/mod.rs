@@ -9,12 +9,14 @@
 //! it sees the backends only through the [`Backend`] trait, and nothing below it knows it.
 
 mod exact;
+mod filter;
 mod policy;
 mod report;
 mod run;
 mod telemetry;
 mod tracker;
 
+pub use filter::{Filter, FilterPlan};
 pub use policy::{Decision, DispatchPolicy, Reason};
 use report::Counters;
 pub use report::{BackendCallStats, ExecutionReport, ExecutorStats, FallbackAction, FallbackStep};
@@ -336,7 +338,8 @@ impl HybridExecutor {
         options: &SearchOptions,
     ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
         let corpus = corpus.into();
-        if options.metric == Metric::Cosine {
+        let metric = options.metric;
+        if metric == Metric::Cosine && options.filter.is_none() {
             return self.top_k_with_report(queries, corpus, k);
         }
         let start = Instant::now();
@@ -347,7 +350,41 @@ impl HybridExecutor {
             });
         }
         check_queries(queries, corpus)?;
-        self.top_k_dot(queries, corpus, k.min(corpus.rows()), options.metric, start)
+        let k = k.min(corpus.rows());
+        let Some(filter) = &options.filter else {
+            return self.search_in(queries, corpus, k, metric, start, None);
+        };
+        let allowed = filter::resolve(filter, queries.rows(), corpus.rows())?;
+        if let [one] = &allowed[..] {
+            if one.is_empty() {
+                return Ok((
+                    vec![Vec::new(); queries.rows()],
+                    ExecutionReport::nothing_run(),
+                ));
+            }
+            let plan = Some((one, options.filter_plan));
+            return self.search_in(queries, corpus, k, metric, start, plan);
+        }
+        // One allow-list per query: each query with its own plan.
+        let mut hits = Vec::with_capacity(queries.rows());
+        let mut report: Option<ExecutionReport> = None;
+        for (i, allowed) in allowed.iter().enumerate() {
+            if allowed.is_empty() {
+                hits.push(Vec::new());
+                continue;
+            }
+            let one = queries.row_range(i..i + 1);
+            let plan = Some((allowed, options.filter_plan));
+            let (mut h, r) = self.search_in(one, corpus, k, metric, start, plan)?;
+            hits.push(h.pop().unwrap_or_default());
+            match &mut report {
+                Some(first) => first.corpus_passes += r.corpus_passes,
+                None => report = Some(r),
+            }
+        }
+        let mut report = report.unwrap_or_else(ExecutionReport::nothing_run);
+        report.elapsed = start.elapsed();
+        Ok((hits, report))
     }
 
     /// Every query against every corpus row under `metric`: a `Q × N` row-major matrix of
@@ -453,18 +490,38 @@ impl HybridExecutor {
     }
 }
 
-/// What a search takes besides `k`: the [`Metric`] (cosine by default).
+/// What a search takes besides `k`: the [`Metric`] (cosine by default) and an optional
+/// [`Filter`] (none by default).
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SearchOptions {
     /// What to rank by.
     pub metric: Metric,
+    /// Which rows may be returned; `None` allows all.
+    pub filter: Option<Filter>,
+    /// How a filter is searched ([`FilterPlan::Auto`]: by its selectivity).
+    pub filter_plan: FilterPlan,
 }
 
 impl SearchOptions {
-    /// Options ranking by `metric`.
+    /// Options ranking by `metric`, without a filter.
     pub fn new(metric: Metric) -> Self {
-        Self { metric }
+        Self {
+            metric,
+            ..Self::default()
+        }
+    }
+
+    /// These options with `filter`.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// These options with the filter searched by `plan`.
+    pub fn with_filter_plan(mut self, plan: FilterPlan) -> Self {
+        self.filter_plan = plan;
+        self
     }
 }
 
@@ -535,6 +592,24 @@ impl HybridExecutor {
         let view = corpus.view().ok_or(Error::EmptyInput {
             what: "store has no records",
         })?;
+        // Ids to rows of this view: an id put after the view was taken is not in it.
+        let resolved;
+        let options = match &options.filter {
+            Some(f) => {
+                let row_of = |id: &str| {
+                    store
+                        .row_of(id)
+                        .map(|r| r as usize)
+                        .filter(|&r| r < view.rows())
+                };
+                resolved = SearchOptions {
+                    filter: Some(f.resolve_ids(&row_of)?),
+                    ..options.clone()
+                };
+                &resolved
+            }
+            None => options,
+        };
         let (hits, report) = self.search_with_report(queries, view, k, options)?;
         let hits = hits
             .into_iter()

@@ -17,12 +17,29 @@ pub struct ExecutionReport {
     pub chunks: usize,
     /// The most passes over the corpus that one query chunk took: the device splits the
     /// corpus when the scores of every row do not fit its free memory at once (1 when
-    /// they do, and on the CPU).
+    /// they do, and on the CPU). A search that searched again (an inner-product or L2
+    /// certificate that failed, or one query after another under per-query filters) adds
+    /// the passes of each search.
     pub corpus_passes: usize,
     /// Every step away from the plan, in order.
     pub fallbacks: Vec<FallbackStep>,
     /// Wall time of the whole call, validation included.
     pub elapsed: Duration,
+}
+
+impl ExecutionReport {
+    /// The report of a call that had nothing to run (an empty allow-list): no chunks, no
+    /// passes.
+    pub(super) fn nothing_run() -> Self {
+        Self {
+            backend: BackendKind::Cpu,
+            reason: Reason::Forced,
+            chunks: 0,
+            corpus_passes: 0,
+            fallbacks: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
 }
 
 /// One step away from the plan.

@@ -13,6 +13,12 @@ impl WarmStore {
         self.live.get(row).then_some(row)
     }
 
+    /// The row of the live record stored under `id`, or `None` when no live record has
+    /// that id.
+    pub fn row_of(&self, id: &str) -> Option<RowId> {
+        self.get_row(id)
+    }
+
     /// The live record stored under `id`, checksum-verified.
     pub fn get(&self, id: &str) -> Result<Option<Record>> {
         let Some(row) = self.get_row(id) else {

@@ -1,0 +1,327 @@
+//! Filtered search: an allow-list of rows for the whole batch or for each query, and the
+//! plan that searches it.
+//!
+//! How selective the filter is decides the plan:
+//! * **Gather**: the filter allows at most [`GATHER_MAX_FRACTION`] of the rows. The
+//!   allowed rows are copied, a chunk at a time, into a small corpus of their own and
+//!   searched there. The cost follows the allowed count, not `N`, and a chunk bounds the
+//!   extra memory (about 16 MiB).
+//! * **Mask**: the filter allows more. The whole corpus is scanned with the kernels of
+//!   an unfiltered search. Each row's factor is NaN where the filter leaves the row out,
+//!   and no selection takes a NaN.
+//!
+//! Both plans give the same answers; `tests/search_filters.rs` checks it at every
+//! selectivity. Rows deleted from a store are never returned either way: their factor is
+//! NaN already. Filtered calls run on the CPU. The CUDA backend keeps its copy of a
+//! corpus's factors between calls, and a filter would change them. Per-query filters run
+//! query by query, each with its own plan.
+
+use super::{ExecutionReport, HybridExecutor, Op};
+use crate::backend::{Backend, BackendKind};
+use crate::error::{Error, Result};
+use crate::hit::Hit;
+use crate::matrix::{next_identity, CorpusView, MatrixRef, Origin};
+use crate::metric::RowScoring;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// The largest share of the rows a filter may allow for the gather plan (see the module
+/// docs).
+pub(super) const GATHER_MAX_FRACTION: f64 = 0.25;
+
+/// The most bytes of vectors one gathered chunk holds.
+const GATHER_CHUNK_BYTES: usize = 16 << 20;
+
+/// How a filtered search reads the corpus (see [`Filter`]); `Auto` chooses by how many
+/// rows the filter allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FilterPlan {
+    /// Gather when the filter allows at most a quarter of the rows, mask otherwise.
+    #[default]
+    Auto,
+    /// Copy the allowed rows, a chunk at a time, and search only them: cost follows the
+    /// allowed count.
+    Gather,
+    /// Scan the whole corpus, with the rows the filter leaves out masked: cost follows
+    /// the corpus.
+    Mask,
+}
+
+/// Which rows a search may return.
+///
+/// ```
+/// use hybridvec::{Corpus, ExecutorConfig, Filter, HybridExecutor, MatrixRef, SearchOptions};
+///
+/// let corpus = Corpus::new(vec![1.0, 0.0,   0.9, 0.1,   0.0, 1.0], 2)?;
+/// let exec = HybridExecutor::new(ExecutorConfig::default())?;
+/// let q = [1.0, 0.0,   0.0, 1.0];
+/// // One allow-list per query: the first may only return rows 1 and 2, the second row 0.
+/// let options = SearchOptions::default().with_filter(Filter::PerQuery(vec![
+///     Filter::Rows(vec![1, 2]),
+///     Filter::Rows(vec![0]),
+/// ]));
+/// let hits = exec.search(MatrixRef::new(&q, 2, 2)?, &corpus, 2, &options)?;
+/// assert_eq!(hits[0].iter().map(|h| h.index).collect::<Vec<_>>(), [1, 2]);
+/// assert_eq!(hits[1].iter().map(|h| h.index).collect::<Vec<_>>(), [0]);
+/// # Ok::<(), hybridvec::Error>(())
+/// ```
+///
+/// Rules:
+/// * An allow-list with no rows gives empty results, not an error.
+/// * `k` larger than the allowed set returns every allowed row.
+/// * A row past the corpus is [`Error::FilterOutOfRange`].
+/// * An id that is not in the store (never put, or deleted) is [`Error::UnknownId`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Filter {
+    /// A bitmap of allowed rows: bit `i % 64` of word `i / 64` allows row `i`. It may be
+    /// shorter than the corpus, and rows past it are then left out. A set bit past the
+    /// corpus is [`Error::FilterOutOfRange`].
+    Bitmap(Vec<u64>),
+    /// The allowed row indices, in any order; duplicates count once.
+    Rows(Vec<usize>),
+    /// The allowed record ids, for a store search
+    /// ([`HybridExecutor::search_store`]); on a bare corpus it is
+    /// [`Error::InvalidConfig`].
+    Ids(Vec<String>),
+    /// One allow-list per query, in query order. There must be as many as there are
+    /// queries, and none may be `PerQuery` itself.
+    PerQuery(Vec<Filter>),
+}
+
+impl Filter {
+    /// `Filter::Ids` resolved to rows with `row_of` (inside `PerQuery` too). An id it
+    /// does not know is [`Error::UnknownId`].
+    pub(super) fn resolve_ids(&self, row_of: &dyn Fn(&str) -> Option<usize>) -> Result<Filter> {
+        Ok(match self {
+            Filter::Ids(ids) => Filter::Rows(
+                ids.iter()
+                    .map(|id| row_of(id).ok_or_else(|| Error::UnknownId { id: id.clone() }))
+                    .collect::<Result<_>>()?,
+            ),
+            Filter::PerQuery(fs) => Filter::PerQuery(
+                fs.iter()
+                    .map(|f| f.resolve_ids(row_of))
+                    .collect::<Result<_>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+}
+
+/// An allow-list resolved against a view of `n` rows: the allowed rows, ascending.
+pub(super) struct Allowed(Vec<usize>);
+
+impl Allowed {
+    /// Whether no row is allowed.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Allowed {
+    /// Resolves one (not per-query) filter against `n` rows.
+    fn new(filter: &Filter, n: usize) -> Result<Allowed> {
+        let mut rows = match filter {
+            Filter::Rows(rows) => {
+                if let Some(&index) = rows.iter().find(|&&r| r >= n) {
+                    return Err(Error::FilterOutOfRange { index, rows: n });
+                }
+                let mut rows = rows.clone();
+                rows.par_sort_unstable();
+                rows.dedup();
+                rows
+            }
+            Filter::Bitmap(words) => {
+                let mut rows = Vec::new();
+                for (w, &word) in words.iter().enumerate() {
+                    let mut bits = word;
+                    while bits != 0 {
+                        let index = w * 64 + bits.trailing_zeros() as usize;
+                        if index >= n {
+                            return Err(Error::FilterOutOfRange { index, rows: n });
+                        }
+                        rows.push(index);
+                        bits &= bits - 1;
+                    }
+                }
+                rows
+            }
+            Filter::Ids(_) => {
+                return Err(Error::InvalidConfig(
+                    "a filter by ids needs a store: use search_store, or filter by rows".into(),
+                ))
+            }
+            Filter::PerQuery(_) => {
+                return Err(Error::InvalidConfig(
+                    "a per-query filter cannot hold another per-query filter".into(),
+                ))
+            }
+        };
+        rows.shrink_to_fit();
+        Ok(Allowed(rows))
+    }
+}
+
+/// A filter resolved for a batch of `q` queries against `n` rows: one allow-list for the
+/// whole batch, or one per query.
+pub(super) fn resolve(filter: &Filter, q: usize, n: usize) -> Result<Vec<Allowed>> {
+    match filter {
+        Filter::PerQuery(fs) => {
+            if fs.len() != q {
+                return Err(Error::InvalidConfig(format!(
+                    "{} per-query filters for {q} queries",
+                    fs.len()
+                )));
+            }
+            fs.iter().map(|f| Allowed::new(f, n)).collect()
+        }
+        one => Ok(vec![Allowed::new(one, n)?]),
+    }
+}
+
+/// Where a search's candidates come from.
+pub(super) enum Source<'a> {
+    /// Every row of this view (one whose factors are NaN scores nothing).
+    Scan {
+        /// The scored view.
+        view: CorpusView<'a>,
+        /// Whether the view's factors differ from the corpus's (a mask): accelerators,
+        /// which keep a corpus's factors between calls, must not see it.
+        masked: bool,
+    },
+    /// Only these rows (ascending) of the scored `view`, copied a chunk at a time.
+    Gather {
+        view: CorpusView<'a>,
+        rows: &'a [usize],
+    },
+}
+
+impl Source<'_> {
+    /// How many rows could be returned (live or not).
+    pub(super) fn available(&self) -> usize {
+        match self {
+            Source::Scan { view, .. } => view.rows(),
+            Source::Gather { rows, .. } => rows.len(),
+        }
+    }
+}
+
+/// Why an accelerator cannot serve a filtered scan.
+fn refuses_filter(b: &dyn Backend) -> Option<String> {
+    (b.kind() != BackendKind::Cpu)
+        .then(|| format!("{} does not serve filtered search yet", b.name()))
+}
+
+/// The plan for `allowed` over the scored `view`; the mask plan writes its factors to
+/// `mask`.
+pub(super) fn plan<'a>(
+    view: CorpusView<'a>,
+    allowed: &'a Allowed,
+    choice: FilterPlan,
+    mask: &'a mut Vec<f32>,
+) -> Source<'a> {
+    let n = view.rows();
+    let gather = match choice {
+        FilterPlan::Auto => (allowed.0.len() as f64) <= GATHER_MAX_FRACTION * n as f64,
+        FilterPlan::Gather => true,
+        FilterPlan::Mask => false,
+    };
+    if gather {
+        return Source::Gather {
+            view,
+            rows: &allowed.0,
+        };
+    }
+    mask.clear();
+    mask.resize(n, f32::NAN);
+    let scale = view.inv_norms();
+    for &r in &allowed.0 {
+        mask[r] = scale[r];
+    }
+    let mask: &'a [f32] = mask;
+    Source::Scan {
+        view: view.with_scale(mask),
+        masked: true,
+    }
+}
+
+impl HybridExecutor {
+    /// The `asked` best candidates per query from `source` (global row indices, the
+    /// backends' scores: higher is better), for `queries` as the backends take them.
+    pub(super) fn candidates(
+        &self,
+        source: &Source<'_>,
+        queries: MatrixRef<'_>,
+        asked: usize,
+        start: Instant,
+        refuses: &dyn Fn(&dyn Backend) -> Option<String>,
+    ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        match *source {
+            Source::Scan { view, masked } => self.run_where(
+                Op::TopK,
+                queries,
+                view,
+                start,
+                |b| refuses(b).or_else(|| if masked { refuses_filter(b) } else { None }),
+                |b, part| b.top_k(part, view, asked.min(view.rows())),
+            ),
+            Source::Gather { view, rows } => self.gather(view, rows, queries, asked, start),
+        }
+    }
+
+    /// [`candidates`](Self::candidates) for the gather plan.
+    fn gather(
+        &self,
+        view: CorpusView<'_>,
+        rows: &[usize],
+        queries: MatrixRef<'_>,
+        asked: usize,
+        start: Instant,
+    ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        let d = view.dim();
+        let chunk = (GATHER_CHUNK_BYTES / (4 * d)).max(256);
+        let mut merged: Vec<Vec<Hit>> = vec![Vec::new(); queries.rows()];
+        let mut report: Option<ExecutionReport> = None;
+        let (mut data, mut part) = (Vec::new(), RowScoring::empty());
+        for ids in rows.chunks(chunk) {
+            data.clear();
+            data.resize(ids.len() * d, 0.0);
+            data.par_chunks_mut(d)
+                .zip(ids.par_iter())
+                .for_each(|(dst, &r)| dst.copy_from_slice(view.matrix().row(r)));
+            part.scale.clear();
+            part.scale.extend(ids.iter().map(|&r| view.inv_norms()[r]));
+            part.bias = view.row_bias().map(|b| ids.iter().map(|&r| b[r]).collect());
+            let m = MatrixRef::new(&data, ids.len(), d)?;
+            let local =
+                CorpusView::from_parts(m, &part.scale, None, Origin::Corpus(next_identity()))
+                    .scored_by(view.metric(), &part);
+            let (hits, rep) =
+                self.run_where(Op::TopK, queries, local, start, refuses_filter, |b, q| {
+                    b.top_k(q, local, asked.min(ids.len()))
+                })?;
+            report.get_or_insert(rep);
+            for (all, hs) in merged.iter_mut().zip(hits) {
+                all.extend(hs.into_iter().map(|h| Hit {
+                    index: ids[h.index],
+                    score: h.score,
+                }));
+                if all.len() > 2 * asked {
+                    best_first(all, asked);
+                }
+            }
+        }
+        merged.iter_mut().for_each(|all| best_first(all, asked));
+        let report = report.ok_or(Error::EmptyInput {
+            what: "no rows allowed",
+        })?;
+        Ok((merged, report))
+    }
+}
+
+/// Sorts `hits` best first (higher score, then lower index) and keeps `keep`.
+fn best_first(hits: &mut Vec<Hit>, keep: usize) {
+    hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+    hits.truncate(keep);
+}
