@@ -32,6 +32,7 @@ fn reference(metric: Metric, q: &[f32], c: &[f32]) -> f64 {
 /// `hits` against the reference top-k among `allowed` rows: the same rows rank by rank,
 /// up to near-ties (f32 rounding for cosine, f64 rounding for the exact metrics), and
 /// scores within rounding.
+#[allow(clippy::too_many_arguments)]
 fn check(
     what: &str,
     metric: Metric,
