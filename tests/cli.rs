@@ -353,6 +353,115 @@ fn query_metric_ip_and_l2_match_the_f64_reference_and_a_bad_metric_is_exit_2() {
 }
 
 #[test]
+fn query_filters_by_rows_and_ids_and_names_a_bad_filter_file() {
+    let dir = TempDir::new("cli-query-filter");
+    let (n, d) = (300usize, 6usize);
+    let corpus = Matrix::new(data::random_matrix(n, d, 86), n, d).unwrap();
+    let corpus_path = dir.path("corpus.npy");
+    input::write_npy(&corpus_path, &corpus).unwrap();
+    let rows_path = dir.path("rows.txt");
+    std::fs::write(&rows_path, "250\n\n3\r\n77\n3\n").unwrap();
+    let base = |extra: &[&str]| {
+        let mut a = vec![
+            "query",
+            "--corpus",
+            corpus_path.to_str().unwrap(),
+            "--random",
+            "3",
+            "--k",
+            "10",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    // Rows: every hit is allowed, and k past the allowed set gives all three.
+    let o = base(&[
+        "--filter-rows",
+        rows_path.to_str().unwrap(),
+        "--metric",
+        "l2",
+    ]);
+    assert_ok(&o, "--filter-rows");
+    for line in stdout(&o).lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let mut got: Vec<u64> = v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["index"].as_u64().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [3, 77, 250], "{line}");
+    }
+    // Bad files: exit 2, naming the file (and the line).
+    for (name, text, says) in [
+        ("past.txt", "1\n300\n", "row 300"),
+        ("word.txt", "1\nabc\n", "line 2"),
+        ("neg.txt", "-4\n", "line 1"),
+    ] {
+        let path = dir.path(name);
+        std::fs::write(&path, text).unwrap();
+        let o = base(&["--filter-rows", path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(name) && err.contains(says), "{name}: {err}");
+    }
+    let o = base(&["--filter-rows", dir.path("missing.txt").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.txt"));
+    // Ids need a store.
+    let ids_path = dir.path("ids.txt");
+    std::fs::write(&ids_path, "rec-4\nrec-9\n").unwrap();
+    let o = base(&["--filter-ids", ids_path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    // Against a store: only the listed ids, and an unknown id names the file.
+    let store = dir.path("store");
+    let o = run(&[
+        "ingest",
+        "--store",
+        store.to_str().unwrap(),
+        "--dim",
+        "6",
+        "--random",
+        "50",
+    ]);
+    assert_ok(&o, "ingest");
+    let q = |ids: &Path| {
+        run(&[
+            "query",
+            "--store",
+            store.to_str().unwrap(),
+            "--random",
+            "2",
+            "--k",
+            "5",
+            "--json",
+            "--filter-ids",
+            ids.to_str().unwrap(),
+        ])
+    };
+    let o = q(&ids_path);
+    assert_ok(&o, "--filter-ids");
+    for line in stdout(&o).lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let mut got: Vec<&str> = v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, ["rec-4", "rec-9"], "{line}");
+    }
+    std::fs::write(&ids_path, "rec-4\nrec-999\n").unwrap();
+    let o = q(&ids_path);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ids.txt") && err.contains("rec-999"), "{err}");
+}
+
+#[test]
 fn query_random_and_text_output() {
     let dir = TempDir::new("cli-query-random");
     let corpus = Matrix::new(data::random_matrix(50, 8, 83), 50, 8).unwrap();

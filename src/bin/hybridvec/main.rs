@@ -123,6 +123,19 @@ enum Cmd {
         /// the score printed is the squared distance).
         #[arg(long, value_enum, default_value_t = MetricArg::Cos)]
         metric: MetricArg,
+        /// Only return records whose id is listed in FILE (one id per line; blank lines
+        /// are skipped). An id not in the store is an error. Needs --store.
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "store",
+            conflicts_with = "filter_rows"
+        )]
+        filter_ids: Option<PathBuf>,
+        /// Only return the rows listed in FILE (one row index per line, from 0; blank
+        /// lines are skipped). A row past the corpus is an error.
+        #[arg(long, value_name = "FILE")]
+        filter_rows: Option<PathBuf>,
         /// One JSON line per query.
         #[arg(long)]
         json: bool,
@@ -206,18 +219,28 @@ fn main() -> ExitCode {
             k,
             backend,
             metric,
+            filter_ids,
+            filter_rows,
             json,
-        } => query(
-            store.as_deref(),
-            corpus.as_deref(),
-            random,
-            seed,
-            input,
-            k,
-            backend,
-            metric.into(),
-            json,
-        ),
+        } => read_filter(filter_ids.as_deref(), filter_rows.as_deref()).and_then(|filter| {
+            let options = SearchOptions::new(metric.into());
+            let options = match filter {
+                Some(f) => options.with_filter(f),
+                None => options,
+            };
+            query(
+                store.as_deref(),
+                corpus.as_deref(),
+                random,
+                seed,
+                input,
+                k,
+                backend,
+                &options,
+                json,
+            )
+            .map_err(|e| name_filter_file(e, filter_ids.as_deref(), filter_rows.as_deref()))
+        }),
         Cmd::Ingest {
             store: dir,
             dim,
@@ -749,7 +772,7 @@ fn query(
     input_path: Option<PathBuf>,
     k: usize,
     backend: Backend,
-    metric: Metric,
+    options: &SearchOptions,
     json: bool,
 ) -> Result<(), Error> {
     if k == 0 {
@@ -805,16 +828,78 @@ fn query(
     };
     let exec = executor(backend)?;
     if let Some(store) = store {
-        return store::query(&exec, &store, &qm, k, metric, json);
+        return store::query(&exec, &store, &qm, k, options, json);
     }
     let corpus = corpus.expect("store or corpus");
-    let hits = exec.search(qm.view(), &corpus, k, &SearchOptions::new(metric))?;
+    let hits = exec.search(qm.view(), &corpus, k, options)?;
     print_hits(
         hits.into_iter()
             .map(|hs| hs.into_iter().map(|h| (h.index, h.score)).collect()),
         "index",
         json,
     )
+}
+
+/// The filter of `--filter-ids` or `--filter-rows`: one id or row index per line, blank
+/// lines skipped. A file that cannot be read, is not UTF-8, or holds a line that is no
+/// row index is an error naming the file (and the line).
+fn read_filter(
+    ids: Option<&Path>,
+    rows: Option<&Path>,
+) -> Result<Option<hybridvec::Filter>, Error> {
+    let read = |path: &Path| {
+        let bytes = std::fs::read(path).map_err(|source| Error::FileIo {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        String::from_utf8(bytes).map_err(|_| Error::BadInputFile {
+            path: path.to_path_buf(),
+            reason: "not UTF-8 text (one id or row index per line)".into(),
+        })
+    };
+    let lines = |text: &str| -> Vec<(usize, String)> {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim_end_matches('\r').to_string()))
+            .filter(|(_, l)| !l.trim().is_empty())
+            .collect()
+    };
+    if let Some(path) = ids {
+        let text = read(path)?;
+        return Ok(Some(hybridvec::Filter::Ids(
+            lines(&text).into_iter().map(|(_, l)| l).collect(),
+        )));
+    }
+    if let Some(path) = rows {
+        let text = read(path)?;
+        let rows = lines(&text)
+            .into_iter()
+            .map(|(n, l)| {
+                l.trim().parse::<usize>().map_err(|_| Error::BadInputFile {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "line {n}: {:?} is not a row index (a whole number from 0)",
+                        l.trim()
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Some(hybridvec::Filter::Rows(rows)));
+    }
+    Ok(None)
+}
+
+/// A filter's error, naming the file it came from.
+fn name_filter_file(e: Error, ids: Option<&Path>, rows: Option<&Path>) -> Error {
+    match (&e, ids.or(rows)) {
+        (Error::FilterOutOfRange { .. } | Error::UnknownId { .. }, Some(path)) => {
+            Error::BadInputFile {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        }
+        _ => e,
+    }
 }
 
 /// One line per query: `{"query": i, "hits": [{<key>: .., "score": ..}, ...]}` with

@@ -484,11 +484,10 @@ pub fn query(
     store: &WarmStore,
     queries: &Matrix,
     k: usize,
-    metric: hybridvec::Metric,
+    options: &hybridvec::SearchOptions,
     json: bool,
 ) -> Result<(), Error> {
-    let options = hybridvec::SearchOptions::new(metric);
-    let hits = exec.search_store(queries.view(), store, k, &options)?;
+    let hits = exec.search_store(queries.view(), store, k, options)?;
     crate::print_hits(
         hits.into_iter()
             .map(|hs| hs.into_iter().map(|h| (h.id, h.score)).collect()),
