@@ -73,8 +73,8 @@ pub use error::{Error, Result};
 pub use executor::{
     BackendCallStats, BackendMetrics, BreakerState, Bucket, Capabilities, Decision, DevicePolicy,
     DispatchPolicy, ExecutionReport, ExecutorConfig, ExecutorStats, FallbackAction, FallbackStep,
-    Filter, FilterPlan, HybridExecutor, MetricsSnapshot, Op, PerformanceTracker, Reason,
-    SearchOptions, Shape, TrackerConfig,
+    Filter, FilterPlan, HybridExecutor, MetricsSnapshot, Op, PerformanceTracker, RangeResult,
+    Reason, SearchOptions, Shape, StoreRangeResult, TrackerConfig,
 };
 pub use hit::Hit;
 pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};

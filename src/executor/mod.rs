@@ -11,6 +11,7 @@
 mod exact;
 mod filter;
 mod policy;
+mod range;
 mod report;
 mod run;
 mod telemetry;
@@ -18,6 +19,7 @@ mod tracker;
 
 pub use filter::{Filter, FilterPlan};
 pub use policy::{Decision, DispatchPolicy, Reason};
+pub use range::RangeResult;
 use report::Counters;
 pub use report::{BackendCallStats, ExecutionReport, ExecutorStats, FallbackAction, FallbackStep};
 pub use tracker::{
@@ -298,7 +300,9 @@ impl HybridExecutor {
     /// The `k` best corpus rows per query under `options` (its [`Metric`]), best first:
     /// the highest cosine or inner product, the smallest squared L2 distance; ties go to
     /// the lower index. Inner product and L2 are exact (see [`Metric`]): candidates are
-    /// re-scored in f64 and certified, L2 by the direct difference.
+    /// re-scored in f64 and certified, L2 by the direct difference, and ordered by that
+    /// exact value (two hits whose f32 scores round to the same value keep their exact
+    /// order, whatever their indices).
     ///
     /// ```
     /// use hybridvec::{Corpus, ExecutorConfig, HybridExecutor, MatrixRef, Metric, SearchOptions};
@@ -589,44 +593,89 @@ impl HybridExecutor {
         options: &SearchOptions,
     ) -> Result<(Vec<Vec<StoreHit>>, ExecutionReport)> {
         let corpus = store.corpus();
-        let view = corpus.view().ok_or(Error::EmptyInput {
-            what: "store has no records",
-        })?;
-        // Ids to rows of this view: an id put after the view was taken is not in it.
-        let resolved;
-        let options = match &options.filter {
-            Some(f) => {
-                let row_of = |id: &str| {
-                    store
-                        .row_of(id)
-                        .map(|r| r as usize)
-                        .filter(|&r| r < view.rows())
-                };
-                resolved = SearchOptions {
-                    filter: Some(f.resolve_ids(&row_of)?),
-                    ..options.clone()
-                };
-                &resolved
-            }
-            None => options,
-        };
-        let (hits, report) = self.search_with_report(queries, view, k, options)?;
+        let (view, options) = store_view(store, &corpus, options)?;
+        let (hits, report) = self.search_with_report(queries, view, k, &options)?;
         let hits = hits
             .into_iter()
-            .map(|hs| {
-                hs.into_iter()
-                    .map(|h| {
-                        Ok(StoreHit {
-                            id: store.id_of(h.index as u64)?,
-                            row: h.index as u64,
-                            score: h.score,
-                        })
-                    })
-                    .collect()
-            })
+            .map(|hs| store_hits(store, hs))
             .collect::<Result<_>>()?;
         Ok((hits, report))
     }
+
+    /// [`range`](Self::range) over the visible rows of a [`WarmStore`]: hits carry the
+    /// records' ids; deleted and superseded rows never appear.
+    ///
+    /// Errors: those of `range` and of [`search_store`](Self::search_store).
+    pub fn range_store(
+        &self,
+        queries: MatrixRef<'_>,
+        store: &WarmStore,
+        threshold: f32,
+        limit: usize,
+        options: &SearchOptions,
+    ) -> Result<Vec<StoreRangeResult>> {
+        let corpus = store.corpus();
+        let (view, options) = store_view(store, &corpus, options)?;
+        self.range(queries, view, threshold, limit, &options)?
+            .into_iter()
+            .map(|r| {
+                Ok(StoreRangeResult {
+                    hits: store_hits(store, r.hits)?,
+                    truncated: r.truncated,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One query's records within a range threshold ([`HybridExecutor::range_store`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreRangeResult {
+    /// The records, best first, at most the limit.
+    pub hits: Vec<StoreHit>,
+    /// Whether more records were within the threshold than the limit let through.
+    pub truncated: bool,
+}
+
+/// The search view of a store's visible rows, and `options` with any ids resolved to
+/// rows of that view (an id put after the view was taken is not in it).
+fn store_view<'c>(
+    store: &WarmStore,
+    corpus: &'c crate::warm::StoreCorpus<'_>,
+    options: &SearchOptions,
+) -> Result<(CorpusView<'c>, SearchOptions)> {
+    let view = corpus.view().ok_or(Error::EmptyInput {
+        what: "store has no records",
+    })?;
+    let options = match &options.filter {
+        Some(f) => {
+            let row_of = |id: &str| {
+                store
+                    .row_of(id)
+                    .map(|r| r as usize)
+                    .filter(|&r| r < view.rows())
+            };
+            SearchOptions {
+                filter: Some(f.resolve_ids(&row_of)?),
+                ..options.clone()
+            }
+        }
+        None => options.clone(),
+    };
+    Ok((view, options))
+}
+
+/// `hits` of a store's view with their records' ids.
+fn store_hits(store: &WarmStore, hits: Vec<Hit>) -> Result<Vec<StoreHit>> {
+    hits.into_iter()
+        .map(|h| {
+            Ok(StoreHit {
+                id: store.id_of(h.index as u64)?,
+                row: h.index as u64,
+                score: h.score,
+            })
+        })
+        .collect()
 }
 
 /// Checks the queries' width against the corpus, and their values.
