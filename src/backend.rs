@@ -165,6 +165,23 @@ pub trait Backend: Send + Sync + fmt::Debug {
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, BackendError>;
 
+    /// [`top_k`](Self::top_k) among only the corpus rows `rows` (ascending, distinct,
+    /// each below `corpus.rows()`), read by index: a filtered search whose cost follows
+    /// `rows.len()`. `1 <= k <= rows.len()`. Hits carry corpus row indices. The default
+    /// does not serve it.
+    fn top_k_rows(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        rows: &[usize],
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, BackendError> {
+        let _ = (queries, corpus, rows, k);
+        Err(BackendError::Unsupported {
+            reason: format!("{} does not search gathered rows", self.name()),
+        })
+    }
+
     /// Whether this backend scores `metric`. Only then does it get views of that metric:
     /// [`CorpusView::metric`] names it, the row factors come in
     /// [`CorpusView::inv_norms`] and [`CorpusView::row_bias`] (`score = dot · factor +

@@ -372,6 +372,31 @@ impl<'a> CorpusView<'a> {
         }
     }
 
+    /// Rows copied out of this view (`data`, row-major, with their factors `scale` and
+    /// biases `bias`, one per row), scoring for the same metric: a view of those rows
+    /// alone.
+    pub(crate) fn gathered<'b>(
+        &self,
+        data: &'b [f32],
+        scale: &'b [f32],
+        bias: Option<&'b [f32]>,
+    ) -> CorpusView<'b> {
+        debug_assert_eq!(data.len(), scale.len() * self.dim());
+        CorpusView {
+            matrix: MatrixRef {
+                data,
+                rows: scale.len(),
+                cols: self.dim(),
+            },
+            inv_norms: scale,
+            bias,
+            metric: self.metric,
+            cache: None,
+            live: None,
+            origin: self.origin,
+        }
+    }
+
     /// The factors cached with the corpus this view reads, when it has a cache.
     pub(crate) fn scoring_cache(&self) -> Option<&'a ScoringCache> {
         self.cache

@@ -102,15 +102,6 @@ pub(crate) struct RowScoring {
 }
 
 impl RowScoring {
-    /// No rows: a buffer to fill.
-    pub(crate) fn empty() -> RowScoring {
-        RowScoring {
-            scale: Vec::new(),
-            bias: None,
-            max_norm: 0.0,
-        }
-    }
-
     /// The factors of `metric` from the rows' inverse norms (0 for a zero row, NaN for a
     /// row masked out). `None` for cosine, whose factors are the inverse norms themselves.
     pub(crate) fn new(metric: Metric, inv_norms: &[f32]) -> Option<RowScoring> {

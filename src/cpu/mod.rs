@@ -371,7 +371,17 @@ impl Backend for CpuBackend {
         corpus: CorpusView<'_>,
         k: usize,
     ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
-        Ok(CpuBackend::top_k(self, queries, corpus, k))
+        Ok(CpuBackend::top_k(self, queries, corpus, k, None))
+    }
+
+    fn top_k_rows(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        rows: &[usize],
+        k: usize,
+    ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
+        Ok(CpuBackend::top_k(self, queries, corpus, k, Some(rows)))
     }
 }
 

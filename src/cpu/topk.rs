@@ -122,24 +122,34 @@ fn bit_reversed(blocks: usize) -> Vec<usize> {
 }
 
 impl CpuBackend {
-    /// Exact top-k of unit-norm `queries` against `corpus`, best first.
+    /// Exact top-k of unit-norm `queries` against `corpus`, best first; with `gather`,
+    /// against only those rows of it (ascending), read by index.
     pub(crate) fn top_k(
         &self,
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
         k: usize,
+        gather: Option<&[usize]>,
     ) -> Vec<Vec<Hit>> {
-        let (q, d, n) = (queries.rows(), queries.cols(), corpus.rows());
+        let (q, d) = (queries.rows(), queries.cols());
+        let n = gather.map_or(corpus.rows(), <[usize]>::len);
         let passes = q.div_ceil(queries_per_pass(q, d, k, n)).max(1);
         let per_pass = q.div_ceil(passes).max(1);
         let mut hits = Vec::with_capacity(q);
         for first in (0..q).step_by(per_pass) {
             let part = queries.row_range(first..(first + per_pass).min(q));
             hits.extend(if <u64 as Key>::fits(n) {
-                self.top_k_keyed::<u64>(part, corpus, k)
+                self.top_k_keyed::<u64>(part, corpus, k, gather)
             } else {
-                self.top_k_keyed::<u128>(part, corpus, k)
+                self.top_k_keyed::<u128>(part, corpus, k, gather)
             });
+        }
+        // Positions in the gathered rows to corpus rows: both ascending, so ties keep
+        // the lower index first.
+        if let Some(rows) = gather {
+            hits.iter_mut()
+                .flatten()
+                .for_each(|h| h.index = rows[h.index]);
         }
         hits
     }
@@ -152,8 +162,9 @@ impl CpuBackend {
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
         k: usize,
+        gather: Option<&[usize]>,
     ) -> Vec<Vec<Hit>> {
-        let first = self.select::<K>(queries, corpus, k, true);
+        let first = self.select::<K>(queries, corpus, k, true, gather);
         let missed: Vec<usize> = (0..first.len()).filter(|&i| first[i].is_none()).collect();
         let mut again = if missed.is_empty() {
             Vec::new()
@@ -168,11 +179,11 @@ impl CpuBackend {
                 .flat_map(|&i| queries.row(i).iter().copied())
                 .collect();
             match MatrixRef::new(&sub, missed.len(), queries.cols()) {
-                Ok(sub) => self.select::<K>(sub, corpus, k, false),
+                Ok(sub) => self.select::<K>(sub, corpus, k, false, gather),
                 // Not reached (the shape is valid); every query again is exact too.
                 Err(_) => {
                     return self
-                        .select::<K>(queries, corpus, k, false)
+                        .select::<K>(queries, corpus, k, false, gather)
                         .into_iter()
                         .map(Option::unwrap_or_default)
                         .collect()
@@ -195,8 +206,10 @@ impl CpuBackend {
         corpus: CorpusView<'_>,
         k: usize,
         speculate: bool,
+        gather: Option<&[usize]>,
     ) -> Vec<Option<Vec<Hit>>> {
-        let (q, n) = (queries.rows(), corpus.rows());
+        let q = queries.rows();
+        let n = gather.map_or(corpus.rows(), <[usize]>::len);
         if q == 0 || n == 0 || k == 0 {
             return vec![Some(Vec::new()); q];
         }
@@ -219,26 +232,48 @@ impl CpuBackend {
             order
                 .into_par_iter()
                 .for_each_init(Scratch::default, |scratch, b| {
-                    let rows = b * block..((b + 1) * block).min(n);
+                    let positions = b * block..((b + 1) * block).min(n);
+                    // The block's rows: a range of the corpus, or gathered by index into
+                    // this thread's buffers (which stay in cache).
+                    let (corpus, rows) = match gather {
+                        None => (corpus, positions.clone()),
+                        Some(all) => {
+                            let view = scratch.gathered.fill(corpus, &all[positions.clone()]);
+                            (view, 0..positions.len())
+                        }
+                    };
                     let layout = match &packed {
                         Some(p) => {
-                            let ld = tile_scores(p, corpus, rows.clone(), &mut scratch.scores);
+                            let ld = tile_scores(p, corpus, rows.clone(), &mut scratch.fold.scores);
                             match corpus.row_bias() {
                                 Some(bias) => {
                                     let (inv, bias) =
                                         (&corpus.inv_norms()[rows.clone()], &bias[rows.clone()]);
-                                    scale_and_bias_tile(&mut scratch.scores, ld, q, inv, bias);
+                                    scale_and_bias_tile(&mut scratch.fold.scores, ld, q, inv, bias);
                                     Layout::Scored { ld }
                                 }
                                 None => Layout::Rows { ld },
                             }
                         }
                         None => {
-                            self.stream_scores(queries, corpus, rows.clone(), &mut scratch.scores);
+                            self.stream_scores(
+                                queries,
+                                corpus,
+                                rows.clone(),
+                                &mut scratch.fold.scores,
+                            );
                             Layout::Columns
                         }
                     };
-                    selection.fold(self.level, scratch, layout, corpus, rows, b);
+                    let inv = &corpus.inv_norms()[rows];
+                    selection.fold(
+                        self.level,
+                        &mut scratch.fold,
+                        layout,
+                        inv,
+                        positions.start,
+                        b,
+                    );
                 });
             // Sorting q × k hits is work too (a million at Q = 1024, k = 1024): on all
             // cores.
@@ -308,9 +343,43 @@ enum Layout {
 /// One thread's buffers, reused from block to block.
 #[derive(Default)]
 struct Scratch {
+    fold: FoldScratch,
+    gathered: Gathered,
+}
+
+/// The scores of a block and the chunks of queries not yet folded for it.
+#[derive(Default)]
+struct FoldScratch {
     scores: Vec<f32>,
     /// Chunks of queries not yet folded for the current block.
     pending: Vec<usize>,
+}
+
+/// A block of rows gathered by index, with their factors.
+#[derive(Default)]
+struct Gathered {
+    rows: Vec<f32>,
+    scale: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Gathered {
+    /// Copies rows `rows` of `corpus` (with their factors and biases) into these
+    /// buffers, and returns them as a view of `rows.len()` rows.
+    fn fill<'g>(&'g mut self, corpus: CorpusView<'_>, rows: &[usize]) -> CorpusView<'g> {
+        self.rows.clear();
+        self.scale.clear();
+        self.bias.clear();
+        for &r in rows {
+            self.rows.extend_from_slice(corpus.matrix().row(r));
+            self.scale.push(corpus.inv_norms()[r]);
+        }
+        if let Some(bias) = corpus.row_bias() {
+            self.bias.extend(rows.iter().map(|&r| bias[r]));
+        }
+        let bias = corpus.row_bias().map(|_| &self.bias[..]);
+        corpus.gathered(&self.rows, &self.scale, bias)
+    }
 }
 
 /// Every query's running top-k, shared by all tasks (see the module docs).
@@ -361,13 +430,12 @@ impl<K: Key> Selection<K> {
     fn fold(
         &self,
         level: SimdLevel,
-        scratch: &mut Scratch,
+        scratch: &mut FoldScratch,
         layout: Layout,
-        corpus: CorpusView<'_>,
-        rows: Range<usize>,
+        inv: &[f32],
+        first: usize,
         b: usize,
     ) {
-        let inv = &corpus.inv_norms()[rows.clone()];
         let scores = &scratch.scores;
         let pending = &mut scratch.pending;
         let nc = self.chunks.len();
@@ -375,7 +443,7 @@ impl<K: Key> Selection<K> {
         pending.extend((0..nc).map(|c| (c + b) % nc));
         let fold_chunk = |c: &mut Chunk<K>| {
             // Counting this whole block as seen errs towards keeping more.
-            c.seen += rows.len();
+            c.seen += inv.len();
             let rank = if self.speculate {
                 spec_rank(self.k, c.seen, self.rows)
             } else {
@@ -384,19 +452,14 @@ impl<K: Key> Selection<K> {
             match layout {
                 Layout::Rows { ld } => c
                     .sel
-                    .fold_block(level, scores, ld, c.first, inv, rows.start, rank),
-                Layout::Scored { ld } => c.sel.fold_block(
-                    level,
-                    scores,
-                    ld,
-                    c.first,
-                    &ONES[..rows.len()],
-                    rows.start,
-                    rank,
-                ),
+                    .fold_block(level, scores, ld, c.first, inv, first, rank),
+                Layout::Scored { ld } => {
+                    c.sel
+                        .fold_block(level, scores, ld, c.first, &ONES[..inv.len()], first, rank)
+                }
                 Layout::Columns => {
                     c.sel
-                        .fold_columns(level, scores, inv.len(), c.first, rows.start, rank)
+                        .fold_columns(level, scores, inv.len(), c.first, first, rank)
                 }
             }
         };

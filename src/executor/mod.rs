@@ -461,7 +461,7 @@ impl HybridExecutor {
         let (mut scores, report) = self.run_where(
             Op::Cosine,
             queries,
-            view,
+            view.rows(),
             start,
             |b| exact::refuses_metric(b, Metric::InnerProduct),
             |b, part| b.cosine(part, view),

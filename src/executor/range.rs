@@ -8,7 +8,7 @@
 //! about one top-k of that size. A threshold that admits most of the corpus costs a few
 //! top-k passes, ending in one that selects `limit + 1` rows.
 
-use super::{HybridExecutor, SearchOptions};
+use super::{ExecutionReport, HybridExecutor, SearchOptions};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef};
@@ -67,6 +67,21 @@ impl HybridExecutor {
         limit: usize,
         options: &SearchOptions,
     ) -> Result<Vec<RangeResult>> {
+        self.range_with_report(queries, corpus, threshold, limit, options)
+            .map(|(r, _)| r)
+    }
+
+    /// [`range`](Self::range), with the [`ExecutionReport`] of its first round, whose
+    /// `corpus_passes` counts every round's passes.
+    pub fn range_with_report<'c>(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: impl Into<CorpusView<'c>>,
+        threshold: f32,
+        limit: usize,
+        options: &SearchOptions,
+    ) -> Result<(Vec<RangeResult>, ExecutionReport)> {
+        let start = std::time::Instant::now();
         let corpus = corpus.into();
         if threshold.is_nan() {
             return Err(Error::InvalidConfig("range threshold is NaN".into()));
@@ -89,13 +104,19 @@ impl HybridExecutor {
         let mut out = vec![RangeResult::default(); q];
         let mut pending: Vec<usize> = (0..q).collect();
         let mut asked = FIRST_ROUND.min(most);
+        let mut report: Option<ExecutionReport> = None;
         while !pending.is_empty() {
             let sub: Vec<f32> = pending
                 .iter()
                 .flat_map(|&i| queries.row(i).iter().copied())
                 .collect();
             let sub = MatrixRef::new(&sub, pending.len(), d)?;
-            let hits = self.search(sub, corpus, asked, &subset(options, &pending))?;
+            let (hits, rep) =
+                self.search_with_report(sub, corpus, asked, &subset(options, &pending))?;
+            match &mut report {
+                Some(first) => first.corpus_passes += rep.corpus_passes,
+                None => report = Some(rep),
+            }
             let mut again = Vec::new();
             for (&i, mut hs) in pending.iter().zip(hits) {
                 let passed = hs
@@ -117,7 +138,9 @@ impl HybridExecutor {
             pending = again;
             asked = asked.saturating_mul(8).min(most);
         }
-        Ok(out)
+        let mut report = report.unwrap_or_else(ExecutionReport::nothing_run);
+        report.elapsed = start.elapsed();
+        Ok((out, report))
     }
 }
 

@@ -65,7 +65,7 @@ impl HybridExecutor {
         start: Instant,
         call: impl Fn(&dyn Backend, MatrixRef<'_>) -> std::result::Result<T, BackendError>,
     ) -> Result<(T, ExecutionReport)> {
-        self.run_where(op, queries, corpus, start, |_| None, call)
+        self.run_where(op, queries, corpus.rows(), start, |_| None, call)
     }
 
     /// [`run`](Self::run) for a call that some accelerators do not serve: `refuses`
@@ -76,12 +76,12 @@ impl HybridExecutor {
         &self,
         op: Op,
         queries: MatrixRef<'_>,
-        corpus: CorpusView<'_>,
+        rows: usize,
         start: Instant,
         refuses: impl Fn(&dyn Backend) -> Option<String>,
         call: impl Fn(&dyn Backend, MatrixRef<'_>) -> std::result::Result<T, BackendError>,
     ) -> Result<(T, ExecutionReport)> {
-        let out = self.dispatch_and_run(op, queries, corpus, start, refuses, call);
+        let out = self.dispatch_and_run(op, queries, rows, start, refuses, call);
         match &out {
             Ok((_, report)) => telemetry::answered(op, report),
             Err(_) => telemetry::failed(op),
@@ -93,15 +93,15 @@ impl HybridExecutor {
         &self,
         op: Op,
         queries: MatrixRef<'_>,
-        corpus: CorpusView<'_>,
+        rows: usize,
         start: Instant,
         refuses: impl Fn(&dyn Backend) -> Option<String>,
         call: impl Fn(&dyn Backend, MatrixRef<'_>) -> std::result::Result<T, BackendError>,
     ) -> Result<(T, ExecutionReport)> {
         let shape = Shape {
             queries: queries.rows(),
-            rows: corpus.rows(),
-            dim: corpus.dim(),
+            rows,
+            dim: queries.cols(),
         };
         let mut decision = self.decide(op, shape);
         if let (BackendKind::Gpu, Some(accel)) = (decision.backend, &self.accel) {

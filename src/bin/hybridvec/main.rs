@@ -63,6 +63,24 @@ impl From<MetricArg> for Metric {
     }
 }
 
+/// How a filtered search reads the corpus (`--filter-plan`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FilterPlanArg {
+    Auto,
+    Gather,
+    Mask,
+}
+
+impl From<FilterPlanArg> for hybridvec::FilterPlan {
+    fn from(p: FilterPlanArg) -> Self {
+        match p {
+            FilterPlanArg::Auto => hybridvec::FilterPlan::Auto,
+            FilterPlanArg::Gather => hybridvec::FilterPlan::Gather,
+            FilterPlanArg::Mask => hybridvec::FilterPlan::Mask,
+        }
+    }
+}
+
 /// Arithmetic of the GPU's compute-bound kernels (`--precision`).
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PrecisionArg {
@@ -367,6 +385,20 @@ struct BenchArgs {
     /// What to rank by: cosine, inner product, or squared L2 distance.
     #[arg(long, value_enum, default_value_t = MetricArg::Cos)]
     metric: MetricArg,
+    /// Allow only this fraction of the corpus rows (a seeded random subset), above 0 and
+    /// at most 1.
+    #[arg(long, value_name = "FRACTION", value_parser = fraction)]
+    filter: Option<f64>,
+    /// With --filter: each query gets its own random subset of that fraction.
+    #[arg(long, requires = "filter")]
+    filter_per_query: bool,
+    /// With --filter: how it is searched (auto chooses by the fraction).
+    #[arg(long, value_enum, default_value_t = FilterPlanArg::Auto, requires = "filter")]
+    filter_plan: FilterPlanArg,
+    /// Time range search instead of top-k: the threshold is query 0's score of its
+    /// ROWS-th best row (so about ROWS rows per query pass), with no limit.
+    #[arg(long, value_name = "ROWS", value_parser = at_least_one)]
+    range_rows: Option<usize>,
     /// Which backend serves.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
@@ -394,6 +426,26 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A `--filter` value: a fraction above 0 and at most 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        Ok(_) => Err("must be above 0 and at most 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A seeded random subset of about `fraction` of `n` rows, ascending (at least one row).
+fn random_rows(n: usize, fraction: f64, seed: u64) -> Vec<usize> {
+    let mut rng = data::Rng::new(seed, 0x4649_4c54);
+    let rows: Vec<usize> = (0..n).filter(|_| rng.next_f64() < fraction).collect();
+    if rows.is_empty() {
+        vec![rng.below(n as u64) as usize]
+    } else {
+        rows
+    }
+}
+
 /// Query vectors come from a stream of their own so they never equal corpus rows.
 const QUERY_STREAM: u64 = 0x5155_4552_5953;
 
@@ -407,14 +459,50 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
     let corpus = Corpus::new(data::try_random_matrix(a.corpus, a.dim, a.seed)?, a.dim)?;
     let qdata = random_queries(a.queries, a.dim, a.seed)?;
     let queries = MatrixRef::new(&qdata, a.queries, a.dim)?;
+    let metric = Metric::from(a.metric);
+    let mut options = SearchOptions::new(metric);
+    if let Some(f) = a.filter {
+        if a.k == 0 {
+            return Err(Error::InvalidConfig(
+                "--filter needs --k of at least 1 (the score matrix is not filtered)".into(),
+            ));
+        }
+        options = options
+            .with_filter(if a.filter_per_query {
+                hybridvec::Filter::PerQuery(
+                    (0..a.queries)
+                        .map(|i| {
+                            hybridvec::Filter::Rows(random_rows(a.corpus, f, a.seed + i as u64))
+                        })
+                        .collect(),
+                )
+            } else {
+                hybridvec::Filter::Rows(random_rows(a.corpus, f, a.seed))
+            })
+            .with_filter_plan(a.filter_plan.into());
+    }
+    // Range search: the threshold of query 0's `rows`-th best hit.
+    let threshold = match a.range_rows {
+        Some(rows) => {
+            let first = MatrixRef::new(&qdata[..a.dim], 1, a.dim)?;
+            let hits = exec.search(first, &corpus, rows, &options)?;
+            Some(hits[0].last().map_or(0.0, |h| h.score))
+        }
+        None => None,
+    };
     spinner.finish_and_clear();
     let run = || -> Result<ExecutionReport, Error> {
-        let metric = Metric::from(a.metric);
-        Ok(if a.k == 0 {
-            std::hint::black_box(exec.similarity_with_report(queries, &corpus, metric)?).1
-        } else {
-            let options = SearchOptions::new(metric);
-            std::hint::black_box(exec.search_with_report(queries, &corpus, a.k, &options)?).1
+        Ok(match threshold {
+            Some(t) => {
+                let r = exec.range_with_report(queries, &corpus, t, usize::MAX, &options)?;
+                std::hint::black_box(r).1
+            }
+            None if a.k == 0 => {
+                std::hint::black_box(exec.similarity_with_report(queries, &corpus, metric)?).1
+            }
+            None => {
+                std::hint::black_box(exec.search_with_report(queries, &corpus, a.k, &options)?).1
+            }
         })
     };
     run()?; // warm-up: page faults, thread start, caches
@@ -459,7 +547,9 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
             "runs_on": {"cpu": runs_on(BackendKind::Cpu), "gpu": runs_on(BackendKind::Gpu)},
             "fallbacks": reports.iter().map(|r| r.fallbacks.len()).sum::<usize>(),
             "queries": a.queries, "precision": format!("{:?}", a.precision).to_lowercase(),
-            "corpus": a.corpus, "dim": a.dim, "k": a.k, "metric": Metric::from(a.metric).as_str(),
+            "corpus": a.corpus, "dim": a.dim, "k": a.k, "metric": metric.as_str(),
+            "filter": a.filter, "filter_per_query": a.filter_per_query,
+            "filter_plan": format!("{:?}", a.filter_plan).to_lowercase(), "range_rows": a.range_rows,
             "repeat": a.repeat, "threads": caps.threads,
             "median_secs": median, "device_median_secs": device_median, "min_secs": times[0], "max_secs": times[times.len() - 1],
             "gflops": gflops, "gbps": gbps, "peak_rss_bytes": peak_rss_bytes(),
