@@ -588,13 +588,13 @@ mod tests {
                 let k = if block < 1000 { 200 } else { 500 };
                 let (qs, corpus) = misleading(q, n, d, block);
                 let view = MatrixRef::new(&qs, q, d).unwrap();
-                let guessed = cpu.select::<u64>(view, corpus.view(), k, true);
+                let guessed = cpu.select::<u64>(view, corpus.view(), k, true, None);
                 assert!(
                     guessed.iter().all(Option::is_none),
                     "{level:?} Q={q}: every guess misses"
                 );
                 let exact: Vec<Vec<Hit>> = cpu
-                    .select::<u64>(view, corpus.view(), k, false)
+                    .select::<u64>(view, corpus.view(), k, false, None)
                     .into_iter()
                     .map(|h| h.expect("no guess, no miss"))
                     .collect();
@@ -605,9 +605,9 @@ mod tests {
                     assert!(hits[..near].iter().all(|h| h.index < block));
                     assert!(hits[near..].iter().all(|h| h.index >= block));
                 }
-                assert_eq!(cpu.top_k(view, corpus.view(), k), exact, "{level:?} Q={q}");
+                assert_eq!(cpu.top_k(view, corpus.view(), k, None), exact, "{level:?} Q={q}");
                 assert_eq!(
-                    cpu.top_k_keyed::<u128>(view, corpus.view(), k),
+                    cpu.top_k_keyed::<u128>(view, corpus.view(), k, None),
                     exact,
                     "{level:?} Q={q}: u128 keys"
                 );
@@ -624,8 +624,8 @@ mod tests {
         let qs = unit(crate::data::random_vec(q * d, 81, 0), d);
         let view = MatrixRef::new(&qs, q, d).unwrap();
         for k in [65, 300, 2000] {
-            let guessed = cpu.select::<u64>(view, corpus.view(), k, true);
-            let exact = cpu.select::<u64>(view, corpus.view(), k, false);
+            let guessed = cpu.select::<u64>(view, corpus.view(), k, true, None);
+            let exact = cpu.select::<u64>(view, corpus.view(), k, false, None);
             assert_eq!(guessed, exact, "k = {k}");
         }
     }
