@@ -216,6 +216,11 @@ impl CpuBackend {
         let packed = self.pack(queries);
         let block = if packed.is_some() {
             KERNEL_ROWS
+        } else if gather.is_some() {
+            // Rows read by index wait on memory one row at a time: smaller blocks spread
+            // them over every thread (1 000 gathered rows made one block, on one thread).
+            n.div_ceil(STREAM_BLOCKS_PER_THREAD * self.threads().max(1))
+                .clamp(64, stream_rows(q, n, self.threads()).max(64))
         } else {
             stream_rows(q, n, self.threads())
         };
@@ -605,7 +610,11 @@ mod tests {
                     assert!(hits[..near].iter().all(|h| h.index < block));
                     assert!(hits[near..].iter().all(|h| h.index >= block));
                 }
-                assert_eq!(cpu.top_k(view, corpus.view(), k, None), exact, "{level:?} Q={q}");
+                assert_eq!(
+                    cpu.top_k(view, corpus.view(), k, None),
+                    exact,
+                    "{level:?} Q={q}"
+                );
                 assert_eq!(
                     cpu.top_k_keyed::<u128>(view, corpus.view(), k, None),
                     exact,
