@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::reference::{metric64 as reference, spread_rows};
+
 use common::api::executors;
 use common::TempDir;
 use hybridvec::{
@@ -15,19 +17,6 @@ use hybridvec::{
     Metric, SearchOptions, StoreConfig, WarmStore,
 };
 use proptest::prelude::*;
-
-/// The f64 reference score of `q` against `c` under `metric`.
-fn reference(metric: Metric, q: &[f32], c: &[f32]) -> f64 {
-    match metric {
-        Metric::L2 => q
-            .iter()
-            .zip(c)
-            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-            .sum(),
-        Metric::InnerProduct => q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum(),
-        Metric::Cosine => common::reference::cosine64(q, c),
-    }
-}
 
 /// `hits` against the reference top-k among `allowed` rows: the same rows rank by rank,
 /// up to near-ties (f32 rounding for cosine, f64 rounding for the exact metrics), and
@@ -87,16 +76,6 @@ fn check(
             h.score
         );
     }
-}
-
-/// Rows of unequal norms.
-fn spread_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rows = data::random_matrix(n, d, seed);
-    for (i, row) in rows.chunks_exact_mut(d).enumerate() {
-        let s = 0.1 + (i * 7919 % 1000) as f32 / 100.0;
-        row.iter_mut().for_each(|x| *x *= s);
-    }
-    rows
 }
 
 /// Clustered rows with exact duplicates (ties) and zero rows.

@@ -8,25 +8,14 @@
 
 mod common;
 
+use common::reference::{metric64 as reference, spread_rows};
+
 use common::api::executors;
 use common::TempDir;
 use hybridvec::{
     data, Corpus, Error, ExecutorConfig, Hit, HybridExecutor, MatrixRef, Metric, SearchOptions,
     StoreConfig, WarmStore,
 };
-
-/// The f64 reference score of `q` against `c`: `q·c` or `Σ (q − c)²`.
-fn reference(metric: Metric, q: &[f32], c: &[f32]) -> f64 {
-    match metric {
-        Metric::L2 => q
-            .iter()
-            .zip(c)
-            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-            .sum(),
-        Metric::InnerProduct => q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum(),
-        Metric::Cosine => common::reference::cosine64(q, c),
-    }
-}
 
 /// Indices best first under `metric` (ties: lower index), `k` of them, with their scores.
 fn reference_top_k(metric: Metric, q: &[f32], rows: &[&[f32]], k: usize) -> Vec<(usize, f64)> {
@@ -74,16 +63,6 @@ fn check(what: &str, metric: Metric, q: &[f32], rows: &[&[f32]], k: usize, hits:
             h.score
         );
     }
-}
-
-/// Rows of unequal norms: standard-normal rows scaled by 0.1–10.
-fn spread_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rows = data::random_matrix(n, d, seed);
-    for (i, row) in rows.chunks_exact_mut(d).enumerate() {
-        let s = 0.1 + (i * 7919 % 1000) as f32 / 100.0;
-        row.iter_mut().for_each(|x| *x *= s);
-    }
-    rows
 }
 
 /// Clustered rows: eight centres with small noise, every fifth row an exact copy of the

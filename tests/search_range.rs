@@ -5,24 +5,14 @@
 
 mod common;
 
+use common::reference::{metric64 as reference, spread_rows};
+
 use common::api::executors;
 use common::TempDir;
 use hybridvec::{
     data, Corpus, Error, ExecutorConfig, Filter, Hit, HybridExecutor, MatrixRef, Metric,
     RangeResult, SearchOptions, StoreConfig, WarmStore,
 };
-
-fn reference(metric: Metric, q: &[f32], c: &[f32]) -> f64 {
-    match metric {
-        Metric::L2 => q
-            .iter()
-            .zip(c)
-            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-            .sum(),
-        Metric::InnerProduct => q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum(),
-        Metric::Cosine => common::reference::cosine64(q, c),
-    }
-}
 
 /// `a` better than `b` under `metric`.
 fn better(metric: Metric, a: f64, b: f64) -> bool {
@@ -137,15 +127,6 @@ fn check(
             );
         }
     }
-}
-
-fn spread_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rows = data::random_matrix(n, d, seed);
-    for (i, row) in rows.chunks_exact_mut(d).enumerate() {
-        let s = 0.1 + (i * 7919 % 1000) as f32 / 100.0;
-        row.iter_mut().for_each(|x| *x *= s);
-    }
-    rows
 }
 
 fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {

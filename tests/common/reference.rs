@@ -28,3 +28,30 @@ pub fn reference_top_k(scores: &[f64], k: usize) -> Vec<usize> {
     idx.truncate(k);
     idx
 }
+
+/// The f64 reference score of `q` against `c` under `metric`: cosine as [`cosine64`],
+/// `q·c`, or the squared distance `Σ (q − c)²`.
+pub fn metric64(metric: hybridvec::Metric, q: &[f32], c: &[f32]) -> f64 {
+    match metric {
+        hybridvec::Metric::L2 => q
+            .iter()
+            .zip(c)
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum(),
+        hybridvec::Metric::InnerProduct => {
+            q.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum()
+        }
+        _ => cosine64(q, c),
+    }
+}
+
+/// `n × d` standard-normal rows scaled by 0.1–10, so their norms differ (inner product and
+/// L2 then rank differently from cosine).
+pub fn spread_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rows = hybridvec::data::random_matrix(n, d, seed);
+    for (i, row) in rows.chunks_exact_mut(d).enumerate() {
+        let s = 0.1 + (i * 7919 % 1000) as f32 / 100.0;
+        row.iter_mut().for_each(|x| *x *= s);
+    }
+    rows
+}
