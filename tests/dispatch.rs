@@ -410,3 +410,61 @@ fn a_wrong_result_count_is_a_typed_error_not_a_retry() {
         assert_eq!(ex.stats().cpu.calls, 0, "{device:?}: no quiet CPU re-run");
     }
 }
+
+/// A call the accelerator does not serve (another metric, a filter) never reaches it:
+/// under `Auto` the CPU answers with `Reason::Unsupported` and the same hits as a CPU-only
+/// executor; under `Cuda` it is `BackendFailed` naming the accelerator and why.
+#[test]
+fn calls_the_accelerator_does_not_serve_run_on_the_cpu_or_fail_when_forced() {
+    use hybridvec::{Filter, Metric, SearchOptions};
+    let (n, d, q) = (3000usize, 32usize, 40usize);
+    let corpus = Corpus::new(data::random_matrix(n, d, 71), d).unwrap();
+    let qdata = data::random_matrix(q, d, 72);
+    let qm = MatrixRef::new(&qdata, q, d).unwrap();
+    let gpu = FakeGpu::new(1e15, 1e15, 0);
+    let auto = executor(&gpu, DevicePolicy::Auto, any_size_to_gpu());
+    let forced = executor(&gpu, DevicePolicy::Cuda, DispatchPolicy::default());
+    let cpu = HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cpu,
+        ..Default::default()
+    })
+    .unwrap();
+    let cases = [
+        SearchOptions::new(Metric::InnerProduct),
+        SearchOptions::new(Metric::L2),
+        SearchOptions::default().with_filter(Filter::Rows((0..n).step_by(3).collect())),
+        SearchOptions::default()
+            .with_filter(Filter::Rows((0..n).filter(|i| i % 10 != 0).collect())),
+    ];
+    for options in &cases {
+        let before = gpu.calls.load(Ordering::Relaxed);
+        let (hits, report) = auto.search_with_report(qm, &corpus, 10, options).unwrap();
+        assert_eq!(report.backend, BackendKind::Cpu, "{options:?}");
+        assert_eq!(report.reason, Reason::Unsupported, "{options:?}");
+        assert!(
+            report.fallbacks.is_empty(),
+            "{options:?}: {:?}",
+            report.fallbacks
+        );
+        assert_eq!(
+            hits,
+            cpu.search(qm, &corpus, 10, options).unwrap(),
+            "{options:?}"
+        );
+        let e = forced.search(qm, &corpus, 10, options).unwrap_err();
+        assert!(
+            matches!(&e, Error::BackendFailed { backend, .. } if backend == "fake-gpu"),
+            "{options:?}: {e}"
+        );
+        assert_eq!(
+            gpu.calls.load(Ordering::Relaxed),
+            before,
+            "{options:?}: the accelerator was called"
+        );
+    }
+    // Plain cosine still goes to the accelerator.
+    let (_, report) = auto
+        .search_with_report(qm, &corpus, 10, &SearchOptions::default())
+        .unwrap();
+    assert_eq!(report.backend, BackendKind::Gpu);
+}
