@@ -557,9 +557,18 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
         });
         outln!("{v}");
     } else {
+        // What else shaped the call; the rates count the whole corpus either way.
+        let mut variant = String::new();
+        if let Some(f) = a.filter {
+            let per = if a.filter_per_query { " per query" } else { "" };
+            variant += &format!(" filter={f}{per}");
+        }
+        if let Some(rows) = a.range_rows {
+            variant += &format!(" range-rows={rows}");
+        }
         outln!(
-            "{backend} ({reason}): Q={} N={} D={} k={} metric={}  median {:.3} ms over {} runs  {:.1} GFLOP/s  {:.1} GB/s",
-            a.queries, a.corpus, a.dim, a.k, Metric::from(a.metric), median * 1e3, a.repeat, gflops, gbps
+            "{backend} ({reason}): Q={} N={} D={} k={} metric={}{}  median {:.3} ms over {} runs  {:.1} GFLOP/s  {:.1} GB/s",
+            a.queries, a.corpus, a.dim, a.k, metric, variant, median * 1e3, a.repeat, gflops, gbps
         );
     }
     Ok(())
