@@ -92,6 +92,15 @@ __device__ __forceinline__ void hv_mma_f16(float (&d)[4], const unsigned int (&a
 __device__ __forceinline__ float hv_as_float(float v) { return v; }
 __device__ __forceinline__ float hv_as_float(unsigned short v) { return hv_half_to_float(v); }
 
+// A row's score from its dot product with a query: dot · inv[r] + bias[r]. A null inv
+// scales by 1 (unit-norm rows, inner product, L2); a null bias adds nothing (all but L2,
+// whose bias is -||row||^2 / 2).
+__device__ __forceinline__ float hv_row_score(float dot, const float* __restrict__ inv,
+                                              const float* __restrict__ bias, long long r) {
+    float s = inv ? dot * inv[r] : dot;
+    return bias ? s + bias[r] : s;
+}
+
 // Row r is live unless the mask (one bit per row, may be null) clears it.
 __device__ __forceinline__ bool hv_live(const unsigned int* __restrict__ mask, long long r) {
     return mask == nullptr || ((mask[r >> 5] >> (r & 31)) & 1u);

@@ -34,6 +34,7 @@ template <class T>
 __device__ __forceinline__ void hv_filter_small_q_impl(const float* __restrict__ queries, int nq,
                                                        int dim, const T* __restrict__ x,
                                                        const float* __restrict__ inv,
+                                                       const float* __restrict__ bias,
                                                        const unsigned int* __restrict__ mask,
                                                        long long rows, const float* __restrict__ tau, long long tau_ld,
                                                        unsigned int* __restrict__ count,
@@ -53,7 +54,7 @@ __device__ __forceinline__ void hv_filter_small_q_impl(const float* __restrict__
         float mine = acc[0];
         #pragma unroll
         for (int q = 1; q < HV_SMALL_Q; ++q) mine = lane == q ? acc[q] : mine;
-        float sc = inv ? mine * inv[r] : mine;
+        float sc = hv_row_score(mine, inv, bias, r);
         if (lane < nq && hv_key(sc) >= floor)
             hv_filter_store(atomicAdd(count + lane, 1u), cap, lane, sc, r, out_s, out_i);
     }
@@ -64,7 +65,7 @@ hv_filter_small_q(const float* __restrict__ queries, int nq, int dim, const floa
                   const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                   long long rows, const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count,
                   long long cap, float* __restrict__ out_s, long long* __restrict__ out_i) {
-    hv_filter_small_q_impl(queries, nq, dim, x, inv, mask, rows, tau, tau_ld, count, cap, out_s, out_i);
+    hv_filter_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, rows, tau, tau_ld, count, cap, out_s, out_i);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
@@ -73,7 +74,7 @@ hv_filter_small_q_f16(const float* __restrict__ queries, int nq, int dim,
                       const unsigned int* __restrict__ mask, long long rows,
                       const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count,
                       long long cap, float* __restrict__ out_s, long long* __restrict__ out_i) {
-    hv_filter_small_q_impl(queries, nq, dim, x, inv, mask, rows, tau, tau_ld, count, cap, out_s, out_i);
+    hv_filter_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, rows, tau, tau_ld, count, cap, out_s, out_i);
 }
 
 // Large batches: block (x, y) takes queries 64y .. 64y+63 and rows
@@ -83,6 +84,7 @@ template <int MODE, class T>
 __device__ __forceinline__ void hv_filter_tiled_impl(const float* __restrict__ queries, int nq, int dim,
                                                      const T* __restrict__ x,
                                                      const float* __restrict__ inv,
+                                                     const float* __restrict__ bias,
                                                      const unsigned int* __restrict__ mask,
                                                      long long rows, int seg_tiles,
                                                      const float* __restrict__ tau, long long tau_ld,
@@ -98,7 +100,7 @@ __device__ __forceinline__ void hv_filter_tiled_impl(const float* __restrict__ q
         int q = q0 + warp * 8 + i;
         floor[i] = q < nq ? hv_filter_floor(tau, tau_ld, q) : 0xffffffffu;  // nothing passes
     }
-    hv_walk_segment<MODE>(sm, queries, nq, dim, x, inv, mask, 0, rows, seg_tiles, q0,
+    hv_walk_segment<MODE>(sm, queries, nq, dim, x, inv, bias, mask, 0, rows, seg_tiles, q0,
                           [&](long long n0) {
         #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -126,7 +128,7 @@ hv_filter_tiled(const float* __restrict__ queries, int nq, int dim, const float*
                 const float* __restrict__ inv, const unsigned int* __restrict__ mask, long long rows,
                 int seg_tiles, const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count,
                 long long cap, float* __restrict__ out_s, long long* __restrict__ out_i) {
-    hv_filter_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, mask, rows, seg_tiles, tau, tau_ld, count, cap,
+    hv_filter_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, nullptr, mask, rows, seg_tiles, tau, tau_ld, count, cap,
                                   out_s, out_i);
 }
 
@@ -136,7 +138,7 @@ hv_filter_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const f
                      long long rows, int seg_tiles, const float* __restrict__ tau, long long tau_ld,
                      unsigned int* __restrict__ count, long long cap, float* __restrict__ out_s,
                      long long* __restrict__ out_i) {
-    hv_filter_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, mask, rows, seg_tiles, tau, tau_ld, count, cap,
+    hv_filter_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, nullptr, mask, rows, seg_tiles, tau, tau_ld, count, cap,
                                   out_s, out_i);
 }
 
@@ -146,6 +148,28 @@ hv_filter_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                     const unsigned int* __restrict__ mask, long long rows, int seg_tiles,
                     const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count, long long cap,
                     float* __restrict__ out_s, long long* __restrict__ out_i) {
-    hv_filter_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, mask, rows, seg_tiles, tau, tau_ld, count, cap,
+    hv_filter_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, nullptr, mask, rows, seg_tiles, tau, tau_ld, count, cap,
                                   out_s, out_i);
+}
+
+// L2 (FP32 only): hv_filter_small_q and hv_filter_tiled with each row's bias
+// -||row||^2 / 2 added to its scores.
+extern "C" __global__ void __launch_bounds__(256)
+hv_filter_small_q_l2(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                     const float* __restrict__ bias, const unsigned int* __restrict__ mask,
+                     long long rows, const float* __restrict__ tau, long long tau_ld,
+                     unsigned int* __restrict__ count, long long cap, float* __restrict__ out_s,
+                     long long* __restrict__ out_i) {
+    hv_filter_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, rows, tau, tau_ld, count, cap,
+                           out_s, out_i);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_filter_tiled_l2(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                   const float* __restrict__ bias, const unsigned int* __restrict__ mask, long long rows,
+                   int seg_tiles, const float* __restrict__ tau, long long tau_ld,
+                   unsigned int* __restrict__ count, long long cap, float* __restrict__ out_s,
+                   long long* __restrict__ out_i) {
+    hv_filter_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, rows, seg_tiles, tau, tau_ld,
+                                  count, cap, out_s, out_i);
 }

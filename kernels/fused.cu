@@ -19,6 +19,7 @@ template <class T>
 __device__ __forceinline__ void hv_topk_small_q_impl(const float* __restrict__ queries, int nq,
                                                      int dim, const T* __restrict__ x,
                                                      const float* __restrict__ inv,
+                                                     const float* __restrict__ bias,
                                                      const unsigned int* __restrict__ mask,
                                                      long long row0, long long rows, int k,
                                                      float* __restrict__ out_s,
@@ -37,11 +38,12 @@ __device__ __forceinline__ void hv_topk_small_q_impl(const float* __restrict__ q
         float acc[HV_SMALL_Q];
         hv_row_dots(q_s, nq, dim, x + r * dim, lane, acc);
         if (!hv_live(mask, r)) continue;  // warp-uniform: every lane has the same r
-        float s = inv ? inv[r] : 1.0f;
+        float s = inv ? inv[r] : 1.0f, b = bias ? bias[r] : 0.0f;
         #pragma unroll
         for (int q = 0; q < HV_SMALL_Q; ++q) {
             if (q < nq) {
-                unsigned int key = hv_key(acc[q] * s);
+                float v = acc[q] * s;
+                unsigned int key = hv_key(bias ? v + b : v);
                 unsigned int lk;
                 long long li;
                 hv_list_last(lists[q], k, lk, li);
@@ -59,7 +61,7 @@ hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float*
                 const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                 long long row0, long long rows, int k, float* __restrict__ out_s,
                 long long* __restrict__ out_i, long long out_ld) {
-    hv_topk_small_q_impl(queries, nq, dim, x, inv, mask, row0, rows, k, out_s, out_i, out_ld);
+    hv_topk_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, row0, rows, k, out_s, out_i, out_ld);
 }
 
 // The same over the FP16 copy of the corpus (Precision::Fp16): half the bytes.
@@ -68,7 +70,7 @@ hv_topk_small_q_f16(const float* __restrict__ queries, int nq, int dim,
                     const unsigned short* __restrict__ x, const float* __restrict__ inv,
                     const unsigned int* __restrict__ mask, long long row0, long long rows,
                     int k, float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
-    hv_topk_small_q_impl(queries, nq, dim, x, inv, mask, row0, rows, k, out_s, out_i, out_ld);
+    hv_topk_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, row0, rows, k, out_s, out_i, out_ld);
 }
 
 // Large batches: block (x, y) takes queries 64y .. 64y+63 and rows
@@ -78,6 +80,7 @@ template <int MODE, class T>
 __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ queries, int nq, int dim,
                                                    const T* __restrict__ x,
                                                    const float* __restrict__ inv,
+                                                   const float* __restrict__ bias,
                                                    const unsigned int* __restrict__ mask,
                                                    long long row0, long long rows, int seg_tiles, int k,
                                                    float* __restrict__ out_s,
@@ -88,7 +91,7 @@ __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ que
     HvList lists[8];
     #pragma unroll
     for (int i = 0; i < 8; ++i) hv_list_clear(lists[i]);
-    hv_walk_segment<MODE>(sm, queries, nq, dim, x, inv, mask, row0, rows, seg_tiles, q0,
+    hv_walk_segment<MODE>(sm, queries, nq, dim, x, inv, bias, mask, row0, rows, seg_tiles, q0,
                           [&](long long n0) {
         #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -116,7 +119,7 @@ hv_topk_tiled(const float* __restrict__ queries, int nq, int dim, const float* _
               const float* __restrict__ inv, const unsigned int* __restrict__ mask, long long row0,
               long long rows, int seg_tiles, int k, float* __restrict__ out_s, long long* __restrict__ out_i,
               long long out_ld) {
-    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, mask, row0, rows, seg_tiles,
+    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, seg_tiles,
                                 k, out_s, out_i, out_ld);
 }
 
@@ -126,7 +129,7 @@ hv_topk_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const flo
                    const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                    long long row0, long long rows, int seg_tiles, int k, float* __restrict__ out_s,
                    long long* __restrict__ out_i, long long out_ld) {
-    hv_topk_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, mask, row0, rows, seg_tiles,
+    hv_topk_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, seg_tiles,
                                 k, out_s, out_i, out_ld);
 }
 
@@ -137,6 +140,26 @@ hv_topk_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                   const unsigned short* __restrict__ x, const float* __restrict__ inv,
                   const unsigned int* __restrict__ mask, long long row0, long long rows, int seg_tiles, int k,
                   float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
-    hv_topk_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, mask, row0, rows, seg_tiles,
+    hv_topk_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, seg_tiles,
+                                k, out_s, out_i, out_ld);
+}
+
+// L2 (FP32 only): the scores of hv_topk_small_q and hv_topk_tiled plus each row's bias
+// -||row||^2 / 2, so the best score is the nearest row. Kernels of their own, so that the
+// others keep their registers.
+extern "C" __global__ void __launch_bounds__(256, 3)
+hv_topk_small_q_l2(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                   const float* __restrict__ bias, const unsigned int* __restrict__ mask,
+                   long long row0, long long rows, int k, float* __restrict__ out_s,
+                   long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, row0, rows, k, out_s, out_i, out_ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_topk_tiled_l2(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                 const float* __restrict__ bias, const unsigned int* __restrict__ mask, long long row0,
+                 long long rows, int seg_tiles, int k, float* __restrict__ out_s,
+                 long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, row0, rows, seg_tiles,
                                 k, out_s, out_i, out_ld);
 }

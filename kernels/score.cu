@@ -1,5 +1,6 @@
 // Full cosine scores of unit-norm queries against corpus rows, for `cosine` and for top-k
-// with k above what the fused kernels keep: out[q][r] = (Q[q] · X[r]) * inv[r].
+// with k above what the fused kernels keep: out[q][r] = hv_row_score(Q[q] · X[r]): the
+// cosine (inv the inverse norms), the inner product, or L2's score (bias).
 // Rows cleared in the live mask score absent (never selected by top-k).
 #include "common.cuh"
 #include "small_q.cuh"
@@ -11,6 +12,7 @@ template <class T>
 __device__ __forceinline__ void hv_score_small_q_impl(const float* __restrict__ queries, int nq,
                                                       int dim, const T* __restrict__ x,
                                                       const float* __restrict__ inv,
+                                                      const float* __restrict__ bias,
                                                       const unsigned int* __restrict__ mask,
                                                       long long row0, long long rows,
                                                       float* __restrict__ out, long long ld) {
@@ -28,7 +30,7 @@ __device__ __forceinline__ void hv_score_small_q_impl(const float* __restrict__ 
         #pragma unroll
         for (int q = 1; q < HV_SMALL_Q; ++q) mine = lane == q ? acc[q] : mine;
         if (lane < nq)
-            out[lane * ld + i] = hv_live(mask, r) ? (inv ? mine * inv[r] : mine)
+            out[lane * ld + i] = hv_live(mask, r) ? hv_row_score(mine, inv, bias, r)
                                                   : __uint_as_float(HV_ABSENT_BITS);
     }
 }
@@ -37,7 +39,7 @@ extern "C" __global__ void __launch_bounds__(256)
 hv_score_small_q(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                  const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                  long long row0, long long rows, float* __restrict__ out, long long ld) {
-    hv_score_small_q_impl(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
+    hv_score_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
 }
 
 // The same over the FP16 copy of the corpus (Precision::Fp16): half the bytes.
@@ -46,7 +48,7 @@ hv_score_small_q_f16(const float* __restrict__ queries, int nq, int dim,
                      const unsigned short* __restrict__ x, const float* __restrict__ inv,
                      const unsigned int* __restrict__ mask, long long row0, long long rows,
                      float* __restrict__ out, long long ld) {
-    hv_score_small_q_impl(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
+    hv_score_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
 }
 
 // Compute-bound scorer for large batches: one 64 × 64 tile per block (tile.cuh), copied
@@ -55,13 +57,14 @@ template <int MODE, class T>
 __device__ __forceinline__ void hv_score_tiled_impl(const float* __restrict__ queries, int nq, int dim,
                                                     const T* __restrict__ x,
                                                     const float* __restrict__ inv,
+                                                    const float* __restrict__ bias,
                                                     const unsigned int* __restrict__ mask,
                                                     long long row0, long long rows,
                                                     float* __restrict__ out, long long ld) {
     __shared__ HvTileSmem sm;
     int q0 = blockIdx.y * HV_TM;
     long long n0 = (long long)blockIdx.x * HV_TN;
-    hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, mask, row0, rows, q0, n0);
+    hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, bias, mask, row0, rows, q0, n0);
     for (int e = threadIdx.x; e < HV_TM * HV_TN; e += HV_TILE_THREADS) {
         int qm = e / HV_TN, rn = e % HV_TN;
         if (q0 + qm < nq && n0 + rn < rows) out[(long long)(q0 + qm) * ld + n0 + rn] = sm.s[qm][rn];
@@ -72,7 +75,7 @@ extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
 hv_score_tiled(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                long long row0, long long rows, float* __restrict__ out, long long ld) {
-    hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
+    hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
 }
 
 // The same on the tensor cores, operands rounded to TF32 (Precision::Tf32).
@@ -80,7 +83,7 @@ extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
 hv_score_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                     const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                     long long row0, long long rows, float* __restrict__ out, long long ld) {
-    hv_score_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
+    hv_score_tiled_impl<HV_TF32>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
 }
 
 // The same from the FP16 copy of the corpus (unit-norm rows, inv null), FP16 tensor cores
@@ -90,5 +93,21 @@ hv_score_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                    const unsigned short* __restrict__ x, const float* __restrict__ inv,
                    const unsigned int* __restrict__ mask, long long row0, long long rows,
                    float* __restrict__ out, long long ld) {
-    hv_score_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, mask, row0, rows, out, ld);
+    hv_score_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
+}
+
+// L2 (FP32 only): hv_score_small_q and hv_score_tiled with each row's bias
+// -||row||^2 / 2 added to its scores.
+extern "C" __global__ void __launch_bounds__(256)
+hv_score_small_q_l2(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                    const float* __restrict__ bias, const unsigned int* __restrict__ mask,
+                    long long row0, long long rows, float* __restrict__ out, long long ld) {
+    hv_score_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, row0, rows, out, ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_score_tiled_l2(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
+                  const float* __restrict__ bias, const unsigned int* __restrict__ mask,
+                  long long row0, long long rows, float* __restrict__ out, long long ld) {
+    hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, row0, rows, out, ld);
 }

@@ -24,7 +24,8 @@ struct HvTileSmem {
 };
 
 // Fills sm.s with the scores of queries q0..q0+63 against corpus rows row0+n0 .. +63:
-// (Q[q] · X[r]) * inv[r] (inv null: the rows are unit-norm already, as the FP16 copy is);
+// hv_row_score(Q[q] · X[r]) (inv null: the rows are unit-norm already, as the FP16 copy
+// is, or the metric does not scale);
 // a row past `rows` or cleared in the mask scores absent (key 0). Queries past nq score 0
 // and must be ignored by the caller. MODE is HV_FP32, HV_TF32 or HV_FP16; T is the corpus
 // element (float, or unsigned short holding FP16 bits). Ends with a barrier, so sm.s is
@@ -33,6 +34,7 @@ template <int MODE, class T>
 __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __restrict__ queries,
                                                int nq, int dim, const T* __restrict__ x,
                                                const float* __restrict__ inv,
+                                               const float* __restrict__ bias,
                                                const unsigned int* __restrict__ mask,
                                                long long row0, long long rows, int q0,
                                                long long n0) {
@@ -127,6 +129,14 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
         }
     }
     __syncthreads();
+    if (bias) {  // L2: a pass of its own, once the accumulators are dead (no spills)
+        for (int e = tid; e < HV_TM * HV_TN; e += HV_TILE_THREADS) {
+            int qm = e / HV_TN, rn = e % HV_TN;
+            long long n = n0 + rn;
+            if (n < rows && hv_live(mask, row0 + n)) sm.s[qm][rn] += bias[row0 + n];
+        }
+        __syncthreads();
+    }
 }
 
 // Walks block x's segment of rows row0 .. row0 + rows: tiles at row0 + (x · seg_tiles + t) · 64
@@ -137,6 +147,7 @@ template <int MODE, class T, class Visit>
 __device__ __forceinline__ void hv_walk_segment(HvTileSmem& sm, const float* __restrict__ queries,
                                                 int nq, int dim, const T* __restrict__ x,
                                                 const float* __restrict__ inv,
+                                                const float* __restrict__ bias,
                                                 const unsigned int* __restrict__ mask,
                                                 long long row0, long long rows, int seg_tiles,
                                                 int q0, Visit visit) {
@@ -144,7 +155,7 @@ __device__ __forceinline__ void hv_walk_segment(HvTileSmem& sm, const float* __r
     for (int t = 0; t < seg_tiles; ++t) {
         long long n0 = first + (long long)t * HV_TN;
         if (n0 >= end) break;  // block-uniform
-        hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, mask, 0, end, q0, n0);
+        hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, bias, mask, 0, end, q0, n0);
         visit(n0);
         __syncthreads();  // sm.s is rewritten by the next tile
     }

@@ -191,6 +191,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
         metric == Metric::Cosine
     }
 
+    /// Whether this backend serves filtered search: [`top_k`](Self::top_k) over a view
+    /// whose rows masked out have a NaN factor in [`CorpusView::inv_norms`], and
+    /// [`top_k_rows`](Self::top_k_rows). The executor sends filtered calls only to
+    /// backends that do. The default is `false`.
+    fn serves_filters(&self) -> bool {
+        false
+    }
+
     /// Into how many passes over the corpus this backend's memory plan split the last
     /// call made on this thread (then forgotten); `None` where it does not plan.
     fn take_corpus_passes(&self) -> Option<usize> {

@@ -285,6 +285,7 @@ impl Corpus {
         CorpusView {
             matrix: self.matrix.view(),
             inv_norms: &self.inv_norms,
+            cosine_inv_norms: &self.inv_norms,
             bias: None,
             metric: Metric::Cosine,
             cache: Some(&self.scoring),
@@ -314,6 +315,8 @@ pub struct CorpusView<'a> {
     matrix: MatrixRef<'a>,
     /// The factor of each row's dot products: `1/‖row‖` for cosine, 1 otherwise.
     inv_norms: &'a [f32],
+    /// The inverse norms whatever the metric: what a device keeps with its copy.
+    cosine_inv_norms: &'a [f32],
     /// Added to each row's scaled dot products (L2's `−‖row‖²/2`).
     bias: Option<&'a [f32]>,
     /// The metric `inv_norms` and `bias` score for.
@@ -339,6 +342,7 @@ impl<'a> CorpusView<'a> {
         Self {
             matrix,
             inv_norms,
+            cosine_inv_norms: inv_norms,
             bias: None,
             metric: Metric::Cosine,
             cache: None,
@@ -359,14 +363,15 @@ impl<'a> CorpusView<'a> {
         }
     }
 
-    /// This view with each row's factor replaced by `scale` (NaN masks a row out). The
-    /// live mask is dropped, since `scale` says which rows score; such a view is for the
-    /// CPU only, whose kernels read nothing but the factors.
-    pub(crate) fn with_scale(self, scale: &'a [f32]) -> Self {
+    /// This view with fewer rows live: `scale` is its factors with NaN for every row
+    /// masked out, and `live` the same rows as bits (see
+    /// [`live_mask`](Self::live_mask)). The CPU reads the factors, a device the bits.
+    pub(crate) fn masked(self, scale: &'a [f32], live: &'a [u32]) -> Self {
         debug_assert_eq!(scale.len(), self.rows());
+        debug_assert_eq!(live.len(), self.rows().div_ceil(32));
         Self {
             inv_norms: scale,
-            live: None,
+            live: Some(live),
             cache: None,
             ..self
         }
@@ -389,6 +394,7 @@ impl<'a> CorpusView<'a> {
                 cols: self.dim(),
             },
             inv_norms: scale,
+            cosine_inv_norms: scale,
             bias,
             metric: self.metric,
             cache: None,
@@ -418,6 +424,13 @@ impl<'a> CorpusView<'a> {
     /// when every row is live. A row whose bit is clear has a NaN inverse norm.
     pub(crate) fn live_mask(&self) -> Option<&'a [u32]> {
         self.live
+    }
+
+    /// Each row's inverse norm (NaN for a row not live) whatever the metric the view
+    /// scores: the factors a device keeps with its copy of the corpus. A gathered view
+    /// has its factors here.
+    pub(crate) fn cosine_inv_norms(&self) -> &'a [f32] {
+        self.cosine_inv_norms
     }
 
     /// Where the view comes from.

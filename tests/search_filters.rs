@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::reference::{metric64 as reference, spread_rows};
+use common::reference::spread_rows;
+use common::search_checks::check_top_k_among as check;
 
 use common::api::executors;
 use common::TempDir;
@@ -17,66 +18,6 @@ use hybridvec::{
     Metric, SearchOptions, StoreConfig, WarmStore,
 };
 use proptest::prelude::*;
-
-/// `hits` against the reference top-k among `allowed` rows: the same rows rank by rank,
-/// up to near-ties (f32 rounding for cosine, f64 rounding for the exact metrics), and
-/// scores within rounding.
-#[allow(clippy::too_many_arguments)]
-fn check(
-    what: &str,
-    metric: Metric,
-    q: &[f32],
-    rows: &[f32],
-    d: usize,
-    allowed: &[usize],
-    k: usize,
-    hits: &[Hit],
-) {
-    let score = |i: usize| reference(metric, q, &rows[i * d..(i + 1) * d]);
-    let mut want: Vec<(usize, f64)> = allowed.iter().map(|&i| (i, score(i))).collect();
-    want.sort_by(|a, b| {
-        let by = if metric.higher_is_better() {
-            b.1.total_cmp(&a.1)
-        } else {
-            a.1.total_cmp(&b.1)
-        };
-        by.then(a.0.cmp(&b.0))
-    });
-    want.truncate(k);
-    assert_eq!(hits.len(), want.len(), "{what}: hit count");
-    let qn: f64 = q.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    for (rank, (h, &(wi, ws))) in hits.iter().zip(&want).enumerate() {
-        assert!(
-            allowed.binary_search(&h.index).is_ok(),
-            "{what}: row {} not allowed",
-            h.index
-        );
-        let own = score(h.index);
-        let cn: f64 = rows[h.index * d..(h.index + 1) * d]
-            .iter()
-            .map(|&x| (x as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let (tie, tol) = match metric {
-            Metric::Cosine => (2e-5, 1e-5),
-            _ => (
-                1e-12 * (qn + cn).powi(2) + 1e-300,
-                1e-6 * own.abs() + 1e-12 * (qn + cn).powi(2),
-            ),
-        };
-        assert!(
-            h.index == wi || (own - ws).abs() <= tie,
-            "{what}: rank {rank}: got row {} ({own:e}), reference row {wi} ({ws:e})",
-            h.index
-        );
-        assert!(
-            (h.score as f64 - own).abs() <= tol,
-            "{what}: rank {rank}: row {} scored {}, reference {own:e}",
-            h.index,
-            h.score
-        );
-    }
-}
 
 /// Clustered rows with exact duplicates (ties) and zero rows.
 fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {

@@ -69,7 +69,10 @@ const Entry kKernels[] = {
     HV_EMU_KERNEL(hv_topk_small_q_f16), HV_EMU_KERNEL(hv_topk_tiled_f16),
     HV_EMU_KERNEL(hv_filter_small_q), HV_EMU_KERNEL(hv_filter_small_q_f16),
     HV_EMU_KERNEL(hv_filter_tiled), HV_EMU_KERNEL(hv_filter_tiled_tf32),
-    HV_EMU_KERNEL(hv_filter_tiled_f16), HV_EMU_KERNEL(hv_emu_selftest_divergent_barrier),
+    HV_EMU_KERNEL(hv_filter_tiled_f16), HV_EMU_KERNEL(hv_score_small_q_l2),
+    HV_EMU_KERNEL(hv_score_tiled_l2), HV_EMU_KERNEL(hv_topk_small_q_l2),
+    HV_EMU_KERNEL(hv_topk_tiled_l2), HV_EMU_KERNEL(hv_filter_small_q_l2),
+    HV_EMU_KERNEL(hv_filter_tiled_l2), HV_EMU_KERNEL(hv_emu_selftest_divergent_barrier),
     HV_EMU_KERNEL(hv_emu_selftest_race),
 };
 

@@ -358,6 +358,9 @@ impl Backend for CpuBackend {
     fn supports_metric(&self, _metric: crate::metric::Metric) -> bool {
         true
     }
+    fn serves_filters(&self) -> bool {
+        true
+    }
     fn cosine(
         &self,
         queries: MatrixRef<'_>,

@@ -13,6 +13,7 @@ use super::{CudaConfig, Precision};
 use crate::backend::{Backend, BackendError, BackendKind, Rates};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef, Scores};
+use crate::metric::Metric;
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream};
 use std::cell::Cell;
@@ -65,12 +66,14 @@ fn timing_event(stream: &CudaStream) -> Result<CudaEvent, BackendError> {
 }
 
 /// The device buffers of one call: its queries, the resident corpus, the corpus's FP16
-/// copy (under [`Precision::Fp16`]) and the live mask (for a store with deletes).
+/// copy (under [`Precision::Fp16`]), the live mask (for a store with deletes, or a
+/// filter) and L2's row biases.
 struct CallBuffers<'a> {
     queries: &'a CudaSlice<f32>,
     corpus: &'a Resident,
     half: Option<&'a CudaSlice<u16>>,
     mask: Option<&'a CudaSlice<u32>>,
+    bias: Option<&'a CudaSlice<f32>>,
 }
 
 /// A top-k program's results on the host.
@@ -164,6 +167,7 @@ impl CudaBackend {
         let bound = launch::Bound {
             queries: Some(call.queries),
             mask: call.mask,
+            bias: call.bias,
             ..call.corpus.bound(call.half)
         };
         launch::run(&self.kernels, stream, p, bound)
@@ -175,6 +179,7 @@ impl CudaBackend {
             n: corpus.rows(),
             dim: corpus.dim(),
             masked,
+            metric: corpus.metric(),
             precision: self.precision,
             sms: self.sms,
         }
@@ -219,11 +224,28 @@ impl CudaBackend {
         })
     }
 
+    /// L2's row biases for a view of `corpus` (kept with the resident copy), `None` for
+    /// the other metrics.
+    fn bias(
+        &self,
+        res: &Resident,
+        corpus: CorpusView<'_>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Option<Arc<CudaSlice<f32>>>, BackendError> {
+        match corpus.metric() {
+            Metric::L2 => res.bias(corpus, stream).map(Some),
+            Metric::Cosine | Metric::InnerProduct => Ok(None),
+        }
+    }
+
+    /// Top-k over the rows of `corpus` that `mask_bits` keeps (its own live mask when
+    /// `None`).
     fn top_k_device(
         &self,
         queries: MatrixRef<'_>,
         corpus: CorpusView<'_>,
         k: usize,
+        mask_bits: Option<&[u32]>,
     ) -> Result<Vec<Vec<Hit>>, BackendError> {
         let nq = queries.rows();
         if k > MAX_K {
@@ -241,7 +263,8 @@ impl CudaBackend {
         let start = timing_event(&stream)?;
         let res = self.resident.get(&self.ctx, corpus, &stream)?;
         let half = self.half_copy(&res, &stream)?;
-        let mask_bits = corpus.live_mask();
+        let bias = self.bias(&res, corpus, &stream)?;
+        let mask_bits = mask_bits.or(corpus.live_mask());
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let q_dev = stream
             .clone_htod(queries.as_slice())
@@ -259,6 +282,7 @@ impl CudaBackend {
             corpus: &res,
             half: half.as_deref(),
             mask: mask.as_ref(),
+            bias: bias.as_deref(),
         };
         let mut result =
             self.top_k_program(&stream, shape.n, |r| program::top_k(&shape, k, r), &call)?;
@@ -303,6 +327,7 @@ impl CudaBackend {
         let stream = self.ctx.new_stream().map_err(launch_failed)?;
         let res = self.resident.get(&self.ctx, corpus, &stream)?;
         let half = self.half_copy(&res, &stream)?;
+        let bias = self.bias(&res, corpus, &stream)?;
         let mask_bits = corpus.live_mask();
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
@@ -321,6 +346,7 @@ impl CudaBackend {
             corpus: &res,
             half: half.as_deref(),
             mask: mask.as_ref(),
+            bias: bias.as_deref(),
         };
         // A chunk's driver error keeps its kind (out of memory halves the batch or moves
         // it to the CPU, as for top-k); only a wrong count is fatal.
@@ -401,6 +427,39 @@ impl Backend for CudaBackend {
         if let Some(first) = error::device_lost() {
             return Err(error::lost_error(first));
         }
-        self.top_k_device(queries, corpus, k)
+        self.top_k_device(queries, corpus, k, None)
+    }
+
+    /// The rows by a masked scan of the whole resident corpus: a device streams it
+    /// faster than it could gather rows by index.
+    fn top_k_rows(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        rows: &[usize],
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, BackendError> {
+        if let Some(first) = error::device_lost() {
+            return Err(error::lost_error(first));
+        }
+        let live = corpus.live_mask();
+        let mut bits = vec![0u32; corpus.rows().div_ceil(32)];
+        for &r in rows {
+            if live.is_none_or(|l| l[r / 32] >> (r % 32) & 1 == 1) {
+                bits[r / 32] |= 1 << (r % 32);
+            }
+        }
+        self.top_k_device(queries, corpus, k, Some(&bits))
+    }
+
+    /// Cosine at every precision; inner product and L2 in FP32 only, whose error the
+    /// executor's certificate bounds (the FP16 copy holds unit-norm rows, and TF32
+    /// rounds past that bound).
+    fn supports_metric(&self, metric: Metric) -> bool {
+        metric == Metric::Cosine || self.precision == Precision::Fp32
+    }
+
+    fn serves_filters(&self) -> bool {
+        true
     }
 }

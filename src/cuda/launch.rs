@@ -83,6 +83,8 @@ pub(super) struct Bound<'a> {
     pub(super) inv_norms: &'a CudaSlice<f32>,
     pub(super) corpus_f16: Option<&'a CudaSlice<u16>>,
     pub(super) mask: Option<&'a CudaSlice<u32>>,
+    /// L2's row biases.
+    pub(super) bias: Option<&'a CudaSlice<f32>>,
 }
 
 /// [`Bound`] with the program's scratch buffers.
@@ -102,6 +104,7 @@ impl Bound<'_> {
             && self.inv_norms.len() >= need.inv_norms
             && len(self.corpus_f16.map(|b| b.len())) >= need.corpus_f16
             && len(self.mask.map(|b| b.len())) >= need.mask
+            && len(self.bias.map(|b| b.len())) >= need.bias
     }
 }
 
@@ -137,6 +140,7 @@ impl Buffers<'_> {
             Buf::InvNorms => at(self.bound.inv_norms, offset, stream),
             Buf::CorpusF16 => self.bound.corpus_f16.and_then(|h| at(h, offset, stream)),
             Buf::Mask => self.bound.mask.and_then(|m| at(m, offset, stream)),
+            Buf::Bias => self.bound.bias.and_then(|b| at(b, offset, stream)),
             Buf::Temp(i) => match self.temps.get(i) {
                 Some(Scratch::F32(s)) => at(s, offset, stream),
                 Some(Scratch::I64(s)) => at(s, offset, stream),

@@ -88,6 +88,7 @@ mod tests {
             dim,
             masked: true,
             precision: Precision::Fp32,
+            metric: crate::metric::Metric::Cosine,
             sms: 132,
         };
         move |r| program::top_k_chunked(&s, k, r).device_bytes()

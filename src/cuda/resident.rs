@@ -13,6 +13,7 @@ use crate::backend::BackendError;
 use crate::matrix::{CorpusView, Origin};
 use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DriverError};
 use parking_lot::Mutex;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Bytes of each pinned staging buffer the corpus upload cycles through, at most.
@@ -30,6 +31,8 @@ pub(super) struct Resident {
     inv: CudaSlice<f32>,
     /// The FP16 copy (unit-norm rows), made on the first [`Precision::Fp16`] call.
     half: Mutex<Option<Arc<CudaSlice<u16>>>>,
+    /// L2's row biases `−‖row‖²/2` of the first rows, uploaded on the first L2 call.
+    bias: Mutex<Option<Arc<CudaSlice<f32>>>>,
 }
 
 /// The one corpus copy a backend keeps between calls.
@@ -87,8 +90,14 @@ impl ResidentSlot {
             stream,
         )
         .map_err(|e| corpus_oom(e, bytes))?;
-        upload(ctx, &corpus.inv_norms()[keep..], &mut inv, keep, stream)
-            .map_err(|e| corpus_oom(e, bytes))?;
+        upload(
+            ctx,
+            &corpus.cosine_inv_norms()[keep..],
+            &mut inv,
+            keep,
+            stream,
+        )
+        .map_err(|e| corpus_oom(e, bytes))?;
         let r = Resident {
             origin: corpus.origin(),
             rows: n,
@@ -96,6 +105,7 @@ impl ResidentSlot {
             data,
             inv,
             half: Mutex::new(None),
+            bias: Mutex::new(None),
         };
         // Other calls use the copy from their own streams: finish writing it first.
         stream.synchronize().map_err(launch_failed)?;
@@ -115,6 +125,7 @@ impl Resident {
             inv_norms: &self.inv,
             corpus_f16,
             mask: None,
+            bias: None,
         }
     }
 
@@ -140,6 +151,36 @@ impl Resident {
         let half = Arc::new(half);
         *slot = Some(Arc::clone(&half));
         Ok(half)
+    }
+}
+
+impl Resident {
+    /// L2's biases `−‖row‖²/2` of `corpus`'s rows (summed in f64 on the host, as the
+    /// CPU's are, from the rows themselves: a row deleted later keeps its bias, and the
+    /// live mask leaves it out), uploaded on first use and kept with this copy. A view
+    /// of more rows than the kept biases cover uploads them again.
+    pub(super) fn bias(
+        &self,
+        corpus: CorpusView<'_>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Arc<CudaSlice<f32>>, BackendError> {
+        let mut slot = self.bias.lock();
+        if let Some(b) = slot.as_ref().filter(|b| b.len() >= corpus.rows()) {
+            return Ok(Arc::clone(b));
+        }
+        let m = corpus.matrix();
+        let host: Vec<f32> = (0..m.rows())
+            .into_par_iter()
+            .map(|r| (-0.5 * crate::simd::sum_squares_f64(m.row(r))) as f32)
+            .collect();
+        let bias = stream
+            .clone_htod(&host)
+            .map_err(|e| corpus_oom(e, (host.len() * 4) as u64))?;
+        // Other calls read it from their own streams.
+        stream.synchronize().map_err(launch_failed)?;
+        let bias = Arc::new(bias);
+        *slot = Some(Arc::clone(&bias));
+        Ok(bias)
     }
 }
 

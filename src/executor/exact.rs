@@ -177,7 +177,7 @@ impl HybridExecutor {
             }
         };
         let view = scoring.map_or(corpus, |s| corpus.scored_by(metric, s));
-        let mut mask = Vec::new();
+        let mut mask = filter::MaskBuffers::default();
         let source = match allowed {
             None => Source::Scan {
                 view,

@@ -17,7 +17,7 @@
 //! query by query, each with its own plan.
 
 use super::{ExecutionReport, HybridExecutor, Op};
-use crate::backend::{Backend, BackendKind};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef};
@@ -182,8 +182,8 @@ pub(super) enum Source<'a> {
     Scan {
         /// The scored view.
         view: CorpusView<'a>,
-        /// Whether the view's factors differ from the corpus's (a mask): accelerators,
-        /// which keep a corpus's factors between calls, must not see it.
+        /// Whether a filter masks rows out of it: only backends that serve filters
+        /// ([`Backend::serves_filters`]) may see it.
         masked: bool,
     },
     /// Only these rows (ascending) of the scored `view`, copied a chunk at a time.
@@ -203,19 +203,25 @@ impl Source<'_> {
     }
 }
 
-/// Why an accelerator cannot serve a filtered scan.
+/// Why backend `b` cannot serve a filtered search, or `None` when it can.
 fn refuses_filter(b: &dyn Backend) -> Option<String> {
-    (b.kind() != BackendKind::Cpu)
-        .then(|| format!("{} does not serve filtered search yet", b.name()))
+    (!b.serves_filters()).then(|| format!("{} does not serve filtered search", b.name()))
 }
 
-/// The plan for `allowed` over the scored `view`; the mask plan writes its factors to
-/// `mask`.
+/// The mask plan's factors and live bits, owned by the caller of [`plan`].
+#[derive(Default)]
+pub(super) struct MaskBuffers {
+    scale: Vec<f32>,
+    live: Vec<u32>,
+}
+
+/// The plan for `allowed` over the scored `view`; the mask plan writes its factors and
+/// live bits to `mask`.
 pub(super) fn plan<'a>(
     view: CorpusView<'a>,
     allowed: &'a Allowed,
     choice: FilterPlan,
-    mask: &'a mut Vec<f32>,
+    mask: &'a mut MaskBuffers,
 ) -> Source<'a> {
     let n = view.rows();
     let gather = match choice {
@@ -229,15 +235,24 @@ pub(super) fn plan<'a>(
             rows: &allowed.0,
         };
     }
-    mask.clear();
-    mask.resize(n, f32::NAN);
-    let scale = view.inv_norms();
+    let MaskBuffers { scale, live } = mask;
+    scale.clear();
+    scale.resize(n, f32::NAN);
+    live.clear();
+    live.resize(n.div_ceil(32), 0);
+    let factors = view.inv_norms();
+    let was_live = |r: usize| {
+        view.live_mask()
+            .is_none_or(|l| l[r / 32] >> (r % 32) & 1 == 1)
+    };
     for &r in &allowed.0 {
-        mask[r] = scale[r];
+        scale[r] = factors[r];
+        if was_live(r) {
+            live[r / 32] |= 1 << (r % 32);
+        }
     }
-    let mask: &'a [f32] = mask;
     Source::Scan {
-        view: view.with_scale(mask),
+        view: view.masked(scale, live),
         masked: true,
     }
 }
@@ -262,12 +277,14 @@ impl HybridExecutor {
                 |b| refuses(b).or_else(|| if masked { refuses_filter(b) } else { None }),
                 |b, part| b.top_k(part, view, asked.min(view.rows())),
             ),
-            Source::Gather { view, rows } => self.gather(view, rows, queries, asked, start),
+            Source::Gather { view, rows } => {
+                self.gather(view, rows, queries, asked, start, refuses)
+            }
         }
     }
 
     /// [`candidates`](Self::candidates) for the gather plan: the CPU reads the allowed
-    /// rows by index.
+    /// rows by index; a device scans the corpus with the other rows masked out.
     fn gather(
         &self,
         view: CorpusView<'_>,
@@ -275,6 +292,7 @@ impl HybridExecutor {
         queries: MatrixRef<'_>,
         asked: usize,
         start: Instant,
+        refuses: &dyn Fn(&dyn Backend) -> Option<String>,
     ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
         let k = asked.min(rows.len());
         self.run_where(
@@ -282,7 +300,7 @@ impl HybridExecutor {
             queries,
             rows.len(),
             start,
-            refuses_filter,
+            |b| refuses(b).or_else(|| refuses_filter(b)),
             |b, q| b.top_k_rows(q, view, rows, k),
         )
     }

@@ -9,6 +9,7 @@ pub mod cuda_checks;
 pub mod emulated_driver;
 pub mod image;
 pub mod reference;
+pub mod search_checks;
 pub mod store_fixture;
 
 use std::path::{Path, PathBuf};

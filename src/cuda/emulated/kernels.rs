@@ -43,6 +43,7 @@ fn the_emulator_exposes_a_missing_barrier() {
         inv: HostBuf::new(4, 4),
         half: HostBuf::new(4, 2),
         mask: None,
+        bias: None,
     };
     let base = (seed() % 1000) as f32;
     let mut ptr = inputs.queries.address(0);
@@ -149,6 +150,7 @@ fn cosine_chunks_match_the_reference() {
             dim,
             masked: false,
             precision,
+            metric: crate::metric::Metric::Cosine,
             sms: 2,
         };
         let want = data::cosine_reference(&q, &c, dim);

@@ -168,6 +168,7 @@ struct Inputs {
     inv: HostBuf,
     half: HostBuf,
     mask: Option<HostBuf>,
+    bias: Option<HostBuf>,
 }
 
 impl Inputs {
@@ -178,6 +179,7 @@ impl Inputs {
             Buf::InvNorms => &mut self.inv,
             Buf::CorpusF16 => &mut self.half,
             Buf::Mask => self.mask.as_mut().expect("a masked program without a mask"),
+            Buf::Bias => self.bias.as_mut().expect("an L2 program without biases"),
             Buf::Temp(i) => &mut temps[i],
         }
     }
@@ -276,7 +278,8 @@ impl Emulator {
                 && len(Some(&inputs.corpus)) >= need.corpus
                 && len(Some(&inputs.inv)) >= need.inv_norms
                 && len(Some(&inputs.half)) >= need.corpus_f16
-                && len(inputs.mask.as_ref()) >= need.mask,
+                && len(inputs.mask.as_ref()) >= need.mask
+                && len(inputs.bias.as_ref()) >= need.bias,
             "{need:?} reaches past the bound buffers"
         );
         // Scratch starts as garbage, as uninitialised device memory does, and attractive
@@ -314,6 +317,7 @@ fn inputs(emu: &Emulator, q: &[f32], c: &[f32], dim: usize, live: Option<&[bool]
             }
             HostBuf::from(&bits)
         }),
+        bias: None,
     };
     let first = n / 3;
     for (row0, rows) in [(0, first), (first, n - first)] {

@@ -6,6 +6,26 @@ use super::{emulator, inputs, seed, unit, with_emulator, Emulator, HostBuf, Inpu
 use crate::cuda::program::{self, Buf, Program, Shape};
 use crate::cuda::Precision;
 use crate::data;
+use crate::metric::Metric;
+
+/// Each query's score of each row under `metric`, in f64: cosine, the inner product, or
+/// L2's `q·c − ‖c‖²/2`, which the kernels rank by.
+fn reference(metric: Metric, q: &[f32], c: &[f32], dim: usize) -> Vec<Vec<f64>> {
+    if metric == Metric::Cosine {
+        return data::cosine_reference(q, c, dim);
+    }
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    q.chunks(dim)
+        .map(|qr| {
+            c.chunks(dim)
+                .map(|cr| match metric {
+                    Metric::L2 => dot(qr, cr) - dot(cr, cr) / 2.0,
+                    _ => dot(qr, cr),
+                })
+                .collect()
+        })
+        .collect()
+}
 
 struct Case {
     nq: usize,
@@ -26,6 +46,8 @@ struct Case {
     adversarial: bool,
     /// The rows in ascending order of their score for query 0 (the best last).
     sorted: bool,
+    /// What the kernels score (inner product and L2 in FP32 only).
+    metric: Metric,
 }
 
 impl Case {
@@ -42,6 +64,7 @@ impl Case {
             adversarial: false,
             sorted: false,
             expect: None,
+            metric: Metric::Cosine,
         }
     }
 }
@@ -107,7 +130,12 @@ fn check_top_k(emu: &Emulator, case: &Case) {
     }
     let mut q = unit(&data::random_matrix(nq, dim, seed ^ 1), dim);
     if case.duplicates {
-        q[..dim].copy_from_slice(&unit(&c[3 * dim..4 * dim], dim));
+        // L2's nearest rows are the copies themselves; cosine's, any multiple of them.
+        let row3 = &c[3 * dim..4 * dim];
+        match case.metric {
+            Metric::L2 => q[..dim].copy_from_slice(row3),
+            _ => q[..dim].copy_from_slice(&unit(row3, dim)),
+        }
     }
     if case.adversarial {
         let sampled = program::sampled_rows(n, k).expect("an adversarial case is filtered");
@@ -139,23 +167,42 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         .collect();
     let masked = case.delete != 0;
     let mut inp = inputs(emu, &q, &c, dim, masked.then_some(&live[..]));
+    if case.metric == Metric::L2 {
+        let bias: Vec<f32> = c
+            .chunks(dim)
+            .map(|r| (-0.5 * r.iter().map(|&x| x as f64 * x as f64).sum::<f64>()) as f32)
+            .collect();
+        inp.bias = Some(HostBuf::from(&bias));
+    }
     let shape = Shape {
         nq,
         n,
         dim,
         masked,
         precision: case.precision,
+        metric: case.metric,
         sms: 2,
     };
     let (scores, idx, path) = emulated_top_k(emu, &shape, k, case.chunk, &mut inp, seed);
     if let Some(want) = case.expect {
         assert_eq!(path, want, "seed {seed}: the path taken");
     }
-    let want = data::cosine_reference(&q, &c, dim);
-    let tol = case.precision.score_tolerance() as f64;
+    let want = reference(case.metric, &q, &c, dim);
+    // Inner product and L2: the f32 bound the executor's certificate uses, doubled.
+    let max_norm = c
+        .chunks(dim)
+        .map(|r| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt())
+        .fold(0.0, f64::max);
+    let tol = match case.metric {
+        Metric::Cosine => case.precision.score_tolerance() as f64,
+        _ => {
+            2.0 * (dim + 8) as f64 * f64::from(f32::EPSILON) / 2.0
+                * (max_norm + max_norm * max_norm)
+        }
+    };
     let ctx = format!(
-        "seed {seed}, Q={nq} N={n} D={dim} k={k} {:?} chunk {} delete {} dup {}",
-        case.precision, case.chunk, case.delete, case.duplicates
+        "seed {seed}, Q={nq} N={n} D={dim} k={k} {:?} {} chunk {} delete {} dup {}",
+        case.precision, case.metric, case.chunk, case.delete, case.duplicates
     );
     let live_rows = live.iter().filter(|&&l| l).count();
     for qi in 0..nq {
@@ -211,7 +258,8 @@ fn check_top_k(emu: &Emulator, case: &Case) {
                     );
                 }
             }
-            if qi == 0 {
+            // (Inner product favours longer rows over the copies.)
+            if qi == 0 && case.metric != Metric::InnerProduct {
                 let first = &copies[..copies.len().min(k)];
                 let rows: Vec<usize> = got.iter().map(|&(r, _)| r).collect();
                 assert_eq!(rows[..first.len()], first[..], "{ctx}: query 0");
@@ -336,6 +384,46 @@ fn a_floor_that_lets_too_much_through_falls_back_to_chunks() {
                 adversarial: true,
                 expect: Some(Taken::FellBack),
                 ..Case::new(nq, 20_000, 8, 40)
+            },
+        );
+    }
+}
+
+#[test]
+fn inner_product_and_l2_match_the_reference_on_every_path() {
+    let emu = with_emulator!();
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        let case = |nq, n, dim, k| Case {
+            metric,
+            ..Case::new(nq, n, dim, k)
+        };
+        // Fused: small batches and tiles.
+        check_top_k(emu, &case(3, 3000, 17, 10));
+        check_top_k(emu, &case(70, 1500, 24, 10));
+        // Filtered by a sampled floor: small batches (and for L2 tiles, whose kernels
+        // are its own; inner product runs cosine's with no norms).
+        let batches: &[usize] = if metric == Metric::L2 { &[2, 9] } else { &[2] };
+        for &nq in batches {
+            check_top_k(
+                emu,
+                &Case {
+                    expect: Some(Taken::Filtered),
+                    ..case(nq, 20_000, 8, 40)
+                },
+            );
+        }
+        // Scores in chunks, then merges (small batches and tiles).
+        check_top_k(emu, &case(3, 5000, 8, 100));
+        if metric == Metric::L2 {
+            check_top_k(emu, &case(9, 6000, 16, 100));
+        }
+        // Deleted rows and exact ties.
+        check_top_k(
+            emu,
+            &Case {
+                delete: 4,
+                duplicates: true,
+                ..case(16, 3000, 16, 20)
             },
         );
     }

@@ -1,7 +1,7 @@
 //! The cosine scores of a chunk of rows, into device memory: the scoring launches, which
 //! the chunked top-k path reuses.
 
-use super::{grid, long, Arg, Buf, Elem, Extents, Kernel, Launch, Program, Shape};
+use super::{grid, long, Arg, Buf, Elem, Extents, Family, Launch, Program, Shape};
 use super::{MAX_GRID_Y, TILE};
 
 /// Scores of all queries against rows `row0 .. row0 + rows` into `out` (row stride `ld`,
@@ -18,7 +18,7 @@ pub(super) fn score(
     let (nq, dim) = (s.nq, s.dim);
     if s.small() {
         p.launches.push(Launch {
-            kernel: s.small_kernel(Kernel::ScoreSmallQ, Kernel::ScoreSmallQF16),
+            kernel: s.small_kernel(Family::Score),
             grid: grid(rows.div_ceil(8).clamp(1, 1 << 20), 1),
             block: 256,
             smem: (nq * dim * 4) as u32,
@@ -30,11 +30,7 @@ pub(super) fn score(
         });
         return;
     }
-    let kernel = s.tiled_kernel(
-        Kernel::ScoreTiled,
-        Kernel::ScoreTiledTf32,
-        Kernel::ScoreTiledF16,
-    );
+    let kernel = s.tiled_kernel(Family::Score);
     for q0 in (0..nq).step_by(MAX_GRID_Y * TILE) {
         let qn = (nq - q0).min(MAX_GRID_Y * TILE);
         p.launches.push(Launch {

@@ -22,10 +22,16 @@ pub(crate) enum Kernel {
     FilterTiled,
     FilterTiledTf32,
     FilterTiledF16,
+    ScoreSmallQL2,
+    ScoreTiledL2,
+    TopKSmallQL2,
+    TopKTiledL2,
+    FilterSmallQL2,
+    FilterTiledL2,
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 19] = [
+    pub(crate) const ALL: [Kernel; 25] = [
         Kernel::InvNorms,
         Kernel::ScoreSmallQ,
         Kernel::ScoreTiled,
@@ -45,6 +51,12 @@ impl Kernel {
         Kernel::FilterTiled,
         Kernel::FilterTiledTf32,
         Kernel::FilterTiledF16,
+        Kernel::ScoreSmallQL2,
+        Kernel::ScoreTiledL2,
+        Kernel::TopKSmallQL2,
+        Kernel::TopKTiledL2,
+        Kernel::FilterSmallQL2,
+        Kernel::FilterTiledL2,
     ];
 
     /// The `extern "C"` name.
@@ -69,6 +81,12 @@ impl Kernel {
             Kernel::FilterTiled => "hv_filter_tiled",
             Kernel::FilterTiledTf32 => "hv_filter_tiled_tf32",
             Kernel::FilterTiledF16 => "hv_filter_tiled_f16",
+            Kernel::ScoreSmallQL2 => "hv_score_small_q_l2",
+            Kernel::ScoreTiledL2 => "hv_score_tiled_l2",
+            Kernel::TopKSmallQL2 => "hv_topk_small_q_l2",
+            Kernel::TopKTiledL2 => "hv_topk_tiled_l2",
+            Kernel::FilterSmallQL2 => "hv_filter_small_q_l2",
+            Kernel::FilterTiledL2 => "hv_filter_tiled_l2",
         }
     }
 
@@ -80,18 +98,83 @@ impl Kernel {
             | Kernel::ScoreTiled
             | Kernel::ScoreTiledTf32
             | Kernel::ScoreSmallQF16
-            | Kernel::ScoreTiledF16 => "score",
+            | Kernel::ScoreTiledF16
+            | Kernel::ScoreSmallQL2
+            | Kernel::ScoreTiledL2 => "score",
             Kernel::SelectTopK | Kernel::SortTopK => "topk",
             Kernel::TopKSmallQ
             | Kernel::TopKTiled
             | Kernel::TopKTiledTf32
             | Kernel::TopKSmallQF16
-            | Kernel::TopKTiledF16 => "fused",
+            | Kernel::TopKTiledF16
+            | Kernel::TopKSmallQL2
+            | Kernel::TopKTiledL2 => "fused",
             Kernel::FilterSmallQ
             | Kernel::FilterSmallQF16
             | Kernel::FilterTiled
             | Kernel::FilterTiledTf32
-            | Kernel::FilterTiledF16 => "filter",
+            | Kernel::FilterTiledF16
+            | Kernel::FilterSmallQL2
+            | Kernel::FilterTiledL2 => "filter",
+        }
+    }
+}
+
+/// The scoring kernels, by what they do with the scores; each comes in variants by the
+/// corpus element, the arithmetic and the metric ([`Shape::small_kernel`](super::Shape)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// Scores into memory (`score.cu`).
+    Score,
+    /// Top-k fused with scoring (`fused.cu`).
+    TopK,
+    /// Rows at or above a floor (`filter.cu`).
+    Filter,
+}
+
+impl Family {
+    /// The memory-bound kernel: FP32, FP16, L2.
+    pub(crate) fn small(self) -> [Kernel; 3] {
+        match self {
+            Family::Score => [
+                Kernel::ScoreSmallQ,
+                Kernel::ScoreSmallQF16,
+                Kernel::ScoreSmallQL2,
+            ],
+            Family::TopK => [
+                Kernel::TopKSmallQ,
+                Kernel::TopKSmallQF16,
+                Kernel::TopKSmallQL2,
+            ],
+            Family::Filter => [
+                Kernel::FilterSmallQ,
+                Kernel::FilterSmallQF16,
+                Kernel::FilterSmallQL2,
+            ],
+        }
+    }
+
+    /// The compute-bound kernel: FP32, TF32, FP16, L2.
+    pub(crate) fn tiled(self) -> [Kernel; 4] {
+        match self {
+            Family::Score => [
+                Kernel::ScoreTiled,
+                Kernel::ScoreTiledTf32,
+                Kernel::ScoreTiledF16,
+                Kernel::ScoreTiledL2,
+            ],
+            Family::TopK => [
+                Kernel::TopKTiled,
+                Kernel::TopKTiledTf32,
+                Kernel::TopKTiledF16,
+                Kernel::TopKTiledL2,
+            ],
+            Family::Filter => [
+                Kernel::FilterTiled,
+                Kernel::FilterTiledTf32,
+                Kernel::FilterTiledF16,
+                Kernel::FilterTiledL2,
+            ],
         }
     }
 }

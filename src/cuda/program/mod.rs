@@ -21,7 +21,7 @@ mod tests;
 mod top_k;
 
 pub(crate) use cosine::cosine_chunk;
-pub(crate) use kernel::Kernel;
+pub(crate) use kernel::{Family, Kernel};
 // The device's norms kernel serves the emulation tests; the backend uploads the host's.
 #[cfg(test)]
 pub(crate) use norms::inv_norms;
@@ -31,6 +31,7 @@ pub(crate) use top_k::sampled_rows;
 pub(crate) use top_k::{overflowed, top_k, top_k_chunked};
 
 use super::Precision;
+use crate::metric::Metric;
 
 /// Candidates one top-k selection block reduces (must match `HV_SEG` in `kernels/topk.cu`).
 pub(crate) const SEGMENT: usize = 4096;
@@ -62,6 +63,8 @@ pub(crate) enum Buf {
     CorpusF16,
     /// The live-row mask, `ceil(n / 32)` u32 (present only when the program is masked).
     Mask,
+    /// L2's row biases `−‖row‖²/2`, `n` f32 (present only when the program scores L2).
+    Bias,
     /// Scratch buffer `i` of [`Program::temps`]. Uninitialised: every element a launch
     /// (or the result) reads, an earlier launch wrote.
     Temp(usize),
@@ -185,20 +188,28 @@ pub(crate) struct Extents {
     pub(crate) corpus_f16: usize,
     /// u32 elements of [`Buf::Mask`].
     pub(crate) mask: usize,
+    /// f32 elements of [`Buf::Bias`].
+    pub(crate) bias: usize,
 }
 
 impl Extents {
     /// What a scoring program over the whole of `s` reads: FP16 reads the FP16 copy
-    /// instead of the corpus and its norms.
+    /// instead of the corpus and its norms; only cosine reads the norms, only L2 the
+    /// biases.
     fn of(s: &Shape) -> Self {
         let fp16 = s.precision == Precision::Fp16;
         let rows = |fp16_reads: bool| if fp16_reads == fp16 { s.n } else { 0 };
         Self {
             queries: s.nq * s.dim,
             corpus: rows(false) * s.dim,
-            inv_norms: rows(false),
+            inv_norms: if s.metric == Metric::Cosine {
+                rows(false)
+            } else {
+                0
+            },
             corpus_f16: rows(true) * s.dim,
             mask: if s.masked { s.n.div_ceil(32) } else { 0 },
+            bias: if s.metric == Metric::L2 { s.n } else { 0 },
         }
     }
 }
@@ -303,8 +314,12 @@ pub(crate) struct Shape {
     pub nq: usize,
     pub n: usize,
     pub dim: usize,
-    /// Rows deleted from a store view are cleared in a live mask.
+    /// Rows deleted from a store view, or left out by a filter, are cleared in a live
+    /// mask.
     pub masked: bool,
+    /// What the kernels score: cosine scales by the inverse norms, inner product by
+    /// nothing, L2 adds the biases (FP16 serves cosine only).
+    pub metric: Metric,
     pub precision: Precision,
     /// Streaming multiprocessors (sizes the fused grids).
     pub sms: usize,
@@ -316,14 +331,15 @@ impl Shape {
     }
 
     /// The parameters every scoring kernel starts with: `qn` queries from query `q0`,
-    /// their dimension, the corpus, its norms and the live mask (or null).
-    /// FP16 reads the unit-norm FP16 copy, and passes no norms.
+    /// their dimension, the corpus, then its norms (cosine; null for inner product), or
+    /// for the L2 kernels the row biases, and the live mask (or null). FP16 reads the
+    /// unit-norm FP16 copy, and passes no norms.
     pub(super) fn scoring_args(&self, q0: usize, qn: usize) -> Vec<Arg> {
-        let (corpus, inv) = match self.precision {
-            Precision::Fp16 => (Arg::Ptr(Buf::CorpusF16, 0), Arg::Null),
-            Precision::Fp32 | Precision::Tf32 => {
-                (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::InvNorms, 0))
-            }
+        let (corpus, factors) = match (self.precision, self.metric) {
+            (Precision::Fp16, _) => (Arg::Ptr(Buf::CorpusF16, 0), Arg::Null),
+            (_, Metric::Cosine) => (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::InvNorms, 0)),
+            (_, Metric::InnerProduct) => (Arg::Ptr(Buf::Corpus, 0), Arg::Null),
+            (_, Metric::L2) => (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::Bias, 0)),
         };
         let mask = if self.masked {
             Arg::Ptr(Buf::Mask, 0)
@@ -335,25 +351,30 @@ impl Shape {
             int(qn),
             int(self.dim),
             corpus,
-            inv,
+            factors,
             mask,
         ]
     }
 
-    /// The memory-bound kernel: FP32 unless the corpus is read in FP16.
-    pub(super) fn small_kernel(&self, fp32: Kernel, fp16: Kernel) -> Kernel {
-        match self.precision {
-            Precision::Fp16 => fp16,
-            Precision::Fp32 | Precision::Tf32 => fp32,
+    /// The memory-bound kernel of `family`: FP32 unless the corpus is read in FP16; L2
+    /// (FP32 only) adds the row biases.
+    pub(super) fn small_kernel(&self, family: Family) -> Kernel {
+        let [fp32, fp16, l2] = family.small();
+        match (self.precision, self.metric) {
+            (Precision::Fp16, _) => fp16,
+            (_, Metric::L2) => l2,
+            (Precision::Fp32 | Precision::Tf32, _) => fp32,
         }
     }
 
-    /// The compute-bound kernel for this precision.
-    pub(super) fn tiled_kernel(&self, fp32: Kernel, tf32: Kernel, fp16: Kernel) -> Kernel {
-        match self.precision {
-            Precision::Fp32 => fp32,
-            Precision::Tf32 => tf32,
-            Precision::Fp16 => fp16,
+    /// The compute-bound kernel of `family` for this precision and metric.
+    pub(super) fn tiled_kernel(&self, family: Family) -> Kernel {
+        let [fp32, tf32, fp16, l2] = family.tiled();
+        match (self.precision, self.metric) {
+            (Precision::Fp16, _) => fp16,
+            (Precision::Tf32, _) => tf32,
+            (Precision::Fp32, Metric::L2) => l2,
+            (Precision::Fp32, _) => fp32,
         }
     }
 

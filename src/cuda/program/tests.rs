@@ -10,6 +10,7 @@ fn shape(nq: usize, n: usize, dim: usize) -> Shape {
         dim,
         masked: false,
         precision: Precision::Fp32,
+        metric: crate::metric::Metric::Cosine,
         sms: 132,
     }
 }

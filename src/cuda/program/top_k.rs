@@ -5,7 +5,7 @@
 use super::cosine::score;
 use super::select::{merge, select};
 use super::{
-    grid, int, long, Arg, Buf, Elem, Extents, Kernel, Launch, Program, Shape, FUSED_MAX_K,
+    grid, int, long, Arg, Buf, Elem, Extents, Family, Launch, Program, Shape, FUSED_MAX_K,
     MAX_GRID_Y, MAX_K, SEGMENT, TILE,
 };
 
@@ -143,20 +143,14 @@ impl FusedGrid {
         }
     }
 
-    /// A launch on this grid of the memory-bound kernel `small` (FP32, FP16) or the tiled
-    /// kernel `tiled` (FP32, TF32, FP16). Its parameters: the scoring ones, then `rows`,
-    /// then (tiled only) the tiles per segment, then `tail`.
-    fn launch(
-        self,
-        s: &Shape,
-        (small, tiled): ([Kernel; 2], [Kernel; 3]),
-        rows: Vec<Arg>,
-        tail: Vec<Arg>,
-    ) -> Launch {
+    /// A launch on this grid of the memory-bound or the tiled kernel of `family`. Its
+    /// parameters: the scoring ones, then `rows`, then (tiled only) the tiles per
+    /// segment, then `tail`.
+    fn launch(self, s: &Shape, family: Family, rows: Vec<Arg>, tail: Vec<Arg>) -> Launch {
         let scoring = s.scoring_args(0, s.nq);
         match self {
             FusedGrid::Small { blocks } => Launch {
-                kernel: s.small_kernel(small[0], small[1]),
+                kernel: s.small_kernel(family),
                 grid: grid(blocks, 1),
                 block: 256,
                 smem: (s.nq * s.dim * 4) as u32,
@@ -167,7 +161,7 @@ impl FusedGrid {
                 parts,
                 q_tiles,
             } => Launch {
-                kernel: s.tiled_kernel(tiled[0], tiled[1], tiled[2]),
+                kernel: s.tiled_kernel(family),
                 grid: grid(parts, q_tiles),
                 block: 256,
                 smem: 0,
@@ -210,19 +204,8 @@ fn fused(
         Arg::Ptr(cand_i, col0),
         long(ld),
     ];
-    p.launches.push(grid_.launch(
-        s,
-        (
-            [Kernel::TopKSmallQ, Kernel::TopKSmallQF16],
-            [
-                Kernel::TopKTiled,
-                Kernel::TopKTiledTf32,
-                Kernel::TopKTiledF16,
-            ],
-        ),
-        vec![long(row0), long(rows)],
-        out,
-    ));
+    p.launches
+        .push(grid_.launch(s, Family::TopK, vec![long(row0), long(rows)], out));
 }
 
 /// The filtered path's floor, per query: the k-th best score among the fused top-32
@@ -291,19 +274,7 @@ fn top_k_into(
                 Arg::Ptr(cand_s, 0),
                 Arg::Ptr(cand_i, 0),
             ];
-            let launch = FusedGrid::new(s, 1).launch(
-                s,
-                (
-                    [Kernel::FilterSmallQ, Kernel::FilterSmallQF16],
-                    [
-                        Kernel::FilterTiled,
-                        Kernel::FilterTiledTf32,
-                        Kernel::FilterTiledF16,
-                    ],
-                ),
-                vec![long(n)],
-                tail,
-            );
+            let launch = FusedGrid::new(s, 1).launch(s, Family::Filter, vec![long(n)], tail);
             p.launches.push(launch);
             merge(p, nq, k, (cand_s, cand_i, cap), Some(count))
         }

@@ -1,0 +1,300 @@
+//! Metrics, filters and range search on the CUDA backend, run on the emulated driver
+//! (`tests/common/emulated_driver.rs`) against the f64 reference: every metric × {no
+//! filter, one filter for the batch, one per query} × {top-k, range}, on fresh random rows
+//! and on clustered rows with exact ties and zero rows, at Q = 1 and 7, and L2 at Q = 300
+//! (see the grid test for why not all of it). The CPU runs the same cells in the same
+//! test, and each report must name the backend the call was sent to, so that a device
+//! call quietly served by the CPU fails. Stores with deletes are filtered by id and by
+//! row with both plans.
+//!
+//! TF32 and FP16 serve cosine only: inner product and L2 under them run on the CPU (or
+//! fail when the device is forced), which is checked too.
+
+mod common;
+
+use common::emulated_driver::driver;
+use common::reference::spread_rows;
+use common::search_checks::{check_range, check_top_k_among, threshold_for};
+use common::TempDir;
+use hybridvec::{
+    data, BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, Filter, FilterPlan,
+    Hit, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions, StoreConfig, WarmStore,
+};
+
+fn executor(device: DevicePolicy, precision: Precision) -> HybridExecutor {
+    HybridExecutor::new(ExecutorConfig {
+        device,
+        cuda: CudaConfig {
+            precision,
+            ..CudaConfig::default()
+        },
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{device:?}: {e}"))
+}
+
+/// Clustered rows: four centres with small noise, every third row a copy of the one
+/// before (exact ties), and a few zero rows.
+fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let centres = data::random_matrix(4, d, seed);
+    let noise = data::random_matrix(n, d, seed + 1);
+    let mut rows = vec![0.0f32; n * d];
+    for i in 0..n {
+        for j in 0..d {
+            rows[i * d + j] = centres[(i % 4) * d + j] + 0.02 * noise[i * d + j];
+        }
+        if i % 3 == 2 {
+            let (done, row) = rows.split_at_mut(i * d);
+            row[..d].copy_from_slice(&done[(i - 1) * d..]);
+        }
+        if i % 89 == 7 {
+            rows[i * d..(i + 1) * d].fill(0.0);
+        }
+    }
+    rows
+}
+
+/// A pseudo-random allow-list of about `fraction` of `n` rows, ascending.
+fn allow(n: usize, fraction: f64, seed: u64) -> Vec<usize> {
+    let mut rng = data::Rng::new(seed, 3);
+    (0..n).filter(|_| rng.next_f64() < fraction).collect()
+}
+
+/// One cell group of the grid: which data, batch size, metrics and filter cases.
+struct Cells {
+    clustered: bool,
+    q: usize,
+    metrics: &'static [Metric],
+    /// Of "unfiltered", "batch filter", "per-query filters".
+    cases: &'static [&'static str],
+}
+
+#[test]
+fn every_metric_filter_and_range_matches_the_reference_on_the_emulated_device() {
+    let Some(drv) = driver() else { return };
+    let _held = drv.exclusive();
+    let cuda = executor(DevicePolicy::Cuda, Precision::Fp32);
+    let cpu = executor(DevicePolicy::Cpu, Precision::Fp32);
+    let (n, d, k) = (300usize, 8usize, 10usize);
+    const ALL_CASES: &[&str] = &["unfiltered", "batch filter", "per-query filters"];
+    // The emulator takes ~0.15 s a call at Q = 1 and ~7 s at Q = 300, so the whole grid
+    // runs at Q = 1 and 7, and Q = 300 runs L2 (its tiled kernels are its own) with a
+    // batch filter. Per-query filters run one query at a time, so at Q = 300 they make the
+    // device calls of Q = 1; tests/search_*.rs run the whole grid on the CPU.
+    let grid = [
+        Cells {
+            clustered: false,
+            q: 1,
+            metrics: &Metric::ALL,
+            cases: ALL_CASES,
+        },
+        Cells {
+            clustered: true,
+            q: 1,
+            metrics: &Metric::ALL,
+            cases: ALL_CASES,
+        },
+        Cells {
+            clustered: true,
+            q: 7,
+            metrics: &Metric::ALL,
+            cases: ALL_CASES,
+        },
+        Cells {
+            clustered: false,
+            q: 7,
+            metrics: &[Metric::L2],
+            cases: ALL_CASES,
+        },
+        Cells {
+            clustered: true,
+            q: 300,
+            metrics: &[Metric::L2],
+            cases: &["batch filter"],
+        },
+    ];
+    for cells in grid {
+        let q = cells.q;
+        let (data_name, rows) = if cells.clustered {
+            ("clustered", clustered_rows(n, d, 8))
+        } else {
+            ("random", spread_rows(n, d, 7))
+        };
+        let corpus = Corpus::new(rows.clone(), d).unwrap();
+        let row_refs: Vec<&[f32]> = rows.chunks_exact(d).collect();
+        let all: Vec<usize> = (0..n).collect();
+        // Most rows: the mask plan.
+        let batch: Vec<usize> = (0..n).filter(|i| i % 5 != 1).collect();
+        let queries = spread_rows(q, d, 9 + q as u64);
+        let qm = MatrixRef::new(&queries, q, d).unwrap();
+        // Sparse (gathered) and dense (masked) allow-lists, and an empty one.
+        let per: Vec<Vec<usize>> = (0..q)
+            .map(|i| match i % 4 {
+                3 if i < 8 => Vec::new(),
+                r => allow(n, [0.05, 0.3, 0.9, 0.5][r], 100 + i as u64),
+            })
+            .collect();
+        for &metric in cells.metrics {
+            let t = threshold_for(metric, qm.row(0), &row_refs, 10);
+            for (name, exec, backend) in [
+                ("cpu", &cpu, BackendKind::Cpu),
+                ("emulated cuda", &cuda, BackendKind::Gpu),
+            ] {
+                for &case in cells.cases {
+                    let options = SearchOptions::new(metric);
+                    let options = match case {
+                        "unfiltered" => options,
+                        "batch filter" => options.with_filter(Filter::Rows(batch.clone())),
+                        _ => options.with_filter(Filter::PerQuery(
+                            per.iter().map(|p| Filter::Rows(p.clone())).collect(),
+                        )),
+                    };
+                    let allowed = |i: usize| -> &[usize] {
+                        match case {
+                            "unfiltered" => &all,
+                            "batch filter" => &batch,
+                            _ => &per[i],
+                        }
+                    };
+                    let label = format!("{data_name} {metric} {name} {case} Q={q}");
+                    let (hits, report) = exec
+                        .search_with_report(qm, &corpus, k, &options)
+                        .unwrap_or_else(|e| panic!("{label}: {e}"));
+                    assert_eq!(report.backend, backend, "{label}: {report:?}");
+                    assert_eq!(hits.len(), q, "{label}");
+                    // Searching again would make wrong device scores exact in the end:
+                    // random rows certify in one pass when the scores are right.
+                    if !cells.clustered && case != "per-query filters" {
+                        assert_eq!(report.corpus_passes, 1, "{label}: {report:?}");
+                    }
+                    for (i, hs) in hits.iter().enumerate() {
+                        let what = format!("{label} top-k query {i}");
+                        check_top_k_among(&what, metric, qm.row(i), &rows, d, allowed(i), k, hs);
+                    }
+                    // A limit that cuts; at Q = 1 also one that does not (more rounds).
+                    let limits: &[usize] = if q == 1 { &[4, 1000] } else { &[4] };
+                    for &limit in limits {
+                        let (got, report) = exec
+                            .range_with_report(qm, &corpus, t, limit, &options)
+                            .unwrap_or_else(|e| panic!("{label} range: {e}"));
+                        assert_eq!(report.backend, backend, "{label} range: {report:?}");
+                        assert_eq!(got.len(), q, "{label} range");
+                        for (i, r) in got.iter().enumerate() {
+                            let what = format!("{label} range limit {limit} query {i}");
+                            let a = allowed(i);
+                            check_range(&what, metric, qm.row(i), &row_refs, a, t, limit, r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_store_with_deletes_is_filtered_on_the_emulated_device_with_either_plan() {
+    let Some(drv) = driver() else { return };
+    let _held = drv.exclusive();
+    let cuda = executor(DevicePolicy::Cuda, Precision::Fp32);
+    let (n, d, k) = (400usize, 8usize, 6usize);
+    let dir = TempDir::new("cuda-emulated-search-store");
+    let store = WarmStore::create(
+        dir.dir(),
+        StoreConfig {
+            dim: d,
+            first_chunk_bytes: 4096,
+            max_chunk_bytes: 65536,
+        },
+    )
+    .unwrap();
+    let rows = clustered_rows(n, d, 31);
+    for i in 0..n {
+        store
+            .put(&format!("r{i}"), &rows[i * d..(i + 1) * d], b"")
+            .unwrap();
+    }
+    for i in (0..n).step_by(4) {
+        store.delete(&format!("r{i}")).unwrap();
+    }
+    let queries = spread_rows(3, d, 32);
+    let qm = MatrixRef::new(&queries, 3, d).unwrap();
+    // By id: every third live row. By row: every other row, deleted ones included,
+    // which must never come back.
+    let by_id: Vec<usize> = (0..n).filter(|i| i % 3 == 0 && i % 4 != 0).collect();
+    let with_dead: Vec<usize> = (0..n).step_by(2).collect();
+    let live_of_those: Vec<usize> = with_dead.iter().copied().filter(|i| i % 4 != 0).collect();
+    for metric in Metric::ALL {
+        for plan in [FilterPlan::Gather, FilterPlan::Mask] {
+            let cases = [
+                (
+                    Filter::Ids(by_id.iter().map(|i| format!("r{i}")).collect()),
+                    &by_id,
+                ),
+                (Filter::Rows(with_dead.clone()), &live_of_those),
+            ];
+            for (filter, allowed) in cases {
+                let label = format!("store {metric} {plan:?} {filter:.20?}");
+                let options = SearchOptions::new(metric)
+                    .with_filter(filter)
+                    .with_filter_plan(plan);
+                let (hits, report) = cuda
+                    .search_store_with_report(qm, &store, k, &options)
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                assert_eq!(report.backend, BackendKind::Gpu, "{label}");
+                for (i, hs) in hits.iter().enumerate() {
+                    let as_hits: Vec<Hit> = hs
+                        .iter()
+                        .map(|h| Hit {
+                            index: h.id[1..].parse().unwrap(),
+                            score: h.score,
+                        })
+                        .collect();
+                    let what = format!("{label} query {i}");
+                    check_top_k_among(&what, metric, qm.row(i), &rows, d, allowed, k, &as_hits);
+                }
+            }
+        }
+        // A deleted id is an unknown id.
+        let bad = SearchOptions::new(metric).with_filter(Filter::Ids(vec!["r0".into()]));
+        assert!(matches!(
+            cuda.search_store(qm, &store, k, &bad),
+            Err(Error::UnknownId { .. })
+        ));
+    }
+}
+
+#[test]
+fn reduced_precision_serves_cosine_and_leaves_the_exact_metrics_to_the_cpu() {
+    let Some(drv) = driver() else { return };
+    let _held = drv.exclusive();
+    let (n, d) = (300usize, 8usize);
+    let rows = spread_rows(n, d, 41);
+    let corpus = Corpus::new(rows.clone(), d).unwrap();
+    let queries = spread_rows(2, d, 42);
+    let qm = MatrixRef::new(&queries, 2, d).unwrap();
+    for precision in [Precision::Tf32, Precision::Fp16] {
+        let auto = executor(DevicePolicy::Auto, precision);
+        let forced = executor(DevicePolicy::Cuda, precision);
+        let (_, report) = forced
+            .search_with_report(qm, &corpus, 5, &SearchOptions::new(Metric::Cosine))
+            .unwrap();
+        assert_eq!(report.backend, BackendKind::Gpu, "{precision:?} cosine");
+        for metric in [Metric::InnerProduct, Metric::L2] {
+            let options = SearchOptions::new(metric);
+            let (hits, report) = auto.search_with_report(qm, &corpus, 5, &options).unwrap();
+            assert_eq!(report.backend, BackendKind::Cpu, "{precision:?} {metric}");
+            for (i, hs) in hits.iter().enumerate() {
+                let all: Vec<usize> = (0..n).collect();
+                let what = format!("{precision:?} {metric} query {i}");
+                check_top_k_among(&what, metric, qm.row(i), &rows, d, &all, 5, hs);
+            }
+            assert!(
+                matches!(
+                    forced.search(qm, &corpus, 5, &options),
+                    Err(Error::BackendFailed { .. })
+                ),
+                "{precision:?} {metric}: forced onto a device that does not serve it"
+            );
+        }
+    }
+}
