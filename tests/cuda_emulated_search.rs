@@ -227,13 +227,18 @@ fn a_store_with_deletes_is_filtered_on_the_emulated_device_with_either_plan() {
         for plan in [FilterPlan::Gather, FilterPlan::Mask] {
             let cases = [
                 (
+                    "ids",
                     Filter::Ids(by_id.iter().map(|i| format!("r{i}")).collect()),
                     &by_id,
                 ),
-                (Filter::Rows(with_dead.clone()), &live_of_those),
+                (
+                    "rows with deleted ones",
+                    Filter::Rows(with_dead.clone()),
+                    &live_of_those,
+                ),
             ];
-            for (filter, allowed) in cases {
-                let label = format!("store {metric} {plan:?} {filter:.20?}");
+            for (kind, filter, allowed) in cases {
+                let label = format!("store {metric} {plan:?} by {kind}");
                 let options = SearchOptions::new(metric)
                     .with_filter(filter)
                     .with_filter_plan(plan);

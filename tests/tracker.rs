@@ -431,3 +431,51 @@ fn a_stale_verdict_is_re_measured_and_overturned() {
         "once overturned, the GPU keeps serving"
     );
 }
+
+#[test]
+fn each_metric_is_measured_in_buckets_of_its_own() {
+    use hybridvec::{
+        data, Corpus, DevicePolicy, ExecutorConfig, Filter, HybridExecutor, MatrixRef, Metric,
+        SearchOptions,
+    };
+    let (q, n, d) = (3usize, 500usize, 16usize);
+    let corpus = Corpus::new(data::random_matrix(n, d, 1), d).unwrap();
+    let queries = data::random_matrix(q, d, 2);
+    let qm = MatrixRef::new(&queries, q, d).unwrap();
+    let shape = Shape {
+        queries: q,
+        rows: n,
+        dim: d,
+    };
+    for metric in Metric::ALL {
+        let exec = HybridExecutor::new(ExecutorConfig {
+            device: DevicePolicy::Cpu,
+            ..Default::default()
+        })
+        .unwrap();
+        let samples = |op: Op| exec.tracker().snapshot(op, shape).cpu.samples;
+        exec.search(qm, &corpus, 5, &SearchOptions::new(metric))
+            .unwrap();
+        // A sparse filter (gathered) is measured as a top-k over the rows it allows.
+        let fifth: Vec<usize> = (0..n).step_by(5).collect();
+        let filtered = SearchOptions::new(metric).with_filter(Filter::Rows(fifth));
+        exec.search(qm, &corpus, 5, &filtered).unwrap();
+        let fifth_shape = Shape {
+            rows: n / 5,
+            ..shape
+        };
+        for op in Op::ALL {
+            let mine = op == Op::top_k(metric);
+            assert_eq!(samples(op), u64::from(mine), "{metric}: {op:?}");
+            let fifth = exec.tracker().snapshot(op, fifth_shape).cpu.samples;
+            assert_eq!(fifth, u64::from(mine), "{metric}: {op:?} filtered");
+        }
+        // The score matrix: cosine's own, and the inner-product one for IP and L2.
+        exec.similarity(qm, &corpus, metric).unwrap();
+        let scores = match metric {
+            Metric::Cosine => Op::Cosine,
+            _ => Op::InnerProduct,
+        };
+        assert_eq!(samples(scores), 1, "{metric}: {scores:?}");
+    }
+}

@@ -12,9 +12,13 @@
 //!
 //! Both plans give the same answers; `tests/search_filters.rs` checks it at every
 //! selectivity. Rows deleted from a store are never returned either way: their factor is
-//! NaN already. Filtered calls run on the CPU. The CUDA backend keeps its copy of a
-//! corpus's factors between calls, and a filter would change them. Per-query filters run
-//! query by query, each with its own plan.
+//! NaN already, and their live bit clear.
+//!
+//! On the CUDA backend both plans are a masked scan: the host ANDs the allow-list with
+//! the store's live mask into one bit per row, and the kernels skip the rows it clears. A
+//! device streams the whole corpus faster than it could gather rows by index, so there
+//! cost follows `N` either way. Per-query filters run query by query, each with its own
+//! plan.
 
 use super::{ExecutionReport, HybridExecutor, Op};
 use crate::backend::Backend;
@@ -270,7 +274,7 @@ impl HybridExecutor {
     ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
         match *source {
             Source::Scan { view, masked } => self.run_where(
-                Op::TopK,
+                Op::top_k(view.metric()),
                 queries,
                 view.rows(),
                 start,
@@ -296,7 +300,7 @@ impl HybridExecutor {
     ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
         let k = asked.min(rows.len());
         self.run_where(
-            Op::TopK,
+            Op::top_k(view.metric()),
             queries,
             rows.len(),
             start,

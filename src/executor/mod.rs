@@ -459,7 +459,7 @@ impl HybridExecutor {
         }
         let view = corpus.scored_by(Metric::InnerProduct, scoring);
         let (mut scores, report) = self.run_where(
-            Op::Cosine,
+            Op::InnerProduct,
             queries,
             view.rows(),
             start,

@@ -16,6 +16,7 @@
 
 use crate::backend::BackendKind;
 use crate::error::{Error, Result};
+use crate::metric::Metric;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::fmt;
@@ -23,28 +24,68 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The operations the executor measures separately.
+/// The operations the executor measures separately. Each metric's top-k has buckets of
+/// its own: the backends run other kernels for it (L2 adds the row biases), and the exact
+/// metrics pay for a re-score on the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// [`HybridExecutor::top_k`](crate::HybridExecutor::top_k).
+    /// Cosine top-k: [`HybridExecutor::top_k`](crate::HybridExecutor::top_k), and
+    /// [`search`](crate::HybridExecutor::search) and
+    /// [`range`](crate::HybridExecutor::range) with [`Metric::Cosine`].
     TopK,
     /// [`HybridExecutor::cosine_similarity`](crate::HybridExecutor::cosine_similarity).
     Cosine,
+    /// Top-k candidates under [`Metric::InnerProduct`] (`search`, `range`).
+    TopKInnerProduct,
+    /// Top-k candidates under [`Metric::L2`] (`search`, `range`).
+    TopKL2,
+    /// The inner-product score matrix, which
+    /// [`similarity`](crate::HybridExecutor::similarity) computes for inner product and
+    /// L2.
+    InnerProduct,
 }
 
 impl Op {
-    /// `"top_k"` or `"cosine"`.
+    /// Every operation, in a stable order.
+    pub const ALL: [Op; 5] = [
+        Op::TopK,
+        Op::Cosine,
+        Op::TopKInnerProduct,
+        Op::TopKL2,
+        Op::InnerProduct,
+    ];
+
+    /// The top-k operation of `metric`.
+    pub fn top_k(metric: Metric) -> Op {
+        match metric {
+            Metric::Cosine => Op::TopK,
+            Metric::InnerProduct => Op::TopKInnerProduct,
+            Metric::L2 => Op::TopKL2,
+        }
+    }
+
+    /// `"top_k"`, `"cosine"`, `"top_k_ip"`, `"top_k_l2"` or `"inner_product"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Op::TopK => "top_k",
             Op::Cosine => "cosine",
+            Op::TopKInnerProduct => "top_k_ip",
+            Op::TopKL2 => "top_k_l2",
+            Op::InnerProduct => "inner_product",
         }
     }
+
     fn from_str(s: &str) -> Option<Self> {
-        match s {
-            "top_k" => Some(Op::TopK),
-            "cosine" => Some(Op::Cosine),
-            _ => None,
+        Op::ALL.into_iter().find(|op| op.as_str() == s)
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Op::TopK => 0,
+            Op::Cosine => 1,
+            Op::TopKInnerProduct => 2,
+            Op::TopKL2 => 3,
+            Op::InnerProduct => 4,
         }
     }
 }
@@ -202,7 +243,7 @@ struct Slot {
 
 /// Work buckets: `ceil(log2)` of a `u64` is 0..=64.
 const WORK_BUCKETS: usize = 65;
-const OPS: usize = 2;
+const OPS: usize = Op::ALL.len();
 
 /// One (operation, bucket): the current figures, and the lock that orders writers.
 /// Padded to its own cache lines, so recording one bucket never slows another.
@@ -285,10 +326,7 @@ impl PerformanceTracker {
     }
 
     fn slot(&self, op: Op, bucket: Bucket) -> &Cell {
-        let op = match op {
-            Op::TopK => 0,
-            Op::Cosine => 1,
-        };
+        let op = op.index();
         let work = (bucket.work_log2 as usize).min(WORK_BUCKETS - 1);
         let class = (bucket.query_class as usize).min(QUERY_CLASSES - 1);
         &self.slots[(op * WORK_BUCKETS + work) * QUERY_CLASSES + class]
@@ -460,7 +498,7 @@ impl PerformanceTracker {
     /// service can start warm with [`import`](Self::import).
     pub fn export(&self, device: &str) -> String {
         let mut entries = Vec::new();
-        for op in [Op::TopK, Op::Cosine] {
+        for op in Op::ALL {
             for bucket in Bucket::all() {
                 let s = self.snapshot_bucket(op, bucket);
                 for kind in [BackendKind::Cpu, BackendKind::Gpu] {
