@@ -182,6 +182,25 @@ pub trait Backend: Send + Sync + fmt::Debug {
         })
     }
 
+    /// [`top_k_rows`](Self::top_k_rows) with one list of rows per query: query `i`'s best
+    /// `min(k, lists[i].len())` among `lists[i]` (each ascending and distinct, none
+    /// empty). The default runs query by query; the CPU reads each row once for all the
+    /// queries that allow it.
+    fn top_k_rows_per_query(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        lists: &[&[usize]],
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, BackendError> {
+        let mut out = Vec::with_capacity(lists.len());
+        for (i, rows) in lists.iter().enumerate() {
+            let one = queries.row_range(i..i + 1);
+            out.extend(self.top_k_rows(one, corpus, rows, k.min(rows.len()))?);
+        }
+        Ok(out)
+    }
+
     /// Whether this backend scores `metric`. Only then does it get views of that metric:
     /// [`CorpusView::metric`] names it, the row factors come in
     /// [`CorpusView::inv_norms`] and [`CorpusView::row_bias`] (`score = dot · factor +

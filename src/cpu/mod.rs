@@ -13,6 +13,7 @@
 //!   tile by the rows' inverse norms into it.
 
 mod kernel;
+mod per_query;
 pub(crate) mod select;
 pub(crate) mod topk;
 
@@ -385,6 +386,15 @@ impl Backend for CpuBackend {
         k: usize,
     ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
         Ok(CpuBackend::top_k(self, queries, corpus, k, Some(rows)))
+    }
+    fn top_k_rows_per_query(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        lists: &[&[usize]],
+        k: usize,
+    ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
+        Ok(self.top_k_per_query(queries, corpus, lists, k))
     }
 }
 

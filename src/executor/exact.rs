@@ -32,7 +32,7 @@ const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 /// The first candidate count for `k` hits among `n` rows: a margin past `k` so that the
 /// boundary between kept and left out rarely falls inside a run of near-equal scores.
-fn first_candidates(k: usize, n: usize) -> usize {
+pub(super) fn first_candidates(k: usize, n: usize) -> usize {
     k.saturating_add(16 + k / 4).min(n)
 }
 
@@ -78,7 +78,7 @@ const L2_MAX_NORM: f64 = 1e18;
 
 /// One query's candidates, re-scored and certified: its `k` hits, or `None` when a row
 /// left out might beat them.
-fn certify(
+pub(super) fn certify(
     metric: Metric,
     query: &[f32],
     corpus: CorpusView<'_>,
@@ -168,14 +168,8 @@ impl HybridExecutor {
         allowed: Option<(&Allowed, FilterPlan)>,
     ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
         let (q, d) = (queries.rows(), queries.cols());
-        let owned;
-        let scoring: Option<&RowScoring> = match corpus.scoring_cache() {
-            Some(cache) => cache.get(metric, corpus.inv_norms()),
-            None => {
-                owned = RowScoring::new(metric, corpus.inv_norms());
-                owned.as_ref()
-            }
-        };
+        let mut owned = None;
+        let scoring = scoring_of(corpus, metric, &mut owned);
         let view = scoring.map_or(corpus, |s| corpus.scored_by(metric, s));
         let mut mask = filter::MaskBuffers::default();
         let source = match allowed {
@@ -186,15 +180,7 @@ impl HybridExecutor {
             Some((a, choice)) => filter::plan(view, a, choice, &mut mask),
         };
         let available = source.available();
-        // The queries the backends see: as given for L2, unit-norm for cosine and inner
-        // product (the same ranking, and no overflow).
-        let mut approx = queries.as_slice().to_vec();
-        match scoring {
-            Some(s) if metric == Metric::L2 => check_l2_range(queries, s.max_norm)?,
-            _ => approx
-                .chunks_exact_mut(d)
-                .for_each(crate::matrix::normalize),
-        }
+        let approx = approx_queries(queries, metric, scoring)?;
         let refuses = |b: &dyn Backend| refuses_metric(b, metric);
         let Some(scoring) = scoring else {
             // Cosine.
@@ -255,6 +241,39 @@ impl HybridExecutor {
         report.elapsed = start.elapsed();
         Ok((hits, report))
     }
+}
+
+/// The factors of `metric` over `corpus`: cached with a [`Corpus`](crate::Corpus), else
+/// computed into `owned`; `None` for cosine.
+pub(super) fn scoring_of<'a>(
+    corpus: CorpusView<'a>,
+    metric: Metric,
+    owned: &'a mut Option<RowScoring>,
+) -> Option<&'a RowScoring> {
+    match corpus.scoring_cache() {
+        Some(cache) => cache.get(metric, corpus.inv_norms()),
+        None => {
+            *owned = RowScoring::new(metric, corpus.inv_norms());
+            owned.as_ref()
+        }
+    }
+}
+
+/// The queries the backends see: as given for L2 (checked against its range),
+/// unit-norm for cosine and inner product (the same ranking, and no overflow).
+pub(super) fn approx_queries(
+    queries: MatrixRef<'_>,
+    metric: Metric,
+    scoring: Option<&RowScoring>,
+) -> Result<Vec<f32>> {
+    let mut approx = queries.as_slice().to_vec();
+    match scoring {
+        Some(s) if metric == Metric::L2 => check_l2_range(queries, s.max_norm)?,
+        _ => approx
+            .chunks_exact_mut(queries.cols().max(1))
+            .for_each(crate::matrix::normalize),
+    }
+    Ok(approx)
 }
 
 /// Why backend `b` cannot score `metric`, or `None` when it can.

@@ -17,8 +17,7 @@
 //! On the CUDA backend both plans are a masked scan: the host ANDs the allow-list with
 //! the store's live mask into one bit per row, and the kernels skip the rows it clears. A
 //! device streams the whole corpus faster than it could gather rows by index, so there
-//! cost follows `N` either way. Per-query filters run query by query, each with its own
-//! plan.
+//! cost follows `N` either way. Per-query filters: see `per_query.rs`.
 
 use super::{ExecutionReport, HybridExecutor, Op};
 use crate::backend::Backend;
@@ -117,6 +116,20 @@ impl Allowed {
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The allowed rows, ascending.
+    pub(super) fn rows(&self) -> &[usize] {
+        &self.0
+    }
+
+    /// Whether `choice` gathers these rows out of `n` (see [`FilterPlan::Auto`]).
+    pub(super) fn gathers(&self, choice: FilterPlan, n: usize) -> bool {
+        match choice {
+            FilterPlan::Auto => (self.0.len() as f64) <= GATHER_MAX_FRACTION * n as f64,
+            FilterPlan::Gather => true,
+            FilterPlan::Mask => false,
+        }
+    }
 }
 
 impl Allowed {
@@ -208,7 +221,7 @@ impl Source<'_> {
 }
 
 /// Why backend `b` cannot serve a filtered search, or `None` when it can.
-fn refuses_filter(b: &dyn Backend) -> Option<String> {
+pub(super) fn refuses_filter(b: &dyn Backend) -> Option<String> {
     (!b.serves_filters()).then(|| format!("{} does not serve filtered search", b.name()))
 }
 
@@ -228,12 +241,7 @@ pub(super) fn plan<'a>(
     mask: &'a mut MaskBuffers,
 ) -> Source<'a> {
     let n = view.rows();
-    let gather = match choice {
-        FilterPlan::Auto => (allowed.0.len() as f64) <= GATHER_MAX_FRACTION * n as f64,
-        FilterPlan::Gather => true,
-        FilterPlan::Mask => false,
-    };
-    if gather {
+    if allowed.gathers(choice, n) {
         return Source::Gather {
             view,
             rows: &allowed.0,

@@ -10,6 +10,7 @@
 
 mod exact;
 mod filter;
+mod per_query;
 mod policy;
 mod range;
 mod report;
@@ -369,26 +370,14 @@ impl HybridExecutor {
             let plan = Some((one, options.filter_plan));
             return self.search_in(queries, corpus, k, metric, start, plan);
         }
-        // One allow-list per query: each query with its own plan.
-        let mut hits = Vec::with_capacity(queries.rows());
-        let mut report: Option<ExecutionReport> = None;
-        for (i, allowed) in allowed.iter().enumerate() {
-            if allowed.is_empty() {
-                hits.push(Vec::new());
-                continue;
-            }
-            let one = queries.row_range(i..i + 1);
-            let plan = Some((allowed, options.filter_plan));
-            let (mut h, r) = self.search_in(one, corpus, k, metric, start, plan)?;
-            hits.push(h.pop().unwrap_or_default());
-            match &mut report {
-                Some(first) => first.corpus_passes += r.corpus_passes,
-                None => report = Some(r),
-            }
-        }
-        let mut report = report.unwrap_or_else(ExecutionReport::nothing_run);
-        report.elapsed = start.elapsed();
-        Ok((hits, report))
+        self.search_per_query(
+            queries,
+            corpus,
+            k,
+            metric,
+            start,
+            (&allowed, options.filter_plan),
+        )
     }
 
     /// Every query against every corpus row under `metric`: a `Q × N` row-major matrix of

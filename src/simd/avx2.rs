@@ -69,7 +69,7 @@ fn load8(s: &[f32], i: usize) -> __m256 {
 /// One dot product with four accumulators (32 floats per iteration).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn dot1(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot1(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len();
     assert_eq!(b.len(), n);
     let mut acc = [_mm256_setzero_ps(); 4];

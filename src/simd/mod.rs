@@ -207,6 +207,18 @@ pub(crate) fn sum_squares_f64(v: &[f32]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// One dot product `a · b` (equal lengths), for scoring rows one at a time where
+/// [`dots_rows`]'s blocking would cost more than the row.
+pub(crate) fn dot(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: callers pass the CPU backend's level, which it checked is supported; both
+        // vector levels include AVX2 and FMA.
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => unsafe { avx2::dot1(a, b) },
+        _ => dot_scalar(a, b),
+    }
+}
+
 /// Scaled dot products of a block of rows with every query, query-major:
 /// `out[q * n + r] = (rows[r] · queries[q]) * scale[r]` for the `n = scale.len()` rows of
 /// `rows` (row-major, `d` values each) and the `nq = queries.len() / d` queries.

@@ -1,0 +1,175 @@
+//! Per-query filters. The queries whose lists are gathered are searched together, in one
+//! pass over the union of their lists ([`Backend::top_k_rows_per_query`]): a row two
+//! queries allow is read once. The others (masked scans, empty lists) run one query at a
+//! time, each with its own plan.
+
+use super::exact::{self, approx_queries, certify, first_candidates, scoring_of};
+use super::filter::{Allowed, FilterPlan};
+use super::{ExecutionReport, HybridExecutor, Op};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::hit::Hit;
+use crate::matrix::{CorpusView, MatrixRef};
+use crate::metric::Metric;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Queries one pass may take: the CPU packs a query index in 24 bits.
+const MAX_BATCHED: usize = 1 << 24;
+
+impl HybridExecutor {
+    /// Exact top-k for checked `queries` and `1 <= k <= corpus.rows()`, query `i` among
+    /// the rows `allowed[i]`.
+    pub(super) fn search_per_query(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+        metric: Metric,
+        start: Instant,
+        (allowed, choice): (&[Allowed], FilterPlan),
+    ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        let n = corpus.rows();
+        let mut hits = vec![Vec::new(); queries.rows()];
+        let mut report: Option<ExecutionReport> = None;
+        let add = |r: ExecutionReport, report: &mut Option<ExecutionReport>| match report {
+            Some(first) => first.corpus_passes += r.corpus_passes,
+            None => *report = Some(r),
+        };
+        let (together, alone): (Vec<usize>, Vec<usize>) = (0..queries.rows())
+            .filter(|&i| !allowed[i].is_empty())
+            .partition(|&i| allowed[i].gathers(choice, n) && queries.rows() < MAX_BATCHED);
+        if !together.is_empty() {
+            let sub: Vec<f32> = together
+                .iter()
+                .flat_map(|&i| queries.row(i).iter().copied())
+                .collect();
+            let sub = MatrixRef::new(&sub, together.len(), queries.cols())?;
+            let lists: Vec<&[usize]> = together.iter().map(|&i| allowed[i].rows()).collect();
+            let (found, r) = self.search_lists(sub, corpus, k, metric, start, &lists)?;
+            for (&i, h) in together.iter().zip(found) {
+                hits[i] = h;
+            }
+            add(r, &mut report);
+        }
+        for i in alone {
+            let one = queries.row_range(i..i + 1);
+            let plan = Some((&allowed[i], choice));
+            let (mut h, r) = self.search_in(one, corpus, k, metric, start, plan)?;
+            hits[i] = h.pop().unwrap_or_default();
+            add(r, &mut report);
+        }
+        let mut report = report.unwrap_or_else(ExecutionReport::nothing_run);
+        report.elapsed = start.elapsed();
+        Ok((hits, report))
+    }
+
+    /// Query `i`'s exact top-k among `lists[i]` (none empty), all queries in each pass;
+    /// inner product and L2 are certified as in `search_in`, a query that fails searched
+    /// again with more candidates.
+    fn search_lists(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+        metric: Metric,
+        start: Instant,
+        lists: &[&[usize]],
+    ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        let (q, d) = (queries.rows(), queries.cols());
+        let mut owned = None;
+        let scoring = scoring_of(corpus, metric, &mut owned);
+        let view = scoring.map_or(corpus, |s| corpus.scored_by(metric, s));
+        let approx = approx_queries(queries, metric, scoring)?;
+        let longest = lists.iter().map(|l| l.len()).max().unwrap_or(0);
+        let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); q];
+        let mut pending: Vec<usize> = (0..q).collect();
+        let mut asked = match scoring {
+            Some(_) => first_candidates(k, longest),
+            None => k.min(longest),
+        };
+        let mut report: Option<ExecutionReport> = None;
+        while !pending.is_empty() {
+            let sub: Vec<f32> = pending
+                .iter()
+                .flat_map(|&i| approx[i * d..(i + 1) * d].iter().copied())
+                .collect();
+            let sub = MatrixRef::new(&sub, pending.len(), d)?;
+            let sub_lists: Vec<&[usize]> = pending.iter().map(|&i| lists[i]).collect();
+            let (candidates, rep) =
+                self.candidates_per_query(view, sub, &sub_lists, asked, start)?;
+            match &mut report {
+                Some(first) => first.corpus_passes += rep.corpus_passes,
+                None => report = Some(rep),
+            }
+            let Some(scoring) = scoring else {
+                // Cosine: the backends' ranking is the answer.
+                for (&i, c) in pending.iter().zip(candidates) {
+                    hits[i] = c;
+                }
+                break;
+            };
+            let done: Vec<Option<Vec<Hit>>> = pending
+                .par_iter()
+                .zip(&candidates)
+                .map(|(&i, cands)| {
+                    let available = lists[i].len();
+                    let row = queries.row(i);
+                    certify(
+                        metric,
+                        row,
+                        corpus,
+                        cands,
+                        (asked, available),
+                        k,
+                        scoring.max_norm,
+                    )
+                })
+                .collect::<Result<_>>()?;
+            let mut again = Vec::new();
+            for (&i, result) in pending.iter().zip(done) {
+                match result {
+                    Some(h) => hits[i] = h,
+                    None => again.push(i),
+                }
+            }
+            pending = again;
+            asked = asked.saturating_mul(4).min(longest);
+        }
+        let mut report = report.ok_or(Error::EmptyInput { what: "no queries" })?;
+        report.elapsed = start.elapsed();
+        Ok((hits, report))
+    }
+
+    /// The `asked` best candidates of each query among its list (backends' scores), on
+    /// a backend that serves the metric and filters. Measured as a top-k over the
+    /// average list.
+    fn candidates_per_query(
+        &self,
+        view: CorpusView<'_>,
+        queries: MatrixRef<'_>,
+        lists: &[&[usize]],
+        asked: usize,
+        start: Instant,
+    ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        let pairs: usize = lists.iter().map(|l| l.len()).sum();
+        let rows = pairs.div_ceil(lists.len().max(1));
+        let metric = view.metric();
+        self.run_where(
+            Op::top_k(metric),
+            queries,
+            rows,
+            start,
+            |b: &dyn Backend| {
+                exact::refuses_metric(b, metric).or_else(|| super::filter::refuses_filter(b))
+            },
+            |b, part| {
+                // A chunk of the batch takes its queries' lists.
+                let first =
+                    part.as_slice().as_ptr() as usize - queries.as_slice().as_ptr() as usize;
+                let first = first / (4 * queries.cols().max(1));
+                b.top_k_rows_per_query(part, view, &lists[first..first + part.rows()], asked)
+            },
+        )
+    }
+}
