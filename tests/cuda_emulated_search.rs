@@ -14,11 +14,11 @@ mod common;
 
 use common::emulated_driver::driver;
 use common::reference::spread_rows;
-use common::search_checks::{check_range, check_top_k_among, threshold_for};
+use common::search_checks::{allow, check_range, check_top_k_among, clustered_rows, threshold_for};
 use common::TempDir;
 use hybridvec::{
-    data, BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, Filter, FilterPlan,
-    Hit, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions, StoreConfig, WarmStore,
+    BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, Filter, FilterPlan, Hit,
+    HybridExecutor, MatrixRef, Metric, Precision, SearchOptions, StoreConfig, WarmStore,
 };
 
 fn executor(device: DevicePolicy, precision: Precision) -> HybridExecutor {
@@ -31,33 +31,6 @@ fn executor(device: DevicePolicy, precision: Precision) -> HybridExecutor {
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{device:?}: {e}"))
-}
-
-/// Clustered rows: four centres with small noise, every third row a copy of the one
-/// before (exact ties), and a few zero rows.
-fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let centres = data::random_matrix(4, d, seed);
-    let noise = data::random_matrix(n, d, seed + 1);
-    let mut rows = vec![0.0f32; n * d];
-    for i in 0..n {
-        for j in 0..d {
-            rows[i * d + j] = centres[(i % 4) * d + j] + 0.02 * noise[i * d + j];
-        }
-        if i % 3 == 2 {
-            let (done, row) = rows.split_at_mut(i * d);
-            row[..d].copy_from_slice(&done[(i - 1) * d..]);
-        }
-        if i % 89 == 7 {
-            rows[i * d..(i + 1) * d].fill(0.0);
-        }
-    }
-    rows
-}
-
-/// A pseudo-random allow-list of about `fraction` of `n` rows, ascending.
-fn allow(n: usize, fraction: f64, seed: u64) -> Vec<usize> {
-    let mut rng = data::Rng::new(seed, 3);
-    (0..n).filter(|_| rng.next_f64() < fraction).collect()
 }
 
 /// One cell group of the grid: which data, batch size, metrics and filter cases.

@@ -9,41 +9,15 @@
 mod common;
 
 use common::reference::spread_rows;
-use common::search_checks::check_top_k_among as check;
+use common::search_checks::{allow, check_top_k_among as check, clustered_rows};
 
 use common::api::executors;
 use common::TempDir;
 use hybridvec::{
-    data, Corpus, Error, ExecutorConfig, Filter, FilterPlan, Hit, HybridExecutor, MatrixRef,
-    Metric, SearchOptions, StoreConfig, WarmStore,
+    Corpus, Error, ExecutorConfig, Filter, FilterPlan, Hit, HybridExecutor, MatrixRef, Metric,
+    SearchOptions, StoreConfig, WarmStore,
 };
 use proptest::prelude::*;
-
-/// Clustered rows with exact duplicates (ties) and zero rows.
-fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let centres = data::random_matrix(4, d, seed);
-    let noise = data::random_matrix(n, d, seed + 1);
-    let mut rows = vec![0.0f32; n * d];
-    for i in 0..n {
-        for j in 0..d {
-            rows[i * d + j] = centres[(i % 4) * d + j] + 0.01 * noise[i * d + j];
-        }
-        if i % 3 == 2 {
-            let (done, row) = rows.split_at_mut(i * d);
-            row[..d].copy_from_slice(&done[(i - 1) * d..]);
-        }
-        if i % 89 == 7 {
-            rows[i * d..(i + 1) * d].fill(0.0);
-        }
-    }
-    rows
-}
-
-/// A pseudo-random allow-list of about `fraction` of `n` rows, ascending.
-fn allow(n: usize, fraction: f64, seed: u64) -> Vec<usize> {
-    let mut rng = data::Rng::new(seed, 3);
-    (0..n).filter(|_| rng.next_f64() < fraction).collect()
-}
 
 fn bitmap(rows: &[usize], n: usize) -> Vec<u64> {
     let mut words = vec![0u64; n.div_ceil(64)];

@@ -6,7 +6,7 @@
 use super::exact::{self, approx_queries, certify, first_candidates, scoring_of};
 use super::filter::{Allowed, FilterPlan};
 use super::{ExecutionReport, HybridExecutor, Op};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef};
@@ -164,11 +164,18 @@ impl HybridExecutor {
                 exact::refuses_metric(b, metric).or_else(|| super::filter::refuses_filter(b))
             },
             |b, part| {
-                // A chunk of the batch takes its queries' lists.
-                let first =
-                    part.as_slice().as_ptr() as usize - queries.as_slice().as_ptr() as usize;
-                let first = first / (4 * queries.cols().max(1));
-                b.top_k_rows_per_query(part, view, &lists[first..first + part.rows()], asked)
+                // A chunk of the batch (`run_where` passes sub-slices of `queries`) takes
+                // its own queries' lists.
+                let bytes = (part.as_slice().as_ptr() as usize)
+                    .wrapping_sub(queries.as_slice().as_ptr() as usize);
+                let first = bytes / (4 * queries.cols().max(1));
+                let chunk = first.checked_add(part.rows()).map(|end| first..end);
+                let lists = chunk.and_then(|c| lists.get(c)).ok_or_else(|| {
+                    BackendError::Fatal(Error::InvalidConfig(
+                        "a query chunk outside its batch".into(),
+                    ))
+                })?;
+                b.top_k_rows_per_query(part, view, lists, asked)
             },
         )
     }

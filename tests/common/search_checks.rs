@@ -2,7 +2,7 @@
 //! the CPU and on the emulated CUDA backend: top-k among allowed rows, and range search.
 
 use super::reference::metric64 as reference;
-use hybridvec::{Hit, Metric, RangeResult};
+use hybridvec::{data, Hit, Metric, RangeResult};
 
 /// `hits` against the reference top-k among `allowed` rows: the same rows rank by rank,
 /// up to near-ties (f32 rounding for cosine, f64 rounding for the exact metrics), and
@@ -192,4 +192,31 @@ pub fn threshold_for(metric: Metric, q: &[f32], rows: &[&[f32]], want: usize) ->
     });
     let i = want.min(s.len() - 1);
     ((s[i - 1] + s[i]) / 2.0) as f32
+}
+
+/// Clustered rows: four centres with small noise, every third row a copy of the one
+/// before (exact ties), and a few zero rows.
+pub fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let centres = data::random_matrix(4, d, seed);
+    let noise = data::random_matrix(n, d, seed + 1);
+    let mut rows = vec![0.0f32; n * d];
+    for i in 0..n {
+        for j in 0..d {
+            rows[i * d + j] = centres[(i % 4) * d + j] + 0.01 * noise[i * d + j];
+        }
+        if i % 3 == 2 {
+            let (done, row) = rows.split_at_mut(i * d);
+            row[..d].copy_from_slice(&done[(i - 1) * d..]);
+        }
+        if i % 89 == 7 {
+            rows[i * d..(i + 1) * d].fill(0.0);
+        }
+    }
+    rows
+}
+
+/// A pseudo-random allow-list of about `fraction` of `n` rows, ascending.
+pub fn allow(n: usize, fraction: f64, seed: u64) -> Vec<usize> {
+    let mut rng = data::Rng::new(seed, 3);
+    (0..n).filter(|_| rng.next_f64() < fraction).collect()
 }
