@@ -204,8 +204,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Whether this backend scores `metric`. Only then does it get views of that metric:
     /// [`CorpusView::metric`] names it, the row factors come in
     /// [`CorpusView::inv_norms`] and [`CorpusView::row_bias`] (`score = dot · factor +
-    /// bias`), and the queries are passed as given, not normalised. The default serves
-    /// cosine only; the executor runs the other metrics on the CPU.
+    /// bias`), and the queries come as given for L2 and scaled to unit norm for inner
+    /// product (the same ranking). The default serves cosine only; the executor runs the
+    /// other metrics on the CPU.
     fn supports_metric(&self, metric: Metric) -> bool {
         metric == Metric::Cosine
     }

@@ -74,12 +74,6 @@ fn every_metric_filter_and_range_matches_the_reference_on_the_emulated_device() 
             cases: ALL_CASES,
         },
         Cells {
-            clustered: false,
-            q: 7,
-            metrics: &[Metric::L2],
-            cases: ALL_CASES,
-        },
-        Cells {
             clustered: true,
             q: 300,
             metrics: &[Metric::L2],
