@@ -167,7 +167,7 @@ impl HybridExecutor {
         start: Instant,
         allowed: Option<(&Allowed, FilterPlan)>,
     ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
-        let (q, d) = (queries.rows(), queries.cols());
+        let d = queries.cols();
         let mut owned = None;
         let scoring = scoring_of(corpus, metric, &mut owned);
         let view = scoring.map_or(corpus, |s| corpus.scored_by(metric, s));
@@ -182,40 +182,104 @@ impl HybridExecutor {
         let available = source.available();
         let approx = approx_queries(queries, metric, scoring)?;
         let refuses = |b: &dyn Backend| refuses_metric(b, metric);
-        let Some(scoring) = scoring else {
-            // Cosine.
-            let approx = MatrixRef::new(&approx, q, d)?;
-            super::check_top_k_memory(q, d, k.min(available), available)?;
-            return self.candidates(&source, approx, k.min(available), start, &refuses);
+        let fetch = |_: &[usize], sub: MatrixRef<'_>, asked: usize| {
+            super::check_top_k_memory(sub.rows(), d, asked, available)?;
+            self.candidates(&source, sub, asked, start, &refuses)
         };
+        let rounds = Rounds {
+            queries,
+            approx: &approx,
+            corpus,
+            metric,
+            scoring,
+            k,
+        };
+        let (hits, mut report) = rounds.run(available, |_| available, fetch)?;
+        report.elapsed = start.elapsed();
+        Ok((hits, report))
+    }
+}
+
+/// The search-and-certify loop of a batch: each round asks a backend for `asked`
+/// candidates of the queries still pending, certifies each (inner product, L2), and
+/// searches the uncertified again with four times as many. Cosine takes the first
+/// round's ranking.
+pub(super) struct Rounds<'a> {
+    /// The queries as given: the exact re-score reads them.
+    pub queries: MatrixRef<'a>,
+    /// What the backends see ([`approx_queries`]), row-major like `queries`.
+    pub approx: &'a [f32],
+    /// The corpus the candidates index.
+    pub corpus: CorpusView<'a>,
+    /// The metric of the answer.
+    pub metric: Metric,
+    /// `metric`'s row factors; `None` for cosine.
+    pub scoring: Option<&'a RowScoring>,
+    /// Hits per query.
+    pub k: usize,
+}
+
+impl Rounds<'_> {
+    /// Runs the loop. `cap` bounds the candidates asked of any query; `available(i)` is
+    /// how many rows query `i` may get. `fetch(pending, sub, asked)` returns the best
+    /// `asked` candidates of each query `pending[j]`, whose backend query is row `j` of
+    /// `sub`. The report's passes add up over the rounds.
+    pub(super) fn run(
+        &self,
+        cap: usize,
+        available: impl Fn(usize) -> usize + Sync,
+        mut fetch: impl FnMut(&[usize], MatrixRef<'_>, usize) -> Result<(Vec<Vec<Hit>>, ExecutionReport)>,
+    ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
+        let (q, d) = (self.queries.rows(), self.queries.cols());
         let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); q];
         let mut pending: Vec<usize> = (0..q).collect();
-        let mut asked = first_candidates(k, available);
+        let mut asked = match self.scoring {
+            Some(_) => first_candidates(self.k, cap),
+            None => self.k.min(cap),
+        };
         let mut report: Option<ExecutionReport> = None;
         while !pending.is_empty() {
-            super::check_top_k_memory(pending.len(), d, asked, available)?;
-            let sub: Vec<f32> = pending
-                .iter()
-                .flat_map(|&i| approx[i * d..(i + 1) * d].iter().copied())
-                .collect();
-            let sub = MatrixRef::new(&sub, pending.len(), d)?;
-            let (candidates, rep) = self.candidates(&source, sub, asked, start, &refuses)?;
+            let gathered: Vec<f32>;
+            let sub = if pending.len() == q {
+                MatrixRef::new(self.approx, q, d)?
+            } else {
+                gathered = pending
+                    .iter()
+                    .flat_map(|&i| self.approx[i * d..(i + 1) * d].iter().copied())
+                    .collect();
+                MatrixRef::new(&gathered, pending.len(), d)?
+            };
+            let (candidates, rep) = fetch(&pending, sub, asked)?;
+            if candidates.len() != pending.len() {
+                return Err(Error::ChunkResultMismatch {
+                    chunk: 0,
+                    expected: pending.len(),
+                    got: candidates.len(),
+                });
+            }
             match &mut report {
                 // Each search again is more passes over the corpus.
                 Some(first) => first.corpus_passes += rep.corpus_passes,
                 None => report = Some(rep),
             }
+            let Some(scoring) = self.scoring else {
+                // Cosine: the backends' ranking is the answer.
+                for (&i, c) in pending.iter().zip(candidates) {
+                    hits[i] = c;
+                }
+                break;
+            };
             let done: Vec<Option<Vec<Hit>>> = pending
                 .par_iter()
                 .zip(&candidates)
                 .map(|(&i, cands)| {
                     certify(
-                        metric,
-                        queries.row(i),
-                        corpus,
+                        self.metric,
+                        self.queries.row(i),
+                        self.corpus,
                         cands,
-                        (asked, available),
-                        k,
+                        (asked, available(i)),
+                        self.k,
                         scoring.max_norm,
                     )
                 })
@@ -231,14 +295,14 @@ impl HybridExecutor {
                 tracing::debug!(
                     queries = again.len(),
                     candidates = asked,
-                    "{metric} candidates not certified; searching again with more"
+                    "{} candidates not certified; searching again with more",
+                    self.metric
                 );
             }
             pending = again;
-            asked = asked.saturating_mul(4).min(available);
+            asked = asked.saturating_mul(4).min(cap);
         }
-        let mut report = report.ok_or(Error::EmptyInput { what: "no queries" })?;
-        report.elapsed = start.elapsed();
+        let report = report.ok_or(Error::EmptyInput { what: "no queries" })?;
         Ok((hits, report))
     }
 }

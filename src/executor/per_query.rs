@@ -3,7 +3,7 @@
 //! queries allow is read once. The others (masked scans, empty lists) run one query at a
 //! time, each with its own plan.
 
-use super::exact::{self, approx_queries, certify, first_candidates, scoring_of};
+use super::exact::{self, approx_queries, scoring_of, Rounds};
 use super::filter::{Allowed, FilterPlan};
 use super::{ExecutionReport, HybridExecutor, Op};
 use crate::backend::{Backend, BackendError};
@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef};
 use crate::metric::Metric;
-use rayon::prelude::*;
 use std::time::Instant;
 
 /// Queries one pass may take: the CPU packs a query index in 24 bits.
@@ -76,67 +75,24 @@ impl HybridExecutor {
         start: Instant,
         lists: &[&[usize]],
     ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
-        let (q, d) = (queries.rows(), queries.cols());
         let mut owned = None;
         let scoring = scoring_of(corpus, metric, &mut owned);
         let view = scoring.map_or(corpus, |s| corpus.scored_by(metric, s));
         let approx = approx_queries(queries, metric, scoring)?;
         let longest = lists.iter().map(|l| l.len()).max().unwrap_or(0);
-        let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); q];
-        let mut pending: Vec<usize> = (0..q).collect();
-        let mut asked = match scoring {
-            Some(_) => first_candidates(k, longest),
-            None => k.min(longest),
+        let rounds = Rounds {
+            queries,
+            approx: &approx,
+            corpus,
+            metric,
+            scoring,
+            k,
         };
-        let mut report: Option<ExecutionReport> = None;
-        while !pending.is_empty() {
-            let sub: Vec<f32> = pending
-                .iter()
-                .flat_map(|&i| approx[i * d..(i + 1) * d].iter().copied())
-                .collect();
-            let sub = MatrixRef::new(&sub, pending.len(), d)?;
+        let fetch = |pending: &[usize], sub: MatrixRef<'_>, asked: usize| {
             let sub_lists: Vec<&[usize]> = pending.iter().map(|&i| lists[i]).collect();
-            let (candidates, rep) =
-                self.candidates_per_query(view, sub, &sub_lists, asked, start)?;
-            match &mut report {
-                Some(first) => first.corpus_passes += rep.corpus_passes,
-                None => report = Some(rep),
-            }
-            let Some(scoring) = scoring else {
-                // Cosine: the backends' ranking is the answer.
-                for (&i, c) in pending.iter().zip(candidates) {
-                    hits[i] = c;
-                }
-                break;
-            };
-            let done: Vec<Option<Vec<Hit>>> = pending
-                .par_iter()
-                .zip(&candidates)
-                .map(|(&i, cands)| {
-                    let available = lists[i].len();
-                    let row = queries.row(i);
-                    certify(
-                        metric,
-                        row,
-                        corpus,
-                        cands,
-                        (asked, available),
-                        k,
-                        scoring.max_norm,
-                    )
-                })
-                .collect::<Result<_>>()?;
-            let mut again = Vec::new();
-            for (&i, result) in pending.iter().zip(done) {
-                match result {
-                    Some(h) => hits[i] = h,
-                    None => again.push(i),
-                }
-            }
-            pending = again;
-            asked = asked.saturating_mul(4).min(longest);
-        }
-        let mut report = report.ok_or(Error::EmptyInput { what: "no queries" })?;
+            self.candidates_per_query(view, sub, &sub_lists, asked, start)
+        };
+        let (hits, mut report) = rounds.run(longest, |i| lists[i].len(), fetch)?;
         report.elapsed = start.elapsed();
         Ok((hits, report))
     }
