@@ -49,8 +49,9 @@ __device__ __forceinline__ void hv_filter_small_q_impl(const float* __restrict__
     unsigned int floor = lane < nq ? hv_filter_floor(tau, tau_ld, lane) : 0xffffffffu;
     for (long long r = first; r < rows; r += warps) {
         float acc[HV_SMALL_Q];
+        // A masked-out row is never read (warp-uniform: every lane has the same r).
+        if (!hv_live(mask, r)) continue;
         hv_row_dots(q_s, nq, dim, x + r * dim, lane, acc);
-        if (!hv_live(mask, r)) continue;  // warp-uniform
         float mine = acc[0];
         #pragma unroll
         for (int q = 1; q < HV_SMALL_Q; ++q) mine = lane == q ? acc[q] : mine;

@@ -34,10 +34,14 @@ __device__ __forceinline__ void hv_topk_small_q_impl(const float* __restrict__ q
     #pragma unroll
     for (int q = 0; q < HV_SMALL_Q; ++q) hv_list_clear(lists[q]);
     const long long end = row0 + rows;
+    // A masked-out row is not read (warp-uniform: every lane has the same r), except from
+    // the FP16 copy, where the early test made ptxas spill on sm_90.
+    const bool skip_masked = sizeof(T) == sizeof(float);
     for (long long r = row0 + part; r < end; r += warps) {
+        if (skip_masked && !hv_live(mask, r)) continue;
         float acc[HV_SMALL_Q];
         hv_row_dots(q_s, nq, dim, x + r * dim, lane, acc);
-        if (!hv_live(mask, r)) continue;  // warp-uniform: every lane has the same r
+        if (!skip_masked && !hv_live(mask, r)) continue;
         float s = inv ? inv[r] : 1.0f, b = bias ? bias[r] : 0.0f;
         #pragma unroll
         for (int q = 0; q < HV_SMALL_Q; ++q) {

@@ -23,15 +23,18 @@ __device__ __forceinline__ void hv_score_small_q_impl(const float* __restrict__ 
     long long first = (long long)blockIdx.x * (blockDim.x / HV_WARP) + threadIdx.x / HV_WARP;
     for (long long i = first; i < rows; i += warps) {
         long long r = row0 + i;
+        // A masked-out row is never read (warp-uniform: every lane has the same r).
+        if (!hv_live(mask, r)) {
+            if (lane < nq) out[lane * ld + i] = __uint_as_float(HV_ABSENT_BITS);
+            continue;
+        }
         float acc[HV_SMALL_Q];
         hv_row_dots(q_s, nq, dim, x + r * dim, lane, acc);
         // Every lane has every total; lane q stores query q's.
         float mine = acc[0];
         #pragma unroll
         for (int q = 1; q < HV_SMALL_Q; ++q) mine = lane == q ? acc[q] : mine;
-        if (lane < nq)
-            out[lane * ld + i] = hv_live(mask, r) ? hv_row_score(mine, inv, bias, r)
-                                                  : __uint_as_float(HV_ABSENT_BITS);
+        if (lane < nq) out[lane * ld + i] = hv_row_score(mine, inv, bias, r);
     }
 }
 

@@ -40,8 +40,10 @@ __device__ __forceinline__ void hv_row_dots(const float* q_s, int nq, int dim,
                 if (q < nq) acc[q] = fmaf(v, q_s[q * dim + j], acc[q]);
         }
     }
+    // nq is uniform over the warp: only the queries present pay for a warp sum.
     #pragma unroll
-    for (int q = 0; q < HV_SMALL_Q; ++q) acc[q] = hv_warp_sum(acc[q]);
+    for (int q = 0; q < HV_SMALL_Q; ++q)
+        if (q < nq) acc[q] = hv_warp_sum(acc[q]);
 }
 
 // The same over a row stored in FP16 (half the bytes to stream): 16-byte loads of eight
@@ -80,6 +82,8 @@ __device__ __forceinline__ void hv_row_dots(const float* q_s, int nq, int dim,
                 if (q < nq) acc[q] = fmaf(v, q_s[q * dim + j], acc[q]);
         }
     }
+    // nq is uniform over the warp: only the queries present pay for a warp sum.
     #pragma unroll
-    for (int q = 0; q < HV_SMALL_Q; ++q) acc[q] = hv_warp_sum(acc[q]);
+    for (int q = 0; q < HV_SMALL_Q; ++q)
+        if (q < nq) acc[q] = hv_warp_sum(acc[q]);
 }

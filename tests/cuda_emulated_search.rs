@@ -1,11 +1,10 @@
 //! Metrics, filters and range search on the CUDA backend, run on the emulated driver
 //! (`tests/common/emulated_driver.rs`) against the f64 reference: every metric × {no
-//! filter, one filter for the batch, one per query} × {top-k, range}, on fresh random rows
-//! and on clustered rows with exact ties and zero rows, at Q = 1 and 7, and L2 at Q = 300
-//! (see the grid test for why not all of it). The CPU runs the same cells in the same
-//! test, and each report must name the backend the call was sent to, so that a device
-//! call quietly served by the CPU fails. Stores with deletes are filtered by id and by
-//! row with both plans.
+//! filter, one filter for the batch, one per query} × {top-k, range} × {Q = 1, 7, 300}, on
+//! fresh random rows and on clustered rows with exact ties and zero rows. The CPU runs the
+//! same cells in the same test, and each report must name the backend the call was sent
+//! to, so that a device call quietly served by the CPU fails. Stores with deletes are
+//! filtered by id and by row with both plans.
 //!
 //! TF32 and FP16 serve cosine only: inner product and L2 under them run on the CPU (or
 //! fail when the device is forced), which is checked too.
@@ -37,6 +36,11 @@ fn executor(device: DevicePolicy, precision: Precision) -> HybridExecutor {
 struct Cells {
     clustered: bool,
     q: usize,
+    /// Corpus rows.
+    n: usize,
+    /// Per-query filters: every this many queries has a non-empty list, the others an
+    /// empty one.
+    listed_every: usize,
     metrics: &'static [Metric],
     /// Of "unfiltered", "batch filter", "per-query filters".
     cases: &'static [&'static str],
@@ -48,40 +52,49 @@ fn every_metric_filter_and_range_matches_the_reference_on_the_emulated_device() 
     let _held = drv.exclusive();
     let cuda = executor(DevicePolicy::Cuda, Precision::Fp32);
     let cpu = executor(DevicePolicy::Cpu, Precision::Fp32);
-    let (n, d, k) = (300usize, 8usize, 10usize);
+    let (d, k) = (8usize, 10usize);
     const ALL_CASES: &[&str] = &["unfiltered", "batch filter", "per-query filters"];
-    // The emulator takes ~0.15 s a call at Q = 1 and ~7 s at Q = 300, so the whole grid
-    // runs at Q = 1 and 7, and Q = 300 runs L2 (its tiled kernels are its own) with a
-    // batch filter. Per-query filters run one query at a time, so at Q = 300 they make the
-    // device calls of Q = 1; tests/search_*.rs run the whole grid on the CPU.
+    // The emulator takes ~0.05 s a device call at Q = 1 and more with Q × N, so Q = 300
+    // runs over 70 rows: still two row tiles and five query tiles of the tiled kernels,
+    // and more rows than k. The device takes per-query filters one query at a time (a
+    // call each), so at Q = 300 only every 15th query has a non-empty list: the batch's
+    // bookkeeping is that of 300 queries, its device calls those of 20.
     let grid = [
         Cells {
             clustered: false,
             q: 1,
+            n: 300,
+            listed_every: 1,
             metrics: &Metric::ALL,
             cases: ALL_CASES,
         },
         Cells {
             clustered: true,
             q: 1,
+            n: 300,
+            listed_every: 1,
             metrics: &Metric::ALL,
             cases: ALL_CASES,
         },
         Cells {
             clustered: true,
             q: 7,
+            n: 300,
+            listed_every: 1,
             metrics: &Metric::ALL,
             cases: ALL_CASES,
         },
         Cells {
-            clustered: true,
+            clustered: false,
             q: 300,
-            metrics: &[Metric::L2],
-            cases: &["batch filter"],
+            n: 70,
+            listed_every: 15,
+            metrics: &Metric::ALL,
+            cases: ALL_CASES,
         },
     ];
     for cells in grid {
-        let q = cells.q;
+        let (q, n) = (cells.q, cells.n);
         let (data_name, rows) = if cells.clustered {
             ("clustered", clustered_rows(n, d, 8))
         } else {
@@ -97,6 +110,7 @@ fn every_metric_filter_and_range_matches_the_reference_on_the_emulated_device() 
         // Sparse (gathered) and dense (masked) allow-lists, and an empty one.
         let per: Vec<Vec<usize>> = (0..q)
             .map(|i| match i % 4 {
+                _ if i % cells.listed_every != 0 => Vec::new(),
                 3 if i < 8 => Vec::new(),
                 r => allow(n, [0.05, 0.3, 0.9, 0.5][r], 100 + i as u64),
             })

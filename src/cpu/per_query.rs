@@ -68,23 +68,6 @@ impl Best {
 /// How many (row, query) pairs ahead a row is prefetched.
 const PREFETCH_AHEAD: usize = 4;
 
-/// Asks the CPU to bring `row` into cache (a hint: no effect on results).
-#[inline]
-fn prefetch(row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in row.chunks(16) {
-        // SAFETY: `_mm_prefetch` only hints the cache (SSE, which every x86_64 has); the
-        // address is inside `row`, a live slice.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
-}
-
 /// Best first: the higher score, then the lower index.
 fn order(a: &Hit, b: &Hit) -> std::cmp::Ordering {
     b.score.total_cmp(&a.score).then(a.index.cmp(&b.index))
@@ -123,7 +106,7 @@ impl CpuBackend {
                         // Rows are far apart: ask for one a few pairs ahead, so that its
                         // lines are on the way while this one is scored.
                         if let Some(&next) = chunk.get(at + PREFETCH_AHEAD) {
-                            prefetch(corpus.matrix().row((next >> 24) as usize));
+                            crate::mem::prefetch(corpus.matrix().row((next >> 24) as usize));
                         }
                         let (r, q) = ((p >> 24) as usize, (p & 0xFF_FFFF) as usize);
                         let f = scale[r];

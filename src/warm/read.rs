@@ -53,7 +53,7 @@ impl WarmStore {
         self.check_published(row)?;
         // A random row is cold: ask for all of its cache lines at once, so the checksum
         // pass waits for one memory round trip instead of one per line.
-        prefetch(bytemuck::cast_slice(self.vector(row)));
+        crate::mem::prefetch(self.vector(row));
         self.validate(row, self.blobs.mapped_bytes() as u64)?;
         let m = self.meta(row);
         Ok(Record {
@@ -130,23 +130,6 @@ impl WarmStore {
             live: (!all_live).then_some(live),
         }
     }
-}
-
-/// Hints the CPU to start loading every cache line of `bytes`. Changes nothing else.
-#[inline]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: prefetch never faults and has no architectural effect; SSE is part of the
-        // x86-64 baseline, and the address lies inside a live slice anyway.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }
 
 /// The visible rows of a [`WarmStore`] as a searchable corpus.
