@@ -296,6 +296,15 @@ inline unsigned int __ballot_sync(unsigned int mask, int pred) {
     for (int i = 0; i < 32; ++i) bits |= all[i] << i;
     return bits;
 }
+// redux.sync.add.u32: every lane gets the sum over the warp (wrapping, as on the device).
+inline unsigned int __reduce_add_sync(unsigned int mask, unsigned int v) {
+    unsigned int all[32];
+    if (mask != 0xffffffffu) hv_emu::fail("__reduce_add_sync with a partial mask");
+    hv_emu::gather(v, all);
+    unsigned int sum = 0;
+    for (unsigned int x : all) sum += x;
+    return sum;
+}
 inline int __popc(unsigned int v) { return __builtin_popcount(v); }
 inline int __ffs(unsigned int v) { return __builtin_ffs(static_cast<int>(v)); }
 

@@ -228,7 +228,11 @@ impl Rounds<'_> {
         &self,
         cap: usize,
         available: impl Fn(usize) -> usize + Sync,
-        mut fetch: impl FnMut(&[usize], MatrixRef<'_>, usize) -> Result<(Vec<Vec<Hit>>, ExecutionReport)>,
+        mut fetch: impl FnMut(
+            &[usize],
+            MatrixRef<'_>,
+            usize,
+        ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)>,
     ) -> Result<(Vec<Vec<Hit>>, ExecutionReport)> {
         let (q, d) = (self.queries.rows(), self.queries.cols());
         let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); q];
