@@ -88,7 +88,7 @@ fn every_metric_filter_and_range_matches_the_reference_on_the_emulated_device() 
             clustered: false,
             q: 300,
             n: 70,
-            listed_every: 15,
+            listed_every: 5,
             metrics: &Metric::ALL,
             cases: ALL_CASES,
         },

@@ -47,17 +47,63 @@ struct alignas(16) uint4 {
     unsigned int x, y, z, w;
 };
 
+#if defined(__x86_64__)
+#define HV_EMU_ASM_SWITCH 1
+// The fiber switch on x86-64: pushes the callee-saved registers, stores the stack pointer in
+// *save, loads `load` (a stack pointer stored the same way, or a fresh frame that
+// `resume` lays out), pops that context's registers and returns into it. A quarter of the
+// cost of glibc's _setjmp/_longjmp pair, which also walks the cancellation handlers.
+extern "C" __attribute__((visibility("hidden"))) void hv_emu_switch(void** save, void* load);
+asm(R"(
+    .text
+    .globl hv_emu_switch
+    .hidden hv_emu_switch
+    .type hv_emu_switch, @function
+hv_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size hv_emu_switch, .-hv_emu_switch
+)");
+#endif
+
 namespace hv_emu {
 
 enum class State { Ready, Waiting, Done };
 
-// A fiber starts once through makecontext/swapcontext; every later switch is a
-// _setjmp/_longjmp pair, which (unlike swapcontext) makes no system call. Fibers and their
+// SplitMix64: the seeded schedule's generator, one draw per fiber switch.
+struct SplitMix64 {
+    uint64_t s = 0;
+    void seed(uint64_t v) { s = v; }
+    uint64_t operator()() {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+};
+
+// A fiber switches with hv_emu_switch on x86-64; elsewhere it starts once through
+// makecontext/swapcontext, and every later switch is a _setjmp/_longjmp pair, which
+// (unlike swapcontext) makes no system call. Fibers and their
 // stacks outlive a block and a launch (see `fiber_pool`): a fiber that finished its body
 // parks at the top of its loop, and the next block resumes it there, so a block costs no
 // stack allocation and no context set-up.
 struct Fiber {
     jmp_buf jb;
+    void* sp = nullptr;  // the saved stack pointer (HV_EMU_ASM_SWITCH)
     // Parked at the top of `fiber_main`'s loop: resuming it runs the next body. A fiber
     // that never ran, or was abandoned mid-body (a deadlocked block), starts afresh.
     bool parked = false;
@@ -88,8 +134,9 @@ struct Launch {
     ucontext_t scheduler;
     ucontext_t start;  // scratch for starting a fresh fiber
     jmp_buf scheduler_jb;
+    void* scheduler_sp = nullptr;  // HV_EMU_ASM_SWITCH
     int current = -1;
-    std::mt19937_64 rng;
+    SplitMix64 rng;
     std::vector<unsigned char> dynamic_smem;
     std::string error;
     void (*body)(void*) = nullptr;
@@ -111,10 +158,17 @@ inline void fail(const std::string& what) {
     }
 }
 
-inline void yield() {
+// Leaves fiber `f` (the running one) for the scheduler; returns when it is resumed.
+inline void to_scheduler(Fiber& f) {
     Launch* l = launch();
-    if (!_setjmp(l->fibers[l->current].jb)) _longjmp(l->scheduler_jb, 1);
+#ifdef HV_EMU_ASM_SWITCH
+    hv_emu_switch(&f.sp, l->scheduler_sp);
+#else
+    if (!_setjmp(f.jb)) _longjmp(l->scheduler_jb, 1);
+#endif
 }
+
+inline void yield() { to_scheduler(launch()->fibers[launch()->current]); }
 
 inline void release(Group& g) {
     Launch* l = launch();
@@ -189,7 +243,7 @@ inline void fiber_main() {
             if (g->live > 0 && g->arrived == g->live) release(*g);
         }
         f.parked = true;
-        if (!_setjmp(f.jb)) _longjmp(l->scheduler_jb, 1);
+        to_scheduler(f);
     }
 }
 
@@ -205,6 +259,21 @@ inline std::vector<Fiber>& fiber_pool(unsigned int threads) {
 // Runs `f` until it waits or exits. Kept out of line so no caller's locals live across
 // the _setjmp.
 __attribute__((noinline)) inline void resume(Launch& l, Fiber& f) {
+#ifdef HV_EMU_ASM_SWITCH
+    if (f.fresh) {
+        f.fresh = false;
+        // The frame hv_emu_switch unwinds into fiber_main: six registers, then its entry
+        // as the return address, above it a null return address of its own, so that it
+        // starts with the stack pointer 8 mod 16, as after a call.
+        uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack.get()) + f.stack_bytes) & ~uintptr_t(15);
+        void** sp = reinterpret_cast<void**>(top);
+        *--sp = nullptr;
+        *--sp = reinterpret_cast<void*>(&fiber_main);
+        for (int i = 0; i < 6; ++i) *--sp = nullptr;
+        f.sp = sp;
+    }
+    hv_emu_switch(&l.scheduler_sp, f.sp);
+#else
     if (!_setjmp(l.scheduler_jb)) {
         if (!f.fresh) _longjmp(f.jb, 1);
         f.fresh = false;
@@ -215,6 +284,7 @@ __attribute__((noinline)) inline void resume(Launch& l, Fiber& f) {
         makecontext(&l.start, fiber_main, 0);
         swapcontext(&l.scheduler, &l.start);
     }
+#endif
 }
 
 inline void run_block(Launch& l) {
