@@ -57,8 +57,8 @@ fn every_metric_filter_and_range_matches_the_reference_on_the_emulated_device() 
     // The emulator takes ~0.05 s a device call at Q = 1 and more with Q × N, so Q = 300
     // runs over 70 rows: still two row tiles and five query tiles of the tiled kernels,
     // and more rows than k. The device takes per-query filters one query at a time (a
-    // call each), so at Q = 300 only every 15th query has a non-empty list: the batch's
-    // bookkeeping is that of 300 queries, its device calls those of 20.
+    // call each), so at Q = 300 only every 5th query has a non-empty list: the batch's
+    // bookkeeping is that of 300 queries, its device calls those of 60.
     let grid = [
         Cells {
             clustered: false,
