@@ -180,20 +180,12 @@ impl HybridExecutor {
             Some((a, choice)) => filter::plan(view, a, choice, &mut mask),
         };
         let available = source.available();
-        let approx = approx_queries(queries, metric, scoring)?;
         let refuses = |b: &dyn Backend| refuses_metric(b, metric);
         let fetch = |_: &[usize], sub: MatrixRef<'_>, asked: usize| {
             super::check_top_k_memory(sub.rows(), d, asked, available)?;
             self.candidates(&source, sub, asked, start, &refuses)
         };
-        let rounds = Rounds {
-            queries,
-            approx: &approx,
-            corpus,
-            metric,
-            scoring,
-            k,
-        };
+        let rounds = Rounds::new(queries, corpus, metric, scoring, k)?;
         let (hits, mut report) = rounds.run(available, |_| available, fetch)?;
         report.elapsed = start.elapsed();
         Ok((hits, report))
@@ -206,20 +198,39 @@ impl HybridExecutor {
 /// round's ranking.
 pub(super) struct Rounds<'a> {
     /// The queries as given: the exact re-score reads them.
-    pub queries: MatrixRef<'a>,
+    queries: MatrixRef<'a>,
     /// What the backends see ([`approx_queries`]), row-major like `queries`.
-    pub approx: &'a [f32],
+    approx: Vec<f32>,
     /// The corpus the candidates index.
-    pub corpus: CorpusView<'a>,
+    corpus: CorpusView<'a>,
     /// The metric of the answer.
-    pub metric: Metric,
+    metric: Metric,
     /// `metric`'s row factors; `None` for cosine.
-    pub scoring: Option<&'a RowScoring>,
+    scoring: Option<&'a RowScoring>,
     /// Hits per query.
-    pub k: usize,
+    k: usize,
 }
 
-impl Rounds<'_> {
+impl<'a> Rounds<'a> {
+    /// The loop for `k` hits of each of `queries` under `metric` (with its `scoring`,
+    /// from [`scoring_of`]); fails where L2's norms are out of range.
+    pub(super) fn new(
+        queries: MatrixRef<'a>,
+        corpus: CorpusView<'a>,
+        metric: Metric,
+        scoring: Option<&'a RowScoring>,
+        k: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            queries,
+            approx: approx_queries(queries, metric, scoring)?,
+            corpus,
+            metric,
+            scoring,
+            k,
+        })
+    }
+
     /// Runs the loop. `cap` bounds the candidates asked of any query; `available(i)` is
     /// how many rows query `i` may get. `fetch(pending, sub, asked)` returns the best
     /// `asked` candidates of each query `pending[j]`, whose backend query is row `j` of
@@ -245,7 +256,7 @@ impl Rounds<'_> {
         while !pending.is_empty() {
             let gathered: Vec<f32>;
             let sub = if pending.len() == q {
-                MatrixRef::new(self.approx, q, d)?
+                MatrixRef::new(&self.approx, q, d)?
             } else {
                 gathered = pending
                     .iter()
@@ -329,7 +340,7 @@ pub(super) fn scoring_of<'a>(
 
 /// The queries the backends see: as given for L2 (checked against its range),
 /// unit-norm for cosine and inner product (the same ranking, and no overflow).
-pub(super) fn approx_queries(
+fn approx_queries(
     queries: MatrixRef<'_>,
     metric: Metric,
     scoring: Option<&RowScoring>,

@@ -3,7 +3,7 @@
 //! queries allow is read once. The others (masked scans, empty lists) run one query at a
 //! time, each with its own plan.
 
-use super::exact::{self, approx_queries, scoring_of, Rounds};
+use super::exact::{self, scoring_of, Rounds};
 use super::filter::{Allowed, FilterPlan};
 use super::{ExecutionReport, HybridExecutor, Op};
 use crate::backend::{Backend, BackendError};
@@ -78,16 +78,8 @@ impl HybridExecutor {
         let mut owned = None;
         let scoring = scoring_of(corpus, metric, &mut owned);
         let view = scoring.map_or(corpus, |s| corpus.scored_by(metric, s));
-        let approx = approx_queries(queries, metric, scoring)?;
         let longest = lists.iter().map(|l| l.len()).max().unwrap_or(0);
-        let rounds = Rounds {
-            queries,
-            approx: &approx,
-            corpus,
-            metric,
-            scoring,
-            k,
-        };
+        let rounds = Rounds::new(queries, corpus, metric, scoring, k)?;
         let fetch = |pending: &[usize], sub: MatrixRef<'_>, asked: usize| {
             let sub_lists: Vec<&[usize]> = pending.iter().map(|&i| lists[i]).collect();
             self.candidates_per_query(view, sub, &sub_lists, asked, start)
