@@ -4,6 +4,7 @@
 //! CPU level. Also checked:
 //! * the rules (an empty allow-list, `k` past the allowed set, rows past the corpus);
 //! * store filters by id, with deleted rows and unknown ids;
+//! * per-query lists searched again (L2 near-duplicates) keep their own lists;
 //! * a proptest that gather and mask give identical answers at every selectivity.
 
 mod common;
@@ -91,6 +92,51 @@ fn every_metric_and_plan_matches_the_reference_with_batch_and_per_query_filters(
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_query_searched_again_keeps_its_own_list() {
+    // 60 rows 1e-4 apart around `base` among random rows. Query 1 is `base` and allows
+    // every row: its L2 candidates cannot be certified in the first round (f32's error
+    // is far larger than their distances), so it alone is searched again, and that round
+    // must take its own list, not the first query's. Queries 0 and 2 are random, with
+    // lists of their own, and certify at once.
+    let (n, d, k) = (4000usize, 64usize, 10usize);
+    let base: Vec<f32> = hybridvec::data::random_vec(d, 15, 0)
+        .iter()
+        .map(|x| x * 3.0)
+        .collect();
+    let dir = hybridvec::data::random_vec(d, 15, 1);
+    let dn = dir.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let mut rows = spread_rows(n, d, 16);
+    for j in 0..60 {
+        let at = (j * 61 + 17) % n;
+        let step = 1e-4 * (j + 1) as f64 / dn;
+        for t in 0..d {
+            rows[at * d + t] = (base[t] as f64 + step * dir[t] as f64) as f32;
+        }
+    }
+    let corpus = Corpus::new(rows.clone(), d).unwrap();
+    let mut queries = spread_rows(3, d, 17);
+    queries[d..2 * d].copy_from_slice(&base);
+    let qm = MatrixRef::new(&queries, 3, d).unwrap();
+    let lists: [Vec<usize>; 3] = [(0..500).collect(), (0..n).collect(), (2000..2600).collect()];
+    for plan in [FilterPlan::Auto, FilterPlan::Gather, FilterPlan::Mask] {
+        for (name, exec) in executors() {
+            let options = SearchOptions::new(Metric::L2)
+                .with_filter(Filter::PerQuery(
+                    lists.iter().map(|l| Filter::Rows(l.clone())).collect(),
+                ))
+                .with_filter_plan(plan);
+            let (hits, report) = exec.search_with_report(qm, &corpus, k, &options).unwrap();
+            let label = format!("{plan:?} {name}");
+            assert!(report.corpus_passes > 1, "{label}: one round: {report:?}");
+            for (i, hs) in hits.iter().enumerate() {
+                let what = format!("{label} query {i}");
+                check(&what, Metric::L2, qm.row(i), &rows, d, &lists[i], k, hs);
             }
         }
     }
