@@ -13,11 +13,14 @@ mod common;
 
 use common::emulated_driver::driver;
 use common::reference::spread_rows;
-use common::search_checks::{allow, check_range, check_top_k_among, clustered_rows, threshold_for};
+use common::search_checks::{
+    allow, check_range, check_top_k_among, clustered_rows, row_hits, store_with_deletes,
+    threshold_for,
+};
 use common::TempDir;
 use hybridvec::{
-    BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, Filter, FilterPlan, Hit,
-    HybridExecutor, MatrixRef, Metric, Precision, SearchOptions, StoreConfig, WarmStore,
+    BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, Filter, FilterPlan,
+    HybridExecutor, MatrixRef, Metric, Precision, SearchOptions,
 };
 
 fn executor(device: DevicePolicy, precision: Precision) -> HybridExecutor {
@@ -179,24 +182,8 @@ fn a_store_with_deletes_is_filtered_on_the_emulated_device_with_either_plan() {
     let cuda = executor(DevicePolicy::Cuda, Precision::Fp32);
     let (n, d, k) = (400usize, 8usize, 6usize);
     let dir = TempDir::new("cuda-emulated-search-store");
-    let store = WarmStore::create(
-        dir.dir(),
-        StoreConfig {
-            dim: d,
-            first_chunk_bytes: 4096,
-            max_chunk_bytes: 65536,
-        },
-    )
-    .unwrap();
     let rows = clustered_rows(n, d, 31);
-    for i in 0..n {
-        store
-            .put(&format!("r{i}"), &rows[i * d..(i + 1) * d], b"")
-            .unwrap();
-    }
-    for i in (0..n).step_by(4) {
-        store.delete(&format!("r{i}")).unwrap();
-    }
+    let (store, _) = store_with_deletes(dir.dir(), &rows, d, |i| i % 4 == 0);
     let queries = spread_rows(3, d, 32);
     let qm = MatrixRef::new(&queries, 3, d).unwrap();
     // By id: every third live row. By row: every other row, deleted ones included,
@@ -228,15 +215,9 @@ fn a_store_with_deletes_is_filtered_on_the_emulated_device_with_either_plan() {
                     .unwrap_or_else(|e| panic!("{label}: {e}"));
                 assert_eq!(report.backend, BackendKind::Gpu, "{label}");
                 for (i, hs) in hits.iter().enumerate() {
-                    let as_hits: Vec<Hit> = hs
-                        .iter()
-                        .map(|h| Hit {
-                            index: h.id[1..].parse().unwrap(),
-                            score: h.score,
-                        })
-                        .collect();
                     let what = format!("{label} query {i}");
-                    check_top_k_among(&what, metric, qm.row(i), &rows, d, allowed, k, &as_hits);
+                    let hits = row_hits(hs);
+                    check_top_k_among(&what, metric, qm.row(i), &rows, d, allowed, k, &hits);
                 }
             }
         }

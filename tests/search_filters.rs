@@ -10,13 +10,15 @@
 mod common;
 
 use common::reference::spread_rows;
-use common::search_checks::{allow, check_top_k_among as check, clustered_rows};
+use common::search_checks::{
+    allow, check_top_k_among as check, clustered_rows, row_hits, store_with_deletes,
+};
 
 use common::api::executors;
 use common::TempDir;
 use hybridvec::{
     Corpus, Error, ExecutorConfig, Filter, FilterPlan, Hit, HybridExecutor, MatrixRef, Metric,
-    SearchOptions, StoreConfig, WarmStore,
+    SearchOptions,
 };
 use proptest::prelude::*;
 
@@ -240,25 +242,8 @@ fn empty_lists_k_past_the_allowed_set_and_bad_rows() {
 fn store_filters_by_id_never_return_deleted_rows_and_reject_unknown_ids() {
     let (n, d) = (1200usize, 16usize);
     let dir = TempDir::new("search-filters-store");
-    let store = WarmStore::create(
-        dir.dir(),
-        StoreConfig {
-            dim: d,
-            first_chunk_bytes: 4096,
-            max_chunk_bytes: 65536,
-        },
-    )
-    .unwrap();
     let rows = spread_rows(n, d, 12);
-    for i in 0..n {
-        store
-            .put(&format!("r{i}"), &rows[i * d..(i + 1) * d], b"")
-            .unwrap();
-    }
-    let deleted: Vec<usize> = (0..n).filter(|i| i % 4 == 0).collect();
-    for &i in &deleted {
-        store.delete(&format!("r{i}")).unwrap();
-    }
+    let (store, _) = store_with_deletes(dir.dir(), &rows, d, |i| i % 4 == 0);
     let exec = HybridExecutor::new(ExecutorConfig::default()).unwrap();
     let queries = spread_rows(7, d, 13);
     let qm = MatrixRef::new(&queries, 7, d).unwrap();
@@ -272,13 +257,6 @@ fn store_filters_by_id_never_return_deleted_rows_and_reject_unknown_ids() {
                 .with_filter_plan(plan);
             let hits = exec.search_store(qm, &store, 10, &o).unwrap();
             for (i, hs) in hits.iter().enumerate() {
-                let as_hits: Vec<Hit> = hs
-                    .iter()
-                    .map(|h| Hit {
-                        index: h.id[1..].parse().unwrap(),
-                        score: h.score,
-                    })
-                    .collect();
                 check(
                     &format!("store ids {metric} {plan:?} {i}"),
                     metric,
@@ -287,7 +265,7 @@ fn store_filters_by_id_never_return_deleted_rows_and_reject_unknown_ids() {
                     d,
                     &allowed,
                     10,
-                    &as_hits,
+                    &row_hits(hs),
                 );
             }
             // Rows (store rows = put order here) that include deleted ones: never returned.

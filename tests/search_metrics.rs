@@ -9,12 +9,12 @@
 mod common;
 
 use common::reference::{metric64 as reference, spread_rows};
+use common::search_checks::store_with_deletes;
 
 use common::api::executors;
 use common::TempDir;
 use hybridvec::{
     data, Corpus, Error, ExecutorConfig, Hit, HybridExecutor, MatrixRef, Metric, SearchOptions,
-    StoreConfig, WarmStore,
 };
 
 /// Indices best first under `metric` (ties: lower index), `k` of them, with their scores.
@@ -209,30 +209,9 @@ fn l2_ranks_near_duplicates_1e_4_apart_in_their_true_order() {
 fn a_store_searched_with_any_metric_gives_the_reference_answer() {
     let (n, d) = (2500usize, 40usize);
     let dir = TempDir::new("search-metrics-store");
-    let store = WarmStore::create(
-        dir.dir(),
-        StoreConfig {
-            dim: d,
-            first_chunk_bytes: 4096,
-            max_chunk_bytes: 65536,
-        },
-    )
-    .unwrap();
     let rows = spread_rows(n, d, 31);
-    for i in 0..n {
-        store
-            .put(&format!("r{i}"), &rows[i * d..(i + 1) * d], b"")
-            .unwrap();
-    }
     // Deleted rows never come back, whatever the metric.
-    let mut live: Vec<usize> = Vec::new();
-    for i in 0..n {
-        if i % 3 == 1 {
-            store.delete(&format!("r{i}")).unwrap();
-        } else {
-            live.push(i);
-        }
-    }
+    let (store, live) = store_with_deletes(dir.dir(), &rows, d, |i| i % 3 == 1);
     let live_rows: Vec<&[f32]> = live.iter().map(|&i| &rows[i * d..(i + 1) * d]).collect();
     let exec = HybridExecutor::new(ExecutorConfig::default()).unwrap();
     for q in [1usize, 7, 40] {

@@ -6,13 +6,13 @@
 mod common;
 
 use common::reference::spread_rows;
-use common::search_checks::{check_range as check, threshold_for};
+use common::search_checks::{check_range as check, row_hits, store_with_deletes, threshold_for};
 
 use common::api::executors;
 use common::TempDir;
 use hybridvec::{
-    data, Corpus, Error, ExecutorConfig, Filter, Hit, HybridExecutor, MatrixRef, Metric,
-    RangeResult, SearchOptions, StoreConfig, WarmStore,
+    data, Corpus, Error, ExecutorConfig, Filter, HybridExecutor, MatrixRef, Metric, RangeResult,
+    SearchOptions,
 };
 
 fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
@@ -98,25 +98,8 @@ fn every_metric_matches_the_reference_with_and_without_filters() {
 fn store_range_and_bad_arguments() {
     let (n, d) = (800usize, 12usize);
     let dir = TempDir::new("search-range-store");
-    let store = WarmStore::create(
-        dir.dir(),
-        StoreConfig {
-            dim: d,
-            first_chunk_bytes: 4096,
-            max_chunk_bytes: 65536,
-        },
-    )
-    .unwrap();
     let rows = spread_rows(n, d, 7);
-    for i in 0..n {
-        store
-            .put(&format!("r{i}"), &rows[i * d..(i + 1) * d], b"")
-            .unwrap();
-    }
-    for i in (0..n).step_by(2) {
-        store.delete(&format!("r{i}")).unwrap();
-    }
-    let live: Vec<usize> = (1..n).step_by(2).collect();
+    let (store, live) = store_with_deletes(dir.dir(), &rows, d, |i| i % 2 == 0);
     let row_refs: Vec<&[f32]> = rows.chunks_exact(d).collect();
     let exec = HybridExecutor::new(ExecutorConfig::default()).unwrap();
     let queries = spread_rows(3, d, 8);
@@ -128,14 +111,7 @@ fn store_range_and_bad_arguments() {
             .unwrap();
         for (i, r) in got.iter().enumerate() {
             let as_range = RangeResult {
-                hits: r
-                    .hits
-                    .iter()
-                    .map(|h| Hit {
-                        index: h.id[1..].parse().unwrap(),
-                        score: h.score,
-                    })
-                    .collect(),
+                hits: row_hits(&r.hits),
                 truncated: r.truncated,
             };
             check(

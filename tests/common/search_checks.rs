@@ -2,7 +2,8 @@
 //! the CPU and on the emulated CUDA backend: top-k among allowed rows, and range search.
 
 use super::reference::metric64 as reference;
-use hybridvec::{data, Hit, Metric, RangeResult};
+use hybridvec::{data, Hit, Metric, RangeResult, StoreConfig, StoreHit, WarmStore};
+use std::path::Path;
 
 /// `hits` against the reference top-k among `allowed` rows: the same rows rank by rank,
 /// up to near-ties (f32 rounding for cosine, f64 rounding for the exact metrics), and
@@ -219,4 +220,44 @@ pub fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
 pub fn allow(n: usize, fraction: f64, seed: u64) -> Vec<usize> {
     let mut rng = data::Rng::new(seed, 3);
     (0..n).filter(|_| rng.next_f64() < fraction).collect()
+}
+
+/// A store in `dir` (small chunks, so that it spans several) holding `rows` of width `d`
+/// as ids `r0, r1, …` in order, then with the rows `deleted` picks deleted. Returns it and
+/// the live rows, ascending.
+pub fn store_with_deletes(
+    dir: &Path,
+    rows: &[f32],
+    d: usize,
+    deleted: impl Fn(usize) -> bool,
+) -> (WarmStore, Vec<usize>) {
+    let config = StoreConfig {
+        dim: d,
+        first_chunk_bytes: 4096,
+        max_chunk_bytes: 65536,
+    };
+    let store = WarmStore::create(dir, config).unwrap();
+    let n = rows.len() / d;
+    for (i, row) in rows.chunks_exact(d).enumerate() {
+        store.put(&format!("r{i}"), row, b"").unwrap();
+    }
+    let mut live = Vec::new();
+    for i in 0..n {
+        if deleted(i) {
+            store.delete(&format!("r{i}")).unwrap();
+        } else {
+            live.push(i);
+        }
+    }
+    (store, live)
+}
+
+/// Hits of a [`store_with_deletes`] store as hits on the rows it was built from.
+pub fn row_hits(hits: &[StoreHit]) -> Vec<Hit> {
+    hits.iter()
+        .map(|h| Hit {
+            index: h.id[1..].parse().unwrap(),
+            score: h.score,
+        })
+        .collect()
 }
