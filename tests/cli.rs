@@ -217,6 +217,38 @@ fn bench_json_k0_times_cosine() {
 }
 
 #[test]
+fn bench_range_takes_per_query_filters_and_more_rows_than_the_corpus() {
+    // The threshold comes from query 0 alone, with its own list; a row count past the
+    // corpus admits every row.
+    for rows in ["5", "5000"] {
+        let args = [
+            "bench",
+            "--json",
+            "--queries",
+            "3",
+            "--corpus",
+            "1000",
+            "--dim",
+            "8",
+            "--filter",
+            "0.5",
+            "--filter-per-query",
+            "--range-rows",
+            rows,
+            "--repeat",
+            "1",
+        ];
+        let o = cli_without_gpu()
+            .args(args)
+            .output()
+            .expect("run hybridvec");
+        assert_ok(&o, &args.join(" "));
+        let v: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON line");
+        assert_eq!(v["range_rows"].as_u64(), rows.parse().ok(), "{v}");
+    }
+}
+
+#[test]
 fn query_json_matches_f64_reference() {
     let dir = TempDir::new("cli-query");
     let (n, q, d, k) = (500, 4, 19, 3);

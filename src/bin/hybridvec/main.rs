@@ -485,7 +485,12 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
     let threshold = match a.range_rows {
         Some(rows) => {
             let first = MatrixRef::new(&qdata[..a.dim], 1, a.dim)?;
-            let hits = exec.search(first, &corpus, rows, &options)?;
+            // Query 0 alone: under per-query filters, with its own list.
+            let mut alone = options.clone();
+            if let Some(hybridvec::Filter::PerQuery(fs)) = &options.filter {
+                alone.filter = Some(hybridvec::Filter::PerQuery(fs[..1].to_vec()));
+            }
+            let hits = exec.search(first, &corpus, rows.min(a.corpus), &alone)?;
             Some(hits[0].last().map_or(0.0, |h| h.score))
         }
         None => None,
