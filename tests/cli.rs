@@ -219,27 +219,18 @@ fn bench_json_k0_times_cosine() {
 #[test]
 fn bench_range_takes_per_query_filters_and_more_rows_than_the_corpus() {
     // The threshold comes from query 0 alone, with its own list; a row count past the
-    // corpus admits every row.
-    for rows in ["5", "5000"] {
-        let args = [
-            "bench",
-            "--json",
-            "--queries",
-            "3",
-            "--corpus",
-            "1000",
-            "--dim",
-            "8",
-            "--filter",
-            "0.5",
-            "--filter-per-query",
-            "--range-rows",
-            rows,
-            "--repeat",
-            "1",
-        ];
+    // corpus admits every row, filtered or not.
+    let filtered = ["--filter", "0.5", "--filter-per-query"];
+    for (rows, filter) in [
+        ("5", &filtered[..]),
+        ("5000", &filtered[..]),
+        ("5000", &[][..]),
+    ] {
+        let mut args = vec!["bench", "--json", "--queries", "3", "--corpus", "1000"];
+        args.extend(["--dim", "8", "--range-rows", rows, "--repeat", "1"]);
+        args.extend(filter);
         let o = cli_without_gpu()
-            .args(args)
+            .args(&args)
             .output()
             .expect("run hybridvec");
         assert_ok(&o, &args.join(" "));
