@@ -490,7 +490,7 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
             if let Some(hybridvec::Filter::PerQuery(fs)) = &options.filter {
                 alone.filter = Some(hybridvec::Filter::PerQuery(fs[..1].to_vec()));
             }
-            let hits = exec.search(first, &corpus, rows.min(a.corpus), &alone)?;
+            let hits = exec.search(first, &corpus, rows, &alone)?;
             Some(hits[0].last().map_or(0.0, |h| h.score))
         }
         None => None,
