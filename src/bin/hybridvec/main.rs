@@ -396,7 +396,8 @@ struct BenchArgs {
     #[arg(long, value_enum, default_value_t = FilterPlanArg::Auto, requires = "filter")]
     filter_plan: FilterPlanArg,
     /// Time range search instead of top-k: the threshold is query 0's score of its
-    /// ROWS-th best row (so about ROWS rows per query pass), with no limit.
+    /// ROWS-th best row among those its filter allows (so about ROWS rows per query
+    /// pass; every row when ROWS is past them), with no limit.
     #[arg(long, value_name = "ROWS", value_parser = at_least_one)]
     range_rows: Option<usize>,
     /// Which backend serves.
