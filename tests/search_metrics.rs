@@ -9,7 +9,7 @@
 mod common;
 
 use common::reference::{metric64 as reference, spread_rows};
-use common::search_checks::store_with_deletes;
+use common::search_checks::{clustered_rows_with, store_with_deletes, Clusters};
 
 use common::api::executors;
 use common::TempDir;
@@ -68,23 +68,13 @@ fn check(what: &str, metric: Metric, q: &[f32], rows: &[&[f32]], k: usize, hits:
 /// Clustered rows: eight centres with small noise, every fifth row an exact copy of the
 /// one before it (exact ties), and a few zero rows.
 fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let centres = data::random_matrix(8, d, seed);
-    let noise = data::random_matrix(n, d, seed + 1);
-    let mut rows = vec![0.0f32; n * d];
-    for i in 0..n {
-        let c = &centres[(i % 8) * d..][..d];
-        for j in 0..d {
-            rows[i * d + j] = c[j] + 0.01 * noise[i * d + j];
-        }
-        if i % 5 == 4 {
-            let (done, row) = rows.split_at_mut(i * d);
-            row[..d].copy_from_slice(&done[(i - 1) * d..]);
-        }
-        if i % 97 == 13 {
-            rows[i * d..(i + 1) * d].fill(0.0);
-        }
-    }
-    rows
+    let shape = Clusters {
+        centres: 8,
+        noise: 0.01,
+        copy: (5, 4),
+        zero: Some((97, 13)),
+    };
+    clustered_rows_with(n, d, seed, shape)
 }
 
 fn run_case(what: &str, rows: &[f32], d: usize, queries: &[f32], k: usize) {

@@ -6,29 +6,27 @@
 mod common;
 
 use common::reference::spread_rows;
-use common::search_checks::{check_range as check, row_hits, store_with_deletes, threshold_for};
+use common::search_checks::{
+    check_range as check, clustered_rows_with, row_hits, store_with_deletes, threshold_for,
+    Clusters,
+};
 
 use common::api::executors;
 use common::TempDir;
 use hybridvec::{
-    data, Corpus, Error, ExecutorConfig, Filter, HybridExecutor, MatrixRef, Metric, RangeResult,
+    Corpus, Error, ExecutorConfig, Filter, HybridExecutor, MatrixRef, Metric, RangeResult,
     SearchOptions,
 };
 
+/// Clustered rows: four centres with noise, every third row a copy of the one before.
 fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let centres = data::random_matrix(4, d, seed);
-    let noise = data::random_matrix(n, d, seed + 1);
-    let mut rows = vec![0.0f32; n * d];
-    for i in 0..n {
-        for j in 0..d {
-            rows[i * d + j] = centres[(i % 4) * d + j] + 0.02 * noise[i * d + j];
-        }
-        if i % 3 == 2 {
-            let (done, row) = rows.split_at_mut(i * d);
-            row[..d].copy_from_slice(&done[(i - 1) * d..]);
-        }
-    }
-    rows
+    let shape = Clusters {
+        centres: 4,
+        noise: 0.02,
+        copy: (3, 2),
+        zero: None,
+    };
+    clustered_rows_with(n, d, seed, shape)
 }
 
 #[test]

@@ -195,21 +195,45 @@ pub fn threshold_for(metric: Metric, q: &[f32], rows: &[&[f32]], want: usize) ->
     ((s[i - 1] + s[i]) / 2.0) as f32
 }
 
+/// The shape of [`clustered_rows_with`]'s data.
+#[derive(Clone, Copy)]
+pub struct Clusters {
+    /// Centres, taken in turn by the rows.
+    pub centres: usize,
+    /// Scale of the noise around each centre.
+    pub noise: f32,
+    /// Row `i` copies row `i − 1` (an exact tie) where `i % copy.0 == copy.1`.
+    pub copy: (usize, usize),
+    /// Row `i` is zero where `i % zero.0 == zero.1`; `None`: no zero rows.
+    pub zero: Option<(usize, usize)>,
+}
+
 /// Clustered rows: four centres with small noise, every third row a copy of the one
 /// before (exact ties), and a few zero rows.
 pub fn clustered_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let centres = data::random_matrix(4, d, seed);
+    let shape = Clusters {
+        centres: 4,
+        noise: 0.01,
+        copy: (3, 2),
+        zero: Some((89, 7)),
+    };
+    clustered_rows_with(n, d, seed, shape)
+}
+
+/// `n` clustered rows of width `d` shaped by `c`.
+pub fn clustered_rows_with(n: usize, d: usize, seed: u64, c: Clusters) -> Vec<f32> {
+    let centres = data::random_matrix(c.centres, d, seed);
     let noise = data::random_matrix(n, d, seed + 1);
     let mut rows = vec![0.0f32; n * d];
     for i in 0..n {
         for j in 0..d {
-            rows[i * d + j] = centres[(i % 4) * d + j] + 0.01 * noise[i * d + j];
+            rows[i * d + j] = centres[(i % c.centres) * d + j] + c.noise * noise[i * d + j];
         }
-        if i % 3 == 2 {
+        if i > 0 && i % c.copy.0 == c.copy.1 {
             let (done, row) = rows.split_at_mut(i * d);
             row[..d].copy_from_slice(&done[(i - 1) * d..]);
         }
-        if i % 89 == 7 {
+        if c.zero.is_some_and(|(every, at)| i % every == at) {
             rows[i * d..(i + 1) * d].fill(0.0);
         }
     }
