@@ -64,9 +64,10 @@ pub(super) unsafe fn kernel<const M: usize>(
 /// increasing order, for `q` below the multiple of 8 it returns (the caller scans the
 /// rest); returns that multiple and the number of positions appended.
 ///
-/// Each vector's passing lanes are compressed through a table of permutations without a
-/// branch, so a row with a few passes scattered over it costs no mispredicted branch per
-/// pass.
+/// A vector without a passing lane (almost every one) is skipped; the others' passing
+/// lanes are compressed through a table of permutations without a branch per lane, so a
+/// row with a few passes scattered over it costs at most one mispredicted branch per
+/// vector that holds any.
 ///
 /// # Safety
 /// The CPU supports AVX2, `row.len() >= thresholds.len()`, and
@@ -90,6 +91,10 @@ pub(super) unsafe fn scan_row(
             let s = _mm256_mul_ps(_mm256_loadu_ps(row.as_ptr().add(q)), wv);
             let t = _mm256_loadu_ps(thresholds.as_ptr().add(q));
             let mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(s, t)) as usize & 0xFF;
+            if mask == 0 {
+                q += 8;
+                continue;
+            }
             let perm = _mm256_loadu_si256(COMPRESS[mask].as_ptr().cast());
             let at = _mm256_add_epi32(perm, _mm256_set1_epi32(q as i32));
             _mm256_storeu_si256(lanes.as_mut_ptr().add(count).cast(), at);
