@@ -720,3 +720,26 @@ fn each_device_loads_the_kernel_image_it_runs() {
         other => panic!("expected CudaUnavailable, got {other:?}"),
     }
 }
+
+#[test]
+fn driver_calls_per_top_k_probe() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    for (q, n, d, k) in [(1, 1_000, 32, 10)] {
+        let corpus = Corpus::new(data::random_matrix(n, d, 5), d).unwrap();
+        let qv = data::random_matrix(q, d, 6);
+        let m = MatrixRef::new(&qv, q, d).unwrap();
+        ex.top_k(m, &corpus, k).unwrap();
+        let before = drv.counters();
+        eprintln!("---- second call");
+        ex.top_k(m, &corpus, k).unwrap();
+        eprintln!("---- end");
+        let after = drv.counters();
+        println!(
+            "q={q} k={k}: {} calls, {} launches",
+            after.calls - before.calls,
+            after.launches - before.launches
+        );
+    }
+}

@@ -195,11 +195,18 @@ unsigned long long env_u64(const char* name, unsigned long long fallback) {
     return (end && *end == 0) ? x : fallback;
 }
 
+// HVEMU_TRACE_CALLS=1 prints each entry point as it is called.
+static bool trace_calls() {
+    static const bool on = getenv("HVEMU_TRACE_CALLS") != nullptr;
+    return on;
+}
+
 // Every entry point starts here: counts the call, and refuses before cuInit and after a
 // sticky error.
 #define ENTER()                                                  \
     Driver& d = drv();                                           \
     d.calls.fetch_add(1, std::memory_order_relaxed);             \
+    if (trace_calls()) fprintf(stderr, "hvemu call: %s\n", __func__); \
     if (!d.initialized) return kNotInitialized;                  \
     if (int s = d.sticky.load(std::memory_order_acquire)) return s
 

@@ -1,6 +1,6 @@
 //! The CUDA backend: [`CudaBackend`] and its [`Backend`] implementation. A call uploads
 //! its queries (and a store's live mask), plans its chunk size from free device memory,
-//! builds a launch program and runs it on a stream of its own, against the corpus copy
+//! builds a launch program and runs it on a stream of the pool (`streams`), against the corpus copy
 //! kept resident between calls. Every driver call goes through `cudarc`, loaded at run
 //! time; nothing here runs unless [`super::start`] found a usable device.
 
@@ -9,6 +9,7 @@ use super::launch::{self, Kernels, Scratch};
 use super::plan;
 use super::program::{self, Buf, Program, Shape, MAX_K};
 use super::resident::{Resident, ResidentSlot};
+use super::streams::StreamPool;
 use super::{CudaConfig, Precision};
 use crate::backend::{Backend, BackendError, BackendKind, Rates};
 use crate::hit::Hit;
@@ -41,6 +42,7 @@ pub(crate) struct CudaBackend {
     total_memory: u64,
     kernels: Kernels,
     resident: ResidentSlot,
+    streams: StreamPool,
     rates: Rates,
     /// Share of free memory a call may plan to use.
     margin: f64,
@@ -89,6 +91,9 @@ impl CudaBackend {
     pub(crate) fn open(config: &CudaConfig) -> std::result::Result<Self, String> {
         let ctx = CudaContext::new(0)
             .map_err(|e| format!("cannot create a CUDA context: {}", error::describe(&e)))?;
+        // SAFETY: before any buffer exists; the backend orders its streams itself, by the
+        // rule in `streams`' module docs.
+        unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().map_err(|e| format!("device name: {e}"))?;
         let (major, minor) = ctx
             .compute_capability()
@@ -113,6 +118,7 @@ impl CudaBackend {
             overhead: Duration::from_micros(30),
         };
         Ok(Self {
+            streams: StreamPool::new(Arc::clone(&ctx)),
             ctx,
             name,
             total_memory,
@@ -259,11 +265,12 @@ impl CudaBackend {
                 requested: (nq * queries.cols() * 4) as u64,
             });
         }
-        let stream = self.ctx.new_stream().map_err(launch_failed)?;
+        let stream = self.streams.take()?;
         let start = timing_event(&stream)?;
         let res = self.resident.get(&self.ctx, corpus, &stream)?;
         let half = self.half_copy(&res, &stream)?;
         let bias = self.bias(&res, corpus, &stream)?;
+        let _done = stream.done_guard();
         let mask_bits = mask_bits.or(corpus.live_mask());
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let q_dev = stream
@@ -301,7 +308,7 @@ impl CudaBackend {
         }
         let (s, idx) = (result.scores, result.indices);
         let end = timing_event(&stream)?;
-        stream.synchronize().map_err(launch_failed)?;
+        stream.finish()?;
         if let Ok(ms) = start.elapsed_ms(&end) {
             LAST_DEVICE_TIME.with(|t| t.set(Some(Duration::from_secs_f64(ms as f64 / 1e3))));
         }
@@ -324,10 +331,11 @@ impl CudaBackend {
         corpus: CorpusView<'_>,
     ) -> Result<Scores, BackendError> {
         let (nq, n) = (queries.rows(), corpus.rows());
-        let stream = self.ctx.new_stream().map_err(launch_failed)?;
+        let stream = self.streams.take()?;
         let res = self.resident.get(&self.ctx, corpus, &stream)?;
         let half = self.half_copy(&res, &stream)?;
         let bias = self.bias(&res, corpus, &stream)?;
+        let _done = stream.done_guard();
         let mask_bits = corpus.live_mask();
         let shape = self.shape(nq, corpus, mask_bits.is_some());
         let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {

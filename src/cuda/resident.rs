@@ -9,6 +9,7 @@
 use super::error::{corpus_oom, launch_failed};
 use super::launch::{self, Bound, Kernels};
 use super::program;
+use super::streams::WaitOnDrop;
 use crate::backend::BackendError;
 use crate::matrix::{CorpusView, Origin};
 use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DriverError};
@@ -80,6 +81,10 @@ impl ResidentSlot {
             stream
                 .memcpy_dtod(&old.inv.slice(..keep), &mut inv.slice_mut(..keep))
                 .map_err(launch_failed)?;
+        }
+        if old.is_some() {
+            // The old copy is freed from its own stream: finish reading it first.
+            stream.synchronize().map_err(launch_failed)?;
         }
         drop(old);
         upload(
@@ -211,7 +216,7 @@ fn upload(
     };
     // Dropped before the buffers (declared after them), on every way out: an early return
     // must not free a buffer a queued copy still reads.
-    let _drain = DrainOnDrop(stream);
+    let _drain = WaitOnDrop(stream);
     let mut in_flight: [Option<CudaEvent>; 2] = [None, None];
     for (i, part) in host.chunks(stage_len).enumerate() {
         let s = i % 2;
@@ -229,14 +234,4 @@ fn upload(
         done.synchronize()?;
     }
     Ok(())
-}
-
-/// Waits for a stream's queued work when dropped, ignoring its error (the caller already
-/// returns one, or has waited and checked): for the pinned buffers that work reads.
-struct DrainOnDrop<'a>(&'a CudaStream);
-
-impl Drop for DrainOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.synchronize();
-    }
 }
