@@ -721,25 +721,31 @@ fn each_device_loads_the_kernel_image_it_runs() {
     }
 }
 
+/// Driver calls per top-k on a corpus already resident, counted by the emulated driver.
+/// Issue 18 asks for at most 10; with cudarc's per-buffer event tracking it was 171, with
+/// the backend ordering its pooled streams itself (`src/cuda/streams.rs`) it is 46–49: the
+/// rest are cudarc's context checks before each call (about 22), the call's scratch
+/// allocations and frees (10), and the timing events. The bound guards what is done.
 #[test]
-fn driver_calls_per_top_k_probe() {
+fn driver_calls_per_top_k_on_a_resident_corpus() {
     let Some(drv) = emulated() else { return };
     let _held = drv.exclusive();
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
-    for (q, n, d, k) in [(1, 1_000, 32, 10)] {
-        let corpus = Corpus::new(data::random_matrix(n, d, 5), d).unwrap();
-        let qv = data::random_matrix(q, d, 6);
+    let (n, d) = (1_000, 32);
+    let corpus = Corpus::new(data::random_matrix(n, d, 5), d).unwrap();
+    for (q, k) in [(1, 10), (40, 10), (40, 500)] {
+        let qv = data::random_matrix(q, d, 6 + q as u64);
         let m = MatrixRef::new(&qv, q, d).unwrap();
+        // The first call uploads the corpus.
         ex.top_k(m, &corpus, k).unwrap();
         let before = drv.counters();
-        eprintln!("---- second call");
-        ex.top_k(m, &corpus, k).unwrap();
-        eprintln!("---- end");
-        let after = drv.counters();
-        println!(
-            "q={q} k={k}: {} calls, {} launches",
-            after.calls - before.calls,
-            after.launches - before.launches
+        let hits = ex.top_k(m, &corpus, k).unwrap();
+        let calls = drv.counters().calls - before.calls;
+        assert_eq!(hits.len(), q);
+        println!("q = {q}, k = {k}: {calls} driver calls");
+        assert!(
+            calls <= 56,
+            "q = {q}, k = {k}: {calls} driver calls per top-k"
         );
     }
 }
