@@ -401,6 +401,56 @@ fn sticky_error_in_this_process() {
     println!("sticky error: every step held");
 }
 
+/// Threads searching different corpora at once, so the resident copy is replaced while
+/// other calls' streams may still read the one before: every answer must still be exact
+/// (the streams are ordered by the backend, not by cudarc's events; see
+/// `src/cuda/streams.rs`), and no device memory may be left behind.
+#[test]
+fn threads_on_different_corpora_get_exact_answers() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    let (n, d, k) = (500, 16, 10);
+    let data: Vec<Vec<f32>> = (0..3).map(|c| data::random_matrix(n, d, 81 + c)).collect();
+    let corpora: Vec<Corpus> = data
+        .iter()
+        .map(|cv| Corpus::new(cv.clone(), d).unwrap())
+        .collect();
+    let before = drv.counters();
+    std::thread::scope(|s| {
+        for t in 0..6u64 {
+            let (ex, corpora, data) = (&ex, &corpora, &data);
+            s.spawn(move || {
+                for call in 0..3u64 {
+                    let c = ((t + call) % 3) as usize;
+                    let q = 1 + ((t + call) % 2) as usize * 8;
+                    let qv = data::random_matrix(q, d, 2000 + t * 10 + call);
+                    let (hits, report) = ex
+                        .top_k_with_report(MatrixRef::new(&qv, q, d).unwrap(), &corpora[c], k)
+                        .unwrap();
+                    assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+                    let want = reference_scores(&qv, &data[c], d);
+                    for (h, w) in hits.iter().zip(&want) {
+                        let order = common::reference::reference_top_k(w, n);
+                        let got: Vec<usize> = h.iter().map(|h| h.index).collect();
+                        assert_eq!(
+                            got,
+                            order[..k].to_vec(),
+                            "thread {t} call {call} corpus {c}"
+                        );
+                    }
+                }
+            });
+        }
+    });
+    // One corpus copy stays resident; nothing else may.
+    let after = drv.counters();
+    assert!(
+        after.live_allocations <= before.live_allocations + 2,
+        "{before:?} -> {after:?}"
+    );
+}
+
 #[test]
 fn eight_threads_at_once_get_exact_answers() {
     let Some(drv) = emulated() else { return };
