@@ -1,8 +1,9 @@
 //! The CUDA backend: [`CudaBackend`] and its [`Backend`] implementation. A call uploads
 //! its queries (and a store's live mask), plans its chunk size from free device memory,
-//! builds a launch program and runs it on a stream of the pool (`streams`), against the corpus copy
-//! kept resident between calls. Every driver call goes through `cudarc`, loaded at run
-//! time; nothing here runs unless [`super::start`] found a usable device.
+//! builds a launch program and runs it on a stream lent by the pool (`streams`, which
+//! also says how streams are ordered), against the corpus copy kept resident between
+//! calls. Every driver call goes through `cudarc`, loaded at run time; nothing here runs
+//! unless [`super::start`] found a usable device.
 
 use super::error::{self, launch_failed, oom_or_launch};
 use super::launch::{self, Kernels, Scratch};

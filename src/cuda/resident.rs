@@ -64,6 +64,9 @@ impl ResidentSlot {
         // Drop the old copy first unless its rows are reused.
         let old = if keep > 0 { slot.take() } else { None };
         *slot = None;
+        // Dropped before `old` on every way out: the old copy is freed from its own
+        // stream, so this one must have finished reading it.
+        let _copied = WaitOnDrop(stream);
         // SAFETY: every element of both is written below (a device copy of the kept rows
         // and an upload of the rest) before any kernel reads it.
         let (data, inv) = unsafe { (stream.alloc::<f32>(n * dim), stream.alloc::<f32>(n)) };
@@ -83,7 +86,8 @@ impl ResidentSlot {
                 .map_err(launch_failed)?;
         }
         if old.is_some() {
-            // The old copy is freed from its own stream: finish reading it first.
+            // Before the old copy goes (see `_copied`), here to free its memory for the
+            // upload.
             stream.synchronize().map_err(launch_failed)?;
         }
         drop(old);

@@ -10,9 +10,10 @@
 //! One file per operation: [`cosine`] (scores into memory), [`top_k`] (fused, filtered
 //! and chunked top-k), [`select`] (the radix-select and sort passes that merge
 //! candidates), [`norms`] (the resident corpus's norms and FP16 copy); [`kernel`] is the
-//! table of the kernels they launch.
+//! table of the kernels they launch, and [`cost`] what a program moves and computes.
 
 mod cosine;
+pub(crate) mod cost;
 mod kernel;
 mod norms;
 mod select;

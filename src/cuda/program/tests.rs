@@ -137,3 +137,63 @@ fn fp16_reads_the_half_copy_without_norms_in_both_paths() {
         assert_eq!(l.args[3..5], [Arg::Ptr(Buf::CorpusF16, 0), Arg::Null]);
     }
 }
+
+/// The expected-figure table of the README (issue 18): for each public GPU workload and
+/// precision, what our program moves and computes, and its least time at the H200's
+/// ceilings, beside a GEMM into a score matrix and a top-k over it (torch's way). The
+/// model is read off the launches, so it also checks the builders: a fused top-k scores
+/// every row once per query (FLOPs exactly `2·Q·N·D`), and a tiled scan reads the corpus
+/// once per query tile.
+#[test]
+fn expected_figures_at_the_h200_ceilings() {
+    use super::cost::{gemm_then_select, program_cost, program_secs, H200};
+    println!("| workload | k | precision | our bytes | our FLOPs | our bound | GEMM + select bytes | its bound | ours / GEMM + select |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, nq, n, k) in [
+        ("single", 1, 100_000, 10),
+        ("small-batch", 64, 100_000, 10),
+        ("large-batch", 1024, 100_000, 10),
+        ("gpu-large", 1024, 1_000_000, 10),
+        ("large-batch", 1024, 100_000, 1024),
+    ] {
+        for precision in [Precision::Fp32, Precision::Tf32, Precision::Fp16] {
+            let s = Shape {
+                precision,
+                ..shape(nq, n, 768)
+            };
+            if s.small() && precision == Precision::Tf32 {
+                continue; // the memory-bound kernels have no TF32 variant
+            }
+            let plan = crate::cuda::plan::plan(141_000_000_000, 0.8, n, |r| {
+                top_k(&s, k, r).device_bytes()
+            })
+            .expect("fits an H200");
+            let p = top_k(&s, k, plan.rows_per_chunk);
+            let ours = program_cost(&p);
+            let elem = if precision == Precision::Fp16 { 2 } else { 4 };
+            let min_flops = 2.0 * (nq * n * 768) as f64;
+            let corpus = (n * 768 * elem) as f64;
+            if s.fused(k) {
+                assert_eq!(ours.flops, min_flops, "{name} {precision:?}");
+                let passes = if s.small() { 1 } else { nq.div_ceil(TILE) };
+                assert!(ours.bytes >= passes as f64 * corpus, "{name} {precision:?}");
+            } else {
+                // The filtered path also scores its sample.
+                assert!(ours.flops >= min_flops && ours.flops <= 1.5 * min_flops);
+                assert!(ours.bytes >= corpus);
+            }
+            let secs = program_secs(&p, &H200, precision);
+            let gemm = gemm_then_select(nq, n, 768, k, elem);
+            let gemm_secs = H200.secs(gemm, precision);
+            println!(
+                "| {name} | {k} | {precision:?} | {:.2} GB | {:.3} TFLOP | {:.3} ms | {:.2} GB | {:.3} ms | {:.2}× |",
+                ours.bytes / 1e9,
+                ours.flops / 1e12,
+                secs * 1e3,
+                gemm.bytes / 1e9,
+                gemm_secs * 1e3,
+                secs / gemm_secs
+            );
+        }
+    }
+}
