@@ -13,6 +13,7 @@
 //! table of the kernels they launch, and [`cost`] what a program moves and computes.
 
 mod cosine;
+#[cfg(test)]
 pub(crate) mod cost;
 mod kernel;
 mod norms;
