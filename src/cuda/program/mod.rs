@@ -10,7 +10,8 @@
 //! One file per operation: [`cosine`] (scores into memory), [`top_k`] (fused, filtered
 //! and chunked top-k), [`select`] (the radix-select and sort passes that merge
 //! candidates), [`norms`] (the resident corpus's norms and FP16 copy); [`kernel`] is the
-//! table of the kernels they launch, and [`cost`] what a program moves and computes.
+//! table of the kernels they launch; `cost` (tests only) counts what a program moves and
+//! computes.
 
 mod cosine;
 #[cfg(test)]
