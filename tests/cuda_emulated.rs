@@ -401,7 +401,7 @@ fn sticky_error_in_this_process() {
     println!("sticky error: every step held");
 }
 
-/// Threads searching different corpora at once, so the resident copy is replaced while
+/// Four threads searching three corpora at once, so the resident copy is replaced while
 /// other calls' streams may still read the one before: every answer must still be exact
 /// (the streams are ordered by the backend, not by cudarc's events; see
 /// `src/cuda/streams.rs`), and no device memory may be left behind.
@@ -410,7 +410,7 @@ fn threads_on_different_corpora_get_exact_answers() {
     let Some(drv) = emulated() else { return };
     let _held = drv.exclusive();
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
-    let (n, d, k) = (500, 16, 10);
+    let (n, d, k) = (300, 16, 10);
     let data: Vec<Vec<f32>> = (0..3).map(|c| data::random_matrix(n, d, 81 + c)).collect();
     let corpora: Vec<Corpus> = data
         .iter()
@@ -418,7 +418,7 @@ fn threads_on_different_corpora_get_exact_answers() {
         .collect();
     let before = drv.counters();
     std::thread::scope(|s| {
-        for t in 0..6u64 {
+        for t in 0..4u64 {
             let (ex, corpora, data) = (&ex, &corpora, &data);
             s.spawn(move || {
                 for call in 0..3u64 {
@@ -781,9 +781,9 @@ fn driver_calls_per_top_k_on_a_resident_corpus() {
     let Some(drv) = emulated() else { return };
     let _held = drv.exclusive();
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
-    let (n, d) = (1_000, 32);
+    let (n, d) = (300, 16);
     let corpus = Corpus::new(data::random_matrix(n, d, 5), d).unwrap();
-    for (q, k) in [(1, 10), (40, 10), (40, 500)] {
+    for (q, k) in [(1, 10), (40, 10), (40, 100)] {
         let qv = data::random_matrix(q, d, 6 + q as u64);
         let m = MatrixRef::new(&qv, q, d).unwrap();
         // The first call uploads the corpus.
