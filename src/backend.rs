@@ -224,4 +224,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn take_corpus_passes(&self) -> Option<usize> {
         None
     }
+
+    /// Frees the memory this backend keeps between calls to make the next call cheap
+    /// (the CUDA backend's per-stream scratch), but not the resident corpus. The default
+    /// keeps nothing, so it does nothing.
+    fn release_cached_memory(&self) {}
 }

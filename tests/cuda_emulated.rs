@@ -11,9 +11,10 @@ mod common;
 use common::cuda_checks::{check_top_k, check_top_k_within};
 use common::emulated_driver::{driver, Driver};
 use common::reference::reference_scores;
+use common::search_checks::check_top_k_among;
 use hybridvec::{
     data, BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, FallbackAction,
-    HybridExecutor, MatrixRef, Precision, StoreConfig, WarmStore,
+    Filter, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions, StoreConfig, WarmStore,
 };
 
 fn executor(device: DevicePolicy, cuda: CudaConfig) -> HybridExecutor {
@@ -171,7 +172,9 @@ fn too_little_device_memory_gives_exact_chunks() {
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
     let (_, report) = ex.cosine_similarity_with_report(m, &corpus).unwrap();
     assert_eq!(report.corpus_passes, 1, "{report:?}");
-    // The corpus is resident; leave room for the scores of one segment, not of all rows.
+    // The corpus is resident (and the scratch kept for the next call freed); leave room
+    // for the scores of one segment, not of all rows.
+    ex.release_cached_memory();
     let resident = drv.counters().live_bytes;
     held.set_total_memory(resident + (q * 4096 * 4 * 3 / 2) as u64);
     let (s, report) = ex.cosine_similarity_with_report(m, &corpus).unwrap();
@@ -228,9 +231,11 @@ fn an_injected_oom_halves_the_chunk_and_then_falls_back() {
             .collect::<Vec<_>>()
     };
 
-    // The corpus is resident after the first call; the next call's first allocation fails.
+    // The corpus is resident after the first call; the next call's first allocation (its
+    // scratch, once the kept one is freed) fails.
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
     ex.top_k(m, &corpus, k).unwrap();
+    ex.release_cached_memory();
     held.fail_allocation(1);
     let (got, report) = ex.top_k_with_report(m, &corpus, k).unwrap();
     assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
@@ -264,6 +269,7 @@ fn an_injected_oom_halves_the_chunk_and_then_falls_back() {
         .map(|_| auto.top_k_with_report(m2, &big_rows, k).unwrap().1.backend)
         .collect();
     assert_eq!(placed, [BackendKind::Gpu, BackendKind::Cpu]);
+    auto.release_cached_memory();
     held.set_total_memory(drv.counters().live_bytes + 64);
     let (got, report) = auto.top_k_with_report(m2, &big_rows, k).unwrap();
     assert_eq!(report.backend, BackendKind::Cpu, "{report:?}");
@@ -443,10 +449,21 @@ fn threads_on_different_corpora_get_exact_answers() {
             });
         }
     });
-    // One corpus copy stays resident; nothing else may.
+    // The idle streams keep their scratch (an arena and a pinned buffer each, one per
+    // thread at most); once that is freed, one corpus copy stays resident, nothing else.
+    let after = drv.counters();
+    assert!(
+        after.live_host_allocations <= before.live_host_allocations + 4,
+        "{before:?} -> {after:?}"
+    );
+    ex.release_cached_memory();
     let after = drv.counters();
     assert!(
         after.live_allocations <= before.live_allocations + 2,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after.live_host_allocations, before.live_host_allocations,
         "{before:?} -> {after:?}"
     );
 }
@@ -678,6 +695,7 @@ fn the_memory_plan_counts_the_fp16_copy() {
     let resident = {
         let ex = executor(DevicePolicy::Cuda, fp16);
         ex.cosine_similarity(m, &corpus).unwrap();
+        ex.release_cached_memory();
         drv.counters().live_bytes - base
     };
     assert_eq!(drv.counters().live_bytes, base);
@@ -782,20 +800,47 @@ fn driver_calls_per_top_k_on_a_resident_corpus() {
     let _held = drv.exclusive();
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
     let (n, d) = (300, 16);
-    let corpus = Corpus::new(data::random_matrix(n, d, 5), d).unwrap();
-    for (q, k) in [(1, 10), (40, 10), (40, 100)] {
+    let rows = data::random_matrix(n, d, 5);
+    let corpus = Corpus::new(rows.clone(), d).unwrap();
+    let kept: Vec<usize> = (0..n).filter(|r| r % 3 != 1).collect();
+    let cases = [
+        (1, 10, Metric::Cosine, false),
+        (40, 10, Metric::Cosine, false),
+        (40, 100, Metric::Cosine, false),
+        (8, 10, Metric::L2, false),
+        (8, 10, Metric::InnerProduct, true),
+        (1, 1, Metric::Cosine, true),
+    ];
+    for (q, k, metric, filtered) in cases {
         let qv = data::random_matrix(q, d, 6 + q as u64);
         let m = MatrixRef::new(&qv, q, d).unwrap();
-        // The first call uploads the corpus.
-        ex.top_k(m, &corpus, k).unwrap();
+        let mut options = SearchOptions::new(metric);
+        if filtered {
+            options = options.with_filter(Filter::Rows(kept.clone()));
+        }
+        // The first call uploads the corpus (and L2's biases).
+        ex.search(m, &corpus, k, &options).unwrap();
         let before = drv.counters();
-        let hits = ex.top_k(m, &corpus, k).unwrap();
-        let calls = drv.counters().calls - before.calls;
-        assert_eq!(hits.len(), q);
-        println!("q = {q}, k = {k}: {calls} driver calls");
+        let (hits, report) = ex.search_with_report(m, &corpus, k, &options).unwrap();
+        let after = drv.counters();
+        let (calls, launches) = (after.calls - before.calls, after.launches - before.launches);
+        assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+        let among: &[usize] = if filtered {
+            &kept
+        } else {
+            &(0..n).collect::<Vec<_>>()
+        };
+        for (i, hs) in hits.iter().enumerate() {
+            let what = format!("{metric} q = {q} k = {k} query {i}");
+            check_top_k_among(&what, metric, m.row(i), &rows, d, among, k, hs);
+        }
+        println!("q = {q}, k = {k}, {metric}, filtered {filtered}: {calls} driver calls");
+        // One context check, two timing marks, one upload, the launches, one read-back,
+        // one wait, one elapsed time: nothing per buffer.
         assert!(
-            calls <= 56,
-            "q = {q}, k = {k}: {calls} driver calls per top-k"
+            calls <= 7 + launches && calls <= 10,
+            "q = {q}, k = {k}, {metric}, filtered {filtered}: {calls} driver calls for \
+             {launches} launches"
         );
     }
 }

@@ -5,19 +5,19 @@
 //! calls. Every driver call goes through `cudarc`, loaded at run time; nothing here runs
 //! unless [`super::start`] found a usable device.
 
-use super::error::{self, launch_failed, oom_or_launch};
-use super::launch::{self, Kernels, Scratch};
+use super::error::{self, launch_failed};
+use super::launch::{self, Kernels};
 use super::plan;
-use super::program::{self, Buf, Program, Shape, MAX_K};
+use super::program::{self, Buf, Layout, Program, Shape, MAX_K};
 use super::resident::{Resident, ResidentSlot};
-use super::streams::StreamPool;
+use super::streams::{CallStream, StreamPool};
 use super::{CudaConfig, Precision};
 use crate::backend::{Backend, BackendError, BackendKind, Rates};
 use crate::hit::Hit;
 use crate::matrix::{CorpusView, MatrixRef, Scores};
 use crate::metric::Metric;
-use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
-use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream};
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,20 +62,14 @@ impl std::fmt::Debug for CudaBackend {
     }
 }
 
-fn timing_event(stream: &CudaStream) -> Result<CudaEvent, BackendError> {
-    stream
-        .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-        .map_err(launch_failed)
-}
-
-/// The device buffers of one call: its queries, the resident corpus, the corpus's FP16
-/// copy (under [`Precision::Fp16`]), the live mask (for a store with deletes, or a
-/// filter) and L2's row biases.
+/// What one call runs against: its inputs on the host (queries, and the live mask for a
+/// store with deletes, or a filter), and the resident corpus with its FP16 copy (under
+/// [`Precision::Fp16`]) and L2's row biases.
 struct CallBuffers<'a> {
-    queries: &'a CudaSlice<f32>,
+    queries: &'a [f32],
+    mask: Option<&'a [u32]>,
     corpus: &'a Resident,
     half: Option<&'a CudaSlice<u16>>,
-    mask: Option<&'a CudaSlice<u32>>,
     bias: Option<&'a CudaSlice<f32>>,
 }
 
@@ -119,7 +113,12 @@ impl CudaBackend {
             overhead: Duration::from_micros(30),
         };
         Ok(Self {
-            streams: StreamPool::new(Arc::clone(&ctx)),
+            // An idle stream keeps an arena of up to 1/256 of the device (at least
+            // 16 MiB): every call of moderate size then allocates nothing.
+            streams: StreamPool::new(
+                Arc::clone(&ctx),
+                ((total_memory / 256) as usize).max(16 << 20),
+            ),
             ctx,
             name,
             total_memory,
@@ -146,9 +145,62 @@ impl CudaBackend {
         self.kernels.describe()
     }
 
-    fn free_memory(&self) -> Result<u64, BackendError> {
+    /// Bytes a call may plan with: free device memory plus `held` (the call's arena,
+    /// freed in stream order before a larger one is allocated), capped by the budget.
+    fn free_memory(&self, held: usize) -> Result<u64, BackendError> {
         let (free, _) = self.ctx.mem_get_info().map_err(launch_failed)?;
-        Ok(self.budget.map_or(free as u64, |b| b.min(free as u64)))
+        let free = free as u64 + held as u64;
+        Ok(self.budget.map_or(free, |b| b.min(free)))
+    }
+
+    /// The program `build(rows_per_chunk)` for this call, and its rows per chunk: over all `n` rows at once when
+    /// that fits the stream's arena (no memory query), else the largest chunk that fits
+    /// what is free, after the idle streams have given back their arenas.
+    fn fit(
+        &self,
+        stream: &CallStream<'_>,
+        n: usize,
+        build: impl Fn(usize) -> Program,
+    ) -> Result<(Program, usize), BackendError> {
+        let held = stream.scratch().arena_bytes();
+        let whole = build(n);
+        if whole.device_bytes() <= held as u64 {
+            note_corpus_passes(1);
+            return Ok((whole, n));
+        }
+        self.streams.release_idle_scratch();
+        let plan = plan::plan(self.free_memory(held)?, self.margin, n, |r| {
+            build(r).device_bytes()
+        })
+        .map_err(|requested| BackendError::OutOfMemory { requested })?;
+        note_corpus_passes(plan.chunks);
+        Ok((build(plan.rows_per_chunk), plan.rows_per_chunk))
+    }
+
+    /// Queues `p` on the call's stream: readies the arena (and uploads the inputs when
+    /// `upload`), then the launches and the read-back of the results. Returns the layout.
+    fn queue(
+        &self,
+        stream: &CallStream<'_>,
+        p: &Program,
+        call: &CallBuffers<'_>,
+        upload: bool,
+    ) -> Result<Layout, BackendError> {
+        let layout = p.layout();
+        let mut scratch = stream.idle_scratch()?;
+        let base = scratch.prepare(stream, &layout)?;
+        let raw = stream.raw();
+        if upload {
+            scratch.upload(raw, base, &layout, call.queries, call.mask)?;
+        }
+        let bound = launch::Bound {
+            bias: call.bias,
+            arena: (base, scratch.arena_bytes()),
+            ..call.corpus.bound(call.half)
+        };
+        launch::run(&self.kernels, stream, raw, p, &layout, bound)?;
+        scratch.read_back(raw, base, layout.results.clone())?;
+        Ok(layout)
     }
 
     /// The corpus's FP16 copy under [`Precision::Fp16`] (made on first use), `None`
@@ -164,22 +216,6 @@ impl CudaBackend {
         }
     }
 
-    /// Runs `p` against the call's buffers.
-    fn run(
-        &self,
-        stream: &Arc<CudaStream>,
-        p: &Program,
-        call: &CallBuffers<'_>,
-    ) -> Result<Vec<Scratch>, BackendError> {
-        let bound = launch::Bound {
-            queries: Some(call.queries),
-            mask: call.mask,
-            bias: call.bias,
-            ..call.corpus.bound(call.half)
-        };
-        launch::run(&self.kernels, stream, p, bound)
-    }
-
     fn shape(&self, nq: usize, corpus: CorpusView<'_>, masked: bool) -> Shape {
         Shape {
             nq,
@@ -192,41 +228,35 @@ impl CudaBackend {
         }
     }
 
-    /// Plans (the largest chunk of the `n` rows whose program fits), runs and reads back
-    /// one top-k program built by `build(rows_per_chunk)`.
+    /// Plans, runs and reads back one top-k program built by `build(rows_per_chunk)`
+    /// (see [`Self::fit`]), ending with the stream's wait.
     fn top_k_program(
         &self,
-        stream: &Arc<CudaStream>,
+        stream: &CallStream<'_>,
         n: usize,
         build: impl Fn(usize) -> Program,
         call: &CallBuffers<'_>,
     ) -> Result<TopKResult, BackendError> {
-        let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
-            build(r).device_bytes()
-        })
-        .map_err(|requested| BackendError::OutOfMemory { requested })?;
-        let prog = build(plan.rows_per_chunk);
-        note_corpus_passes(plan.chunks);
-        let temps = self.run(stream, &prog, call)?;
-        let read = |b: Buf| match b {
-            Buf::Temp(i) => Some(&temps[i]),
+        let (prog, _) = self.fit(stream, n, build)?;
+        let layout = self.queue(stream, &prog, call, true)?;
+        stream.scratch().mark(stream, 1)?;
+        stream.finish()?;
+        let scratch = stream.scratch();
+        let whole = |b: Buf, size: usize| match b {
+            Buf::Temp(i) => layout.temp_range(b, prog.temps()[i].len(), size),
             _ => None,
         };
-        let (Some(Scratch::F32(scores)), Some(Scratch::I64(indices))) =
-            (read(prog.scores()), read(prog.indices()))
+        let (Some(scores), Some(indices)) = (whole(prog.scores(), 4), whole(prog.indices(), 8))
         else {
             unreachable!("top-k results are f32 scores and i64 indices in scratch");
         };
-        let counts = match prog.counts().map(|(b, cap)| (read(b), cap)) {
-            Some((Some(Scratch::U32(c)), cap)) => {
-                Some((stream.clone_dtoh(c).map_err(launch_failed)?, cap))
-            }
-            Some(_) => unreachable!("counts are u32 scratch"),
-            None => None,
-        };
+        let counts = prog.counts().map(|(b, cap)| {
+            let range = whole(b, 4).expect("counts are u32 scratch");
+            (scratch.results::<u32>(range), cap)
+        });
         Ok(TopKResult {
-            scores: stream.clone_dtoh(scores).map_err(launch_failed)?,
-            indices: stream.clone_dtoh(indices).map_err(launch_failed)?,
+            scores: scratch.results(scores),
+            indices: scratch.results(indices),
             counts,
         })
     }
@@ -267,29 +297,20 @@ impl CudaBackend {
             });
         }
         let stream = self.streams.take()?;
-        let start = timing_event(&stream)?;
+        // Once per call: the work below goes to the driver directly.
+        self.ctx.bind_to_thread().map_err(launch_failed)?;
+        stream.scratch().mark(&stream, 0)?;
         let res = self.resident.get(&self.ctx, corpus, &stream)?;
         let half = self.half_copy(&res, &stream)?;
         let bias = self.bias(&res, corpus, &stream)?;
         let _done = stream.done_guard();
         let mask_bits = mask_bits.or(corpus.live_mask());
         let shape = self.shape(nq, corpus, mask_bits.is_some());
-        let q_dev = stream
-            .clone_htod(queries.as_slice())
-            .map_err(|e| oom_or_launch(e, (nq * queries.cols() * 4) as u64))?;
-        let mask = match mask_bits {
-            Some(bits) => Some(
-                stream
-                    .clone_htod(bits)
-                    .map_err(|e| oom_or_launch(e, (bits.len() * 4) as u64))?,
-            ),
-            None => None,
-        };
         let call = CallBuffers {
-            queries: &q_dev,
+            queries: queries.as_slice(),
+            mask: mask_bits,
             corpus: &res,
             half: half.as_deref(),
-            mask: mask.as_ref(),
             bias: bias.as_deref(),
         };
         let mut result =
@@ -308,9 +329,16 @@ impl CudaBackend {
             }
         }
         let (s, idx) = (result.scores, result.indices);
-        let end = timing_event(&stream)?;
-        stream.finish()?;
-        if let Ok(ms) = start.elapsed_ms(&end) {
+        if s.len() < nq * k || idx.len() < nq * k {
+            return Err(BackendError::LaunchFailed {
+                reason: format!(
+                    "read back {} scores and {} indices for {nq} queries × k = {k}",
+                    s.len(),
+                    idx.len()
+                ),
+            });
+        }
+        if let Some(ms) = stream.scratch().elapsed_ms() {
             LAST_DEVICE_TIME.with(|t| t.set(Some(Duration::from_secs_f64(ms as f64 / 1e3))));
         }
         Ok((0..nq)
@@ -333,43 +361,37 @@ impl CudaBackend {
     ) -> Result<Scores, BackendError> {
         let (nq, n) = (queries.rows(), corpus.rows());
         let stream = self.streams.take()?;
+        self.ctx.bind_to_thread().map_err(launch_failed)?;
         let res = self.resident.get(&self.ctx, corpus, &stream)?;
         let half = self.half_copy(&res, &stream)?;
         let bias = self.bias(&res, corpus, &stream)?;
         let _done = stream.done_guard();
         let mask_bits = corpus.live_mask();
         let shape = self.shape(nq, corpus, mask_bits.is_some());
-        let plan = plan::plan(self.free_memory()?, self.margin, n, |r| {
-            program::cosine_chunk(&shape, 0, r).device_bytes()
-        })
-        .map_err(|requested| BackendError::OutOfMemory { requested })?;
-        let oom = |e| oom_or_launch(e, plan.bytes);
-        let q_dev = stream.clone_htod(queries.as_slice()).map_err(oom)?;
-        let mask = match mask_bits {
-            Some(bits) => Some(stream.clone_htod(bits).map_err(oom)?),
-            None => None,
-        };
-        note_corpus_passes(plan.chunks);
         let call = CallBuffers {
-            queries: &q_dev,
+            queries: queries.as_slice(),
+            mask: mask_bits,
             corpus: &res,
             half: half.as_deref(),
-            mask: mask.as_ref(),
             bias: bias.as_deref(),
         };
+        let (_, rows_per_chunk) = self.fit(&stream, n, |r| program::cosine_chunk(&shape, 0, r))?;
         // A chunk's driver error keeps its kind (out of memory halves the batch or moves
-        // it to the CPU, as for top-k); only a wrong count is fatal.
+        // it to the CPU, as for top-k); only a wrong count is fatal. Every chunk's inputs
+        // lie where the first one uploaded them (see `program::Layout`).
         let mut chunk_error = None;
-        let parts = plan::process_in_chunks(n, plan.rows_per_chunk, nq, |range| {
+        let mut first = true;
+        let parts = plan::process_in_chunks(n, rows_per_chunk, nq, |range| {
             let prog = program::cosine_chunk(&shape, range.start, range.len());
-            let part = self.run(&stream, &prog, &call).and_then(|temps| {
-                let Scratch::F32(scores) = &temps[0] else {
-                    unreachable!("cosine scores are f32");
-                };
-                stream
-                    .clone_dtoh(&scores.slice(..nq * range.len()))
-                    .map_err(launch_failed)
-            });
+            let part = self
+                .queue(&stream, &prog, &call, std::mem::take(&mut first))
+                .and_then(|layout| {
+                    stream.finish()?;
+                    let scores = layout
+                        .temp_range(prog.scores(), nq * range.len(), 4)
+                        .expect("cosine scores are f32 scratch");
+                    Ok(stream.scratch().results::<f32>(scores))
+                });
             part.map_err(|e| {
                 let reason = e.to_string();
                 chunk_error = Some(e);
@@ -404,6 +426,10 @@ fn note_corpus_passes(passes: usize) {
 }
 
 impl Backend for CudaBackend {
+    fn release_cached_memory(&self) {
+        self.streams.release_idle_scratch();
+    }
+
     fn take_corpus_passes(&self) -> Option<usize> {
         LAST_CORPUS_PASSES.with(Cell::take)
     }

@@ -1,17 +1,16 @@
 //! Running a launch program ([`Program`]) on the device: the embedded kernel images and
-//! their loaded functions, the scratch buffers a program names, and the launches
-//! themselves. This is the one place that turns a program's buffer names into addresses,
-//! and the one `unsafe` launch; it knows programs and device buffers, not the backend.
+//! their loaded functions, and the launches themselves, queued straight to the driver
+//! (one call each; the caller binds the context once per call). This is the one place
+//! that turns a program's buffer names into addresses, and the one `unsafe` launch; it
+//! knows programs and device buffers, not the backend.
 
-use super::error::{launch_failed, oom_or_launch};
+use super::error::launch_failed;
 use super::images::{self, ImageForm};
-use super::program::{Arg, Buf, Elem, Kernel, Launch, Program};
+use super::program::{Arg, Buf, Kernel, Launch, Layout, Program};
 use crate::backend::BackendError;
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
-    SyncOnDrop,
-};
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr};
 use std::collections::HashMap;
+use std::ffi::c_void;
 use std::sync::Arc;
 
 /// Every kernel of [`Kernel::ALL`], loaded, and the image form each kernel file loaded
@@ -67,44 +66,67 @@ impl Kernels {
     }
 }
 
-/// A program's scratch buffer on the device.
-pub(super) enum Scratch {
-    F32(CudaSlice<f32>),
-    I64(CudaSlice<i64>),
-    U32(CudaSlice<u32>),
-}
-
-/// The device buffers a program's [`Buf`] names other than scratch refer to; `None` for
-/// those the call has not got.
+/// The device buffers a program's [`Buf`] names refer to: the shared ones (the resident
+/// corpus and its copies; `None` for those the call has not got), and the call's arena,
+/// which holds its inputs and scratch as the program's [`Layout`] places them.
 #[derive(Clone, Copy)]
 pub(super) struct Bound<'a> {
-    pub(super) queries: Option<&'a CudaSlice<f32>>,
     pub(super) corpus: &'a CudaSlice<f32>,
     pub(super) inv_norms: &'a CudaSlice<f32>,
     pub(super) corpus_f16: Option<&'a CudaSlice<u16>>,
-    pub(super) mask: Option<&'a CudaSlice<u32>>,
     /// L2's row biases.
     pub(super) bias: Option<&'a CudaSlice<f32>>,
-}
-
-/// [`Bound`] with the program's scratch buffers.
-struct Buffers<'a> {
-    bound: Bound<'a>,
-    temps: &'a [Scratch],
+    /// The arena's device address and length in bytes (0 when the call has none).
+    pub(super) arena: (u64, usize),
 }
 
 impl Bound<'_> {
-    /// Whether every buffer is at least as long as `p` needs (a missing one counts as
-    /// empty). A program built for another shape than the bound buffers fails here.
-    fn covers(&self, p: &Program) -> bool {
+    /// Whether every shared buffer is at least as long as `p` needs (a missing one counts
+    /// as empty), and the arena holds its layout. A program built for another shape than
+    /// the bound buffers fails here.
+    fn covers(&self, p: &Program, layout: &Layout) -> bool {
         let need = p.extents();
         let len = |l: Option<usize>| l.unwrap_or(0);
-        len(self.queries.map(|b| b.len())) >= need.queries
-            && self.corpus.len() >= need.corpus
+        self.corpus.len() >= need.corpus
             && self.inv_norms.len() >= need.inv_norms
             && len(self.corpus_f16.map(|b| b.len())) >= need.corpus_f16
-            && len(self.mask.map(|b| b.len())) >= need.mask
             && len(self.bias.map(|b| b.len())) >= need.bias
+            && self.arena.1 >= layout.total
+    }
+
+    /// The device address of element `offset` of `buf`. Offsets past the buffer's end
+    /// (the program's extent for the inputs, its size for scratch) are refused.
+    fn address(
+        &self,
+        p: &Program,
+        layout: &Layout,
+        buf: Buf,
+        offset: usize,
+        stream: &CudaStream,
+    ) -> Result<u64, BackendError> {
+        fn at<T>(s: &CudaSlice<T>, offset: usize, stream: &CudaStream) -> Option<u64> {
+            // No tracking guard to keep: the backend turned cudarc's event tracking off.
+            (offset < s.len()).then(|| s.device_ptr(stream).0 + (offset * size_of::<T>()) as u64)
+        }
+        let in_arena = |start: usize, len: usize, elem: usize| {
+            (offset < len).then(|| self.arena.0 + (start + offset * elem) as u64)
+        };
+        let extents = p.extents();
+        let found = match buf {
+            Buf::Queries => in_arena(layout.queries, extents.queries, 4),
+            Buf::Mask => in_arena(layout.mask, extents.mask, 4),
+            Buf::Corpus => at(self.corpus, offset, stream),
+            Buf::InvNorms => at(self.inv_norms, offset, stream),
+            Buf::CorpusF16 => self.corpus_f16.and_then(|h| at(h, offset, stream)),
+            Buf::Bias => self.bias.and_then(|b| at(b, offset, stream)),
+            Buf::Temp(i) => p
+                .temps()
+                .get(i)
+                .and_then(|t| in_arena(layout.temps[i], t.len(), t.elem().size())),
+        };
+        found.ok_or_else(|| BackendError::LaunchFailed {
+            reason: format!("launch program names {buf:?}[{offset}], which is not bound"),
+        })
     }
 }
 
@@ -115,142 +137,93 @@ enum Value {
     I64(i64),
 }
 
-impl Buffers<'_> {
-    /// The device address of element `offset` of `buf`, with cudarc's stream-ordering
-    /// guard (drop it after the launch is queued). Offsets past the end are refused.
-    fn address<'s>(
-        &'s self,
-        buf: Buf,
-        offset: usize,
-        stream: &'s CudaStream,
-    ) -> Result<(u64, SyncOnDrop<'s>), BackendError> {
-        fn at<'s, T>(
-            s: &'s CudaSlice<T>,
-            offset: usize,
-            stream: &'s CudaStream,
-        ) -> Option<(u64, SyncOnDrop<'s>)> {
-            (offset < s.len()).then(|| {
-                let (ptr, guard) = s.device_ptr(stream);
-                (ptr + (offset * std::mem::size_of::<T>()) as u64, guard)
-            })
-        }
-        let found = match buf {
-            Buf::Queries => self.bound.queries.and_then(|q| at(q, offset, stream)),
-            Buf::Corpus => at(self.bound.corpus, offset, stream),
-            Buf::InvNorms => at(self.bound.inv_norms, offset, stream),
-            Buf::CorpusF16 => self.bound.corpus_f16.and_then(|h| at(h, offset, stream)),
-            Buf::Mask => self.bound.mask.and_then(|m| at(m, offset, stream)),
-            Buf::Bias => self.bound.bias.and_then(|b| at(b, offset, stream)),
-            Buf::Temp(i) => match self.temps.get(i) {
-                Some(Scratch::F32(s)) => at(s, offset, stream),
-                Some(Scratch::I64(s)) => at(s, offset, stream),
-                Some(Scratch::U32(s)) => at(s, offset, stream),
-                None => None,
-            },
-        };
-        found.ok_or_else(|| BackendError::LaunchFailed {
-            reason: format!("launch program names {buf:?}[{offset}], which is not bound"),
-        })
-    }
-}
-
-/// Runs `p` on `stream` against `bound`: allocates its scratch buffers, queues its
-/// launches, and returns the scratch buffers (still being written until `stream` syncs).
-/// Refuses, before any launch, buffers shorter than the program reaches.
+/// Queues `p` on `stream` (the driver's handle, with the context bound to this thread)
+/// against `bound`: zeroes the scratch buffers it wants zeroed, then queues its
+/// launches. The results are in the arena once `stream` has done them. Refuses, before
+/// anything is queued, buffers shorter than the program reaches.
 pub(super) fn run(
     kernels: &Kernels,
-    stream: &Arc<CudaStream>,
+    stream: &CudaStream,
+    raw: sys::CUstream,
     p: &Program,
+    layout: &Layout,
     bound: Bound<'_>,
-) -> Result<Vec<Scratch>, BackendError> {
-    if !bound.covers(p) {
+) -> Result<(), BackendError> {
+    if !bound.covers(p, layout) {
         return Err(BackendError::LaunchFailed {
             reason: format!(
-                "a launch program needs buffers of {:?}, longer than those bound",
-                p.extents()
+                "a launch program needs buffers of {:?} and {} arena bytes, more than \
+                 those bound",
+                p.extents(),
+                layout.total
             ),
         });
     }
-    let oom = |e| oom_or_launch(e, p.device_bytes());
-    // No zero fill: it would cost a pass over the largest buffer per call, and a
-    // program reads no scratch element before a launch of its own wrote it (the
-    // emulation tests start scratch as garbage that would outscore every real
-    // candidate, and check the results).
-    let temps = p
-        .temps()
-        .iter()
-        .map(|t| match (t.elem(), t.zeroed()) {
-            (Elem::F32, false) => {
-                // SAFETY: uninitialised f32s are still f32s (every bit pattern is
-                // one), and the program writes each element before reading it.
-                unsafe { stream.alloc::<f32>(t.len()) }.map(Scratch::F32)
-            }
-            (Elem::I64, false) => {
-                // SAFETY: as for f32: every bit pattern is an i64.
-                unsafe { stream.alloc::<i64>(t.len()) }.map(Scratch::I64)
-            }
-            (Elem::F32, true) => stream.alloc_zeros::<f32>(t.len()).map(Scratch::F32),
-            (Elem::I64, true) => stream.alloc_zeros::<i64>(t.len()).map(Scratch::I64),
-            (Elem::U32, _) => stream.alloc_zeros::<u32>(t.len()).map(Scratch::U32),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(oom)?;
-    let buffers = Buffers {
-        bound,
-        temps: &temps,
-    };
-    for l in p.launches() {
-        launch(kernels, stream, l, &buffers)?;
+    // Only counters are zeroed: a zero fill of the rest would cost a pass over the
+    // largest buffer per call, and a program reads no scratch element before a launch of
+    // its own wrote it (the emulation tests start scratch as garbage that would outscore
+    // every real candidate, and check the results).
+    for (i, t) in p.temps().iter().enumerate().filter(|(_, t)| t.zeroed()) {
+        let at = bound.arena.0 + layout.temps[i] as u64;
+        // SAFETY: the buffer lies inside the arena (`covers` checked its length against
+        // the layout, which places every scratch buffer inside `total`).
+        unsafe { result::memset_d8_async(at, 0, t.len() * t.elem().size(), raw) }
+            .map_err(launch_failed)?;
     }
-    Ok(temps)
+    for l in p.launches() {
+        launch(kernels, stream, raw, l, p, layout, &bound)?;
+    }
+    Ok(())
 }
 
-/// Queues one launch of a program whose buffers `buffers` cover (checked by `run`).
+/// Queues one launch of a program whose buffers `bound` covers (checked by `run`).
 fn launch(
     kernels: &Kernels,
     stream: &CudaStream,
+    raw: sys::CUstream,
     l: &Launch,
-    buffers: &Buffers<'_>,
+    p: &Program,
+    layout: &Layout,
+    bound: &Bound<'_>,
 ) -> Result<(), BackendError> {
-    let mut guards = Vec::with_capacity(l.args().len());
     let mut values = Vec::with_capacity(l.args().len());
     for arg in l.args() {
         values.push(match *arg {
-            Arg::Ptr(buf, offset) => {
-                let (ptr, guard) = buffers.address(buf, offset, stream)?;
-                guards.push(guard);
-                Value::U64(ptr)
-            }
+            Arg::Ptr(buf, offset) => Value::U64(bound.address(p, layout, buf, offset, stream)?),
             Arg::Null => Value::U64(0),
             Arg::I32(v) => Value::I32(v),
             Arg::I64(v) => Value::I64(v),
         });
     }
+    let mut params: Vec<*mut c_void> = values
+        .iter_mut()
+        .map(|v| match v {
+            Value::U64(x) => (x as *mut u64).cast(),
+            Value::I32(x) => (x as *mut i32).cast(),
+            Value::I64(x) => (x as *mut i64).cast(),
+        })
+        .collect();
     let [x, y, z] = l.grid();
-    let cfg = LaunchConfig {
-        grid_dim: (x, y, z),
-        block_dim: (l.block(), 1, 1),
-        shared_mem_bytes: l.smem(),
-    };
-    let mut b = stream.launch_builder(kernels.get(l.kernel()));
-    for v in &values {
-        match v {
-            Value::U64(x) => b.arg(x),
-            Value::I32(x) => b.arg(x),
-            Value::I64(x) => b.arg(x),
-        };
-    }
     // SAFETY: `l` is a launch of a `Program`, and only the program builders make one
     // (private fields), so the invariants under `# Invariants` of `Launch` and
     // `Program` hold: the kernel's parameters are, in order, the launch's arguments (a
     // pointer (u64) for Ptr/Null, int for I32, long long for I64), and from each pointer
     // the kernel reaches only an extent inside its buffer as the program sizes it.
     // Here, every pointer is an element of a live buffer of this call (`address` refuses
-    // others); scratch buffers were allocated at the program's sizes, and `run` checked
-    // that every other bound buffer is at least as long as the program's extents.
-    // Dynamic shared memory is at most 48 KiB. The emulation tests check the
-    // parameter sizes and run every program shape against guard zones.
-    unsafe { b.launch(cfg) }.map_err(launch_failed)?;
-    drop(guards);
-    Ok(())
+    // others): the arena holds the program's layout, and `run` checked that every shared
+    // buffer is at least as long as the program's extents. `params` points at `values`,
+    // both live until the driver has copied them (at the call, as it does). Dynamic
+    // shared memory is at most 48 KiB. The emulation tests check the parameter sizes and
+    // run every program shape against guard zones.
+    unsafe {
+        result::launch_kernel(
+            kernels.get(l.kernel()).cu_function(),
+            (x, y, z),
+            (l.block(), 1, 1),
+            l.smem(),
+            raw,
+            &mut params,
+        )
+    }
+    .map_err(launch_failed)
 }

@@ -26,6 +26,7 @@ mod launch;
 pub(crate) mod plan;
 pub(crate) mod program;
 mod resident;
+mod scratch;
 mod streams;
 
 pub use backend::take_device_time;

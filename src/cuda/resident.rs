@@ -126,15 +126,14 @@ impl ResidentSlot {
 
 impl Resident {
     /// This copy's buffers for a program to run against, with its FP16 copy when the
-    /// program reads it (a call adds its queries and live mask).
+    /// program reads it (a call adds its L2 biases and its arena).
     pub(super) fn bound<'a>(&'a self, corpus_f16: Option<&'a CudaSlice<u16>>) -> Bound<'a> {
         Bound {
-            queries: None,
             corpus: &self.data,
             inv_norms: &self.inv,
             corpus_f16,
-            mask: None,
             bias: None,
+            arena: (0, 0),
         }
     }
 
@@ -154,7 +153,16 @@ impl Resident {
             .alloc_zeros::<u16>(len)
             .map_err(|e| corpus_oom(e, (len * 2) as u64))?;
         let copy = program::rows_to_half(res.rows, res.dim);
-        launch::run(kernels, stream, &copy, res.bound(Some(&half)))?;
+        // `alloc_zeros` bound the context to this thread.
+        let layout = copy.layout();
+        launch::run(
+            kernels,
+            stream,
+            stream.cu_stream(),
+            &copy,
+            &layout,
+            res.bound(Some(&half)),
+        )?;
         // Other calls read it from their own streams.
         stream.synchronize().map_err(launch_failed)?;
         let half = Arc::new(half);

@@ -16,13 +16,16 @@
 //!   out), so the last holder frees them only when no stream still reads them.
 //! * A stream that finished a call ([`CallStream::finish`]) is not waited for again.
 //!
-//! A stream goes back to the pool only after it synchronised without an error.
+//! A stream goes back to the pool only after it synchronised without an error, with its
+//! [`CallScratch`] (arena, pinned buffer, timing events): a call on a pooled stream
+//! allocates nothing.
 
 use super::error::launch_failed;
+use super::scratch::CallScratch;
 use crate::backend::BackendError;
-use cudarc::driver::{CudaContext, CudaStream};
+use cudarc::driver::{sys, CudaContext, CudaStream};
 use parking_lot::Mutex;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell, RefMut};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -33,28 +36,48 @@ const MAX_IDLE: usize = 16;
 /// The backend's idle streams.
 pub(super) struct StreamPool {
     ctx: Arc<CudaContext>,
-    idle: Mutex<Vec<Arc<CudaStream>>>,
+    idle: Mutex<Vec<(Arc<CudaStream>, CallScratch)>>,
+    /// The largest arena an idle stream keeps.
+    arena_keep: usize,
 }
 
 impl StreamPool {
-    pub(super) fn new(ctx: Arc<CudaContext>) -> Self {
+    /// A pool whose idle streams keep arenas of up to `arena_keep` bytes.
+    pub(super) fn new(ctx: Arc<CudaContext>, arena_keep: usize) -> Self {
         Self {
             ctx,
             idle: Mutex::new(Vec::new()),
+            arena_keep,
         }
     }
 
     /// A stream for one call: an idle one, or a new one.
     pub(super) fn take(&self) -> Result<CallStream<'_>, BackendError> {
-        let stream = match self.idle.lock().pop() {
+        let (stream, scratch) = match self.idle.lock().pop() {
             Some(s) => s,
-            None => self.ctx.new_stream().map_err(launch_failed)?,
+            None => (
+                self.ctx.new_stream().map_err(launch_failed)?,
+                CallScratch::new(),
+            ),
         };
         Ok(CallStream {
             pool: self,
             stream: Some(stream),
+            scratch: RefCell::new(scratch),
             finished: Cell::new(false),
+            raw_queued: Cell::new(false),
         })
+    }
+
+    /// Frees the arenas and pinned buffers of the idle streams, and waits for the frees,
+    /// so that a call that needs more memory than is free finds theirs free too.
+    pub(super) fn release_idle_scratch(&self) {
+        let mut idle = self.idle.lock();
+        for (stream, scratch) in idle.iter_mut() {
+            if scratch.release() {
+                let _ = stream.synchronize();
+            }
+        }
     }
 }
 
@@ -63,8 +86,11 @@ impl StreamPool {
 pub(super) struct CallStream<'a> {
     pool: &'a StreamPool,
     stream: Option<Arc<CudaStream>>,
+    scratch: RefCell<CallScratch>,
     /// Whether [`finish`](Self::finish) waited for the call's work without an error.
     finished: Cell<bool>,
+    /// Whether work was queued through [`Self::raw`] since the last wait.
+    raw_queued: Cell<bool>,
 }
 
 impl CallStream<'_> {
@@ -72,9 +98,35 @@ impl CallStream<'_> {
     /// the return to the pool waits again (work queued later is only frees, which the
     /// stream orders before anything the next call queues).
     pub(super) fn finish(&self) -> Result<(), BackendError> {
-        self.synchronize().map_err(launch_failed)?;
+        // SAFETY: the stream is live (this value holds it).
+        unsafe { cudarc::driver::result::stream::synchronize(self.cu_stream()) }
+            .map_err(launch_failed)?;
         self.finished.set(true);
+        self.raw_queued.set(false);
         Ok(())
+    }
+
+    /// The driver's handle, to queue work on directly (the caller has bound the context
+    /// to this thread); marks the call as having work to wait for.
+    pub(super) fn raw(&self) -> sys::CUstream {
+        self.finished.set(false);
+        self.raw_queued.set(true);
+        self.cu_stream()
+    }
+
+    /// The stream's scratch, for a call that has bound the context. Before the host
+    /// writes the pinned buffer ([`CallScratch::prepare`]), [`Self::idle_scratch`].
+    pub(super) fn scratch(&self) -> RefMut<'_, CallScratch> {
+        self.scratch.borrow_mut()
+    }
+
+    /// The stream's scratch once the stream is idle: waits first if work was queued
+    /// since the last wait.
+    pub(super) fn idle_scratch(&self) -> Result<RefMut<'_, CallScratch>, BackendError> {
+        if self.raw_queued.get() {
+            self.finish()?;
+        }
+        Ok(self.scratch.borrow_mut())
     }
 
     /// A guard that waits for the call's work when dropped, unless the call
@@ -109,11 +161,15 @@ impl Drop for CallStream<'_> {
         let Some(stream) = self.stream.take() else {
             return;
         };
+        let mut scratch = std::mem::replace(self.scratch.get_mut(), CallScratch::new());
         if self.finished.get() || stream.synchronize().is_ok() {
+            scratch.keep(self.pool.arena_keep);
             let mut idle = self.pool.idle.lock();
             if idle.len() < MAX_IDLE {
-                idle.push(stream);
+                idle.push((stream, scratch));
             }
+        } else {
+            scratch.abandon();
         }
     }
 }

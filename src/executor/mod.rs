@@ -199,6 +199,24 @@ impl HybridExecutor {
         &self.tracker
     }
 
+    /// Frees the device memory the accelerator keeps between calls to make the next one
+    /// cheap (the CUDA backend keeps, per idle stream, one scratch allocation of up to
+    /// 1/256 of the device and a pinned host buffer), for another process that shares the
+    /// GPU. The resident corpus stays; a later call allocates its scratch again. Calls in
+    /// flight keep theirs until they end.
+    ///
+    /// ```
+    /// # use hybridvec::{Executor, ExecutorConfig};
+    /// let ex = Executor::new(ExecutorConfig::default())?;
+    /// ex.release_cached_memory();
+    /// # Ok::<(), hybridvec::Error>(())
+    /// ```
+    pub fn release_cached_memory(&self) {
+        if let Some(accel) = &self.accel {
+            accel.release_cached_memory();
+        }
+    }
+
     /// Calls, fallbacks and time per backend since the executor was built.
     pub fn stats(&self) -> ExecutorStats {
         ExecutorStats {

@@ -10,13 +10,15 @@
 //! One file per operation: [`cosine`] (scores into memory), [`top_k`] (fused, filtered
 //! and chunked top-k), [`select`] (the radix-select and sort passes that merge
 //! candidates), [`norms`] (the resident corpus's norms and FP16 copy); [`kernel`] is the
-//! table of the kernels they launch; `cost` (tests only) counts what a program moves and
-//! computes.
+//! table of the kernels they launch; [`layout`] places a program's inputs, scratch and
+//! results in the one device allocation a call runs in; `cost` (tests only) counts what a
+//! program moves and computes.
 
 mod cosine;
 #[cfg(test)]
 pub(crate) mod cost;
 mod kernel;
+mod layout;
 mod norms;
 mod select;
 #[cfg(test)]
@@ -25,6 +27,7 @@ mod top_k;
 
 pub(crate) use cosine::cosine_chunk;
 pub(crate) use kernel::{Family, Kernel};
+pub(crate) use layout::{Layout, ALIGN};
 // The device's norms kernel serves the emulation tests; the backend uploads the host's.
 #[cfg(test)]
 pub(crate) use norms::inv_norms;
@@ -272,15 +275,10 @@ impl Program {
         self.counts
     }
 
-    /// Device bytes a run holds at its peak: its inputs and every scratch buffer (all are
-    /// allocated before the first launch). The resident corpus is not counted.
+    /// Device bytes a run holds at its peak: its inputs and every scratch buffer, as laid
+    /// out in its arena ([`Layout::total`]). The resident corpus is not counted.
     pub(crate) fn device_bytes(&self) -> u64 {
-        (self.extents.queries * 4 + self.extents.mask * 4) as u64
-            + self
-                .temps
-                .iter()
-                .map(|t| (t.len * t.elem.size()) as u64)
-                .sum::<u64>()
+        self.layout().total as u64
     }
 
     fn temp(&mut self, elem: Elem, len: usize) -> Buf {

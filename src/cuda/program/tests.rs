@@ -100,13 +100,73 @@ fn large_k_over_a_large_corpus_is_filtered_and_holds_far_less() {
 }
 
 #[test]
-fn device_bytes_count_inputs_and_every_temp() {
-    let mut s = shape(100, 50_000, 32);
-    s.masked = true;
-    let p = top_k(&s, 100, 8192);
-    let temps: usize = p.temps.iter().map(|t| t.len * t.elem.size()).sum();
-    let inputs = 100 * 32 * 4 + 50_000usize.div_ceil(32) * 4;
-    assert_eq!(p.device_bytes(), (temps + inputs) as u64);
+fn a_layout_places_every_buffer_apart_inputs_first_and_results_last() {
+    use super::layout::ALIGN;
+    for masked in [false, true] {
+        let mut s = shape(100, 50_000, 32);
+        s.masked = masked;
+        let programs = [
+            top_k(&s, 10, 8192),
+            top_k(&s, 100, 8192),
+            top_k_chunked(&s, 100, 8192),
+            cosine_chunk(&s, 0, 8192),
+        ];
+        for p in programs {
+            let l = p.layout();
+            let inputs = 100 * 32 * 4;
+            let mask = if masked {
+                50_000usize.div_ceil(32) * 4
+            } else {
+                0
+            };
+            // (start, end) of every buffer: the inputs, then each scratch buffer.
+            let mut spans = vec![(l.queries, l.queries + inputs)];
+            if masked {
+                spans.push((l.mask, l.mask + mask));
+            }
+            assert_eq!(l.inputs_end, spans.last().unwrap().1);
+            for (t, &at) in p.temps.iter().zip(&l.temps) {
+                spans.push((at, at + t.len * t.elem.size()));
+            }
+            for &(a, b) in &spans {
+                assert_eq!(a % ALIGN, 0, "{l:?}");
+                assert!(b <= l.total, "{l:?}");
+                assert!(a >= l.inputs_end || b <= l.inputs_end, "{l:?}");
+            }
+            let mut sorted = spans.clone();
+            sorted.sort();
+            for w in sorted.windows(2) {
+                assert!(w[0].1 <= w[1].0, "overlap in {l:?}");
+            }
+            // The results are adjacent, in order, and last.
+            let results = p.result_temps();
+            assert_eq!(
+                results[0],
+                match p.scores() {
+                    Buf::Temp(i) => i,
+                    _ => unreachable!(),
+                }
+            );
+            let result_spans: Vec<_> = results
+                .iter()
+                .map(|&i| spans[i + 1 + masked as usize])
+                .collect();
+            assert_eq!(l.results.start, result_spans[0].0);
+            assert_eq!(l.results.end, result_spans.last().unwrap().1);
+            for w in result_spans.windows(2) {
+                assert_eq!(w[1].0, w[0].1.div_ceil(ALIGN) * ALIGN);
+            }
+            for (i, span) in spans.iter().enumerate().skip(1 + masked as usize) {
+                if !results.contains(&(i - 1 - masked as usize)) {
+                    assert!(span.1 <= l.results.start, "{l:?}");
+                }
+            }
+            // Nothing wasted but alignment.
+            let used: usize = spans.iter().map(|(a, b)| b - a).sum();
+            assert!(l.total >= used && l.total < used + ALIGN * spans.len() + ALIGN);
+            assert_eq!(p.device_bytes(), l.total as u64);
+        }
+    }
 }
 
 #[test]
