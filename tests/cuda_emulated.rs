@@ -246,8 +246,7 @@ fn an_injected_oom_halves_the_chunk_and_then_falls_back() {
 
     // Room for the corpus and nothing more: every chunk's first allocation fails, the
     // chunk halves down to one query, then `Auto` re-runs the call on the CPU, and the
-    // report lists every step. (The first call of a shape goes where the roofline
-    // estimate says: the device, for a corpus this large against its advertised rates.)
+    // report lists every step.
     let (n2, q2) = (16_000, 4);
     let big_rows = Corpus::new(data::random_matrix(n2, d, 54), d).unwrap();
     let q2v = data::random_matrix(q2, d, 55);
@@ -268,7 +267,12 @@ fn an_injected_oom_halves_the_chunk_and_then_falls_back() {
     let placed: Vec<_> = (0..2)
         .map(|_| auto.top_k_with_report(m2, &big_rows, k).unwrap().1.backend)
         .collect();
-    assert_eq!(placed, [BackendKind::Gpu, BackendKind::Cpu]);
+    // Each side once (which first is the roofline estimate's call, from the overhead
+    // measured when the backend opened).
+    assert!(
+        placed.contains(&BackendKind::Gpu) && placed.contains(&BackendKind::Cpu),
+        "{placed:?}"
+    );
     auto.release_cached_memory();
     held.set_total_memory(drv.counters().live_bytes + 64);
     let (got, report) = auto.top_k_with_report(m2, &big_rows, k).unwrap();
@@ -422,6 +426,8 @@ fn threads_on_different_corpora_get_exact_answers() {
         .iter()
         .map(|cv| Corpus::new(cv.clone(), d).unwrap())
         .collect();
+    // Without the scratch of the round trips timed when the backend opened.
+    ex.release_cached_memory();
     let before = drv.counters();
     std::thread::scope(|s| {
         for t in 0..4u64 {
@@ -769,8 +775,20 @@ fn each_device_loads_the_kernel_image_it_runs() {
         held.set_compute_capability(major, minor);
         let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
         match ex.capabilities().cuda {
-            hybridvec::CudaStatus::Available { kernels, .. } => {
-                assert_eq!(kernels, want, "compute capability {major}.{minor}")
+            hybridvec::CudaStatus::Available {
+                kernels,
+                call_overhead,
+                ..
+            } => {
+                assert_eq!(kernels, want, "compute capability {major}.{minor}");
+                // Measured: the emulated driver's streams delay every operation, so a
+                // round trip takes longer than the 30 µs assumed when it cannot be.
+                let t = call_overhead.expect("measured when the backend opened");
+                assert!(
+                    t > std::time::Duration::from_micros(30)
+                        && t < std::time::Duration::from_secs(2),
+                    "{t:?}"
+                );
             }
             other => panic!("{major}.{minor}: {other:?}"),
         }

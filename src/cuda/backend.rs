@@ -73,6 +73,21 @@ struct CallBuffers<'a> {
     bias: Option<&'a CudaSlice<f32>>,
 }
 
+impl CallBuffers<'_> {
+    /// The shared device buffers a program runs against.
+    fn shared(&self) -> launch::Bound<'_> {
+        launch::Bound {
+            bias: self.bias,
+            ..self.corpus.bound(self.half)
+        }
+    }
+
+    /// The inputs a program uploads: the queries, and the live mask.
+    fn inputs(&self) -> (&[f32], Option<&[u32]>) {
+        (self.queries, self.mask)
+    }
+}
+
 /// A top-k program's results on the host.
 struct TopKResult {
     scores: Vec<f32>,
@@ -110,9 +125,10 @@ impl CudaBackend {
             flops: (sms * 128.0 * 2.0 * clock_khz * 1e3).max(1e12),
             // Double data rate.
             bytes_per_sec: (2.0 * mem_khz * 1e3 * bus_bits / 8.0).max(1e11),
+            // Measured below, once the backend can run a program.
             overhead: Duration::from_micros(30),
         };
-        Ok(Self {
+        let mut backend = Self {
             // An idle stream keeps an arena of up to 1/256 of the device (at least
             // 16 MiB): every call of moderate size then allocates nothing.
             streams: StreamPool::new(
@@ -129,7 +145,17 @@ impl CudaBackend {
             budget: config.memory_budget,
             precision: config.precision,
             sms: (sms as usize).max(1),
-        })
+        };
+        match backend.call_overhead() {
+            Ok(t) => backend.rates.overhead = t,
+            Err(e) => tracing::debug!(error = %e, "call overhead not measured; assuming 30 µs"),
+        }
+        Ok(backend)
+    }
+
+    /// The fixed cost of a call, measured when the backend opened.
+    pub(crate) fn call_overhead_measured(&self) -> Duration {
+        self.rates.overhead
     }
 
     pub(crate) fn device_name(&self) -> &str {
@@ -177,30 +203,57 @@ impl CudaBackend {
         Ok((build(plan.rows_per_chunk), plan.rows_per_chunk))
     }
 
-    /// Queues `p` on the call's stream: readies the arena (and uploads the inputs when
-    /// `upload`), then the launches and the read-back of the results. Returns the layout.
+    /// Queues `p` on the call's stream against the `shared` buffers: readies the arena
+    /// (and uploads `inputs`, the queries and live mask, when given), then the launches
+    /// and the read-back of the results. Returns the layout.
     fn queue(
         &self,
         stream: &CallStream<'_>,
         p: &Program,
-        call: &CallBuffers<'_>,
-        upload: bool,
+        shared: launch::Bound<'_>,
+        inputs: Option<(&[f32], Option<&[u32]>)>,
     ) -> Result<Layout, BackendError> {
         let layout = p.layout();
         let mut scratch = stream.idle_scratch()?;
         let base = scratch.prepare(stream, &layout)?;
         let raw = stream.raw();
-        if upload {
-            scratch.upload(raw, base, &layout, call.queries, call.mask)?;
+        if let Some((queries, mask)) = inputs {
+            scratch.upload(raw, base, &layout, queries, mask)?;
         }
         let bound = launch::Bound {
-            bias: call.bias,
             arena: (base, scratch.arena_bytes()),
-            ..call.corpus.bound(call.half)
+            ..shared
         };
         launch::run(&self.kernels, stream, raw, p, &layout, bound)?;
         scratch.read_back(raw, base, layout.results.clone())?;
         Ok(layout)
+    }
+
+    /// The fixed cost of a call, for the dispatcher's estimate: the median of five
+    /// timed round trips of the smallest program (an upload, three launches, a read-back
+    /// and the wait), after one to warm up.
+    fn call_overhead(&self) -> Result<Duration, BackendError> {
+        let stream = self.streams.take()?;
+        self.ctx.bind_to_thread().map_err(launch_failed)?;
+        let _done = stream.done_guard();
+        let p = program::round_trip(3);
+        let shared = launch::Bound {
+            corpus: None,
+            inv_norms: None,
+            corpus_f16: None,
+            bias: None,
+            arena: (0, 0),
+        };
+        let mut times = Vec::with_capacity(6);
+        for _ in 0..6 {
+            let t = std::time::Instant::now();
+            self.queue(&stream, &p, shared, Some((&[0.0], None)))?;
+            stream.finish()?;
+            times.push(t.elapsed());
+        }
+        times.remove(0);
+        times.sort();
+        Ok(times[times.len() / 2])
     }
 
     /// The corpus's FP16 copy under [`Precision::Fp16`] (made on first use), `None`
@@ -238,7 +291,7 @@ impl CudaBackend {
         call: &CallBuffers<'_>,
     ) -> Result<TopKResult, BackendError> {
         let (prog, _) = self.fit(stream, n, build)?;
-        let layout = self.queue(stream, &prog, call, true)?;
+        let layout = self.queue(stream, &prog, call.shared(), Some(call.inputs()))?;
         stream.scratch().mark(stream, 1)?;
         stream.finish()?;
         let scratch = stream.scratch();
@@ -384,7 +437,12 @@ impl CudaBackend {
         let parts = plan::process_in_chunks(n, rows_per_chunk, nq, |range| {
             let prog = program::cosine_chunk(&shape, range.start, range.len());
             let part = self
-                .queue(&stream, &prog, &call, std::mem::take(&mut first))
+                .queue(
+                    &stream,
+                    &prog,
+                    call.shared(),
+                    std::mem::take(&mut first).then(|| call.inputs()),
+                )
                 .and_then(|layout| {
                     stream.finish()?;
                     let scores = layout

@@ -71,8 +71,8 @@ impl Kernels {
 /// which holds its inputs and scratch as the program's [`Layout`] places them.
 #[derive(Clone, Copy)]
 pub(super) struct Bound<'a> {
-    pub(super) corpus: &'a CudaSlice<f32>,
-    pub(super) inv_norms: &'a CudaSlice<f32>,
+    pub(super) corpus: Option<&'a CudaSlice<f32>>,
+    pub(super) inv_norms: Option<&'a CudaSlice<f32>>,
     pub(super) corpus_f16: Option<&'a CudaSlice<u16>>,
     /// L2's row biases.
     pub(super) bias: Option<&'a CudaSlice<f32>>,
@@ -87,8 +87,8 @@ impl Bound<'_> {
     fn covers(&self, p: &Program, layout: &Layout) -> bool {
         let need = p.extents();
         let len = |l: Option<usize>| l.unwrap_or(0);
-        self.corpus.len() >= need.corpus
-            && self.inv_norms.len() >= need.inv_norms
+        len(self.corpus.map(|b| b.len())) >= need.corpus
+            && len(self.inv_norms.map(|b| b.len())) >= need.inv_norms
             && len(self.corpus_f16.map(|b| b.len())) >= need.corpus_f16
             && len(self.bias.map(|b| b.len())) >= need.bias
             && self.arena.1 >= layout.total
@@ -115,8 +115,8 @@ impl Bound<'_> {
         let found = match buf {
             Buf::Queries => in_arena(layout.queries, extents.queries, 4),
             Buf::Mask => in_arena(layout.mask, extents.mask, 4),
-            Buf::Corpus => at(self.corpus, offset, stream),
-            Buf::InvNorms => at(self.inv_norms, offset, stream),
+            Buf::Corpus => self.corpus.and_then(|c| at(c, offset, stream)),
+            Buf::InvNorms => self.inv_norms.and_then(|v| at(v, offset, stream)),
             Buf::CorpusF16 => self.corpus_f16.and_then(|h| at(h, offset, stream)),
             Buf::Bias => self.bias.and_then(|b| at(b, offset, stream)),
             Buf::Temp(i) => p

@@ -46,6 +46,10 @@ pub enum CudaStatus {
         /// The kernel images the device loaded ("sm_90 cubin", "PTX (JIT)", "fatbin");
         /// empty for an accelerator the application brought.
         kernels: String,
+        /// The fixed cost of a call (an upload, three launches, a read-back and the
+        /// wait), measured when the backend opened; `None` for an accelerator the
+        /// application brought.
+        call_overhead: Option<std::time::Duration>,
     },
     /// CUDA cannot serve; `reason` is meant for people ("no libcuda found", ...).
     Unavailable {
@@ -160,6 +164,7 @@ pub(crate) fn probe() -> CudaStatus {
             device: b.device_name().to_string(),
             total_memory: b.total_memory(),
             kernels: b.kernel_images(),
+            call_overhead: Some(b.call_overhead_measured()),
         },
         Err(reason) => CudaStatus::Unavailable { reason },
     }

@@ -129,8 +129,8 @@ impl Resident {
     /// program reads it (a call adds its L2 biases and its arena).
     pub(super) fn bound<'a>(&'a self, corpus_f16: Option<&'a CudaSlice<u16>>) -> Bound<'a> {
         Bound {
-            corpus: &self.data,
-            inv_norms: &self.inv,
+            corpus: Some(&self.data),
+            inv_norms: Some(&self.inv),
             corpus_f16,
             bias: None,
             arena: (0, 0),

@@ -335,10 +335,15 @@ fn info(json: bool) -> Result<(), Error> {
             device,
             total_memory,
             kernels,
+            call_overhead,
         } => (
             format!(
-                "available: {device}, {:.1} GiB, kernels: {kernels}",
-                *total_memory as f64 / (1u64 << 30) as f64
+                "available: {device}, {:.1} GiB, kernels: {kernels}{}",
+                *total_memory as f64 / (1u64 << 30) as f64,
+                call_overhead.map_or_else(String::new, |t| format!(
+                    ", call overhead {:.1} µs (measured)",
+                    t.as_secs_f64() * 1e6
+                ))
             ),
             None,
         ),

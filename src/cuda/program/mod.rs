@@ -385,6 +385,28 @@ impl Shape {
     }
 }
 
+/// The smallest program: `launches` sorts of one zeroed candidate, for the fixed cost of
+/// a call (an upload of one query value, the launches, a read-back), which the backend
+/// measures when it opens.
+pub(crate) fn round_trip(launches: usize) -> Program {
+    let mut p = Program::new(Extents {
+        queries: 1,
+        ..Extents::default()
+    });
+    let (s, i) = (p.zeroed_temp(Elem::F32, 1), p.zeroed_temp(Elem::I64, 1));
+    for _ in 0..launches {
+        p.launches.push(Launch {
+            kernel: Kernel::SortTopK,
+            grid: grid(1, 1),
+            block: 512,
+            smem: 0,
+            args: vec![Arg::Ptr(s, 0), Arg::Ptr(i, 0), int(1)],
+        });
+    }
+    (p.scores, p.indices) = (s, i);
+    p
+}
+
 pub(super) fn int(v: usize) -> Arg {
     Arg::I32(i32::try_from(v).expect("a kernel count exceeds i32"))
 }
