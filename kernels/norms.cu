@@ -24,3 +24,11 @@ extern "C" __global__ void hv_rows_to_half(const float* __restrict__ x, long lon
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += step)
         out[e] = hv_float_to_half(x[e] * inv[e / dim]);
 }
+
+// FP16 copies of the (unit-norm) queries, for a GEMM against the FP16 corpus copy.
+extern "C" __global__ void hv_queries_to_half(const float* __restrict__ q, long long count,
+                                              unsigned short* __restrict__ out) {
+    long long step = (long long)gridDim.x * blockDim.x;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < count; e += step)
+        out[e] = hv_float_to_half(q[e]);
+}

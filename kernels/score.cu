@@ -114,3 +114,20 @@ hv_score_tiled_l2(const float* __restrict__ queries, int nq, int dim, const floa
                   long long row0, long long rows, float* __restrict__ out, long long ld) {
     hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, row0, rows, out, ld);
 }
+
+// The scores of rows row0 .. row0 + rows from their dot products, in place (after a GEMM
+// wrote the dots: cuBLAS does the arithmetic, this the per-row part the fused kernels do
+// in their epilogue): out[q][i] = hv_row_score(out[q][i]) for live rows, absent for rows
+// the mask clears. Memory-bound: one read and one write of each score.
+extern "C" __global__ void __launch_bounds__(256)
+hv_apply_row_factors(float* __restrict__ out, long long ld, int nq, long long row0,
+                     long long rows, const float* __restrict__ inv,
+                     const float* __restrict__ bias, const unsigned int* __restrict__ mask) {
+    long long total = (long long)nq * rows;
+    long long step = (long long)gridDim.x * blockDim.x;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += step) {
+        long long q = e / rows, i = e % rows, r = row0 + i;
+        float* s = out + q * ld + i;
+        *s = hv_live(mask, r) ? hv_row_score(*s, inv, bias, r) : __uint_as_float(HV_ABSENT_BITS);
+    }
+}

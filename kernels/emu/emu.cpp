@@ -9,6 +9,7 @@
 #include "../topk.cu"
 
 #include <mutex>
+#include <vector>
 #include <utility>
 
 // Self-tests: kernels that are wrong on purpose, to show the emulator catches them.
@@ -26,7 +27,52 @@ extern "C" __global__ void hv_emu_selftest_race(float* out, float base) {
     out[threadIdx.x] = s[(threadIdx.x + 1) % 256] - base;
 }
 
+// cuBLAS's part of a GEMM-scored program, on the CPU: C (m × n, column-major, ldc) = Aᵀ·B
+// with A (k × m, lda = k: rows of the corpus) and B (k × n, ldb = k: the queries), FP32
+// sums. TF32 rounds both operands to 10 mantissa bits first, as the tensor cores do; FP16
+// operands are binary16 bits. As cublasGemmEx(transa = T, transb = N) computes it, for the
+// emulated cuBLAS of driver.cpp and the programs' emulation tests alike.
+enum HvGemmKind { kGemmFp32 = 0, kGemmTf32 = 1, kGemmFp16 = 2 };
+
+extern "C" void hv_emu_gemm(int kind, long long m, long long n, long long k, const void* a,
+                            long long lda, const void* b, long long ldb, float* c,
+                            long long ldc) {
+    auto load = [kind](const void* base, long long i) -> float {
+        if (kind == kGemmFp16) return hv_half_to_float(static_cast<const unsigned short*>(base)[i]);
+        float v = static_cast<const float*>(base)[i];
+        return kind == kGemmTf32 ? __uint_as_float(hv_to_tf32(v)) : v;
+    };
+    std::vector<float> col(static_cast<size_t>(k));
+    for (long long j = 0; j < n; ++j) {
+        for (long long t = 0; t < k; ++t) col[t] = load(b, j * ldb + t);
+        for (long long i = 0; i < m; ++i) {
+            float acc = 0.0f;
+            for (long long t = 0; t < k; ++t) acc += load(a, i * lda + t) * col[t];
+            c[j * ldc + i] = acc;
+        }
+    }
+}
+
 namespace {
+
+// The GEMM steps of a program, as the emulator runs them: once, not per thread (grid and
+// block must be 1 × 1 × 1 and 32). Arguments: A, B, C, m (rows), n (queries), k (dim), ldc.
+template <int KIND, class T>
+void gemm_step(const T* a, const T* b, float* c, long long m, long long n, int k, long long ldc) {
+    hv_emu_gemm(KIND, m, n, k, a, k, b, k, c, ldc);
+}
+void hv_gemm_fp32(const float* a, const float* b, float* c, long long m, long long n, int k,
+                  long long ldc) {
+    gemm_step<kGemmFp32>(a, b, c, m, n, k, ldc);
+}
+void hv_gemm_tf32(const float* a, const float* b, float* c, long long m, long long n, int k,
+                  long long ldc) {
+    gemm_step<kGemmTf32>(a, b, c, m, n, k, ldc);
+}
+void hv_gemm_fp16(const unsigned short* a, const unsigned short* b, float* c, long long m,
+                  long long n, int k, long long ldc) {
+    gemm_step<kGemmFp16>(a, b, c, m, n, k, ldc);
+}
 
 template <class F>
 struct Signature;
@@ -51,12 +97,19 @@ struct Entry {
     void (*invoke)(void** params);
     const size_t* param_sizes;
     size_t params;
+    // Runs once, on the host (the GEMM steps), not once per emulated thread.
+    bool direct;
 };
 
 #define HV_EMU_KERNEL(f)                                                                   \
     Entry {                                                                                \
         #f, [](void** p) { call_with(f, p, std::make_index_sequence<arity(f)>{}); },        \
-            Signature<decltype(f)>::sizes, Signature<decltype(f)>::count                   \
+            Signature<decltype(f)>::sizes, Signature<decltype(f)>::count, false            \
+    }
+#define HV_EMU_DIRECT(f)                                                                   \
+    Entry {                                                                                \
+        #f, [](void** p) { call_with(f, p, std::make_index_sequence<arity(f)>{}); },        \
+            Signature<decltype(f)>::sizes, Signature<decltype(f)>::count, true             \
     }
 
 const Entry kKernels[] = {
@@ -73,7 +126,9 @@ const Entry kKernels[] = {
     HV_EMU_KERNEL(hv_score_tiled_l2), HV_EMU_KERNEL(hv_topk_small_q_l2),
     HV_EMU_KERNEL(hv_topk_tiled_l2), HV_EMU_KERNEL(hv_filter_small_q_l2),
     HV_EMU_KERNEL(hv_filter_tiled_l2), HV_EMU_KERNEL(hv_emu_selftest_divergent_barrier),
-    HV_EMU_KERNEL(hv_emu_selftest_race),
+    HV_EMU_KERNEL(hv_emu_selftest_race), HV_EMU_KERNEL(hv_apply_row_factors),
+    HV_EMU_KERNEL(hv_queries_to_half), HV_EMU_DIRECT(hv_gemm_fp32),
+    HV_EMU_DIRECT(hv_gemm_tf32), HV_EMU_DIRECT(hv_gemm_fp16),
 };
 
 const Entry* find(const char* name) {
@@ -104,6 +159,12 @@ extern "C" int hv_emu_launch(const char* name, const unsigned int* grid, const u
     };
     const Entry* e = find(name);
     if (!e) return report("no such kernel");
+    if (e->direct) {
+        if (grid[0] * grid[1] * grid[2] != 1 || block[0] * block[1] * block[2] != 32)
+            return report("a GEMM step runs on a 1 x 1 x 1 grid of one warp");
+        e->invoke(params);
+        return 0;
+    }
     hv_emu::Launch l;
     l.grid = dim3{grid[0], grid[1], grid[2]};
     l.block = dim3{block[0], block[1], block[2]};

@@ -278,6 +278,7 @@ impl CudaBackend {
             metric: corpus.metric(),
             precision: self.precision,
             sms: self.sms,
+            gemm: false,
         }
     }
 

@@ -90,6 +90,7 @@ mod tests {
             precision: Precision::Fp32,
             metric: crate::metric::Metric::Cosine,
             sms: 132,
+            gemm: false,
         };
         move |r| program::top_k_chunked(&s, k, r).device_bytes()
     }

@@ -132,12 +132,15 @@ fn f16_to_f32(h: u16) -> f32 {
 #[test]
 fn cosine_chunks_match_the_reference() {
     let emu = with_emulator!();
-    for (nq, precision) in [
-        (3, Precision::Fp32),
-        (70, Precision::Fp32),
-        (70, Precision::Tf32),
-        (3, Precision::Fp16),
-        (70, Precision::Fp16),
+    for (nq, precision, gemm) in [
+        (3, Precision::Fp32, false),
+        (70, Precision::Fp32, false),
+        (70, Precision::Tf32, false),
+        (3, Precision::Fp16, false),
+        (70, Precision::Fp16, false),
+        (3, Precision::Fp32, true),
+        (70, Precision::Tf32, true),
+        (5, Precision::Fp16, true),
     ] {
         let seed = seed();
         let (n, dim) = (900, 20);
@@ -152,6 +155,7 @@ fn cosine_chunks_match_the_reference() {
             precision,
             metric: crate::metric::Metric::Cosine,
             sms: 2,
+            gemm,
         };
         let want = data::cosine_reference(&q, &c, dim);
         let tol = precision.score_tolerance() as f64;
@@ -163,7 +167,7 @@ fn cosine_chunks_match_the_reference() {
                 let (g, w) = (got[qi * rows + i] as f64, want[qi][row0 + i]);
                 assert!(
                     (g - w).abs() <= tol,
-                    "seed {seed} Q={nq} {precision:?}: query {qi} row {}: {g} vs {w}",
+                    "seed {seed} Q={nq} {precision:?} gemm {gemm}: query {qi} row {}: {g} vs {w}",
                     row0 + i
                 );
             }
@@ -174,7 +178,8 @@ fn cosine_chunks_match_the_reference() {
 #[test]
 fn every_kernel_is_in_the_emulator() {
     let emu = with_emulator!();
-    for k in Kernel::ALL {
+    let gemm = [Kernel::GemmFp32, Kernel::GemmTf32, Kernel::GemmFp16];
+    for k in Kernel::ALL.into_iter().chain(gemm) {
         let name = CString::new(k.symbol()).unwrap();
         let mut sizes = [0usize; 32];
         // SAFETY: `sizes` has room for the 32 entries the callee may write.

@@ -48,6 +48,8 @@ struct Case {
     sorted: bool,
     /// What the kernels score (inner product and L2 in FP32 only).
     metric: Metric,
+    /// Scored by GEMM steps (cuBLAS on a device) instead of the own kernels.
+    gemm: bool,
 }
 
 impl Case {
@@ -65,6 +67,7 @@ impl Case {
             sorted: false,
             expect: None,
             metric: Metric::Cosine,
+            gemm: false,
         }
     }
 }
@@ -182,6 +185,7 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         precision: case.precision,
         metric: case.metric,
         sms: 2,
+        gemm: case.gemm,
     };
     let (scores, idx, path) = emulated_top_k(emu, &shape, k, case.chunk, &mut inp, seed);
     if let Some(want) = case.expect {
@@ -463,5 +467,37 @@ fn exact_ties_keep_the_lower_row() {
                 ..Case::new(nq, 3000, 16, k)
             },
         );
+    }
+}
+
+#[test]
+fn gemm_scored_top_k_matches_the_reference_at_every_precision_metric_and_mask() {
+    let emu = with_emulator!();
+    let cases = [
+        (Precision::Fp32, Metric::Cosine),
+        (Precision::Fp32, Metric::InnerProduct),
+        (Precision::Fp32, Metric::L2),
+        (Precision::Tf32, Metric::Cosine),
+        (Precision::Fp16, Metric::Cosine),
+    ];
+    for (precision, metric) in cases {
+        for (nq, n, dim, k, chunk, delete) in [
+            (3, 700, 16, 10, 4096, 0),
+            (70, 5000, 24, 40, 2048, 3),
+            (9, 3000, 33, 1, 1000, 0),
+        ] {
+            check_top_k(
+                emu,
+                &Case {
+                    precision,
+                    metric,
+                    chunk,
+                    delete,
+                    gemm: true,
+                    expect: Some(Taken::Direct),
+                    ..Case::new(nq, n, dim, k)
+                },
+            );
+        }
     }
 }

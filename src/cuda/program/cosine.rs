@@ -1,8 +1,99 @@
 //! The cosine scores of a chunk of rows, into device memory: the scoring launches, which
-//! the chunked top-k path reuses.
+//! the chunked top-k path reuses. Under [`Shape::gemm`] a cuBLAS GEMM computes the dot
+//! products and one memory-bound pass applies each row's factor, bias and mask.
 
-use super::{grid, long, Arg, Buf, Elem, Extents, Family, Launch, Program, Shape};
+use super::{grid, int, long, Arg, Buf, Elem, Extents, Family, Kernel, Launch, Program, Shape};
 use super::{MAX_GRID_Y, TILE};
+use crate::cuda::Precision;
+use crate::metric::Metric;
+
+/// The queries as the GEMM reads them: the queries, or under FP16 their FP16 copy, made
+/// by the program's first GEMM (into a scratch buffer of `nq × dim` halves).
+fn gemm_queries(p: &mut Program, s: &Shape) -> Buf {
+    if s.precision != Precision::Fp16 {
+        return Buf::Queries;
+    }
+    if let Some(b) = p.half_queries {
+        return b;
+    }
+    let count = s.nq * s.dim;
+    // Halves, two to a u32.
+    let half = p.temp(Elem::U32, count.div_ceil(2));
+    p.launches.push(Launch {
+        kernel: Kernel::QueriesToHalf,
+        grid: grid(count.div_ceil(256).clamp(1, 1 << 16), 1),
+        block: 256,
+        smem: 0,
+        args: vec![Arg::Ptr(Buf::Queries, 0), long(count), Arg::Ptr(half, 0)],
+    });
+    p.half_queries = Some(half);
+    half
+}
+
+/// [`score`] by a GEMM: `out[at + q·ld + i]` = the dot product of query q and row
+/// `row0 + i` (column-major, the rows fastest: what cuBLAS writes for C = rowsᵀ·queries),
+/// then the rows' factors, biases and mask applied in place.
+fn score_by_gemm(
+    p: &mut Program,
+    s: &Shape,
+    (row0, rows): (usize, usize),
+    (out, at, ld): (Buf, usize, usize),
+) {
+    let (nq, dim) = (s.nq, s.dim);
+    let b = gemm_queries(p, s);
+    let (kernel, a) = match s.precision {
+        Precision::Fp32 => (Kernel::GemmFp32, Buf::Corpus),
+        Precision::Tf32 => (Kernel::GemmTf32, Buf::Corpus),
+        Precision::Fp16 => (Kernel::GemmFp16, Buf::CorpusF16),
+    };
+    // Reads rows × dim of A from row0, nq × dim of B; writes nq columns of `rows` at
+    // stride ld from `at`.
+    p.launches.push(Launch {
+        kernel,
+        grid: grid(1, 1),
+        block: 32,
+        smem: 0,
+        args: vec![
+            Arg::Ptr(a, row0 * dim),
+            Arg::Ptr(b, 0),
+            Arg::Ptr(out, at),
+            long(rows),
+            long(nq),
+            int(dim),
+            long(ld),
+        ],
+    });
+    let (inv, bias) = match (s.precision, s.metric) {
+        (Precision::Fp16, _) | (_, Metric::InnerProduct) => (Arg::Null, Arg::Null),
+        (_, Metric::Cosine) => (Arg::Ptr(Buf::InvNorms, 0), Arg::Null),
+        (_, Metric::L2) => (Arg::Null, Arg::Ptr(Buf::Bias, 0)),
+    };
+    let mask = if s.masked {
+        Arg::Ptr(Buf::Mask, 0)
+    } else {
+        Arg::Null
+    };
+    if [inv, bias, mask].iter().all(|a| *a == Arg::Null) {
+        return;
+    }
+    // Reads and writes the scores just written; reads inv, bias and mask at the rows.
+    p.launches.push(Launch {
+        kernel: Kernel::ApplyRowFactors,
+        grid: grid((nq * rows).div_ceil(256).clamp(1, 1 << 16), 1),
+        block: 256,
+        smem: 0,
+        args: vec![
+            Arg::Ptr(out, at),
+            long(ld),
+            int(nq),
+            long(row0),
+            long(rows),
+            inv,
+            bias,
+            mask,
+        ],
+    });
+}
 
 /// Scores of all queries against rows `row0 .. row0 + rows` into `out` (row stride `ld`,
 /// starting at element `at`): the kernel writes `out[at + q·ld + i]`, q < nq, i < rows.
@@ -15,6 +106,10 @@ pub(super) fn score(
     at: usize,
     ld: usize,
 ) {
+    if s.gemm {
+        score_by_gemm(p, s, (row0, rows), (out, at, ld));
+        return;
+    }
     let (nq, dim) = (s.nq, s.dim);
     if s.small() {
         p.launches.push(Launch {

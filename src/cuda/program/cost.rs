@@ -104,7 +104,8 @@ fn scoring(kernel: Kernel) -> Option<(Scan, Output, f64)> {
         FilterTiled | FilterTiledTf32 | FilterTiledF16 | FilterTiledL2 => {
             (Scan::Tiled, Output::Filter)
         }
-        InvNorms | SelectTopK | SortTopK | RowsToHalf => return None,
+        InvNorms | SelectTopK | SortTopK | RowsToHalf | ApplyRowFactors | QueriesToHalf
+        | GemmFp32 | GemmTf32 | GemmFp16 => return None,
     };
     let elem = match kernel {
         ScoreSmallQF16 | ScoreTiledF16 | TopKSmallQF16 | TopKTiledF16 | FilterSmallQF16
@@ -180,6 +181,32 @@ pub(crate) fn launch_cost(l: &Launch) -> Cost {
         }
         Kernel::SortTopK => Cost {
             bytes: gx * num(a.get(2)) * 12.0 * 2.0,
+            flops: 0.0,
+        },
+        Kernel::GemmFp32 | Kernel::GemmTf32 | Kernel::GemmFp16 => {
+            // args: A, B, C, m (rows), n (queries), k (dim), ldc. cuBLAS reads each
+            // operand about once (its tiles stay in L2 and shared memory) and writes C.
+            let (m, n, k) = (num(a.get(3)), num(a.get(4)), num(a.get(5)));
+            let elem = if l.kernel() == Kernel::GemmFp16 {
+                2.0
+            } else {
+                4.0
+            };
+            Cost {
+                bytes: (m + n) * k * elem + m * n * 4.0,
+                flops: 2.0 * m * n * k,
+            }
+        }
+        Kernel::ApplyRowFactors => {
+            // args: out, ld, nq, row0, rows, inv, bias, mask: each score read and written.
+            let (nq, rows) = (num(a.get(2)), num(a.get(4)));
+            Cost {
+                bytes: nq * rows * 8.0 + rows * 4.0,
+                flops: 0.0,
+            }
+        }
+        Kernel::QueriesToHalf => Cost {
+            bytes: num(a.get(1)) * 6.0,
             flops: 0.0,
         },
         // The resident copy's own passes (not part of a search call).

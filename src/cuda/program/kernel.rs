@@ -1,6 +1,7 @@
-//! The kernels of `kernels/*.cu` that programs launch: their symbols and modules.
+//! The kernels of `kernels/*.cu` that programs launch: their symbols and modules; and the
+//! GEMM steps, which cuBLAS runs (the emulator runs them on the host).
 
-/// A kernel of `kernels/*.cu`.
+/// A kernel of `kernels/*.cu`, or a GEMM step of cuBLAS ([`Kernel::gemm`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kernel {
     InvNorms,
@@ -28,10 +29,28 @@ pub(crate) enum Kernel {
     TopKTiledL2,
     FilterSmallQL2,
     FilterTiledL2,
+    ApplyRowFactors,
+    QueriesToHalf,
+    /// cuBLAS: scores = corpus rows · queries, FP32 (arguments: A = rows, B = queries,
+    /// C = scores, m = rows, n = queries, k = dim, ldc).
+    GemmFp32,
+    /// The same on TF32 tensor cores.
+    GemmTf32,
+    /// The same from FP16 operands (the FP16 corpus copy and FP16 queries).
+    GemmFp16,
+}
+
+/// The operand types of a GEMM step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GemmKind {
+    Fp32,
+    Tf32,
+    Fp16,
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 25] = [
+    /// Every kernel of `kernels/*.cu` (the GEMM steps are cuBLAS's).
+    pub(crate) const ALL: [Kernel; 27] = [
         Kernel::InvNorms,
         Kernel::ScoreSmallQ,
         Kernel::ScoreTiled,
@@ -57,7 +76,19 @@ impl Kernel {
         Kernel::TopKTiledL2,
         Kernel::FilterSmallQL2,
         Kernel::FilterTiledL2,
+        Kernel::ApplyRowFactors,
+        Kernel::QueriesToHalf,
     ];
+
+    /// The GEMM a step runs, for the GEMM steps.
+    pub(crate) fn gemm(self) -> Option<GemmKind> {
+        match self {
+            Kernel::GemmFp32 => Some(GemmKind::Fp32),
+            Kernel::GemmTf32 => Some(GemmKind::Tf32),
+            Kernel::GemmFp16 => Some(GemmKind::Fp16),
+            _ => None,
+        }
+    }
 
     /// The `extern "C"` name.
     pub(crate) fn symbol(self) -> &'static str {
@@ -87,20 +118,27 @@ impl Kernel {
             Kernel::TopKTiledL2 => "hv_topk_tiled_l2",
             Kernel::FilterSmallQL2 => "hv_filter_small_q_l2",
             Kernel::FilterTiledL2 => "hv_filter_tiled_l2",
+            Kernel::ApplyRowFactors => "hv_apply_row_factors",
+            Kernel::QueriesToHalf => "hv_queries_to_half",
+            Kernel::GemmFp32 => "hv_gemm_fp32",
+            Kernel::GemmTf32 => "hv_gemm_tf32",
+            Kernel::GemmFp16 => "hv_gemm_fp16",
         }
     }
 
     /// The `kernels/<module>.cu` that defines it.
     pub(crate) fn module(self) -> &'static str {
         match self {
-            Kernel::InvNorms | Kernel::RowsToHalf => "norms",
+            Kernel::InvNorms | Kernel::RowsToHalf | Kernel::QueriesToHalf => "norms",
+            Kernel::GemmFp32 | Kernel::GemmTf32 | Kernel::GemmFp16 => "cublas",
             Kernel::ScoreSmallQ
             | Kernel::ScoreTiled
             | Kernel::ScoreTiledTf32
             | Kernel::ScoreSmallQF16
             | Kernel::ScoreTiledF16
             | Kernel::ScoreSmallQL2
-            | Kernel::ScoreTiledL2 => "score",
+            | Kernel::ScoreTiledL2
+            | Kernel::ApplyRowFactors => "score",
             Kernel::SelectTopK | Kernel::SortTopK => "topk",
             Kernel::TopKSmallQ
             | Kernel::TopKTiled

@@ -26,7 +26,7 @@ mod tests;
 mod top_k;
 
 pub(crate) use cosine::cosine_chunk;
-pub(crate) use kernel::{Family, Kernel};
+pub(crate) use kernel::{Family, GemmKind, Kernel};
 pub(crate) use layout::{Layout, ALIGN};
 // The device's norms kernel serves the emulation tests; the backend uploads the host's.
 #[cfg(test)]
@@ -239,6 +239,8 @@ pub(crate) struct Program {
     indices: Buf,
     extents: Extents,
     counts: Option<(Buf, usize)>,
+    /// The FP16 copy of the queries a GEMM program makes (see `cosine`).
+    half_queries: Option<Buf>,
 }
 
 impl Program {
@@ -305,6 +307,7 @@ impl Program {
             indices: Buf::Temp(0),
             extents,
             counts: None,
+            half_queries: None,
         }
     }
 }
@@ -324,6 +327,10 @@ pub(crate) struct Shape {
     pub precision: Precision,
     /// Streaming multiprocessors (sizes the fused grids).
     pub sms: usize,
+    /// Score through cuBLAS: GEMM steps, then the rows' factors applied in one pass;
+    /// top-k then scores rows in chunks into memory and selects (the fused and filtered
+    /// paths belong to the own kernels).
+    pub gemm: bool,
 }
 
 impl Shape {

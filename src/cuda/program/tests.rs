@@ -12,6 +12,7 @@ fn shape(nq: usize, n: usize, dim: usize) -> Shape {
         precision: Precision::Fp32,
         metric: crate::metric::Metric::Cosine,
         sms: 132,
+        gemm: false,
     }
 }
 

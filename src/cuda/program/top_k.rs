@@ -76,7 +76,9 @@ pub(crate) fn sampled_rows(n: usize, k: usize) -> Option<Vec<std::ops::Range<usi
 ///
 /// Requires nq ≤ 65 535 (grid y of the selection).
 pub(crate) fn top_k(s: &Shape, k: usize, rows_per_chunk: usize) -> Program {
-    let path = if s.fused(k) {
+    let path = if s.gemm {
+        Path::Chunked
+    } else if s.fused(k) {
         Path::Fused
     } else if let Some((sample, cap)) = filter_sizes(s.n, k) {
         Path::Filtered { sample, cap }
