@@ -35,17 +35,32 @@ __device__ __forceinline__ long long hv_candidate_index(const long long* __restr
     return indices ? indices[row_start + p] : index_base + p;
 }
 
+// A candidate's score as selected: as stored, or (SCORED: the first pass over a GEMM's dot
+// products, whose candidates are corpus rows index_base + p) the row's score from its dot
+// product, absent for a row the mask clears.
+template <bool SCORED>
+__device__ __forceinline__ float hv_candidate_score(const float* __restrict__ row, long long p,
+                                                    long long index_base,
+                                                    const float* __restrict__ inv,
+                                                    const float* __restrict__ bias,
+                                                    const unsigned int* __restrict__ mask) {
+    float v = row[p];
+    if (!SCORED) return v;
+    long long r = index_base + p;
+    return hv_live(mask, r) ? hv_row_score(v, inv, bias, r) : __uint_as_float(HV_ABSENT_BITS);
+}
+
 // scores: per query a row of `len` candidates at stride `ld` (or counts[q] of them when
 // counts is non-null and that is fewer); indices: same layout, or null, meaning candidate
 // i of the row is corpus row index_base + i. The output for
 // (query, segment) lands at out_*[query * out_ld + (seg_offset + segment) * k].
-// At most 64 registers, so four blocks fit on an SM.
-extern "C" __global__ void __launch_bounds__(HV_THREADS, 4)
-hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ indices,
-               const unsigned int* __restrict__ counts, long long ld, long long len,
-               long long index_base, int k,
-               float* __restrict__ out_scores, long long* __restrict__ out_indices,
-               long long out_ld, long long seg_offset) {
+template <bool SCORED>
+__device__ __forceinline__ void hv_select_topk_impl(
+    const float* __restrict__ scores, const long long* __restrict__ indices,
+    const unsigned int* __restrict__ counts, long long ld, long long len, long long index_base,
+    int k, float* __restrict__ out_scores, long long* __restrict__ out_indices, long long out_ld,
+    long long seg_offset, const float* __restrict__ inv, const float* __restrict__ bias,
+    const unsigned int* __restrict__ mask) {
     __shared__ unsigned int scratch[HV_THREADS / HV_WARP];
     __shared__ unsigned int slot;
     long long q = blockIdx.y;
@@ -57,7 +72,9 @@ hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ i
     #pragma unroll
     for (int j = 0; j < HV_PER_THREAD; ++j) {
         long long p = seg0 + j * HV_THREADS + threadIdx.x;
-        key[j] = p < len ? hv_key(row[p]) : 0u;  // absent candidates map to 0 as well
+        // Absent candidates map to 0 as well.
+        key[j] = p < len ? hv_key(hv_candidate_score<SCORED>(row, p, index_base, inv, bias, mask))
+                         : 0u;
     }
     // The k-th largest key: the largest t with count(key >= t) >= k (0 when fewer than k
     // candidates are present, so every present one is kept).
@@ -110,7 +127,7 @@ hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ i
                                                      hv_candidate_index(indices, q * ld, index_base, p) <= last_index)));
         if (keep) {
             unsigned int s = atomicAdd(&slot, 1u);
-            os[s] = row[p];
+            os[s] = hv_candidate_score<SCORED>(row, p, index_base, inv, bias, mask);
             oi[s] = hv_candidate_index(indices, q * ld, index_base, p);
         }
     }
@@ -119,6 +136,31 @@ hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ i
         os[s] = __uint_as_float(HV_ABSENT_BITS);
         oi[s] = -1;
     }
+}
+
+// At most 64 registers, so four blocks fit on an SM.
+extern "C" __global__ void __launch_bounds__(HV_THREADS, 4)
+hv_select_topk(const float* __restrict__ scores, const long long* __restrict__ indices,
+               const unsigned int* __restrict__ counts, long long ld, long long len,
+               long long index_base, int k,
+               float* __restrict__ out_scores, long long* __restrict__ out_indices,
+               long long out_ld, long long seg_offset) {
+    hv_select_topk_impl<false>(scores, indices, counts, ld, len, index_base, k, out_scores,
+                               out_indices, out_ld, seg_offset, nullptr, nullptr, nullptr);
+}
+
+// The first pass over dot products a GEMM wrote (`indices` and `counts` null): each row's
+// factor (inv), bias and mask applied as the candidates are read, so the scores need no
+// pass of their own. Three blocks per SM: the factors take registers that four would
+// spill.
+extern "C" __global__ void __launch_bounds__(HV_THREADS, 3)
+hv_select_topk_scored(const float* __restrict__ scores, long long ld, long long len,
+                      long long index_base, int k, float* __restrict__ out_scores,
+                      long long* __restrict__ out_indices, long long out_ld,
+                      long long seg_offset, const float* __restrict__ inv,
+                      const float* __restrict__ bias, const unsigned int* __restrict__ mask) {
+    hv_select_topk_impl<true>(scores, nullptr, nullptr, ld, len, index_base, k, out_scores,
+                              out_indices, out_ld, seg_offset, inv, bias, mask);
 }
 
 // Orders each query's k candidates best first (ties: lower index first; absent last), in

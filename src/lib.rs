@@ -68,7 +68,7 @@ pub mod warm;
 
 pub use backend::{Backend, BackendError, BackendKind, Rates};
 pub use cpu::{CpuConfig, CpuFeatures, SimdLevel};
-pub use cuda::{CudaConfig, CudaStatus, Precision};
+pub use cuda::{CudaConfig, CudaStatus, GemmPath, Precision};
 pub use error::{Error, Result};
 pub use executor::{
     BackendCallStats, BackendMetrics, BreakerState, Bucket, Capabilities, Decision, DevicePolicy,

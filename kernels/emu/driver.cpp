@@ -1127,6 +1127,30 @@ CUresult cuLaunchKernel(void* fh, unsigned gx, unsigned gy, unsigned gz, unsigne
     return kSuccess;
 }
 
+// ---- the emulated cuBLAS's door (cublas.cpp) ----
+
+// Queues run(arg) on a stream as one launch (counted, and failed by an injected launch
+// fault like a kernel), then done(arg). What cuBLAS's GEMM is to the driver: kernels
+// queued on the handle's stream.
+CUresult hvemu_enqueue_host(void* stream, int (*run)(void*), void* arg, void (*done)(void*)) {
+    ENTER();
+    auto s = stream_of(stream);
+    if (!s) return kInvalidHandle;
+    unsigned long long number = d.launches.fetch_add(1) + 1;
+    int fault = 0;
+    {
+        std::lock_guard<std::mutex> l(d.mu);
+        if (static_cast<long long>(number) == d.fault_at) fault = d.fault_code;
+    }
+    enqueue(s, Op{[run, arg, done, fault] {
+                      int r = fault ? fault : (run(arg) == 0 ? 0 : static_cast<int>(kLaunchFailed));
+                      done(arg);
+                      return r;
+                  },
+                  false});
+    return kSuccess;
+}
+
 // ---- errors ----
 
 CUresult cuGetErrorName(CUresult e, const char** out) {

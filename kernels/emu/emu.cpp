@@ -127,7 +127,8 @@ const Entry kKernels[] = {
     HV_EMU_KERNEL(hv_topk_tiled_l2), HV_EMU_KERNEL(hv_filter_small_q_l2),
     HV_EMU_KERNEL(hv_filter_tiled_l2), HV_EMU_KERNEL(hv_emu_selftest_divergent_barrier),
     HV_EMU_KERNEL(hv_emu_selftest_race), HV_EMU_KERNEL(hv_apply_row_factors),
-    HV_EMU_KERNEL(hv_queries_to_half), HV_EMU_DIRECT(hv_gemm_fp32),
+    HV_EMU_KERNEL(hv_queries_to_half), HV_EMU_KERNEL(hv_select_topk_scored),
+    HV_EMU_DIRECT(hv_gemm_fp32),
     HV_EMU_DIRECT(hv_gemm_tf32), HV_EMU_DIRECT(hv_gemm_fp16),
 };
 

@@ -5,7 +5,9 @@
 //! calls. Every driver call goes through `cudarc`, loaded at run time; nothing here runs
 //! unless [`super::start`] found a usable device.
 
+use super::cublas::Cublas;
 use super::error::{self, launch_failed};
+use super::gemm_choice::{GemmChoice, GemmPath};
 use super::launch::{self, Kernels};
 use super::plan;
 use super::program::{self, Buf, Layout, Program, Shape, MAX_K};
@@ -29,8 +31,9 @@ thread_local! {
     static LAST_CORPUS_PASSES: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// Device time (CUDA events around the upload check, kernels and copies) of the last
-/// `top_k` this thread ran on the CUDA backend, taken (the next call returns `None` until
+/// Device time (CUDA events around the upload of the queries, the kernels and the
+/// read-back; not the corpus's upload) of the last `top_k` this thread ran on the CUDA
+/// backend, taken (the next call returns `None` until
 /// another one ran).
 pub fn take_device_time() -> Option<Duration> {
     LAST_DEVICE_TIME.with(Cell::take)
@@ -51,6 +54,10 @@ pub(crate) struct CudaBackend {
     budget: Option<u64>,
     precision: Precision,
     sms: usize,
+    /// cuBLAS, or why not.
+    cublas: Result<Arc<Cublas>, String>,
+    gemm_path: GemmPath,
+    gemm_choice: GemmChoice,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -145,12 +152,43 @@ impl CudaBackend {
             budget: config.memory_budget,
             precision: config.precision,
             sms: (sms as usize).max(1),
+            cublas: match config.gemm {
+                GemmPath::OwnKernels => Err("off (GemmPath::OwnKernels)".into()),
+                GemmPath::Measured | GemmPath::Cublas => Cublas::load(),
+            },
+            gemm_path: config.gemm,
+            gemm_choice: GemmChoice::new(),
         };
+        if let Err(why) = &backend.cublas {
+            tracing::debug!(why, "cuBLAS not used");
+        }
         match backend.call_overhead() {
             Ok(t) => backend.rates.overhead = t,
             Err(e) => tracing::debug!(error = %e, "call overhead not measured; assuming 30 µs"),
         }
         Ok(backend)
+    }
+
+    /// How batches of more than 8 queries are scored, for `info`.
+    pub(crate) fn gemm_description(&self) -> String {
+        match (&self.cublas, self.gemm_path) {
+            (Ok(lib), GemmPath::Cublas) => format!("{}, always", lib.describe(None)),
+            (Ok(lib), _) => format!(
+                "{}, or the own kernels where measured faster",
+                lib.describe(None)
+            ),
+            (Err(why), _) => format!("own kernels: {why}"),
+        }
+    }
+
+    /// Whether a call of `nq` queries (a fused top-k when `fused`) is scored by cuBLAS.
+    fn use_gemm(&self, nq: usize, fused: bool) -> bool {
+        self.cublas.is_ok()
+            && match self.gemm_path {
+                GemmPath::OwnKernels => false,
+                GemmPath::Cublas => nq > program::SMALL_Q,
+                GemmPath::Measured => self.gemm_choice.pick(nq, fused),
+            }
     }
 
     /// The fixed cost of a call, measured when the backend opened.
@@ -224,7 +262,24 @@ impl CudaBackend {
             arena: (base, scratch.arena_bytes()),
             ..shared
         };
-        launch::run(&self.kernels, stream, raw, p, &layout, bound)?;
+        let needs_gemm = p.launches().iter().any(|l| l.kernel().gemm().is_some());
+        let handle = match (&self.cublas, needs_gemm) {
+            (Ok(lib), true) => Some(scratch.take_cublas(lib, raw)?),
+            _ => None,
+        };
+        let ran = launch::run(
+            &self.kernels,
+            stream,
+            raw,
+            p,
+            &layout,
+            bound,
+            handle.as_ref(),
+        );
+        if let Some(h) = handle {
+            scratch.put_cublas(h);
+        }
+        ran?;
         scratch.read_back(raw, base, layout.results.clone())?;
         Ok(layout)
     }
@@ -269,7 +324,7 @@ impl CudaBackend {
         }
     }
 
-    fn shape(&self, nq: usize, corpus: CorpusView<'_>, masked: bool) -> Shape {
+    fn shape(&self, nq: usize, corpus: CorpusView<'_>, masked: bool, gemm: bool) -> Shape {
         Shape {
             nq,
             n: corpus.rows(),
@@ -278,7 +333,7 @@ impl CudaBackend {
             metric: corpus.metric(),
             precision: self.precision,
             sms: self.sms,
-            gemm: false,
+            gemm,
         }
     }
 
@@ -353,13 +408,16 @@ impl CudaBackend {
         let stream = self.streams.take()?;
         // Once per call: the work below goes to the driver directly.
         self.ctx.bind_to_thread().map_err(launch_failed)?;
-        stream.scratch().mark(&stream, 0)?;
         let res = self.resident.get(&self.ctx, corpus, &stream)?;
         let half = self.half_copy(&res, &stream)?;
         let bias = self.bias(&res, corpus, &stream)?;
         let _done = stream.done_guard();
+        // The device time starts after any upload of the corpus: it times the search.
+        stream.scratch().mark(&stream, 0)?;
         let mask_bits = mask_bits.or(corpus.live_mask());
-        let shape = self.shape(nq, corpus, mask_bits.is_some());
+        let fused = k <= program::FUSED_MAX_K;
+        let gemm = self.use_gemm(nq, fused);
+        let shape = self.shape(nq, corpus, mask_bits.is_some(), gemm);
         let call = CallBuffers {
             queries: queries.as_slice(),
             mask: mask_bits,
@@ -393,7 +451,10 @@ impl CudaBackend {
             });
         }
         if let Some(ms) = stream.scratch().elapsed_ms() {
-            LAST_DEVICE_TIME.with(|t| t.set(Some(Duration::from_secs_f64(ms as f64 / 1e3))));
+            let secs = ms as f64 / 1e3;
+            self.gemm_choice
+                .record(nq, fused, gemm, secs, shape.n, shape.dim);
+            LAST_DEVICE_TIME.with(|t| t.set(Some(Duration::from_secs_f64(secs))));
         }
         Ok((0..nq)
             .map(|q| {
@@ -421,7 +482,7 @@ impl CudaBackend {
         let bias = self.bias(&res, corpus, &stream)?;
         let _done = stream.done_guard();
         let mask_bits = corpus.live_mask();
-        let shape = self.shape(nq, corpus, mask_bits.is_some());
+        let shape = self.shape(nq, corpus, mask_bits.is_some(), self.use_gemm(nq, false));
         let call = CallBuffers {
             queries: queries.as_slice(),
             mask: mask_bits,

@@ -4,9 +4,10 @@
 //! that turns a program's buffer names into addresses, and the one `unsafe` launch; it
 //! knows programs and device buffers, not the backend.
 
+use super::cublas::{CublasHandle, Gemm, Operands};
 use super::error::launch_failed;
 use super::images::{self, ImageForm};
-use super::program::{Arg, Buf, Kernel, Launch, Layout, Program};
+use super::program::{Arg, Buf, GemmKind, Kernel, Launch, Layout, Program};
 use crate::backend::BackendError;
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr};
 use std::collections::HashMap;
@@ -148,6 +149,7 @@ pub(super) fn run(
     p: &Program,
     layout: &Layout,
     bound: Bound<'_>,
+    cublas: Option<&CublasHandle>,
 ) -> Result<(), BackendError> {
     if !bound.covers(p, layout) {
         return Err(BackendError::LaunchFailed {
@@ -171,9 +173,60 @@ pub(super) fn run(
             .map_err(launch_failed)?;
     }
     for l in p.launches() {
-        launch(kernels, stream, raw, l, p, layout, &bound)?;
+        match l.kernel().gemm() {
+            Some(kind) => gemm(kind, stream, l, p, layout, &bound, cublas)?,
+            None => launch(kernels, stream, raw, l, p, layout, &bound)?,
+        }
     }
     Ok(())
+}
+
+/// Queues a GEMM step through cuBLAS (its arguments: A, B, C, m, n, k, ldc).
+fn gemm(
+    kind: GemmKind,
+    stream: &CudaStream,
+    l: &Launch,
+    p: &Program,
+    layout: &Layout,
+    bound: &Bound<'_>,
+    cublas: Option<&CublasHandle>,
+) -> Result<(), BackendError> {
+    let Some(handle) = cublas else {
+        return Err(BackendError::LaunchFailed {
+            reason: "a GEMM step, and no cuBLAS".into(),
+        });
+    };
+    let a = l.args();
+    let ptr = |i: usize| match a.get(i) {
+        Some(&Arg::Ptr(buf, offset)) => bound.address(p, layout, buf, offset, stream),
+        _ => Err(malformed()),
+    };
+    let count = |i: usize| match a.get(i) {
+        Some(&Arg::I64(v)) => usize::try_from(v).map_err(|_| malformed()),
+        Some(&Arg::I32(v)) => usize::try_from(v).map_err(|_| malformed()),
+        _ => Err(malformed()),
+    };
+    let g = Gemm {
+        operands: match kind {
+            GemmKind::Fp32 => Operands::Fp32,
+            GemmKind::Tf32 => Operands::Tf32,
+            GemmKind::Fp16 => Operands::Fp16,
+        },
+        a: ptr(0)?,
+        b: ptr(1)?,
+        c: ptr(2)?,
+        m: count(3)?,
+        n: count(4)?,
+        k: count(5)?,
+        ldc: count(6)?,
+    };
+    handle.gemm(&g)
+}
+
+fn malformed() -> BackendError {
+    BackendError::LaunchFailed {
+        reason: "a GEMM step with malformed arguments".into(),
+    }
 }
 
 /// Queues one launch of a program whose buffers `bound` covers (checked by `run`).

@@ -11,14 +11,19 @@
 //! each call's flow), `plan` (chunk sizes from free memory), `program` (every launch of a
 //! call, as data), `launch` (a program run on a stream), `images` (the embedded cubins
 //! and PTX, and which one a device loads), `guard` (the driver guard, loaded before the
-//! driver: result codes newer than the bindings), `resident` (the corpus kept on the device) and
-//! `error` (driver errors mapped to what the executor does next). The
-//! emulation tests (`emulated`) run the same programs on the CPU.
+//! driver: result codes newer than the bindings), `resident` (the corpus kept on the
+//! device), `streams` and `scratch` (streams reused from call to call, each with the
+//! memory a call runs in), `cublas` (cuBLAS loaded at run time, for the GEMM steps) and
+//! `gemm_choice` (when a batch takes them), and `error` (driver errors mapped to what
+//! the executor does next). The emulation tests (`emulated`) run the same programs on
+//! the CPU.
 
 mod backend;
+mod cublas;
 #[cfg(test)]
 mod emulated;
 mod error;
+mod gemm_choice;
 #[cfg(target_os = "linux")]
 mod guard;
 mod images;
@@ -31,6 +36,7 @@ mod streams;
 
 pub use backend::take_device_time;
 pub(crate) use backend::CudaBackend;
+pub use gemm_choice::GemmPath;
 
 use std::sync::Arc;
 
@@ -50,6 +56,10 @@ pub enum CudaStatus {
         /// wait), measured when the backend opened; `None` for an accelerator the
         /// application brought.
         call_overhead: Option<std::time::Duration>,
+        /// How batches of more than 8 queries are scored: "cuBLAS 12.8.4 (path), or the
+        /// own kernels where measured faster", or "own kernels: " and why not cuBLAS;
+        /// empty for an accelerator the application brought.
+        gemm: String,
     },
     /// CUDA cannot serve; `reason` is meant for people ("no libcuda found", ...).
     Unavailable {
@@ -107,6 +117,9 @@ pub struct CudaConfig {
     pub memory_budget: Option<u64>,
     /// Arithmetic of the compute-bound kernels. Default [`Precision::Fp32`].
     pub precision: Precision,
+    /// Whether batches of more than 8 queries are scored by cuBLAS's GEMM (loaded at run
+    /// time; see `HYBRIDVEC_CUBLAS` in the README). Default [`GemmPath::Measured`].
+    pub gemm: GemmPath,
 }
 
 impl Default for CudaConfig {
@@ -115,6 +128,7 @@ impl Default for CudaConfig {
             memory_margin: 0.8,
             memory_budget: None,
             precision: Precision::Fp32,
+            gemm: GemmPath::Measured,
         }
     }
 }
@@ -165,6 +179,7 @@ pub(crate) fn probe() -> CudaStatus {
             total_memory: b.total_memory(),
             kernels: b.kernel_images(),
             call_overhead: Some(b.call_overhead_measured()),
+            gemm: b.gemm_description(),
         },
         Err(reason) => CudaStatus::Unavailable { reason },
     }

@@ -162,6 +162,7 @@ impl Resident {
             &copy,
             &layout,
             res.bound(Some(&half)),
+            None,
         )?;
         // Other calls read it from their own streams.
         stream.synchronize().map_err(launch_failed)?;

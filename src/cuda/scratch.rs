@@ -6,12 +6,14 @@
 //! - a **pinned host buffer** that stages the call's inputs for one upload and receives
 //!   its results in one read-back, kept up to [`PINNED_MAX`] (larger inputs and results
 //!   are copied straight from and into pageable memory, which the driver stages itself);
-//! - two **timing events** for the device time of a call.
+//! - two **timing events** for the device time of a call;
+//! - its **cuBLAS handle**, bound to the stream, made by the first GEMM.
 //!
 //! The stream orders everything a call queues, and the host touches the pinned buffer
 //! only while the stream is idle (after [`CallScratch::prepare`], which waits if it is
 //! not, and before the upload; after the wait that ends the call, for the results).
 
+use super::cublas::{Cublas, CublasHandle};
 use super::error::{launch_failed, oom_or_launch};
 use super::program::{Layout, ALIGN};
 use crate::backend::BackendError;
@@ -78,6 +80,8 @@ enum Results {
 
 /// A pooled stream's arena, pinned buffer and timing events. See the module docs.
 pub(super) struct CallScratch {
+    /// This stream's cuBLAS handle, made by its first GEMM.
+    cublas: Option<CublasHandle>,
     arena: Option<CudaSlice<u8>>,
     pinned: Option<PinnedBytes>,
     timing: Option<(CudaEvent, CudaEvent)>,
@@ -87,6 +91,7 @@ pub(super) struct CallScratch {
 impl CallScratch {
     pub(super) fn new() -> Self {
         Self {
+            cublas: None,
             arena: None,
             pinned: None,
             timing: None,
@@ -103,6 +108,7 @@ impl CallScratch {
     /// pinned buffer (of an idle stream); returns whether there was an arena.
     pub(super) fn release(&mut self) -> bool {
         self.pinned = None;
+        self.cublas = None;
         self.arena.take().is_some()
     }
 
@@ -121,6 +127,24 @@ impl CallScratch {
         if let Some(p) = self.pinned.take() {
             std::mem::forget(p);
         }
+    }
+
+    /// This stream's cuBLAS handle (made on first use, bound to `stream`), taken out for
+    /// one program; give it back with [`Self::put_cublas`].
+    pub(super) fn take_cublas(
+        &mut self,
+        lib: &Arc<Cublas>,
+        stream: sys::CUstream,
+    ) -> Result<CublasHandle, BackendError> {
+        match self.cublas.take() {
+            Some(h) => Ok(h),
+            None => lib.handle(stream),
+        }
+    }
+
+    /// Keeps `h` for the stream's next GEMM.
+    pub(super) fn put_cublas(&mut self, h: CublasHandle) {
+        self.cublas = Some(h);
     }
 
     /// Readies the arena and the pinned buffer for `layout` on `stream` (idle, with the

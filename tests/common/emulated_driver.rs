@@ -22,6 +22,7 @@ type FailModuleLoadFn = unsafe extern "C" fn(i64);
 type SetComputeCapabilityFn = unsafe extern "C" fn(i32, i32);
 type RecoverFn = unsafe extern "C" fn();
 type CountersFn = unsafe extern "C" fn(*mut u64);
+type LiveHandlesFn = unsafe extern "C" fn() -> i64;
 
 /// The loaded driver's controls.
 pub struct Driver {
@@ -34,6 +35,8 @@ pub struct Driver {
     set_compute_capability: SetComputeCapabilityFn,
     recover: RecoverFn,
     counters: CountersFn,
+    cublas_path: PathBuf,
+    cublas_live_handles: LiveHandlesFn,
     lock: Mutex<()>,
 }
 
@@ -61,6 +64,18 @@ impl Driver {
     /// The shared library, for `LD_PRELOAD` in a child process.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The emulated cuBLAS (`kernels/emu/cublas.cpp`), loaded in this process under
+    /// CUDA 13's soname, for `HYBRIDVEC_CUBLAS` in a child process.
+    pub fn cublas_path(&self) -> &Path {
+        &self.cublas_path
+    }
+
+    /// cuBLAS handles made and not yet destroyed.
+    pub fn cublas_live_handles(&self) -> i64 {
+        // SAFETY: cublas.cpp defines it with this C signature; it takes no pointers.
+        unsafe { (self.cublas_live_handles)() }
     }
 
     /// Holds the driver's state for one test: the device memory, the streams' delays and
@@ -152,7 +167,8 @@ impl Drop for Exclusive<'_> {
     }
 }
 
-fn build(out: &Path) -> Result<(), String> {
+/// Builds a shared library of `sources` (under `kernels/emu`) with `soname`.
+fn build(out: &Path, soname: &str, sources: &[&str]) -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let status = Command::new(&cxx)
@@ -161,17 +177,15 @@ fn build(out: &Path) -> Result<(), String> {
         .args(["-Wno-unknown-pragmas", "-Wno-unused-parameter"])
         // Fibers switch stacks with _longjmp, which the fortified variant refuses.
         .arg("-U_FORTIFY_SOURCE")
-        // The driver's soname: the driver guard needs "libcuda.so.1", and a loaded
-        // object with that soname answers it (cudarc also tries the name, last).
-        .arg("-Wl,-soname,libcuda.so.1")
+        .arg(format!("-Wl,-soname,{soname}"))
         .arg("-o")
         .arg(out)
-        .arg(root.join("kernels/emu/emu.cpp"))
-        .arg(root.join("kernels/emu/driver.cpp"))
+        .args(sources.iter().map(|s| root.join("kernels/emu").join(s)))
+        .arg("-ldl")
         .status()
         .map_err(|e| format!("{cxx}: {e}"))?;
     if !status.success() {
-        panic!("the emulated driver failed to compile ({cxx}: {status}); see the output above");
+        panic!("the emulated {soname} failed to compile ({cxx}: {status}); see the output above");
     }
     Ok(())
 }
@@ -185,7 +199,13 @@ pub fn driver() -> Option<&'static Driver> {
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("emulated-driver");
             std::fs::create_dir_all(&dir).expect("create the emulated driver's directory");
             let path = dir.join(format!("libcuda-emulated-{}.so", std::process::id()));
-            if let Err(e) = build(&path) {
+            let cublas_path = dir.join(format!("libcublas-emulated-{}.so", std::process::id()));
+            // The driver's soname: the driver guard needs "libcuda.so.1", and a loaded
+            // object with that soname answers it (cudarc also tries the name, last). The
+            // emulated cuBLAS takes CUDA 13's, which the backend's search tries first.
+            let built = build(&path, "libcuda.so.1", &["emu.cpp", "driver.cpp"])
+                .and_then(|()| build(&cublas_path, "libcublas.so.13", &["cublas.cpp"]));
+            if let Err(e) = built {
                 if std::env::var_os("HYBRIDVEC_REQUIRE_EMULATOR").is_some() {
                     panic!("no C++ compiler for the emulated CUDA driver: {e}");
                 }
@@ -195,6 +215,9 @@ pub fn driver() -> Option<&'static Driver> {
             // SAFETY: the library was just built from kernels/emu; loading it runs no
             // initialisers beyond the C++ runtime's.
             let lib = unsafe { libloading::Library::new(&path) }.expect("load the driver");
+            // SAFETY: as above; after the driver, whose symbols it looks up when used.
+            let cublas =
+                unsafe { libloading::Library::new(&cublas_path) }.expect("load the cuBLAS");
             // SAFETY: driver.cpp defines each symbol with exactly this C signature.
             let driver = unsafe {
                 Driver {
@@ -212,12 +235,17 @@ pub fn driver() -> Option<&'static Driver> {
                         .unwrap(),
                     recover: *lib.get::<RecoverFn>(b"hvemu_recover\0").unwrap(),
                     counters: *lib.get::<CountersFn>(b"hvemu_counters\0").unwrap(),
+                    cublas_live_handles: *cublas
+                        .get::<LiveHandlesFn>(b"hvemu_cublas_live_handles\0")
+                        .unwrap(),
                     path: path.clone(),
+                    cublas_path: cublas_path.clone(),
                     lock: Mutex::new(()),
                 }
             };
-            // Loaded for the rest of the process: cudarc keeps its symbols.
+            // Loaded for the rest of the process: cudarc and the backend keep symbols.
             std::mem::forget(lib);
+            std::mem::forget(cublas);
             driver.reset();
             Some(driver)
         })

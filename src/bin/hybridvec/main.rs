@@ -336,9 +336,10 @@ fn info(json: bool) -> Result<(), Error> {
             total_memory,
             kernels,
             call_overhead,
+            gemm,
         } => (
             format!(
-                "available: {device}, {:.1} GiB, kernels: {kernels}{}",
+                "available: {device}, {:.1} GiB, kernels: {kernels}{}; GEMM: {gemm}",
                 *total_memory as f64 / (1u64 << 30) as f64,
                 call_overhead.map_or_else(String::new, |t| format!(
                     ", call overhead {:.1} µs (measured)",

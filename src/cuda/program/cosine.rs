@@ -5,7 +5,6 @@
 use super::{grid, int, long, Arg, Buf, Elem, Extents, Family, Kernel, Launch, Program, Shape};
 use super::{MAX_GRID_Y, TILE};
 use crate::cuda::Precision;
-use crate::metric::Metric;
 
 /// The queries as the GEMM reads them: the queries, or under FP16 their FP16 copy, made
 /// by the program's first GEMM (into a scratch buffer of `nq × dim` halves).
@@ -32,12 +31,14 @@ fn gemm_queries(p: &mut Program, s: &Shape) -> Buf {
 
 /// [`score`] by a GEMM: `out[at + q·ld + i]` = the dot product of query q and row
 /// `row0 + i` (column-major, the rows fastest: what cuBLAS writes for C = rowsᵀ·queries),
-/// then the rows' factors, biases and mask applied in place.
-fn score_by_gemm(
+/// then, when `apply`, the rows' factors, biases and mask applied in place (top-k
+/// applies them in its first selection pass instead).
+pub(super) fn score_by_gemm(
     p: &mut Program,
     s: &Shape,
     (row0, rows): (usize, usize),
     (out, at, ld): (Buf, usize, usize),
+    apply: bool,
 ) {
     let (nq, dim) = (s.nq, s.dim);
     let b = gemm_queries(p, s);
@@ -63,16 +64,10 @@ fn score_by_gemm(
             long(ld),
         ],
     });
-    let (inv, bias) = match (s.precision, s.metric) {
-        (Precision::Fp16, _) | (_, Metric::InnerProduct) => (Arg::Null, Arg::Null),
-        (_, Metric::Cosine) => (Arg::Ptr(Buf::InvNorms, 0), Arg::Null),
-        (_, Metric::L2) => (Arg::Null, Arg::Ptr(Buf::Bias, 0)),
-    };
-    let mask = if s.masked {
-        Arg::Ptr(Buf::Mask, 0)
-    } else {
-        Arg::Null
-    };
+    if !apply {
+        return;
+    }
+    let [inv, bias, mask] = s.row_factors();
     if [inv, bias, mask].iter().all(|a| *a == Arg::Null) {
         return;
     }
@@ -107,7 +102,7 @@ pub(super) fn score(
     ld: usize,
 ) {
     if s.gemm {
-        score_by_gemm(p, s, (row0, rows), (out, at, ld));
+        score_by_gemm(p, s, (row0, rows), (out, at, ld), true);
         return;
     }
     let (nq, dim) = (s.nq, s.dim);

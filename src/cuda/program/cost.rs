@@ -105,7 +105,7 @@ fn scoring(kernel: Kernel) -> Option<(Scan, Output, f64)> {
             (Scan::Tiled, Output::Filter)
         }
         InvNorms | SelectTopK | SortTopK | RowsToHalf | ApplyRowFactors | QueriesToHalf
-        | GemmFp32 | GemmTf32 | GemmFp16 => return None,
+        | SelectTopKScored | GemmFp32 | GemmTf32 | GemmFp16 => return None,
     };
     let elem = match kernel {
         ScoreSmallQF16 | ScoreTiledF16 | TopKSmallQF16 | TopKTiledF16 | FilterSmallQF16
@@ -176,6 +176,15 @@ pub(crate) fn launch_cost(l: &Launch) -> Cost {
             let per = if present(a.get(1)) { 12.0 } else { 4.0 };
             Cost {
                 bytes: gy * (len * per + gx * k * 12.0),
+                flops: 0.0,
+            }
+        }
+        Kernel::SelectTopKScored => {
+            // grid (segments, queries); args: scores, ld, len, base, k, ...: the scores
+            // and each row's factors read once.
+            let (len, k) = (num(a.get(2)), num(a.get(4)));
+            Cost {
+                bytes: gy * (len * 4.0 + gx * k * 12.0) + len * 8.0,
                 flops: 0.0,
             }
         }

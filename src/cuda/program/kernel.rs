@@ -31,6 +31,7 @@ pub(crate) enum Kernel {
     FilterTiledL2,
     ApplyRowFactors,
     QueriesToHalf,
+    SelectTopKScored,
     /// cuBLAS: scores = corpus rows · queries, FP32 (arguments: A = rows, B = queries,
     /// C = scores, m = rows, n = queries, k = dim, ldc).
     GemmFp32,
@@ -50,7 +51,7 @@ pub(crate) enum GemmKind {
 
 impl Kernel {
     /// Every kernel of `kernels/*.cu` (the GEMM steps are cuBLAS's).
-    pub(crate) const ALL: [Kernel; 27] = [
+    pub(crate) const ALL: [Kernel; 28] = [
         Kernel::InvNorms,
         Kernel::ScoreSmallQ,
         Kernel::ScoreTiled,
@@ -78,6 +79,7 @@ impl Kernel {
         Kernel::FilterTiledL2,
         Kernel::ApplyRowFactors,
         Kernel::QueriesToHalf,
+        Kernel::SelectTopKScored,
     ];
 
     /// The GEMM a step runs, for the GEMM steps.
@@ -120,6 +122,7 @@ impl Kernel {
             Kernel::FilterTiledL2 => "hv_filter_tiled_l2",
             Kernel::ApplyRowFactors => "hv_apply_row_factors",
             Kernel::QueriesToHalf => "hv_queries_to_half",
+            Kernel::SelectTopKScored => "hv_select_topk_scored",
             Kernel::GemmFp32 => "hv_gemm_fp32",
             Kernel::GemmTf32 => "hv_gemm_tf32",
             Kernel::GemmFp16 => "hv_gemm_fp16",
@@ -139,7 +142,7 @@ impl Kernel {
             | Kernel::ScoreSmallQL2
             | Kernel::ScoreTiledL2
             | Kernel::ApplyRowFactors => "score",
-            Kernel::SelectTopK | Kernel::SortTopK => "topk",
+            Kernel::SelectTopK | Kernel::SortTopK | Kernel::SelectTopKScored => "topk",
             Kernel::TopKSmallQ
             | Kernel::TopKTiled
             | Kernel::TopKTiledTf32

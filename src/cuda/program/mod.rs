@@ -364,6 +364,23 @@ impl Shape {
         ]
     }
 
+    /// What turns a row's dot product into its score, as kernel arguments: its inverse
+    /// norm (cosine over the FP32 corpus), its bias (L2), the live mask; null for each
+    /// the call has not (the FP16 copy's rows are unit-norm already).
+    pub(super) fn row_factors(&self) -> [Arg; 3] {
+        let (inv, bias) = match (self.precision, self.metric) {
+            (Precision::Fp16, _) | (_, Metric::InnerProduct) => (Arg::Null, Arg::Null),
+            (_, Metric::Cosine) => (Arg::Ptr(Buf::InvNorms, 0), Arg::Null),
+            (_, Metric::L2) => (Arg::Null, Arg::Ptr(Buf::Bias, 0)),
+        };
+        let mask = if self.masked {
+            Arg::Ptr(Buf::Mask, 0)
+        } else {
+            Arg::Null
+        };
+        [inv, bias, mask]
+    }
+
     /// The memory-bound kernel of `family`: FP32 unless the corpus is read in FP16; L2
     /// (FP32 only) adds the row biases.
     pub(super) fn small_kernel(&self, family: Family) -> Kernel {

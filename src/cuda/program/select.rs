@@ -80,3 +80,38 @@ pub(super) fn select(
         ],
     });
 }
+
+/// [`select`] over the dot products a GEMM wrote for rows `index_base ..`, applying each
+/// row's `factors` (inverse norm, bias, mask: [`Shape::row_factors`]) as it reads them.
+pub(super) fn select_scored(
+    p: &mut Program,
+    nq: usize,
+    (scores, ld, len, index_base): (Buf, usize, usize, usize),
+    k: usize,
+    (out_s, out_i, out_ld, seg_offset, segments): (Buf, Buf, usize, usize, usize),
+    factors: [Arg; 3],
+) {
+    debug_assert!(segments >= len.div_ceil(SEGMENT));
+    debug_assert!((seg_offset + segments) * k <= out_ld);
+    p.launches.push(Launch {
+        kernel: Kernel::SelectTopKScored,
+        grid: grid(segments, nq),
+        block: 256,
+        smem: 0,
+        args: [
+            vec![
+                Arg::Ptr(scores, 0),
+                long(ld),
+                long(len),
+                long(index_base),
+                int(k),
+                Arg::Ptr(out_s, 0),
+                Arg::Ptr(out_i, 0),
+                long(out_ld),
+                long(seg_offset),
+            ],
+            factors.to_vec(),
+        ]
+        .concat(),
+    });
+}

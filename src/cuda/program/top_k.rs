@@ -2,8 +2,8 @@
 //! larger k over a large corpus (with an overflow check), and chunks of scored rows
 //! otherwise.
 
-use super::cosine::score;
-use super::select::{merge, select};
+use super::cosine::{score, score_by_gemm};
+use super::select::{merge, select, select_scored};
 use super::{
     grid, int, long, Arg, Buf, Elem, Extents, Family, Launch, Program, Shape, FUSED_MAX_K,
     MAX_GRID_Y, MAX_K, SEGMENT, TILE,
@@ -291,16 +291,18 @@ fn top_k_into(
             for c in 0..chunks {
                 let row0 = c * r;
                 let rows = r.min(n - row0);
-                score(p, s, row0, rows, scores, 0, rows);
                 // Every chunk fills its segs_per_chunk slots of candidates, a short last
                 // chunk with empty ones, so the merge never reads unwritten slots.
-                select(
-                    p,
-                    nq,
-                    (scores, None, None, rows, rows, row0),
-                    k,
-                    (cand_s, cand_i, len, c * segs_per_chunk, segs_per_chunk),
-                );
+                let out = (cand_s, cand_i, len, c * segs_per_chunk, segs_per_chunk);
+                if s.gemm {
+                    // Dot products only: the selection applies the rows' factors.
+                    score_by_gemm(p, s, (row0, rows), (scores, 0, rows), false);
+                    let factors = s.row_factors();
+                    select_scored(p, nq, (scores, rows, rows, row0), k, out, factors);
+                } else {
+                    score(p, s, row0, rows, scores, 0, rows);
+                    select(p, nq, (scores, None, None, rows, rows, row0), k, out);
+                }
             }
             merge(p, nq, k, (cand_s, cand_i, len), None)
         }
