@@ -71,6 +71,7 @@ int run_job(void* p) {
 void drop_job(void* p) { delete static_cast<Job*>(p); }
 
 std::atomic<long long> live_handles{0};
+std::atomic<long long> gemms{0};
 
 }  // namespace
 
@@ -137,10 +138,12 @@ int cublasGemmEx(void* hp, int transa, int transb, int m, int n, int k, const vo
         delete j;
         return kExecutionFailed;
     }
+    gemms.fetch_add(1);
     return kOk;
 }
 
-// For the tests: handles not yet destroyed.
+// For the tests: handles not yet destroyed, and GEMMs queued so far.
 long long hvemu_cublas_live_handles() { return live_handles.load(); }
+long long hvemu_cublas_gemms() { return gemms.load(); }
 
 }  // extern "C"

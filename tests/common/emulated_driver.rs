@@ -37,6 +37,7 @@ pub struct Driver {
     counters: CountersFn,
     cublas_path: PathBuf,
     cublas_live_handles: LiveHandlesFn,
+    cublas_gemms: LiveHandlesFn,
     lock: Mutex<()>,
 }
 
@@ -76,6 +77,12 @@ impl Driver {
     pub fn cublas_live_handles(&self) -> i64 {
         // SAFETY: cublas.cpp defines it with this C signature; it takes no pointers.
         unsafe { (self.cublas_live_handles)() }
+    }
+
+    /// GEMMs the emulated cuBLAS queued so far.
+    pub fn cublas_gemms(&self) -> i64 {
+        // SAFETY: as above.
+        unsafe { (self.cublas_gemms)() }
     }
 
     /// Holds the driver's state for one test: the device memory, the streams' delays and
@@ -237,6 +244,9 @@ pub fn driver() -> Option<&'static Driver> {
                     counters: *lib.get::<CountersFn>(b"hvemu_counters\0").unwrap(),
                     cublas_live_handles: *cublas
                         .get::<LiveHandlesFn>(b"hvemu_cublas_live_handles\0")
+                        .unwrap(),
+                    cublas_gemms: *cublas
+                        .get::<LiveHandlesFn>(b"hvemu_cublas_gemms\0")
                         .unwrap(),
                     path: path.clone(),
                     cublas_path: cublas_path.clone(),
