@@ -14,7 +14,8 @@ use common::reference::reference_scores;
 use common::search_checks::check_top_k_among;
 use hybridvec::{
     data, BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, FallbackAction,
-    Filter, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions, StoreConfig, WarmStore,
+    Filter, GemmPath, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions, StoreConfig,
+    WarmStore,
 };
 
 fn executor(device: DevicePolicy, cuda: CudaConfig) -> HybridExecutor {
@@ -816,7 +817,14 @@ fn each_device_loads_the_kernel_image_it_runs() {
 fn driver_calls_per_top_k_on_a_resident_corpus() {
     let Some(drv) = emulated() else { return };
     let _held = drv.exclusive();
-    let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    // The own kernels' path (cuBLAS's: tests/cuda_emulated_gemm.rs).
+    let ex = executor(
+        DevicePolicy::Cuda,
+        CudaConfig {
+            gemm: GemmPath::OwnKernels,
+            ..Default::default()
+        },
+    );
     let (n, d) = (300, 16);
     let rows = data::random_matrix(n, d, 5);
     let corpus = Corpus::new(rows.clone(), d).unwrap();

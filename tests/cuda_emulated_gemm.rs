@@ -13,8 +13,7 @@ use common::reference::reference_scores;
 use common::search_checks::check_top_k_among;
 use hybridvec::{
     data, BackendKind, Corpus, CudaConfig, CudaStatus, DevicePolicy, ExecutorConfig,
-    FallbackAction, Filter, GemmPath, HybridExecutor, MatrixRef, Metric, Precision,
-    SearchOptions,
+    FallbackAction, Filter, GemmPath, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions,
 };
 
 fn executor(cuda: CudaConfig) -> HybridExecutor {
@@ -154,7 +153,9 @@ fn cublas_chunks_and_halves_under_memory_pressure() {
         .map(|h| h.iter().map(|h| h.index).collect())
         .collect();
     let idx = |h: &[Vec<hybridvec::Hit>]| -> Vec<Vec<usize>> {
-        h.iter().map(|h| h.iter().map(|h| h.index).collect()).collect()
+        h.iter()
+            .map(|h| h.iter().map(|h| h.index).collect())
+            .collect()
     };
     // Room for the scores of about one segment (4 096 rows) of the 24 queries at a time.
     let ex = executor(CudaConfig {
@@ -271,7 +272,10 @@ fn driver_calls_and_handles_of_a_cublas_top_k() {
         let (calls, launches) = (after.calls - before.calls, after.launches - before.launches);
         assert_eq!(drv.cublas_gemms(), gemms + 1);
         println!("{metric}: {calls} driver calls, {launches} launches (the GEMM one)");
-        assert!(calls <= 10 && calls <= 7 + launches, "{metric}: {calls} calls");
+        assert!(
+            calls <= 10 && calls <= 7 + launches,
+            "{metric}: {calls} calls"
+        );
     }
     assert!(drv.cublas_live_handles() >= 1);
     ex.release_cached_memory();

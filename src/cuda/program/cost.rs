@@ -241,13 +241,31 @@ pub(crate) fn program_secs(p: &Program, ceil: &Ceilings, precision: Precision) -
 }
 
 /// The same call as a GEMM into a `nq × n` score matrix and a top-k over it, the way
-/// `torch.mm` + `torch.topk` (and FAISS's and cuVS's GPU brute force) do it: the corpus
-/// and queries read once, the scores written once and read once, `k` per query written.
+/// `torch.mm` + `torch.topk` (and FAISS's and cuVS's GPU brute force) do it: the GEMM
+/// reads the corpus and queries once and writes the scores; the top-k reads them and
+/// writes `k` per query. Two launches, each at its own bound (see [`torch_secs`]).
 /// `elem` is the corpus's bytes per value.
-pub(crate) fn gemm_then_select(nq: usize, n: usize, dim: usize, k: usize, elem: usize) -> Cost {
+pub(crate) fn gemm_then_select(
+    nq: usize,
+    n: usize,
+    dim: usize,
+    k: usize,
+    elem: usize,
+) -> [Cost; 2] {
     let (q, n, d) = (nq as f64, n as f64, dim as f64);
-    Cost {
-        bytes: q * d * elem as f64 + n * d * elem as f64 + 2.0 * q * n * 4.0 + q * k as f64 * 12.0,
-        flops: 2.0 * q * n * d,
-    }
+    [
+        Cost {
+            bytes: q * d * elem as f64 + n * d * elem as f64 + q * n * 4.0,
+            flops: 2.0 * q * n * d,
+        },
+        Cost {
+            bytes: q * n * 4.0 + q * k as f64 * 12.0,
+            flops: 0.0,
+        },
+    ]
+}
+
+/// The least time of [`gemm_then_select`] at `ceil`: its two launches in stream order.
+pub(crate) fn torch_secs(parts: [Cost; 2], ceil: &Ceilings, precision: Precision) -> f64 {
+    parts.iter().map(|c| ceil.secs(*c, precision)).sum()
 }
