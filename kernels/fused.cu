@@ -118,7 +118,8 @@ __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ que
     }
 }
 
-extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+// Two blocks per SM at least: up to 128 registers for the eight lists and the tile.
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
 hv_topk_tiled(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
               const float* __restrict__ inv, const unsigned int* __restrict__ mask, long long row0,
               long long rows, int seg_tiles, int k, float* __restrict__ out_s, long long* __restrict__ out_i,

@@ -14,14 +14,71 @@
 #define HV_TF32 1  // tensor cores, operands rounded to TF32
 #define HV_FP16 2  // tensor cores, operands rounded to FP16 (the corpus is stored so)
 
-struct HvTileSmem {
+// 16-byte aligned, so that the FP32 tile reads its operands with 128-bit loads.
+struct alignas(16) HvTileSmem {
     // Operand slices, K-major. The +8 padding keeps the tensor-core fragment reads
-    // (8 rows × 4 k per warp) on 32 distinct banks.
+    // (8 rows × 4 k per warp) on 32 distinct banks, and each row 16-byte aligned.
     float a[HV_TK][HV_TM + 8];
     float b[HV_TK][HV_TN + 8];
     // The finished tile: s[query][row], +1 against bank conflicts on the column reads.
     float s[HV_TM][HV_TN + 1];
 };
+
+// Four consecutive values of a row from column kk (zero past `dim`, and for a null row):
+// one 16-byte load (FP32) or 8-byte load (FP16 bits) when every row starts aligned (dim a
+// multiple of 4, buffers 256-byte aligned), else four bounded scalar loads.
+__device__ __forceinline__ void hv_load4(float (&v)[4], const float* __restrict__ row, int kk,
+                                         int dim) {
+    if (row != nullptr && (dim & 3) == 0 && kk < dim) {
+        const float4 w = __ldg(reinterpret_cast<const float4*>(row + kk));
+        v[0] = w.x, v[1] = w.y, v[2] = w.z, v[3] = w.w;
+        return;
+    }
+    #pragma unroll
+    for (int c = 0; c < 4; ++c) v[c] = (row != nullptr && kk + c < dim) ? __ldg(row + kk + c) : 0.0f;
+}
+__device__ __forceinline__ void hv_load4(float (&v)[4], const unsigned short* __restrict__ row,
+                                         int kk, int dim) {
+    if (row != nullptr && (dim & 3) == 0 && kk < dim) {
+        const uint2 w = __ldg(reinterpret_cast<const uint2*>(row + kk));
+        v[0] = hv_half_to_float(static_cast<unsigned short>(w.x & 0xffffu));
+        v[1] = hv_half_to_float(static_cast<unsigned short>(w.x >> 16));
+        v[2] = hv_half_to_float(static_cast<unsigned short>(w.y & 0xffffu));
+        v[3] = hv_half_to_float(static_cast<unsigned short>(w.y >> 16));
+        return;
+    }
+    #pragma unroll
+    for (int c = 0; c < 4; ++c)
+        v[c] = (row != nullptr && kk + c < dim) ? hv_half_to_float(__ldg(row + kk + c)) : 0.0f;
+}
+
+// Stages the K slice k0 .. k0 + 15 of the tile's queries and rows into sm.a and sm.b
+// (K-major). Thread t loads four consecutive k of query / row t % 64 (k0 + 4·(t / 64)):
+// the 256 threads cover the 64 × 16 slice once, and a warp's stores go to 32
+// consecutive columns, so to 32 distinct banks.
+template <int MODE, class T>
+__device__ __forceinline__ void hv_stage_slice(HvTileSmem& sm, const float* __restrict__ queries,
+                                               int nq, int dim, const T* __restrict__ x,
+                                               long long row0, long long rows, int q0,
+                                               long long n0, int k0) {
+    static_assert(HV_TM == HV_TN && HV_TM * HV_TK == 4 * HV_TILE_THREADS,
+                  "one quad of the slice per thread");
+    const int m = threadIdx.x % HV_TM, kq = 4 * (threadIdx.x / HV_TM), kk = k0 + kq;
+    const int q = q0 + m;
+    const long long n = n0 + m;
+    float av[4], bv[4];
+    hv_load4(av, q < nq ? queries + (long long)q * dim : nullptr, kk, dim);
+    hv_load4(bv, n < rows ? x + (row0 + n) * dim : nullptr, kk, dim);
+    #pragma unroll
+    for (int c = 0; c < 4; ++c) {
+        if (MODE == HV_TF32) {
+            av[c] = __uint_as_float(hv_to_tf32(av[c]));
+            bv[c] = __uint_as_float(hv_to_tf32(bv[c]));
+        }
+        sm.a[kq + c][m] = av[c];
+        sm.b[kq + c][m] = bv[c];
+    }
+}
 
 // Fills sm.s with the scores of queries q0..q0+63 against corpus rows row0+n0 .. +63:
 // hv_row_score(Q[q] · X[r]) (inv null: the rows are unit-norm already, as the FP16 copy
@@ -47,19 +104,7 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
         #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
     for (int k0 = 0; k0 < dim; k0 += HV_TK) {
-        for (int e = tid; e < HV_TM * HV_TK; e += HV_TILE_THREADS) {
-            int m = e / HV_TK, k = e % HV_TK;
-            int q = q0 + m, kk = k0 + k;
-            float av = (q < nq && kk < dim) ? queries[(long long)q * dim + kk] : 0.0f;
-            long long n = n0 + m;
-            float bv = (n < rows && kk < dim) ? hv_as_float(x[(row0 + n) * dim + kk]) : 0.0f;
-            if (MODE == HV_TF32) {
-                av = __uint_as_float(hv_to_tf32(av));
-                bv = __uint_as_float(hv_to_tf32(bv));
-            }
-            sm.a[k][m] = av;
-            sm.b[k][m] = bv;
-        }
+        hv_stage_slice<MODE>(sm, queries, nq, dim, x, row0, rows, q0, n0, k0);
         __syncthreads();
         if (MODE == HV_FP16) {
             // One m16n8k16 step covers the whole K slice; the pairs are packed here (the
@@ -96,11 +141,12 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
             const int tx = tid % 16, ty = tid / 16;
             #pragma unroll
             for (int k = 0; k < HV_TK; ++k) {
-                float a[4], b[4];
-                #pragma unroll
-                for (int i = 0; i < 4; ++i) a[i] = sm.a[k][ty * 4 + i];
-                #pragma unroll
-                for (int j = 0; j < 4; ++j) b[j] = sm.b[k][tx * 4 + j];
+                // One 128-bit load each: a warp reads two query quads (a broadcast) and
+                // 16 row quads, 256 contiguous bytes (conflict-free).
+                const float4 a4 = *reinterpret_cast<const float4*>(&sm.a[k][ty * 4]);
+                const float4 b4 = *reinterpret_cast<const float4*>(&sm.b[k][tx * 4]);
+                const float a[4] = {a4.x, a4.y, a4.z, a4.w};
+                const float b[4] = {b4.x, b4.y, b4.z, b4.w};
                 #pragma unroll
                 for (int i = 0; i < 4; ++i)
                     #pragma unroll

@@ -46,6 +46,9 @@ struct alignas(8) float2 {
 struct alignas(16) uint4 {
     unsigned int x, y, z, w;
 };
+struct alignas(8) uint2 {
+    unsigned int x, y;
+};
 
 #if defined(__x86_64__)
 #define HV_EMU_ASM_SWITCH 1

@@ -210,8 +210,8 @@ impl HybridExecutor {
     /// flight keep theirs until they end.
     ///
     /// ```
-    /// # use hybridvec::{Executor, ExecutorConfig};
-    /// let ex = Executor::new(ExecutorConfig::default())?;
+    /// # use hybridvec::{ExecutorConfig, HybridExecutor};
+    /// let ex = HybridExecutor::new(ExecutorConfig::default())?;
     /// ex.release_cached_memory();
     /// # Ok::<(), hybridvec::Error>(())
     /// ```
