@@ -9,6 +9,10 @@
   kernels.py cubins     write kernels/cubin/<name>.sm_80.cubin and .sm_90.cubin (checked
                         in and embedded: a device of those architectures loads them
                         without a JIT; the PTX stays the fallback for newer ones)
+  kernels.py sass       disassemble the checked-in cubins (nvdisasm, PyPI's
+                        nvidia-cuda-nvdisasm) and fail unless every kernel of SASS_LDS128
+                        reads shared memory with at least that many 128-bit loads (LDS.128:
+                        the operand reads of its hot loop); print every kernel's shared loads
 
 The PTX targets compute_80, so it runs on sm_80 and newer, JIT-compiled by the driver.
 NVRTC 12.0 is pinned (PTX ISA 8.0) so that every CUDA 12.x or 13.x driver can load it.
@@ -97,6 +101,53 @@ def cubin_path(src, arch):
     return os.path.join(CUBIN_DIR, f"{os.path.basename(src)[:-3]}.{arch}.cubin")
 
 
+# Kernels whose hot loop reads its operands from shared memory with 128-bit loads, and the
+# least count of LDS.128 that takes (after unrolling): the FP32 tiles read two per k of a
+# 16-deep slice; the memory-bound kernels read their staged queries as float4 (FP16: the
+# rows are 8 halves per 16 bytes, so half as many).
+TILED_FP32 = ["hv_score_tiled", "hv_score_tiled_l2", "hv_topk_tiled", "hv_topk_tiled_l2",
+              "hv_filter_tiled", "hv_filter_tiled_l2"]
+SMALL_Q = ["hv_score_small_q", "hv_score_small_q_l2", "hv_topk_small_q", "hv_topk_small_q_l2",
+           "hv_filter_small_q", "hv_filter_small_q_l2"]
+SASS_LDS128 = {**{k: 32 for k in TILED_FP32}, **{k: 8 for k in SMALL_Q},
+               **{k.replace("_l2", "") + "_f16": 4 for k in SMALL_Q if k.endswith("_l2")}}
+
+
+def sass():
+    nvdisasm = find("cu13/bin/nvdisasm")
+    counts = {}  # (arch, function) -> {opcode: count}
+    for src in sources():
+        for arch in CUBIN_ARCHS:
+            cubin = cubin_path(src, arch)
+            r = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.exit(f"nvdisasm failed on {cubin}:\n{r.stderr}")
+            func = None
+            for line in r.stdout.splitlines():
+                m = re.search(r"\.text\.(\w+)", line)
+                if m:
+                    func = m.group(1)
+                    counts.setdefault((arch, func), {})
+                m = re.search(r"\b(LDS(?:\.U?\d+)?)\b", line)
+                if m and func:
+                    c = counts[(arch, func)]
+                    c[m.group(1)] = c.get(m.group(1), 0) + 1
+    bad = []
+    for (arch, func), c in sorted(counts.items()):
+        loads = ", ".join(f"{n} {op}" for op, n in sorted(c.items())) or "no shared loads"
+        print(f"{arch} {func}: {loads}")
+        want = SASS_LDS128.get(func)
+        if want is not None and c.get("LDS.128", 0) < want:
+            bad.append(f"{func} ({arch}): {c.get('LDS.128', 0)} LDS.128, want at least {want}")
+    missing = [f for f in SASS_LDS128 if not any(f == fn for _, fn in counts)]
+    if missing:
+        sys.exit("kernels to check not found in the cubins: " + ", ".join(missing))
+    if bad:
+        sys.exit("hot loops without 128-bit shared loads:\n  " + "\n  ".join(bad))
+    print(f"sass: the {len(SASS_LDS128)} kernels checked read shared memory with 128-bit loads "
+          f"on {' and '.join(CUBIN_ARCHS)}")
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "check"
     if mode in ("generate", "check"):
@@ -167,6 +218,8 @@ def main():
             sys.exit("stale cubins (run scripts/kernels.py cubins): " + ", ".join(stale))
         if mode == "ptxas":
             print("the checked-in cubins match the PTX")
+    elif mode == "sass":
+        sass()
     else:
         sys.exit(__doc__)
 
