@@ -94,7 +94,8 @@ __device__ __forceinline__ void hv_filter_tiled_impl(const float* __restrict__ q
                                                      long long* __restrict__ out_i) {
     __shared__ HvTileSmem sm;
     const int lane = threadIdx.x % HV_WARP, warp = threadIdx.x / HV_WARP;
-    const int q0 = blockIdx.y * HV_TM;
+    const HvTileBlock tb = hv_tile_block(nq);
+    const int q0 = tb.q0;
     unsigned int floor[8];
     #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -102,7 +103,7 @@ __device__ __forceinline__ void hv_filter_tiled_impl(const float* __restrict__ q
         floor[i] = q < nq ? hv_filter_floor(tau, tau_ld, q) : 0xffffffffu;  // nothing passes
     }
     hv_walk_segment<MODE>(sm, queries, nq, dim, x, inv, bias, mask, 0, rows, seg_tiles, q0,
-                          [&](long long n0) {
+                          tb.part, [&](long long n0) {
         #pragma unroll
         for (int i = 0; i < 8; ++i) {
             int qm = warp * 8 + i;

@@ -79,7 +79,7 @@ hv_topk_small_q_f16(const float* __restrict__ queries, int nq, int dim,
 
 // Large batches: block (x, y) takes queries 64y .. 64y+63 and rows
 // row0 + [x · seg_tiles · 64, +seg_tiles · 64), one 64 × 64 tile at a time; warp w keeps the lists
-// of queries 8w .. 8w+7. Part = blockIdx.x.
+// of queries 8w .. 8w+7 (the block's part and query tile: hv_tile_block).
 template <int MODE, class T>
 __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ queries, int nq, int dim,
                                                    const T* __restrict__ x,
@@ -91,12 +91,13 @@ __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ que
                                                    long long* __restrict__ out_i, long long out_ld) {
     __shared__ HvTileSmem sm;
     const int lane = threadIdx.x % HV_WARP, warp = threadIdx.x / HV_WARP;
-    const int q0 = blockIdx.y * HV_TM;
+    const HvTileBlock tb = hv_tile_block(nq);
+    const int q0 = tb.q0;
     HvList lists[8];
     #pragma unroll
     for (int i = 0; i < 8; ++i) hv_list_clear(lists[i]);
     hv_walk_segment<MODE>(sm, queries, nq, dim, x, inv, bias, mask, row0, rows, seg_tiles, q0,
-                          [&](long long n0) {
+                          tb.part, [&](long long n0) {
         #pragma unroll
         for (int i = 0; i < 8; ++i) {
             int qm = warp * 8 + i;
@@ -112,7 +113,7 @@ __device__ __forceinline__ void hv_topk_tiled_impl(const float* __restrict__ que
     for (int i = 0; i < 8; ++i) {
         int q = q0 + warp * 8 + i;
         if (q < nq) {
-            long long at = (long long)q * out_ld + (long long)blockIdx.x * k;
+            long long at = (long long)q * out_ld + tb.part * k;
             hv_list_store(lists[i], k, out_s + at, out_i + at);
         }
     }

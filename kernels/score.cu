@@ -65,8 +65,9 @@ __device__ __forceinline__ void hv_score_tiled_impl(const float* __restrict__ qu
                                                     long long row0, long long rows,
                                                     float* __restrict__ out, long long ld) {
     __shared__ HvTileSmem sm;
-    int q0 = blockIdx.y * HV_TM;
-    long long n0 = (long long)blockIdx.x * HV_TN;
+    const HvTileBlock tb = hv_tile_block(nq);
+    const int q0 = tb.q0;
+    const long long n0 = tb.part * HV_TN;
     hv_tile_scores<MODE>(sm, queries, nq, dim, x, inv, bias, mask, row0, rows, q0, n0);
     for (int e = threadIdx.x; e < HV_TM * HV_TN; e += HV_TILE_THREADS) {
         int qm = e / HV_TN, rn = e % HV_TN;
@@ -74,7 +75,7 @@ __device__ __forceinline__ void hv_score_tiled_impl(const float* __restrict__ qu
     }
 }
 
-extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
 hv_score_tiled(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                long long row0, long long rows, float* __restrict__ out, long long ld) {
@@ -82,7 +83,7 @@ hv_score_tiled(const float* __restrict__ queries, int nq, int dim, const float* 
 }
 
 // The same on the tensor cores, operands rounded to TF32 (Precision::Tf32).
-extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
 hv_score_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                     const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                     long long row0, long long rows, float* __restrict__ out, long long ld) {
@@ -91,7 +92,7 @@ hv_score_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const fl
 
 // The same from the FP16 copy of the corpus (unit-norm rows, inv null), FP16 tensor cores
 // (Precision::Fp16).
-extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
 hv_score_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                    const unsigned short* __restrict__ x, const float* __restrict__ inv,
                    const unsigned int* __restrict__ mask, long long row0, long long rows,
@@ -108,7 +109,7 @@ hv_score_small_q_l2(const float* __restrict__ queries, int nq, int dim, const fl
     hv_score_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, row0, rows, out, ld);
 }
 
-extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
 hv_score_tiled_l2(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                   const float* __restrict__ bias, const unsigned int* __restrict__ mask,
                   long long row0, long long rows, float* __restrict__ out, long long ld) {

@@ -185,8 +185,23 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
     }
 }
 
-// Walks block x's segment of rows row0 .. row0 + rows: tiles at row0 + (x · seg_tiles + t) · 64
-// for t < seg_tiles, stopping at the end. Each tile is scored into sm.s, then
+// A tiled kernel's block: its first query and its part (a row tile, or a segment of
+// them). The grid is one-dimensional with the query tiles fastest, so the blocks of one
+// part run side by side: the rows they share come from DRAM once, and from L2 for the
+// other query tiles, and the corpus is streamed about once however many queries there
+// are. `nq` is the launch's query count (the grid has ceil(nq / 64) blocks per part).
+struct HvTileBlock {
+    int q0;
+    long long part;
+};
+__device__ __forceinline__ HvTileBlock hv_tile_block(int nq) {
+    const long long q_tiles = (nq + HV_TM - 1) / HV_TM;
+    const long long b = blockIdx.x;
+    return HvTileBlock{static_cast<int>(b % q_tiles) * HV_TM, b / q_tiles};
+}
+
+// Walks segment `part` of rows row0 .. row0 + rows: tiles at row0 + (part · seg_tiles + t)
+// · 64 for t < seg_tiles, stopping at the end. Each tile is scored into sm.s, then
 // visit(n0) runs (n0 its first row, absolute), then a barrier, so visit may read all of
 // sm.s and the next tile may rewrite it.
 template <int MODE, class T, class Visit>
@@ -196,8 +211,8 @@ __device__ __forceinline__ void hv_walk_segment(HvTileSmem& sm, const float* __r
                                                 const float* __restrict__ bias,
                                                 const unsigned int* __restrict__ mask,
                                                 long long row0, long long rows, int seg_tiles,
-                                                int q0, Visit visit) {
-    const long long first = row0 + (long long)blockIdx.x * seg_tiles * HV_TN, end = row0 + rows;
+                                                int q0, long long part, Visit visit) {
+    const long long first = row0 + part * seg_tiles * HV_TN, end = row0 + rows;
     for (int t = 0; t < seg_tiles; ++t) {
         long long n0 = first + (long long)t * HV_TN;
         if (n0 >= end) break;  // block-uniform

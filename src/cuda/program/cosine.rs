@@ -125,7 +125,8 @@ pub(super) fn score(
         let qn = (nq - q0).min(MAX_GRID_Y * TILE);
         p.launches.push(Launch {
             kernel,
-            grid: grid(rows.div_ceil(TILE), qn.div_ceil(TILE)),
+            // The query tiles fastest (see `hv_tile_block` in kernels/tile.cuh).
+            grid: grid(rows.div_ceil(TILE) * qn.div_ceil(TILE), 1),
             block: 256,
             smem: 0,
             args: [

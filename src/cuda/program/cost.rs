@@ -8,9 +8,10 @@
 //! design loses against another at the same ceilings.
 //!
 //! Counted:
-//! - scoring kernels: the corpus rows (FP16 copies at 2 bytes a value) once per pass (the
-//!   memory-bound kernels make one pass for all their queries, the tiled ones one per
-//!   query tile: the grid's y), their norms or biases and the live mask with them, the
+//! - scoring kernels: the corpus rows (FP16 copies at 2 bytes a value) once (the
+//!   memory-bound kernels make one pass for all their queries; the tiled ones run the
+//!   query tiles of a part side by side, so the other query tiles read the rows from
+//!   L2), their norms or biases and the live mask with them, the
 //!   queries, the scores a `score` kernel writes and the candidates a fused kernel
 //!   writes; `2 · queries · rows · dim` FLOPs;
 //! - selection passes: every candidate's score (and index) read once, `k` per segment
@@ -141,10 +142,11 @@ pub(crate) fn launch_cost(l: &Launch) -> Cost {
             Output::Filter => num(a.get(6)),
             Output::Score | Output::TopK => num(a.get(7)),
         };
-        let passes = match scan {
-            Scan::Small => 1.0,
-            Scan::Tiled => gy,
-        };
+        // The tiled grids run the query tiles of a part side by side (`hv_tile_block`):
+        // the rows come from DRAM once and from L2 for the other query tiles (the model
+        // assumes L2 holds what the resident blocks share: a tile of rows per part).
+        let q_tiles = (qn / 64.0).ceil().max(1.0);
+        let passes = 1.0;
         let per_row = dim * elem
             + if present(a.get(4)) { 4.0 } else { 0.0 }
             + if present(a.get(5)) { 1.0 / 8.0 } else { 0.0 };
@@ -158,7 +160,7 @@ pub(crate) fn launch_cost(l: &Launch) -> Cost {
             Output::TopK => {
                 let (parts, k) = match scan {
                     Scan::Small => (gx * 8.0, num(a.get(8))),
-                    Scan::Tiled => (gx, num(a.get(9))),
+                    Scan::Tiled => (gx / q_tiles, num(a.get(9))),
                 };
                 parts * qn * k * 12.0
             }

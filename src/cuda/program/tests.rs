@@ -203,8 +203,8 @@ fn fp16_reads_the_half_copy_without_norms_in_both_paths() {
 /// precision, what our program moves and computes, and its least time at the H200's
 /// ceilings, beside a GEMM into a score matrix and a top-k over it (torch's way). The
 /// model is read off the launches, so it also checks the builders: a fused top-k scores
-/// every row once per query (FLOPs exactly `2·Q·N·D`), and a tiled scan reads the corpus
-/// once per query tile.
+/// every row once per query (FLOPs exactly `2·Q·N·D`), and every scan reads the corpus
+/// at least once from DRAM.
 #[test]
 fn expected_figures_at_the_h200_ceilings() {
     use super::cost::{gemm_then_select, program_cost, program_secs, torch_secs, H200};
@@ -235,8 +235,8 @@ fn expected_figures_at_the_h200_ceilings() {
             let corpus = (n * 768 * elem) as f64;
             if s.fused(k) {
                 assert_eq!(ours.flops, min_flops, "{name} {precision:?}");
-                let passes = if s.small() { 1 } else { nq.div_ceil(TILE) };
-                assert!(ours.bytes >= passes as f64 * corpus, "{name} {precision:?}");
+                // One pass from DRAM: the tiled grids share each part's rows through L2.
+                assert!(ours.bytes >= corpus, "{name} {precision:?}");
             } else {
                 // The filtered path also scores its sample.
                 assert!(ours.flops >= min_flops && ours.flops <= 1.5 * min_flops);

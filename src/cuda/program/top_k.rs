@@ -164,7 +164,8 @@ impl FusedGrid {
                 q_tiles,
             } => Launch {
                 kernel: s.tiled_kernel(family),
-                grid: grid(parts, q_tiles),
+                // The query tiles fastest (see `hv_tile_block`).
+                grid: grid(parts * q_tiles, 1),
                 block: 256,
                 smem: 0,
                 args: [scoring, rows, vec![int(seg_tiles)], tail].concat(),
