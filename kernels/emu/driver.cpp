@@ -38,6 +38,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -1125,6 +1126,31 @@ CUresult cuLaunchKernel(void* fh, unsigned gx, unsigned gy, unsigned gz, unsigne
                   },
                   false});
     return kSuccess;
+}
+
+// ---- occupancy ----
+
+// Blocks of `block` threads with `smem` dynamic shared bytes that fit on an SM: by the
+// threads (2 048 per SM) and the shared memory (227 KiB per SM); the emulator knows no
+// register counts.
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* out, void* fh, int block,
+                                                              size_t smem, unsigned flags) {
+    ENTER();
+    (void)flags;
+    if (!out || block <= 0 || block > 1024) return kInvalidValue;
+    {
+        std::lock_guard<std::mutex> l(d.mu);
+        if (d.functions.find(static_cast<Function*>(fh)) == d.functions.end())
+            return kInvalidHandle;
+    }
+    int blocks = 2048 / block;
+    if (smem > 0) blocks = std::min<int>(blocks, static_cast<int>((227u << 10) / smem));
+    *out = blocks;
+    return kSuccess;
+}
+
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int* out, void* fh, int block, size_t smem) {
+    return cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(out, fh, block, smem, 0);
 }
 
 // ---- the emulated cuBLAS's door (cublas.cpp) ----

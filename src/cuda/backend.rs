@@ -10,7 +10,7 @@ use super::error::{self, launch_failed};
 use super::gemm_choice::{GemmChoice, GemmPath};
 use super::launch::{self, Kernels};
 use super::plan;
-use super::program::{self, Buf, Layout, Program, Shape, MAX_K};
+use super::program::{self, Buf, Layout, Occupancy, Program, Shape, MAX_K};
 use super::resident::{Resident, ResidentSlot};
 use super::streams::{CallStream, StreamPool};
 use super::{CudaConfig, Precision};
@@ -58,6 +58,8 @@ pub(crate) struct CudaBackend {
     cublas: Result<Arc<Cublas>, String>,
     gemm_path: GemmPath,
     gemm_choice: GemmChoice,
+    /// Blocks per SM of the scoring kernels, from the occupancy API.
+    occupancy: Occupancy,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -158,7 +160,9 @@ impl CudaBackend {
             },
             gemm_path: config.gemm,
             gemm_choice: GemmChoice::new(),
+            occupancy: Occupancy::default(),
         };
+        backend.occupancy = backend.kernels.occupancy();
         if let Err(why) = &backend.cublas {
             tracing::debug!(why, "cuBLAS not used");
         }
@@ -334,6 +338,7 @@ impl CudaBackend {
             precision: self.precision,
             sms: self.sms,
             gemm,
+            occupancy: self.occupancy,
         }
     }
 

@@ -7,7 +7,9 @@
 use super::cublas::{CublasHandle, Gemm, Operands};
 use super::error::launch_failed;
 use super::images::{self, ImageForm};
-use super::program::{Arg, Buf, GemmKind, Kernel, Launch, Layout, Program};
+use super::program::{
+    Arg, Buf, Family, GemmKind, Kernel, Launch, Layout, Occupancy, Program, SMALL_Q_SMEM,
+};
 use crate::backend::BackendError;
 use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr};
 use std::collections::HashMap;
@@ -59,6 +61,40 @@ impl Kernels {
             .map(|(file, f)| format!("{file}: {}", f.describe()))
             .collect();
         each.join(", ")
+    }
+
+    /// Blocks per SM of the scoring kernels, from the occupancy API (256 threads; the
+    /// memory-bound kernels with their most dynamic shared memory): the least over each
+    /// class. A class the device does not answer for keeps the default.
+    pub(super) fn occupancy(&self) -> Occupancy {
+        let least = |kernels: &[Kernel], smem: usize| {
+            kernels
+                .iter()
+                .map(|k| {
+                    self.get(*k)
+                        .occupancy_max_active_blocks_per_multiprocessor(256, smem, None)
+                        .ok()
+                        .filter(|&b| b > 0)
+                        .map(|b| b as usize)
+                })
+                .collect::<Option<Vec<usize>>>()
+                .and_then(|v| v.into_iter().min())
+        };
+        let small: Vec<Kernel> = [Family::Score, Family::TopK, Family::Filter]
+            .iter()
+            .flat_map(|f| f.small())
+            .collect();
+        let tiled: Vec<Kernel> = [Family::Score, Family::TopK, Family::Filter]
+            .iter()
+            .flat_map(|f| f.tiled())
+            .collect();
+        let default = Occupancy::default();
+        let found = Occupancy {
+            small: least(&small, SMALL_Q_SMEM).unwrap_or(default.small),
+            tiled: least(&tiled, 0).unwrap_or(default.tiled),
+        };
+        tracing::debug!(?found, "blocks per SM");
+        found
     }
 
     fn get(&self, k: Kernel) -> &CudaFunction {

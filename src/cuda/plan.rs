@@ -91,6 +91,7 @@ mod tests {
             metric: crate::metric::Metric::Cosine,
             sms: 132,
             gemm: false,
+            occupancy: Default::default(),
         };
         move |r| program::top_k_chunked(&s, k, r).device_bytes()
     }

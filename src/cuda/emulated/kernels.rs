@@ -156,6 +156,7 @@ fn cosine_chunks_match_the_reference() {
             metric: crate::metric::Metric::Cosine,
             sms: 2,
             gemm,
+            occupancy: Default::default(),
         };
         let want = data::cosine_reference(&q, &c, dim);
         let tol = precision.score_tolerance() as f64;

@@ -186,6 +186,7 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         metric: case.metric,
         sms: 2,
         gemm: case.gemm,
+        occupancy: Default::default(),
     };
     let (scores, idx, path) = emulated_top_k(emu, &shape, k, case.chunk, &mut inp, seed);
     if let Some(want) = case.expect {

@@ -312,6 +312,24 @@ impl Program {
     }
 }
 
+/// Blocks per SM of the scoring kernels, as the device's occupancy API reports them for
+/// their block size (the least over each class's variants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Occupancy {
+    /// The memory-bound kernels (256 threads, up to 48 KiB of queries).
+    pub small: usize,
+    /// The tiled kernels (256 threads).
+    pub tiled: usize,
+}
+
+impl Default for Occupancy {
+    /// What the kernels' launch bounds ask for, where the device was not asked: three
+    /// memory-bound blocks and two tiled blocks per SM.
+    fn default() -> Self {
+        Self { small: 3, tiled: 2 }
+    }
+}
+
 /// What a top-k or cosine call looks like to the planner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Shape {
@@ -327,6 +345,9 @@ pub(crate) struct Shape {
     pub precision: Precision,
     /// Streaming multiprocessors (sizes the fused grids).
     pub sms: usize,
+    /// Blocks of the scoring kernels that fit on one SM at once (the occupancy API's
+    /// answer on the device), which sizes the grids to whole waves.
+    pub occupancy: Occupancy,
     /// Score through cuBLAS: GEMM steps, then the rows' factors applied in one pass;
     /// top-k then scores rows in chunks into memory and selects (the fused and filtered
     /// paths belong to the own kernels).

@@ -13,6 +13,7 @@ fn shape(nq: usize, n: usize, dim: usize) -> Shape {
         metric: crate::metric::Metric::Cosine,
         sms: 132,
         gemm: false,
+        occupancy: Default::default(),
     }
 }
 
@@ -272,5 +273,30 @@ fn expected_figures_at_the_h200_ceilings() {
                 secs / gemm_secs
             );
         }
+    }
+}
+
+#[test]
+fn grids_fill_the_waves_the_occupancy_allows() {
+    use super::Occupancy;
+    let blocks = |p: &Program| -> u32 { p.launches[0].grid.iter().product() };
+    // Memory-bound: one wave of occupancy.small blocks per SM over a large corpus.
+    let mut s = shape(1, 10_000_000, 64);
+    for small in [1, 3, 6] {
+        s.occupancy = Occupancy { small, tiled: 2 };
+        assert_eq!(blocks(&top_k(&s, 10, 4096)) as usize, small * 132);
+    }
+    // Tiled: segments long enough for about one wave of blocks.
+    let mut s = shape(256, 100_000, 64);
+    let mut last = 0;
+    for tiled in [1, 2, 4, 8] {
+        s.occupancy = Occupancy { small: 3, tiled };
+        let b = blocks(&top_k(&s, 10, 4096)) as usize;
+        assert!(
+            b >= tiled * 132 && b <= 2 * tiled * 132 + 4,
+            "{tiled}: {b} blocks"
+        );
+        assert!(b > last);
+        last = b;
     }
 }

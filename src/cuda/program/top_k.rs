@@ -175,17 +175,20 @@ impl FusedGrid {
 }
 
 /// Blocks of the memory-bound kernels: one part per warp, each warp ≥ 32 rows, one wave
-/// of three blocks per SM (`__launch_bounds__(256, 3)`).
+/// of as many blocks per SM as fit ([`Shape::occupancy`]).
 fn small_blocks(s: &Shape) -> usize {
-    s.n.div_ceil(8 * 32).clamp(1, 3 * s.sms.max(1))
+    s.n.div_ceil(8 * 32)
+        .clamp(1, s.occupancy.small.max(1) * s.sms.max(1))
 }
 
 /// Segments of the tiled kernels: whole tiles per block, as long as there are still
-/// ~4 blocks per SM, and at least `min_parts` segments where there are that many tiles.
+/// about a wave of blocks ([`Shape::occupancy`] per SM), and at least `min_parts`
+/// segments where there are that many tiles.
 /// Returns (tiles per segment, segments, query tiles).
 fn tile_segments(s: &Shape, min_parts: usize) -> (usize, usize, usize) {
     let (tiles, q_tiles) = (s.n.div_ceil(TILE), s.nq.div_ceil(TILE));
-    let seg_tiles = (tiles * q_tiles / (4 * s.sms.max(1)))
+    let wave = s.occupancy.tiled.max(1) * s.sms.max(1);
+    let seg_tiles = (tiles * q_tiles / wave)
         .clamp(1, 64)
         .min((tiles / min_parts.max(1)).max(1));
     (seg_tiles, tiles.div_ceil(seg_tiles), q_tiles)
