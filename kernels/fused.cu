@@ -60,7 +60,9 @@ __device__ __forceinline__ void hv_topk_small_q_impl(const float* __restrict__ q
         if (q < nq) hv_list_store(lists[q], k, out_s + q * out_ld + part * k, out_i + q * out_ld + part * k);
 }
 
-extern "C" __global__ void __launch_bounds__(256, 3)
+// Two blocks per SM: the eight lists and four loads in flight per lane need up to 128
+// registers; the loads in flight, not the warps, keep memory busy.
+extern "C" __global__ void __launch_bounds__(256, 2)
 hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                 const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                 long long row0, long long rows, int k, float* __restrict__ out_s,
@@ -69,7 +71,7 @@ hv_topk_small_q(const float* __restrict__ queries, int nq, int dim, const float*
 }
 
 // The same over the FP16 copy of the corpus (Precision::Fp16): half the bytes.
-extern "C" __global__ void __launch_bounds__(256, 3)
+extern "C" __global__ void __launch_bounds__(256, 2)
 hv_topk_small_q_f16(const float* __restrict__ queries, int nq, int dim,
                     const unsigned short* __restrict__ x, const float* __restrict__ inv,
                     const unsigned int* __restrict__ mask, long long row0, long long rows,
@@ -153,7 +155,7 @@ hv_topk_tiled_f16(const float* __restrict__ queries, int nq, int dim,
 // L2 (FP32 only): the scores of hv_topk_small_q and hv_topk_tiled plus each row's bias
 // -||row||^2 / 2, so the best score is the nearest row. Kernels of their own, so that the
 // others keep their registers.
-extern "C" __global__ void __launch_bounds__(256, 3)
+extern "C" __global__ void __launch_bounds__(256, 2)
 hv_topk_small_q_l2(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                    const float* __restrict__ bias, const unsigned int* __restrict__ mask,
                    long long row0, long long rows, int k, float* __restrict__ out_s,

@@ -38,7 +38,7 @@ __device__ __forceinline__ void hv_score_small_q_impl(const float* __restrict__ 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 3)
 hv_score_small_q(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                  const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                  long long row0, long long rows, float* __restrict__ out, long long ld) {
@@ -46,7 +46,7 @@ hv_score_small_q(const float* __restrict__ queries, int nq, int dim, const float
 }
 
 // The same over the FP16 copy of the corpus (Precision::Fp16): half the bytes.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 3)
 hv_score_small_q_f16(const float* __restrict__ queries, int nq, int dim,
                      const unsigned short* __restrict__ x, const float* __restrict__ inv,
                      const unsigned int* __restrict__ mask, long long row0, long long rows,
@@ -102,7 +102,7 @@ hv_score_tiled_f16(const float* __restrict__ queries, int nq, int dim,
 
 // L2 (FP32 only): hv_score_small_q and hv_score_tiled with each row's bias
 // -||row||^2 / 2 added to its scores.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 3)
 hv_score_small_q_l2(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                     const float* __restrict__ bias, const unsigned int* __restrict__ mask,
                     long long row0, long long rows, float* __restrict__ out, long long ld) {

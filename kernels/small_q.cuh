@@ -21,13 +21,32 @@ __device__ __forceinline__ void hv_row_dots(const float* q_s, int nq, int dim,
     for (int q = 0; q < HV_SMALL_Q; ++q) acc[q] = 0.0f;
     if ((dim & 3) == 0) {
         const float4* x4 = reinterpret_cast<const float4*>(xr);
-        int d4 = dim / 4;
-        for (int j = lane; j < d4; j += HV_WARP) {
+        const float4* q4 = reinterpret_cast<const float4*>(q_s);
+        const int d4 = dim / 4;
+        // Four 16-byte loads in flight per lane before their FMAs (at D = 768, a lane's
+        // six loads of the row in two rounds), then the rest one by one.
+        int j = lane;
+        for (; j + 3 * HV_WARP < d4; j += 4 * HV_WARP) {
+            float4 v[4];
+            #pragma unroll
+            for (int u = 0; u < 4; ++u) v[u] = __ldg(x4 + j + u * HV_WARP);
+            #pragma unroll
+            for (int q = 0; q < HV_SMALL_Q; ++q) {
+                if (q < nq) {
+                    #pragma unroll
+                    for (int u = 0; u < 4; ++u) {
+                        const float4 w = q4[q * d4 + j + u * HV_WARP];
+                        acc[q] = fmaf(v[u].x, w.x, fmaf(v[u].y, w.y, fmaf(v[u].z, w.z, fmaf(v[u].w, w.w, acc[q]))));
+                    }
+                }
+            }
+        }
+        for (; j < d4; j += HV_WARP) {
             float4 v = __ldg(x4 + j);
             #pragma unroll
             for (int q = 0; q < HV_SMALL_Q; ++q) {
                 if (q < nq) {
-                    float4 w = reinterpret_cast<const float4*>(q_s + q * dim)[j];
+                    float4 w = q4[q * d4 + j];
                     acc[q] = fmaf(v.x, w.x, fmaf(v.y, w.y, fmaf(v.z, w.z, fmaf(v.w, w.w, acc[q]))));
                 }
             }
@@ -46,6 +65,29 @@ __device__ __forceinline__ void hv_row_dots(const float* q_s, int nq, int dim,
         if (q < nq) acc[q] = hv_warp_sum(acc[q]);
 }
 
+// acc[q] += Q[q][at .. at + 8] · the eight FP16 values of p, for q < nq.
+__device__ __forceinline__ void hv_half8_dots(const float* q_s, int nq, int dim, int at, uint4 p,
+                                              float (&acc)[HV_SMALL_Q]) {
+    unsigned int words[4] = {p.x, p.y, p.z, p.w};
+    float v[8];
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        v[2 * i] = hv_half_to_float(static_cast<unsigned short>(words[i] & 0xffffu));
+        v[2 * i + 1] = hv_half_to_float(static_cast<unsigned short>(words[i] >> 16));
+    }
+    #pragma unroll
+    for (int q = 0; q < HV_SMALL_Q; ++q) {
+        if (q < nq) {
+            // Two 128-bit shared loads (dim and at are multiples of 8 here).
+            const float4* w4 = reinterpret_cast<const float4*>(q_s + q * dim + at);
+            const float4 lo = w4[0], hi = w4[1];
+            const float w[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+            #pragma unroll
+            for (int i = 0; i < 8; ++i) acc[q] = fmaf(v[i], w[i], acc[q]);
+        }
+    }
+}
+
 // The same over a row stored in FP16 (half the bytes to stream): 16-byte loads of eight
 // values when dim is a multiple of 8, products and sums in f32.
 __device__ __forceinline__ void hv_row_dots(const float* q_s, int nq, int dim,
@@ -55,25 +97,17 @@ __device__ __forceinline__ void hv_row_dots(const float* q_s, int nq, int dim,
     for (int q = 0; q < HV_SMALL_Q; ++q) acc[q] = 0.0f;
     if ((dim & 7) == 0) {
         const uint4* x8 = reinterpret_cast<const uint4*>(xr);
-        int d8 = dim / 8;
-        for (int j = lane; j < d8; j += HV_WARP) {
-            uint4 p = __ldg(x8 + j);
-            unsigned int words[4] = {p.x, p.y, p.z, p.w};
-            float v[8];
+        const int d8 = dim / 8;
+        // Two 16-byte loads (16 values) in flight per lane before their FMAs.
+        int j = lane;
+        for (; j + HV_WARP < d8; j += 2 * HV_WARP) {
+            uint4 p[2];
             #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                v[2 * i] = hv_half_to_float(static_cast<unsigned short>(words[i] & 0xffffu));
-                v[2 * i + 1] = hv_half_to_float(static_cast<unsigned short>(words[i] >> 16));
-            }
+            for (int u = 0; u < 2; ++u) p[u] = __ldg(x8 + j + u * HV_WARP);
             #pragma unroll
-            for (int q = 0; q < HV_SMALL_Q; ++q) {
-                if (q < nq) {
-                    const float* w = q_s + q * dim + 8 * j;
-                    #pragma unroll
-                    for (int i = 0; i < 8; ++i) acc[q] = fmaf(v[i], w[i], acc[q]);
-                }
-            }
+            for (int u = 0; u < 2; ++u) hv_half8_dots(q_s, nq, dim, 8 * (j + u * HV_WARP), p[u], acc);
         }
+        for (; j < d8; j += HV_WARP) hv_half8_dots(q_s, nq, dim, 8 * j, __ldg(x8 + j), acc);
     } else {
         for (int j = lane; j < dim; j += HV_WARP) {
             float v = hv_half_to_float(__ldg(xr + j));

@@ -103,14 +103,14 @@ def cubin_path(src, arch):
 
 # Kernels whose hot loop reads its operands from shared memory with 128-bit loads, and the
 # least count of LDS.128 that takes (after unrolling): the FP32 tiles read two per k of a
-# 16-deep slice; the memory-bound kernels read their staged queries as float4 (FP16: the
-# rows are 8 halves per 16 bytes, so half as many).
+# 16-deep slice; the memory-bound kernels read their staged queries as float4, for each
+# of the 8 queries in the four-load round and the tail.
 TILED_FP32 = ["hv_score_tiled", "hv_score_tiled_l2", "hv_topk_tiled", "hv_topk_tiled_l2",
               "hv_filter_tiled", "hv_filter_tiled_l2"]
 SMALL_Q = ["hv_score_small_q", "hv_score_small_q_l2", "hv_topk_small_q", "hv_topk_small_q_l2",
            "hv_filter_small_q", "hv_filter_small_q_l2"]
-SASS_LDS128 = {**{k: 32 for k in TILED_FP32}, **{k: 8 for k in SMALL_Q},
-               **{k.replace("_l2", "") + "_f16": 4 for k in SMALL_Q if k.endswith("_l2")}}
+SASS_LDS128 = {**{k: 32 for k in TILED_FP32}, **{k: 40 for k in SMALL_Q},
+               **{k.replace("_l2", "") + "_f16": 40 for k in SMALL_Q if k.endswith("_l2")}}
 
 
 def sass():

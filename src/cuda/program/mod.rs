@@ -323,10 +323,10 @@ pub(crate) struct Occupancy {
 }
 
 impl Default for Occupancy {
-    /// What the kernels' launch bounds ask for, where the device was not asked: three
-    /// memory-bound blocks and two tiled blocks per SM.
+    /// What the kernels' launch bounds ask for, where the device was not asked: two
+    /// blocks per SM of each (the fused ones are bounded to two).
     fn default() -> Self {
-        Self { small: 3, tiled: 2 }
+        Self { small: 2, tiled: 2 }
     }
 }
 
