@@ -132,7 +132,7 @@ hv_topk_tiled(const float* __restrict__ queries, int nq, int dim, const float* _
 }
 
 // The same on the tensor cores, operands rounded to TF32 (Precision::Tf32).
-extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 3)
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
 hv_topk_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const float* __restrict__ x,
                    const float* __restrict__ inv, const unsigned int* __restrict__ mask,
                    long long row0, long long rows, int seg_tiles, int k, float* __restrict__ out_s,
@@ -143,7 +143,7 @@ hv_topk_tiled_tf32(const float* __restrict__ queries, int nq, int dim, const flo
 
 // The same from the FP16 copy of the corpus (unit-norm rows, inv null), FP16 tensor cores
 // (Precision::Fp16).
-extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 3)
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
 hv_topk_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                   const unsigned short* __restrict__ x, const float* __restrict__ inv,
                   const unsigned int* __restrict__ mask, long long row0, long long rows, int seg_tiles, int k,

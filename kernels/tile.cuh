@@ -14,15 +14,48 @@
 #define HV_TF32 1  // tensor cores, operands rounded to TF32
 #define HV_FP16 2  // tensor cores, operands rounded to FP16 (the corpus is stored so)
 
-// 16-byte aligned, so that the FP32 tile reads its operands with 128-bit loads.
-struct alignas(16) HvTileSmem {
-    // Operand slices, K-major. The +8 padding keeps the tensor-core fragment reads
-    // (8 rows × 4 k per warp) on 32 distinct banks, and each row 16-byte aligned.
+// The operand slices of one K step, in the layout each arithmetic reads fastest.
+// FP32: K-major, [k][query or row], so that a thread's four queries (rows) at one k are
+// one 128-bit load; the +8 padding keeps each row 16-byte aligned.
+struct HvKMajor {
     float a[HV_TK][HV_TM + 8];
     float b[HV_TK][HV_TN + 8];
+};
+// TF32: row-major, [query or row][k], the k of a row permuted so that the four a thread's
+// fragments take (t, t + 4, t + 8, t + 12) lie in one 16-byte chunk, and the chunks of a
+// row swizzled (chunk ^ (row / 2 % 4)): the fragment reads and the staging stores are
+// conflict-free (hv_mma_index).
+struct HvMmaTf32 {
+    float a[HV_TM][HV_TK];
+    float b[HV_TN][HV_TK];
+};
+// FP16: row-major pairs of halves ([query or row][k / 2], a u32 each), pairs t and t + 4
+// adjacent so that one 64-bit load gives a thread's two fragment words, words swizzled
+// (^ 2 · (row / 4 % 2)) against conflicts (hv_mma_word).
+struct HvMmaF16 {
+    unsigned int a[HV_TM][HV_TK / 2];
+    unsigned int b[HV_TN][HV_TK / 2];
+};
+
+// 16-byte aligned, so that the operand reads can be 128-bit loads.
+struct alignas(16) HvTileSmem {
+    union {
+        HvKMajor k;
+        HvMmaTf32 f;
+        HvMmaF16 h;
+    } op;
     // The finished tile: s[query][row], +1 against bank conflicts on the column reads.
     float s[HV_TM][HV_TN + 1];
 };
+
+// Where value k of row r sits in an HvMmaTf32 row (see there).
+__device__ __forceinline__ int hv_mma_index(int r, int k) {
+    return 4 * ((k & 3) ^ ((r >> 1) & 3)) + (k >> 2);
+}
+// Where pair j (k = 2j, 2j + 1) of row r sits in an HvMmaF16 row (see there).
+__device__ __forceinline__ int hv_mma_word(int r, int j) {
+    return (2 * (j & 3) + (j >> 2)) ^ (2 * ((r >> 2) & 1));
+}
 
 // Four consecutive values of a row from column kk (zero past `dim`, and for a null row):
 // one 16-byte load (FP32) or 8-byte load (FP16 bits) when every row starts aligned (dim a
@@ -52,10 +85,12 @@ __device__ __forceinline__ void hv_load4(float (&v)[4], const unsigned short* __
         v[c] = (row != nullptr && kk + c < dim) ? hv_half_to_float(__ldg(row + kk + c)) : 0.0f;
 }
 
-// Stages the K slice k0 .. k0 + 15 of the tile's queries and rows into sm.a and sm.b
-// (K-major). Thread t loads four consecutive k of query / row t % 64 (k0 + 4·(t / 64)):
-// the 256 threads cover the 64 × 16 slice once, and a warp's stores go to 32
-// consecutive columns, so to 32 distinct banks.
+// Stages the K slice k0 .. k0 + 15 of the tile's queries and rows into the operand
+// layout of MODE. FP32: thread t loads four consecutive k of query / row t % 64
+// (k0 + 4·(t / 64)), and a warp's stores go to 32 consecutive columns. Tensor cores:
+// thread t loads four consecutive k (k0 + 4·(t % 4)) of query / row t / 4, so four
+// threads read 64 contiguous bytes of a row, and the layouts' swizzles spread a warp's
+// stores over 32 banks.
 template <int MODE, class T>
 __device__ __forceinline__ void hv_stage_slice(HvTileSmem& sm, const float* __restrict__ queries,
                                                int nq, int dim, const T* __restrict__ x,
@@ -63,20 +98,34 @@ __device__ __forceinline__ void hv_stage_slice(HvTileSmem& sm, const float* __re
                                                long long n0, int k0) {
     static_assert(HV_TM == HV_TN && HV_TM * HV_TK == 4 * HV_TILE_THREADS,
                   "one quad of the slice per thread");
-    const int m = threadIdx.x % HV_TM, kq = 4 * (threadIdx.x / HV_TM), kk = k0 + kq;
+    const bool kmajor = MODE == HV_FP32;
+    const int m = kmajor ? threadIdx.x % HV_TM : threadIdx.x / 4;
+    const int kq = kmajor ? 4 * (threadIdx.x / HV_TM) : 4 * (threadIdx.x % 4);
     const int q = q0 + m;
     const long long n = n0 + m;
     float av[4], bv[4];
-    hv_load4(av, q < nq ? queries + (long long)q * dim : nullptr, kk, dim);
-    hv_load4(bv, n < rows ? x + (row0 + n) * dim : nullptr, kk, dim);
-    #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-        if (MODE == HV_TF32) {
-            av[c] = __uint_as_float(hv_to_tf32(av[c]));
-            bv[c] = __uint_as_float(hv_to_tf32(bv[c]));
+    hv_load4(av, q < nq ? queries + (long long)q * dim : nullptr, k0 + kq, dim);
+    hv_load4(bv, n < rows ? x + (row0 + n) * dim : nullptr, k0 + kq, dim);
+    if (MODE == HV_FP32) {
+        #pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            sm.op.k.a[kq + c][m] = av[c];
+            sm.op.k.b[kq + c][m] = bv[c];
         }
-        sm.a[kq + c][m] = av[c];
-        sm.b[kq + c][m] = bv[c];
+    } else if (MODE == HV_TF32) {
+        #pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            sm.op.f.a[m][hv_mma_index(m, kq + c)] = __uint_as_float(hv_to_tf32(av[c]));
+            sm.op.f.b[m][hv_mma_index(m, kq + c)] = __uint_as_float(hv_to_tf32(bv[c]));
+        }
+    } else {
+        // The queries round to FP16 here; the rows are FP16 already (exact round trip).
+        #pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            const int w = hv_mma_word(m, kq / 2 + c);
+            sm.op.h.a[m][w] = hv_pack_half2(av[2 * c], av[2 * c + 1]);
+            sm.op.h.b[m][w] = hv_pack_half2(bv[2 * c], bv[2 * c + 1]);
+        }
     }
 }
 
@@ -107,33 +156,50 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
         hv_stage_slice<MODE>(sm, queries, nq, dim, x, row0, rows, q0, n0, k0);
         __syncthreads();
         if (MODE == HV_FP16) {
-            // One m16n8k16 step covers the whole K slice; the pairs are packed here (the
-            // packing rounds the queries to FP16; corpus values already are).
+            // One m16n8k16 step covers the slice: per thread one 64-bit load per row of
+            // A (pairs t and t + 4) and of B.
             const int lane = tid % HV_WARP, w = tid / HV_WARP;
             const int g = lane / 4, t = lane % 4, qm = 16 * (w % 4), rn = 32 * (w / 4);
-            unsigned int a[4] = {hv_pack_half2(sm.a[2 * t][qm + g], sm.a[2 * t + 1][qm + g]),
-                                 hv_pack_half2(sm.a[2 * t][qm + g + 8], sm.a[2 * t + 1][qm + g + 8]),
-                                 hv_pack_half2(sm.a[2 * t + 8][qm + g], sm.a[2 * t + 9][qm + g]),
-                                 hv_pack_half2(sm.a[2 * t + 8][qm + g + 8], sm.a[2 * t + 9][qm + g + 8])};
+            const uint2 lo = *reinterpret_cast<const uint2*>(&sm.op.h.a[qm + g][hv_mma_word(qm + g, t)]);
+            const uint2 hi =
+                *reinterpret_cast<const uint2*>(&sm.op.h.a[qm + g + 8][hv_mma_word(qm + g + 8, t)]);
+            const unsigned int a[4] = {lo.x, hi.x, lo.y, hi.y};
             #pragma unroll
             for (int j = 0; j < 4; ++j) {
-                int c = rn + 8 * j + g;
-                unsigned int b[2] = {hv_pack_half2(sm.b[2 * t][c], sm.b[2 * t + 1][c]),
-                                     hv_pack_half2(sm.b[2 * t + 8][c], sm.b[2 * t + 9][c])};
+                const int c = rn + 8 * j + g;
+                const uint2 bw = *reinterpret_cast<const uint2*>(&sm.op.h.b[c][hv_mma_word(c, t)]);
+                const unsigned int b[2] = {bw.x, bw.y};
                 hv_mma_f16(acc[j], a, b);
             }
         } else if (MODE == HV_TF32) {
+            // Two m16n8k8 steps: per thread one 128-bit load per row of A (k = t, t + 4,
+            // t + 8, t + 12) and of B serves both.
             const int lane = tid % HV_WARP, w = tid / HV_WARP;
             const int g = lane / 4, t = lane % 4, qm = 16 * (w % 4), rn = 32 * (w / 4);
+            const float4 lo = *reinterpret_cast<const float4*>(&sm.op.f.a[qm + g][hv_mma_index(qm + g, t)]);
+            const float4 hi =
+                *reinterpret_cast<const float4*>(&sm.op.f.a[qm + g + 8][hv_mma_index(qm + g + 8, t)]);
+            float4 bq[4];
             #pragma unroll
-            for (int ks = 0; ks < HV_TK; ks += 8) {
-                unsigned int a[4] = {
-                    __float_as_uint(sm.a[ks + t][qm + g]), __float_as_uint(sm.a[ks + t][qm + g + 8]),
-                    __float_as_uint(sm.a[ks + t + 4][qm + g]), __float_as_uint(sm.a[ks + t + 4][qm + g + 8])};
+            for (int j = 0; j < 4; ++j) {
+                const int c = rn + 8 * j + g;
+                bq[j] = *reinterpret_cast<const float4*>(&sm.op.f.b[c][hv_mma_index(c, t)]);
+            }
+            {
+                const unsigned int a[4] = {__float_as_uint(lo.x), __float_as_uint(hi.x),
+                                           __float_as_uint(lo.y), __float_as_uint(hi.y)};
                 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
-                    unsigned int b[2] = {__float_as_uint(sm.b[ks + t][rn + 8 * j + g]),
-                                         __float_as_uint(sm.b[ks + t + 4][rn + 8 * j + g])};
+                    const unsigned int b[2] = {__float_as_uint(bq[j].x), __float_as_uint(bq[j].y)};
+                    hv_mma_tf32(acc[j], a, b);
+                }
+            }
+            {
+                const unsigned int a[4] = {__float_as_uint(lo.z), __float_as_uint(hi.z),
+                                           __float_as_uint(lo.w), __float_as_uint(hi.w)};
+                #pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const unsigned int b[2] = {__float_as_uint(bq[j].z), __float_as_uint(bq[j].w)};
                     hv_mma_tf32(acc[j], a, b);
                 }
             }
@@ -143,8 +209,8 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
             for (int k = 0; k < HV_TK; ++k) {
                 // One 128-bit load each: a warp reads two query quads (a broadcast) and
                 // 16 row quads, 256 contiguous bytes (conflict-free).
-                const float4 a4 = *reinterpret_cast<const float4*>(&sm.a[k][ty * 4]);
-                const float4 b4 = *reinterpret_cast<const float4*>(&sm.b[k][tx * 4]);
+                const float4 a4 = *reinterpret_cast<const float4*>(&sm.op.k.a[k][ty * 4]);
+                const float4 b4 = *reinterpret_cast<const float4*>(&sm.op.k.b[k][tx * 4]);
                 const float a[4] = {a4.x, a4.y, a4.z, a4.w};
                 const float b[4] = {b4.x, b4.y, b4.z, b4.w};
                 #pragma unroll

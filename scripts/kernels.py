@@ -10,9 +10,10 @@
                         in and embedded: a device of those architectures loads them
                         without a JIT; the PTX stays the fallback for newer ones)
   kernels.py sass       disassemble the checked-in cubins (nvdisasm, PyPI's
-                        nvidia-cuda-nvdisasm) and fail unless every kernel of SASS_LDS128
-                        reads shared memory with at least that many 128-bit loads (LDS.128:
-                        the operand reads of its hot loop); print every kernel's shared loads
+                        nvidia-cuda-nvdisasm) and fail unless every kernel of
+                        SASS_VECTOR_LOADS reads shared memory with at least that many
+                        vector loads (the operand reads of its hot loop); print every
+                        kernel's shared loads
 
 The PTX targets compute_80, so it runs on sm_80 and newer, JIT-compiled by the driver.
 NVRTC 12.0 is pinned (PTX ISA 8.0) so that every CUDA 12.x or 13.x driver can load it.
@@ -101,16 +102,24 @@ def cubin_path(src, arch):
     return os.path.join(CUBIN_DIR, f"{os.path.basename(src)[:-3]}.{arch}.cubin")
 
 
-# Kernels whose hot loop reads its operands from shared memory with 128-bit loads, and the
-# least count of LDS.128 that takes (after unrolling): the FP32 tiles read two per k of a
-# 16-deep slice; the memory-bound kernels read their staged queries as float4, for each
-# of the 8 queries in the four-load round and the tail.
+# Kernels whose hot loop reads its operands from shared memory with vector loads, the
+# load, and the least count of it that takes (after unrolling): the FP32 tiles read two
+# LDS.128 per k of a 16-deep slice; the TF32 tiles one LDS.128 per fragment row (2 of A,
+# 4 of B) for both k-steps of the slice, the FP16 tiles one LDS.64 (two half2 words)
+# per fragment row; the memory-bound kernels read their staged queries as float4, for
+# each of the 8 queries in the four-load round and the tail.
 TILED_FP32 = ["hv_score_tiled", "hv_score_tiled_l2", "hv_topk_tiled", "hv_topk_tiled_l2",
               "hv_filter_tiled", "hv_filter_tiled_l2"]
+TILED_TC = ["hv_score_tiled", "hv_topk_tiled", "hv_filter_tiled"]
 SMALL_Q = ["hv_score_small_q", "hv_score_small_q_l2", "hv_topk_small_q", "hv_topk_small_q_l2",
            "hv_filter_small_q", "hv_filter_small_q_l2"]
-SASS_LDS128 = {**{k: 32 for k in TILED_FP32}, **{k: 40 for k in SMALL_Q},
-               **{k.replace("_l2", "") + "_f16": 40 for k in SMALL_Q if k.endswith("_l2")}}
+SASS_VECTOR_LOADS = {
+    **{k: ("LDS.128", 32) for k in TILED_FP32},
+    **{k + "_tf32": ("LDS.128", 6) for k in TILED_TC},
+    **{k + "_f16": ("LDS.64", 6) for k in TILED_TC},
+    **{k: ("LDS.128", 40) for k in SMALL_Q},
+    **{k.replace("_l2", "") + "_f16": ("LDS.128", 40) for k in SMALL_Q if k.endswith("_l2")},
+}
 
 
 def sass():
@@ -136,16 +145,16 @@ def sass():
     for (arch, func), c in sorted(counts.items()):
         loads = ", ".join(f"{n} {op}" for op, n in sorted(c.items())) or "no shared loads"
         print(f"{arch} {func}: {loads}")
-        want = SASS_LDS128.get(func)
-        if want is not None and c.get("LDS.128", 0) < want:
-            bad.append(f"{func} ({arch}): {c.get('LDS.128', 0)} LDS.128, want at least {want}")
-    missing = [f for f in SASS_LDS128 if not any(f == fn for _, fn in counts)]
+        want = SASS_VECTOR_LOADS.get(func)
+        if want is not None and c.get(want[0], 0) < want[1]:
+            bad.append(f"{func} ({arch}): {c.get(want[0], 0)} {want[0]}, want at least {want[1]}")
+    missing = [f for f in SASS_VECTOR_LOADS if not any(f == fn for _, fn in counts)]
     if missing:
         sys.exit("kernels to check not found in the cubins: " + ", ".join(missing))
     if bad:
-        sys.exit("hot loops without 128-bit shared loads:\n  " + "\n  ".join(bad))
-    print(f"sass: the {len(SASS_LDS128)} kernels checked read shared memory with 128-bit loads "
-          f"on {' and '.join(CUBIN_ARCHS)}")
+        sys.exit("hot loops without vector shared loads:\n  " + "\n  ".join(bad))
+    print(f"sass: the {len(SASS_VECTOR_LOADS)} kernels checked read shared memory with vector loads "
+          f"(LDS.128; FP16 tiles LDS.64) on {' and '.join(CUBIN_ARCHS)}")
 
 
 def main():
