@@ -229,4 +229,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// (the CUDA backend's per-stream scratch), but not the resident corpus. The default
     /// keeps nothing, so it does nothing.
     fn release_cached_memory(&self) {}
+
+    /// How this backend scores large batches now, for
+    /// [`CudaStatus::Available::gemm`](crate::CudaStatus::Available), which can change
+    /// while it runs (a cuBLAS that fails is dropped); `None` where it does not say.
+    fn gemm_description(&self) -> Option<String> {
+        None
+    }
 }

@@ -281,3 +281,22 @@ fn driver_calls_and_handles_of_a_cublas_top_k() {
     ex.release_cached_memory();
     assert_eq!(drv.cublas_live_handles(), 0, "handles left after release");
 }
+
+/// A cuBLAS that loads but cannot make a handle (a broken install): the call is still
+/// answered on the device, by the own kernels, and `info` says why from then on.
+#[test]
+fn a_cublas_that_cannot_make_a_handle_leaves_the_own_kernels() {
+    let Some(drv) = emulated() else { return };
+    let _held = drv.exclusive();
+    drv.cublas_fail_create(true);
+    let ex = executor(cublas(Precision::Fp32));
+    let before = drv.cublas_gemms();
+    check_top_k_within(&ex, 40, 3000, 24, 10, 461, Precision::Fp32);
+    check_top_k_within(&ex, 30, 2000, 16, 100, 462, Precision::Fp32);
+    assert_eq!(drv.cublas_gemms(), before, "a GEMM ran");
+    let text = gemm_text(&ex);
+    assert!(
+        text.starts_with("own kernels: cuBLAS failed (") && text.contains("cublasCreate"),
+        "{text}"
+    );
+}

@@ -72,6 +72,7 @@ void drop_job(void* p) { delete static_cast<Job*>(p); }
 
 std::atomic<long long> live_handles{0};
 std::atomic<long long> gemms{0};
+std::atomic<int> create_fails{0};
 
 }  // namespace
 
@@ -80,6 +81,7 @@ extern "C" {
 int cublasCreate_v2(void** out) {
     if (!out) return kInvalidValue;
     if (!driver().enqueue || !driver().gemm) return kNotInitialized;
+    if (create_fails.load()) return kNotInitialized;
     *out = new Handle();
     live_handles.fetch_add(1);
     return kOk;
@@ -145,5 +147,7 @@ int cublasGemmEx(void* hp, int transa, int transb, int m, int n, int k, const vo
 // For the tests: handles not yet destroyed, and GEMMs queued so far.
 long long hvemu_cublas_live_handles() { return live_handles.load(); }
 long long hvemu_cublas_gemms() { return gemms.load(); }
+// Every cublasCreate fails (CUBLAS_STATUS_NOT_INITIALIZED) while `on` is non-zero.
+void hvemu_cublas_fail_create(int on) { create_fails.store(on); }
 
 }  // extern "C"

@@ -56,6 +56,8 @@ pub(crate) struct CudaBackend {
     sms: usize,
     /// cuBLAS, or why not.
     cublas: Result<Arc<Cublas>, String>,
+    /// Why cuBLAS stopped serving (a handle could not be made), once it has.
+    cublas_failed: parking_lot::Mutex<Option<String>>,
     gemm_path: GemmPath,
     gemm_choice: GemmChoice,
     /// Blocks per SM of the scoring kernels, from the occupancy API.
@@ -159,6 +161,7 @@ impl CudaBackend {
                 GemmPath::Measured | GemmPath::Cublas => Cublas::load(),
             },
             gemm_path: config.gemm,
+            cublas_failed: parking_lot::Mutex::new(None),
             gemm_choice: GemmChoice::new(),
             occupancy: Occupancy::default(),
         };
@@ -175,6 +178,9 @@ impl CudaBackend {
 
     /// How batches of more than 8 queries are scored, for `info`.
     pub(crate) fn gemm_description(&self) -> String {
+        if let Some(why) = self.cublas_failed.lock().as_ref() {
+            return format!("own kernels: cuBLAS failed ({why})");
+        }
         match (&self.cublas, self.gemm_path) {
             (Ok(lib), GemmPath::Cublas) => format!("{}, always", lib.describe(None)),
             (Ok(lib), _) => format!(
@@ -185,14 +191,33 @@ impl CudaBackend {
         }
     }
 
-    /// Whether a call of `nq` queries (a fused top-k when `fused`) is scored by cuBLAS.
-    fn use_gemm(&self, nq: usize, fused: bool) -> bool {
-        self.cublas.is_ok()
-            && match self.gemm_path {
-                GemmPath::OwnKernels => false,
-                GemmPath::Cublas => nq > program::SMALL_Q,
-                GemmPath::Measured => self.gemm_choice.pick(nq, fused),
+    /// Whether a call of `nq` queries (a fused top-k when `fused`) is scored by cuBLAS,
+    /// on `stream` (with the context bound): its handle is made here, and a cuBLAS that
+    /// cannot make one is not used again (the own kernels serve, and `info` says why).
+    fn use_gemm(&self, stream: &CallStream<'_>, nq: usize, fused: bool) -> bool {
+        let Ok(lib) = &self.cublas else {
+            return false;
+        };
+        if self.cublas_failed.lock().is_some() {
+            return false;
+        }
+        let wanted = match self.gemm_path {
+            GemmPath::OwnKernels => false,
+            GemmPath::Cublas => nq > program::SMALL_Q,
+            GemmPath::Measured => self.gemm_choice.pick(nq, fused),
+        };
+        if !wanted {
+            return false;
+        }
+        let ready = stream.scratch().ensure_cublas(lib, stream.cu_stream());
+        match ready {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cuBLAS cannot make a handle; the own kernels serve");
+                *self.cublas_failed.lock() = Some(e.to_string());
+                false
             }
+        }
     }
 
     /// The fixed cost of a call, measured when the backend opened.
@@ -421,7 +446,7 @@ impl CudaBackend {
         stream.scratch().mark(&stream, 0)?;
         let mask_bits = mask_bits.or(corpus.live_mask());
         let fused = k <= program::FUSED_MAX_K;
-        let gemm = self.use_gemm(nq, fused);
+        let gemm = self.use_gemm(&stream, nq, fused);
         let shape = self.shape(nq, corpus, mask_bits.is_some(), gemm);
         let call = CallBuffers {
             queries: queries.as_slice(),
@@ -487,7 +512,8 @@ impl CudaBackend {
         let bias = self.bias(&res, corpus, &stream)?;
         let _done = stream.done_guard();
         let mask_bits = corpus.live_mask();
-        let shape = self.shape(nq, corpus, mask_bits.is_some(), self.use_gemm(nq, false));
+        let gemm = self.use_gemm(&stream, nq, false);
+        let shape = self.shape(nq, corpus, mask_bits.is_some(), gemm);
         let call = CallBuffers {
             queries: queries.as_slice(),
             mask: mask_bits,
@@ -553,6 +579,10 @@ fn note_corpus_passes(passes: usize) {
 impl Backend for CudaBackend {
     fn release_cached_memory(&self) {
         self.streams.release_idle_scratch();
+    }
+
+    fn gemm_description(&self) -> Option<String> {
+        Some(CudaBackend::gemm_description(self))
     }
 
     fn take_corpus_passes(&self) -> Option<usize> {

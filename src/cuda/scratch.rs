@@ -142,6 +142,18 @@ impl CallScratch {
         }
     }
 
+    /// Makes this stream's cuBLAS handle now, unless it has one.
+    pub(super) fn ensure_cublas(
+        &mut self,
+        lib: &Arc<Cublas>,
+        stream: sys::CUstream,
+    ) -> Result<(), BackendError> {
+        if self.cublas.is_none() {
+            self.cublas = Some(lib.handle(stream)?);
+        }
+        Ok(())
+    }
+
     /// Keeps `h` for the stream's next GEMM.
     pub(super) fn put_cublas(&mut self, h: CublasHandle) {
         self.cublas = Some(h);

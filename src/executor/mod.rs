@@ -178,12 +178,18 @@ impl HybridExecutor {
 
     /// What this executor runs on.
     pub fn capabilities(&self) -> Capabilities {
+        let mut cuda = self.cuda.clone();
+        if let (CudaStatus::Available { gemm, .. }, Some(accel)) = (&mut cuda, &self.accel) {
+            if let Some(now) = accel.gemm_description() {
+                *gemm = now;
+            }
+        }
         Capabilities {
             cpu_model: cpu_model(),
             simd: self.cpu.simd_level(),
             cpu_features: CpuFeatures::detect(),
             threads: self.cpu.threads(),
-            cuda: self.cuda.clone(),
+            cuda,
             accelerator: self.accel.as_ref().map(|a| a.name().to_string()),
         }
     }

@@ -23,6 +23,7 @@ type SetComputeCapabilityFn = unsafe extern "C" fn(i32, i32);
 type RecoverFn = unsafe extern "C" fn();
 type CountersFn = unsafe extern "C" fn(*mut u64);
 type LiveHandlesFn = unsafe extern "C" fn() -> i64;
+type FailCreateFn = unsafe extern "C" fn(i32);
 
 /// The loaded driver's controls.
 pub struct Driver {
@@ -38,6 +39,7 @@ pub struct Driver {
     cublas_path: PathBuf,
     cublas_live_handles: LiveHandlesFn,
     cublas_gemms: LiveHandlesFn,
+    cublas_fail_create: FailCreateFn,
     lock: Mutex<()>,
 }
 
@@ -79,6 +81,12 @@ impl Driver {
         unsafe { (self.cublas_live_handles)() }
     }
 
+    /// While `on`, every cublasCreate of the emulated cuBLAS fails.
+    pub fn cublas_fail_create(&self, on: bool) {
+        // SAFETY: as above.
+        unsafe { (self.cublas_fail_create)(on as i32) }
+    }
+
     /// GEMMs the emulated cuBLAS queued so far.
     pub fn cublas_gemms(&self) -> i64 {
         // SAFETY: as above.
@@ -102,6 +110,7 @@ impl Driver {
         unsafe {
             (self.recover)();
             (self.configure)(DEFAULT_TOTAL, DEFAULT_DELAY_US, 0);
+            (self.cublas_fail_create)(0);
         }
     }
 
@@ -247,6 +256,9 @@ pub fn driver() -> Option<&'static Driver> {
                         .unwrap(),
                     cublas_gemms: *cublas
                         .get::<LiveHandlesFn>(b"hvemu_cublas_gemms\0")
+                        .unwrap(),
+                    cublas_fail_create: *cublas
+                        .get::<FailCreateFn>(b"hvemu_cublas_fail_create\0")
                         .unwrap(),
                     path: path.clone(),
                     cublas_path: cublas_path.clone(),
