@@ -192,6 +192,8 @@ impl Cublas {
         for path in candidates()? {
             match Self::open(&path) {
                 Ok(c) => return Ok(Arc::new(c)),
+                // The loader's message names the file already; ours do not.
+                Err(e) if e.starts_with(&path.display().to_string()) => tried.push(e),
                 Err(e) => tried.push(format!("{}: {e}", path.display())),
             }
         }
@@ -205,7 +207,13 @@ impl Cublas {
     fn open(path: &Path) -> Result<Self, String> {
         // SAFETY: loading runs the library's initialisers; cuBLAS's (like any library the
         // CUDA toolkit or a wheel ships) only set up its own state.
-        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| e.to_string())?;
+        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| {
+            // The loader's own words ("cannot open shared object file: No such file ...").
+            match std::error::Error::source(&e) {
+                Some(why) => why.to_string(),
+                None => e.to_string(),
+            }
+        })?;
         fn sym<T: Copy>(lib: &libloading::Library, name: &str) -> Result<T, String> {
             // SAFETY: each name is looked up with the C signature cuBLAS declares for it
             // (cublas_api.h, CUDA 11 to 13); the library outlives the copies (`_lib`).
