@@ -105,3 +105,22 @@ __device__ __forceinline__ float hv_row_score(float dot, const float* __restrict
 __device__ __forceinline__ bool hv_live(const unsigned int* __restrict__ mask, long long r) {
     return mask == nullptr || ((mask[r >> 5] >> (r & 31)) & 1u);
 }
+
+// Asynchronous 16-byte copies from global to shared memory (cp.async, sm_80 and newer):
+// `bytes` is 16, or 0 to fill the 16 bytes with zeros (the source is then not read). A
+// group of copies is committed, and waited for with all but the newest N groups done.
+#ifndef HV_EMULATION
+__device__ __forceinline__ void hv_cp_async16(void* smem, const void* gmem, int bytes) {
+    unsigned int s = static_cast<unsigned int>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void hv_cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void hv_cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+#endif
+

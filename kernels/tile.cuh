@@ -21,20 +21,26 @@ struct HvKMajor {
     float a[HV_TK][HV_TM + 8];
     float b[HV_TK][HV_TN + 8];
 };
-// TF32: row-major, [query or row][k], the k of a row permuted so that the four a thread's
-// fragments take (t, t + 4, t + 8, t + 12) lie in one 16-byte chunk, and the chunks of a
-// row swizzled (chunk ^ (row / 2 % 4)): the fragment reads and the staging stores are
-// conflict-free (hv_mma_index).
+// Tensor cores: two buffers (the next K slice is copied in, with cp.async where rows are
+// 16-byte aligned, while this one is multiplied), each row-major, [query or row][k].
+// The k order of a row is the memory's: the fragment slots a thread feeds (k = t, t + 4,
+// t + 8, t + 12 of the two m16n8k8 steps; pairs t and t + 4 of the m16n8k16 step) are
+// mapped to the four consecutive values 4t .. 4t + 3, the same for both operands, so one
+// vector load gives a thread all of them (a dot product does not care about the order of
+// its terms).
+// TF32: raw f32 (rounded to TF32 when the fragments are loaded), the 16-byte chunks of a
+// row swizzled (chunk ^ (row / 2 % 4)) so that a quarter-warp's 128-bit loads hit 32
+// distinct banks.
+#define HV_STAGES 2
 struct HvMmaTf32 {
-    float a[HV_TM][HV_TK];
-    float b[HV_TN][HV_TK];
+    float a[HV_STAGES][HV_TM][HV_TK];
+    float b[HV_STAGES][HV_TN][HV_TK];
 };
-// FP16: row-major pairs of halves ([query or row][k / 2], a u32 each), pairs t and t + 4
-// adjacent so that one 64-bit load gives a thread's two fragment words, words swizzled
-// (^ 2 · (row / 4 % 2)) against conflicts (hv_mma_word).
+// FP16: pairs of halves (a u32 each), 32 bytes a row; a half-warp's 64-bit loads read 4
+// whole rows, so no swizzle is needed.
 struct HvMmaF16 {
-    unsigned int a[HV_TM][HV_TK / 2];
-    unsigned int b[HV_TN][HV_TK / 2];
+    unsigned int a[HV_STAGES][HV_TM][HV_TK / 2];
+    unsigned int b[HV_STAGES][HV_TN][HV_TK / 2];
 };
 
 // 16-byte aligned, so that the operand reads can be 128-bit loads.
@@ -48,14 +54,8 @@ struct alignas(16) HvTileSmem {
     float s[HV_TM][HV_TN + 1];
 };
 
-// Where value k of row r sits in an HvMmaTf32 row (see there).
-__device__ __forceinline__ int hv_mma_index(int r, int k) {
-    return 4 * ((k & 3) ^ ((r >> 1) & 3)) + (k >> 2);
-}
-// Where pair j (k = 2j, 2j + 1) of row r sits in an HvMmaF16 row (see there).
-__device__ __forceinline__ int hv_mma_word(int r, int j) {
-    return (2 * (j & 3) + (j >> 2)) ^ (2 * ((r >> 2) & 1));
-}
+// The float index of 16-byte chunk c of row r in an HvMmaTf32 row (see there).
+__device__ __forceinline__ int hv_tf32_chunk(int r, int c) { return 4 * (c ^ ((r >> 1) & 3)); }
 
 // Four consecutive values of a row from column kk (zero past `dim`, and for a null row):
 // one 16-byte load (FP32) or 8-byte load (FP16 bits) when every row starts aligned (dim a
@@ -85,48 +85,84 @@ __device__ __forceinline__ void hv_load4(float (&v)[4], const unsigned short* __
         v[c] = (row != nullptr && kk + c < dim) ? hv_half_to_float(__ldg(row + kk + c)) : 0.0f;
 }
 
-// Stages the K slice k0 .. k0 + 15 of the tile's queries and rows into the operand
-// layout of MODE. FP32: thread t loads four consecutive k of query / row t % 64
-// (k0 + 4·(t / 64)), and a warp's stores go to 32 consecutive columns. Tensor cores:
-// thread t loads four consecutive k (k0 + 4·(t % 4)) of query / row t / 4, so four
-// threads read 64 contiguous bytes of a row, and the layouts' swizzles spread a warp's
-// stores over 32 banks.
-template <int MODE, class T>
+// Stages the K slice k0 .. k0 + 15 of the tile's queries and rows for the FP32 tile
+// (K-major): thread t loads four consecutive k of query / row t % 64 (k0 + 4·(t / 64)),
+// and a warp's stores go to 32 consecutive columns, so to 32 distinct banks.
+template <class T>
 __device__ __forceinline__ void hv_stage_slice(HvTileSmem& sm, const float* __restrict__ queries,
                                                int nq, int dim, const T* __restrict__ x,
                                                long long row0, long long rows, int q0,
                                                long long n0, int k0) {
     static_assert(HV_TM == HV_TN && HV_TM * HV_TK == 4 * HV_TILE_THREADS,
                   "one quad of the slice per thread");
-    const bool kmajor = MODE == HV_FP32;
-    const int m = kmajor ? threadIdx.x % HV_TM : threadIdx.x / 4;
-    const int kq = kmajor ? 4 * (threadIdx.x / HV_TM) : 4 * (threadIdx.x % 4);
+    const int m = threadIdx.x % HV_TM, kq = 4 * (threadIdx.x / HV_TM);
     const int q = q0 + m;
     const long long n = n0 + m;
     float av[4], bv[4];
     hv_load4(av, q < nq ? queries + (long long)q * dim : nullptr, k0 + kq, dim);
     hv_load4(bv, n < rows ? x + (row0 + n) * dim : nullptr, k0 + kq, dim);
-    if (MODE == HV_FP32) {
-        #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-            sm.op.k.a[kq + c][m] = av[c];
-            sm.op.k.b[kq + c][m] = bv[c];
-        }
-    } else if (MODE == HV_TF32) {
-        #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-            sm.op.f.a[m][hv_mma_index(m, kq + c)] = __uint_as_float(hv_to_tf32(av[c]));
-            sm.op.f.b[m][hv_mma_index(m, kq + c)] = __uint_as_float(hv_to_tf32(bv[c]));
+    #pragma unroll
+    for (int c = 0; c < 4; ++c) {
+        sm.op.k.a[kq + c][m] = av[c];
+        sm.op.k.b[kq + c][m] = bv[c];
+    }
+}
+
+// Queues the K slice k0 .. k0 + 15 of the tile's queries and rows into buffer `buf` of
+// the tensor-core layouts (see HvMmaTf32, HvMmaF16), then commits the copies as one
+// group. Thread t takes 16 bytes of row t / 4: 16-byte-aligned rows (dim a multiple of 4
+// for f32, of 8 for FP16 rows) are copied by cp.async, zero-filled past the ends; the
+// others, and the FP16 tile's queries (rounded to FP16 here), go through registers.
+template <int MODE, class T>
+__device__ __forceinline__ void hv_stage_mma(HvTileSmem& sm, int buf,
+                                             const float* __restrict__ queries, int nq, int dim,
+                                             const T* __restrict__ x, long long row0,
+                                             long long rows, int q0, long long n0, int k0) {
+    const int r = threadIdx.x / 4, c = threadIdx.x % 4;
+    const int q = q0 + r;
+    const long long n = n0 + r;
+    const float* qrow = q < nq ? queries + (long long)q * dim : nullptr;
+    const T* xrow = n < rows ? x + (row0 + n) * dim : nullptr;
+    if (MODE == HV_TF32) {
+        float* da = &sm.op.f.a[buf][r][hv_tf32_chunk(r, c)];
+        float* db = &sm.op.f.b[buf][r][hv_tf32_chunk(r, c)];
+        const int k = k0 + 4 * c;
+        if ((dim & 3) == 0) {
+            hv_cp_async16(da, qrow && k < dim ? qrow + k : queries, qrow && k < dim ? 16 : 0);
+            hv_cp_async16(db, xrow && k < dim ? (const void*)(xrow + k) : (const void*)x,
+                          xrow && k < dim ? 16 : 0);
+        } else {
+            float av[4], bv[4];
+            hv_load4(av, qrow, k, dim);
+            hv_load4(bv, xrow, k, dim);
+            *reinterpret_cast<float4*>(da) = float4{av[0], av[1], av[2], av[3]};
+            *reinterpret_cast<float4*>(db) = float4{bv[0], bv[1], bv[2], bv[3]};
         }
     } else {
-        // The queries round to FP16 here; the rows are FP16 already (exact round trip).
-        #pragma unroll
-        for (int c = 0; c < 2; ++c) {
-            const int w = hv_mma_word(m, kq / 2 + c);
-            sm.op.h.a[m][w] = hv_pack_half2(av[2 * c], av[2 * c + 1]);
-            sm.op.h.b[m][w] = hv_pack_half2(bv[2 * c], bv[2 * c + 1]);
+        // Queries: four values, two half2 words, one 64-bit store (a half-warp's stores
+        // cover four whole rows: conflict-free).
+        float av[4];
+        hv_load4(av, qrow, k0 + 4 * c, dim);
+        *reinterpret_cast<uint2*>(&sm.op.h.a[buf][r][2 * c]) =
+            uint2{hv_pack_half2(av[0], av[1]), hv_pack_half2(av[2], av[3])};
+        if ((dim & 7) == 0) {
+            // Rows: 16 halves, two 16-byte chunks; threads 0 .. 127 take one each.
+            if (threadIdx.x < 2 * HV_TN) {
+                const int rr = threadIdx.x / 2, cc = threadIdx.x % 2, k = k0 + 8 * cc;
+                const long long nn = n0 + rr;
+                const bool ok = nn < rows && k < dim;
+                hv_cp_async16(&sm.op.h.b[buf][rr][4 * cc],
+                              ok ? (const void*)(x + (row0 + nn) * dim + k) : (const void*)x,
+                              ok ? 16 : 0);
+            }
+        } else {
+            float bv[4];
+            hv_load4(bv, xrow, k0 + 4 * c, dim);
+            *reinterpret_cast<uint2*>(&sm.op.h.b[buf][r][2 * c]) =
+                uint2{hv_pack_half2(bv[0], bv[1]), hv_pack_half2(bv[2], bv[3])};
         }
     }
+    hv_cp_async_commit();
 }
 
 // Fills sm.s with the scores of queries q0..q0+63 against corpus rows row0+n0 .. +63:
@@ -152,58 +188,10 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
     for (int i = 0; i < 4; ++i)
         #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-    for (int k0 = 0; k0 < dim; k0 += HV_TK) {
-        hv_stage_slice<MODE>(sm, queries, nq, dim, x, row0, rows, q0, n0, k0);
-        __syncthreads();
-        if (MODE == HV_FP16) {
-            // One m16n8k16 step covers the slice: per thread one 64-bit load per row of
-            // A (pairs t and t + 4) and of B.
-            const int lane = tid % HV_WARP, w = tid / HV_WARP;
-            const int g = lane / 4, t = lane % 4, qm = 16 * (w % 4), rn = 32 * (w / 4);
-            const uint2 lo = *reinterpret_cast<const uint2*>(&sm.op.h.a[qm + g][hv_mma_word(qm + g, t)]);
-            const uint2 hi =
-                *reinterpret_cast<const uint2*>(&sm.op.h.a[qm + g + 8][hv_mma_word(qm + g + 8, t)]);
-            const unsigned int a[4] = {lo.x, hi.x, lo.y, hi.y};
-            #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int c = rn + 8 * j + g;
-                const uint2 bw = *reinterpret_cast<const uint2*>(&sm.op.h.b[c][hv_mma_word(c, t)]);
-                const unsigned int b[2] = {bw.x, bw.y};
-                hv_mma_f16(acc[j], a, b);
-            }
-        } else if (MODE == HV_TF32) {
-            // Two m16n8k8 steps: per thread one 128-bit load per row of A (k = t, t + 4,
-            // t + 8, t + 12) and of B serves both.
-            const int lane = tid % HV_WARP, w = tid / HV_WARP;
-            const int g = lane / 4, t = lane % 4, qm = 16 * (w % 4), rn = 32 * (w / 4);
-            const float4 lo = *reinterpret_cast<const float4*>(&sm.op.f.a[qm + g][hv_mma_index(qm + g, t)]);
-            const float4 hi =
-                *reinterpret_cast<const float4*>(&sm.op.f.a[qm + g + 8][hv_mma_index(qm + g + 8, t)]);
-            float4 bq[4];
-            #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int c = rn + 8 * j + g;
-                bq[j] = *reinterpret_cast<const float4*>(&sm.op.f.b[c][hv_mma_index(c, t)]);
-            }
-            {
-                const unsigned int a[4] = {__float_as_uint(lo.x), __float_as_uint(hi.x),
-                                           __float_as_uint(lo.y), __float_as_uint(hi.y)};
-                #pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const unsigned int b[2] = {__float_as_uint(bq[j].x), __float_as_uint(bq[j].y)};
-                    hv_mma_tf32(acc[j], a, b);
-                }
-            }
-            {
-                const unsigned int a[4] = {__float_as_uint(lo.z), __float_as_uint(hi.z),
-                                           __float_as_uint(lo.w), __float_as_uint(hi.w)};
-                #pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const unsigned int b[2] = {__float_as_uint(bq[j].z), __float_as_uint(bq[j].w)};
-                    hv_mma_tf32(acc[j], a, b);
-                }
-            }
-        } else {
+    if (MODE == HV_FP32) {
+        for (int k0 = 0; k0 < dim; k0 += HV_TK) {
+            hv_stage_slice(sm, queries, nq, dim, x, row0, rows, q0, n0, k0);
+            __syncthreads();
             const int tx = tid % 16, ty = tid / 16;
             #pragma unroll
             for (int k = 0; k < HV_TK; ++k) {
@@ -218,8 +206,70 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
                     #pragma unroll
                     for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
             }
+            __syncthreads();
         }
-        __syncthreads();
+    } else {
+        // Double-buffered: slice i + 1 is in flight while slice i is multiplied.
+        const int slices = (dim + HV_TK - 1) / HV_TK;
+        const int lane = tid % HV_WARP, w = tid / HV_WARP;
+        const int g = lane / 4, t = lane % 4, qm = 16 * (w % 4), rn = 32 * (w / 4);
+        hv_stage_mma<MODE>(sm, 0, queries, nq, dim, x, row0, rows, q0, n0, 0);
+        for (int i = 0; i < slices; ++i) {
+            const int buf = i & 1;
+            if (i + 1 < slices) {
+                hv_stage_mma<MODE>(sm, buf ^ 1, queries, nq, dim, x, row0, rows, q0, n0,
+                                   (i + 1) * HV_TK);
+                hv_cp_async_wait<1>();
+            } else {
+                hv_cp_async_wait<0>();
+            }
+            __syncthreads();
+            if (MODE == HV_FP16) {
+                // One m16n8k16 step: one 64-bit load per fragment row gives pairs t and
+                // t + 4 (memory pairs 2t, 2t + 1).
+                const uint2 lo = *reinterpret_cast<const uint2*>(&sm.op.h.a[buf][qm + g][2 * t]);
+                const uint2 hi = *reinterpret_cast<const uint2*>(&sm.op.h.a[buf][qm + g + 8][2 * t]);
+                const unsigned int a[4] = {lo.x, hi.x, lo.y, hi.y};
+                #pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const uint2 bw = *reinterpret_cast<const uint2*>(&sm.op.h.b[buf][rn + 8 * j + g][2 * t]);
+                    const unsigned int b[2] = {bw.x, bw.y};
+                    hv_mma_f16(acc[j], a, b);
+                }
+            } else {
+                // Two m16n8k8 steps: one 128-bit load per fragment row serves both (k =
+                // t, t + 4, t + 8, t + 12 are memory values 4t .. 4t + 3), each value
+                // rounded to TF32 here.
+                const int ra = qm + g, rb = qm + g + 8;
+                const float4 lo = *reinterpret_cast<const float4*>(&sm.op.f.a[buf][ra][hv_tf32_chunk(ra, t)]);
+                const float4 hi = *reinterpret_cast<const float4*>(&sm.op.f.a[buf][rb][hv_tf32_chunk(rb, t)]);
+                float4 bq[4];
+                #pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int c = rn + 8 * j + g;
+                    bq[j] = *reinterpret_cast<const float4*>(&sm.op.f.b[buf][c][hv_tf32_chunk(c, t)]);
+                }
+                {
+                    const unsigned int a[4] = {hv_to_tf32(lo.x), hv_to_tf32(hi.x), hv_to_tf32(lo.y),
+                                               hv_to_tf32(hi.y)};
+                    #pragma unroll
+                    for (int j = 0; j < 4; ++j) {
+                        const unsigned int b[2] = {hv_to_tf32(bq[j].x), hv_to_tf32(bq[j].y)};
+                        hv_mma_tf32(acc[j], a, b);
+                    }
+                }
+                {
+                    const unsigned int a[4] = {hv_to_tf32(lo.z), hv_to_tf32(hi.z), hv_to_tf32(lo.w),
+                                               hv_to_tf32(hi.w)};
+                    #pragma unroll
+                    for (int j = 0; j < 4; ++j) {
+                        const unsigned int b[2] = {hv_to_tf32(bq[j].z), hv_to_tf32(bq[j].w)};
+                        hv_mma_tf32(acc[j], a, b);
+                    }
+                }
+            }
+            __syncthreads();  // the buffer is refilled two slices on
+        }
     }
     #pragma unroll
     for (int i = 0; i < 4; ++i) {

@@ -12,8 +12,8 @@
   kernels.py sass       disassemble the checked-in cubins (nvdisasm, PyPI's
                         nvidia-cuda-nvdisasm) and fail unless every kernel of
                         SASS_VECTOR_LOADS reads shared memory with at least that many
-                        vector loads (the operand reads of its hot loop); print every
-                        kernel's shared loads
+                        vector loads (the operand reads of its hot loop), and the tensor-core
+                        tiles fill it by cp.async; print every kernel's shared loads
 
 The PTX targets compute_80, so it runs on sm_80 and newer, JIT-compiled by the driver.
 NVRTC 12.0 is pinned (PTX ISA 8.0) so that every CUDA 12.x or 13.x driver can load it.
@@ -113,12 +113,14 @@ TILED_FP32 = ["hv_score_tiled", "hv_score_tiled_l2", "hv_topk_tiled", "hv_topk_t
 TILED_TC = ["hv_score_tiled", "hv_topk_tiled", "hv_filter_tiled"]
 SMALL_Q = ["hv_score_small_q", "hv_score_small_q_l2", "hv_topk_small_q", "hv_topk_small_q_l2",
            "hv_filter_small_q", "hv_filter_small_q_l2"]
+# The tensor-core tiles also copy their operands global -> shared asynchronously (cp.async:
+# LDGSTS), double-buffered: the TF32 ones both operands, the FP16 ones the corpus rows.
 SASS_VECTOR_LOADS = {
-    **{k: ("LDS.128", 32) for k in TILED_FP32},
-    **{k + "_tf32": ("LDS.128", 6) for k in TILED_TC},
-    **{k + "_f16": ("LDS.64", 6) for k in TILED_TC},
-    **{k: ("LDS.128", 40) for k in SMALL_Q},
-    **{k.replace("_l2", "") + "_f16": ("LDS.128", 40) for k in SMALL_Q if k.endswith("_l2")},
+    **{k: [("LDS.128", 32)] for k in TILED_FP32},
+    **{k + "_tf32": [("LDS.128", 6), ("LDGSTS", 2)] for k in TILED_TC},
+    **{k + "_f16": [("LDS.64", 6), ("LDGSTS", 1)] for k in TILED_TC},
+    **{k: [("LDS.128", 40)] for k in SMALL_Q},
+    **{k.replace("_l2", "") + "_f16": [("LDS.128", 40)] for k in SMALL_Q if k.endswith("_l2")},
 }
 
 
@@ -137,7 +139,7 @@ def sass():
                 if m:
                     func = m.group(1)
                     counts.setdefault((arch, func), {})
-                m = re.search(r"\b(LDS(?:\.U?\d+)?)\b", line)
+                m = re.search(r"\b(LDS(?:\.U?\d+)?|LDGSTS)\b", line)
                 if m and func:
                     c = counts[(arch, func)]
                     c[m.group(1)] = c.get(m.group(1), 0) + 1
@@ -145,16 +147,17 @@ def sass():
     for (arch, func), c in sorted(counts.items()):
         loads = ", ".join(f"{n} {op}" for op, n in sorted(c.items())) or "no shared loads"
         print(f"{arch} {func}: {loads}")
-        want = SASS_VECTOR_LOADS.get(func)
-        if want is not None and c.get(want[0], 0) < want[1]:
-            bad.append(f"{func} ({arch}): {c.get(want[0], 0)} {want[0]}, want at least {want[1]}")
+        for op, least in SASS_VECTOR_LOADS.get(func, []):
+            if c.get(op, 0) < least:
+                bad.append(f"{func} ({arch}): {c.get(op, 0)} {op}, want at least {least}")
     missing = [f for f in SASS_VECTOR_LOADS if not any(f == fn for _, fn in counts)]
     if missing:
         sys.exit("kernels to check not found in the cubins: " + ", ".join(missing))
     if bad:
-        sys.exit("hot loops without vector shared loads:\n  " + "\n  ".join(bad))
+        sys.exit("hot loops without vector shared loads or async copies:\n  " + "\n  ".join(bad))
     print(f"sass: the {len(SASS_VECTOR_LOADS)} kernels checked read shared memory with vector loads "
-          f"(LDS.128; FP16 tiles LDS.64) on {' and '.join(CUBIN_ARCHS)}")
+          f"(LDS.128; FP16 tiles LDS.64), the tensor-core tiles fill it by cp.async (LDGSTS), "
+          f"on {' and '.join(CUBIN_ARCHS)}")
 
 
 def main():

@@ -409,6 +409,18 @@ inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 
 // Tensor cores. TF32 keeps 10 mantissa bits, rounded to nearest with ties away from zero
 // (cvt.rna.tf32.f32).
+// cp.async, synchronously: the copy (or the zero fill) lands at once, so the emulator
+// checks where the pipeline puts data, not when it arrives.
+inline void hv_cp_async16(void* smem, const void* gmem, int bytes) {
+    if (bytes == 16)
+        memcpy(smem, gmem, 16);
+    else
+        memset(smem, 0, 16);
+}
+inline void hv_cp_async_commit() {}
+template <int N>
+inline void hv_cp_async_wait() {}
+
 inline unsigned int hv_to_tf32(float f) {
     unsigned int u = __float_as_uint(f);
     if ((u & 0x7f800000u) != 0x7f800000u) u += 0x1000u;
