@@ -39,6 +39,38 @@ pub(super) fn merge(
     (src_s, src_i)
 }
 
+/// Where a selection pass writes: k slots for each of `segments` segments, at
+/// `(seg_offset + segment) · k` of rows of stride `out_ld`.
+type SelectOut = (Buf, Buf, usize, usize, usize);
+
+/// A selection launch of `kernel` over `len` candidates per query: `head` (the source's
+/// arguments, up to the index base), then k and the destination, then `tail`.
+fn push_select(
+    p: &mut Program,
+    kernel: Kernel,
+    nq: usize,
+    (head, len, tail): (Vec<Arg>, usize, Vec<Arg>),
+    k: usize,
+    (out_s, out_i, out_ld, seg_offset, segments): SelectOut,
+) {
+    debug_assert!(segments >= len.div_ceil(SEGMENT));
+    debug_assert!((seg_offset + segments) * k <= out_ld);
+    let out = vec![
+        int(k),
+        Arg::Ptr(out_s, 0),
+        Arg::Ptr(out_i, 0),
+        long(out_ld),
+        long(seg_offset),
+    ];
+    p.launches.push(Launch {
+        kernel,
+        grid: grid(segments, nq),
+        block: 256,
+        smem: 0,
+        args: [head, out, tail].concat(),
+    });
+}
+
 /// One radix-select pass. Source: per query, `len` candidates at stride `ld` (or
 /// `counts[q]` of them when fewer; indices, or `index_base + position`). Destination: k
 /// slots for each of `segments` ≥ ceil(len / SEGMENT) segments (those past the
@@ -56,29 +88,17 @@ pub(super) fn select(
         usize,
     ),
     k: usize,
-    (out_s, out_i, out_ld, seg_offset, segments): (Buf, Buf, usize, usize, usize),
+    out: SelectOut,
 ) {
-    debug_assert!(segments >= len.div_ceil(SEGMENT));
-    debug_assert!((seg_offset + segments) * k <= out_ld);
-    p.launches.push(Launch {
-        kernel: Kernel::SelectTopK,
-        grid: grid(segments, nq),
-        block: 256,
-        smem: 0,
-        args: vec![
-            Arg::Ptr(scores, 0),
-            indices.map_or(Arg::Null, |b| Arg::Ptr(b, 0)),
-            counts.map_or(Arg::Null, |b| Arg::Ptr(b, 0)),
-            long(ld),
-            long(len),
-            long(index_base),
-            int(k),
-            Arg::Ptr(out_s, 0),
-            Arg::Ptr(out_i, 0),
-            long(out_ld),
-            long(seg_offset),
-        ],
-    });
+    let head = vec![
+        Arg::Ptr(scores, 0),
+        indices.map_or(Arg::Null, |b| Arg::Ptr(b, 0)),
+        counts.map_or(Arg::Null, |b| Arg::Ptr(b, 0)),
+        long(ld),
+        long(len),
+        long(index_base),
+    ];
+    push_select(p, Kernel::SelectTopK, nq, (head, len, vec![]), k, out);
 }
 
 /// [`select`] over the dot products a GEMM wrote for rows `index_base ..`, applying each
@@ -88,30 +108,10 @@ pub(super) fn select_scored(
     nq: usize,
     (scores, ld, len, index_base): (Buf, usize, usize, usize),
     k: usize,
-    (out_s, out_i, out_ld, seg_offset, segments): (Buf, Buf, usize, usize, usize),
+    out: SelectOut,
     factors: [Arg; 3],
 ) {
-    debug_assert!(segments >= len.div_ceil(SEGMENT));
-    debug_assert!((seg_offset + segments) * k <= out_ld);
-    p.launches.push(Launch {
-        kernel: Kernel::SelectTopKScored,
-        grid: grid(segments, nq),
-        block: 256,
-        smem: 0,
-        args: [
-            vec![
-                Arg::Ptr(scores, 0),
-                long(ld),
-                long(len),
-                long(index_base),
-                int(k),
-                Arg::Ptr(out_s, 0),
-                Arg::Ptr(out_i, 0),
-                long(out_ld),
-                long(seg_offset),
-            ],
-            factors.to_vec(),
-        ]
-        .concat(),
-    });
+    let head = vec![Arg::Ptr(scores, 0), long(ld), long(len), long(index_base)];
+    let tail = factors.to_vec();
+    push_select(p, Kernel::SelectTopKScored, nq, (head, len, tail), k, out);
 }
