@@ -7,22 +7,24 @@
 #   bash scripts/device-run.sh rehearse   # here: `run` on the emulated driver, from a copy
 #   run(command="bash scripts/device-run.sh grid", carry=["device-carry"])   # the auto grid
 #
-# `run` goes in five stages, each under `timeout`, 8 minutes in all (HV_STAGE_SCALE
+# `run` goes in five stages, each under `timeout`, about 8 minutes in all (HV_STAGE_SCALE
 # multiplies every limit). Each stage writes to $OUT as it goes, so a run cut short still
 # returns what it measured; summary.jsonl gets one line per stage as it ends (ok, failed,
 # timed_out) with its seconds.
 #   1. device     20 s  nvidia-smi, `hybridvec info --json`      device.txt, info.json
 #   2. tests     150 s  every carried test binary, `cuda` first  test-<name>.log, tests.jsonl
-#   3. bench     120 s  `hybridvec bench --backend cuda --json`   bench-cuda.jsonl
-#   4. criterion 120 s  the `cuda_` groups of benches top_k, cosine   criterion-<bench>.txt
+#   3. bench     160 s  `hybridvec bench --backend cuda --json`   bench-cuda.jsonl
+#                       (batches: --gemm cublas and --gemm own)
+#   4. criterion 100 s  the `cuda_` groups of benches top_k, cosine   criterion-<bench>.txt
 #   5. peers      60 s  ../shared/bench/gpu_peers.py              gpu_peers.txt
 # A SKIP line in the `cuda` tests or a skipped `cuda_` criterion group fails its stage:
-# on the device they must run. (`cuda_emulated` is not carried: it tests the emulator,
+# on the device they must run. (`cuda_emulated*` are not carried: they test the emulator,
 # which CI runs.)
 #
 # `rehearse` runs `prepare`, builds the emulated driver (kernels/emu), copies the tree
 # (tracked and untracked files, as the device gets them) and device-carry/ into a fresh
-# directory, and runs `run` there with the driver preloaded (HV_PRELOAD) and
+# directory, and runs `run` there with the driver preloaded (HV_PRELOAD), the emulated
+# cuBLAS named by HYBRIDVEC_CUBLAS, and
 # HV_REHEARSAL=1: small bench shapes, only the small `cuda` tests, the criterion groups
 # listed but not timed, no peers (the emulator runs every GPU thread as a fiber on the
 # CPU). It proves the paths, the stages, the limits and the outputs, not GPU speed.
@@ -67,6 +69,22 @@ stage_device() {
     cat "$out/device.txt"
     limited $((10 * scale)) "$carry/hybridvec" info --json >"$out/info.json" 2>"$out/info.err" || st=failed
     cat "$out/info.json"
+    # cuBLAS: when the backend's own search finds none, the one PyTorch brings (its wheels'
+    # nvidia/*/lib, or torch/lib), named by HYBRIDVEC_CUBLAS for every later stage.
+    if [ -z "${HYBRIDVEC_CUBLAS:-}" ] && ! grep -q 'GEMM: cuBLAS' "$out/info.json" &&
+        command -v python3 >/dev/null; then
+        local found
+        found=$(python3 -c 'import glob, os, sys
+hits = [h for p in sys.path for pat in ("nvidia/*/lib/libcublas.so*", "torch/lib/libcublas.so*")
+        for h in sorted(glob.glob(os.path.join(p, pat)))]
+print(hits[0] if hits else "")' 2>/dev/null || true)
+        if [ -n "$found" ]; then
+            export HYBRIDVEC_CUBLAS=$found
+            echo "HYBRIDVEC_CUBLAS=$found" | tee -a "$out/device.txt"
+            limited $((10 * scale)) "$carry/hybridvec" info --json >"$out/info.json" 2>>"$out/info.err" || st=failed
+            cat "$out/info.json"
+        fi
+    fi
     stage_done device "$st" "$t0"
 }
 
@@ -105,21 +123,27 @@ stage_tests() {
 }
 
 stage_bench() {
-    local t0=$SECONDS limit=$((120 * scale)) st=ok shapes repeat=20
+    local t0=$SECONDS limit=$((160 * scale)) st=ok shapes repeat=20
+    # Batches of more than 8 queries run both ways: cuBLAS's GEMM and the own kernels.
     if [ -n "$rehearsal" ]; then
         # The emulator takes seconds a call: a few small calls.
-        shapes=("1 4000 32 10 fp32" "4 2000 32 10 fp16" "40 1000 32 10 tf32" "2 1500 32 1024 fp32")
+        shapes=("1 4000 32 10 fp32 measured" "4 2000 32 10 fp16 measured" "40 1000 32 10 tf32 own"
+            "40 1000 32 10 tf32 cublas" "2 1500 32 1024 fp32 measured")
         repeat=2
     else
-        shapes=("1 1000000 768 10 fp32" "1 1000000 768 10 fp16" "1 100000 768 10 fp32"
-            "1024 1000000 768 10 fp32" "1024 1000000 768 10 tf32" "1024 1000000 768 10 fp16"
-            "1024 1000000 768 1024 fp32")
+        shapes=("1 1000000 768 10 fp32 measured" "1 1000000 768 10 fp16 measured"
+            "1 100000 768 10 fp32 measured"
+            "1024 1000000 768 10 fp32 cublas" "1024 1000000 768 10 fp32 own"
+            "1024 1000000 768 10 tf32 cublas" "1024 1000000 768 10 tf32 own"
+            "1024 1000000 768 10 fp16 cublas" "1024 1000000 768 10 fp16 own"
+            "1024 1000000 768 1024 fp32 cublas" "1024 1000000 768 1024 fp32 own")
     fi
     for shape in "${shapes[@]}"; do
-        local q n d k p rc=0
-        read -r q n d k p <<<"$shape"
+        local q n d k p g rc=0
+        read -r q n d k p g <<<"$shape"
         limited $((limit - (SECONDS - t0))) "$carry/hybridvec" bench --backend cuda --json \
-            --queries "$q" --corpus "$n" --dim "$d" --k "$k" --precision "$p" --repeat "$repeat" \
+            --queries "$q" --corpus "$n" --dim "$d" --k "$k" --precision "$p" --gemm "$g" \
+            --repeat "$repeat" \
             >>"$out/bench-cuda.jsonl" 2>>"$out/bench-cuda.err" || rc=$?
         tail -n 1 "$out/bench-cuda.jsonl"
         if [ "$rc" -ne 0 ]; then
@@ -132,7 +156,7 @@ stage_bench() {
 }
 
 stage_criterion() {
-    local t0=$SECONDS limit=$((120 * scale)) st=ok
+    local t0=$SECONDS limit=$((100 * scale)) st=ok
     for bench in top_k cosine; do
         local rc=0 log="$out/criterion-$bench.txt"
         if [ -n "$rehearsal" ]; then
@@ -180,7 +204,7 @@ prepare)
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] \
-            and m["target"]["kind"] == ["test"] and m["target"]["name"] != "cuda_emulated":
+            and m["target"]["kind"] == ["test"] and not m["target"]["name"].startswith("cuda_emulated"):
         print(m["target"]["name"], m["executable"])' >target/hv-test-bins
     cargo bench --bench top_k --bench cosine --no-run --message-format=json 2>/dev/null |
         python3 -c 'import json,sys
@@ -212,12 +236,16 @@ rehearse)
     driver=$PWD/target/emulated-driver/libcuda.so.1
     "${CXX:-c++}" -std=c++17 -O2 -shared -fPIC -pthread -U_FORTIFY_SOURCE \
         -Wl,-soname,libcuda.so.1 -o "$driver" kernels/emu/emu.cpp kernels/emu/driver.cpp
+    # The emulated cuBLAS, named as a device run would name PyTorch's.
+    cublas=$PWD/target/emulated-driver/libcublas.so.13
+    "${CXX:-c++}" -std=c++17 -O2 -shared -fPIC -pthread -Wl,-soname,libcublas.so.13 \
+        -o "$cublas" kernels/emu/cublas.cpp -ldl
     dir=$(mktemp -d "${TMPDIR:-/tmp}/hv-rehearsal.XXXXXX")
     git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$dir"
     cp -r "$carry" "$dir/"
     echo "rehearsal in $dir (outputs in $dir/out)"
     rc=0
-    (cd "$dir" && OUT="$dir/out" HV_REHEARSAL=1 HV_PRELOAD="$driver" \
+    (cd "$dir" && OUT="$dir/out" HV_REHEARSAL=1 HV_PRELOAD="$driver" HYBRIDVEC_CUBLAS="$cublas" \
         HV_STAGE_SCALE="${HV_STAGE_SCALE:-3}" bash scripts/device-run.sh run) || rc=$?
     echo "rehearsal: exit $rc; outputs in $dir/out"
     exit "$rc"

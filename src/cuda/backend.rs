@@ -7,7 +7,7 @@
 
 use super::cublas::Cublas;
 use super::error::{self, launch_failed};
-use super::gemm_choice::{GemmChoice, GemmPath};
+use super::gemm_choice::{Choice, GemmChoice, GemmPath};
 use super::launch::{self, Kernels};
 use super::plan;
 use super::program::{self, Buf, Layout, Occupancy, Program, Shape, MAX_K};
@@ -184,40 +184,70 @@ impl CudaBackend {
         match (&self.cublas, self.gemm_path) {
             (Ok(lib), GemmPath::Cublas) => format!("{}, always", lib.describe(None)),
             (Ok(lib), _) => format!(
-                "{}, or the own kernels where measured faster",
+                "{}, or the own kernels where measured faster (top-k)",
                 lib.describe(None)
             ),
             (Err(why), _) => format!("own kernels: {why}"),
         }
     }
 
-    /// Whether a call of `nq` queries (a fused top-k when `fused`) is scored by cuBLAS,
-    /// on `stream` (with the context bound): its handle is made here, and a cuBLAS that
-    /// cannot make one is not used again (the own kernels serve, and `info` says why).
-    fn use_gemm(&self, stream: &CallStream<'_>, nq: usize, fused: bool) -> bool {
+    /// How a call of `nq` queries (a fused top-k when `fused`; a full score matrix when
+    /// `None`) is scored, on `stream` (with the context bound): a stream's cuBLAS handle
+    /// is made here, and a cuBLAS that cannot make one is not used again (the own
+    /// kernels serve, and `info` says why).
+    fn gemm_choice(&self, stream: &CallStream<'_>, nq: usize, fused: Option<bool>) -> Choice {
         let Ok(lib) = &self.cublas else {
-            return false;
+            return Choice::Own;
         };
-        if self.cublas_failed.lock().is_some() {
-            return false;
+        if self.cublas_failed.lock().is_some() || nq <= program::SMALL_Q {
+            return Choice::Own;
         }
-        let wanted = match self.gemm_path {
-            GemmPath::OwnKernels => false,
-            GemmPath::Cublas => nq > program::SMALL_Q,
-            GemmPath::Measured => self.gemm_choice.pick(nq, fused),
+        let choice = match (self.gemm_path, fused) {
+            (GemmPath::OwnKernels, _) => Choice::Own,
+            (GemmPath::Cublas, _) | (GemmPath::Measured, None) => Choice::Gemm,
+            (GemmPath::Measured, Some(fused)) => self.gemm_choice.pick(nq, fused),
         };
-        if !wanted {
-            return false;
+        if choice == Choice::Own {
+            return choice;
         }
-        let ready = stream.scratch().ensure_cublas(lib, stream.cu_stream());
-        match ready {
-            Ok(()) => true,
+        match stream.scratch().ensure_cublas(lib, stream.cu_stream()) {
+            Ok(()) => choice,
             Err(e) => {
                 tracing::warn!(error = %e, "cuBLAS cannot make a handle; the own kernels serve");
                 *self.cublas_failed.lock() = Some(e.to_string());
-                false
+                Choice::Own
             }
         }
+    }
+
+    /// One top-k over `shape` (the filtered path redone in chunks when it overflowed),
+    /// timed on the device: the result and its seconds.
+    fn timed_top_k(
+        &self,
+        stream: &CallStream<'_>,
+        shape: &Shape,
+        k: usize,
+        call: &CallBuffers<'_>,
+    ) -> Result<(TopKResult, Option<f64>), BackendError> {
+        // The device time starts after any upload of the corpus and the cuBLAS handle.
+        stream.scratch().mark(stream, 0)?;
+        let mut result =
+            self.top_k_program(stream, shape.n, |r| program::top_k(shape, k, r), call)?;
+        if let Some((counts, cap)) = &result.counts {
+            if program::overflowed(counts, *cap) {
+                // The sample's floor let more rows through than the lists hold (data far
+                // from random order): redo the call the way that always fits.
+                tracing::debug!(k, "filtered top-k overflowed; scoring in chunks instead");
+                result = self.top_k_program(
+                    stream,
+                    shape.n,
+                    |r| program::top_k_chunked(shape, k, r),
+                    call,
+                )?;
+            }
+        }
+        let secs = stream.scratch().elapsed_ms().map(|ms| ms as f64 / 1e3);
+        Ok((result, secs))
     }
 
     /// The fixed cost of a call, measured when the backend opened.
@@ -444,12 +474,6 @@ impl CudaBackend {
         let _done = stream.done_guard();
         let mask_bits = mask_bits.or(corpus.live_mask());
         let fused = k <= program::FUSED_MAX_K;
-        // Before the clock starts: a stream's first GEMM call makes its cuBLAS handle.
-        let gemm = self.use_gemm(&stream, nq, fused);
-        // The device time starts after any upload of the corpus and the handle: it times
-        // the search (and the measured choice compares searches).
-        stream.scratch().mark(&stream, 0)?;
-        let shape = self.shape(nq, corpus, mask_bits.is_some(), gemm);
         let call = CallBuffers {
             queries: queries.as_slice(),
             mask: mask_bits,
@@ -457,21 +481,31 @@ impl CudaBackend {
             half: half.as_deref(),
             bias: bias.as_deref(),
         };
-        let mut result =
-            self.top_k_program(&stream, shape.n, |r| program::top_k(&shape, k, r), &call)?;
-        if let Some((counts, cap)) = &result.counts {
-            if program::overflowed(counts, *cap) {
-                // The sample's floor let more rows through than the lists hold (data far
-                // from random order): redo the call the way that always fits.
-                tracing::debug!(k, "filtered top-k overflowed; scoring in chunks instead");
-                result = self.top_k_program(
-                    &stream,
-                    shape.n,
-                    |r| program::top_k_chunked(&shape, k, r),
-                    &call,
-                )?;
+        let shape = |gemm| self.shape(nq, corpus, mask_bits.is_some(), gemm);
+        let (result, secs) = match self.gemm_choice(&stream, nq, Some(fused)) {
+            Choice::Own => self.timed_top_k(&stream, &shape(false), k, &call)?,
+            Choice::Gemm => self.timed_top_k(&stream, &shape(true), k, &call)?,
+            Choice::Measure => {
+                // The bucket's first call: both ways, the faster's answer, kept from now on.
+                let own = self.timed_top_k(&stream, &shape(false), k, &call)?;
+                let gemm = self.timed_top_k(&stream, &shape(true), k, &call)?;
+                let (o, g) = (own.1.unwrap_or(f64::MAX), gemm.1.unwrap_or(f64::MAX));
+                let gemm_won = self.gemm_choice.record(nq, fused, o, g);
+                tracing::debug!(
+                    nq,
+                    fused,
+                    own_secs = o,
+                    gemm_secs = g,
+                    gemm_won,
+                    "GEMM or own"
+                );
+                if gemm_won {
+                    gemm
+                } else {
+                    own
+                }
             }
-        }
+        };
         let (s, idx) = (result.scores, result.indices);
         if s.len() < nq * k || idx.len() < nq * k {
             return Err(BackendError::LaunchFailed {
@@ -482,10 +516,7 @@ impl CudaBackend {
                 ),
             });
         }
-        if let Some(ms) = stream.scratch().elapsed_ms() {
-            let secs = ms as f64 / 1e3;
-            self.gemm_choice
-                .record(nq, fused, gemm, secs, shape.n, shape.dim);
+        if let Some(secs) = secs {
             LAST_DEVICE_TIME.with(|t| t.set(Some(Duration::from_secs_f64(secs))));
         }
         Ok((0..nq)
@@ -514,7 +545,7 @@ impl CudaBackend {
         let bias = self.bias(&res, corpus, &stream)?;
         let _done = stream.done_guard();
         let mask_bits = corpus.live_mask();
-        let gemm = self.use_gemm(&stream, nq, false);
+        let gemm = self.gemm_choice(&stream, nq, None) != Choice::Own;
         let shape = self.shape(nq, corpus, mask_bits.is_some(), gemm);
         let call = CallBuffers {
             queries: queries.as_slice(),

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use hybridvec::{
     data, input, BackendKind, Corpus, CudaConfig, CudaStatus, DevicePolicy, Error, ExecutionReport,
-    ExecutorConfig, Hit, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions,
+    ExecutorConfig, GemmPath, Hit, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
@@ -87,6 +87,27 @@ enum PrecisionArg {
     Fp32,
     Tf32,
     Fp16,
+}
+
+/// How the GPU scores batches of more than 8 queries (`--gemm`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum GemmArg {
+    /// cuBLAS or the own kernels, whichever the device measures faster.
+    Measured,
+    /// Always cuBLAS (when it is found).
+    Cublas,
+    /// Never cuBLAS.
+    Own,
+}
+
+impl From<GemmArg> for GemmPath {
+    fn from(g: GemmArg) -> Self {
+        match g {
+            GemmArg::Measured => GemmPath::Measured,
+            GemmArg::Cublas => GemmPath::Cublas,
+            GemmArg::Own => GemmPath::OwnKernels,
+        }
+    }
 }
 
 impl From<PrecisionArg> for Precision {
@@ -314,14 +335,19 @@ fn finish(result: Result<bool, Error>) -> ExitCode {
 }
 
 fn executor(backend: Backend) -> Result<HybridExecutor, Error> {
-    executor_with(backend, Precision::Fp32)
+    executor_with(backend, Precision::Fp32, GemmPath::Measured)
 }
 
-fn executor_with(backend: Backend, precision: Precision) -> Result<HybridExecutor, Error> {
+fn executor_with(
+    backend: Backend,
+    precision: Precision,
+    gemm: GemmPath,
+) -> Result<HybridExecutor, Error> {
     HybridExecutor::new(ExecutorConfig {
         device: backend.into(),
         cuda: CudaConfig {
             precision,
+            gemm,
             ..Default::default()
         },
         ..Default::default()
@@ -413,6 +439,10 @@ struct BenchArgs {
     /// (an FP16 copy of the corpus); the CPU is always FP32.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
+    /// How the GPU scores batches of more than 8 queries: measured (cuBLAS or the own
+    /// kernels, the faster), cublas (always, when found), own (never cuBLAS).
+    #[arg(long, value_enum, default_value_t = GemmArg::Measured)]
+    gemm: GemmArg,
     /// Timed runs (after one warm-up run), 1 to 100 000; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     repeat: u32,
@@ -461,7 +491,7 @@ fn random_queries(q: usize, dim: usize, seed: u64) -> Result<Vec<f32>, Error> {
 }
 
 fn bench(a: &BenchArgs) -> Result<(), Error> {
-    let exec = executor_with(a.backend, a.precision.into())?;
+    let exec = executor_with(a.backend, a.precision.into(), a.gemm.into())?;
     let spinner = progress(!a.json, "generating data");
     let corpus = Corpus::new(data::try_random_matrix(a.corpus, a.dim, a.seed)?, a.dim)?;
     let qdata = random_queries(a.queries, a.dim, a.seed)?;
@@ -559,6 +589,7 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
             "runs_on": {"cpu": runs_on(BackendKind::Cpu), "gpu": runs_on(BackendKind::Gpu)},
             "fallbacks": reports.iter().map(|r| r.fallbacks.len()).sum::<usize>(),
             "queries": a.queries, "precision": format!("{:?}", a.precision).to_lowercase(),
+            "gemm": format!("{:?}", a.gemm).to_lowercase(),
             "corpus": a.corpus, "dim": a.dim, "k": a.k, "metric": metric.as_str(),
             "filter": a.filter, "filter_per_query": a.filter_per_query,
             "filter_plan": format!("{:?}", a.filter_plan).to_lowercase(), "range_rows": a.range_rows,
