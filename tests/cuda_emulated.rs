@@ -10,26 +10,13 @@
 
 mod common;
 
-use common::cuda_checks::{check_top_k, check_top_k_within};
-use common::emulated_driver::{driver, Driver};
+use common::cuda_checks::{check_top_k, check_top_k_within, device_executor as executor};
+use common::emulated_driver::driver as emulated;
 use common::reference::reference_scores;
 use hybridvec::{
     data, BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, FallbackAction,
     HybridExecutor, MatrixRef, Precision, StoreConfig, WarmStore,
 };
-
-fn executor(device: DevicePolicy, cuda: CudaConfig) -> HybridExecutor {
-    HybridExecutor::new(ExecutorConfig {
-        device,
-        cuda,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("the emulated device must serve: {e}"))
-}
-
-fn emulated() -> Option<&'static Driver> {
-    driver()
-}
 
 #[test]
 fn top_k_matches_the_f64_reference_on_every_path() {

@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::cuda_checks::check_top_k_within;
-use common::emulated_driver::{driver, Driver};
+use common::cuda_checks::{check_top_k_within, device_executor};
+use common::emulated_driver::driver as emulated;
 use common::reference::reference_scores;
 use common::search_checks::check_top_k_among;
 use hybridvec::{
@@ -17,12 +17,7 @@ use hybridvec::{
 };
 
 fn executor(cuda: CudaConfig) -> HybridExecutor {
-    HybridExecutor::new(ExecutorConfig {
-        device: DevicePolicy::Cuda,
-        cuda,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("the emulated device must serve: {e}"))
+    device_executor(DevicePolicy::Cuda, cuda)
 }
 
 fn cublas(precision: Precision) -> CudaConfig {
@@ -31,10 +26,6 @@ fn cublas(precision: Precision) -> CudaConfig {
         gemm: GemmPath::Cublas,
         ..Default::default()
     }
-}
-
-fn emulated() -> Option<&'static Driver> {
-    driver()
 }
 
 fn gemm_text(ex: &HybridExecutor) -> String {

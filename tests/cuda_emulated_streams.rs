@@ -5,26 +5,14 @@
 
 mod common;
 
-use common::emulated_driver::{driver, Driver};
+use common::cuda_checks::device_executor as executor;
+use common::emulated_driver::driver as emulated;
 use common::reference::reference_scores;
 use common::search_checks::check_top_k_among;
 use hybridvec::{
-    data, BackendKind, Corpus, CudaConfig, DevicePolicy, ExecutorConfig, Filter, GemmPath,
-    HybridExecutor, MatrixRef, Metric, SearchOptions,
+    data, BackendKind, Corpus, CudaConfig, DevicePolicy, Filter, GemmPath, MatrixRef, Metric,
+    SearchOptions,
 };
-
-fn executor(device: DevicePolicy, cuda: CudaConfig) -> HybridExecutor {
-    HybridExecutor::new(ExecutorConfig {
-        device,
-        cuda,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("the emulated device must serve: {e}"))
-}
-
-fn emulated() -> Option<&'static Driver> {
-    driver()
-}
 
 /// Four threads searching three corpora at once, so the resident copy is replaced while
 /// other calls' streams may still read the one before: every answer must still be exact

@@ -2,7 +2,9 @@
 //! real device (`tests/cuda.rs`) and on the emulated driver (`tests/cuda_emulated.rs`).
 
 use super::reference::{reference_scores, reference_top_k};
-use hybridvec::{data, Corpus, HybridExecutor, MatrixRef, Precision};
+use hybridvec::{
+    data, Corpus, CudaConfig, DevicePolicy, ExecutorConfig, HybridExecutor, MatrixRef, Precision,
+};
 
 /// Top-k equal to the reference except where the k-th score ties (within f32 rounding).
 pub fn check_top_k(ex: &HybridExecutor, q: usize, n: usize, d: usize, k: usize, seed: u64) {
@@ -70,4 +72,15 @@ pub fn check_top_k_within(
             }
         }
     }
+}
+
+/// An executor under `device` with `cuda`'s settings, on the (emulated) device, which must
+/// serve.
+pub fn device_executor(device: DevicePolicy, cuda: CudaConfig) -> HybridExecutor {
+    HybridExecutor::new(ExecutorConfig {
+        device,
+        cuda,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("the emulated device must serve: {e}"))
 }
