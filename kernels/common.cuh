@@ -88,9 +88,68 @@ __device__ __forceinline__ void hv_mma_f16(float (&d)[4], const unsigned int (&a
 }
 #endif
 
-// A corpus element as f32: FP32 as is, FP16 (stored as its bits) converted.
-__device__ __forceinline__ float hv_as_float(float v) { return v; }
-__device__ __forceinline__ float hv_as_float(unsigned short v) { return hv_half_to_float(v); }
+// BF16 bits → f32 (exact: BF16 is the upper half of an f32).
+__device__ __forceinline__ float hv_bf16_to_float(unsigned short b) {
+    return __uint_as_float(static_cast<unsigned int>(b) << 16);
+}
+
+#ifndef HV_EMULATION
+// f32 → BF16 bits, round to nearest even.
+__device__ __forceinline__ unsigned short hv_float_to_bf16(float f) {
+    unsigned short h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// Two f32 → one bf16x2 register: `lo` in the low half (the lower column or k index).
+__device__ __forceinline__ unsigned int hv_pack_bf162(float lo, float hi) {
+    unsigned int r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// hv_mma_f16 from BF16 operands (the same fragment layout).
+__device__ __forceinline__ void hv_mma_bf16(float (&d)[4], const unsigned int (&a)[4],
+                                            const unsigned int (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+
+// A BF16 corpus element: its bits, in a type of its own so that the element overloads
+// (hv_bits_to_float, hv_load4, hv_row_dots) tell it from FP16's unsigned short.
+struct HvBf16 {
+    unsigned short bits;
+};
+
+// One 16-bit corpus value → f32; the row pointer names the element type.
+__device__ __forceinline__ float hv_bits_to_float(const unsigned short*, unsigned short b) {
+    return hv_half_to_float(b);
+}
+__device__ __forceinline__ float hv_bits_to_float(const HvBf16*, unsigned short b) {
+    return hv_bf16_to_float(b);
+}
+
+// Element i of a 16-bit row, read through the read-only cache.
+template <class H>
+__device__ __forceinline__ unsigned short hv_ldg_bits(const H* __restrict__ row, long long i) {
+    return __ldg(reinterpret_cast<const unsigned short*>(row) + i);
+}
+
+// Two 16-bit corpus values (the lower index in the low half) → f32; the row pointer
+// names the element type.
+__device__ __forceinline__ void hv_unpack2(const unsigned short*, unsigned int w, float& lo,
+                                           float& hi) {
+    lo = hv_half_to_float(static_cast<unsigned short>(w & 0xffffu));
+    hi = hv_half_to_float(static_cast<unsigned short>(w >> 16));
+}
+__device__ __forceinline__ void hv_unpack2(const HvBf16*, unsigned int w, float& lo, float& hi) {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+}
 
 // A row's score from its dot product with a query: dot · inv[r] + bias[r]. A null inv
 // scales by 1 (unit-norm rows, inner product, L2); a null bias adds nothing (all but L2,

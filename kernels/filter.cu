@@ -78,6 +78,16 @@ hv_filter_small_q_f16(const float* __restrict__ queries, int nq, int dim,
     hv_filter_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, rows, tau, tau_ld, count, cap, out_s, out_i);
 }
 
+// The same over the BF16 copy of the corpus (Precision::Bf16).
+extern "C" __global__ void __launch_bounds__(256)
+hv_filter_small_q_bf16(const float* __restrict__ queries, int nq, int dim,
+                       const HvBf16* __restrict__ x, const float* __restrict__ inv,
+                       const unsigned int* __restrict__ mask, long long rows,
+                       const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count,
+                       long long cap, float* __restrict__ out_s, long long* __restrict__ out_i) {
+    hv_filter_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, rows, tau, tau_ld, count, cap, out_s, out_i);
+}
+
 // Large batches: block (x, y) takes queries 64y .. 64y+63 and rows
 // [x · seg_tiles · 64, +seg_tiles · 64), a tile at a time; warp w filters queries
 // 8w .. 8w+7, one atomic per warp and query for all its passing lanes.
@@ -151,6 +161,17 @@ hv_filter_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                     const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count, long long cap,
                     float* __restrict__ out_s, long long* __restrict__ out_i) {
     hv_filter_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, nullptr, mask, rows, seg_tiles, tau, tau_ld, count, cap,
+                                  out_s, out_i);
+}
+
+// The same over the BF16 copy of the corpus (Precision::Bf16).
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_filter_tiled_bf16(const float* __restrict__ queries, int nq, int dim,
+                     const HvBf16* __restrict__ x, const float* __restrict__ inv,
+                     const unsigned int* __restrict__ mask, long long rows, int seg_tiles,
+                     const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count, long long cap,
+                     float* __restrict__ out_s, long long* __restrict__ out_i) {
+    hv_filter_tiled_impl<HV_BF16>(queries, nq, dim, x, inv, nullptr, mask, rows, seg_tiles, tau, tau_ld, count, cap,
                                   out_s, out_i);
 }
 

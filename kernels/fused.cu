@@ -79,6 +79,15 @@ hv_topk_small_q_f16(const float* __restrict__ queries, int nq, int dim,
     hv_topk_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, row0, rows, k, out_s, out_i, out_ld);
 }
 
+// The same over the BF16 copy of the corpus (Precision::Bf16).
+extern "C" __global__ void __launch_bounds__(256, 2)
+hv_topk_small_q_bf16(const float* __restrict__ queries, int nq, int dim,
+                     const HvBf16* __restrict__ x, const float* __restrict__ inv,
+                     const unsigned int* __restrict__ mask, long long row0, long long rows,
+                     int k, float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, row0, rows, k, out_s, out_i, out_ld);
+}
+
 // Large batches: block (x, y) takes queries 64y .. 64y+63 and rows
 // row0 + [x · seg_tiles · 64, +seg_tiles · 64), one 64 × 64 tile at a time; warp w keeps the lists
 // of queries 8w .. 8w+7 (the block's part and query tile: hv_tile_block).
@@ -149,6 +158,16 @@ hv_topk_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                   const unsigned int* __restrict__ mask, long long row0, long long rows, int seg_tiles, int k,
                   float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
     hv_topk_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, seg_tiles,
+                                k, out_s, out_i, out_ld);
+}
+
+// The same over the BF16 copy of the corpus (Precision::Bf16).
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_topk_tiled_bf16(const float* __restrict__ queries, int nq, int dim,
+                   const HvBf16* __restrict__ x, const float* __restrict__ inv,
+                   const unsigned int* __restrict__ mask, long long row0, long long rows, int seg_tiles, int k,
+                   float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_tiled_impl<HV_BF16>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, seg_tiles,
                                 k, out_s, out_i, out_ld);
 }
 

@@ -54,6 +54,15 @@ hv_score_small_q_f16(const float* __restrict__ queries, int nq, int dim,
     hv_score_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
 }
 
+// The same over the BF16 copy of the corpus (Precision::Bf16).
+extern "C" __global__ void __launch_bounds__(256, 3)
+hv_score_small_q_bf16(const float* __restrict__ queries, int nq, int dim,
+                      const HvBf16* __restrict__ x, const float* __restrict__ inv,
+                      const unsigned int* __restrict__ mask, long long row0, long long rows,
+                      float* __restrict__ out, long long ld) {
+    hv_score_small_q_impl(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
+}
+
 // Compute-bound scorer for large batches: one 64 × 64 tile per block (tile.cuh), copied
 // out row by row so the stores coalesce.
 template <int MODE, class T>
@@ -98,6 +107,15 @@ hv_score_tiled_f16(const float* __restrict__ queries, int nq, int dim,
                    const unsigned int* __restrict__ mask, long long row0, long long rows,
                    float* __restrict__ out, long long ld) {
     hv_score_tiled_impl<HV_FP16>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
+}
+
+// The same over the BF16 copy of the corpus (Precision::Bf16).
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_score_tiled_bf16(const float* __restrict__ queries, int nq, int dim,
+                    const HvBf16* __restrict__ x, const float* __restrict__ inv,
+                    const unsigned int* __restrict__ mask, long long row0, long long rows,
+                    float* __restrict__ out, long long ld) {
+    hv_score_tiled_impl<HV_BF16>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
 }
 
 // L2 (FP32 only): hv_score_small_q and hv_score_tiled with each row's bias

@@ -65,16 +65,15 @@ __device__ __forceinline__ void hv_row_dots(const float* q_s, int nq, int dim,
         if (q < nq) acc[q] = hv_warp_sum(acc[q]);
 }
 
-// acc[q] += Q[q][at .. at + 8] · the eight FP16 values of p, for q < nq.
-__device__ __forceinline__ void hv_half8_dots(const float* q_s, int nq, int dim, int at, uint4 p,
-                                              float (&acc)[HV_SMALL_Q]) {
+// acc[q] += Q[q][at .. at + 8] · the eight 16-bit values of p (the element type of
+// `row`), for q < nq.
+template <class H>
+__device__ __forceinline__ void hv_half8_dots(const H* row, const float* q_s, int nq, int dim,
+                                              int at, uint4 p, float (&acc)[HV_SMALL_Q]) {
     unsigned int words[4] = {p.x, p.y, p.z, p.w};
     float v[8];
     #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        v[2 * i] = hv_half_to_float(static_cast<unsigned short>(words[i] & 0xffffu));
-        v[2 * i + 1] = hv_half_to_float(static_cast<unsigned short>(words[i] >> 16));
-    }
+    for (int i = 0; i < 4; ++i) hv_unpack2(row, words[i], v[2 * i], v[2 * i + 1]);
     #pragma unroll
     for (int q = 0; q < HV_SMALL_Q; ++q) {
         if (q < nq) {
@@ -88,10 +87,12 @@ __device__ __forceinline__ void hv_half8_dots(const float* q_s, int nq, int dim,
     }
 }
 
-// The same over a row stored in FP16 (half the bytes to stream): 16-byte loads of eight
-// values when dim is a multiple of 8, products and sums in f32.
+// The same over a row stored in FP16 or BF16 (half the bytes to stream; H is unsigned
+// short or HvBf16): 16-byte loads of eight values when dim is a multiple of 8, products
+// and sums in f32.
+template <class H>
 __device__ __forceinline__ void hv_row_dots(const float* q_s, int nq, int dim,
-                                            const unsigned short* __restrict__ xr, int lane,
+                                            const H* __restrict__ xr, int lane,
                                             float (&acc)[HV_SMALL_Q]) {
     #pragma unroll
     for (int q = 0; q < HV_SMALL_Q; ++q) acc[q] = 0.0f;
@@ -105,12 +106,12 @@ __device__ __forceinline__ void hv_row_dots(const float* q_s, int nq, int dim,
             #pragma unroll
             for (int u = 0; u < 2; ++u) p[u] = __ldg(x8 + j + u * HV_WARP);
             #pragma unroll
-            for (int u = 0; u < 2; ++u) hv_half8_dots(q_s, nq, dim, 8 * (j + u * HV_WARP), p[u], acc);
+            for (int u = 0; u < 2; ++u) hv_half8_dots(xr, q_s, nq, dim, 8 * (j + u * HV_WARP), p[u], acc);
         }
-        for (; j < d8; j += HV_WARP) hv_half8_dots(q_s, nq, dim, 8 * j, __ldg(x8 + j), acc);
+        for (; j < d8; j += HV_WARP) hv_half8_dots(xr, q_s, nq, dim, 8 * j, __ldg(x8 + j), acc);
     } else {
         for (int j = lane; j < dim; j += HV_WARP) {
-            float v = hv_half_to_float(__ldg(xr + j));
+            float v = hv_bits_to_float(xr, hv_ldg_bits(xr, j));
             #pragma unroll
             for (int q = 0; q < HV_SMALL_Q; ++q)
                 if (q < nq) acc[q] = fmaf(v, q_s[q * dim + j], acc[q]);

@@ -13,6 +13,7 @@
 #define HV_FP32 0  // exact FP32 FMA
 #define HV_TF32 1  // tensor cores, operands rounded to TF32
 #define HV_FP16 2  // tensor cores, operands rounded to FP16 (the corpus is stored so)
+#define HV_BF16 3  // the same in BF16
 
 // The operand slices of one K step, in the layout each arithmetic reads fastest.
 // FP32: K-major, [k][query or row], so that a thread's four queries (rows) at one k are
@@ -36,8 +37,8 @@ struct HvMmaTf32 {
     float a[HV_STAGES][HV_TM][HV_TK];
     float b[HV_STAGES][HV_TN][HV_TK];
 };
-// FP16: pairs of halves (a u32 each), 32 bytes a row; a half-warp's 64-bit loads read 4
-// whole rows, so no swizzle is needed.
+// FP16 and BF16: pairs of 16-bit values (a u32 each), 32 bytes a row; a half-warp's
+// 64-bit loads read 4 whole rows, so no swizzle is needed.
 struct HvMmaF16 {
     unsigned int a[HV_STAGES][HV_TM][HV_TK / 2];
     unsigned int b[HV_STAGES][HV_TN][HV_TK / 2];
@@ -58,7 +59,7 @@ struct alignas(16) HvTileSmem {
 __device__ __forceinline__ int hv_tf32_chunk(int r, int c) { return 4 * (c ^ ((r >> 1) & 3)); }
 
 // Four consecutive values of a row from column kk (zero past `dim`, and for a null row):
-// one 16-byte load (FP32) or 8-byte load (FP16 bits) when every row starts aligned (dim a
+// one 16-byte load (FP32) or 8-byte load (FP16 or BF16 bits) when every row starts aligned (dim a
 // multiple of 4, buffers 256-byte aligned), else four bounded scalar loads.
 __device__ __forceinline__ void hv_load4(float (&v)[4], const float* __restrict__ row, int kk,
                                          int dim) {
@@ -70,19 +71,18 @@ __device__ __forceinline__ void hv_load4(float (&v)[4], const float* __restrict_
     #pragma unroll
     for (int c = 0; c < 4; ++c) v[c] = (row != nullptr && kk + c < dim) ? __ldg(row + kk + c) : 0.0f;
 }
-__device__ __forceinline__ void hv_load4(float (&v)[4], const unsigned short* __restrict__ row,
-                                         int kk, int dim) {
+template <class H>  // unsigned short (FP16 bits) or HvBf16
+__device__ __forceinline__ void hv_load4(float (&v)[4], const H* __restrict__ row, int kk,
+                                         int dim) {
     if (row != nullptr && (dim & 3) == 0 && kk < dim) {
         const uint2 w = __ldg(reinterpret_cast<const uint2*>(row + kk));
-        v[0] = hv_half_to_float(static_cast<unsigned short>(w.x & 0xffffu));
-        v[1] = hv_half_to_float(static_cast<unsigned short>(w.x >> 16));
-        v[2] = hv_half_to_float(static_cast<unsigned short>(w.y & 0xffffu));
-        v[3] = hv_half_to_float(static_cast<unsigned short>(w.y >> 16));
+        hv_unpack2(row, w.x, v[0], v[1]);
+        hv_unpack2(row, w.y, v[2], v[3]);
         return;
     }
     #pragma unroll
     for (int c = 0; c < 4; ++c)
-        v[c] = (row != nullptr && kk + c < dim) ? hv_half_to_float(__ldg(row + kk + c)) : 0.0f;
+        v[c] = (row != nullptr && kk + c < dim) ? hv_bits_to_float(row, hv_ldg_bits(row, kk + c)) : 0.0f;
 }
 
 // Stages the K slice k0 .. k0 + 15 of the tile's queries and rows for the FP32 tile
@@ -108,11 +108,17 @@ __device__ __forceinline__ void hv_stage_slice(HvTileSmem& sm, const float* __re
     }
 }
 
+// Two f32 → the 16-bit pair register of a tensor-core MODE (FP16 or BF16).
+template <int MODE>
+__device__ __forceinline__ unsigned int hv_pack2(float lo, float hi) {
+    return MODE == HV_BF16 ? hv_pack_bf162(lo, hi) : hv_pack_half2(lo, hi);
+}
+
 // Queues the K slice k0 .. k0 + 15 of the tile's queries and rows into buffer `buf` of
 // the tensor-core layouts (see HvMmaTf32, HvMmaF16), then commits the copies as one
 // group. Thread t takes 16 bytes of row t / 4: 16-byte-aligned rows (dim a multiple of 4
-// for f32, of 8 for FP16 rows) are copied by cp.async, zero-filled past the ends; the
-// others, and the FP16 tile's queries (rounded to FP16 here), go through registers.
+// for f32, of 8 for 16-bit rows) are copied by cp.async, zero-filled past the ends; the
+// others, and the 16-bit tiles' queries (rounded here), go through registers.
 template <int MODE, class T>
 __device__ __forceinline__ void hv_stage_mma(HvTileSmem& sm, int buf,
                                              const float* __restrict__ queries, int nq, int dim,
@@ -144,7 +150,7 @@ __device__ __forceinline__ void hv_stage_mma(HvTileSmem& sm, int buf,
         float av[4];
         hv_load4(av, qrow, k0 + 4 * c, dim);
         *reinterpret_cast<uint2*>(&sm.op.h.a[buf][r][2 * c]) =
-            uint2{hv_pack_half2(av[0], av[1]), hv_pack_half2(av[2], av[3])};
+            uint2{hv_pack2<MODE>(av[0], av[1]), hv_pack2<MODE>(av[2], av[3])};
         if ((dim & 7) == 0) {
             // Rows: 16 halves, two 16-byte chunks; threads 0 .. 127 take one each.
             if (threadIdx.x < 2 * HV_TN) {
@@ -159,18 +165,18 @@ __device__ __forceinline__ void hv_stage_mma(HvTileSmem& sm, int buf,
             float bv[4];
             hv_load4(bv, xrow, k0 + 4 * c, dim);
             *reinterpret_cast<uint2*>(&sm.op.h.b[buf][r][2 * c]) =
-                uint2{hv_pack_half2(bv[0], bv[1]), hv_pack_half2(bv[2], bv[3])};
+                uint2{hv_pack2<MODE>(bv[0], bv[1]), hv_pack2<MODE>(bv[2], bv[3])};
         }
     }
     hv_cp_async_commit();
 }
 
 // Fills sm.s with the scores of queries q0..q0+63 against corpus rows row0+n0 .. +63:
-// hv_row_score(Q[q] · X[r]) (inv null: the rows are unit-norm already, as the FP16 copy
-// is, or the metric does not scale);
+// hv_row_score(Q[q] · X[r]) (inv null: the rows are unit-norm already, as the FP16
+// and BF16 copies are, or the metric does not scale);
 // a row past `rows` or cleared in the mask scores absent (key 0). Queries past nq score 0
-// and must be ignored by the caller. MODE is HV_FP32, HV_TF32 or HV_FP16; T is the corpus
-// element (float, or unsigned short holding FP16 bits). Ends with a barrier, so sm.s is
+// and must be ignored by the caller. MODE is HV_FP32, HV_TF32, HV_FP16 or HV_BF16; T is
+// the corpus element (float, unsigned short holding FP16 bits, or HvBf16). Ends with a barrier, so sm.s is
 // ready for every thread.
 template <int MODE, class T>
 __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __restrict__ queries,
@@ -224,7 +230,7 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
                 hv_cp_async_wait<0>();
             }
             __syncthreads();
-            if (MODE == HV_FP16) {
+            if (MODE == HV_FP16 || MODE == HV_BF16) {
                 // One m16n8k16 step: one 64-bit load per fragment row gives pairs t and
                 // t + 4 (memory pairs 2t, 2t + 1).
                 const uint2 lo = *reinterpret_cast<const uint2*>(&sm.op.h.a[buf][qm + g][2 * t]);
@@ -234,7 +240,11 @@ __device__ __forceinline__ void hv_tile_scores(HvTileSmem& sm, const float* __re
                 for (int j = 0; j < 4; ++j) {
                     const uint2 bw = *reinterpret_cast<const uint2*>(&sm.op.h.b[buf][rn + 8 * j + g][2 * t]);
                     const unsigned int b[2] = {bw.x, bw.y};
-                    hv_mma_f16(acc[j], a, b);
+                    if (MODE == HV_BF16) {
+                        hv_mma_bf16(acc[j], a, b);
+                    } else {
+                        hv_mma_f16(acc[j], a, b);
+                    }
                 }
             } else {
                 // Two m16n8k8 steps: one 128-bit load per fragment row serves both (k =

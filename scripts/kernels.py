@@ -105,7 +105,7 @@ def cubin_path(src, arch):
 # Kernels whose hot loop reads its operands from shared memory with vector loads, the
 # load, and the least count of it that takes (after unrolling): the FP32 tiles read two
 # LDS.128 per k of a 16-deep slice; the TF32 tiles one LDS.128 per fragment row (2 of A,
-# 4 of B) for both k-steps of the slice, the FP16 tiles one LDS.64 (two half2 words)
+# 4 of B) for both k-steps of the slice, the FP16 and BF16 tiles one LDS.64 (two words)
 # per fragment row; the memory-bound kernels read their staged queries as float4, for
 # each of the 8 queries in the four-load round and the tail.
 TILED_FP32 = ["hv_score_tiled", "hv_score_tiled_l2", "hv_topk_tiled", "hv_topk_tiled_l2",
@@ -114,13 +114,17 @@ TILED_TC = ["hv_score_tiled", "hv_topk_tiled", "hv_filter_tiled"]
 SMALL_Q = ["hv_score_small_q", "hv_score_small_q_l2", "hv_topk_small_q", "hv_topk_small_q_l2",
            "hv_filter_small_q", "hv_filter_small_q_l2"]
 # The tensor-core tiles also copy their operands global -> shared asynchronously (cp.async:
-# LDGSTS), double-buffered: the TF32 ones both operands, the FP16 ones the corpus rows.
+# LDGSTS), double-buffered: the TF32 ones both operands, the 16-bit ones the corpus rows;
+# and multiply with the tensor-core instruction of their precision (HMMA, one per m16n8
+# accumulator and k-step: BF16 ones must not fall back to FP16 or FP32 arithmetic).
 SASS_VECTOR_LOADS = {
     **{k: [("LDS.128", 32)] for k in TILED_FP32},
-    **{k + "_tf32": [("LDS.128", 6), ("LDGSTS", 2)] for k in TILED_TC},
-    **{k + "_f16": [("LDS.64", 6), ("LDGSTS", 1)] for k in TILED_TC},
+    **{k + "_tf32": [("LDS.128", 6), ("LDGSTS", 2), ("HMMA.1688.F32.TF32", 8)] for k in TILED_TC},
+    **{k + "_f16": [("LDS.64", 6), ("LDGSTS", 1), ("HMMA.16816.F32", 4)] for k in TILED_TC},
+    **{k + "_bf16": [("LDS.64", 6), ("LDGSTS", 1), ("HMMA.16816.F32.BF16", 4)] for k in TILED_TC},
     **{k: [("LDS.128", 40)] for k in SMALL_Q},
     **{k.replace("_l2", "") + "_f16": [("LDS.128", 40)] for k in SMALL_Q if k.endswith("_l2")},
+    **{k.replace("_l2", "") + "_bf16": [("LDS.128", 40)] for k in SMALL_Q if k.endswith("_l2")},
 }
 
 
@@ -139,7 +143,7 @@ def sass():
                 if m:
                     func = m.group(1)
                     counts.setdefault((arch, func), {})
-                m = re.search(r"\b(LDS(?:\.U?\d+)?|LDGSTS)\b", line)
+                m = re.search(r"\b(LDS(?:\.U?\d+)?|LDGSTS|HMMA(?:\.\w+)+)", line)
                 if m and func:
                     c = counts[(arch, func)]
                     c[m.group(1)] = c.get(m.group(1), 0) + 1
@@ -154,10 +158,11 @@ def sass():
     if missing:
         sys.exit("kernels to check not found in the cubins: " + ", ".join(missing))
     if bad:
-        sys.exit("hot loops without vector shared loads or async copies:\n  " + "\n  ".join(bad))
+        sys.exit("hot loops without vector shared loads, async copies or their tensor-core "
+                 "instruction:\n  " + "\n  ".join(bad))
     print(f"sass: the {len(SASS_VECTOR_LOADS)} kernels checked read shared memory with vector loads "
-          f"(LDS.128; FP16 tiles LDS.64), the tensor-core tiles fill it by cp.async (LDGSTS), "
-          f"on {' and '.join(CUBIN_ARCHS)}")
+          f"(LDS.128; 16-bit tiles LDS.64), the tensor-core tiles fill it by cp.async (LDGSTS) "
+          f"and multiply with their precision's HMMA, on {' and '.join(CUBIN_ARCHS)}")
 
 
 def main():

@@ -107,7 +107,7 @@ int cublasGetVersion_v2(void* h, int* version) {
     return kOk;
 }
 
-// C (m × n, ldc) = op(A) · op(B) for transa = T, transb = N, FP32 or FP16 operands into
+// C (m × n, ldc) = op(A) · op(B) for transa = T, transb = N, FP32, FP16 or BF16 operands into
 // FP32, alpha 1 and beta 0 (what the backend asks for), on the handle's stream.
 int cublasGemmEx(void* hp, int transa, int transb, int m, int n, int k, const void* alpha,
                  const void* a, int atype, int lda, const void* b, int btype, int ldb,
@@ -130,6 +130,8 @@ int cublasGemmEx(void* hp, int transa, int transb, int m, int n, int k, const vo
         kind = 1;  // TF32
     else if (atype == 2 && compute == 68)
         kind = 2;  // FP16
+    else if (atype == 14 && compute == 68)
+        kind = 3;  // BF16
     else
         return kNotSupported;
     if (m == 0 || n == 0) return kOk;

@@ -514,4 +514,36 @@ inline void hv_mma_f16(float (&d)[4], const unsigned int (&a)[4], const unsigned
     hv_emu::mma_accumulate(d, A, B);
 }
 
+// BF16: round to nearest even by the bits (inputs are finite), the high half of an f32.
+inline unsigned short hv_float_to_bf16(float f) {
+    unsigned int u = __float_as_uint(f);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return static_cast<unsigned short>(u >> 16);
+}
+inline unsigned int hv_pack_bf162(float lo, float hi) {
+    return static_cast<unsigned int>(hv_float_to_bf16(lo)) |
+           (static_cast<unsigned int>(hv_float_to_bf16(hi)) << 16);
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: hv_mma_f16's layout, BF16 values.
+inline void hv_mma_bf16(float (&d)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
+    float A[16][16], B[16][8];
+    auto bf = [](unsigned int w, int h) { return __uint_as_float(((w >> (16 * h)) & 0xffffu) << 16); };
+    for (int r = 0; r < 4; ++r) {
+        unsigned int all[32];
+        hv_emu::gather(a[r], all);
+        for (int l = 0; l < 32; ++l) {
+            int g = l / 4, t = l % 4;
+            for (int h = 0; h < 2; ++h) A[g + 8 * (r & 1)][2 * t + h + 8 * (r >> 1)] = bf(all[l], h);
+        }
+    }
+    for (int r = 0; r < 2; ++r) {
+        unsigned int all[32];
+        hv_emu::gather(b[r], all);
+        for (int l = 0; l < 32; ++l)
+            for (int h = 0; h < 2; ++h) B[2 * (l % 4) + h + 8 * r][l / 4] = bf(all[l], h);
+    }
+    hv_emu::mma_accumulate(d, A, B);
+}
+
 #define HV_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(hv_emu::launch()->dynamic_smem.data())

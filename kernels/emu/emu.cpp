@@ -30,15 +30,16 @@ extern "C" __global__ void hv_emu_selftest_race(float* out, float base) {
 // cuBLAS's part of a GEMM-scored program, on the CPU: C (m × n, column-major, ldc) = Aᵀ·B
 // with A (k × m, lda = k: rows of the corpus) and B (k × n, ldb = k: the queries), FP32
 // sums. TF32 rounds both operands to 10 mantissa bits first, as the tensor cores do; FP16
-// operands are binary16 bits. As cublasGemmEx(transa = T, transb = N) computes it, for the
+// operands are binary16 bits, BF16 ones bfloat16 bits. As cublasGemmEx(transa = T, transb = N) computes it, for the
 // emulated cuBLAS of driver.cpp and the programs' emulation tests alike.
-enum HvGemmKind { kGemmFp32 = 0, kGemmTf32 = 1, kGemmFp16 = 2 };
+enum HvGemmKind { kGemmFp32 = 0, kGemmTf32 = 1, kGemmFp16 = 2, kGemmBf16 = 3 };
 
 extern "C" void hv_emu_gemm(int kind, long long m, long long n, long long k, const void* a,
                             long long lda, const void* b, long long ldb, float* c,
                             long long ldc) {
     auto load = [kind](const void* base, long long i) -> float {
         if (kind == kGemmFp16) return hv_half_to_float(static_cast<const unsigned short*>(base)[i]);
+        if (kind == kGemmBf16) return hv_bf16_to_float(static_cast<const unsigned short*>(base)[i]);
         float v = static_cast<const float*>(base)[i];
         return kind == kGemmTf32 ? __uint_as_float(hv_to_tf32(v)) : v;
     };
@@ -72,6 +73,10 @@ void hv_gemm_tf32(const float* a, const float* b, float* c, long long m, long lo
 void hv_gemm_fp16(const unsigned short* a, const unsigned short* b, float* c, long long m,
                   long long n, int k, long long ldc) {
     gemm_step<kGemmFp16>(a, b, c, m, n, k, ldc);
+}
+void hv_gemm_bf16(const unsigned short* a, const unsigned short* b, float* c, long long m,
+                  long long n, int k, long long ldc) {
+    gemm_step<kGemmBf16>(a, b, c, m, n, k, ldc);
 }
 
 template <class F>
@@ -130,6 +135,10 @@ const Entry kKernels[] = {
     HV_EMU_KERNEL(hv_queries_to_half), HV_EMU_KERNEL(hv_select_topk_scored),
     HV_EMU_DIRECT(hv_gemm_fp32),
     HV_EMU_DIRECT(hv_gemm_tf32), HV_EMU_DIRECT(hv_gemm_fp16),
+    HV_EMU_DIRECT(hv_gemm_bf16), HV_EMU_KERNEL(hv_score_small_q_bf16),
+    HV_EMU_KERNEL(hv_score_tiled_bf16), HV_EMU_KERNEL(hv_topk_small_q_bf16),
+    HV_EMU_KERNEL(hv_topk_tiled_bf16), HV_EMU_KERNEL(hv_filter_small_q_bf16),
+    HV_EMU_KERNEL(hv_filter_tiled_bf16),
 };
 
 const Entry* find(const char* name) {

@@ -74,8 +74,8 @@ impl std::fmt::Debug for CudaBackend {
 }
 
 /// What one call runs against: its inputs on the host (queries, and the live mask for a
-/// store with deletes, or a filter), and the resident corpus with its FP16 copy (under
-/// [`Precision::Fp16`]) and L2's row biases.
+/// store with deletes, or a filter), and the resident corpus with its 16-bit copy (under
+/// [`Precision::Fp16`] and [`Precision::Bf16`]) and L2's row biases.
 struct CallBuffers<'a> {
     queries: &'a [f32],
     mask: Option<&'a [u32]>,
@@ -354,7 +354,7 @@ impl CudaBackend {
         let shared = launch::Bound {
             corpus: None,
             inv_norms: None,
-            corpus_f16: None,
+            corpus_half: None,
             bias: None,
             arena: (0, 0),
         };
@@ -370,17 +370,18 @@ impl CudaBackend {
         Ok(times[times.len() / 2])
     }
 
-    /// The corpus's FP16 copy under [`Precision::Fp16`] (made on first use), `None`
-    /// otherwise. A call takes it before it plans, so the plan sees the memory it holds.
+    /// The corpus's 16-bit copy under [`Precision::Fp16`] and [`Precision::Bf16`] (made
+    /// on first use), `None` otherwise. A call takes it before it plans, so the plan sees
+    /// the memory it holds.
     fn half_copy(
         &self,
         corpus: &Resident,
         stream: &Arc<CudaStream>,
     ) -> Result<Option<Arc<CudaSlice<u16>>>, BackendError> {
-        match self.precision {
-            Precision::Fp16 => corpus.half(&self.kernels, stream).map(Some),
-            Precision::Fp32 | Precision::Tf32 => Ok(None),
-        }
+        self.precision
+            .half()
+            .map(|half| corpus.half(&self.kernels, stream, half))
+            .transpose()
     }
 
     fn shape(&self, nq: usize, corpus: CorpusView<'_>, masked: bool, gemm: bool) -> Shape {

@@ -31,6 +31,7 @@ const OP_T: i32 = 1;
 /// `cudaDataType_t`.
 const R_32F: i32 = 0;
 const R_16F: i32 = 2;
+const R_16BF: i32 = 14;
 /// `cublasComputeType_t`.
 const COMPUTE_32F: i32 = 68;
 const COMPUTE_32F_PEDANTIC: i32 = 69;
@@ -95,6 +96,7 @@ pub(super) enum Operands {
     Fp32,
     Tf32,
     Fp16,
+    Bf16,
 }
 
 /// One GEMM step: `C[j·ldc + i] = Σ_t A[i·k + t] · B[j·k + t]` for i < m, j < n, that
@@ -315,6 +317,7 @@ impl CublasHandle {
             Operands::Fp32 => (R_32F, COMPUTE_32F),
             Operands::Tf32 => (R_32F, COMPUTE_32F_FAST_TF32),
             Operands::Fp16 => (R_16F, COMPUTE_32F),
+            Operands::Bf16 => (R_16BF, COMPUTE_32F),
         };
         let (alpha, beta) = (1.0f32, 0.0f32);
         // SAFETY: the handle is live and bound to the call's stream; A holds m rows of k

@@ -110,7 +110,7 @@ impl Kernels {
 pub(super) struct Bound<'a> {
     pub(super) corpus: Option<&'a CudaSlice<f32>>,
     pub(super) inv_norms: Option<&'a CudaSlice<f32>>,
-    pub(super) corpus_f16: Option<&'a CudaSlice<u16>>,
+    pub(super) corpus_half: Option<&'a CudaSlice<u16>>,
     /// L2's row biases.
     pub(super) bias: Option<&'a CudaSlice<f32>>,
     /// The arena's device address and length in bytes (0 when the call has none).
@@ -126,7 +126,7 @@ impl Bound<'_> {
         let len = |l: Option<usize>| l.unwrap_or(0);
         len(self.corpus.map(|b| b.len())) >= need.corpus
             && len(self.inv_norms.map(|b| b.len())) >= need.inv_norms
-            && len(self.corpus_f16.map(|b| b.len())) >= need.corpus_f16
+            && len(self.corpus_half.map(|b| b.len())) >= need.corpus_half
             && len(self.bias.map(|b| b.len())) >= need.bias
             && self.arena.1 >= layout.total
     }
@@ -154,7 +154,7 @@ impl Bound<'_> {
             Buf::Mask => in_arena(layout.mask, extents.mask, 4),
             Buf::Corpus => self.corpus.and_then(|c| at(c, offset, stream)),
             Buf::InvNorms => self.inv_norms.and_then(|v| at(v, offset, stream)),
-            Buf::CorpusF16 => self.corpus_f16.and_then(|h| at(h, offset, stream)),
+            Buf::CorpusHalf => self.corpus_half.and_then(|h| at(h, offset, stream)),
             Buf::Bias => self.bias.and_then(|b| at(b, offset, stream)),
             Buf::Temp(i) => p
                 .temps()
@@ -247,6 +247,7 @@ fn gemm(
             GemmKind::Fp32 => Operands::Fp32,
             GemmKind::Tf32 => Operands::Tf32,
             GemmKind::Fp16 => Operands::Fp16,
+            GemmKind::Bf16 => Operands::Bf16,
         },
         a: ptr(0)?,
         b: ptr(1)?,

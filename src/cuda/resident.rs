@@ -1,6 +1,7 @@
 //! The device-resident corpus: uploaded once through pinned staging buffers, extended in
-//! place when the same store has grown, and its FP16 copy made on the first
-//! [`Precision::Fp16`](super::Precision::Fp16) call.
+//! place when the same store has grown, and its 16-bit copy made on the first
+//! [`Precision::Fp16`](super::Precision::Fp16) or [`Precision::Bf16`](super::Precision::Bf16)
+//! call.
 //!
 //! The inverse row norms are the host's, uploaded beside the rows: the host sums squares
 //! in f64, so rows with norms far from 1 (1e-25, 1e25: their f32 sums of squares
@@ -10,6 +11,7 @@ use super::error::{corpus_oom, launch_failed};
 use super::launch::{self, Bound, Kernels};
 use super::program;
 use super::streams::WaitOnDrop;
+use super::Half;
 use crate::backend::BackendError;
 use crate::matrix::{CorpusView, Origin};
 use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DriverError};
@@ -30,8 +32,9 @@ pub(super) struct Resident {
     dim: usize,
     data: CudaSlice<f32>,
     inv: CudaSlice<f32>,
-    /// The FP16 copy (unit-norm rows), made on the first [`Precision::Fp16`] call.
-    half: Mutex<Option<Arc<CudaSlice<u16>>>>,
+    /// The 16-bit copy (unit-norm rows) and its format, made on the first call that
+    /// reads it.
+    half: Mutex<Option<(Half, Arc<CudaSlice<u16>>)>>,
     /// L2's row biases `−‖row‖²/2` of the first rows, uploaded on the first L2 call.
     bias: Mutex<Option<Arc<CudaSlice<f32>>>>,
 }
@@ -125,34 +128,39 @@ impl ResidentSlot {
 }
 
 impl Resident {
-    /// This copy's buffers for a program to run against, with its FP16 copy when the
+    /// This copy's buffers for a program to run against, with its 16-bit copy when the
     /// program reads it (a call adds its L2 biases and its arena).
-    pub(super) fn bound<'a>(&'a self, corpus_f16: Option<&'a CudaSlice<u16>>) -> Bound<'a> {
+    pub(super) fn bound<'a>(&'a self, corpus_half: Option<&'a CudaSlice<u16>>) -> Bound<'a> {
         Bound {
             corpus: Some(&self.data),
             inv_norms: Some(&self.inv),
-            corpus_f16,
+            corpus_half,
             bias: None,
             arena: (0, 0),
         }
     }
 
-    /// The FP16 copy of this corpus, made (and kept with it) on first use.
+    /// The 16-bit copy of this corpus in format `half`, made (and kept with it, in place
+    /// of one in the other format) on first use.
     pub(super) fn half(
         &self,
         kernels: &Kernels,
         stream: &Arc<CudaStream>,
+        half: Half,
     ) -> Result<Arc<CudaSlice<u16>>, BackendError> {
         let res = self;
         let mut slot = res.half.lock();
-        if let Some(h) = slot.as_ref() {
+        if let Some((_, h)) = slot.as_ref().filter(|(format, _)| *format == half) {
             return Ok(Arc::clone(h));
         }
+        // Free the other format's copy before making this one.
+        *slot = None;
+        let format = half;
         let len = res.rows * res.dim;
         let half = stream
             .alloc_zeros::<u16>(len)
             .map_err(|e| corpus_oom(e, (len * 2) as u64))?;
-        let copy = program::rows_to_half(res.rows, res.dim);
+        let copy = program::rows_to_half(res.rows, res.dim, format);
         // `alloc_zeros` bound the context to this thread.
         let layout = copy.layout();
         launch::run(
@@ -167,7 +175,7 @@ impl Resident {
         // Other calls read it from their own streams.
         stream.synchronize().map_err(launch_failed)?;
         let half = Arc::new(half);
-        *slot = Some(Arc::clone(&half));
+        *slot = Some((format, Arc::clone(&half)));
         Ok(half)
     }
 }

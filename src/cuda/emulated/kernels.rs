@@ -85,7 +85,7 @@ fn row_norms_match_f64_across_a_delta_upload() {
     let (n, dim) = (301, 37);
     let mut c = data::random_matrix(n, dim, seed());
     c[5 * dim..6 * dim].fill(0.0);
-    let inp = inputs(emu, &[0.0; 37], &c, dim, None);
+    let inp = inputs(emu, &[0.0; 37], &c, dim, None, Precision::Fp32);
     let inv: Vec<f32> = inp.inv.get();
     for (r, row) in c.chunks(dim).enumerate() {
         let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
@@ -99,22 +99,33 @@ fn row_norms_match_f64_across_a_delta_upload() {
 }
 
 #[test]
-fn the_fp16_copy_is_the_unit_norm_corpus_rounded() {
+fn the_16_bit_copies_are_the_unit_norm_corpus_rounded() {
     let emu = with_emulator!();
     let (n, dim) = (200, 24);
     let c = data::random_matrix(n, dim, seed());
-    let inp = inputs(emu, &[0.0; 24], &c, dim, None);
-    let half: Vec<u16> = inp.half.get();
     let want = unit(&c, dim);
-    for (i, (&h, &w)) in half.iter().zip(&want).enumerate() {
-        // Round to nearest: within half a unit in the last place (2^-11 relative), or the
-        // subnormal spacing.
-        let got = f16_to_f32(h);
-        assert!(
-            (got - w).abs() <= w.abs() * (1.0 / 2048.0) + 6e-8,
-            "element {i}: {got} vs {w}"
-        );
+    // Round to nearest: within half a unit in the last place (2^-11 relative for FP16,
+    // 2^-8 for BF16, plus the f32 product's rounding), or FP16's subnormal spacing.
+    let formats: [(Precision, fn(u16) -> f32, f32); 2] = [
+        (Precision::Fp16, f16_to_f32, 1.0 / 2048.0),
+        (Precision::Bf16, bf16_to_f32, 1.0 / 256.0),
+    ];
+    for (precision, decode, half_ulp) in formats {
+        let inp = inputs(emu, &[0.0; 24], &c, dim, None, precision);
+        let copy: Vec<u16> = inp.half.get();
+        for (i, (&h, &w)) in copy.iter().zip(&want).enumerate() {
+            let got = decode(h);
+            assert!(
+                (got - w).abs() <= w.abs() * (half_ulp + 1e-6) + 6e-8,
+                "{precision:?} element {i}: {got} vs {w}"
+            );
+        }
     }
+}
+
+/// bfloat16 bits → f32 (test-side decoding: the upper half of an f32).
+fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
 }
 
 /// IEEE binary16 bits → f32 (test-side decoding, independent of the emulator's).
@@ -141,12 +152,15 @@ fn cosine_chunks_match_the_reference() {
         (3, Precision::Fp32, true),
         (70, Precision::Tf32, true),
         (5, Precision::Fp16, true),
+        (3, Precision::Bf16, false),
+        (70, Precision::Bf16, false),
+        (70, Precision::Bf16, true),
     ] {
         let seed = seed();
         let (n, dim) = (900, 20);
         let c = data::random_matrix(n, dim, seed);
         let q = unit(&data::random_matrix(nq, dim, seed ^ 1), dim);
-        let mut inp = inputs(emu, &q, &c, dim, None);
+        let mut inp = inputs(emu, &q, &c, dim, None, precision);
         let shape = Shape {
             nq,
             n,
@@ -179,7 +193,12 @@ fn cosine_chunks_match_the_reference() {
 #[test]
 fn every_kernel_is_in_the_emulator() {
     let emu = with_emulator!();
-    let gemm = [Kernel::GemmFp32, Kernel::GemmTf32, Kernel::GemmFp16];
+    let gemm = [
+        Kernel::GemmFp32,
+        Kernel::GemmTf32,
+        Kernel::GemmFp16,
+        Kernel::GemmBf16,
+    ];
     for k in Kernel::ALL.into_iter().chain(gemm) {
         let name = CString::new(k.symbol()).unwrap();
         let mut sizes = [0usize; 32];

@@ -16,6 +16,7 @@ mod kernels;
 mod top_k;
 
 use super::program::{self, Arg, Buf, Launch, Program};
+use super::{Half, Precision};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -177,7 +178,7 @@ impl Inputs {
             Buf::Queries => &mut self.queries,
             Buf::Corpus => &mut self.corpus,
             Buf::InvNorms => &mut self.inv,
-            Buf::CorpusF16 => &mut self.half,
+            Buf::CorpusHalf => &mut self.half,
             Buf::Mask => self.mask.as_mut().expect("a masked program without a mask"),
             Buf::Bias => self.bias.as_mut().expect("an L2 program without biases"),
             Buf::Temp(i) => &mut temps[i],
@@ -259,7 +260,7 @@ impl Emulator {
             ("queries", &inputs.queries),
             ("corpus", &inputs.corpus),
             ("norms", &inputs.inv),
-            ("fp16 copy", &inputs.half),
+            ("16-bit copy", &inputs.half),
         ] {
             assert!(
                 b.guards_intact(),
@@ -277,7 +278,7 @@ impl Emulator {
             len(Some(&inputs.queries)) >= need.queries
                 && len(Some(&inputs.corpus)) >= need.corpus
                 && len(Some(&inputs.inv)) >= need.inv_norms
-                && len(Some(&inputs.half)) >= need.corpus_f16
+                && len(Some(&inputs.half)) >= need.corpus_half
                 && len(inputs.mask.as_ref()) >= need.mask
                 && len(inputs.bias.as_ref()) >= need.bias,
             "{need:?} reaches past the bound buffers"
@@ -302,8 +303,16 @@ impl Emulator {
 }
 
 /// A corpus on the emulated device: uploaded, with its norms from `hv_row_inv_norms` (in
-/// two launches, as a store delta would be) and its FP16 copy from `hv_rows_to_half`.
-fn inputs(emu: &Emulator, q: &[f32], c: &[f32], dim: usize, live: Option<&[bool]>) -> Inputs {
+/// two launches, as a store delta would be) and its 16-bit copy (in the format `precision`
+/// reads, FP16 where it reads none) from `hv_rows_to_half`.
+fn inputs(
+    emu: &Emulator,
+    q: &[f32],
+    c: &[f32],
+    dim: usize,
+    live: Option<&[bool]>,
+    precision: Precision,
+) -> Inputs {
     let n = c.len() / dim;
     let mut inputs = Inputs {
         queries: HostBuf::from(q),
@@ -325,7 +334,8 @@ fn inputs(emu: &Emulator, q: &[f32], c: &[f32], dim: usize, live: Option<&[bool]
             emu.run(&program::inv_norms(row0, rows, dim), &mut inputs, 1);
         }
     }
-    emu.run(&program::rows_to_half(n, dim), &mut inputs, 2);
+    let half = precision.half().unwrap_or(Half::Fp16);
+    emu.run(&program::rows_to_half(n, dim, half), &mut inputs, 2);
     inputs
 }
 

@@ -169,7 +169,14 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         .map(|r| case.delete == 0 || r % case.delete != 1)
         .collect();
     let masked = case.delete != 0;
-    let mut inp = inputs(emu, &q, &c, dim, masked.then_some(&live[..]));
+    let mut inp = inputs(
+        emu,
+        &q,
+        &c,
+        dim,
+        masked.then_some(&live[..]),
+        case.precision,
+    );
     if case.metric == Metric::L2 {
         let bias: Vec<f32> = c
             .chunks(dim)
@@ -290,10 +297,10 @@ fn fused_tiled_top_k_matches_the_reference() {
 }
 
 #[test]
-fn tf32_and_fp16_top_k_are_within_their_documented_tolerance() {
+fn tf32_fp16_and_bf16_top_k_are_within_their_documented_tolerance() {
     let emu = with_emulator!();
-    for precision in [Precision::Tf32, Precision::Fp16] {
-        // Tiled (fused), small-batch (fused; FP16 reads the half copy), unfused.
+    for precision in [Precision::Tf32, Precision::Fp16, Precision::Bf16] {
+        // Tiled (fused), small-batch (fused; FP16 and BF16 read the 16-bit copy), unfused.
         for (nq, n, dim, k) in [(70, 3000, 24, 10), (9, 700, 40, 32), (3, 2000, 16, 10)] {
             check_top_k(
                 emu,
@@ -340,6 +347,7 @@ fn large_k_filtered_by_a_sampled_floor_matches_the_reference() {
         (70, 100, Precision::Fp32),
         (9, 64, Precision::Tf32),
         (3, 50, Precision::Fp16),
+        (70, 64, Precision::Bf16),
     ] {
         check_top_k(
             emu,
@@ -458,6 +466,8 @@ fn exact_ties_keep_the_lower_row() {
         (70, 20, Precision::Tf32),
         (70, 20, Precision::Fp16),
         (2, 20, Precision::Fp16),
+        (70, 20, Precision::Bf16),
+        (2, 20, Precision::Bf16),
         (2, 200, Precision::Fp32),
     ] {
         check_top_k(
@@ -480,6 +490,7 @@ fn gemm_scored_top_k_matches_the_reference_at_every_precision_metric_and_mask() 
         (Precision::Fp32, Metric::L2),
         (Precision::Tf32, Metric::Cosine),
         (Precision::Fp16, Metric::Cosine),
+        (Precision::Bf16, Metric::Cosine),
     ];
     for (precision, metric) in cases {
         for (nq, n, dim, k, chunk, delete) in [

@@ -2,31 +2,38 @@
 //! the chunked top-k path reuses. Under [`Shape::gemm`] a cuBLAS GEMM computes the dot
 //! products and one memory-bound pass applies each row's factor, bias and mask.
 
-use super::{grid, int, long, Arg, Buf, Elem, Extents, Family, Kernel, Launch, Program, Shape};
+use super::{
+    grid, half_format, int, long, Arg, Buf, Elem, Extents, Family, Kernel, Launch, Program, Shape,
+};
 use super::{MAX_GRID_Y, TILE};
 use crate::cuda::Precision;
 
-/// The queries as the GEMM reads them: the queries, or under FP16 their FP16 copy, made
-/// by the program's first GEMM (into a scratch buffer of `nq × dim` halves).
+/// The queries as the GEMM reads them: the queries, or under FP16 and BF16 their 16-bit
+/// copy, made by the program's first GEMM (into a scratch buffer of `nq × dim` halves).
 fn gemm_queries(p: &mut Program, s: &Shape) -> Buf {
-    if s.precision != Precision::Fp16 {
+    let Some(half) = s.precision.half() else {
         return Buf::Queries;
-    }
+    };
     if let Some(b) = p.half_queries {
         return b;
     }
     let count = s.nq * s.dim;
-    // Halves, two to a u32.
-    let half = p.temp(Elem::U32, count.div_ceil(2));
+    // 16-bit values, two to a u32.
+    let copy = p.temp(Elem::U32, count.div_ceil(2));
     p.launches.push(Launch {
         kernel: Kernel::QueriesToHalf,
         grid: grid(count.div_ceil(256).clamp(1, 1 << 16), 1),
         block: 256,
         smem: 0,
-        args: vec![Arg::Ptr(Buf::Queries, 0), long(count), Arg::Ptr(half, 0)],
+        args: vec![
+            Arg::Ptr(Buf::Queries, 0),
+            long(count),
+            half_format(half),
+            Arg::Ptr(copy, 0),
+        ],
     });
-    p.half_queries = Some(half);
-    half
+    p.half_queries = Some(copy);
+    copy
 }
 
 /// [`score`] by a GEMM: `out[at + q·ld + i]` = the dot product of query q and row
@@ -45,7 +52,8 @@ pub(super) fn score_by_gemm(
     let (kernel, a) = match s.precision {
         Precision::Fp32 => (Kernel::GemmFp32, Buf::Corpus),
         Precision::Tf32 => (Kernel::GemmTf32, Buf::Corpus),
-        Precision::Fp16 => (Kernel::GemmFp16, Buf::CorpusF16),
+        Precision::Fp16 => (Kernel::GemmFp16, Buf::CorpusHalf),
+        Precision::Bf16 => (Kernel::GemmBf16, Buf::CorpusHalf),
     };
     // Reads rows × dim of A from row0, nq × dim of B; writes nq columns of `rows` at
     // stride ld from `at`.

@@ -49,15 +49,17 @@ pub(crate) struct Ceilings {
     pub(crate) fp32_flops: f64,
     pub(crate) tf32_flops: f64,
     pub(crate) fp16_flops: f64,
+    pub(crate) bf16_flops: f64,
 }
 
-/// NVIDIA H200 (SXM): 4.8 TB/s of HBM3e; 67 TFLOP/s FP32, 495 TF32 and 990 FP16 on the
-/// tensor cores (dense).
+/// NVIDIA H200 (SXM): 4.8 TB/s of HBM3e; 67 TFLOP/s FP32, 495 TF32 and 990 FP16 and BF16
+/// on the tensor cores (dense).
 pub(crate) const H200: Ceilings = Ceilings {
     bytes_per_sec: 4.8e12,
     fp32_flops: 67e12,
     tf32_flops: 495e12,
     fp16_flops: 990e12,
+    bf16_flops: 990e12,
 };
 
 impl Ceilings {
@@ -67,6 +69,7 @@ impl Ceilings {
             Precision::Fp32 => self.fp32_flops,
             Precision::Tf32 => self.tf32_flops,
             Precision::Fp16 => self.fp16_flops,
+            Precision::Bf16 => self.bf16_flops,
         }
     }
 
@@ -97,20 +100,29 @@ enum Output {
 fn scoring(kernel: Kernel) -> Option<(Scan, Output, f64)> {
     use Kernel::*;
     let (scan, out) = match kernel {
-        ScoreSmallQ | ScoreSmallQF16 | ScoreSmallQL2 => (Scan::Small, Output::Score),
-        ScoreTiled | ScoreTiledTf32 | ScoreTiledF16 | ScoreTiledL2 => (Scan::Tiled, Output::Score),
-        TopKSmallQ | TopKSmallQF16 | TopKSmallQL2 => (Scan::Small, Output::TopK),
-        TopKTiled | TopKTiledTf32 | TopKTiledF16 | TopKTiledL2 => (Scan::Tiled, Output::TopK),
-        FilterSmallQ | FilterSmallQF16 | FilterSmallQL2 => (Scan::Small, Output::Filter),
-        FilterTiled | FilterTiledTf32 | FilterTiledF16 | FilterTiledL2 => {
+        ScoreSmallQ | ScoreSmallQF16 | ScoreSmallQBf16 | ScoreSmallQL2 => {
+            (Scan::Small, Output::Score)
+        }
+        ScoreTiled | ScoreTiledTf32 | ScoreTiledF16 | ScoreTiledBf16 | ScoreTiledL2 => {
+            (Scan::Tiled, Output::Score)
+        }
+        TopKSmallQ | TopKSmallQF16 | TopKSmallQBf16 | TopKSmallQL2 => (Scan::Small, Output::TopK),
+        TopKTiled | TopKTiledTf32 | TopKTiledF16 | TopKTiledBf16 | TopKTiledL2 => {
+            (Scan::Tiled, Output::TopK)
+        }
+        FilterSmallQ | FilterSmallQF16 | FilterSmallQBf16 | FilterSmallQL2 => {
+            (Scan::Small, Output::Filter)
+        }
+        FilterTiled | FilterTiledTf32 | FilterTiledF16 | FilterTiledBf16 | FilterTiledL2 => {
             (Scan::Tiled, Output::Filter)
         }
         InvNorms | SelectTopK | SortTopK | RowsToHalf | ApplyRowFactors | QueriesToHalf
-        | SelectTopKScored | GemmFp32 | GemmTf32 | GemmFp16 => return None,
+        | SelectTopKScored | GemmFp32 | GemmTf32 | GemmFp16 | GemmBf16 => return None,
     };
     let elem = match kernel {
         ScoreSmallQF16 | ScoreTiledF16 | TopKSmallQF16 | TopKTiledF16 | FilterSmallQF16
-        | FilterTiledF16 => 2.0,
+        | FilterTiledF16 | ScoreSmallQBf16 | ScoreTiledBf16 | TopKSmallQBf16 | TopKTiledBf16
+        | FilterSmallQBf16 | FilterTiledBf16 => 2.0,
         _ => 4.0,
     };
     Some((scan, out, elem))
@@ -194,14 +206,13 @@ pub(crate) fn launch_cost(l: &Launch) -> Cost {
             bytes: gx * num(a.get(2)) * 12.0 * 2.0,
             flops: 0.0,
         },
-        Kernel::GemmFp32 | Kernel::GemmTf32 | Kernel::GemmFp16 => {
+        Kernel::GemmFp32 | Kernel::GemmTf32 | Kernel::GemmFp16 | Kernel::GemmBf16 => {
             // args: A, B, C, m (rows), n (queries), k (dim), ldc. cuBLAS reads each
             // operand about once (its tiles stay in L2 and shared memory) and writes C.
             let (m, n, k) = (num(a.get(3)), num(a.get(4)), num(a.get(5)));
-            let elem = if l.kernel() == Kernel::GemmFp16 {
-                2.0
-            } else {
-                4.0
+            let elem = match l.kernel() {
+                Kernel::GemmFp16 | Kernel::GemmBf16 => 2.0,
+                _ => 4.0,
             };
             Cost {
                 bytes: (m + n) * k * elem + m * n * 4.0,

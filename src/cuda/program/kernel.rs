@@ -32,6 +32,12 @@ pub(crate) enum Kernel {
     ApplyRowFactors,
     QueriesToHalf,
     SelectTopKScored,
+    ScoreSmallQBf16,
+    ScoreTiledBf16,
+    TopKSmallQBf16,
+    TopKTiledBf16,
+    FilterSmallQBf16,
+    FilterTiledBf16,
     /// cuBLAS: scores = corpus rows · queries, FP32 (arguments: A = rows, B = queries,
     /// C = scores, m = rows, n = queries, k = dim, ldc).
     GemmFp32,
@@ -39,6 +45,8 @@ pub(crate) enum Kernel {
     GemmTf32,
     /// The same from FP16 operands (the FP16 corpus copy and FP16 queries).
     GemmFp16,
+    /// The same from BF16 operands.
+    GemmBf16,
 }
 
 /// The operand types of a GEMM step.
@@ -47,11 +55,12 @@ pub(crate) enum GemmKind {
     Fp32,
     Tf32,
     Fp16,
+    Bf16,
 }
 
 impl Kernel {
     /// Every kernel of `kernels/*.cu` (the GEMM steps are cuBLAS's).
-    pub(crate) const ALL: [Kernel; 28] = [
+    pub(crate) const ALL: [Kernel; 34] = [
         Kernel::InvNorms,
         Kernel::ScoreSmallQ,
         Kernel::ScoreTiled,
@@ -80,6 +89,12 @@ impl Kernel {
         Kernel::ApplyRowFactors,
         Kernel::QueriesToHalf,
         Kernel::SelectTopKScored,
+        Kernel::ScoreSmallQBf16,
+        Kernel::ScoreTiledBf16,
+        Kernel::TopKSmallQBf16,
+        Kernel::TopKTiledBf16,
+        Kernel::FilterSmallQBf16,
+        Kernel::FilterTiledBf16,
     ];
 
     /// The GEMM a step runs, for the GEMM steps.
@@ -88,6 +103,7 @@ impl Kernel {
             Kernel::GemmFp32 => Some(GemmKind::Fp32),
             Kernel::GemmTf32 => Some(GemmKind::Tf32),
             Kernel::GemmFp16 => Some(GemmKind::Fp16),
+            Kernel::GemmBf16 => Some(GemmKind::Bf16),
             _ => None,
         }
     }
@@ -126,6 +142,13 @@ impl Kernel {
             Kernel::GemmFp32 => "hv_gemm_fp32",
             Kernel::GemmTf32 => "hv_gemm_tf32",
             Kernel::GemmFp16 => "hv_gemm_fp16",
+            Kernel::GemmBf16 => "hv_gemm_bf16",
+            Kernel::ScoreSmallQBf16 => "hv_score_small_q_bf16",
+            Kernel::ScoreTiledBf16 => "hv_score_tiled_bf16",
+            Kernel::TopKSmallQBf16 => "hv_topk_small_q_bf16",
+            Kernel::TopKTiledBf16 => "hv_topk_tiled_bf16",
+            Kernel::FilterSmallQBf16 => "hv_filter_small_q_bf16",
+            Kernel::FilterTiledBf16 => "hv_filter_tiled_bf16",
         }
     }
 
@@ -133,12 +156,14 @@ impl Kernel {
     pub(crate) fn module(self) -> &'static str {
         match self {
             Kernel::InvNorms | Kernel::RowsToHalf | Kernel::QueriesToHalf => "norms",
-            Kernel::GemmFp32 | Kernel::GemmTf32 | Kernel::GemmFp16 => "cublas",
+            Kernel::GemmFp32 | Kernel::GemmTf32 | Kernel::GemmFp16 | Kernel::GemmBf16 => "cublas",
             Kernel::ScoreSmallQ
             | Kernel::ScoreTiled
             | Kernel::ScoreTiledTf32
             | Kernel::ScoreSmallQF16
             | Kernel::ScoreTiledF16
+            | Kernel::ScoreSmallQBf16
+            | Kernel::ScoreTiledBf16
             | Kernel::ScoreSmallQL2
             | Kernel::ScoreTiledL2
             | Kernel::ApplyRowFactors => "score",
@@ -148,6 +173,8 @@ impl Kernel {
             | Kernel::TopKTiledTf32
             | Kernel::TopKSmallQF16
             | Kernel::TopKTiledF16
+            | Kernel::TopKSmallQBf16
+            | Kernel::TopKTiledBf16
             | Kernel::TopKSmallQL2
             | Kernel::TopKTiledL2 => "fused",
             Kernel::FilterSmallQ
@@ -155,6 +182,8 @@ impl Kernel {
             | Kernel::FilterTiled
             | Kernel::FilterTiledTf32
             | Kernel::FilterTiledF16
+            | Kernel::FilterSmallQBf16
+            | Kernel::FilterTiledBf16
             | Kernel::FilterSmallQL2
             | Kernel::FilterTiledL2 => "filter",
         }
@@ -174,46 +203,52 @@ pub(crate) enum Family {
 }
 
 impl Family {
-    /// The memory-bound kernel: FP32, FP16, L2.
-    pub(crate) fn small(self) -> [Kernel; 3] {
+    /// The memory-bound kernel: FP32, FP16, BF16, L2.
+    pub(crate) fn small(self) -> [Kernel; 4] {
         match self {
             Family::Score => [
                 Kernel::ScoreSmallQ,
                 Kernel::ScoreSmallQF16,
+                Kernel::ScoreSmallQBf16,
                 Kernel::ScoreSmallQL2,
             ],
             Family::TopK => [
                 Kernel::TopKSmallQ,
                 Kernel::TopKSmallQF16,
+                Kernel::TopKSmallQBf16,
                 Kernel::TopKSmallQL2,
             ],
             Family::Filter => [
                 Kernel::FilterSmallQ,
                 Kernel::FilterSmallQF16,
+                Kernel::FilterSmallQBf16,
                 Kernel::FilterSmallQL2,
             ],
         }
     }
 
-    /// The compute-bound kernel: FP32, TF32, FP16, L2.
-    pub(crate) fn tiled(self) -> [Kernel; 4] {
+    /// The compute-bound kernel: FP32, TF32, FP16, BF16, L2.
+    pub(crate) fn tiled(self) -> [Kernel; 5] {
         match self {
             Family::Score => [
                 Kernel::ScoreTiled,
                 Kernel::ScoreTiledTf32,
                 Kernel::ScoreTiledF16,
+                Kernel::ScoreTiledBf16,
                 Kernel::ScoreTiledL2,
             ],
             Family::TopK => [
                 Kernel::TopKTiled,
                 Kernel::TopKTiledTf32,
                 Kernel::TopKTiledF16,
+                Kernel::TopKTiledBf16,
                 Kernel::TopKTiledL2,
             ],
             Family::Filter => [
                 Kernel::FilterTiled,
                 Kernel::FilterTiledTf32,
                 Kernel::FilterTiledF16,
+                Kernel::FilterTiledBf16,
                 Kernel::FilterTiledL2,
             ],
         }

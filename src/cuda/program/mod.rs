@@ -9,7 +9,7 @@
 //!
 //! One file per operation: [`cosine`] (scores into memory), [`top_k`] (fused, filtered
 //! and chunked top-k), [`select`] (the radix-select and sort passes that merge
-//! candidates), [`norms`] (the resident corpus's norms and FP16 copy); [`kernel`] is the
+//! candidates), [`norms`] (the resident corpus's norms and 16-bit copy); [`kernel`] is the
 //! table of the kernels they launch; [`layout`] places a program's inputs, scratch and
 //! results in the one device allocation a call runs in; `cost` (tests only) counts what a
 //! program moves and computes.
@@ -36,7 +36,7 @@ pub(crate) use norms::rows_to_half;
 pub(crate) use top_k::sampled_rows;
 pub(crate) use top_k::{overflowed, top_k, top_k_chunked};
 
-use super::Precision;
+use super::{Half, Precision};
 use crate::metric::Metric;
 
 /// Candidates one top-k selection block reduces (must match `HV_SEG` in `kernels/topk.cu`).
@@ -64,9 +64,9 @@ pub(crate) enum Buf {
     Corpus,
     /// Its inverse row norms, `n` f32.
     InvNorms,
-    /// The FP16 copy of the resident corpus, rows scaled to unit norm, `n × dim` u16
-    /// (made for [`Precision::Fp16`]).
-    CorpusF16,
+    /// The 16-bit copy of the resident corpus, rows scaled to unit norm, `n × dim` u16:
+    /// FP16 or BF16 bits (made for [`Precision::Fp16`] and [`Precision::Bf16`]).
+    CorpusHalf,
     /// The live-row mask, `ceil(n / 32)` u32 (present only when the program is masked).
     Mask,
     /// L2's row biases `−‖row‖²/2`, `n` f32 (present only when the program scores L2).
@@ -190,8 +190,8 @@ pub(crate) struct Extents {
     pub(crate) corpus: usize,
     /// f32 elements of [`Buf::InvNorms`].
     pub(crate) inv_norms: usize,
-    /// u16 elements of [`Buf::CorpusF16`].
-    pub(crate) corpus_f16: usize,
+    /// u16 elements of [`Buf::CorpusHalf`].
+    pub(crate) corpus_half: usize,
     /// u32 elements of [`Buf::Mask`].
     pub(crate) mask: usize,
     /// f32 elements of [`Buf::Bias`].
@@ -199,12 +199,12 @@ pub(crate) struct Extents {
 }
 
 impl Extents {
-    /// What a scoring program over the whole of `s` reads: FP16 reads the FP16 copy
-    /// instead of the corpus and its norms; only cosine reads the norms, only L2 the
+    /// What a scoring program over the whole of `s` reads: FP16 and BF16 read the 16-bit
+    /// copy instead of the corpus and its norms; only cosine reads the norms, only L2 the
     /// biases.
     fn of(s: &Shape) -> Self {
-        let fp16 = s.precision == Precision::Fp16;
-        let rows = |fp16_reads: bool| if fp16_reads == fp16 { s.n } else { 0 };
+        let half = s.precision.half().is_some();
+        let rows = |half_reads: bool| if half_reads == half { s.n } else { 0 };
         Self {
             queries: s.nq * s.dim,
             corpus: rows(false) * s.dim,
@@ -213,7 +213,7 @@ impl Extents {
             } else {
                 0
             },
-            corpus_f16: rows(true) * s.dim,
+            corpus_half: rows(true) * s.dim,
             mask: if s.masked { s.n.div_ceil(32) } else { 0 },
             bias: if s.metric == Metric::L2 { s.n } else { 0 },
         }
@@ -239,7 +239,7 @@ pub(crate) struct Program {
     indices: Buf,
     extents: Extents,
     counts: Option<(Buf, usize)>,
-    /// The FP16 copy of the queries a GEMM program makes (see `cosine`).
+    /// The 16-bit copy of the queries a GEMM program makes (see `cosine`).
     half_queries: Option<Buf>,
 }
 
@@ -340,7 +340,7 @@ pub(crate) struct Shape {
     /// mask.
     pub masked: bool,
     /// What the kernels score: cosine scales by the inverse norms, inner product by
-    /// nothing, L2 adds the biases (FP16 serves cosine only).
+    /// nothing, L2 adds the biases (FP16 and BF16 serve cosine only).
     pub metric: Metric,
     pub precision: Precision,
     /// Streaming multiprocessors (sizes the fused grids).
@@ -361,11 +361,11 @@ impl Shape {
 
     /// The parameters every scoring kernel starts with: `qn` queries from query `q0`,
     /// their dimension, the corpus, then its norms (cosine; null for inner product), or
-    /// for the L2 kernels the row biases, and the live mask (or null). FP16 reads the
-    /// unit-norm FP16 copy, and passes no norms.
+    /// for the L2 kernels the row biases, and the live mask (or null). FP16 and BF16 read
+    /// the unit-norm 16-bit copy, and pass no norms.
     pub(super) fn scoring_args(&self, q0: usize, qn: usize) -> Vec<Arg> {
         let (corpus, factors) = match (self.precision, self.metric) {
-            (Precision::Fp16, _) => (Arg::Ptr(Buf::CorpusF16, 0), Arg::Null),
+            (Precision::Fp16 | Precision::Bf16, _) => (Arg::Ptr(Buf::CorpusHalf, 0), Arg::Null),
             (_, Metric::Cosine) => (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::InvNorms, 0)),
             (_, Metric::InnerProduct) => (Arg::Ptr(Buf::Corpus, 0), Arg::Null),
             (_, Metric::L2) => (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::Bias, 0)),
@@ -387,10 +387,12 @@ impl Shape {
 
     /// What turns a row's dot product into its score, as kernel arguments: its inverse
     /// norm (cosine over the FP32 corpus), its bias (L2), the live mask; null for each
-    /// the call has not (the FP16 copy's rows are unit-norm already).
+    /// the call has not (the 16-bit copy's rows are unit-norm already).
     pub(super) fn row_factors(&self) -> [Arg; 3] {
         let (inv, bias) = match (self.precision, self.metric) {
-            (Precision::Fp16, _) | (_, Metric::InnerProduct) => (Arg::Null, Arg::Null),
+            (Precision::Fp16 | Precision::Bf16, _) | (_, Metric::InnerProduct) => {
+                (Arg::Null, Arg::Null)
+            }
             (_, Metric::Cosine) => (Arg::Ptr(Buf::InvNorms, 0), Arg::Null),
             (_, Metric::L2) => (Arg::Null, Arg::Ptr(Buf::Bias, 0)),
         };
@@ -402,12 +404,13 @@ impl Shape {
         [inv, bias, mask]
     }
 
-    /// The memory-bound kernel of `family`: FP32 unless the corpus is read in FP16; L2
-    /// (FP32 only) adds the row biases.
+    /// The memory-bound kernel of `family`: FP32 unless the corpus is read in FP16 or
+    /// BF16; L2 (FP32 only) adds the row biases.
     pub(super) fn small_kernel(&self, family: Family) -> Kernel {
-        let [fp32, fp16, l2] = family.small();
+        let [fp32, fp16, bf16, l2] = family.small();
         match (self.precision, self.metric) {
             (Precision::Fp16, _) => fp16,
+            (Precision::Bf16, _) => bf16,
             (_, Metric::L2) => l2,
             (Precision::Fp32 | Precision::Tf32, _) => fp32,
         }
@@ -415,9 +418,10 @@ impl Shape {
 
     /// The compute-bound kernel of `family` for this precision and metric.
     pub(super) fn tiled_kernel(&self, family: Family) -> Kernel {
-        let [fp32, tf32, fp16, l2] = family.tiled();
+        let [fp32, tf32, fp16, bf16, l2] = family.tiled();
         match (self.precision, self.metric) {
             (Precision::Fp16, _) => fp16,
+            (Precision::Bf16, _) => bf16,
             (Precision::Tf32, _) => tf32,
             (Precision::Fp32, Metric::L2) => l2,
             (Precision::Fp32, _) => fp32,
@@ -458,6 +462,11 @@ pub(super) fn int(v: usize) -> Arg {
 
 pub(super) fn long(v: usize) -> Arg {
     Arg::I64(v as i64)
+}
+
+/// The `bf16` argument of the 16-bit conversion kernels: 0 for FP16, 1 for BF16.
+pub(super) fn half_format(half: Half) -> Arg {
+    Arg::I32(i32::from(half == Half::Bf16))
 }
 
 pub(super) fn grid(x: usize, y: usize) -> [u32; 3] {

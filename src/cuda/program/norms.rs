@@ -1,9 +1,10 @@
 //! The resident corpus's derived copies, made on the device: inverse row norms (over a
-//! delta of rows when a store grew) and the unit-norm FP16 copy. Each is a program of
+//! delta of rows when a store grew) and the unit-norm 16-bit (FP16 or BF16) copy. Each is a program of
 //! one launch and no scratch; what it makes is the buffer it writes, so it has no
 //! result to read back.
 
-use super::{grid, int, long, Arg, Buf, Extents, Kernel, Launch, Program};
+use super::{grid, half_format, int, long, Arg, Buf, Extents, Kernel, Launch, Program};
+use crate::cuda::Half;
 
 /// The norms of `rows` resident rows starting at row `row0`: `hv_row_inv_norms` reads
 /// rows × dim floats from element row0·dim of the corpus and writes `rows` floats from
@@ -32,13 +33,13 @@ pub(crate) fn inv_norms(row0: usize, rows: usize, dim: usize) -> Program {
     p
 }
 
-/// The FP16 copy of `rows` resident rows: `hv_rows_to_half` reads rows × dim floats of
-/// the corpus and `rows` norms, and writes rows × dim halves of the FP16 copy.
-pub(crate) fn rows_to_half(rows: usize, dim: usize) -> Program {
+/// The 16-bit copy of `rows` resident rows: `hv_rows_to_half` reads rows × dim floats of
+/// the corpus and `rows` norms, and writes rows × dim FP16 or BF16 values of the copy.
+pub(crate) fn rows_to_half(rows: usize, dim: usize, half: Half) -> Program {
     let mut p = Program::new(Extents {
         corpus: rows * dim,
         inv_norms: rows,
-        corpus_f16: rows * dim,
+        corpus_half: rows * dim,
         ..Extents::default()
     });
     p.launches.push(Launch {
@@ -51,7 +52,8 @@ pub(crate) fn rows_to_half(rows: usize, dim: usize) -> Program {
             long(rows),
             int(dim),
             Arg::Ptr(Buf::InvNorms, 0),
-            Arg::Ptr(Buf::CorpusF16, 0),
+            half_format(half),
+            Arg::Ptr(Buf::CorpusHalf, 0),
         ],
     });
     p

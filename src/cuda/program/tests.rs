@@ -190,13 +190,35 @@ fn tf32_changes_only_the_tiled_kernels() {
 }
 
 #[test]
-fn fp16_reads_the_half_copy_without_norms_in_both_paths() {
-    for (nq, first) in [(1, Kernel::TopKSmallQF16), (256, Kernel::TopKTiledF16)] {
+fn fp16_and_bf16_read_the_half_copy_without_norms_in_every_path() {
+    let cases = [
+        (Precision::Fp16, 1, Kernel::TopKSmallQF16),
+        (Precision::Fp16, 256, Kernel::TopKTiledF16),
+        (Precision::Bf16, 1, Kernel::TopKSmallQBf16),
+        (Precision::Bf16, 256, Kernel::TopKTiledBf16),
+    ];
+    for (precision, nq, first) in cases {
         let mut s = shape(nq, 10_000, 64);
-        s.precision = Precision::Fp16;
+        s.precision = precision;
         let l = &top_k(&s, 10, 4096).launches[0];
         assert_eq!(l.kernel, first);
-        assert_eq!(l.args[3..5], [Arg::Ptr(Buf::CorpusF16, 0), Arg::Null]);
+        assert_eq!(l.args[3..5], [Arg::Ptr(Buf::CorpusHalf, 0), Arg::Null]);
+        // The GEMM path: the queries' 16-bit copy in the same format, then the GEMM of
+        // that format over the corpus's copy.
+        s.gemm = true;
+        let p = top_k(&s, 10, 4096);
+        let (convert, gemm) = (&p.launches[0], &p.launches[1]);
+        assert_eq!(convert.kernel, Kernel::QueriesToHalf);
+        let bf16 = i32::from(precision == Precision::Bf16);
+        assert_eq!(convert.args[2], Arg::I32(bf16), "{precision:?}");
+        let want = [Kernel::GemmFp16, Kernel::GemmBf16][bf16 as usize];
+        assert_eq!(gemm.kernel, want);
+        assert_eq!(gemm.args[0], Arg::Ptr(Buf::CorpusHalf, 0));
+        assert!(p
+            .launches
+            .iter()
+            .all(|l| !l.args.contains(&Arg::Ptr(Buf::InvNorms, 0))
+                && !l.args.contains(&Arg::Ptr(Buf::Corpus, 0))));
     }
 }
 
@@ -218,7 +240,12 @@ fn expected_figures_at_the_h200_ceilings() {
         ("gpu-large", 1024, 1_000_000, 10),
         ("large-batch", 1024, 100_000, 1024),
     ] {
-        for precision in [Precision::Fp32, Precision::Tf32, Precision::Fp16] {
+        for precision in [
+            Precision::Fp32,
+            Precision::Tf32,
+            Precision::Fp16,
+            Precision::Bf16,
+        ] {
             let s = Shape {
                 precision,
                 ..shape(nq, n, 768)
@@ -231,7 +258,7 @@ fn expected_figures_at_the_h200_ceilings() {
             let p = top_k(&s, k, n);
             assert!(p.device_bytes() < 100_000_000_000, "{name} fits an H200");
             let ours = program_cost(&p);
-            let elem = if precision == Precision::Fp16 { 2 } else { 4 };
+            let elem = if precision.half().is_some() { 2 } else { 4 };
             let min_flops = 2.0 * (nq * n * 768) as f64;
             let corpus = (n * 768 * elem) as f64;
             if s.fused(k) {
