@@ -11,7 +11,7 @@
 mod common;
 
 use common::cuda_checks::{check_top_k, check_top_k_within, device_executor as executor};
-use common::emulated_driver::driver as emulated;
+use common::emulated_driver::{driver as emulated, Driver, Exclusive};
 use common::reference::reference_scores;
 use hybridvec::{
     data, BackendKind, Corpus, CudaConfig, DevicePolicy, Error, ExecutorConfig, FallbackAction,
@@ -39,10 +39,10 @@ fn top_k_matches_the_f64_reference_on_every_path() {
 }
 
 #[test]
-fn tf32_and_fp16_stay_within_their_tolerance() {
+fn tf32_fp16_and_bf16_stay_within_their_tolerance() {
     let Some(drv) = emulated() else { return };
     let _held = drv.exclusive();
-    for precision in [Precision::Tf32, Precision::Fp16] {
+    for precision in [Precision::Tf32, Precision::Fp16, Precision::Bf16] {
         let ex = executor(
             DevicePolicy::Cuda,
             CudaConfig {
@@ -460,7 +460,7 @@ fn extreme_row_norms_score_as_on_the_cpu() {
     let q = qv.len() / d;
     let m = MatrixRef::new(&qv, q, d).unwrap();
     let cpu = executor(DevicePolicy::Cpu, CudaConfig::default());
-    for precision in [Precision::Fp32, Precision::Fp16] {
+    for precision in [Precision::Fp32, Precision::Fp16, Precision::Bf16] {
         let ex = executor(
             DevicePolicy::Cuda,
             CudaConfig {
@@ -545,23 +545,30 @@ fn a_copy_failing_mid_upload_returns_an_error_and_every_buffer() {
     assert_eq!(idx(&hits), idx(&cpu.top_k(m, &corpus, k).unwrap()));
 }
 
-/// Under FP16 the first call also makes the corpus's FP16 copy: its plan must count that
-/// copy, or the chunk it picks no longer fits once the copy is made, and the call runs
-/// out of memory and falls back instead of planning passes that fit.
+/// Under FP16 (and BF16) the first call also makes the corpus's 16-bit copy: its plan
+/// must count that copy, or the chunk it picks no longer fits once the copy is made, and
+/// the call runs out of memory and falls back instead of planning passes that fit.
 #[test]
-fn the_memory_plan_counts_the_fp16_copy() {
+fn the_memory_plan_counts_the_16_bit_copy() {
     let Some(drv) = emulated() else { return };
     let held = drv.exclusive();
+    for precision in [Precision::Fp16, Precision::Bf16] {
+        plan_counts_the_16_bit_copy(&drv, &held, precision);
+    }
+}
+
+fn plan_counts_the_16_bit_copy(drv: &Driver, held: &Exclusive<'_>, precision: Precision) {
+    held.set_total_memory(common::emulated_driver::DEFAULT_TOTAL);
     let (q, n, d) = (3, 9_000, 64);
     let cv = data::random_matrix(n, d, 95);
     let qv = data::random_matrix(q, d, 96);
     let corpus = Corpus::new(cv.clone(), d).unwrap();
     let m = MatrixRef::new(&qv, q, d).unwrap();
     let fp16 = CudaConfig {
-        precision: Precision::Fp16,
+        precision,
         ..Default::default()
     };
-    // The bytes of the resident corpus with its FP16 copy.
+    // The bytes of the resident corpus with its 16-bit copy.
     let base = drv.counters().live_bytes;
     let resident = {
         let ex = executor(DevicePolicy::Cuda, fp16);
@@ -579,15 +586,18 @@ fn the_memory_plan_counts_the_fp16_copy() {
     assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
     assert!(
         report.fallbacks.is_empty(),
-        "the plan did not fit: {report:?}"
+        "{precision:?}: the plan did not fit: {report:?}"
     );
     assert!(report.corpus_passes > 1, "{report:?}");
     let want = reference_scores(&qv, &cv, d);
-    let tol = Precision::Fp16.score_tolerance() as f64;
+    let tol = precision.score_tolerance() as f64;
     for (i, row) in want.iter().enumerate() {
         for (j, &w) in row.iter().enumerate() {
             let got = s.get(i, j) as f64;
-            assert!((got - w).abs() <= tol, "{i},{j}: {got} vs {w}");
+            assert!(
+                (got - w).abs() <= tol,
+                "{precision:?} {i},{j}: {got} vs {w}"
+            );
         }
     }
 }

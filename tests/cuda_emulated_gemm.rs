@@ -39,7 +39,12 @@ fn gemm_text(ex: &HybridExecutor) -> String {
 fn cublas_top_k_matches_the_reference_at_every_precision() {
     let Some(drv) = emulated() else { return };
     let _held = drv.exclusive();
-    for precision in [Precision::Fp32, Precision::Tf32, Precision::Fp16] {
+    for precision in [
+        Precision::Fp32,
+        Precision::Tf32,
+        Precision::Fp16,
+        Precision::Bf16,
+    ] {
         let ex = executor(cublas(precision));
         assert!(
             gemm_text(&ex).contains("cuBLAS (libcublas.so.13), always"),
@@ -100,7 +105,12 @@ fn cublas_cosine_similarity_matches_the_reference() {
     let corpus = Corpus::new(cv.clone(), d).unwrap();
     let m = MatrixRef::new(&qv, q, d).unwrap();
     let want = reference_scores(&qv, &cv, d);
-    for precision in [Precision::Fp32, Precision::Tf32, Precision::Fp16] {
+    for precision in [
+        Precision::Fp32,
+        Precision::Tf32,
+        Precision::Fp16,
+        Precision::Bf16,
+    ] {
         let ex = executor(cublas(precision));
         let before = drv.cublas_gemms();
         let s = ex.cosine_similarity(m, &corpus).unwrap();

@@ -239,7 +239,7 @@ fn reduced_precision_serves_cosine_and_leaves_the_exact_metrics_to_the_cpu() {
     let corpus = Corpus::new(rows.clone(), d).unwrap();
     let queries = spread_rows(2, d, 42);
     let qm = MatrixRef::new(&queries, 2, d).unwrap();
-    for precision in [Precision::Tf32, Precision::Fp16] {
+    for precision in [Precision::Tf32, Precision::Fp16, Precision::Bf16] {
         let auto = executor(DevicePolicy::Auto, precision);
         let forced = executor(DevicePolicy::Cuda, precision);
         let (_, report) = forced

@@ -4,7 +4,7 @@
 //!
 //! A group is named `{device}_{op}_{precision}`: `device` is `cpu` or `cuda`, from
 //! [`HybridExecutor::policy`] (the policy the executor was built with, never `Auto`);
-//! `precision` is `f32`, `tf32` or `f16`, from the [`Precision`] set in the executor's
+//! `precision` is `f32`, `tf32`, `f16` or `bf16`, from the [`Precision`] set in the executor's
 //! [`CudaConfig`] (always `f32` on the CPU, which computes in FP32 whatever that field
 //! says).
 
@@ -55,6 +55,7 @@ impl Target {
             (DevicePolicy::Cpu, _) | (_, Precision::Fp32) => "f32",
             (_, Precision::Tf32) => "tf32",
             (_, Precision::Fp16) => "f16",
+            (_, Precision::Bf16) => "bf16",
         };
         format!("{}_{op}_{precision}", self.device())
     }
@@ -78,11 +79,16 @@ impl Target {
 
 /// Calls `bench` with each executor present, one at a time (each is dropped before the
 /// next is built, so at most one holds a resident corpus on the device): the CPU always,
-/// then CUDA at FP32, TF32 and FP16. Without a usable GPU, prints one SKIP line for cuda
+/// then CUDA at FP32, TF32, FP16 and BF16. Without a usable GPU, prints one SKIP line for cuda
 /// and returns.
 pub fn for_each_target(mut bench: impl FnMut(&Target)) {
     bench(&Target::new(DevicePolicy::Cpu, Precision::Fp32).expect("the CPU executor"));
-    for precision in [Precision::Fp32, Precision::Tf32, Precision::Fp16] {
+    for precision in [
+        Precision::Fp32,
+        Precision::Tf32,
+        Precision::Fp16,
+        Precision::Bf16,
+    ] {
         match Target::new(DevicePolicy::Cuda, precision) {
             Ok(target) => bench(&target),
             Err(e) if precision == Precision::Fp32 => {

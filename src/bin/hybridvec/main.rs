@@ -84,9 +84,14 @@ impl From<FilterPlanArg> for hybridvec::FilterPlan {
 /// Arithmetic of the GPU's compute-bound kernels (`--precision`).
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PrecisionArg {
+    /// Exact FP32 (the default).
     Fp32,
+    /// TF32 tensor cores (scores within 2e-3).
     Tf32,
+    /// An FP16 copy of the corpus, FP16 tensor cores (scores within 2e-3).
     Fp16,
+    /// A BF16 copy of the corpus, BF16 tensor cores (scores within 1e-2).
+    Bf16,
 }
 
 /// How the GPU scores batches of more than 8 queries (`--gemm`).
@@ -116,6 +121,7 @@ impl From<PrecisionArg> for Precision {
             PrecisionArg::Fp32 => Precision::Fp32,
             PrecisionArg::Tf32 => Precision::Tf32,
             PrecisionArg::Fp16 => Precision::Fp16,
+            PrecisionArg::Bf16 => Precision::Bf16,
         }
     }
 }

@@ -106,7 +106,8 @@ fn the_16_bit_copies_are_the_unit_norm_corpus_rounded() {
     let want = unit(&c, dim);
     // Round to nearest: within half a unit in the last place (2^-11 relative for FP16,
     // 2^-8 for BF16, plus the f32 product's rounding), or FP16's subnormal spacing.
-    let formats: [(Precision, fn(u16) -> f32, f32); 2] = [
+    type Decode = fn(u16) -> f32;
+    let formats: [(Precision, Decode, f32); 2] = [
         (Precision::Fp16, f16_to_f32, 1.0 / 2048.0),
         (Precision::Bf16, bf16_to_f32, 1.0 / 256.0),
     ];
