@@ -553,7 +553,7 @@ fn the_memory_plan_counts_the_16_bit_copy() {
     let Some(drv) = emulated() else { return };
     let held = drv.exclusive();
     for precision in [Precision::Fp16, Precision::Bf16] {
-        plan_counts_the_16_bit_copy(&drv, &held, precision);
+        plan_counts_the_16_bit_copy(drv, &held, precision);
     }
 }
 
