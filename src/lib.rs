@@ -40,7 +40,7 @@
 //! | `HYBRIDVEC_SIMD=scalar\|avx2\|avx512` (x86-64), `scalar\|neon` (aarch64), or [`CpuConfig::simd`] | cap the level (a level the CPU lacks, or one of another architecture, is [`Error::InvalidConfig`]) |
 //! | `HYBRIDVEC_FORCE_SCALAR=1` or [`CpuConfig::force_scalar`] | force the portable scalar path |
 //! | CUDA | `libcuda` loaded at run time; without a usable device [`DevicePolicy::Cuda`] is [`Error::CudaUnavailable`] with the reason, and `Auto` uses the CPU |
-//! | [`CudaConfig::precision`] | [`Precision::Tf32`] runs large batches on the tensor cores; [`Precision::Fp16`] also streams an FP16 copy of the corpus (scores within 2e-3 for both) |
+//! | [`CudaConfig::precision`] | [`Precision::Tf32`] runs large batches on the tensor cores; [`Precision::Fp16`] and [`Precision::Bf16`] also stream a 16-bit copy of the corpus (scores within 2e-3 for TF32 and FP16, 1e-2 for BF16) |
 //!
 //! The library emits `tracing` spans and never installs a subscriber.
 

@@ -49,24 +49,26 @@ fn top_k_matches_the_f64_reference() {
 }
 
 #[test]
-fn tf32_top_k_is_within_its_documented_tolerance() {
-    let Some(ex) = cuda(CudaConfig {
-        precision: Precision::Tf32,
-        ..Default::default()
-    }) else {
-        return;
-    };
-    for (q, n, d, k) in [
-        (1024, 50_000, 768, 10),
-        (100, 9_000, 96, 100),
-        (3, 5_000, 64, 10),
-    ] {
-        check_top_k_within(&ex, q, n, d, k, 11 + q as u64, Precision::Tf32);
+fn tf32_fp16_and_bf16_top_k_are_within_their_documented_tolerance() {
+    for precision in [Precision::Tf32, Precision::Fp16, Precision::Bf16] {
+        let Some(ex) = cuda(CudaConfig {
+            precision,
+            ..Default::default()
+        }) else {
+            return;
+        };
+        for (q, n, d, k) in [
+            (1024, 50_000, 768, 10),
+            (100, 9_000, 96, 100),
+            (3, 5_000, 64, 10),
+        ] {
+            check_top_k_within(&ex, q, n, d, k, 11 + q as u64, precision);
+        }
+        println!(
+            "cuda {precision:?} top_k: 3 shapes within {}",
+            precision.score_tolerance()
+        );
     }
-    println!(
-        "cuda tf32 top_k: 3 shapes within {}",
-        Precision::Tf32.score_tolerance()
-    );
 }
 
 #[test]
