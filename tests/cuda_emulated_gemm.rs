@@ -54,11 +54,18 @@ fn cublas_top_k_matches_the_reference_at_every_precision() {
         // Several segments (k = 100 over 9 000 rows), one (k = 10), and k = 1; D not a
         // multiple of anything.
         for (q, n, d, k) in [(40, 3000, 24, 10), (20, 9000, 33, 100), (9, 700, 16, 1)] {
-            let before = drv.cublas_gemms();
+            let (before, lent) = (drv.cublas_gemms(), drv.cublas_gemms_with_workspace());
             check_top_k_within(&ex, q, n, d, k, 300 + q as u64, precision);
             assert!(
                 drv.cublas_gemms() > before,
                 "{precision:?} Q={q}: no GEMM ran"
+            );
+            // Every GEMM ran in a workspace of the program's arena (scribbled over by
+            // the emulated cuBLAS, so one overlapping another buffer fails the check).
+            assert_eq!(
+                drv.cublas_gemms_with_workspace() - lent,
+                drv.cublas_gemms() - before,
+                "{precision:?} Q={q}: a GEMM without a lent workspace"
             );
         }
     }
@@ -112,9 +119,14 @@ fn cublas_cosine_similarity_matches_the_reference() {
         Precision::Bf16,
     ] {
         let ex = executor(cublas(precision));
-        let before = drv.cublas_gemms();
+        let (before, lent) = (drv.cublas_gemms(), drv.cublas_gemms_with_workspace());
         let s = ex.cosine_similarity(m, &corpus).unwrap();
         assert!(drv.cublas_gemms() > before, "{precision:?}: no GEMM ran");
+        assert_eq!(
+            drv.cublas_gemms_with_workspace() - lent,
+            drv.cublas_gemms() - before,
+            "{precision:?}: a GEMM without a lent workspace"
+        );
         let tol = match precision {
             Precision::Fp32 => 1e-5,
             _ => precision.score_tolerance() as f64,
@@ -158,9 +170,10 @@ fn cublas_chunks_and_halves_under_memory_pressure() {
             .map(|h| h.iter().map(|h| h.index).collect())
             .collect()
     };
-    // Room for the scores of about one segment (4 096 rows) of the 24 queries at a time.
+    // Room for the scores of about one segment (4 096 rows) of the 24 queries at a time,
+    // beside cuBLAS's workspace (1 MiB at these sizes).
     let ex = executor(CudaConfig {
-        memory_budget: Some((q * 4096 * 4 * 2) as u64),
+        memory_budget: Some((q * 4096 * 4 * 2 + (1 << 20) + (64 << 10)) as u64),
         ..cublas(Precision::Fp32)
     });
     let (hits, report) = ex.top_k_with_report(m, &corpus, k).unwrap();

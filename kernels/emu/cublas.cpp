@@ -6,13 +6,18 @@
 // It checks what a real cuBLAS would refuse (a handle without a stream, operations and
 // types other than the ones the backend uses, leading dimensions too small), and runs the
 // GEMM when the stream reaches it, so a result read before the stream's wait is garbage
-// here as on a device.
+// here as on a device. A workspace lent by cublasSetWorkspace is scribbled over by every
+// GEMM before it computes, as a real one's split-K partial sums would: a workspace that
+// overlaps a GEMM's operands or the program's other buffers corrupts the results, and
+// one freed before the GEMM ran faults.
 
 #include <dlfcn.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace {
 
@@ -31,6 +36,8 @@ enum : int {
 struct Handle {
     void* stream = nullptr;
     bool has_stream = false;
+    void* workspace = nullptr;
+    size_t workspace_bytes = 0;
 };
 
 struct Driver {
@@ -60,10 +67,13 @@ struct Job {
     const void* b;
     float* c;
     long long ldc;
+    void* workspace;
+    size_t workspace_bytes;
 };
 
 int run_job(void* p) {
     Job* j = static_cast<Job*>(p);
+    if (j->workspace) memset(j->workspace, 0xA5, j->workspace_bytes);
     j->gemm(j->kind, j->m, j->n, j->k, j->a, j->k, j->b, j->k, j->c, j->ldc);
     return 0;
 }
@@ -72,6 +82,7 @@ void drop_job(void* p) { delete static_cast<Job*>(p); }
 
 std::atomic<long long> live_handles{0};
 std::atomic<long long> gemms{0};
+std::atomic<long long> gemms_with_workspace{0};
 std::atomic<int> create_fails{0};
 
 }  // namespace
@@ -98,6 +109,17 @@ int cublasSetStream_v2(void* h, void* stream) {
     if (!h) return kNotInitialized;
     static_cast<Handle*>(h)->stream = stream;
     static_cast<Handle*>(h)->has_stream = true;
+    return kOk;
+}
+
+// As cuBLAS: the workspace must be 256-byte aligned; a null one (or 0 bytes) makes the
+// library allocate its own again.
+int cublasSetWorkspace_v2(void* hp, void* workspace, size_t bytes) {
+    Handle* h = static_cast<Handle*>(hp);
+    if (!h) return kNotInitialized;
+    if (reinterpret_cast<uintptr_t>(workspace) % 256 != 0) return kInvalidValue;
+    h->workspace = bytes ? workspace : nullptr;
+    h->workspace_bytes = workspace ? bytes : 0;
     return kOk;
 }
 
@@ -136,19 +158,22 @@ int cublasGemmEx(void* hp, int transa, int transb, int m, int n, int k, const vo
         return kNotSupported;
     if (m == 0 || n == 0) return kOk;
     if (!a || !b || !c) return kInvalidValue;
-    Job* j = new Job{driver().gemm, kind, m, n, k, a, b, static_cast<float*>(c), ldc};
+    Job* j = new Job{driver().gemm, kind, m, n, k, a, b, static_cast<float*>(c), ldc,
+                     h->workspace, h->workspace_bytes};
     int r = driver().enqueue(h->stream, run_job, j, drop_job);
     if (r != 0) {
         delete j;
         return kExecutionFailed;
     }
     gemms.fetch_add(1);
+    if (h->workspace) gemms_with_workspace.fetch_add(1);
     return kOk;
 }
 
 // For the tests: handles not yet destroyed, and GEMMs queued so far.
 long long hvemu_cublas_live_handles() { return live_handles.load(); }
 long long hvemu_cublas_gemms() { return gemms.load(); }
+long long hvemu_cublas_gemms_with_workspace() { return gemms_with_workspace.load(); }
 // Every cublasCreate fails (CUBLAS_STATUS_NOT_INITIALIZED) while `on` is non-zero.
 void hvemu_cublas_fail_create(int on) { create_fails.store(on); }
 

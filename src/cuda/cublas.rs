@@ -43,6 +43,7 @@ type CreateFn = unsafe extern "C" fn(*mut Handle) -> Status;
 type DestroyFn = unsafe extern "C" fn(Handle) -> Status;
 type SetStreamFn = unsafe extern "C" fn(Handle, CUstream) -> Status;
 type GetVersionFn = unsafe extern "C" fn(Handle, *mut i32) -> Status;
+type SetWorkspaceFn = unsafe extern "C" fn(Handle, *mut c_void, usize) -> Status;
 #[allow(clippy::type_complexity)]
 type GemmExFn = unsafe extern "C" fn(
     Handle,
@@ -73,6 +74,9 @@ pub(super) struct Cublas {
     set_stream: SetStreamFn,
     gemm_ex: GemmExFn,
     get_version: GetVersionFn,
+    /// `cublasSetWorkspace_v2` (cuBLAS 11.4 and newer; without it, cuBLAS allocates its
+    /// workspace itself, outside the memory plan).
+    set_workspace: Option<SetWorkspaceFn>,
     /// Where it loaded from, for people.
     pub(super) source: String,
     /// FP32 GEMMs in pedantic mode: `NVIDIA_TF32_OVERRIDE` is set, which would otherwise
@@ -228,6 +232,7 @@ impl Cublas {
         let set_stream = sym::<SetStreamFn>(&lib, "cublasSetStream_v2")?;
         let gemm_ex = sym::<GemmExFn>(&lib, "cublasGemmEx")?;
         let get_version = sym::<GetVersionFn>(&lib, "cublasGetVersion_v2")?;
+        let set_workspace = sym::<SetWorkspaceFn>(&lib, "cublasSetWorkspace_v2").ok();
         let tf32_override = std::env::var("NVIDIA_TF32_OVERRIDE").is_ok_and(|v| v != "0");
         Ok(Self {
             create,
@@ -235,6 +240,7 @@ impl Cublas {
             set_stream,
             gemm_ex,
             get_version,
+            set_workspace,
             source: path.display().to_string(),
             pedantic_fp32: tf32_override,
             _lib: lib,
@@ -298,6 +304,23 @@ pub(super) struct CublasHandle {
 unsafe impl Send for CublasHandle {}
 
 impl CublasHandle {
+    /// Lends cuBLAS `bytes` of device memory at `ptr` as its workspace for the GEMMs that
+    /// follow, in place of one it would allocate itself (a no-op where the library lacks
+    /// the call). The caller has bound the context, and keeps the memory for those GEMMs
+    /// until they ran: the program's scratch, in the arena of the handle's stream.
+    pub(super) fn set_workspace(&self, ptr: u64, bytes: usize) -> Result<(), BackendError> {
+        let Some(set) = self.lib.set_workspace else {
+            return Ok(());
+        };
+        // SAFETY: a live handle; `ptr` is a device allocation of at least `bytes`,
+        // 256-byte aligned (the arena's layout), which stays allocated while the GEMMs of
+        // this program are queued or run (the arena is reallocated only on an idle
+        // stream, and every program sets its own workspace before its first GEMM).
+        check("cublasSetWorkspace", unsafe {
+            set(self.raw, ptr as *mut c_void, bytes)
+        })
+    }
+
     /// Queues `g` on the handle's stream. The caller has bound the context, and `g`'s
     /// addresses hold the extents it names (see [`Gemm`]).
     pub(super) fn gemm(&self, g: &Gemm) -> Result<(), BackendError> {

@@ -208,6 +208,9 @@ pub(super) fn run(
         unsafe { result::memset_d8_async(at, 0, t.len() * t.elem().size(), raw) }
             .map_err(launch_failed)?;
     }
+    if let (Some((buf, bytes)), Some(handle)) = (p.gemm_workspace(), cublas) {
+        handle.set_workspace(bound.address(p, layout, buf, 0, stream)?, bytes)?;
+    }
     for l in p.launches() {
         match l.kernel().gemm() {
             Some(kind) => gemm(kind, stream, l, p, layout, &bound, cublas)?,

@@ -39,6 +39,7 @@ pub struct Driver {
     cublas_path: PathBuf,
     cublas_live_handles: LiveHandlesFn,
     cublas_gemms: LiveHandlesFn,
+    cublas_gemms_with_workspace: LiveHandlesFn,
     cublas_fail_create: FailCreateFn,
     lock: Mutex<()>,
 }
@@ -91,6 +92,13 @@ impl Driver {
     pub fn cublas_gemms(&self) -> i64 {
         // SAFETY: as above.
         unsafe { (self.cublas_gemms)() }
+    }
+
+    /// Of those, the GEMMs that ran with a workspace the backend lent (cublasSetWorkspace),
+    /// which the emulated cuBLAS scribbles over before computing.
+    pub fn cublas_gemms_with_workspace(&self) -> i64 {
+        // SAFETY: as above.
+        unsafe { (self.cublas_gemms_with_workspace)() }
     }
 
     /// Holds the driver's state for one test: the device memory, the streams' delays and
@@ -256,6 +264,9 @@ pub fn driver() -> Option<&'static Driver> {
                         .unwrap(),
                     cublas_gemms: *cublas
                         .get::<LiveHandlesFn>(b"hvemu_cublas_gemms\0")
+                        .unwrap(),
+                    cublas_gemms_with_workspace: *cublas
+                        .get::<LiveHandlesFn>(b"hvemu_cublas_gemms_with_workspace\0")
                         .unwrap(),
                     cublas_fail_create: *cublas
                         .get::<FailCreateFn>(b"hvemu_cublas_fail_create\0")

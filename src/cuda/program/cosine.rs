@@ -36,6 +36,24 @@ fn gemm_queries(p: &mut Program, s: &Shape) -> Buf {
     copy
 }
 
+/// Bytes of the workspace a GEMM program lends cuBLAS, at most: what it allocates for
+/// itself on Hopper by default (4 MiB before), so that its choice of algorithms is not
+/// narrowed on the large calls.
+pub(crate) const GEMM_WORKSPACE_MAX: usize = 32 << 20;
+
+/// The workspace cuBLAS gets for GEMMs writing `nq × rows` scores: room for one more
+/// copy of the output (a split-K algorithm's partial sums), within 1 MiB ..
+/// [`GEMM_WORKSPACE_MAX`]. It is a scratch buffer of the program, so the memory plan
+/// counts it and cuBLAS allocates nothing behind the plan's back.
+fn gemm_workspace(p: &mut Program, nq: usize, rows: usize) {
+    let bytes = (4 * nq * rows).clamp(1 << 20, GEMM_WORKSPACE_MAX);
+    match p.workspace {
+        Some((_, have)) if have >= bytes => {}
+        // Only the first GEMM of a program asks (later chunks are no larger).
+        _ => p.workspace = Some((p.temp(Elem::U32, bytes / 4), bytes)),
+    }
+}
+
 /// [`score`] by a GEMM: `out[at + q·ld + i]` = the dot product of query q and row
 /// `row0 + i` (column-major, the rows fastest: what cuBLAS writes for C = rowsᵀ·queries),
 /// then, when `apply`, the rows' factors, biases and mask applied in place (top-k
@@ -49,6 +67,7 @@ pub(super) fn score_by_gemm(
 ) {
     let (nq, dim) = (s.nq, s.dim);
     let b = gemm_queries(p, s);
+    gemm_workspace(p, nq, rows);
     let (kernel, a) = match s.precision {
         Precision::Fp32 => (Kernel::GemmFp32, Buf::Corpus),
         Precision::Tf32 => (Kernel::GemmTf32, Buf::Corpus),

@@ -241,6 +241,8 @@ pub(crate) struct Program {
     counts: Option<(Buf, usize)>,
     /// The 16-bit copy of the queries a GEMM program makes (see `cosine`).
     half_queries: Option<Buf>,
+    /// The scratch buffer a GEMM program lends cuBLAS as its workspace, and its bytes.
+    workspace: Option<(Buf, usize)>,
 }
 
 impl Program {
@@ -277,6 +279,12 @@ impl Program {
         self.counts
     }
 
+    /// The scratch buffer cuBLAS gets as its workspace (and its bytes), for a program
+    /// with GEMM steps: set on the handle before the first (`cublasSetWorkspace`).
+    pub(crate) fn gemm_workspace(&self) -> Option<(Buf, usize)> {
+        self.workspace
+    }
+
     /// Device bytes a run holds at its peak: its inputs and every scratch buffer, as laid
     /// out in its arena ([`Layout::total`]). The resident corpus is not counted.
     pub(crate) fn device_bytes(&self) -> u64 {
@@ -308,6 +316,7 @@ impl Program {
             extents,
             counts: None,
             half_queries: None,
+            workspace: None,
         }
     }
 }

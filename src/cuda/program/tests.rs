@@ -222,6 +222,55 @@ fn fp16_and_bf16_read_the_half_copy_without_norms_in_every_path() {
     }
 }
 
+#[test]
+fn a_gemm_program_lends_cublas_a_workspace_of_its_own_arena() {
+    use super::cosine::GEMM_WORKSPACE_MAX;
+    // A large call: the most cuBLAS would allocate for itself on Hopper.
+    let large = Shape {
+        gemm: true,
+        ..shape(1024, 1_000_000, 768)
+    };
+    for (k, chunk) in [(10, 1_000_000), (1000, 1 << 16)] {
+        let p = top_k(&large, k, chunk);
+        let (buf, bytes) = p.gemm_workspace().expect("a GEMM program has a workspace");
+        assert_eq!(bytes, GEMM_WORKSPACE_MAX);
+        let Buf::Temp(i) = buf else {
+            panic!("the workspace is {buf:?}, not scratch")
+        };
+        // In the arena's layout, so the memory plan counts it, and apart from the
+        // results (which the read-back copies).
+        let layout = p.layout();
+        assert!(layout.temps[i] + bytes <= layout.total);
+        assert!(p.temps()[i].len() * p.temps()[i].elem().size() >= bytes);
+        let (at, end) = (layout.temps[i], layout.temps[i] + bytes);
+        assert!(end <= layout.results.start || at >= layout.results.end);
+    }
+    // A small call: at least 1 MiB, less than the most.
+    let small = top_k(
+        &Shape {
+            gemm: true,
+            ..shape(9, 1000, 16)
+        },
+        10,
+        4096,
+    );
+    assert_eq!(small.gemm_workspace().map(|w| w.1), Some(1 << 20));
+    // The cosine matrix by GEMM too; the own kernels lend none.
+    let cos = cosine_chunk(
+        &Shape {
+            gemm: true,
+            ..shape(64, 50_000, 128)
+        },
+        0,
+        50_000,
+    );
+    // One more copy of its scores: 64 × 50 000 f32.
+    assert_eq!(cos.gemm_workspace().map(|w| w.1), Some(4 * 64 * 50_000));
+    assert!(top_k(&shape(1024, 100_000, 768), 10, 4096)
+        .gemm_workspace()
+        .is_none());
+}
+
 /// The expected-figure table of the README (issue 18): for each public GPU workload and
 /// precision, what our program moves and computes, and its least time at the H200's
 /// ceilings, beside a GEMM into a score matrix and a top-k over it (torch's way). The
