@@ -1,0 +1,198 @@
+//! Rows quantised to int8 with a certified error bound, and the interval each int8 dot
+//! product proves for the exact one.
+//!
+//! A row `x` is stored as codes `c = round(x / s)` in −127..=127 with the scale
+//! `s = max|xᵢ| / 127`, so `x = s·c + r` with a residual `r` whose norm is at most the
+//! stored bound `e` (computed in f64 and rounded up). A query is quantised the same way:
+//! `q = t·d + p`, `‖p‖ ≤ f`. Then, exactly,
+//!
+//! `q·x = s·t·(c·d) + t·d·r + p·x`,
+//!
+//! where `c·d` is an integer summed exactly in i32, and Cauchy–Schwarz bounds the other two
+//! terms by `‖t·d‖·e` and `f·‖x‖`. [`Int8Query::interval`] evaluates the centre and that
+//! radius in f64 and widens both by the relative error of the few f64 operations, so the
+//! interval it returns contains the exact `q·x` (real arithmetic over the f32 inputs), for
+//! every finite input, however large or small.
+//!
+//! The bound is tight: a query whose residual is parallel to a row's reaches it up to
+//! rounding (tested), so a certificate built on it loses nothing to slack it could avoid.
+//!
+//! When not to use it: rows whose values span many orders of magnitude quantise badly (one
+//! scale per row), so their intervals are wide and a certified search re-scores many of
+//! them; it stays exact, only slower.
+
+/// Largest code magnitude.
+const LEVELS: f64 = 127.0;
+
+/// f64's unit roundoff.
+const U64: f64 = 1.0 / (1u64 << 53) as f64;
+
+/// The quantisation of one vector: its codes (written to `codes`), its scale, and upper
+/// bounds on its residual's norm and on its own norm.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Quantised {
+    /// `s`: the vector is about `s·c`.
+    pub(crate) scale: f32,
+    /// `e ≥ ‖x − s·c‖`.
+    pub(crate) residual: f32,
+    /// `≥ ‖x‖`.
+    pub(crate) norm: f32,
+    /// `≥ ‖s·c‖`.
+    pub(crate) coded_norm: f32,
+}
+
+/// `v`, a non-negative f64, as an f32 at least as large (the next one up when rounding
+/// went down; infinity past f32's range).
+fn f32_up(v: f64) -> f32 {
+    let f = v as f32;
+    if (f as f64) < v {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+/// `√(Σ vᵢ²)` of f64 values, rounded up: the sum of `n` squares carries a relative error of
+/// at most `(n + 2)·u` and the root halves it, so the result is scaled by `1 + (n + 4)·u`
+/// before rounding up to f32.
+fn norm_up(n: usize, squares: f64) -> f32 {
+    f32_up(squares.sqrt() * (1.0 + (n as f64 + 4.0) * U64))
+}
+
+/// Quantises `x` into `codes` (same length). Every input is finite (the callers check).
+pub(crate) fn quantise(x: &[f32], codes: &mut [i8]) -> Quantised {
+    debug_assert_eq!(x.len(), codes.len());
+    let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 {
+        codes.fill(0);
+        return Quantised {
+            scale: 0.0,
+            residual: 0.0,
+            norm: 0.0,
+            coded_norm: 0.0,
+        };
+    }
+    // The scale in f32 (what the codes multiply), the division in f64: a subnormal max
+    // still gives a usable (if subnormal) scale, and codes never exceed 127 in magnitude.
+    let scale = ((max as f64) / LEVELS) as f32;
+    let scale = if scale == 0.0 {
+        f32::from_bits(1)
+    } else {
+        scale
+    };
+    let s = scale as f64;
+    let (mut rr, mut xx, mut cc) = (0.0f64, 0.0f64, 0.0f64);
+    for (c, &v) in codes.iter_mut().zip(x) {
+        let code = (v as f64 / s).round().clamp(-LEVELS, LEVELS);
+        *c = code as i8;
+        // s·code is exact in f64 (24 by 8 significant bits); the difference rounds once.
+        let coded = s * code;
+        let r = v as f64 - coded;
+        rr += r * r;
+        xx += v as f64 * v as f64;
+        cc += coded * coded;
+    }
+    let n = x.len();
+    Quantised {
+        scale,
+        // The difference's rounding is at most u·|r| per element: inside the slack.
+        residual: norm_up(n + 1, rr),
+        norm: norm_up(n, xx),
+        coded_norm: norm_up(n, cc),
+    }
+}
+
+/// A query quantised for scanning int8 rows.
+#[derive(Clone, Debug)]
+pub(crate) struct Int8Query {
+    pub(crate) codes: Vec<i8>,
+    pub(crate) q: Quantised,
+}
+
+impl Int8Query {
+    /// Quantises `query` (finite values).
+    pub(crate) fn new(query: &[f32]) -> Self {
+        let mut codes = vec![0i8; query.len()];
+        let q = quantise(query, &mut codes);
+        Self { codes, q }
+    }
+
+    /// An interval `[lo, hi]` that contains the exact `query · row`, from the int8 dot
+    /// product `dot = codes · row_codes` and the row's [`Quantised`].
+    #[inline]
+    pub(crate) fn interval(&self, dot: i32, row: &Quantised) -> (f64, f64) {
+        let centre = self.q.scale as f64 * row.scale as f64 * dot as f64;
+        // Both terms are products of non-negative bounds; a zero factor (no residual, or a
+        // zero vector) makes its term exactly zero even beside an infinite bound.
+        let term = |a: f32, b: f32| {
+            if a == 0.0 || b == 0.0 {
+                0.0
+            } else {
+                a as f64 * b as f64
+            }
+        };
+        let radius = term(self.q.coded_norm, row.residual) + term(self.q.residual, row.norm);
+        // Three roundings in the centre (two products; `dot` is exact in f64), three in the
+        // radius: widen by 4u of each, plus the smallest normal f64 against underflow.
+        let slack = 4.0 * U64 * (centre.abs() + radius) + f64::MIN_POSITIVE;
+        (centre - radius - slack, centre + radius + slack)
+    }
+}
+
+/// `Σ aᵢ·bᵢ` over int8 codes, exact in i32 for up to 133 143 elements (127² · n < 2³¹).
+pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        return unsafe { dot_i8_avx2(a, b) };
+    }
+    dot_i8_scalar(a, b)
+}
+
+/// The portable int8 dot product (the reference of the SIMD ones).
+pub(crate) fn dot_i8_scalar(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+/// AVX2: 32 codes a step, sign-extended to i16 and multiplied pairwise into i32 lanes
+/// (`vpmovsxbw`, `vpmaddwd`: exact, as |127·127·2| fits i16 products summed in i32).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut acc = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 32 <= n {
+        // SAFETY: i + 32 ≤ n, so both 32-byte loads are inside the slices; unaligned
+        // loads accept any address.
+        let (va, vb) = unsafe {
+            (
+                _mm256_loadu_si256(a.as_ptr().add(i).cast()),
+                _mm256_loadu_si256(b.as_ptr().add(i).cast()),
+            )
+        };
+        let (alo, ahi) = (
+            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(va)),
+            _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(va)),
+        );
+        let (blo, bhi) = (
+            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(vb)),
+            _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(vb)),
+        );
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(alo, blo));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(ahi, bhi));
+        i += 32;
+    }
+    let mut lanes = [0i32; 8];
+    // SAFETY: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+    lanes.iter().sum::<i32>() + dot_i8_scalar(&a[i..n], &b[i..n])
+}
+
+#[cfg(test)]
+mod tests;
