@@ -63,8 +63,6 @@ pub mod input;
 mod matrix;
 mod mem;
 pub mod metric;
-// The int8 tier's bounds, ahead of the certified search that uses them (issue 19).
-#[allow(dead_code)]
 mod quant;
 mod simd;
 pub mod warm;
@@ -82,6 +80,7 @@ pub use executor::{
 pub use hit::Hit;
 pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
 pub use metric::Metric;
+pub use quant::CERTIFIED_MAX_QUERIES;
 pub use warm::{
     DamagedRecord, Record, Recovery, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats,
     WarmStore, MAX_DIM as MAX_STORE_DIM,

@@ -3,8 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::metric::{Metric, RowScoring, ScoringCache};
+use crate::quant::tier::Int8Tier;
 use crate::simd;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// A validated, borrowed, row-major `rows × cols` matrix of `f32`.
 ///
@@ -212,6 +214,8 @@ pub struct Corpus {
     scoring: ScoringCache,
     /// Unique per corpus built in this process: a device keeps its copy under it.
     id: u64,
+    /// The int8 scan tier, when built ([`Corpus::with_int8_tier`]).
+    int8: Option<Arc<Int8Tier>>,
 }
 
 /// Where a [`CorpusView`] comes from, so a device can keep a copy between calls.
@@ -257,7 +261,44 @@ impl Corpus {
             inv_norms,
             scoring: ScoringCache::default(),
             id: next_identity(),
+            int8: None,
         })
+    }
+
+    /// This corpus with an int8 scan tier: every row also kept as int8 codes with a
+    /// certified bound on its rounding error (`D + 16` more bytes a row), built on all
+    /// cores.
+    ///
+    /// Cosine top-k on the CPU for up to [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries then scans the
+    /// codes first, which bounds every row's score, and re-scores with the f32 kernels
+    /// only the rows whose bound reaches the `k`-th best, in place: the answer is the
+    /// full f32 scan's of these rows, bit for bit, not an approximation of it
+    /// ([`ExecutionReport::rescored`](crate::ExecutionReport::rescored) counts the rows
+    /// re-scored). Other calls ignore the tier.
+    ///
+    /// ```
+    /// use hybridvec::{data, Corpus, DevicePolicy, ExecutorConfig, HybridExecutor, MatrixRef};
+    ///
+    /// let (n, d) = (2000, 64);
+    /// let plain = Corpus::new(data::random_matrix(n, d, 1), d)?;
+    /// let tiered = plain.clone().with_int8_tier();
+    /// let exec = HybridExecutor::new(ExecutorConfig { device: DevicePolicy::Cpu, ..Default::default() })?;
+    /// let q = data::random_matrix(1, d, 2);
+    /// let q = MatrixRef::new(&q, 1, d)?;
+    /// let (hits, report) = exec.top_k_with_report(q, &tiered, 10)?;
+    /// let index = |h: &[Vec<hybridvec::Hit>]| h[0].iter().map(|h| h.index).collect::<Vec<_>>();
+    /// assert_eq!(index(&hits), index(&exec.top_k(q, &plain, 10)?));
+    /// assert!(report.rescored.unwrap() < n);
+    /// # Ok::<(), hybridvec::Error>(())
+    /// ```
+    pub fn with_int8_tier(mut self) -> Self {
+        self.int8 = Some(Arc::new(Int8Tier::build(self.matrix.view())));
+        self
+    }
+
+    /// Whether [`with_int8_tier`](Self::with_int8_tier) built a tier, and its bytes.
+    pub fn int8_tier_bytes(&self) -> Option<usize> {
+        self.int8.as_ref().map(|t| t.bytes())
     }
 
     /// Copies a view into a new corpus.
@@ -291,6 +332,7 @@ impl Corpus {
             cache: Some(&self.scoring),
             live: None,
             origin: Origin::Corpus(self.id),
+            int8: self.int8.as_deref(),
         }
     }
 
@@ -325,6 +367,8 @@ pub struct CorpusView<'a> {
     cache: Option<&'a ScoringCache>,
     live: Option<&'a [u32]>,
     origin: Origin,
+    /// The corpus's int8 scan tier, when it has one (one entry per row of `matrix`).
+    int8: Option<&'a Int8Tier>,
 }
 
 impl<'a> CorpusView<'a> {
@@ -348,6 +392,7 @@ impl<'a> CorpusView<'a> {
             cache: None,
             live,
             origin,
+            int8: None,
         }
     }
 
@@ -400,7 +445,14 @@ impl<'a> CorpusView<'a> {
             cache: None,
             live: None,
             origin: self.origin,
+            int8: None,
         }
+    }
+
+    /// The int8 scan tier of the corpus this view reads (its rows, with NaN factors for
+    /// rows masked out), when it has one.
+    pub(crate) fn int8_tier(&self) -> Option<&'a Int8Tier> {
+        self.int8
     }
 
     /// The factors cached with the corpus this view reads, when it has a cache.

@@ -12,6 +12,7 @@
 //!   `Q × N` score matrix; `cosine_similarity`, which must return that matrix, scales the
 //!   tile by the rows' inverse norms into it.
 
+mod certified;
 mod kernel;
 mod per_query;
 pub(crate) mod select;
@@ -375,6 +376,9 @@ impl Backend for CpuBackend {
         corpus: CorpusView<'_>,
         k: usize,
     ) -> std::result::Result<Vec<Vec<Hit>>, BackendError> {
+        if let Some(hits) = self.certified_top_k(queries, corpus, k) {
+            return Ok(hits);
+        }
         Ok(CpuBackend::top_k(self, queries, corpus, k, None))
     }
 

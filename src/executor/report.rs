@@ -23,6 +23,10 @@ pub struct ExecutionReport {
     pub corpus_passes: usize,
     /// Every step away from the plan, in order.
     pub fallbacks: Vec<FallbackStep>,
+    /// Rows a certified search re-scored with the f32 kernels after scanning the corpus's
+    /// int8 tier ([`Corpus::with_int8_tier`](crate::Corpus::with_int8_tier)), summed over
+    /// the call's queries' candidates; `None` when no tier was used.
+    pub rescored: Option<usize>,
     /// Wall time of the whole call, validation included.
     pub elapsed: Duration,
 }
@@ -37,6 +41,7 @@ impl ExecutionReport {
             chunks: 0,
             corpus_passes: 0,
             fallbacks: Vec::new(),
+            rescored: None,
             elapsed: Duration::ZERO,
         }
     }

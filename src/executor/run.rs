@@ -132,6 +132,7 @@ impl HybridExecutor {
             chunks: 1,
             corpus_passes: 1,
             fallbacks: Vec::new(),
+            rescored: None,
             elapsed: Duration::ZERO,
         };
         if let (BackendKind::Gpu, Some(accel)) = (decision.backend, &self.accel) {
@@ -186,6 +187,7 @@ impl HybridExecutor {
             }
         }
         let t = Instant::now();
+        crate::quant::take_rescored(); // forget an earlier call's
         let out = call(&self.cpu, queries).map_err(|e| match e {
             BackendError::Fatal(e) => e,
             other => Error::BackendFailed {
@@ -203,6 +205,7 @@ impl HybridExecutor {
         report.backend = BackendKind::Cpu;
         report.chunks = 1;
         report.corpus_passes = 1;
+        report.rescored = crate::quant::take_rescored();
         report.elapsed = start.elapsed();
         Ok((out, report))
     }

@@ -1,0 +1,97 @@
+//! Certified cosine top-k over a corpus's int8 tier: the candidates the tier proves may
+//! be in the top-k (see [`crate::quant::tier`]), re-scored in place by the streaming
+//! kernels, so each score is the full scan's, bit for bit, and so is the answer.
+
+use super::CpuBackend;
+use crate::hit::Hit;
+use crate::matrix::{CorpusView, MatrixRef};
+use crate::metric::Metric;
+use crate::quant::{note_rescored, CERTIFIED_MAX_QUERIES};
+use rayon::prelude::*;
+
+impl CpuBackend {
+    /// The top `k` of unit-norm `queries` through the corpus's int8 tier, or `None` when
+    /// the call is not one the certificate serves (no tier, more than
+    /// [`CERTIFIED_MAX_QUERIES`] queries, the score tiles, or another metric than cosine):
+    /// the caller then scans in full.
+    pub(super) fn certified_top_k(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> Option<Vec<Vec<Hit>>> {
+        let tier = corpus.int8_tier()?;
+        let q = queries.rows();
+        if q == 0
+            || q > CERTIFIED_MAX_QUERIES
+            || self.use_gemm(q)
+            || corpus.metric() != Metric::Cosine
+            || corpus.row_bias().is_some()
+            || tier.rows() != corpus.rows()
+            || k == 0
+        {
+            return None;
+        }
+        let inv = corpus.inv_norms();
+        let mut rows: Vec<usize> = (0..q)
+            .into_par_iter()
+            .flat_map_iter(|i| tier.cosine_candidates(queries.row(i), inv, k))
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        note_rescored(rows.len());
+        // Runs of consecutive candidates, each scored in place: the rows keep the
+        // addresses (and so the alignment) the full scan reads them at.
+        let d = corpus.dim();
+        let data = corpus.matrix().as_slice();
+        let runs: Vec<(usize, usize)> = rows
+            .chunk_by(|a, b| a + 1 == *b)
+            .map(|run| (run[0], run[0] + run.len()))
+            .collect();
+        let scored: Vec<Vec<f32>> = self.pool.install(|| {
+            runs.par_iter()
+                .map(|&(start, end)| {
+                    let mut out = vec![0.0f32; q * (end - start)];
+                    crate::simd::dots_rows(
+                        self.level,
+                        &data[start * d..end * d],
+                        d,
+                        queries.as_slice(),
+                        &inv[start..end],
+                        &mut out,
+                    );
+                    out
+                })
+                .collect()
+        });
+        Some(
+            (0..q)
+                .map(|i| {
+                    let mut hits: Vec<Hit> = runs
+                        .iter()
+                        .zip(&scored)
+                        .flat_map(|(&(start, end), out)| {
+                            let n = end - start;
+                            out[i * n..(i + 1) * n]
+                                .iter()
+                                .enumerate()
+                                .map(move |(j, &s)| Hit {
+                                    index: start + j,
+                                    // -0 and +0 are one score, reported as +0 (as the
+                                    // scan's selection does).
+                                    score: s + 0.0,
+                                })
+                        })
+                        .collect();
+                    // Best first, ties to the lower index (live rows only: a masked-out
+                    // row is never a candidate).
+                    hits.sort_unstable_by(|a, b| {
+                        b.score.total_cmp(&a.score).then(a.index.cmp(&b.index))
+                    });
+                    hits.truncate(k);
+                    hits
+                })
+                .collect(),
+        )
+    }
+}
