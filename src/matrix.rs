@@ -292,7 +292,10 @@ impl Corpus {
     /// # Ok::<(), hybridvec::Error>(())
     /// ```
     pub fn with_int8_tier(mut self) -> Self {
-        self.int8 = Some(Arc::new(Int8Tier::build(self.matrix.view())));
+        self.int8 = Some(Arc::new(Int8Tier::build(
+            &self.matrix.data,
+            self.matrix.cols,
+        )));
         self
     }
 

@@ -95,3 +95,6 @@ impl CpuBackend {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

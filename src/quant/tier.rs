@@ -8,7 +8,6 @@
 //! score exactly as the full scan does) then gives the full scan's answer, bit for bit.
 
 use super::int8::{dot_i8, quantise, Int8Query, Quantised};
-use crate::matrix::MatrixRef;
 use rayon::prelude::*;
 
 /// f32's unit roundoff.
@@ -23,14 +22,15 @@ pub(crate) struct Int8Tier {
 }
 
 impl Int8Tier {
-    /// Quantises every row of `m` (finite values), on all cores.
-    pub(crate) fn build(m: MatrixRef<'_>) -> Self {
-        let dim = m.cols();
-        let mut codes = vec![0i8; m.rows() * dim];
+    /// Quantises every row of `data` (row-major, `dim` values a row, all finite), on all
+    /// cores.
+    pub(crate) fn build(data: &[f32], dim: usize) -> Self {
+        let dim = dim.max(1);
+        let mut codes = vec![0i8; data.len() / dim * dim];
         let rows = codes
-            .par_chunks_mut(dim.max(1))
-            .enumerate()
-            .map(|(r, c)| quantise(m.row(r), c))
+            .par_chunks_mut(dim)
+            .zip(data.par_chunks_exact(dim))
+            .map(|(c, row)| quantise(row, c))
             .collect();
         Self { dim, codes, rows }
     }

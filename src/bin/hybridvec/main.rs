@@ -94,6 +94,17 @@ enum PrecisionArg {
     Bf16,
 }
 
+/// How `bench` holds the corpus (`--dtype`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DtypeArg {
+    /// f32 rows, scanned in full.
+    F32,
+    /// f32 rows and an int8 scan tier: cosine top-k of up to 4 queries on the CPU scans
+    /// the tier and re-scores only the rows it cannot rule out (the answer is the f32
+    /// scan's, exactly).
+    Int8,
+}
+
 /// How the GPU scores batches of more than 8 queries (`--gemm`).
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum GemmArg {
@@ -449,6 +460,9 @@ struct BenchArgs {
     /// kernels, the faster), cublas (always, when found), own (never cuBLAS).
     #[arg(long, value_enum, default_value_t = GemmArg::Measured)]
     gemm: GemmArg,
+    /// How the corpus is held: f32, or int8 (f32 with a certified int8 scan tier).
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    dtype: DtypeArg,
     /// Timed runs (after one warm-up run), 1 to 100 000; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     repeat: u32,
@@ -499,7 +513,14 @@ fn random_queries(q: usize, dim: usize, seed: u64) -> Result<Vec<f32>, Error> {
 fn bench(a: &BenchArgs) -> Result<(), Error> {
     let exec = executor_with(a.backend, a.precision.into(), a.gemm.into())?;
     let spinner = progress(!a.json, "generating data");
-    let corpus = Corpus::new(data::try_random_matrix(a.corpus, a.dim, a.seed)?, a.dim)?;
+    let mut corpus = Corpus::new(data::try_random_matrix(a.corpus, a.dim, a.seed)?, a.dim)?;
+    let mut tier_secs = None;
+    if a.dtype == DtypeArg::Int8 {
+        spinner.set_message("building the int8 tier");
+        let t = Instant::now();
+        corpus = corpus.with_int8_tier();
+        tier_secs = Some(t.elapsed().as_secs_f64());
+    }
     let qdata = random_queries(a.queries, a.dim, a.seed)?;
     let queries = MatrixRef::new(&qdata, a.queries, a.dim)?;
     let metric = Metric::from(a.metric);
@@ -603,6 +624,8 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
             "median_secs": median, "device_median_secs": device_median, "min_secs": times[0], "max_secs": times[times.len() - 1],
             "gflops": gflops, "gbps": gbps, "peak_rss_bytes": peak_rss_bytes(),
             "corpus_bytes": corpus.bytes(),
+            "dtype": format!("{:?}", a.dtype).to_lowercase(), "rescored": last.rescored,
+            "tier_bytes": corpus.int8_tier_bytes(), "tier_build_secs": tier_secs,
         });
         outln!("{v}");
     } else {
@@ -614,6 +637,14 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
         }
         if let Some(rows) = a.range_rows {
             variant += &format!(" range-rows={rows}");
+        }
+        if a.dtype == DtypeArg::Int8 {
+            variant += &format!(
+                " dtype=int8 (tier built in {:.0} ms) rescored={}",
+                tier_secs.unwrap_or(0.0) * 1e3,
+                last.rescored
+                    .map_or("none (full scan)".into(), |r| r.to_string())
+            );
         }
         outln!(
             "{backend} ({reason}): Q={} N={} D={} k={} metric={}{}  median {:.3} ms over {} runs  {:.1} GFLOP/s  {:.1} GB/s",

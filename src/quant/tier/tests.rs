@@ -1,177 +1,31 @@
 use super::*;
-use crate::cpu::{CpuBackend, CpuConfig};
 use crate::data;
-use crate::matrix::Corpus;
-use crate::quant::take_rescored;
+
+/// Inverse norms as the corpus computes them (f64 sums), 0 for a zero row.
+fn inverse_norms(rows: &[f32], dim: usize) -> Vec<f32> {
+    rows.chunks(dim)
+        .map(|r| {
+            let n = r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+            if n == 0.0 {
+                0.0
+            } else {
+                (1.0 / n) as f32
+            }
+        })
+        .collect()
+}
 
 fn unit(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     v.iter().map(|&x| (x as f64 / n) as f32).collect()
 }
 
-/// Clusters: `n` rows around 8 centres, each a centre plus noise of `spread`.
-fn clustered(n: usize, dim: usize, spread: f32, seed: u64) -> Vec<f32> {
-    let centres = data::random_matrix(8, dim, seed);
-    let noise = data::random_matrix(n, dim, seed ^ 7);
-    (0..n)
-        .flat_map(|r| {
-            let c = &centres[(r % 8) * dim..(r % 8 + 1) * dim];
-            let e = &noise[r * dim..(r + 1) * dim];
-            c.iter()
-                .zip(e)
-                .map(|(&c, &e)| c + spread * e)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// For each query (alone, and all of them in calls of up to four) and k: the CPU's
-/// certified top-k over the int8 tier is the full scan's, bit for bit (indices and
-/// scores), on every SIMD level the CPU has and on scalar code. Returns the candidate
-/// counts.
-fn check_identical(name: &str, rows: Vec<f32>, dim: usize, queries: &[Vec<f32>]) -> Vec<usize> {
-    use crate::backend::Backend;
-    let plain = Corpus::new(rows, dim).unwrap();
-    let tiered = plain.clone().with_int8_tier();
-    let tier = Int8Tier::build(plain.matrix());
-    assert_eq!(tier.rows(), plain.rows());
-    let units: Vec<Vec<f32>> = queries.iter().map(|q| unit(q)).collect();
-    let mut counts = Vec::new();
-    for force_scalar in [false, true] {
-        let cpu = CpuBackend::new(&CpuConfig {
-            force_scalar,
-            ..Default::default()
-        })
-        .unwrap();
-        let bits = |h: &[Vec<crate::hit::Hit>]| {
-            h.iter()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.index, h.score.to_bits()))
-                        .collect::<Vec<_>>()
-                })
-                .collect::<Vec<_>>()
-        };
-        let mut calls: Vec<Vec<f32>> = units.clone();
-        for group in units.chunks(crate::quant::CERTIFIED_MAX_QUERIES) {
-            calls.push(group.concat());
-        }
-        for (ci, flat) in calls.iter().enumerate() {
-            let nq = flat.len() / dim;
-            let m = MatrixRef::new(flat, nq, dim).unwrap();
-            for k in [1, 10, 100] {
-                let k = k.min(plain.rows());
-                for (qi, q) in flat.chunks(dim).enumerate() {
-                    let cands = tier.cosine_candidates(q, plain.view().inv_norms(), k);
-                    assert!(
-                        cands.len() >= k,
-                        "{name}: {} candidates for k = {k}",
-                        cands.len()
-                    );
-                    assert!(
-                        cands.windows(2).all(|w| w[0] < w[1]),
-                        "{name}: not ascending"
-                    );
-                    if nq == 1 {
-                        counts.push(cands.len());
-                    }
-                    let _ = qi;
-                }
-                take_rescored();
-                assert!(Backend::top_k(&cpu, m, plain.view(), k).is_ok());
-                assert_eq!(take_rescored(), None, "{name}: a corpus without a tier");
-                // The full scan of the same rows (at the same addresses: on AVX-512 a
-                // row's summation order follows its offset in a cache line).
-                let full = CpuBackend::top_k(&cpu, m, tiered.view(), k, None);
-                let certified = Backend::top_k(&cpu, m, tiered.view(), k).unwrap();
-                let rescored = take_rescored();
-                assert!(rescored.is_some(), "{name}: the tier was not used");
-                assert_eq!(
-                    bits(&certified),
-                    bits(&full),
-                    "{name} call {ci} (Q = {nq}) k = {k} scalar {force_scalar}: {rescored:?} rescored"
-                );
-            }
-        }
-    }
-    counts
-}
-
-fn queries(dim: usize, seed: u64, rows: &[f32]) -> Vec<Vec<f32>> {
-    let mut q: Vec<Vec<f32>> = data::random_matrix(3, dim, seed)
-        .chunks(dim)
-        .map(<[f32]>::to_vec)
-        .collect();
-    // A row itself, and a row slightly moved.
-    q.push(rows[5 * dim..6 * dim].to_vec());
-    q.push(rows[9 * dim..10 * dim].iter().map(|v| v + 1e-3).collect());
-    q
-}
-
-#[test]
-fn certified_candidates_give_the_full_scan_on_random_data() {
-    for (n, dim) in [(3000, 768), (2000, 37), (500, 1), (1000, 4)] {
-        let rows = data::random_matrix(n, dim, 11 + dim as u64);
-        let q = queries(dim, 12, &rows);
-        let counts = check_identical("random", rows, dim, &q);
-        // Well-spread data prunes: the tier is only worth having if it does.
-        if dim >= 37 {
-            let most = counts.iter().max().unwrap();
-            assert!(
-                *most < n / 2,
-                "D = {dim}: up to {most} of {n} rows re-scored"
-            );
-        }
-    }
-}
-
-#[test]
-fn certified_candidates_give_the_full_scan_on_clustered_and_near_duplicate_data() {
-    let dim = 96;
-    for spread in [0.3, 1e-3, 1e-6] {
-        let rows = clustered(2000, dim, spread, 21);
-        let q = queries(dim, 22, &rows);
-        check_identical(&format!("clusters spread {spread}"), rows, dim, &q);
-    }
-    // Exact duplicates (ties at every rank, lower index first) and zero rows.
-    let mut rows = data::random_matrix(300, dim, 23);
-    let first = rows[..dim].to_vec();
-    for r in (0..300).step_by(3) {
-        rows[r * dim..(r + 1) * dim].copy_from_slice(&first);
-    }
-    for r in (1..300).step_by(7) {
-        rows[r * dim..(r + 1) * dim].fill(0.0);
-    }
-    let q = queries(dim, 24, &rows);
-    check_identical("duplicates and zeros", rows, dim, &q);
-}
-
-/// Every row within the bound of every other: all are candidates, and still exact.
-#[test]
-fn when_every_row_is_within_the_bound_every_row_is_a_candidate_and_exact() {
-    let dim = 64;
-    let base = data::random_matrix(1, dim, 31);
-    let noise = data::random_matrix(400, dim, 32);
-    let rows: Vec<f32> = (0..400)
-        .flat_map(|r| {
-            base.iter()
-                .zip(&noise[r * dim..(r + 1) * dim])
-                .map(|(&b, &e)| b + 1e-7 * e)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let q = vec![base.clone()];
-    let counts = check_identical("adversarial", rows, dim, &q);
-    assert!(counts.iter().all(|&c| c == 400), "{counts:?}");
-}
-
 #[test]
 fn rows_that_are_not_live_are_never_candidates() {
     let (n, dim) = (200, 16);
     let rows = data::random_matrix(n, dim, 41);
-    let tier = Int8Tier::build(MatrixRef::new(&rows, n, dim).unwrap());
-    let corpus = Corpus::new(rows.clone(), dim).unwrap();
-    let mut inv = corpus.view().inv_norms().to_vec();
+    let tier = Int8Tier::build(&rows, dim);
+    let mut inv = inverse_norms(&rows, dim);
     for r in (0..n).step_by(2) {
         inv[r] = f32::NAN;
     }
