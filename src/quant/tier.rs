@@ -9,6 +9,8 @@
 
 use super::int8::{dot_i8, quantise, Int8Query, Quantised};
 use rayon::prelude::*;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// f32's unit roundoff.
 const U32: f64 = 1.0 / (1u64 << 24) as f64;
@@ -56,40 +58,77 @@ impl Int8Tier {
         // |fl(q·x) − q·x| ≤ (D + 8)·u·‖q‖·‖x‖ for an f32 dot product in any order, and the
         // product with inv rounds once more: (D + 10)·u·‖q‖·‖x‖·inv covers both.
         let grow = (self.dim as f64 + 10.0) * U32 * q.q.norm as f64;
-        let bounds: Vec<Option<(f64, f64)>> = self
-            .codes
-            .par_chunks(self.dim.max(1))
-            .zip(&self.rows)
-            .zip(inv)
-            .map(|((codes, row), &inv)| {
-                if inv.is_nan() {
-                    return None;
+        // One pass: every row's upper bound, and each chunk's k best lower bounds (a
+        // min-heap whose top is the chunk's running k-th best, which most rows fail to
+        // beat with one comparison).
+        let n = self.rows.len();
+        // NaN for a row not live: no floor admits it.
+        let mut his = vec![f64::NAN; n];
+        let best: Vec<Vec<u64>> = his
+            .par_chunks_mut(CHUNK_ROWS)
+            .enumerate()
+            .map(|(c, his)| {
+                let first = c * CHUNK_ROWS;
+                let mut heap: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(k + 1);
+                for (i, hi_out) in his.iter_mut().enumerate() {
+                    let r = first + i;
+                    let inv = inv[r];
+                    if inv.is_nan() {
+                        continue; // not live: never a candidate
+                    }
+                    let row = &self.rows[r];
+                    let codes = &self.codes[r * self.dim..(r + 1) * self.dim];
+                    let (lo, hi) = q.interval(dot_i8(&q.codes, codes), row);
+                    let inv = inv as f64;
+                    let err = if inv == 0.0 {
+                        0.0 // a zero row scores exactly 0
+                    } else {
+                        grow * row.norm as f64 * inv
+                    };
+                    *hi_out = hi * inv + err;
+                    let lo = ordered(lo * inv - err);
+                    if heap.len() < k {
+                        heap.push(Reverse(lo));
+                    } else if heap.peek().is_some_and(|top| lo > top.0) {
+                        heap.pop();
+                        heap.push(Reverse(lo));
+                    }
                 }
-                let (lo, hi) = q.interval(dot_i8(&q.codes, codes), row);
-                let inv = inv as f64;
-                let err = if inv == 0.0 {
-                    0.0 // a zero row scores exactly 0
-                } else {
-                    grow * row.norm as f64 * inv
-                };
-                Some((lo * inv - err, hi * inv + err))
+                heap.into_iter().map(|r| r.0).collect()
             })
             .collect();
-        let mut lows: Vec<f64> = bounds.iter().flatten().map(|b| b.0).collect();
+        let mut lows: Vec<u64> = best.into_iter().flatten().collect();
         if k == 0 || lows.is_empty() {
             return Vec::new();
         }
         // The k-th best lower bound (the worst of them when fewer rows are live).
         let nth = k.min(lows.len()) - 1;
-        let (_, floor, _) = lows.select_nth_unstable_by(nth, |a, b| b.total_cmp(a));
-        let floor = *floor;
-        bounds
-            .iter()
+        let (_, floor, _) = lows.select_nth_unstable_by(nth, |a, b| b.cmp(a));
+        let floor = unordered(*floor);
+        his.iter()
             .enumerate()
-            .filter(|(_, b)| b.is_some_and(|(_, hi)| hi >= floor))
+            .filter(|(_, &hi)| hi >= floor)
             .map(|(r, _)| r)
             .collect()
     }
+}
+
+/// Rows per task of a scan: a chunk's codes stay in L2 while its bounds are computed.
+const CHUNK_ROWS: usize = 4096;
+
+/// `v` as an unsigned integer in the order of the values (NaN never occurs here).
+fn ordered(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | 1 << 63
+    }
+}
+
+/// The inverse of [`ordered`].
+fn unordered(b: u64) -> f64 {
+    f64::from_bits(if b >> 63 == 1 { b & !(1 << 63) } else { !b })
 }
 
 #[cfg(test)]

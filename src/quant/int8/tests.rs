@@ -56,8 +56,8 @@ proptest! {
     }
 
     #[test]
-    fn the_avx2_dot_equals_the_scalar_one(
-        a in prop::collection::vec(any::<i8>(), 0..300),
+    fn the_simd_dots_equal_the_scalar_one(
+        a in prop::collection::vec(any::<i8>(), 0..600),
         seed in any::<u64>(),
     ) {
         let b: Vec<i8> = crate::data::random_matrix(1, a.len().max(1), seed)
@@ -66,6 +66,11 @@ proptest! {
             .map(|v| (v * 127.0).round() as i8)
             .collect();
         prop_assert_eq!(dot_i8(&a, &b), dot_i8_scalar(&a, &b));
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked just above).
+            prop_assert_eq!(unsafe { dot_i8_avx2(&a, &b) }, dot_i8_scalar(&a, &b));
+        }
     }
 }
 
