@@ -269,7 +269,8 @@ impl Corpus {
     /// certified bound on its rounding error (`D + 16` more bytes a row), built on all
     /// cores.
     ///
-    /// Cosine top-k on the CPU for up to [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries then scans the
+    /// Cosine top-k on the CPU for batches its streaming kernels serve, up to
+    /// [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries, then scans the
     /// codes first, which bounds every row's score, and re-scores with the f32 kernels
     /// only the rows whose bound reaches the `k`-th best, in place: the answer is the
     /// full f32 scan's of these rows, bit for bit, not an approximation of it

@@ -32,10 +32,16 @@ fn a_tiered_corpus_answers_as_the_reference_and_rescores_few_rows() {
             let want = reference_scores(&qv, &rows, d);
             for k in [1, 10, 100] {
                 let (hits, report) = ex.top_k_with_report(m, &corpus, k).unwrap();
+                // Up to the limit every CPU streams (the score tiles start at 16 or 24);
+                // past it the tier is never used.
                 match report.rescored {
                     Some(r) => {
                         assert!(q <= CERTIFIED_MAX_QUERIES, "Q = {q} used the tier");
-                        assert!(r >= k && r < n / 4, "Q = {q} k = {k}: {r} of {n} re-scored");
+                        // The union of the queries' candidates: few per query.
+                        assert!(
+                            r >= k && r < q * n / 8,
+                            "Q = {q} k = {k}: {r} of {n} re-scored"
+                        );
                     }
                     None => assert!(q > CERTIFIED_MAX_QUERIES, "Q = {q} did not use the tier"),
                 }

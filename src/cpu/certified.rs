@@ -12,8 +12,8 @@ use rayon::prelude::*;
 impl CpuBackend {
     /// The top `k` of unit-norm `queries` through the corpus's int8 tier, or `None` when
     /// the call is not one the certificate serves (no tier, more than
-    /// [`CERTIFIED_MAX_QUERIES`] queries, the score tiles, or another metric than cosine):
-    /// the caller then scans in full.
+    /// [`CERTIFIED_MAX_QUERIES`] queries, a batch for the score tiles, or another metric
+    /// than cosine): the caller then scans in full.
     pub(super) fn certified_top_k(
         &self,
         queries: MatrixRef<'_>,
@@ -33,10 +33,12 @@ impl CpuBackend {
             return None;
         }
         let inv = corpus.inv_norms();
-        let mut rows: Vec<usize> = (0..q)
-            .into_par_iter()
-            .flat_map_iter(|i| tier.cosine_candidates(queries.row(i), inv, k))
-            .collect();
+        let mut rows: Vec<usize> = self.pool.install(|| {
+            tier.cosine_candidates(queries.as_slice(), inv, k)
+                .into_iter()
+                .flatten()
+                .collect()
+        });
         rows.sort_unstable();
         rows.dedup();
         note_rescored(rows.len());

@@ -47,68 +47,107 @@ impl Int8Tier {
         self.codes.len() + self.rows.len() * std::mem::size_of::<Quantised>()
     }
 
-    /// The rows (ascending) that may be in the top `k` of `query` under the f32 cosine
-    /// scan, which scores row `r` as `fl(q·x_r)·inv[r]` (any summation order, fused or
-    /// not). `query` is the unit-norm query the backends get, `inv` the corpus's inverse
-    /// norms (one per tier row; a NaN marks a row that is not live, which is left out).
-    pub(crate) fn cosine_candidates(&self, query: &[f32], inv: &[f32], k: usize) -> Vec<usize> {
-        debug_assert_eq!(query.len(), self.dim);
+    /// For each query of `queries` (`Q × D`, row-major), the rows (ascending) that may be
+    /// in its top `k` under the f32 cosine scan, which scores row `r` as `fl(q·x_r)·inv[r]`
+    /// (any summation order, fused or not). The queries are the unit-norm ones the
+    /// backends get, `inv` the corpus's inverse norms (one per tier row; a NaN marks a row
+    /// that is not live, which is left out).
+    ///
+    /// One pass over the codes for all the queries (each row's codes are read once, the
+    /// queries' stay in L1): per chunk of rows and query, a min-heap of the k best lower
+    /// bounds, whose top is a running floor; a row whose upper bound reaches it is kept
+    /// (with that bound). The floor only rises and never passes the final k-th best lower
+    /// bound over all rows, so what is kept holds every candidate; the final floor then
+    /// filters it.
+    pub(crate) fn cosine_candidates(
+        &self,
+        queries: &[f32],
+        inv: &[f32],
+        k: usize,
+    ) -> Vec<Vec<usize>> {
         debug_assert_eq!(inv.len(), self.rows.len());
-        let q = Int8Query::new(query);
+        let dim = self.dim;
+        let qs: Vec<Int8Query> = queries.chunks_exact(dim).map(Int8Query::new).collect();
+        let nq = qs.len();
+        if k == 0 || nq == 0 {
+            return vec![Vec::new(); nq];
+        }
         // |fl(q·x) − q·x| ≤ (D + 8)·u·‖q‖·‖x‖ for an f32 dot product in any order, and the
         // product with inv rounds once more: (D + 10)·u·‖q‖·‖x‖·inv covers both.
-        let grow = (self.dim as f64 + 10.0) * U32 * q.q.norm as f64;
-        // One pass: every row's upper bound, and each chunk's k best lower bounds (a
-        // min-heap whose top is the chunk's running k-th best, which most rows fail to
-        // beat with one comparison).
+        let grow: Vec<f64> = qs
+            .iter()
+            .map(|q| (dim as f64 + 10.0) * U32 * q.q.norm as f64)
+            .collect();
         let n = self.rows.len();
-        // NaN for a row not live: no floor admits it.
-        let mut his = vec![f64::NAN; n];
-        let best: Vec<Vec<u64>> = his
-            .par_chunks_mut(CHUNK_ROWS)
-            .enumerate()
-            .map(|(c, his)| {
-                let first = c * CHUNK_ROWS;
-                let mut heap: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(k + 1);
-                for (i, hi_out) in his.iter_mut().enumerate() {
-                    let r = first + i;
+        // Per chunk: each query's k best lower bounds, and the rows it kept.
+        type Kept = (Vec<u64>, Vec<(usize, f64)>);
+        let chunks: Vec<Vec<Kept>> = (0..n.div_ceil(CHUNK_ROWS))
+            .into_par_iter()
+            .map(|c| {
+                let rows = c * CHUNK_ROWS..((c + 1) * CHUNK_ROWS).min(n);
+                let mut heaps: Vec<BinaryHeap<Reverse<u64>>> =
+                    (0..nq).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+                let mut kept: Vec<Vec<(usize, f64)>> = vec![Vec::new(); nq];
+                for r in rows {
                     let inv = inv[r];
                     if inv.is_nan() {
                         continue; // not live: never a candidate
                     }
                     let row = &self.rows[r];
-                    let codes = &self.codes[r * self.dim..(r + 1) * self.dim];
-                    let (lo, hi) = q.interval(dot_i8(&q.codes, codes), row);
+                    let codes = &self.codes[r * dim..(r + 1) * dim];
                     let inv = inv as f64;
-                    let err = if inv == 0.0 {
-                        0.0 // a zero row scores exactly 0
-                    } else {
-                        grow * row.norm as f64 * inv
-                    };
-                    *hi_out = hi * inv + err;
-                    let lo = ordered(lo * inv - err);
-                    if heap.len() < k {
-                        heap.push(Reverse(lo));
-                    } else if heap.peek().is_some_and(|top| lo > top.0) {
-                        heap.pop();
-                        heap.push(Reverse(lo));
+                    for (j, q) in qs.iter().enumerate() {
+                        let (lo, hi) = q.interval(dot_i8(&q.codes, codes), row);
+                        let err = if inv == 0.0 {
+                            0.0 // a zero row scores exactly 0
+                        } else {
+                            grow[j] * row.norm as f64 * inv
+                        };
+                        let (lo, hi) = (lo * inv - err, hi * inv + err);
+                        let heap = &mut heaps[j];
+                        let lo_key = ordered(lo);
+                        if heap.len() < k {
+                            heap.push(Reverse(lo_key));
+                        } else if heap.peek().is_some_and(|top| lo_key > top.0) {
+                            heap.pop();
+                            heap.push(Reverse(lo_key));
+                        }
+                        // The running floor: the chunk's k-th best lower bound so far.
+                        let floor = match heap.peek() {
+                            Some(top) if heap.len() == k => unordered(top.0),
+                            _ => f64::NEG_INFINITY,
+                        };
+                        if hi >= floor {
+                            kept[j].push((r, hi));
+                        }
                     }
                 }
-                heap.into_iter().map(|r| r.0).collect()
+                heaps
+                    .into_iter()
+                    .zip(kept)
+                    .map(|(h, kept)| (h.into_iter().map(|r| r.0).collect(), kept))
+                    .collect()
             })
             .collect();
-        let mut lows: Vec<u64> = best.into_iter().flatten().collect();
-        if k == 0 || lows.is_empty() {
-            return Vec::new();
-        }
-        // The k-th best lower bound (the worst of them when fewer rows are live).
-        let nth = k.min(lows.len()) - 1;
-        let (_, floor, _) = lows.select_nth_unstable_by(nth, |a, b| b.cmp(a));
-        let floor = unordered(*floor);
-        his.iter()
-            .enumerate()
-            .filter(|(_, &hi)| hi >= floor)
-            .map(|(r, _)| r)
+        (0..nq)
+            .map(|j| {
+                let mut lows: Vec<u64> =
+                    chunks.iter().flat_map(|c| c[j].0.iter().copied()).collect();
+                if lows.is_empty() {
+                    return Vec::new();
+                }
+                // The k-th best lower bound (the worst of them when fewer rows are live).
+                let nth = k.min(lows.len()) - 1;
+                let (_, floor, _) = lows.select_nth_unstable_by(nth, |a, b| b.cmp(a));
+                let floor = unordered(*floor);
+                // Chunks in order, rows ascending within each.
+                chunks
+                    .iter()
+                    .flat_map(|c| c[j].1.iter())
+                    .filter(|&&(_, hi)| hi >= floor)
+                    .map(|&(r, _)| r)
+                    .collect()
+            })
             .collect()
     }
 }

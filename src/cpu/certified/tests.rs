@@ -62,7 +62,9 @@ fn check_identical(name: &str, rows: Vec<f32>, dim: usize, queries: &[Vec<f32>])
             for k in [1, 10, 100] {
                 let k = k.min(plain.rows());
                 for (qi, q) in flat.chunks(dim).enumerate() {
-                    let cands = tier.cosine_candidates(q, plain.view().inv_norms(), k);
+                    let cands = tier
+                        .cosine_candidates(q, plain.view().inv_norms(), k)
+                        .remove(0);
                     assert!(
                         cands.len() >= k,
                         "{name}: {} candidates for k = {k}",
@@ -184,4 +186,16 @@ fn zero_rows_tied_at_the_top_keep_the_lower_indices() {
         rows[r * dim..(r + 1) * dim].fill(0.0);
     }
     check_identical("zero rows on top", rows, dim, &[q]);
+}
+
+/// A batch at the limit, its queries scanned together over the codes.
+#[test]
+fn batches_up_to_the_limit_give_the_full_scan() {
+    let (n, dim) = (2500, 96);
+    let rows = clustered(n, dim, 0.5, 61);
+    let q: Vec<Vec<f32>> = data::random_matrix(crate::quant::CERTIFIED_MAX_QUERIES, dim, 62)
+        .chunks(dim)
+        .map(<[f32]>::to_vec)
+        .collect();
+    check_identical("a batch", rows, dim, &q);
 }
