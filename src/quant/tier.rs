@@ -152,7 +152,8 @@ impl Int8Tier {
     }
 }
 
-/// Rows per task of a scan: a chunk's codes stay in L2 while its bounds are computed.
+/// Rows per task of a scan: enough that the per-query heaps and merges cost little beside
+/// the rows' dot products, few enough that the tasks spread over every thread.
 const CHUNK_ROWS: usize = 4096;
 
 /// `v` as an unsigned integer in the order of the values (NaN never occurs here).
