@@ -14,7 +14,8 @@
 
 use crate::error::Error;
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef, Scores};
+use crate::corpus::CorpusView;
+use crate::matrix::{MatrixRef, Scores};
 use crate::metric::Metric;
 use std::fmt;
 use std::time::Duration;

@@ -49,6 +49,19 @@ pub enum Error {
         /// Column of the first non-finite value.
         col: usize,
     },
+    /// A finite value that the corpus's element type cannot hold: it would round to
+    /// infinity (f16 holds up to ±65 504, bf16 up to about ±3.39e38).
+    #[error("value {value} at row {row}, column {col} is out of {element} range")]
+    NotRepresentable {
+        /// Row of the first such value.
+        row: usize,
+        /// Its column.
+        col: usize,
+        /// The value.
+        value: f32,
+        /// The element type's name (`f16`, `bf16`).
+        element: &'static str,
+    },
     /// A corpus row whose norm is so small or so large that f32 arithmetic cannot score it
     /// reliably (see [`MIN_NORM`](crate::MIN_NORM) and [`MAX_NORM`](crate::MAX_NORM)).
     #[error("row {row} has norm {norm:e}, outside the supported range [1e-30, 1e30] (zero rows are fine)")]

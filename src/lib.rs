@@ -53,9 +53,11 @@
 // trait every device implements); then the devices `cpu` and `cuda` and the store `warm`,
 // none of which knows the others; the `executor` on top.
 mod backend;
+mod corpus;
 pub mod cpu;
 pub mod cuda;
 pub mod data;
+mod elem;
 mod error;
 mod executor;
 mod hit;
@@ -78,7 +80,9 @@ pub use executor::{
     Reason, SearchOptions, Shape, StoreRangeResult, TrackerConfig,
 };
 pub use hit::Hit;
-pub use matrix::{Corpus, CorpusView, Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
+pub use corpus::{Corpus, CorpusView};
+pub use elem::{bf16, f16, ElementType};
+pub use matrix::{Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
 pub use metric::Metric;
 pub use quant::CERTIFIED_MAX_QUERIES;
 pub use warm::{

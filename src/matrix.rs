@@ -1,12 +1,8 @@
-//! Row-major `f32` matrices: borrowed views, owned matrices, and a corpus that caches its
-//! row norms.
+//! Row-major `f32` matrices, borrowed and owned, and the row norms a corpus keeps.
 
 use crate::error::{Error, Result};
-use crate::metric::{Metric, RowScoring, ScoringCache};
-use crate::quant::tier::Int8Tier;
 use crate::simd;
 use rayon::prelude::*;
-use std::sync::Arc;
 
 /// A validated, borrowed, row-major `rows × cols` matrix of `f32`.
 ///
@@ -14,9 +10,9 @@ use std::sync::Arc;
 /// (once per corpus, once per query batch), so a view costs nothing to make.
 #[derive(Clone, Copy, Debug)]
 pub struct MatrixRef<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
+    pub(crate) data: &'a [f32],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
 }
 
 impl<'a> MatrixRef<'a> {
@@ -201,320 +197,6 @@ impl Matrix {
     }
 }
 
-/// A corpus of embeddings: an owned row-major matrix that has been checked for NaN/inf
-/// once and caches each row's inverse norm, so no search call pays for either again.
-///
-/// The vectors are stored as given (not normalised); cosine scores divide by the cached
-/// norms. A zero row has inverse norm 0 and so scores 0 against every query.
-#[derive(Clone, Debug)]
-pub struct Corpus {
-    matrix: Matrix,
-    inv_norms: Vec<f32>,
-    /// The inner-product and L2 factors, computed on first use.
-    scoring: ScoringCache,
-    /// Unique per corpus built in this process: a device keeps its copy under it.
-    id: u64,
-    /// The int8 scan tier, when built ([`Corpus::with_int8_tier`]).
-    int8: Option<Arc<Int8Tier>>,
-}
-
-/// Where a [`CorpusView`] comes from, so a device can keep a copy between calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Origin {
-    /// An immutable [`Corpus`].
-    Corpus(u64),
-    /// A warm store: rows are only appended (rows below the view's length never change),
-    /// and rows that are not live have a NaN inverse norm.
-    Store(u64),
-}
-
-/// A fresh identity for a corpus or store.
-pub(crate) fn next_identity() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-impl Corpus {
-    /// Builds a corpus from `data` (row-major, `dim` columns), validating the shape and
-    /// every value and computing the row norms on all cores.
-    ///
-    /// Errors: [`Error::EmptyInput`], [`Error::InvalidShape`], [`Error::NonFinite`], and
-    /// [`Error::NormOutOfRange`] for a non-zero row whose norm is outside
-    /// [`MIN_NORM`]`..=`[`MAX_NORM`].
-    pub fn new(data: Vec<f32>, dim: usize) -> Result<Self> {
-        if dim == 0 {
-            return Err(Error::EmptyInput {
-                what: "corpus has dimension 0",
-            });
-        }
-        let rows = data.len() / dim;
-        let matrix = Matrix::new(data, rows, dim).map_err(|e| match e {
-            Error::EmptyInput { .. } => Error::EmptyInput {
-                what: "corpus has no rows",
-            },
-            other => other,
-        })?;
-        matrix.view().check_finite()?;
-        let inv_norms = inverse_norms(matrix.view())?;
-        Ok(Self {
-            matrix,
-            inv_norms,
-            scoring: ScoringCache::default(),
-            id: next_identity(),
-            int8: None,
-        })
-    }
-
-    /// This corpus with an int8 scan tier: every row also kept as int8 codes with a
-    /// certified bound on its rounding error (`D + 16` more bytes a row), built on all
-    /// cores.
-    ///
-    /// Cosine top-k on the CPU for batches its streaming kernels serve, up to
-    /// [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries, then scans the
-    /// codes first, which bounds every row's score, and re-scores with the f32 kernels
-    /// only the rows whose bound reaches the `k`-th best, in place: the answer is the
-    /// full f32 scan's of these rows, bit for bit, not an approximation of it
-    /// ([`ExecutionReport::rescored`](crate::ExecutionReport::rescored) counts the rows
-    /// re-scored). Other calls ignore the tier.
-    ///
-    /// ```
-    /// use hybridvec::{data, Corpus, DevicePolicy, ExecutorConfig, HybridExecutor, MatrixRef};
-    ///
-    /// let (n, d) = (2000, 64);
-    /// let plain = Corpus::new(data::random_matrix(n, d, 1), d)?;
-    /// let tiered = plain.clone().with_int8_tier();
-    /// let exec = HybridExecutor::new(ExecutorConfig { device: DevicePolicy::Cpu, ..Default::default() })?;
-    /// let q = data::random_matrix(1, d, 2);
-    /// let q = MatrixRef::new(&q, 1, d)?;
-    /// let (hits, report) = exec.top_k_with_report(q, &tiered, 10)?;
-    /// let index = |h: &[Vec<hybridvec::Hit>]| h[0].iter().map(|h| h.index).collect::<Vec<_>>();
-    /// assert_eq!(index(&hits), index(&exec.top_k(q, &plain, 10)?));
-    /// assert!(report.rescored.unwrap() < n);
-    /// # Ok::<(), hybridvec::Error>(())
-    /// ```
-    pub fn with_int8_tier(mut self) -> Self {
-        self.int8 = Some(Arc::new(Int8Tier::build(
-            &self.matrix.data,
-            self.matrix.cols,
-        )));
-        self
-    }
-
-    /// Whether [`with_int8_tier`](Self::with_int8_tier) built a tier, and its bytes.
-    pub fn int8_tier_bytes(&self) -> Option<usize> {
-        self.int8.as_ref().map(|t| t.bytes())
-    }
-
-    /// Copies a view into a new corpus.
-    pub fn from_view(view: MatrixRef<'_>) -> Result<Self> {
-        Self::new(view.as_slice().to_vec(), view.cols())
-    }
-
-    /// Number of vectors.
-    pub fn rows(&self) -> usize {
-        self.matrix.rows
-    }
-
-    /// Vector dimension.
-    pub fn dim(&self) -> usize {
-        self.matrix.cols
-    }
-
-    /// The vectors as a matrix view.
-    pub fn matrix(&self) -> MatrixRef<'_> {
-        self.matrix.view()
-    }
-
-    /// A borrowed view for the backends.
-    pub fn view(&self) -> CorpusView<'_> {
-        CorpusView {
-            matrix: self.matrix.view(),
-            inv_norms: &self.inv_norms,
-            cosine_inv_norms: &self.inv_norms,
-            bias: None,
-            metric: Metric::Cosine,
-            cache: Some(&self.scoring),
-            live: None,
-            origin: Origin::Corpus(self.id),
-            int8: self.int8.as_deref(),
-        }
-    }
-
-    /// Bytes held by the vectors.
-    pub fn bytes(&self) -> usize {
-        self.matrix.data.len() * std::mem::size_of::<f32>()
-    }
-}
-
-impl<'a> From<&'a Corpus> for CorpusView<'a> {
-    fn from(c: &'a Corpus) -> Self {
-        c.view()
-    }
-}
-
-/// A borrowed, already validated corpus: vectors plus their inverse norms.
-///
-/// This is what the backends read. It is built from a [`Corpus`]; other corpus sources
-/// (such as a memory-mapped store) produce the same view without copying the vectors.
-#[derive(Clone, Copy, Debug)]
-pub struct CorpusView<'a> {
-    matrix: MatrixRef<'a>,
-    /// The factor of each row's dot products: `1/‖row‖` for cosine, 1 otherwise.
-    inv_norms: &'a [f32],
-    /// The inverse norms whatever the metric: what a device keeps with its copy.
-    cosine_inv_norms: &'a [f32],
-    /// Added to each row's scaled dot products (L2's `−‖row‖²/2`).
-    bias: Option<&'a [f32]>,
-    /// The metric `inv_norms` and `bias` score for.
-    metric: Metric,
-    /// The corpus's cached factors of the other metrics, when it has them.
-    cache: Option<&'a ScoringCache>,
-    live: Option<&'a [u32]>,
-    origin: Origin,
-    /// The corpus's int8 scan tier, when it has one (one entry per row of `matrix`).
-    int8: Option<&'a Int8Tier>,
-}
-
-impl<'a> CorpusView<'a> {
-    /// A view over vectors whose inverse norms the caller computed. A row masked out has
-    /// a NaN inverse norm and a clear bit in `live` (see [`CorpusView::live_mask`]); `live`
-    /// is `None` when no row is masked out.
-    pub(crate) fn from_parts(
-        matrix: MatrixRef<'a>,
-        inv_norms: &'a [f32],
-        live: Option<&'a [u32]>,
-        origin: Origin,
-    ) -> Self {
-        debug_assert_eq!(matrix.rows(), inv_norms.len());
-        debug_assert!(live.is_none_or(|l| l.len() == inv_norms.len().div_ceil(32)));
-        Self {
-            matrix,
-            inv_norms,
-            cosine_inv_norms: inv_norms,
-            bias: None,
-            metric: Metric::Cosine,
-            cache: None,
-            live,
-            origin,
-            int8: None,
-        }
-    }
-
-    /// This (cosine) view scoring for `metric` with the factors `scoring` instead (see
-    /// [`crate::metric`]). Only backends that serve the metric may see it.
-    pub(crate) fn scored_by(self, metric: Metric, scoring: &'a RowScoring) -> Self {
-        debug_assert_eq!(scoring.scale.len(), self.rows());
-        Self {
-            inv_norms: &scoring.scale,
-            bias: scoring.bias.as_deref(),
-            metric,
-            ..self
-        }
-    }
-
-    /// This view with fewer rows live: `scale` is its factors with NaN for every row
-    /// masked out, and `live` the same rows as bits (see
-    /// [`live_mask`](Self::live_mask)). The CPU reads the factors, a device the bits.
-    pub(crate) fn masked(self, scale: &'a [f32], live: &'a [u32]) -> Self {
-        debug_assert_eq!(scale.len(), self.rows());
-        debug_assert_eq!(live.len(), self.rows().div_ceil(32));
-        Self {
-            inv_norms: scale,
-            live: Some(live),
-            cache: None,
-            ..self
-        }
-    }
-
-    /// Rows copied out of this view (`data`, row-major, with their factors `scale` and
-    /// biases `bias`, one per row), scoring for the same metric: a view of those rows
-    /// alone.
-    pub(crate) fn gathered<'b>(
-        &self,
-        data: &'b [f32],
-        scale: &'b [f32],
-        bias: Option<&'b [f32]>,
-    ) -> CorpusView<'b> {
-        debug_assert_eq!(data.len(), scale.len() * self.dim());
-        CorpusView {
-            matrix: MatrixRef {
-                data,
-                rows: scale.len(),
-                cols: self.dim(),
-            },
-            inv_norms: scale,
-            cosine_inv_norms: scale,
-            bias,
-            metric: self.metric,
-            cache: None,
-            live: None,
-            origin: self.origin,
-            int8: None,
-        }
-    }
-
-    /// The int8 scan tier of the corpus this view reads (its rows, with NaN factors for
-    /// rows masked out), when it has one.
-    pub(crate) fn int8_tier(&self) -> Option<&'a Int8Tier> {
-        self.int8
-    }
-
-    /// The factors cached with the corpus this view reads, when it has a cache.
-    pub(crate) fn scoring_cache(&self) -> Option<&'a ScoringCache> {
-        self.cache
-    }
-
-    /// What the backend adds to each row's scaled dot products (L2's `−‖row‖²/2`), or
-    /// `None` when it adds nothing.
-    pub fn row_bias(&self) -> Option<&'a [f32]> {
-        self.bias
-    }
-
-    /// The metric this view's factors score for. Backends see [`Metric::Cosine`] only,
-    /// unless they serve others ([`Backend::supports_metric`](crate::Backend::supports_metric)).
-    pub fn metric(&self) -> Metric {
-        self.metric
-    }
-
-    /// One bit per row, set for a live row (bit `i % 32` of word `i / 32`), or `None`
-    /// when every row is live. A row whose bit is clear has a NaN inverse norm.
-    pub(crate) fn live_mask(&self) -> Option<&'a [u32]> {
-        self.live
-    }
-
-    /// Each row's inverse norm (NaN for a row not live) whatever the metric the view
-    /// scores: the factors a device keeps with its copy of the corpus. A gathered view
-    /// has its factors here.
-    pub(crate) fn cosine_inv_norms(&self) -> &'a [f32] {
-        self.cosine_inv_norms
-    }
-
-    /// Where the view comes from.
-    pub(crate) fn origin(&self) -> Origin {
-        self.origin
-    }
-
-    /// Number of vectors.
-    pub fn rows(&self) -> usize {
-        self.matrix.rows
-    }
-
-    /// Vector dimension.
-    pub fn dim(&self) -> usize {
-        self.matrix.cols
-    }
-
-    /// The vectors.
-    pub fn matrix(&self) -> MatrixRef<'a> {
-        self.matrix
-    }
-
-    /// The factor of row `i`'s dot products: for cosine `1 / ‖row i‖`, or 0 for a zero
-    /// row; 1 for the other metrics. NaN for a row masked out (deleted from a store).
-    pub fn inv_norms(&self) -> &'a [f32] {
-        self.inv_norms
-    }
-}
 
 /// Corpus rows must have a norm of 0 or within `[MIN_NORM, MAX_NORM]`: outside it the
 /// inverse norm or the f32 dot products leave f32's normal range, and scores would turn
@@ -532,14 +214,7 @@ pub(crate) fn inverse_norms(m: MatrixRef<'_>) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; m.rows()];
     out.par_chunks_mut(1024).enumerate().for_each(|(c, dst)| {
         for (i, inv) in dst.iter_mut().enumerate() {
-            let norm = simd::sum_squares_f64(m.row(c * 1024 + i)).sqrt();
-            *inv = if norm == 0.0 {
-                0.0
-            } else if (MIN_NORM..=MAX_NORM).contains(&norm) {
-                (1.0 / norm) as f32
-            } else {
-                f32::NAN // reported below
-            };
+            *inv = inverse_norm(simd::sum_squares_f64(m.row(c * 1024 + i)).sqrt());
         }
     });
     if let Some(row) = out.iter().position(|v| v.is_nan()) {
@@ -547,6 +222,17 @@ pub(crate) fn inverse_norms(m: MatrixRef<'_>) -> Result<Vec<f32>> {
         return Err(Error::NormOutOfRange { row, norm });
     }
     Ok(out)
+}
+
+/// `1/norm`, 0 for a zero row, NaN for a norm outside the supported range.
+pub(crate) fn inverse_norm(norm: f64) -> f32 {
+    if norm == 0.0 {
+        0.0
+    } else if (MIN_NORM..=MAX_NORM).contains(&norm) {
+        (1.0 / norm) as f32
+    } else {
+        f32::NAN
+    }
 }
 
 /// Scales `v` to unit norm in place, in f64 so that any finite input works; a zero vector
@@ -596,77 +282,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn shape_errors() {
-        assert!(matches!(
-            MatrixRef::new(&[], 0, 3),
-            Err(Error::EmptyInput { .. })
-        ));
-        assert!(matches!(
-            MatrixRef::new(&[1.0], 1, 0),
-            Err(Error::EmptyInput { .. })
-        ));
-        assert!(matches!(
-            MatrixRef::new(&[1.0, 2.0, 3.0], 2, 2),
-            Err(Error::InvalidShape {
-                rows: 2,
-                cols: 2,
-                len: 3
-            })
-        ));
-        assert!(matches!(
-            Corpus::new(vec![], 4),
-            Err(Error::EmptyInput { .. })
-        ));
-        assert!(matches!(
-            Corpus::new(vec![1.0; 5], 2),
-            Err(Error::InvalidShape { .. })
-        ));
-    }
-
-    #[test]
-    fn finds_first_non_finite_value() {
-        let mut data = vec![0.5f32; 5000 * 3];
-        data[4100 * 3 + 2] = f32::INFINITY;
-        data[4200 * 3] = f32::NAN;
-        let m = MatrixRef::new(&data, 5000, 3).unwrap();
-        assert!(matches!(
-            m.check_finite(),
-            Err(Error::NonFinite { row: 4100, col: 2 })
-        ));
-        assert!(matches!(
-            Corpus::new(data, 3),
-            Err(Error::NonFinite { row: 4100, col: 2 })
-        ));
-    }
-
-    #[test]
-    fn extreme_norms_are_rejected_not_turned_into_nan() {
-        let e = Corpus::new(vec![1.0, 1.0, 1e-39, 0.0], 2).unwrap_err();
-        assert!(
-            matches!(e, Error::NormOutOfRange { row: 1, norm } if norm > 0.0 && norm < MIN_NORM)
-        );
-        let e = Corpus::new(vec![3e38, 3e38, 1.0, 1.0], 2).unwrap_err();
-        assert!(matches!(e, Error::NormOutOfRange { row: 0, norm } if norm > MAX_NORM));
-        // Squares of these underflow in f32; f64 keeps the direction exact. Subnormal
-        // inputs are compared with their own stored values, not the decimal literals.
-        let orig = vec![3e-38f32, 1e-40];
-        let mut q = orig.clone();
-        normalize(&mut q);
-        let n = (orig[0] as f64).hypot(orig[1] as f64);
-        for (got, o) in q.iter().zip(&orig) {
-            assert!((*got as f64 - *o as f64 / n).abs() < 1e-7, "{q:?}");
-        }
-    }
-
-    #[test]
-    fn inverse_norms_match_f64_and_zero_rows_are_zero() {
-        let data = vec![3.0, 4.0, 0.0, 0.0, 1e29, 1e29];
-        let c = Corpus::new(data, 2).unwrap();
-        let inv = c.view().inv_norms();
-        assert!((inv[0] - 0.2).abs() < 1e-7);
-        assert_eq!(inv[1], 0.0);
-        let expect = 1.0 / (2.0f64.sqrt() * 1e29);
-        assert!(((inv[2] as f64) - expect).abs() / expect < 1e-6);
-    }
 }

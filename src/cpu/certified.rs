@@ -4,7 +4,8 @@
 
 use super::CpuBackend;
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef};
+use crate::corpus::CorpusView;
+use crate::matrix::MatrixRef;
 use crate::metric::Metric;
 use crate::quant::{note_rescored, CERTIFIED_MAX_QUERIES};
 use rayon::prelude::*;
@@ -44,8 +45,6 @@ impl CpuBackend {
         note_rescored(rows.len());
         // Runs of consecutive candidates, each scored in place: the rows keep the
         // addresses (and so the alignment) the full scan reads them at.
-        let d = corpus.dim();
-        let data = corpus.matrix().as_slice();
         let runs: Vec<(usize, usize)> = rows
             .chunk_by(|a, b| a + 1 == *b)
             .map(|run| (run[0], run[0] + run.len()))
@@ -54,10 +53,9 @@ impl CpuBackend {
             runs.par_iter()
                 .map(|&(start, end)| {
                     let mut out = vec![0.0f32; q * (end - start)];
-                    crate::simd::dots_rows(
+                    corpus.scaled_dots(
                         self.level,
-                        &data[start * d..end * d],
-                        d,
+                        start..end,
                         queries.as_slice(),
                         &inv[start..end],
                         &mut out,

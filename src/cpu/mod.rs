@@ -27,7 +27,8 @@ pub mod simd {
 use crate::backend::{Backend, BackendError, BackendKind, Rates};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, Matrix, MatrixRef, Scores};
+use crate::corpus::CorpusView;
+use crate::matrix::{Matrix, MatrixRef, Scores};
 use kernel::PackedQueries;
 use rayon::prelude::*;
 pub use simd::{CpuFeatures, SimdLevel};
@@ -271,11 +272,10 @@ impl CpuBackend {
         dst: SendPtr,
         ld: usize,
     ) {
-        let (q, d, n) = (queries.rows(), queries.cols(), rows.len());
+        let (q, n) = (queries.rows(), rows.len());
         tmp.resize(q * n, 0.0);
-        let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
         let inv = &corpus.inv_norms()[rows.clone()];
-        crate::simd::dots_rows(self.level, block, d, queries.as_slice(), inv, tmp);
+        corpus.scaled_dots(self.level, rows.clone(), queries.as_slice(), inv, tmp);
         if let Some(bias) = corpus.row_bias() {
             topk::add_bias_columns(tmp, &bias[rows.clone()]);
         }
@@ -307,8 +307,15 @@ fn tile_scores(
     // out of one L1 set.
     let ldt = packed.padded() + packed.nr();
     tile.resize(rows.len() * ldt, 0.0);
-    let data = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
-    kernel::score_tile(data, d, packed, tile, ldt);
+    thread_local! {
+        /// A 16-bit block widened, one per thread (`KERNEL_ROWS` rows, in L2 beside
+        /// the tile).
+        static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    WIDE.with_borrow_mut(|wide| {
+        let data = corpus.rows_f32(rows, wide);
+        kernel::score_tile(data, d, packed, tile, ldt);
+    });
     ldt
 }
 

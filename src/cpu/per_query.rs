@@ -8,7 +8,8 @@
 
 use super::CpuBackend;
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef};
+use crate::corpus::CorpusView;
+use crate::matrix::MatrixRef;
 use rayon::prelude::*;
 use std::collections::BinaryHeap;
 
@@ -102,18 +103,19 @@ impl CpuBackend {
                         .iter()
                         .map(|rows| Best::new(k.min(rows.len())))
                         .collect();
+                    let mut wide = Vec::new();
                     for (at, &p) in chunk.iter().enumerate() {
                         // Rows are far apart: ask for one a few pairs ahead, so that its
                         // lines are on the way while this one is scored.
                         if let Some(&next) = chunk.get(at + PREFETCH_AHEAD) {
-                            crate::mem::prefetch(corpus.matrix().row((next >> 24) as usize));
+                            corpus.prefetch_row((next >> 24) as usize);
                         }
                         let (r, q) = ((p >> 24) as usize, (p & 0xFF_FFFF) as usize);
                         let f = scale[r];
                         if f.is_nan() {
                             continue;
                         }
-                        let row = corpus.matrix().row(r);
+                        let row = corpus.rows_f32(r..r + 1, &mut wide);
                         let dot = crate::simd::dot(self.level, row, queries.row(q));
                         let score = dot * f + bias.map_or(0.0, |b| b[r]);
                         best[q].offer(Hit { index: r, score });

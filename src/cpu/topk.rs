@@ -24,7 +24,8 @@
 use super::select::{selection_bytes, Key, TopKs, HEAP_MAX_K};
 use super::{tile_scores, CpuBackend, SimdLevel, KERNEL_ROWS, STREAM_ROWS};
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef};
+use crate::corpus::CorpusView;
+use crate::matrix::MatrixRef;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -296,11 +297,10 @@ impl CpuBackend {
         rows: Range<usize>,
         scores: &mut Vec<f32>,
     ) {
-        let (q, d) = (queries.rows(), queries.cols());
+        let q = queries.rows();
         scores.resize(rows.len() * q, 0.0);
-        let block = &corpus.matrix().as_slice()[rows.start * d..rows.end * d];
         let inv = &corpus.inv_norms()[rows.clone()];
-        crate::simd::dots_rows(self.level, block, d, queries.as_slice(), inv, scores);
+        corpus.scaled_dots(self.level, rows.clone(), queries.as_slice(), inv, scores);
         if let Some(bias) = corpus.row_bias() {
             add_bias_columns(scores, &bias[rows]);
         }
@@ -376,7 +376,7 @@ impl Gathered {
         self.scale.clear();
         self.bias.clear();
         for &r in rows {
-            self.rows.extend_from_slice(corpus.matrix().row(r));
+            corpus.push_row_f32(r, &mut self.rows);
             self.scale.push(corpus.inv_norms()[r]);
         }
         if let Some(bias) = corpus.row_bias() {
@@ -498,7 +498,7 @@ impl<K: Key> Selection<K> {
 mod tests {
     use super::*;
     use crate::cpu::CpuConfig;
-    use crate::matrix::Corpus;
+    use crate::corpus::Corpus;
 
     #[test]
     fn bit_reversed_is_a_permutation_spread_over_the_range() {

@@ -16,7 +16,8 @@ use super::streams::{CallStream, StreamPool};
 use super::{CudaConfig, Precision};
 use crate::backend::{Backend, BackendError, BackendKind, Rates};
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef, Scores};
+use crate::corpus::CorpusView;
+use crate::matrix::{MatrixRef, Scores};
 use crate::metric::Metric;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
@@ -640,6 +641,7 @@ impl Backend for CudaBackend {
         if let Some(first) = error::device_lost() {
             return Err(error::lost_error(first));
         }
+        stored_f32(corpus)?;
         self.cosine_device(queries, corpus)
     }
     fn top_k(
@@ -651,6 +653,7 @@ impl Backend for CudaBackend {
         if let Some(first) = error::device_lost() {
             return Err(error::lost_error(first));
         }
+        stored_f32(corpus)?;
         self.top_k_device(queries, corpus, k, None)
     }
 
@@ -666,6 +669,7 @@ impl Backend for CudaBackend {
         if let Some(first) = error::device_lost() {
             return Err(error::lost_error(first));
         }
+        stored_f32(corpus)?;
         let live = corpus.live_mask();
         let mut bits = vec![0u32; corpus.rows().div_ceil(32)];
         for &r in rows {
@@ -685,5 +689,16 @@ impl Backend for CudaBackend {
 
     fn serves_filters(&self) -> bool {
         true
+    }
+}
+
+/// The device keeps f32 corpora only, for now: a 16-bit one is served elsewhere (the CPU
+/// scans it as stored) rather than widened into a second, larger copy.
+fn stored_f32(corpus: CorpusView<'_>) -> Result<(), BackendError> {
+    match corpus.element_type() {
+        crate::ElementType::F32 => Ok(()),
+        other => Err(BackendError::Unsupported {
+            reason: format!("a {other} corpus (the device path keeps f32 corpora only)"),
+        }),
     }
 }

@@ -13,7 +13,7 @@ use super::program;
 use super::streams::WaitOnDrop;
 use super::Half;
 use crate::backend::BackendError;
-use crate::matrix::{CorpusView, Origin};
+use crate::corpus::{CorpusView, Origin};
 use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DriverError};
 use parking_lot::Mutex;
 use rayon::prelude::*;

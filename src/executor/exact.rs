@@ -22,7 +22,8 @@ use super::{ExecutionReport, HybridExecutor};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef};
+use crate::corpus::CorpusView;
+use crate::matrix::MatrixRef;
 use crate::metric::{Metric, RowScoring};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -92,10 +93,11 @@ pub(super) fn certify(
     let qn = qn2.sqrt();
     // Exact values: the reported score and, in the approximate score's units, its rank
     // score.
+    let mut wide = Vec::new();
     let mut exact: Vec<(f64, f64, usize)> = candidates
         .iter()
         .map(|h| {
-            let row = corpus.matrix().row(h.index);
+            let row = corpus.rows_f32(h.index..h.index + 1, &mut wide);
             match metric {
                 Metric::L2 => {
                     let dist = l2_64(query, row);

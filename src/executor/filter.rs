@@ -23,7 +23,8 @@ use super::{ExecutionReport, HybridExecutor, Op};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef};
+use crate::corpus::CorpusView;
+use crate::matrix::MatrixRef;
 use rayon::prelude::*;
 use std::time::Instant;
 

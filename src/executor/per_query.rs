@@ -9,7 +9,8 @@ use super::{ExecutionReport, HybridExecutor, Op};
 use crate::backend::{Backend, BackendError};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef};
+use crate::corpus::CorpusView;
+use crate::matrix::MatrixRef;
 use crate::metric::Metric;
 use std::time::Instant;
 

@@ -11,7 +11,8 @@
 use super::{ExecutionReport, HybridExecutor, SearchOptions};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef};
+use crate::corpus::CorpusView;
+use crate::matrix::MatrixRef;
 use crate::metric::Metric;
 
 /// Candidates per query in the first round.

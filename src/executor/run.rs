@@ -7,7 +7,8 @@ use super::{telemetry, DevicePolicy, HybridExecutor, Op, Reason, Shape};
 use crate::backend::{Backend, BackendError, BackendKind};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::matrix::{CorpusView, MatrixRef, Scores};
+use crate::corpus::CorpusView;
+use crate::matrix::{MatrixRef, Scores};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

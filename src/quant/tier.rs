@@ -37,6 +37,29 @@ impl Int8Tier {
         Self { dim, codes, rows }
     }
 
+    /// Quantises `rows` rows of `dim` values that `row` writes into its buffer (finite
+    /// values), on all cores.
+    pub(crate) fn build_rows(
+        rows: usize,
+        dim: usize,
+        row: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> Self {
+        let dim = dim.max(1);
+        let mut codes = vec![0i8; rows * dim];
+        let rows = codes
+            .par_chunks_mut(dim)
+            .enumerate()
+            .map_init(
+                || vec![0.0f32; dim],
+                |buf, (r, c)| {
+                    row(r, buf);
+                    quantise(buf, c)
+                },
+            )
+            .collect();
+        Self { dim, codes, rows }
+    }
+
     /// Rows in the tier.
     pub(crate) fn rows(&self) -> usize {
         self.rows.len()

@@ -286,6 +286,11 @@ fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+mod widen;
+#[cfg(target_arch = "x86_64")]
+mod widen_x86;
+pub(crate) use widen::{dots_rows_half, Half};
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]

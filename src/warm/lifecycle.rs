@@ -34,7 +34,7 @@ use super::{
     sync, vectors_capacity_rows, FlushState, StoreConfig, WarmStore, CONTENT_SPACE, VECTOR_SPACE,
 };
 use crate::error::{Error, Result};
-use crate::matrix::next_identity;
+use crate::corpus::next_identity;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

@@ -1,6 +1,7 @@
 use crate::cpu::{CpuBackend, CpuConfig};
 use crate::data;
-use crate::matrix::{Corpus, MatrixRef};
+use crate::corpus::Corpus;
+use crate::matrix::MatrixRef;
 use crate::quant::take_rescored;
 use crate::quant::tier::Int8Tier;
 
