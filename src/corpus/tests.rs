@@ -1,7 +1,7 @@
 //! Corpus construction: shapes, values, norms, and the 16-bit element types.
 
 use super::*;
-use crate::matrix::normalize;
+use crate::matrix::{normalize, MAX_NORM, MIN_NORM};
 
 #[test]
 fn shape_errors() {

@@ -142,3 +142,6 @@ fn widened(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
