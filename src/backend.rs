@@ -12,9 +12,9 @@
 //! do, to inject speed and faults), and every [`BackendError`] tells the executor what
 //! to do next ([`BackendError::try_elsewhere`]).
 
+use crate::corpus::CorpusView;
 use crate::error::Error;
 use crate::hit::Hit;
-use crate::corpus::CorpusView;
 use crate::matrix::{MatrixRef, Scores};
 use crate::metric::Metric;
 use std::fmt;

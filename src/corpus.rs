@@ -516,7 +516,9 @@ impl<'a> CorpusView<'a> {
         let d = self.cols;
         let span = rows.start * d..rows.end * d;
         match self.elements {
-            Elements::F32(data) => crate::simd::dots_rows(level, &data[span], d, queries, scale, out),
+            Elements::F32(data) => {
+                crate::simd::dots_rows(level, &data[span], d, queries, scale, out)
+            }
             Elements::Half { bits, half, .. } => {
                 crate::simd::dots_rows_half(level, half, &bits[span], d, queries, scale, out)
             }

@@ -172,14 +172,23 @@ mod tests {
     fn conversions_round_to_nearest_even_and_widen_exactly() {
         // 1 + 2^-11 is halfway between two f16 values: ties go to the even one (1.0);
         // 1 + 3·2^-11 goes up to 1 + 2^-9.
-        assert_eq!(Half::F16.to_f32(Half::F16.from_f32(1.0 + 2f32.powi(-11))), 1.0);
+        assert_eq!(
+            Half::F16.to_f32(Half::F16.from_f32(1.0 + 2f32.powi(-11))),
+            1.0
+        );
         assert_eq!(
             Half::F16.to_f32(Half::F16.from_f32(1.0 + 3.0 * 2f32.powi(-11))),
             1.0 + 2f32.powi(-9)
         );
         // bf16 keeps 8 significant bits: 1 + 2^-8 is a tie, to even (1.0).
-        assert_eq!(Half::Bf16.to_f32(Half::Bf16.from_f32(1.0 + 2f32.powi(-8))), 1.0);
-        assert_eq!(Half::Bf16.to_f32(Half::Bf16.from_f32(-3.0e38)), -2.9980175e38);
+        assert_eq!(
+            Half::Bf16.to_f32(Half::Bf16.from_f32(1.0 + 2f32.powi(-8))),
+            1.0
+        );
+        assert_eq!(
+            Half::Bf16.to_f32(Half::Bf16.from_f32(-3.0e38)),
+            -2.9980175e38
+        );
         let v = crate::data::random_vec(1000, 3, 1);
         for h in [Half::F16, Half::Bf16] {
             let bits: Vec<u16> = v.iter().map(|&x| h.from_f32(x)).collect();
@@ -188,7 +197,11 @@ mod tests {
             for ((&x, &b), &w) in v.iter().zip(&bits).zip(&wide) {
                 assert_eq!(w, h.to_f32(b));
                 let rel = ((w - x) / x).abs();
-                let bound = if h == Half::F16 { 2f32.powi(-11) } else { 2f32.powi(-8) };
+                let bound = if h == Half::F16 {
+                    2f32.powi(-11)
+                } else {
+                    2f32.powi(-8)
+                };
                 assert!(rel <= bound, "{h:?}: {x} -> {w}");
             }
         }

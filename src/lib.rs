@@ -70,8 +70,10 @@ mod simd;
 pub mod warm;
 
 pub use backend::{Backend, BackendError, BackendKind, Rates};
+pub use corpus::{Corpus, CorpusView};
 pub use cpu::{CpuConfig, CpuFeatures, SimdLevel};
 pub use cuda::{CudaConfig, CudaStatus, GemmPath, Precision};
+pub use elem::{bf16, f16, ElementType};
 pub use error::{Error, Result};
 pub use executor::{
     BackendCallStats, BackendMetrics, BreakerState, Bucket, Capabilities, Decision, DevicePolicy,
@@ -80,8 +82,6 @@ pub use executor::{
     Reason, SearchOptions, Shape, StoreRangeResult, TrackerConfig,
 };
 pub use hit::Hit;
-pub use corpus::{Corpus, CorpusView};
-pub use elem::{bf16, f16, ElementType};
 pub use matrix::{Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
 pub use metric::Metric;
 pub use quant::CERTIFIED_MAX_QUERIES;

@@ -197,7 +197,6 @@ impl Matrix {
     }
 }
 
-
 /// Corpus rows must have a norm of 0 or within `[MIN_NORM, MAX_NORM]`: outside it the
 /// inverse norm or the f32 dot products leave f32's normal range, and scores would turn
 /// into NaN or lose all precision.
@@ -281,5 +280,4 @@ mod tests {
             }
         }
     }
-
 }

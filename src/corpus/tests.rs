@@ -50,9 +50,7 @@ fn finds_first_non_finite_value() {
 #[test]
 fn extreme_norms_are_rejected_not_turned_into_nan() {
     let e = Corpus::new(vec![1.0, 1.0, 1e-39, 0.0], 2).unwrap_err();
-    assert!(
-        matches!(e, Error::NormOutOfRange { row: 1, norm } if norm > 0.0 && norm < MIN_NORM)
-    );
+    assert!(matches!(e, Error::NormOutOfRange { row: 1, norm } if norm > 0.0 && norm < MIN_NORM));
     let e = Corpus::new(vec![3e38, 3e38, 1.0, 1.0], 2).unwrap_err();
     assert!(matches!(e, Error::NormOutOfRange { row: 0, norm } if norm > MAX_NORM));
     // Squares of these underflow in f32; f64 keeps the direction exact. Subnormal

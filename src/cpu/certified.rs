@@ -3,8 +3,8 @@
 //! kernels, so each score is the full scan's, bit for bit, and so is the answer.
 
 use super::CpuBackend;
-use crate::hit::Hit;
 use crate::corpus::CorpusView;
+use crate::hit::Hit;
 use crate::matrix::MatrixRef;
 use crate::metric::Metric;
 use crate::quant::{note_rescored, CERTIFIED_MAX_QUERIES};

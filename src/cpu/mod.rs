@@ -25,9 +25,9 @@ pub mod simd {
 }
 
 use crate::backend::{Backend, BackendError, BackendKind, Rates};
+use crate::corpus::CorpusView;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::corpus::CorpusView;
 use crate::matrix::{Matrix, MatrixRef, Scores};
 use kernel::PackedQueries;
 use rayon::prelude::*;

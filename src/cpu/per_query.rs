@@ -7,8 +7,8 @@
 //! executor sends here; a dense list is cheaper as a masked scan of its own.
 
 use super::CpuBackend;
-use crate::hit::Hit;
 use crate::corpus::CorpusView;
+use crate::hit::Hit;
 use crate::matrix::MatrixRef;
 use rayon::prelude::*;
 use std::collections::BinaryHeap;

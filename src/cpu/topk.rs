@@ -23,8 +23,8 @@
 
 use super::select::{selection_bytes, Key, TopKs, HEAP_MAX_K};
 use super::{tile_scores, CpuBackend, SimdLevel, KERNEL_ROWS, STREAM_ROWS};
-use crate::hit::Hit;
 use crate::corpus::CorpusView;
+use crate::hit::Hit;
 use crate::matrix::MatrixRef;
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -497,8 +497,8 @@ impl<K: Key> Selection<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::CpuConfig;
     use crate::corpus::Corpus;
+    use crate::cpu::CpuConfig;
 
     #[test]
     fn bit_reversed_is_a_permutation_spread_over_the_range() {

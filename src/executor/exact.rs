@@ -20,9 +20,9 @@
 use super::filter::{self, Allowed, FilterPlan, Source};
 use super::{ExecutionReport, HybridExecutor};
 use crate::backend::Backend;
+use crate::corpus::CorpusView;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::corpus::CorpusView;
 use crate::matrix::MatrixRef;
 use crate::metric::{Metric, RowScoring};
 use rayon::prelude::*;

@@ -21,9 +21,9 @@
 
 use super::{ExecutionReport, HybridExecutor, Op};
 use crate::backend::Backend;
+use crate::corpus::CorpusView;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::corpus::CorpusView;
 use crate::matrix::MatrixRef;
 use rayon::prelude::*;
 use std::time::Instant;

@@ -29,13 +29,13 @@ pub use tracker::{
 };
 
 use crate::backend::{Backend, BackendKind};
+use crate::corpus::CorpusView;
 use crate::cpu::select::selection_bytes;
 use crate::cpu::topk::queries_per_pass;
 use crate::cpu::{CpuBackend, CpuConfig, CpuFeatures, SimdLevel};
 use crate::cuda::{self, CudaConfig, CudaStatus};
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::corpus::CorpusView;
 use crate::matrix::{normalize, MatrixRef, Scores};
 use crate::metric::{Metric, RowScoring};
 use crate::warm::{StoreHit, WarmStore};

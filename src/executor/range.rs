@@ -9,9 +9,9 @@
 //! top-k passes, ending in one that selects `limit + 1` rows.
 
 use super::{ExecutionReport, HybridExecutor, SearchOptions};
+use crate::corpus::CorpusView;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::corpus::CorpusView;
 use crate::matrix::MatrixRef;
 use crate::metric::Metric;
 

@@ -5,9 +5,9 @@
 use super::report::{ExecutionReport, FallbackAction, FallbackStep};
 use super::{telemetry, DevicePolicy, HybridExecutor, Op, Reason, Shape};
 use crate::backend::{Backend, BackendError, BackendKind};
+use crate::corpus::CorpusView;
 use crate::error::{Error, Result};
 use crate::hit::Hit;
-use crate::corpus::CorpusView;
 use crate::matrix::{MatrixRef, Scores};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

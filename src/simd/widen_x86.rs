@@ -4,26 +4,29 @@
 //!
 //! One row at a time meets a group of up to four queries; each step widens 32 (AVX-512)
 //! or 16 (AVX2) values once for every query of the group, into two accumulators per query,
-//! so even one query keeps two FMA chains going. The first group's pass over a row
-//! prefetches the row eight rows ahead.
+//! so even one query keeps two FMA chains going.
 
 use std::arch::x86_64::*;
 
 /// Queries per group.
 const G: usize = 4;
-/// Rows prefetched ahead.
-const AHEAD_ROWS: usize = 8;
 
-/// Calls `$body` with `$g` as a constant group size of 1 to 4.
+/// Calls `$f` with `$g` as a constant group size of 1 to 4; the sums, padded to four.
 macro_rules! by_group {
     ($g:expr, $f:ident::<$bf:ident>($($arg:expr),*)) => {
         match $g {
-            1 => $f::<1, $bf>($($arg),*).to_vec(),
-            2 => $f::<2, $bf>($($arg),*).to_vec(),
-            3 => $f::<3, $bf>($($arg),*).to_vec(),
-            _ => $f::<4, $bf>($($arg),*).to_vec(),
+            1 => pad($f::<1, $bf>($($arg),*)),
+            2 => pad($f::<2, $bf>($($arg),*)),
+            3 => pad($f::<3, $bf>($($arg),*)),
+            _ => pad($f::<4, $bf>($($arg),*)),
         }
     };
+}
+
+/// `sums` padded with zeros to a group's four.
+#[inline(always)]
+fn pad<const N: usize>(sums: [f32; N]) -> [f32; G] {
+    std::array::from_fn(|j| if j < N { sums[j] } else { 0.0 })
 }
 
 /// `out[q * n + r] = (widen(rows[r]) · queries[q]) * scale[r]`, AVX-512F.
@@ -42,16 +45,12 @@ pub(super) unsafe fn dots_rows_avx512<const BF16: bool>(
     let nq = queries.len() / d;
     assert!(rows.len() == n * d && queries.len() == nq * d && out.len() == n * nq);
     for (r, (row, &w)) in rows.chunks_exact(d).zip(scale).enumerate() {
-        let ahead = rows.as_ptr().wrapping_add((r + AHEAD_ROWS) * d);
         let mut q = 0;
         while q < nq {
             let g = (nq - q).min(G);
             let qs = &queries[q * d..(q + g) * d];
-            if q == 0 {
-                prefetch_row(ahead, 2 * d);
-            }
             let sums = by_group!(g, group512::<BF16>(row, qs));
-            for (j, s) in sums.into_iter().enumerate() {
+            for (j, s) in sums.into_iter().take(g).enumerate() {
                 out[(q + j) * n + r] = s * w;
             }
             q += g;
@@ -75,31 +74,16 @@ pub(super) unsafe fn dots_rows_avx2<const BF16: bool>(
     let nq = queries.len() / d;
     assert!(rows.len() == n * d && queries.len() == nq * d && out.len() == n * nq);
     for (r, (row, &w)) in rows.chunks_exact(d).zip(scale).enumerate() {
-        let ahead = rows.as_ptr().wrapping_add((r + AHEAD_ROWS) * d);
         let mut q = 0;
         while q < nq {
             let g = (nq - q).min(G);
             let qs = &queries[q * d..(q + g) * d];
-            if q == 0 {
-                prefetch_row(ahead, 2 * d);
-            }
             let sums = by_group!(g, group256::<BF16>(row, qs));
-            for (j, s) in sums.into_iter().enumerate() {
+            for (j, s) in sums.into_iter().take(g).enumerate() {
                 out[(q + j) * n + r] = s * w;
             }
             q += g;
         }
-    }
-}
-
-/// Hints the `bytes` from `at` into L1, a line at a time. A hint never faults, and
-/// `wrapping_add` computes the addresses without any claim about bounds.
-#[inline]
-#[target_feature(enable = "sse")]
-fn prefetch_row(at: *const u16, bytes: usize) {
-    let at = at as *const i8;
-    for line in (0..bytes).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line));
     }
 }
 
@@ -245,4 +229,44 @@ fn group256<const G2: usize, const BF16: bool>(row: &[u16], qs: &[f32]) -> [f32;
         }
     }
     out
+}
+
+/// Widens `src` into `dst` (equal lengths), sixteen values per instruction.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn decode_avx512<const BF16: bool>(src: &[u16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    let mut i = 0;
+    while i + 16 <= src.len() {
+        let v = widen16::<BF16>(src, i);
+        let out = &mut dst[i..i + 16];
+        // SAFETY: `out` holds exactly 16 floats; `storeu` has no alignment need.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+        i += 16;
+    }
+    for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
+        *d = widen1::<BF16>(s);
+    }
+}
+
+/// Widens `src` into `dst` (equal lengths), eight values per instruction.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn decode_avx2<const BF16: bool>(src: &[u16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    let mut i = 0;
+    while i + 8 <= src.len() {
+        let v = widen8::<BF16>(src, i);
+        let out = &mut dst[i..i + 8];
+        // SAFETY: `out` holds exactly 8 floats; `storeu` has no alignment need.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        i += 8;
+    }
+    for (d, &s) in dst[i..].iter_mut().zip(&src[i..]) {
+        *d = widen1::<BF16>(s);
+    }
 }

@@ -33,8 +33,8 @@ use super::RowId;
 use super::{
     sync, vectors_capacity_rows, FlushState, StoreConfig, WarmStore, CONTENT_SPACE, VECTOR_SPACE,
 };
-use crate::error::{Error, Result};
 use crate::corpus::next_identity;
+use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

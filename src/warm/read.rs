@@ -3,8 +3,8 @@
 
 use super::format::{META_BYTES, STATE_EMPTY};
 use super::{Record, RowId, WarmStore};
-use crate::error::{Error, Result};
 use crate::corpus::{CorpusView, Origin};
+use crate::error::{Error, Result};
 use crate::matrix::MatrixRef;
 use std::sync::atomic::Ordering;
 

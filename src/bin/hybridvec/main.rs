@@ -2,8 +2,9 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hybridvec::{
-    data, input, BackendKind, Corpus, CudaConfig, CudaStatus, DevicePolicy, Error, ExecutionReport,
-    ExecutorConfig, GemmPath, Hit, HybridExecutor, MatrixRef, Metric, Precision, SearchOptions,
+    data, input, BackendKind, Corpus, CudaConfig, CudaStatus, DevicePolicy, ElementType, Error,
+    ExecutionReport, ExecutorConfig, GemmPath, Hit, HybridExecutor, MatrixRef, Metric, Precision,
+    SearchOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
@@ -99,6 +100,10 @@ enum PrecisionArg {
 enum DtypeArg {
     /// f32 rows, scanned in full.
     F32,
+    /// f16 rows (rounded from the f32 data), scanned in full: half the bytes.
+    F16,
+    /// bf16 rows (rounded from the f32 data), scanned in full: half the bytes.
+    Bf16,
     /// f32 rows and an int8 scan tier: cosine top-k of up to 4 queries on the CPU scans
     /// the tier and re-scores only the rows it cannot rule out (the answer is the f32
     /// scan's, exactly).
@@ -460,7 +465,8 @@ struct BenchArgs {
     /// kernels, the faster), cublas (always, when found), own (never cuBLAS).
     #[arg(long, value_enum, default_value_t = GemmArg::Measured)]
     gemm: GemmArg,
-    /// How the corpus is held: f32, or int8 (f32 with a certified int8 scan tier).
+    /// How the corpus is held: f32, f16 or bf16 rows, or int8 (f32 rows with a certified
+    /// int8 scan tier).
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     dtype: DtypeArg,
     /// Timed runs (after one warm-up run), 1 to 100 000; the median is reported.
@@ -513,7 +519,16 @@ fn random_queries(q: usize, dim: usize, seed: u64) -> Result<Vec<f32>, Error> {
 fn bench(a: &BenchArgs) -> Result<(), Error> {
     let exec = executor_with(a.backend, a.precision.into(), a.gemm.into())?;
     let spinner = progress(!a.json, "generating data");
-    let mut corpus = Corpus::new(data::try_random_matrix(a.corpus, a.dim, a.seed)?, a.dim)?;
+    let element = match a.dtype {
+        DtypeArg::F16 => ElementType::F16,
+        DtypeArg::Bf16 => ElementType::Bf16,
+        DtypeArg::F32 | DtypeArg::Int8 => ElementType::F32,
+    };
+    let mut corpus = Corpus::with_element_type(
+        data::try_random_matrix(a.corpus, a.dim, a.seed)?,
+        a.dim,
+        element,
+    )?;
     let mut tier_secs = None;
     if a.dtype == DtypeArg::Int8 {
         spinner.set_message("building the int8 tier");
@@ -637,6 +652,9 @@ fn bench(a: &BenchArgs) -> Result<(), Error> {
         }
         if let Some(rows) = a.range_rows {
             variant += &format!(" range-rows={rows}");
+        }
+        if matches!(a.dtype, DtypeArg::F16 | DtypeArg::Bf16) {
+            variant += &format!(" dtype={}", element);
         }
         if a.dtype == DtypeArg::Int8 {
             variant += &format!(

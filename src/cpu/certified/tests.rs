@@ -1,6 +1,6 @@
+use crate::corpus::Corpus;
 use crate::cpu::{CpuBackend, CpuConfig};
 use crate::data;
-use crate::corpus::Corpus;
 use crate::matrix::MatrixRef;
 use crate::quant::take_rescored;
 use crate::quant::tier::Int8Tier;
