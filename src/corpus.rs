@@ -581,7 +581,7 @@ fn check_shape(len: usize, dim: usize) -> Result<usize> {
             what: "corpus has no rows",
         });
     }
-    if len % dim != 0 {
+    if !len.is_multiple_of(dim) {
         return Err(Error::InvalidShape {
             rows: len / dim,
             cols: dim,

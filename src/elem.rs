@@ -107,7 +107,7 @@ pub(crate) fn encode(half: Half, data: &[f32], cols: usize) -> Result<Vec<u16>> 
         .filter_map(|(c, (dst, src))| {
             let mut first = None;
             for (i, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
-                *d = half.from_f32(v);
+                *d = half.round(v);
                 if first.is_none() && !half.to_f32(*d).is_finite() {
                     first = Some(c * CHUNK + i);
                 }
@@ -172,26 +172,20 @@ mod tests {
     fn conversions_round_to_nearest_even_and_widen_exactly() {
         // 1 + 2^-11 is halfway between two f16 values: ties go to the even one (1.0);
         // 1 + 3·2^-11 goes up to 1 + 2^-9.
+        assert_eq!(Half::F16.to_f32(Half::F16.round(1.0 + 2f32.powi(-11))), 1.0);
         assert_eq!(
-            Half::F16.to_f32(Half::F16.from_f32(1.0 + 2f32.powi(-11))),
-            1.0
-        );
-        assert_eq!(
-            Half::F16.to_f32(Half::F16.from_f32(1.0 + 3.0 * 2f32.powi(-11))),
+            Half::F16.to_f32(Half::F16.round(1.0 + 3.0 * 2f32.powi(-11))),
             1.0 + 2f32.powi(-9)
         );
         // bf16 keeps 8 significant bits: 1 + 2^-8 is a tie, to even (1.0).
         assert_eq!(
-            Half::Bf16.to_f32(Half::Bf16.from_f32(1.0 + 2f32.powi(-8))),
+            Half::Bf16.to_f32(Half::Bf16.round(1.0 + 2f32.powi(-8))),
             1.0
         );
-        assert_eq!(
-            Half::Bf16.to_f32(Half::Bf16.from_f32(-3.0e38)),
-            -2.9980175e38
-        );
+        assert_eq!(Half::Bf16.to_f32(Half::Bf16.round(-3.0e38)), -2.9980175e38);
         let v = crate::data::random_vec(1000, 3, 1);
         for h in [Half::F16, Half::Bf16] {
-            let bits: Vec<u16> = v.iter().map(|&x| h.from_f32(x)).collect();
+            let bits: Vec<u16> = v.iter().map(|&x| h.round(x)).collect();
             let mut wide = vec![f32::NAN; v.len()];
             h.decode(&bits, &mut wide);
             for ((&x, &b), &w) in v.iter().zip(&bits).zip(&wide) {
@@ -234,19 +228,19 @@ mod tests {
         data[9] = 1.0;
         assert_eq!(
             encode(Half::Bf16, &data, 4).unwrap()[7],
-            Half::Bf16.from_f32(70_000.0)
+            Half::Bf16.round(70_000.0)
         );
     }
 
     #[test]
     fn first_non_finite_sees_both_formats_infinities_and_nans() {
         for h in [Half::F16, Half::Bf16] {
-            let mut bits = vec![h.from_f32(1.5); 200_000];
+            let mut bits = vec![h.round(1.5); 200_000];
             assert_eq!(first_non_finite(h, &bits), None);
-            bits[150_000] = h.from_f32(f32::NEG_INFINITY);
-            bits[199_999] = h.from_f32(f32::NAN);
+            bits[150_000] = h.round(f32::NEG_INFINITY);
+            bits[199_999] = h.round(f32::NAN);
             assert_eq!(first_non_finite(h, &bits), Some(150_000));
-            bits[3] = h.from_f32(f32::NAN);
+            bits[3] = h.round(f32::NAN);
             assert_eq!(first_non_finite(h, &bits), Some(3));
         }
     }

@@ -86,10 +86,7 @@ fn a_16_bit_corpus_holds_the_rounded_rows_and_their_norms() {
         let c = Corpus::with_element_type(values.clone(), d, element).unwrap();
         assert_eq!((c.rows(), c.dim(), c.element_type()), (n, d, element));
         assert_eq!(c.bytes(), n * d * 2);
-        let rounded: Vec<f32> = values
-            .iter()
-            .map(|&v| half.to_f32(half.from_f32(v)))
-            .collect();
+        let rounded: Vec<f32> = values.iter().map(|&v| half.to_f32(half.round(v))).collect();
         assert_eq!(c.matrix().as_slice(), &rounded[..]);
         assert_eq!(c.view().matrix().as_slice(), &rounded[..]);
         for r in [0, 17, n - 1] {

@@ -33,7 +33,7 @@ impl Half {
 
     /// One value rounded to nearest, ties to even.
     #[inline]
-    pub(crate) fn from_f32(self, v: f32) -> u16 {
+    pub(crate) fn round(self, v: f32) -> u16 {
         match self {
             Half::F16 => f16::from_f32(v).to_bits(),
             Half::Bf16 => bf16::from_f32(v).to_bits(),

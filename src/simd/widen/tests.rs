@@ -11,7 +11,7 @@ fn reference(a: &[f32], b: &[f32]) -> f64 {
 /// `half`) and `nq` queries, against the f64 dot products of the widened rows.
 fn check(half: Half, d: usize, n: usize, nq: usize, offset: usize) {
     let values = crate::data::random_vec(d * n + offset, 11, (d * n + nq) as u64);
-    let bits: Vec<u16> = values.iter().map(|&v| half.from_f32(v)).collect();
+    let bits: Vec<u16> = values.iter().map(|&v| half.round(v)).collect();
     let rows = &bits[offset..];
     let qs = crate::data::random_vec(d * nq, 12, (d * nq) as u64);
     let scale = crate::data::random_vec(n, 13, n as u64);
@@ -87,7 +87,7 @@ fn extreme_values_widen_exactly() {
         for (i, v) in values.iter_mut().enumerate() {
             *v = if i % 3 == 0 { big } else { tiny } * if i % 2 == 0 { 1.0 } else { -1.0 };
         }
-        let bits: Vec<u16> = values.iter().map(|&v| half.from_f32(v)).collect();
+        let bits: Vec<u16> = values.iter().map(|&v| half.round(v)).collect();
         let mut wide = vec![0.0f32; d];
         half.decode(&bits, &mut wide);
         for (w, &b) in wide.iter().zip(&bits) {
