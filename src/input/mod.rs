@@ -16,6 +16,7 @@ mod tests;
 pub use fvecs::{parse_fvecs, write_fvecs};
 pub use npy::{parse_npy, write_npy};
 
+use crate::elem::{f16, ElementType};
 use crate::error::{Error, Result};
 use crate::matrix::Matrix;
 use fvecs::{fvecs_check_dim, fvecs_layout};
@@ -70,6 +71,8 @@ pub struct VectorFile {
     format: Format,
     rows: usize,
     cols: usize,
+    /// How the file stores its values (f32, or f16 in a `.npy`).
+    element: ElementType,
     reader: BufReader<File>,
     /// Rows read so far (by [`read_row`](Self::read_row)).
     read: usize,
@@ -106,7 +109,7 @@ impl VectorFile {
         // The header is read unbuffered, so nothing past it is read until rows are asked
         // for.
         let read = |buf: &mut [u8]| read_exact(&mut &file, buf, path, || "in the header".into());
-        let (rows, cols) = match format {
+        let (rows, cols, element) = match format {
             Format::Npy => {
                 // The preamble (magic, version, header length) is 10 bytes, 12 from
                 // version 2; a shorter file is judged on what it has.
@@ -123,9 +126,9 @@ impl VectorFile {
                 // `end` is within the file's size (checked just above), so this is too.
                 let mut header = vec![0u8; hlen];
                 read(&mut header)?;
-                let (rows, cols) = npy_dict(&header).map_err(bad)?;
-                npy_check_data_len(rows, cols, len - end as u64).map_err(bad)?;
-                (rows, cols)
+                let (rows, cols, element) = npy_dict(&header).map_err(bad)?;
+                npy_check_data_len(rows, cols, element, len - end as u64).map_err(bad)?;
+                (rows, cols, element)
             }
             Format::Fvecs => {
                 // The first record's dimension field gives the dimension; it is consumed
@@ -133,7 +136,8 @@ impl VectorFile {
                 let mut first = [0u8; 4];
                 let have = len.min(4) as usize;
                 read(&mut first[..have])?;
-                fvecs_layout(&first[..have], len).map_err(bad)?
+                let (rows, cols) = fvecs_layout(&first[..have], len).map_err(bad)?;
+                (rows, cols, ElementType::F32)
             }
         };
         let buffer = usize::try_from(len).map_or(READ_BUFFER, |len| len.min(READ_BUFFER));
@@ -142,6 +146,7 @@ impl VectorFile {
             format,
             rows,
             cols,
+            element,
             reader: BufReader::with_capacity(buffer, file),
             read: 0,
         })
@@ -155,6 +160,12 @@ impl VectorFile {
     /// Number of columns (the vector dimension).
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// How the file stores its values: f32, or f16 for a `.npy` of dtype `'<f2'` (whose
+    /// rows are widened to f32 as they are read, exactly).
+    pub fn element_type(&self) -> ElementType {
+        self.element
     }
 
     /// The file's path, as given to [`open`](Self::open).
@@ -206,8 +217,8 @@ impl VectorFile {
         if self.cols == 0 {
             return Err(bad_file(&self.path, "empty input: dimension 0".into()));
         }
-        // rows × cols × 4 was checked against the file's size by `open`, so this
-        // allocation is bounded by it (and it is the only one).
+        // rows × cols values were checked against the file's size by `open`, so this
+        // allocation is bounded by it (twice it for f16, widened).
         let mut data = crate::mem::zeroed_f32(remaining * self.cols);
         self.read_rows(&mut data, remaining)?;
         Matrix::new(data, remaining, self.cols).map_err(|e| bad_file(&self.path, e.to_string()))
@@ -217,6 +228,24 @@ impl VectorFile {
     fn read_rows(&mut self, out: &mut [f32], n: usize) -> Result<()> {
         debug_assert!(n <= self.rows - self.read && out.len() == n * self.cols);
         match self.format {
+            Format::Npy if self.element == ElementType::F16 => {
+                // A block of rows at a time, widened into `out`.
+                let mut bits = vec![0u16; out.len().min(1 << 20)];
+                for chunk in out.chunks_mut(bits.len()) {
+                    let (first, rows) = (self.read, self.rows);
+                    let bits = &mut bits[..chunk.len()];
+                    read_exact(
+                        &mut self.reader,
+                        bytemuck::cast_slice_mut(bits),
+                        &self.path,
+                        || format!("in rows from {first} of {rows}"),
+                    )?;
+                    for (o, b) in chunk.iter_mut().zip(bits.iter()) {
+                        *o = f16::from_bits(u16::from_le(*b)).to_f32();
+                    }
+                }
+                self.read += n;
+            }
             Format::Npy => {
                 // The rows are contiguous: one read for all of them.
                 let (first, rows) = (self.read, self.rows);

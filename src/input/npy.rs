@@ -1,6 +1,8 @@
-//! NumPy `.npy`: a preamble, a header dict, then `rows × cols` little-endian `f32`.
+//! NumPy `.npy`: a preamble, a header dict, then `rows × cols` little-endian `f32`
+//! (`'<f4'`) or `f16` (`'<f2'`, widened to f32 as read, exactly).
 
 use super::to_matrix;
+use crate::elem::{f16, ElementType};
 use crate::error::Result;
 use crate::matrix::Matrix;
 use std::path::Path;
@@ -9,10 +11,19 @@ use std::path::Path;
 pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Matrix, String> {
     let (start, hlen) = npy_preamble(bytes)?;
     let end = npy_header_end(start, hlen, bytes.len() as u64)?;
-    let (rows, cols) = npy_dict(&bytes[start..end])?;
+    let (rows, cols, element) = npy_dict(&bytes[start..end])?;
     let data = &bytes[end..];
-    npy_check_data_len(rows, cols, data.len() as u64)?;
-    to_matrix(data, rows, cols)
+    npy_check_data_len(rows, cols, element, data.len() as u64)?;
+    match element {
+        ElementType::F16 => {
+            let v = data
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect();
+            Matrix::new(v, rows, cols).map_err(|e| e.to_string())
+        }
+        _ => to_matrix(data, rows, cols),
+    }
 }
 
 /// The `.npy` preamble (the file's first 10 bytes, 12 from version 2): the offset of the
@@ -47,17 +58,24 @@ pub(super) fn npy_header_end(
         .ok_or_else(|| "truncated header".into())
 }
 
-/// `(rows, cols)` from the `.npy` header dict, which must describe a 2-D little-endian
-/// `f32` array in C order.
-pub(super) fn npy_dict(header: &[u8]) -> std::result::Result<(usize, usize), String> {
+/// `(rows, cols, element type)` from the `.npy` header dict, which must describe a 2-D
+/// little-endian `f32` or `f16` array in C order.
+pub(super) fn npy_dict(header: &[u8]) -> std::result::Result<(usize, usize, ElementType), String> {
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    if descr != "<f4" && !(descr == "=f4" && cfg!(target_endian = "little")) {
-        return Err(format!(
-            "dtype {descr} is not little-endian float32 ('<f4')"
-        ));
-    }
+    let native = descr
+        .strip_prefix('=')
+        .filter(|_| cfg!(target_endian = "little"));
+    let element = match descr.strip_prefix('<').or(native) {
+        Some("f4") => ElementType::F32,
+        Some("f2") => ElementType::F16,
+        _ => {
+            return Err(format!(
+                "dtype {descr} is not little-endian float32 ('<f4') or float16 ('<f2')"
+            ))
+        }
+    };
     if dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")? != "False" {
         return Err("Fortran-order arrays are not supported; save with C order".into());
     }
@@ -72,23 +90,29 @@ pub(super) fn npy_dict(header: &[u8]) -> std::result::Result<(usize, usize), Str
     let [rows, cols] = dims[..] else {
         return Err(format!("expected a 2-D array, got shape {shape}"));
     };
-    Ok((rows, cols))
+    Ok((rows, cols, element))
 }
 
-/// Checks that `rows × cols` float32 is exactly the `data_len` bytes after the header
-/// (checked arithmetic: a shape that overflows is an error, never an allocation).
+/// Checks that `rows × cols` values of `element` are exactly the `data_len` bytes after
+/// the header (checked arithmetic: a shape that overflows is an error, never an
+/// allocation).
 pub(super) fn npy_check_data_len(
     rows: usize,
     cols: usize,
+    element: ElementType,
     data_len: u64,
 ) -> std::result::Result<(), String> {
     let want = rows
         .checked_mul(cols)
-        .and_then(|n| n.checked_mul(4))
+        .and_then(|n| n.checked_mul(element.bytes()))
         .ok_or("shape overflows")?;
     if want as u64 != data_len {
+        let name = match element {
+            ElementType::F16 => "float16",
+            _ => "float32",
+        };
         return Err(format!(
-            "{rows}×{cols} float32 needs {want} data bytes, file has {data_len}"
+            "{rows}×{cols} {name} needs {want} data bytes, file has {data_len}"
         ));
     }
     Ok(())

@@ -349,3 +349,47 @@ fn a_zero_row_npy_opens_with_zero_rows() {
     let reason = reason_about(f.read_all(), &p);
     assert!(reason.contains("0 rows"), "{reason}");
 }
+
+/// A `.npy` of float16 (`'<f2'`, as `numpy.save` writes it) reads widened to f32,
+/// exactly, whole or row by row; its size is checked at 2 bytes a value, and a file cut
+/// short names where.
+#[test]
+fn reads_float16_npy_widened_exactly() {
+    let (rows, cols) = (5usize, 3usize);
+    let values: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.1 - 0.7).collect();
+    let halves: Vec<crate::f16> = values.iter().map(|&v| crate::f16::from_f32(v)).collect();
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    let mut h = format!("{{'descr': '<f2', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    b.extend_from_slice(h.as_bytes());
+    for x in &halves {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    let want: Vec<f32> = halves.iter().map(|x| x.to_f32()).collect();
+    let m = parse_npy(&b).unwrap();
+    assert_eq!((m.rows(), m.cols()), (rows, cols));
+    assert_eq!(m.as_slice(), &want[..]);
+    let dir = std::env::temp_dir().join(format!("hybridvec-f16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("h.npy");
+    std::fs::write(&p, &b).unwrap();
+    let f = VectorFile::open(&p).unwrap();
+    assert_eq!(f.element_type(), crate::ElementType::F16);
+    assert_eq!(f.read_all().unwrap().as_slice(), &want[..]);
+    let mut f = VectorFile::open(&p).unwrap();
+    let mut row = vec![0.0f32; cols];
+    assert!(f.read_row(&mut row).unwrap());
+    assert_eq!(row, want[..cols]);
+    // One value short: a size error at open, in float16 units.
+    std::fs::write(&p, &b[..b.len() - 2]).unwrap();
+    let e = VectorFile::open(&p).unwrap_err().to_string();
+    assert!(e.contains("float16") && e.contains("h.npy"), "{e}");
+    assert!(parse_npy(&patch(&b, b"<f2", b"<f8"))
+        .unwrap_err()
+        .contains("float16"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
