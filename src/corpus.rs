@@ -367,6 +367,36 @@ impl<'a> CorpusView<'a> {
         }
     }
 
+    /// [`from_parts`](Self::from_parts) for 16-bit rows (`bits`, row-major, `dim` values
+    /// a row, of format `half`), with the cell that keeps them widened if
+    /// [`matrix`](Self::matrix) is called.
+    pub(crate) fn from_half_parts(
+        (bits, half, decoded): (&'a [u16], Half, &'a OnceLock<Vec<f32>>),
+        dim: usize,
+        inv_norms: &'a [f32],
+        live: Option<&'a [u32]>,
+        origin: Origin,
+    ) -> Self {
+        debug_assert_eq!(bits.len(), inv_norms.len() * dim);
+        Self {
+            elements: Elements::Half {
+                bits,
+                half,
+                decoded,
+            },
+            rows: inv_norms.len(),
+            cols: dim,
+            inv_norms,
+            cosine_inv_norms: inv_norms,
+            bias: None,
+            metric: Metric::Cosine,
+            cache: None,
+            live,
+            origin,
+            int8: None,
+        }
+    }
+
     /// This (cosine) view scoring for `metric` with the factors `scoring` instead (see
     /// [`crate::metric`]). Only backends that serve the metric may see it.
     pub(crate) fn scored_by(self, metric: Metric, scoring: &'a RowScoring) -> Self {

@@ -95,8 +95,21 @@ fn bench_with_the_int8_dtype_reports_the_rows_rescored() {
         (v["dtype"].as_str(), v["rescored"].is_null()),
         (Some("f32"), true)
     );
-    // A dtype not (yet) served is refused by name.
-    let o = run(&["bench", "--dtype", "f16"]);
+    // f16 keeps the rows in half the bytes, and uses no tier.
+    let mut f16_args = args[..args.len() - 1].to_vec();
+    f16_args.push("f16");
+    let o = run(&f16_args);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (
+            v["dtype"].as_str(),
+            v["rescored"].is_null(),
+            v["corpus_bytes"].as_u64()
+        ),
+        (Some("f16"), true, Some(20_000 * 64 * 2))
+    );
+    // A dtype not served is refused by name.
+    let o = run(&["bench", "--dtype", "int4"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--dtype"));
 }

@@ -6,13 +6,16 @@
 //! * Real `kill -9`: a child `hybridvec ingest --flush-every M` is killed at random times;
 //!   every record it reported as flushed must verify.
 //!
+//! Both run for f32 stores and, fewer rounds, for f16 and bf16 ones (whose records hold
+//! the rounded values).
+//!
 //! `HYBRIDVEC_HEAVY_TESTS=1` runs more of both.
 
 mod common;
 
 use common::image::{crash_image, snapshot, write_image, PAGE};
 use common::TempDir;
-use hybridvec::{data, StoreConfig, WarmStore};
+use hybridvec::{bf16, data, f16, ElementType, StoreConfig, WarmStore};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -73,8 +76,21 @@ fn small_config(dim: usize) -> StoreConfig {
     }
 }
 
-/// A burst of puts, supersedes and deletes over ids `id-0..ids`, recorded in `model`.
+/// `v` as a store of `element` keeps it.
+fn stored(element: ElementType, v: &[f32]) -> Vec<f32> {
+    v.iter()
+        .map(|&x| match element {
+            ElementType::F16 => f16::from_f32(x).to_f32(),
+            ElementType::Bf16 => bf16::from_f32(x).to_f32(),
+            _ => x,
+        })
+        .collect()
+}
+
+/// A burst of puts, supersedes and deletes over ids `id-0..ids`, recorded in `model` (as
+/// the store keeps them).
 fn burst(s: &WarmStore, model: &mut Model, rng: &mut data::Rng, n: u64, ids: u64, dim: usize) {
+    let element = s.element_type();
     for _ in 0..n {
         let id = format!("id-{}", rng.below(ids));
         if rng.below(8) == 0 {
@@ -84,7 +100,7 @@ fn burst(s: &WarmStore, model: &mut Model, rng: &mut data::Rng, n: u64, ids: u64
             let emb = data::random_vec(dim, rng.next_u64(), 0);
             let content: Vec<u8> = (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect();
             s.put(&id, &emb, &content).unwrap();
-            model.insert(id, Some((emb, content)));
+            model.insert(id, Some((stored(element, &emb), content)));
         }
     }
 }
@@ -178,12 +194,25 @@ fn crash_mid_flush_opens_the_old_or_the_new_state() {
 
 #[test]
 fn simulated_power_loss_keeps_every_flushed_record() {
-    let (target, images_per_round) = if heavy() { (20_000, 40) } else { (2_000, 40) };
+    let target = if heavy() { 20_000 } else { 2_000 };
+    power_loss(ElementType::F32, target, "crash-power");
+}
+
+#[test]
+fn simulated_power_loss_keeps_every_flushed_16_bit_record() {
+    let target = if heavy() { 5_000 } else { 600 };
+    power_loss(ElementType::F16, target, "crash-power-f16");
+    power_loss(ElementType::Bf16, target, "crash-power-bf16");
+}
+
+/// Crash images of a store of `element` under random bursts, until `target` images held.
+fn power_loss(element: ElementType, target: usize, name: &str) {
+    let images_per_round = 40;
     let (dim, cfg) = (8, small_config(8));
-    let dir = TempDir::new("crash-power");
-    let img = TempDir::new("crash-power-img");
+    let dir = TempDir::new(name);
+    let img = TempDir::new(&format!("{name}-img"));
     let store_dir = dir.path("s");
-    let s = WarmStore::create(&store_dir, cfg).unwrap();
+    let s = WarmStore::create_with_element(&store_dir, cfg, element).unwrap();
     let mut rng = data::Rng::new(2024, 0);
     let mut model: Model = HashMap::new();
     let mut durable: Model = HashMap::new();
@@ -221,12 +250,22 @@ fn simulated_power_loss_keeps_every_flushed_record() {
 
 #[test]
 fn kill_9_during_ingest_loses_nothing_acknowledged() {
-    let kills = if heavy() { 200 } else { 50 };
+    kill_9_rounds(ElementType::F32, if heavy() { 200 } else { 50 });
+}
+
+#[test]
+fn kill_9_during_a_16_bit_ingest_loses_nothing_acknowledged() {
+    kill_9_rounds(ElementType::F16, if heavy() { 60 } else { 15 });
+    kill_9_rounds(ElementType::Bf16, if heavy() { 60 } else { 15 });
+}
+
+/// `kills` ingests of a store of `element` killed at random times.
+fn kill_9_rounds(element: ElementType, kills: u64) {
     let exe = common::exe();
     let mut rng = data::Rng::new(77, 0);
     let mut acknowledged_total = 0u64;
     for round in 0..kills {
-        let dir = TempDir::new(&format!("crash-kill-{round}"));
+        let dir = TempDir::new(&format!("crash-kill-{element}-{round}"));
         let store = dir.path("s");
         let seed = 1000 + round;
         let mut child = Command::new(&exe)
@@ -240,6 +279,7 @@ fn kill_9_during_ingest_loses_nothing_acknowledged() {
                 "100000000",
             ])
             .args(["--seed", &seed.to_string(), "--flush-every", "97"])
+            .args(["--dtype", element.name()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -282,7 +322,7 @@ fn kill_9_during_ingest_loses_nothing_acknowledged() {
                 .unwrap_or_else(|| panic!("round {round}: {id} lost"));
             assert_eq!(
                 (rec.embedding, rec.content),
-                (emb, content),
+                (stored(element, &emb), content),
                 "round {round}: {id}"
             );
         }

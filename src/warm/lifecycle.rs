@@ -34,6 +34,7 @@ use super::{
     sync, vectors_capacity_rows, FlushState, StoreConfig, WarmStore, CONTENT_SPACE, VECTOR_SPACE,
 };
 use crate::corpus::next_identity;
+use crate::elem::ElementType;
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -60,6 +61,31 @@ impl WarmStore {
     /// once, one succeeds and the others get [`Error::StoreLocked`] or
     /// [`Error::StoreExists`]. A crash leaves either no store or a complete empty one.
     pub fn create(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
+        Self::create_with_element(dir, config, ElementType::F32)
+    }
+
+    /// [`create`](Self::create), for a store that keeps its vectors as `element`: f32,
+    /// or f16 or bf16 for half the bytes (each value rounded to nearest on
+    /// [`put`](Self::put); see [`ElementType`]). Searches read the stored rows and score
+    /// them exactly as stored; [`get`](Self::get) widens them back to f32, and
+    /// [`read_raw`](Self::read_raw) gives the stored bytes.
+    ///
+    /// ```
+    /// use hybridvec::{ElementType, StoreConfig, WarmStore};
+    /// # let dir = std::env::temp_dir().join(format!("hv-doc-f16-{}", std::process::id()));
+    /// let store = WarmStore::create_with_element(&dir, StoreConfig::new(3), ElementType::F16)?;
+    /// store.put("a", &[0.1, 0.2, 0.3], b"")?;
+    /// let got = store.get("a")?.unwrap().embedding; // the f16 values, widened
+    /// assert_eq!(got, [0.099975586, 0.19995117, 0.30004883]);
+    /// assert_eq!(store.element_type(), ElementType::F16);
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), hybridvec::Error>(())
+    /// ```
+    pub fn create_with_element(
+        dir: impl AsRef<Path>,
+        config: StoreConfig,
+        element: ElementType,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         config.validate()?;
         let header = Header {
@@ -68,6 +94,7 @@ impl WarmStore {
                 first: config.first_chunk_bytes as u64,
                 max: config.max_chunk_bytes as u64,
             },
+            element,
         };
         std::fs::create_dir_all(dir).map_err(Error::at(dir))?;
         let lock_file = lock_dir(dir)?;
@@ -78,7 +105,8 @@ impl WarmStore {
             });
         }
         let mut image = vec![0u8; format::STORE_FILE_LEN];
-        image[..36].copy_from_slice(&header.encode());
+        let encoded = header.encode();
+        image[..encoded.len()].copy_from_slice(&encoded);
         image[format::SLOT_OFFSETS[0]..format::SLOT_OFFSETS[0] + 36]
             .copy_from_slice(&Superblock::default().encode());
         // A name of this process's own (O_EXCL), locked before it has its real name, so the
@@ -187,6 +215,19 @@ impl WarmStore {
         Self::open_file(dir, f, None, recovery)
     }
 
+    /// The dimension and element type of the store in `dir`, from its header alone
+    /// (checksum-verified; nothing else is read or opened).
+    pub fn read_shape(dir: impl AsRef<Path>) -> Result<(usize, ElementType)> {
+        let dir = dir.as_ref();
+        let path = dir.join(format::STORE_FILE);
+        check_present(dir, &path)?;
+        let f = File::open(&path).map_err(Error::at(&path))?;
+        let mut head = [0u8; 64];
+        let n = f.read_at(&mut head, 0).map_err(Error::at(&path))?;
+        let header = Header::decode(&head[..n], &path)?;
+        Ok((header.dim as usize, header.element))
+    }
+
     /// The records this store leaves out: quarantined by an earlier repair, or found
     /// damaged by a salvaging open. Empty for a sound store.
     pub fn quarantined(&self) -> &[DamagedRecord] {
@@ -236,7 +277,7 @@ impl WarmStore {
             reason: "no valid superblock".into(),
         })?;
         let dim = header.dim as usize;
-        let row_bytes = dim * 4;
+        let row_bytes = header.row_bytes();
         let [vec_sizes, meta_sizes, blob_sizes] = header.chunk_sizes();
         let vector_space = VECTOR_SPACE.max(vec_sizes.len(0));
         let vectors =
@@ -263,6 +304,8 @@ impl WarmStore {
         let mut store = Self {
             dir: dir.to_path_buf(),
             dim,
+            element: header.element,
+            row_bytes,
             writable,
             vectors,
             metas,

@@ -51,6 +51,7 @@ mod sync_failure_tests;
 mod watermark;
 mod write;
 
+use crate::elem::ElementType;
 use live::LiveBits;
 use parking_lot::Mutex;
 pub use read::StoreCorpus;
@@ -150,6 +151,9 @@ const CONTENT_SPACE: usize = 1 << 38;
 pub struct WarmStore {
     dir: PathBuf,
     dim: usize,
+    /// How the vectors are stored, and the bytes of one row.
+    element: ElementType,
+    row_bytes: usize,
     writable: bool,
     vectors: Region,
     metas: Region,
@@ -197,6 +201,11 @@ impl WarmStore {
         self.dim
     }
 
+    /// How the store keeps its vectors (see [`WarmStore::create_with_element`]).
+    pub fn element_type(&self) -> ElementType {
+        self.element
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -220,9 +229,9 @@ impl WarmStore {
             visible_rows: visible,
             reserved_rows: self.rows.next.load(Ordering::Relaxed),
             durable_rows: self.durable_rows.load(Ordering::Relaxed),
-            vector_bytes: visible * (self.dim as u64) * 4,
+            vector_bytes: visible * self.row_bytes as u64,
             content_bytes: self.blob_tail.load(Ordering::Relaxed),
-            capacity_rows: (self.vectors.mapped_bytes() / (self.dim * 4)) as u64,
+            capacity_rows: (self.vectors.mapped_bytes() / self.row_bytes) as u64,
         }
     }
 }

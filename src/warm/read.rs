@@ -4,6 +4,7 @@
 use super::format::{META_BYTES, STATE_EMPTY};
 use super::{Record, RowId, WarmStore};
 use crate::corpus::{CorpusView, Origin};
+use crate::elem::Half;
 use crate::error::{Error, Result};
 use crate::matrix::MatrixRef;
 use std::sync::atomic::Ordering;
@@ -54,15 +55,25 @@ impl WarmStore {
         self.check_published(row)?;
         // A random row is cold: ask for all of its cache lines at once, so the checksum
         // pass waits for one memory round trip instead of one per line.
-        crate::mem::prefetch(self.vector(row));
+        crate::mem::prefetch(self.vector_bytes(row));
         self.validate(row, self.blobs.mapped_bytes() as u64)?;
         let m = self.meta(row);
         Ok(Record {
             id: self.read_id(&m)?,
             row,
-            embedding: self.vector(row).to_vec(),
+            embedding: self.embedding(row),
             content: self.blob(m.off + m.id_len as u64, m.content_len).to_vec(),
         })
+    }
+
+    /// The stored bytes of the vector in `row` (live or not), checksum-verified: `dim`
+    /// values of the store's [`element_type`](Self::element_type), in this machine's byte
+    /// order (little-endian on every platform the store runs on). [`Error::NoSuchRow`]
+    /// for a row that holds no record.
+    pub fn read_raw(&self, row: RowId) -> Result<Vec<u8>> {
+        self.check_published(row)?;
+        self.validate(row, self.blobs.mapped_bytes() as u64)?;
+        Ok(self.vector_bytes(row).to_vec())
     }
 
     /// The id of the record in `row` (bounds-checked, not checksummed: search hits use it).
@@ -120,23 +131,43 @@ impl WarmStore {
             .enumerate()
             .all(|(i, &word)| word.count_ones() as usize == (rows - 32 * i).min(32));
         // SAFETY: rows below the visible length are published and never written again, and
-        // they lie in mapped chunks, which are contiguous in the reserved range.
+        // they lie in mapped chunks, which are contiguous in the reserved range; the base
+        // is page-aligned, so aligned for f32 and u16.
         let data = unsafe {
-            std::slice::from_raw_parts(self.vectors.base().cast::<f32>(), rows * self.dim)
+            let base = self.vectors.base();
+            match self.element.half() {
+                None => StoredRows::F32(std::slice::from_raw_parts(
+                    base.cast::<f32>(),
+                    rows * self.dim,
+                )),
+                Some(half) => StoredRows::Half(
+                    std::slice::from_raw_parts(base.cast::<u16>(), rows * self.dim),
+                    half,
+                ),
+            }
         };
         StoreCorpus {
             store: self,
             data,
             inv_norms,
             live: (!all_live).then_some(live),
+            decoded: std::sync::OnceLock::new(),
         }
     }
+}
+
+/// The rows a [`StoreCorpus`] reads in place.
+enum StoredRows<'s> {
+    F32(&'s [f32]),
+    Half(&'s [u16], Half),
 }
 
 /// The visible rows of a [`WarmStore`] as a searchable corpus.
 pub struct StoreCorpus<'s> {
     store: &'s WarmStore,
-    data: &'s [f32],
+    data: StoredRows<'s>,
+    /// A 16-bit store's rows widened, made only if [`CorpusView::matrix`] is called.
+    decoded: std::sync::OnceLock<Vec<f32>>,
     inv_norms: Vec<f32>,
     /// One bit per row, set for a live row; `None` when every row is live.
     live: Option<Vec<u32>>,
@@ -160,13 +191,27 @@ impl<'s> StoreCorpus<'s> {
 
     /// The view for the backends; `None` when the store has no visible rows.
     pub fn view(&self) -> Option<CorpusView<'_>> {
-        let m = MatrixRef::new(self.data, self.rows(), self.store.dim).ok()?;
-        Some(CorpusView::from_parts(
-            m,
-            &self.inv_norms,
-            self.live.as_deref(),
-            Origin::Store(self.store.identity),
-        ))
+        let origin = Origin::Store(self.store.identity);
+        match self.data {
+            StoredRows::F32(data) => {
+                let m = MatrixRef::new(data, self.rows(), self.store.dim).ok()?;
+                Some(CorpusView::from_parts(
+                    m,
+                    &self.inv_norms,
+                    self.live.as_deref(),
+                    origin,
+                ))
+            }
+            StoredRows::Half(bits, half) => (self.rows() > 0).then(|| {
+                CorpusView::from_half_parts(
+                    (bits, half, &self.decoded),
+                    self.store.dim,
+                    &self.inv_norms,
+                    self.live.as_deref(),
+                    origin,
+                )
+            }),
+        }
     }
 }
 

@@ -55,24 +55,35 @@ impl WarmStore {
         unsafe { std::slice::from_raw_parts(self.blobs.base().add(at), len) }
     }
 
-    pub(super) fn vector(&self, row: u64) -> &[f32] {
-        let end = (row as usize)
-            .checked_add(1)
-            .and_then(|r| r.checked_mul(self.dim * 4));
+    /// Row `row`'s stored vector bytes, which must be mapped.
+    pub(super) fn vector_bytes(&self, row: u64) -> &[u8] {
+        let start = (row as usize).checked_mul(self.row_bytes);
+        let end = start.and_then(|s| s.checked_add(self.row_bytes));
         assert!(
             end.is_some_and(|e| e <= self.vectors.mapped_bytes()),
             "row {row} not mapped"
         );
-        // SAFETY: in bounds (asserted), 4-byte aligned, and a published row is never written
-        // again.
+        // SAFETY: in bounds (asserted), and a published row is never written again.
         unsafe {
             std::slice::from_raw_parts(
-                self.vectors
-                    .base()
-                    .cast::<f32>()
-                    .add(row as usize * self.dim),
-                self.dim,
+                self.vectors.base().add(row as usize * self.row_bytes),
+                self.row_bytes,
             )
+        }
+    }
+
+    /// Row `row`'s vector as f32 (16-bit values widened, exactly).
+    pub(super) fn embedding(&self, row: u64) -> Vec<f32> {
+        let bytes = self.vector_bytes(row);
+        match self.element.half() {
+            None => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                .collect(),
+            Some(half) => bytes
+                .chunks_exact(2)
+                .map(|b| half.to_f32(u16::from_ne_bytes([b[0], b[1]])))
+                .collect(),
         }
     }
 
@@ -107,7 +118,7 @@ impl WarmStore {
         }
         let id = self.blob(m.off, m.id_len);
         let content = self.blob(m.off + m.id_len as u64, m.content_len);
-        let vbytes: &[u8] = bytemuck::cast_slice(self.vector(row));
+        let vbytes = self.vector_bytes(row);
         if format::record_crc(m.state, m.inv_norm, vbytes, id, content) != m.crc {
             // The checksum covers the metadata entry, the vector and the id and content:
             // name where each of them lies.
@@ -115,7 +126,7 @@ impl WarmStore {
                 let f = f.file_name().map(|n| n.to_string_lossy().into_owned());
                 format!("{} at {o}", f.unwrap_or_default())
             };
-            let row_bytes = self.dim * 4;
+            let row_bytes = self.row_bytes;
             return Err(corrupt(format!(
                 "checksum mismatch over its metadata, its vector ({}) and its id and content ({})",
                 name(self.vectors.locate(row as usize * row_bytes)),

@@ -26,7 +26,9 @@ impl WarmStore {
     ///
     /// Errors: [`Error::DimensionMismatch`], [`Error::NonFinite`], [`Error::NormOutOfRange`],
     /// [`Error::EmptyInput`] for an empty id, [`Error::ReadOnly`], [`Error::StorePoisoned`],
-    /// and I/O errors (a full disk) when the store must grow.
+    /// and I/O errors (a full disk) when the store must grow; for a 16-bit store,
+    /// [`Error::NotRepresentable`] for a value that rounds to infinity (f16 holds up to
+    /// ±65 504). A 16-bit store keeps each value rounded to nearest (ties to even).
     pub fn put(&self, id: &str, embedding: &[f32], content: &[u8]) -> Result<RowId> {
         if embedding.len() != self.dim {
             return Err(Error::DimensionMismatch {
@@ -34,14 +36,30 @@ impl WarmStore {
                 got: embedding.len(),
             });
         }
-        // One pass: a NaN or infinity makes the f64 sum non-finite (finite f32 squares
-        // cannot overflow it), and only then is the culprit located.
-        let sum_squares = crate::simd::sum_squares_f64(embedding);
-        if !sum_squares.is_finite() {
-            if let Some(col) = crate::matrix::first_non_finite(embedding) {
-                return Err(Error::NonFinite { row: 0, col });
+        // The norm is the stored row's: the rounded values for a 16-bit store.
+        let bits;
+        let (vbytes, sum_squares): (&[u8], f64) = match self.element.half() {
+            None => {
+                // One pass: a NaN or infinity makes the f64 sum non-finite (finite f32
+                // squares cannot overflow it), and only then is the culprit located.
+                let sum_squares = crate::simd::sum_squares_f64(embedding);
+                if !sum_squares.is_finite() {
+                    if let Some(col) = crate::matrix::first_non_finite(embedding) {
+                        return Err(Error::NonFinite { row: 0, col });
+                    }
+                }
+                (bytemuck::cast_slice(embedding), sum_squares)
             }
-        }
+            Some(half) => {
+                bits = crate::elem::encode(half, embedding, self.dim)?;
+                let mut wide = vec![0.0f32; self.dim];
+                half.decode(&bits, &mut wide);
+                (
+                    bytemuck::cast_slice(&bits),
+                    crate::simd::sum_squares_f64(&wide),
+                )
+            }
+        };
         let norm = sum_squares.sqrt();
         if norm != 0.0 && !(MIN_NORM..=MAX_NORM).contains(&norm) {
             return Err(Error::NormOutOfRange { row: 0, norm });
@@ -51,13 +69,13 @@ impl WarmStore {
         } else {
             (1.0 / norm) as f32
         };
-        self.append(STATE_PUT, id, embedding, content, inv)
+        self.append(STATE_PUT, id, vbytes, content, inv)
     }
 
     /// Deletes `id` by writing a tombstone; returns whether a live record was deleted.
     pub fn delete(&self, id: &str) -> Result<bool> {
         let existed = self.get_row(id).is_some();
-        let zeros = vec![0.0f32; self.dim];
+        let zeros = vec![0u8; self.row_bytes];
         self.append(STATE_TOMBSTONE, id, &zeros, &[], 0.0)?;
         Ok(existed)
     }
@@ -85,10 +103,11 @@ impl WarmStore {
         &self,
         state: u32,
         id: &str,
-        embedding: &[f32],
+        vbytes: &[u8],
         content: &[u8],
         inv_norm: f32,
     ) -> Result<RowId> {
+        debug_assert_eq!(vbytes.len(), self.row_bytes);
         self.check_writable()?;
         if id.is_empty() {
             return Err(Error::EmptyInput {
@@ -110,8 +129,7 @@ impl WarmStore {
             self.poison(&e);
             return Err(e);
         }
-        let vbytes: &[u8] = bytemuck::cast_slice(embedding);
-        let row_bytes = self.dim * 4;
+        let row_bytes = self.row_bytes;
         // SAFETY: `row` was reserved by this thread alone (fetch_add), so no other thread
         // writes its vector bytes, and no reader reads them before the state word below is
         // published; ensure_capacity mapped the chunk holding them.
@@ -159,7 +177,7 @@ impl WarmStore {
     pub(super) fn ensure_capacity(&self, row: u64, blob_end: u64) -> Result<()> {
         let rows = row as usize + 1;
         let needs = [
-            (&self.vectors, rows * self.dim * 4),
+            (&self.vectors, rows * self.row_bytes),
             (&self.metas, rows * META_BYTES),
             (&self.blobs, blob_end as usize),
         ];
@@ -230,7 +248,7 @@ impl WarmStore {
             lo = lo.min(m.off);
             hi = hi.max(m.off + m.id_len as u64 + m.content_len as u64);
         }
-        let row_bytes = (self.dim * 4) as u64;
+        let row_bytes = self.row_bytes as u64;
         self.vectors
             .sync_range((st.rows * row_bytes) as usize, (rows * row_bytes) as usize)?;
         self.metas

@@ -110,6 +110,27 @@ enum DtypeArg {
     Int8,
 }
 
+/// How `ingest` stores vectors (`--dtype`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreDtypeArg {
+    /// 32-bit floats, as given.
+    F32,
+    /// 16-bit IEEE floats (values up to ±65 504).
+    F16,
+    /// bfloat16 (8 significant bits, f32's range).
+    Bf16,
+}
+
+impl From<StoreDtypeArg> for ElementType {
+    fn from(d: StoreDtypeArg) -> Self {
+        match d {
+            StoreDtypeArg::F32 => ElementType::F32,
+            StoreDtypeArg::F16 => ElementType::F16,
+            StoreDtypeArg::Bf16 => ElementType::Bf16,
+        }
+    }
+}
+
 /// How the GPU scores batches of more than 8 queries (`--gemm`).
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum GemmArg {
@@ -221,6 +242,10 @@ enum Cmd {
         /// Flush every M records and print `flushed <count>` after each durable flush.
         #[arg(long)]
         flush_every: Option<u64>,
+        /// How a new store keeps its vectors: f32, or f16 or bf16 (half the bytes; each
+        /// value rounded to nearest). Default: an existing store's type, else f32.
+        #[arg(long, value_enum)]
+        dtype: Option<StoreDtypeArg>,
     },
     /// Print the record stored under an id.
     Get {
@@ -309,13 +334,15 @@ fn main() -> ExitCode {
             seed,
             input,
             flush_every,
+            dtype,
         } => {
             let source = match (random, input) {
                 (Some(count), None) => store::Source::Random { count, seed },
                 (None, Some(p)) => store::Source::File(p),
                 _ => unreachable!("clap requires exactly one source"),
             };
-            return finish(store::ingest(&dir, dim, source, flush_every, false).map(|()| true));
+            let shape = (dim, dtype.map(ElementType::from));
+            return finish(store::ingest(&dir, shape, source, flush_every, false).map(|()| true));
         }
         Cmd::Get {
             store: dir,

@@ -3,8 +3,8 @@
 use crate::out::outln;
 use hybridvec::input::VectorFile;
 use hybridvec::{
-    data, DamagedRecord, Error, HybridExecutor, Matrix, Recovery, StoreConfig, WarmStore, MAX_NORM,
-    MAX_STORE_DIM, MIN_NORM,
+    bf16, data, f16, DamagedRecord, ElementType, Error, HybridExecutor, Matrix, Recovery,
+    StoreConfig, WarmStore, MAX_NORM, MAX_STORE_DIM, MIN_NORM,
 };
 use indicatif::ProgressBar;
 use parking_lot::Mutex;
@@ -21,28 +21,55 @@ pub enum Source {
     File(PathBuf),
 }
 
-/// Opens the store in `dir`, creating it with `dim` when there is none. Returns whether
-/// this call created it. A store another process created a moment ago is opened instead.
-fn open_or_create(dir: &Path, dim: usize) -> Result<(WarmStore, bool), Error> {
+/// Opens the store in `dir`, creating it with `dim` (and `element`, f32 when not given)
+/// when there is none. Returns whether this call created it. A store another process
+/// created a moment ago is opened instead. An `element` other than an existing store's
+/// is an error naming both.
+fn open_or_create(
+    dir: &Path,
+    dim: usize,
+    element: Option<ElementType>,
+) -> Result<(WarmStore, bool), Error> {
     if !dir.join("store.hv").exists() {
-        match WarmStore::create(dir, StoreConfig::new(dim)) {
+        let config = StoreConfig::new(dim);
+        match WarmStore::create_with_element(dir, config, element.unwrap_or_default()) {
             Ok(s) => return Ok((s, true)),
             Err(Error::StoreExists { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    match WarmStore::open_with_dim(dir, dim) {
-        Ok(s) => Ok((s, false)),
-        Err(Error::DimensionMismatch { expected, got }) => Err(Error::InvalidConfig(format!(
-            "--dim is {expected}, but the store {} has dimension {got}",
-            dir.display()
+    let store = match WarmStore::open_with_dim(dir, dim) {
+        Ok(s) => s,
+        Err(Error::DimensionMismatch { expected, got }) => {
+            return Err(Error::InvalidConfig(format!(
+                "--dim is {expected}, but the store {} has dimension {got}",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    match element {
+        Some(e) if e != store.element_type() => Err(Error::InvalidConfig(format!(
+            "--dtype is {e}, but the store {} keeps {} vectors",
+            dir.display(),
+            store.element_type()
         ))),
-        Err(e) => Err(e),
+        _ => Ok((store, false)),
     }
 }
 
-/// Checks one input row as `put` would, naming the file and the row.
-fn check_row(path: &Path, i: usize, row: &[f32]) -> Result<(), Error> {
+/// `v` as a store of `element` keeps it.
+fn stored_value(element: ElementType, v: f32) -> f32 {
+    match element {
+        ElementType::F16 => f16::from_f32(v).to_f32(),
+        ElementType::Bf16 => bf16::from_f32(v).to_f32(),
+        _ => v,
+    }
+}
+
+/// Checks one input row as `put` into a store of `element` would, naming the file and
+/// the row.
+fn check_row(path: &Path, i: usize, row: &[f32], element: ElementType) -> Result<(), Error> {
     let bad = |reason: String| Error::BadInputFile {
         path: path.to_path_buf(),
         reason,
@@ -53,7 +80,21 @@ fn check_row(path: &Path, i: usize, row: &[f32]) -> Result<(), Error> {
             row[col]
         )));
     }
-    let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+    if let Some(col) = row
+        .iter()
+        .position(|&v| stored_value(element, v).is_infinite())
+    {
+        return Err(bad(format!(
+            "row {i}, column {col} is {}, out of {element} range (f16 holds up to 65504)",
+            row[col]
+        )));
+    }
+    let norm = row
+        .iter()
+        .map(|&v| stored_value(element, v) as f64)
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt();
     if norm != 0.0 && !(MIN_NORM..=MAX_NORM).contains(&norm) {
         return Err(bad(format!(
             "row {i} has norm {norm:e}, outside [{MIN_NORM:e}, {MAX_NORM:e}] (zero rows are fine)"
@@ -64,7 +105,7 @@ fn check_row(path: &Path, i: usize, row: &[f32]) -> Result<(), Error> {
 
 /// Opens an input file and checks every row of it against `dim` before anything is
 /// created, so a bad file changes nothing. Returns it reopened at its first row.
-fn checked_input(path: &Path, dim: usize) -> Result<VectorFile, Error> {
+fn checked_input(path: &Path, dim: usize, element: ElementType) -> Result<VectorFile, Error> {
     let mut f = VectorFile::open(path)?;
     let bad = |reason: String| Error::BadInputFile {
         path: path.to_path_buf(),
@@ -82,7 +123,7 @@ fn checked_input(path: &Path, dim: usize) -> Result<VectorFile, Error> {
     let mut row = vec![0.0f32; dim];
     let mut i = 0;
     while f.read_row(&mut row)? {
-        check_row(path, i, &row)?;
+        check_row(path, i, &row, element)?;
         i += 1;
     }
     VectorFile::open(path)
@@ -90,8 +131,8 @@ fn checked_input(path: &Path, dim: usize) -> Result<VectorFile, Error> {
 
 /// Refuses `--random N` when N records cannot fit on the filesystem, before anything is
 /// created (a lower bound: vector, metadata and a short id per record).
-fn check_disk_space(dir: &Path, count: u64, dim: usize) -> Result<(), Error> {
-    let per_record = dim as u64 * 4 + 32 + 8;
+fn check_disk_space(dir: &Path, count: u64, dim: usize, element: ElementType) -> Result<(), Error> {
+    let per_record = (dim * element.bytes()) as u64 + 32 + 8;
     let need = count.saturating_mul(per_record);
     let Some(free) = free_bytes(dir) else {
         return Ok(());
@@ -165,7 +206,7 @@ fn remove_created(dir: &Path, made_dir: bool) {
 /// (a full disk, say) before its first flush, what it created is removed again.
 pub fn ingest(
     dir: &Path,
-    dim: usize,
+    (dim, element): (usize, Option<ElementType>),
     source: Source,
     flush_every: Option<u64>,
     quiet: bool,
@@ -175,10 +216,16 @@ pub fn ingest(
             "--dim must be between 1 and {MAX_STORE_DIM}, got {dim}"
         )));
     }
+    // The input is checked for the type the store will keep: the one asked for, else an
+    // existing store's (read from its header), else f32.
+    let check_as = match element {
+        Some(e) => e,
+        None => WarmStore::read_shape(dir).map_or(ElementType::F32, |(_, e)| e),
+    };
     let mut file = match &source {
-        Source::File(p) => Some(checked_input(p, dim)?),
+        Source::File(p) => Some(checked_input(p, dim, check_as)?),
         Source::Random { count, .. } => {
-            check_disk_space(dir, *count, dim)?;
+            check_disk_space(dir, *count, dim, check_as)?;
             None
         }
     };
@@ -213,7 +260,7 @@ pub fn ingest(
             ))
         });
     }
-    let (store, created) = open_or_create(dir, dim)?;
+    let (store, created) = open_or_create(dir, dim, element)?;
     created_here.store(created, Ordering::Release);
     let result = (|| -> Result<(), Error> {
         let bar = if quiet {
@@ -385,9 +432,10 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
                 continue;
             };
             let (_, emb, content) = data::random_record(seed, i, store.dim());
+            let element = store.element_type();
             let same_bits = emb
                 .iter()
-                .map(|v| v.to_bits())
+                .map(|&v| stored_value(element, v).to_bits())
                 .eq(rec.embedding.iter().map(|v| v.to_bits()));
             if !same_bits || content != rec.content {
                 errors.push(format!("row {row}: {} differs from seed {seed}", rec.id));
