@@ -1010,11 +1010,16 @@ fn query(
             (Some(s), None, dim)
         }
         (None, Some(p)) => {
-            let m = input::read_matrix(p)?;
+            // A float16 file stays 16-bit: half the memory, and the same values.
+            let file = input::VectorFile::open(p)?;
+            let element = file.element_type();
+            let m = file.read_all()?;
             let dim = m.cols();
-            let corpus = Corpus::new(m.into_vec(), dim).map_err(|e| Error::BadInputFile {
-                path: p.to_path_buf(),
-                reason: e.to_string(),
+            let corpus = Corpus::with_element_type(m.into_vec(), dim, element).map_err(|e| {
+                Error::BadInputFile {
+                    path: p.to_path_buf(),
+                    reason: e.to_string(),
+                }
             })?;
             (None, Some(corpus), dim)
         }
