@@ -30,6 +30,9 @@
 //!   when the [`Corpus`] is built (which also caches the row norms). A non-zero corpus row
 //!   with a norm outside `[1e-30, 1e30]` is [`Error::NormOutOfRange`]: f32 cannot score it
 //!   reliably. Queries of any finite magnitude work (they are normalised in f64).
+//! * A corpus (or a store) may keep its vectors as f16 or bf16 ([`ElementType`],
+//!   [`Corpus::with_element_type`]): half the bytes for every scan to read. Rounding to
+//!   16 bits is lossy; scores are exact with respect to the stored values.
 //! * Top-k is exact, best first; equal scores are ordered by lower corpus index. `k` larger
 //!   than the corpus returns every row; `k = 0` is [`Error::InvalidK`].
 //!

@@ -132,22 +132,24 @@ fn a_16_bit_store_keeps_the_rounded_rows_across_reopening_and_searches_them() {
                 }
             }
         }
-        // 16-bit stores are format version 3; f32 ones stay version 2.
-        let mut version = [0u8; 4];
+        // The element code is the top byte of the header's dimension word.
+        let mut word = [0u8; 4];
         std::fs::File::open(dir.join("store.hv"))
             .unwrap()
-            .read_exact_at(&mut version, 8)
+            .read_exact_at(&mut word, 12)
             .unwrap();
-        assert_eq!(u32::from_le_bytes(version), 3);
+        let code = if element == ElementType::F16 { 1 } else { 2 };
+        assert_eq!(u32::from_le_bytes(word), DIM as u32 | code << 24);
     }
+    // f32 stores are written as before: the word is the dimension alone.
     let tmp = TempDir::new("element-f32");
     drop(WarmStore::create(tmp.path("s"), config()).unwrap());
-    let mut version = [0u8; 4];
+    let mut word = [0u8; 4];
     std::fs::File::open(tmp.path("s").join("store.hv"))
         .unwrap()
-        .read_exact_at(&mut version, 8)
+        .read_exact_at(&mut word, 12)
         .unwrap();
-    assert_eq!(u32::from_le_bytes(version), 2);
+    assert_eq!(u32::from_le_bytes(word), DIM as u32);
 }
 
 #[test]
@@ -189,24 +191,24 @@ fn damage_to_a_16_bit_row_or_to_the_element_code_is_caught() {
     xor("vec-000000.chunk", at, 0x10);
     assert_eq!(WarmStore::open_read_only(&dir).unwrap().len(), 50);
     // The element code is under the header's checksum.
-    xor("store.hv", 32, 0x03);
+    xor("store.hv", 15, 0x03);
     assert!(matches!(
         WarmStore::open_read_only(&dir),
-        Err(Error::CorruptStore { offset: 36, .. })
+        Err(Error::CorruptStore { offset: 32, .. })
     ));
     assert!(WarmStore::read_shape(&dir).is_err());
-    xor("store.hv", 32, 0x03);
+    xor("store.hv", 15, 0x03);
     // An unknown code under a valid checksum is named.
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(dir.join("store.hv"))
         .unwrap();
-    let mut head = [0u8; 40];
+    let mut head = [0u8; 36];
     f.read_exact_at(&mut head, 0).unwrap();
-    head[32..36].copy_from_slice(&7u32.to_le_bytes());
-    let crc = crc32c::crc32c(&head[..36]);
-    head[36..].copy_from_slice(&crc.to_le_bytes());
+    head[15] = 7;
+    let crc = crc32c::crc32c(&head[..32]);
+    head[32..].copy_from_slice(&crc.to_le_bytes());
     f.write_all_at(&head, 0).unwrap();
     match WarmStore::open_read_only(&dir) {
         Err(Error::CorruptStore { reason, .. }) => assert!(reason.contains("element"), "{reason}"),

@@ -6,8 +6,8 @@
 //!                          crc32c u32 (over the bytes before it)
 //!              version 2:  a = first_chunk_bytes, b = max_chunk_bytes (every region)
 //!              version 1:  a = chunk_rows, b = blob_chunk_bytes (fixed-size chunks)
-//!              version 3:  as version 2, then element u32 (1 = f16, 2 = bf16) before
-//!                          the crc32c (which then covers 36 bytes)
+//!              dim:        bits 0–23 the dimension, bits 24–31 the element type
+//!                          (0 = f32, 1 = f16, 2 = bf16; always 0 in version 1)
 //! offset 4096  superblock slot 0: magic "HVSUPER\0", generation u64, rows u64,
 //!                          blob_len u64, crc32c u32
 //! offset 8192  superblock slot 1: the same
@@ -23,16 +23,17 @@
 //! stores (fixed `chunk_rows` rows per vector and metadata chunk, fixed content chunks)
 //! open and grow as they always did.
 //!
-//! **Element types.** Version 3 adds the element type of the vectors, for stores of
-//! 16-bit rows (2 bytes a value); f32 stores are still written as version 2, so that
-//! builds from before version 3 open them.
+//! **Element types.** A store of 16-bit rows (2 bytes a value) says so in the top byte of
+//! the dimension word, which dimensions (at most 2^20) never use: f32 stores are written
+//! exactly as before, and builds from before 16-bit stores refuse a 16-bit one as having an
+//! implausible dimension rather than misread it.
 
 use crate::elem::ElementType;
 use crate::error::{Error, Result};
 use std::path::Path;
 
-/// The newest version this build reads and writes (f32 stores are written as version 2).
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The version new stores are written in.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) const STORE_FILE: &str = "store.hv";
 pub(crate) const STORE_FILE_LEN: usize = 3 * 4096;
 const HEADER_MAGIC: &[u8; 8] = b"HVSTORE\0";
@@ -125,16 +126,16 @@ pub(crate) enum Layout {
 pub(crate) struct Header {
     pub dim: u32,
     pub layout: Layout,
-    /// The vectors' element type (f32 in versions 1 and 2).
+    /// The vectors' element type (f32 in version 1).
     pub element: ElementType,
 }
 
-/// The header's element code, or `None` for f32 (written as version 2 or 1).
-fn element_code(e: ElementType) -> Option<u32> {
+/// The element type's code in the top byte of the header's dimension word.
+fn element_code(e: ElementType) -> u32 {
     match e {
-        ElementType::F32 => None,
-        ElementType::F16 => Some(1),
-        ElementType::Bf16 => Some(2),
+        ElementType::F32 => 0,
+        ElementType::F16 => 1,
+        ElementType::Bf16 => 2,
     }
 }
 
@@ -171,32 +172,23 @@ impl Header {
         self.dim as usize * self.element.bytes()
     }
 
-    /// The header's bytes: 36 (versions 1 and 2) or 40 (version 3, 16-bit elements;
-    /// only with the doubling layout).
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let (version, a, b) = match (self.layout, element_code(self.element)) {
-            (
-                Layout::Fixed {
-                    chunk_rows,
-                    blob_chunk_bytes,
-                },
-                _,
-            ) => (1u32, chunk_rows, blob_chunk_bytes),
-            (Layout::Doubling { first, max }, None) => (2, first, max),
-            (Layout::Doubling { first, max }, Some(_)) => (3, first, max),
+    pub(crate) fn encode(&self) -> [u8; 36] {
+        let (version, a, b) = match self.layout {
+            Layout::Fixed {
+                chunk_rows,
+                blob_chunk_bytes,
+            } => (1u32, chunk_rows, blob_chunk_bytes),
+            Layout::Doubling { first, max } => (2, first, max),
         };
-        let mut out = vec![0u8; 32];
+        let dim_word = self.dim | element_code(self.element) << 24;
+        let mut out = [0u8; 36];
         out[..8].copy_from_slice(HEADER_MAGIC);
         out[8..12].copy_from_slice(&version.to_le_bytes());
-        out[12..16].copy_from_slice(&self.dim.to_le_bytes());
+        out[12..16].copy_from_slice(&dim_word.to_le_bytes());
         out[16..24].copy_from_slice(&a.to_le_bytes());
         out[24..32].copy_from_slice(&b.to_le_bytes());
-        if version == 3 {
-            let code = element_code(self.element).unwrap_or(0);
-            out.extend_from_slice(&code.to_le_bytes());
-        }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let crc = crc32c::crc32c(&out[..32]);
+        out[32..36].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -212,14 +204,11 @@ impl Header {
         if &b[..8] != HEADER_MAGIC {
             return Err(corrupt(0, "bad magic: not a hybridvec store".into()));
         }
-        // The version (not yet checked) says where the checksum is; a damaged version
-        // word fails that checksum either way.
-        let version = u32_at(b, 8);
-        let body = if version == 3 { 36 } else { 32 };
-        if b.len() < body + 4 || crc32c::crc32c(&b[..body]) != u32_at(b, body) {
-            return Err(corrupt(body as u64, "header checksum mismatch".into()));
+        if crc32c::crc32c(&b[..32]) != u32_at(b, 32) {
+            return Err(corrupt(32, "header checksum mismatch".into()));
         }
-        let dim = u32_at(b, 12);
+        let version = u32_at(b, 8);
+        let (dim, code) = (u32_at(b, 12) & 0xFF_FFFF, u32_at(b, 12) >> 24);
         if dim == 0 || dim as usize > super::MAX_DIM {
             return Err(corrupt(12, format!("implausible dimension {dim}")));
         }
@@ -237,7 +226,7 @@ impl Header {
                     blob_chunk_bytes: c,
                 }
             }
-            2 | 3 => {
+            2 => {
                 let ok = |v: u64| {
                     v.is_power_of_two() && (MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&v)
                 };
@@ -256,13 +245,16 @@ impl Header {
                 })
             }
         };
-        let element = match version {
-            3 => match u32_at(b, 32) {
-                1 => ElementType::F16,
-                2 => ElementType::Bf16,
-                code => return Err(corrupt(32, format!("unknown element type code {code}"))),
-            },
-            _ => ElementType::F32,
+        let element = match (version, code) {
+            (_, 0) => ElementType::F32,
+            (2, 1) => ElementType::F16,
+            (2, 2) => ElementType::Bf16,
+            _ => {
+                return Err(corrupt(
+                    15,
+                    format!("unknown element type code {code} (version {version})"),
+                ))
+            }
         };
         Ok(Header {
             dim,
@@ -375,19 +367,11 @@ mod tests {
             },
         ] {
             let enc = h.encode();
-            // f32 stores stay version 2 (older builds open them); 16-bit ones are 3.
-            let version = if h.element == ElementType::F32 {
-                enc[8]
-            } else {
-                3
-            };
-            assert_eq!(
-                (enc[8], enc.len()),
-                (version, if version == 3 { 40 } else { 36 })
-            );
+            // The element code is the dimension word's top byte; 0 for f32.
+            assert_eq!(enc[15] != 0, h.element != ElementType::F32);
             assert_eq!(Header::decode(&enc, p).unwrap(), h);
             for i in 0..enc.len() {
-                let mut bad = enc.clone();
+                let mut bad = enc;
                 bad[i] ^= 0x40;
                 assert!(
                     Header::decode(&bad, p).is_err(),

@@ -105,8 +105,7 @@ impl WarmStore {
             });
         }
         let mut image = vec![0u8; format::STORE_FILE_LEN];
-        let encoded = header.encode();
-        image[..encoded.len()].copy_from_slice(&encoded);
+        image[..36].copy_from_slice(&header.encode());
         image[format::SLOT_OFFSETS[0]..format::SLOT_OFFSETS[0] + 36]
             .copy_from_slice(&Superblock::default().encode());
         // A name of this process's own (O_EXCL), locked before it has its real name, so the
