@@ -204,6 +204,7 @@ impl Corpus {
             });
         }
         let inv_norms = half_inverse_norms(half, &bits, dim)?;
+        crate::mem::advise_huge_pages(&bits);
         Ok(Self {
             values: Values::Half {
                 bits,

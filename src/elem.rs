@@ -98,7 +98,7 @@ impl Half {
 /// the first finite value that rounds to infinity (f16 beyond ±65 504).
 pub(crate) fn encode(half: Half, data: &[f32], cols: usize) -> Result<Vec<u16>> {
     use rayon::prelude::*;
-    let mut out = vec![0u16; data.len()];
+    let mut out = crate::mem::zeroed_u16(data.len());
     const CHUNK: usize = 1 << 16;
     let bad = out
         .par_chunks_mut(CHUNK)

@@ -13,6 +13,20 @@ pub(crate) fn zeroed_f32(len: usize) -> Vec<f32> {
     v
 }
 
+/// A zero-filled `Vec<u16>` of `len` values (16-bit rows) whose pages are advised as huge
+/// pages.
+pub(crate) fn zeroed_u16(len: usize) -> Vec<u16> {
+    let v = vec![0u16; len];
+    advise_huge(v.as_ptr() as usize, len * std::mem::size_of::<u16>());
+    v
+}
+
+/// Advises the whole huge pages inside `data` as huge pages. For a buffer already
+/// written, the kernel collapses them in the background (khugepaged), if at all.
+pub(crate) fn advise_huge_pages<T>(data: &[T]) {
+    advise_huge(data.as_ptr() as usize, std::mem::size_of_val(data));
+}
+
 #[cfg(target_os = "linux")]
 fn advise_huge(addr: usize, bytes: usize) {
     const HUGE: usize = 2 << 20;
