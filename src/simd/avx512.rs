@@ -16,14 +16,17 @@
 //! tried and lost: a row then meets many query streams, whose loads outnumber the row's
 //! and spill out of L1.
 //!
-//! Prefetch keeps the memory busy. With one group (up to five queries), each step
-//! prefetches its rows eight rows ahead; the hardware prefetcher alone left the loads
-//! waiting on DRAM once a row is consumed slowly (Q = 8, D = 768: half the bandwidth). With
-//! several groups, every group's pass prefetches the next sub-block, so the memory streams
-//! while the later groups compute from L1; when only the first group prefetched, the
-//! passes over a sub-block ran one after the other with the memory idle (Q = 12–15 at
-//! 58–79 % of the read bandwidth). The masked head and tail prefetch too: their lines are
-//! no other load's, and every row's first load waited on memory without it.
+//! Prefetch keeps the memory busy where the hardware prefetcher cannot. With one group (up
+//! to five queries) the rows are one sequential stream and there is no software prefetch:
+//! hints eight rows ahead, which an earlier machine needed, cost 30 % at Q = 1 on a Zen-class
+//! EPYC with the corpus on huge pages (1M × 768, 2 cores, interleaved: 46–48 ms without
+//! hints, 66–69 with; D = 384 and 1536 and Q = 2–5 no worse without), the hints competing
+//! with the demand loads for the line-fill buffers. With several groups, every group's pass
+//! prefetches the next sub-block, so the memory streams while the later groups compute
+//! from L1; when only the first group prefetched, the passes over a sub-block ran one after
+//! the other with the memory idle (Q = 12–15 at 58–79 % of the read bandwidth). There the
+//! masked head and tail prefetch too: their lines are no other load's, and every row's
+//! first load waited on memory without it.
 //!
 //! Loads are aligned to cache lines where the rows allow it. A large allocation starts
 //! 16 bytes past a page, so every 64-byte load of a row straddled two lines and cost two;
@@ -55,8 +58,6 @@ const SUB_BLOCK_BYTES: usize = 16 << 10;
 /// 17.4 with 128 KiB, 16.5 with 256 KiB; Q = 8, D = 2048: 17.2 → 14.4 ms (2 cores, 200k
 /// and 50k rows). 128 KiB leaves room for the next sub-block in the smaller L2 caches.
 const L2_SUB_BLOCK_BYTES: usize = 128 << 10;
-/// The least prefetch distance, in floats (8 KiB).
-const PREFETCH_FLOATS: usize = 2048;
 
 /// The rows per step of a group of `g` queries (see [`Block::run`]).
 fn rows_per_step(g: usize) -> usize {
@@ -115,12 +116,9 @@ pub(super) unsafe fn dots_rows(
         // The groups' turns would evict each other's queries from L1 at every sub-block.
         sub = in_steps(L2_SUB_BLOCK_BYTES);
     }
-    // In floats: a few steps ahead for one group; the next sub-block for several.
-    let ahead = if groups > 1 {
-        sub * d
-    } else {
-        (8 * d).max(PREFETCH_FLOATS)
-    };
+    // In floats: the next sub-block for several groups; none (0) for one (see the module
+    // docs).
+    let ahead = if groups > 1 { sub * d } else { 0 };
     // Rows whose length is whole vectors all start at the same offset in a cache line; a
     // vector load from there straddles two lines and costs two loads. Such rows take their
     // first `head` values by a masked load, and the rest line by line, with the queries
@@ -227,7 +225,7 @@ struct Block<'a> {
     /// `1..=G` whole query rows of `d` values.
     queries: &'a [f32],
     d: usize,
-    /// How far ahead of a row's loads its prefetches go, in floats.
+    /// How far ahead of a row's loads its prefetches go, in floats; 0 for no prefetch.
     ahead: usize,
     /// Values of each row (and query) before its first cache-line boundary, taken by a
     /// masked load; 0 for none.
@@ -322,7 +320,7 @@ impl Block<'_> {
 
 /// The dot products of `RR` consecutive rows at `row` with `NQ` consecutive queries at `qs`
 /// (both `d` values apart), into `sums[j * RR + i]` for row `i`, query `j`, prefetching
-/// each row `ahead` floats beyond its loads.
+/// each row `ahead` floats beyond its loads (none when `ahead` is 0).
 ///
 /// # Safety
 /// * The CPU supports AVX-512F, AVX2 and FMA.
@@ -347,9 +345,11 @@ unsafe fn step<const RR: usize, const NQ: usize>(
     }
     let mut i = head;
     while i + 16 <= d {
-        for r in 0..RR {
-            // A hint that never faults; `wrapping_add` makes no claim about bounds.
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(r * d + i + ahead) as *const i8);
+        if ahead != 0 {
+            for r in 0..RR {
+                // A hint that never faults; `wrapping_add` makes no claim about bounds.
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(r * d + i + ahead) as *const i8);
+            }
         }
         // SAFETY: `i + 16 <= d`, so every load reads inside row `r < RR` and query `j < NQ`.
         unsafe {
@@ -408,9 +408,11 @@ unsafe fn masked<const RR: usize, const NQ: usize>(
     ahead: usize,
     acc: &mut [[__m512; NQ]; RR],
 ) {
-    for r in 0..RR {
-        // A hint that never faults; `wrapping_add` makes no claim about bounds.
-        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(r * d + i + ahead) as *const i8);
+    if ahead != 0 {
+        for r in 0..RR {
+            // A hint that never faults; `wrapping_add` makes no claim about bounds.
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(r * d + i + ahead) as *const i8);
+        }
     }
     let mask: __mmask16 = (1u32 << len).wrapping_sub(1) as u16;
     // SAFETY: the mask enables lanes `[i, i + len)` only, inside every row and query (the
