@@ -3,11 +3,11 @@
 //!
 //! The kernels read half the bytes of the f32 ones and do the same arithmetic on the
 //! widened values (exact: every f16 and bf16 value is an f32), so a memory-bound scan
-//! takes about half the time. They are simpler than the f32 streaming kernels: one row
-//! at a time against groups of up to four queries, each 16 or 32 widened values used for
-//! every query of the group, with no software prefetch (see `widen_x86`). Levels without such a kernel
-//! (scalar, NEON, AVX2 without F16C for f16) widen a block of rows into a buffer and run
-//! [`dots_rows`](super::dots_rows) on it.
+//! takes about half the time. They are simpler than the f32 streaming kernels: one row at
+//! a time against a group of up to eight queries, each 16 or 32 widened values used for
+//! every query of the group, with no software prefetch (see `widen_x86`). More queries,
+//! and levels without such a kernel (scalar, NEON, AVX2 without F16C for f16), widen a
+//! block of rows into a buffer and run [`dots_rows`](super::dots_rows) on it.
 
 use super::SimdLevel;
 use half::{bf16, f16};
@@ -136,10 +136,11 @@ pub(crate) fn dots_rows_half(
     widened(level, half, rows, d, queries, scale, out)
 }
 
-/// The most queries the fused kernels take. Past four, a row meets more query streams
+/// The most queries the fused kernels take. Past eight, a row meets more query streams
 /// than one group holds, and the f32 kernels' register blocking over widened rows wins
-/// (1M × 768, 2 cores, AVX-512: Q = 16 took 355 ms fused, against 159 ms for f32 rows).
-const FUSED_MAX_QUERIES: usize = 4;
+/// (300k × 768, 2 cores, AVX-512, fused against widened: Q = 5 29 against 41 ms, Q = 8 44
+/// against 56, Q = 12 71–75 against 50–52, Q = 16 93 against 61–65).
+const FUSED_MAX_QUERIES: usize = 8;
 
 /// Blocks of rows widened into a buffer (about 128 KiB, in L2), then the f32 kernels:
 /// the portable path, and the one for more queries than the fused kernels take.
