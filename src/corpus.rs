@@ -352,11 +352,23 @@ impl<'a> CorpusView<'a> {
         origin: Origin,
     ) -> Self {
         debug_assert_eq!(matrix.rows(), inv_norms.len());
+        let elements = Elements::F32(matrix.as_slice());
+        Self::cosine_over(elements, matrix.cols(), inv_norms, live, origin)
+    }
+
+    /// A cosine view of `elements` (`dim` values a row, one inverse norm a row).
+    fn cosine_over(
+        elements: Elements<'a>,
+        dim: usize,
+        inv_norms: &'a [f32],
+        live: Option<&'a [u32]>,
+        origin: Origin,
+    ) -> Self {
         debug_assert!(live.is_none_or(|l| l.len() == inv_norms.len().div_ceil(32)));
         Self {
-            elements: Elements::F32(matrix.as_slice()),
-            rows: matrix.rows(),
-            cols: matrix.cols(),
+            elements,
+            rows: inv_norms.len(),
+            cols: dim,
             inv_norms,
             cosine_inv_norms: inv_norms,
             bias: None,
@@ -379,23 +391,12 @@ impl<'a> CorpusView<'a> {
         origin: Origin,
     ) -> Self {
         debug_assert_eq!(bits.len(), inv_norms.len() * dim);
-        Self {
-            elements: Elements::Half {
-                bits,
-                half,
-                decoded,
-            },
-            rows: inv_norms.len(),
-            cols: dim,
-            inv_norms,
-            cosine_inv_norms: inv_norms,
-            bias: None,
-            metric: Metric::Cosine,
-            cache: None,
-            live,
-            origin,
-            int8: None,
-        }
+        let elements = Elements::Half {
+            bits,
+            half,
+            decoded,
+        };
+        Self::cosine_over(elements, dim, inv_norms, live, origin)
     }
 
     /// This (cosine) view scoring for `metric` with the factors `scoring` instead (see

@@ -237,17 +237,10 @@ pub(crate) fn dots_rows(
     scale: &[f32],
     out: &mut [f32],
 ) {
-    let n = scale.len();
-    // With `d == 0` the queries have no values; the output says how many there are.
-    let nq = queries.len().checked_div(d).unwrap_or(out.len() / n.max(1));
-    assert!(
-        rows.len() == n * d && queries.len() == nq * d && out.len() == n * nq,
-        "rows, queries, scale and output do not agree"
-    );
-    if d == 0 {
-        out.fill(0.0);
+    if checked_empty(rows.len(), d, queries, scale, out) {
         return;
     }
+    let n = scale.len();
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: callers pass the CPU backend's level, which it checked is supported
@@ -267,6 +260,31 @@ pub(crate) fn dots_rows(
             }
         }
     }
+}
+
+/// Checks the lengths of a `dots_rows` call (`rows_len` values of rows), and answers a
+/// call of dimension 0 (all scores 0): `true` when nothing is left to do.
+///
+/// # Panics
+/// When the lengths disagree.
+fn checked_empty(
+    rows_len: usize,
+    d: usize,
+    queries: &[f32],
+    scale: &[f32],
+    out: &mut [f32],
+) -> bool {
+    let n = scale.len();
+    // With `d == 0` the queries have no values; the output says how many there are.
+    let nq = queries.len().checked_div(d).unwrap_or(out.len() / n.max(1));
+    assert!(
+        rows_len == n * d && queries.len() == nq * d && out.len() == n * nq,
+        "rows, queries, scale and output do not agree"
+    );
+    if d == 0 {
+        out.fill(0.0);
+    }
+    d == 0
 }
 
 /// Eight independent partial sums so the loop is not one long dependency chain.

@@ -98,16 +98,10 @@ pub(crate) fn dots_rows_half(
     scale: &[f32],
     out: &mut [f32],
 ) {
-    let n = scale.len();
-    let nq = queries.len().checked_div(d).unwrap_or(out.len() / n.max(1));
-    assert!(
-        rows.len() == n * d && queries.len() == nq * d && out.len() == n * nq,
-        "rows, queries, scale and output do not agree"
-    );
-    if d == 0 {
-        out.fill(0.0);
+    if super::checked_empty(rows.len(), d, queries, scale, out) {
         return;
     }
+    let nq = queries.len() / d;
     #[cfg(target_arch = "x86_64")]
     if nq <= FUSED_MAX_QUERIES {
         let bf = half == Half::Bf16;
