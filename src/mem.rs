@@ -21,6 +21,14 @@ pub(crate) fn zeroed_u16(len: usize) -> Vec<u16> {
     v
 }
 
+/// A zero-filled `Vec<i8>` of `len` values (int8 codes) whose pages are advised as huge
+/// pages.
+pub(crate) fn zeroed_i8(len: usize) -> Vec<i8> {
+    let v = vec![0i8; len];
+    advise_huge(v.as_ptr() as usize, len);
+    v
+}
+
 /// Advises the whole huge pages inside `data` as huge pages. For a buffer already
 /// written, the kernel collapses them in the background (khugepaged), if at all.
 pub(crate) fn advise_huge_pages<T>(data: &[T]) {

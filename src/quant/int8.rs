@@ -81,17 +81,39 @@ pub(crate) fn quantise(x: &[f32], codes: &mut [i8]) -> Quantised {
         scale
     };
     let s = scale as f64;
-    let (mut rr, mut xx, mut cc) = (0.0f64, 0.0f64, 0.0f64);
-    for (c, &v) in codes.iter_mut().zip(x) {
-        let code = (v as f64 / s).round().clamp(-LEVELS, LEVELS);
-        *c = code as i8;
+    // Any code is sound (the residual is measured, not assumed), so the nearest one is
+    // found with a reciprocal and a truncating cast (no division, no libm `round`).
+    let inv = 1.0 / s;
+    let code_of = |v: f32| {
+        let t = v as f64 * inv;
+        ((t + 0.5f64.copysign(t)) as i64).clamp(-127, 127)
+    };
+    // Four independent sums of each kind (the bounds of `norm_up` hold for any order).
+    let (mut rr, mut xx, mut cc) = ([0.0f64; 4], [0.0f64; 4], [0.0f64; 4]);
+    let mut add = |lane: usize, v: f32, code: i64| {
         // s·code is exact in f64 (24 by 8 significant bits); the difference rounds once.
-        let coded = s * code;
+        let coded = s * code as f64;
         let r = v as f64 - coded;
-        rr += r * r;
-        xx += v as f64 * v as f64;
-        cc += coded * coded;
+        rr[lane] += r * r;
+        xx[lane] += v as f64 * v as f64;
+        cc[lane] += coded * coded;
+    };
+    let mut chunks = codes.chunks_exact_mut(4).zip(x.chunks_exact(4));
+    for (c4, x4) in &mut chunks {
+        for lane in 0..4 {
+            let code = code_of(x4[lane]);
+            c4[lane] = code as i8;
+            add(lane, x4[lane], code);
+        }
     }
+    let done = x.len() / 4 * 4;
+    for (c, &v) in codes[done..].iter_mut().zip(&x[done..]) {
+        let code = code_of(v);
+        *c = code as i8;
+        add(0, v, code);
+    }
+    let sum = |a: [f64; 4]| (a[0] + a[1]) + (a[2] + a[3]);
+    let (rr, xx, cc) = (sum(rr), sum(xx), sum(cc));
     let n = x.len();
     Quantised {
         scale,

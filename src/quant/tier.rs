@@ -28,7 +28,8 @@ impl Int8Tier {
     /// cores.
     pub(crate) fn build(data: &[f32], dim: usize) -> Self {
         let dim = dim.max(1);
-        let mut codes = vec![0i8; data.len() / dim * dim];
+        // On huge pages, as the corpora are: the scan streams the codes.
+        let mut codes = crate::mem::zeroed_i8(data.len() / dim * dim);
         let rows = codes
             .par_chunks_mut(dim)
             .zip(data.par_chunks_exact(dim))
@@ -45,7 +46,7 @@ impl Int8Tier {
         row: impl Fn(usize, &mut [f32]) + Sync,
     ) -> Self {
         let dim = dim.max(1);
-        let mut codes = vec![0i8; rows * dim];
+        let mut codes = crate::mem::zeroed_i8(rows * dim);
         let rows = codes
             .par_chunks_mut(dim)
             .enumerate()
