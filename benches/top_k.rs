@@ -20,13 +20,21 @@
 //! the device sync; the untimed call makes the corpus resident, so iterations time the
 //! queries, kernels and result copies, not the upload.
 //!
+//! - `cpu_topk_stored_f16`, `cpu_topk_stored_bf16`: the CPU workloads above over the same
+//!   corpus stored as 16-bit values (`Corpus::with_element_type`), the stored type in the
+//!   name's last word (the others name the compute precision).
+//!
 //! `cargo bench --bench top_k -- cpu_` (or `cuda_`) runs one device's groups.
 
 mod common;
 
 use common::{Plan, Target};
-use criterion::{criterion_group, criterion_main, Criterion};
-use hybridvec::DevicePolicy;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hybridvec::{
+    data, BackendKind, Corpus, DevicePolicy, ElementType, ExecutorConfig, HybridExecutor, MatrixRef,
+};
+use std::hint::black_box;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const K: usize = 10;
@@ -41,15 +49,19 @@ fn plan(target: &Target) -> Plan {
             warm_up: Duration::from_secs(2),
             measurement: Duration::from_secs(5),
         },
-        DevicePolicy::Cpu => Plan {
-            workloads: &[("single", 1), ("small-batch", 64), ("large-batch", 1024)],
-            n: 100_000,
-            query_seed: 8,
-            sample_size: 10,
-            warm_up: Duration::from_secs(1),
-            measurement: Duration::from_secs(4),
-        },
+        DevicePolicy::Cpu => cpu_plan(),
         DevicePolicy::Auto => unreachable!("bench executors force a device"),
+    }
+}
+
+fn cpu_plan() -> Plan {
+    Plan {
+        workloads: &[("single", 1), ("small-batch", 64), ("large-batch", 1024)],
+        n: 100_000,
+        query_seed: 8,
+        sample_size: 10,
+        warm_up: Duration::from_secs(1),
+        measurement: Duration::from_secs(4),
     }
 }
 
@@ -63,5 +75,38 @@ fn bench(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench);
+/// The CPU workloads over 16-bit copies of the 100k-row corpus, each built on first use.
+fn bench_stored(c: &mut Criterion) {
+    let exec = HybridExecutor::new(ExecutorConfig {
+        device: DevicePolicy::Cpu,
+        ..Default::default()
+    })
+    .expect("cpu executor");
+    let plan = cpu_plan();
+    let cells: [(ElementType, OnceLock<Corpus>); 2] = [
+        (ElementType::F16, OnceLock::new()),
+        (ElementType::Bf16, OnceLock::new()),
+    ];
+    for (element, cell) in &cells {
+        let mut group = c.benchmark_group(format!("cpu_topk_stored_{element}"));
+        plan.configure(&mut group);
+        for &(name, q) in plan.workloads {
+            group.throughput(Throughput::Elements((2 * q * plan.n * common::D) as u64));
+            let queries = data::random_matrix(q, common::D, plan.query_seed);
+            let view = MatrixRef::new(&queries, q, common::D).expect("valid queries");
+            group.bench_function(name, |b| {
+                let corpus = cell.get_or_init(|| {
+                    let rows = data::random_matrix(plan.n, common::D, 7);
+                    Corpus::with_element_type(rows, common::D, *element).expect("valid corpus")
+                });
+                let (_, report) = exec.top_k_with_report(view, corpus, K).expect("hits");
+                assert_eq!(report.backend, BackendKind::Cpu, "{element}/{name}");
+                b.iter(|| black_box(exec.top_k(black_box(view), corpus, K).expect("hits")));
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench, bench_stored);
 criterion_main!(benches);
