@@ -101,9 +101,8 @@ pub(crate) fn dots_rows_half(
     if super::checked_empty(rows.len(), d, queries, scale, out) {
         return;
     }
-    let nq = queries.len() / d;
     #[cfg(target_arch = "x86_64")]
-    if nq <= FUSED_MAX_QUERIES {
+    if queries.len() / d <= FUSED_MAX_QUERIES {
         let bf = half == Half::Bf16;
         match level {
             // SAFETY: callers pass the CPU backend's level, which it checked is supported
@@ -134,6 +133,7 @@ pub(crate) fn dots_rows_half(
 /// than one group holds, and the f32 kernels' register blocking over widened rows wins
 /// (300k × 768, 2 cores, AVX-512, fused against widened: Q = 5 29 against 41 ms, Q = 8 44
 /// against 56, Q = 12 71–75 against 50–52, Q = 16 93 against 61–65).
+#[cfg(target_arch = "x86_64")]
 const FUSED_MAX_QUERIES: usize = 8;
 
 /// Blocks of rows widened into a buffer (about 128 KiB, in L2), then the f32 kernels:
