@@ -67,6 +67,23 @@ impl ElementType {
         }
     }
 
+    /// `v` as a corpus or store of this type keeps it: `v` itself for f32, else rounded to
+    /// nearest (ties to even) and widened back. A value beyond f16's range gives infinity
+    /// here; the constructors refuse it ([`Error::NotRepresentable`]).
+    ///
+    /// ```
+    /// use hybridvec::ElementType;
+    /// assert_eq!(ElementType::F32.stored_value(0.1), 0.1);
+    /// assert_eq!(ElementType::F16.stored_value(0.1), 0.099975586);
+    /// assert_eq!(ElementType::Bf16.stored_value(1.0 + 1.0 / 256.0), 1.0); // a tie, to even
+    /// ```
+    pub fn stored_value(self, v: f32) -> f32 {
+        match self.half() {
+            None => v,
+            Some(h) => h.to_f32(h.round(v)),
+        }
+    }
+
     /// The 16-bit format, or `None` for f32.
     pub(crate) fn half(self) -> Option<Half> {
         match self {

@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::reference::spread_rows;
+use common::reference::{spread_rows, stored_as};
 use common::search_checks::{check_range, check_top_k_among, clustered_rows};
 use hybridvec::{
-    bf16, data, f16, Corpus, CpuConfig, DevicePolicy, ElementType, Error, ExecutorConfig, Filter,
+    bf16, data, Corpus, CpuConfig, DevicePolicy, ElementType, Error, ExecutorConfig, Filter,
     HybridExecutor, MatrixRef, Metric, SearchOptions, SimdLevel,
 };
 
@@ -33,18 +33,6 @@ fn levels() -> Vec<SimdLevel> {
         .collect()
 }
 
-/// The rows a corpus of `element` stores for `values`.
-fn rounded(values: &[f32], element: ElementType) -> Vec<f32> {
-    values
-        .iter()
-        .map(|&v| match element {
-            ElementType::F16 => f16::from_f32(v).to_f32(),
-            ElementType::Bf16 => bf16::from_f32(v).to_f32(),
-            _ => v,
-        })
-        .collect()
-}
-
 #[test]
 fn top_k_over_16_bit_rows_matches_the_reference_at_every_level_and_batch() {
     let n = 2500;
@@ -55,7 +43,7 @@ fn top_k_over_16_bit_rows_matches_the_reference_at_every_level_and_batch() {
             } else {
                 data::random_matrix(n, d, d as u64)
             };
-            let stored = rounded(&values, element);
+            let stored = stored_as(element, &values);
             let corpus = Corpus::with_element_type(values, d, element).unwrap();
             let all: Vec<usize> = (0..n).collect();
             for level in levels() {
@@ -83,7 +71,7 @@ fn other_metrics_filters_and_ranges_over_16_bit_rows_match_the_reference() {
     let values = spread_rows(n, d, 9);
     let allowed: Vec<usize> = (0..n).filter(|i| i % 7 == 3 || i % 11 == 0).collect();
     for element in [ElementType::F16, ElementType::Bf16] {
-        let stored = rounded(&values, element);
+        let stored = stored_as(element, &values);
         let corpus = Corpus::with_element_type(values.clone(), d, element).unwrap();
         let ex = cpu_at(SimdLevel::detect());
         for q in [1usize, 6, 40] {

@@ -14,8 +14,9 @@
 mod common;
 
 use common::image::{crash_image, snapshot, write_image, PAGE};
+use common::reference::stored_as;
 use common::TempDir;
-use hybridvec::{bf16, data, f16, ElementType, StoreConfig, WarmStore};
+use hybridvec::{data, ElementType, StoreConfig, WarmStore};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -76,17 +77,6 @@ fn small_config(dim: usize) -> StoreConfig {
     }
 }
 
-/// `v` as a store of `element` keeps it.
-fn stored(element: ElementType, v: &[f32]) -> Vec<f32> {
-    v.iter()
-        .map(|&x| match element {
-            ElementType::F16 => f16::from_f32(x).to_f32(),
-            ElementType::Bf16 => bf16::from_f32(x).to_f32(),
-            _ => x,
-        })
-        .collect()
-}
-
 /// A burst of puts, supersedes and deletes over ids `id-0..ids`, recorded in `model` (as
 /// the store keeps them).
 fn burst(s: &WarmStore, model: &mut Model, rng: &mut data::Rng, n: u64, ids: u64, dim: usize) {
@@ -100,7 +90,7 @@ fn burst(s: &WarmStore, model: &mut Model, rng: &mut data::Rng, n: u64, ids: u64
             let emb = data::random_vec(dim, rng.next_u64(), 0);
             let content: Vec<u8> = (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect();
             s.put(&id, &emb, &content).unwrap();
-            model.insert(id, Some((stored(element, &emb), content)));
+            model.insert(id, Some((stored_as(element, &emb), content)));
         }
     }
 }
@@ -322,7 +312,7 @@ fn kill_9_rounds(element: ElementType, kills: u64) {
                 .unwrap_or_else(|| panic!("round {round}: {id} lost"));
             assert_eq!(
                 (rec.embedding, rec.content),
-                (stored(element, &emb), content),
+                (stored_as(element, &emb), content),
                 "round {round}: {id}"
             );
         }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::reference::stored_as;
 use common::{run, stderr, stdout, TempDir};
 use hybridvec::{
     bf16, data, f16, DevicePolicy, ElementType, Error, ExecutorConfig, HybridExecutor, MatrixRef,
@@ -21,16 +22,6 @@ fn config() -> StoreConfig {
         first_chunk_bytes: 4096,
         max_chunk_bytes: 16384,
     }
-}
-
-fn rounded(element: ElementType, v: &[f32]) -> Vec<f32> {
-    v.iter()
-        .map(|&x| match element {
-            ElementType::F16 => f16::from_f32(x).to_f32(),
-            ElementType::Bf16 => bf16::from_f32(x).to_f32(),
-            _ => x,
-        })
-        .collect()
 }
 
 fn bits(element: ElementType, v: &[f32]) -> Vec<u8> {
@@ -67,7 +58,7 @@ fn a_16_bit_store_keeps_the_rounded_rows_across_reopening_and_searches_them() {
             let row = s.put(&format!("id-{i}"), &v, b"c").unwrap();
             live.insert(format!("id-{i}"), v.clone());
             let rec = s.read_record(row).unwrap();
-            assert_eq!(rec.embedding, rounded(element, &v));
+            assert_eq!(rec.embedding, stored_as(element, &v));
             assert_eq!(s.read_raw(row).unwrap(), bits(element, &v));
         }
         for i in (0..n).step_by(7) {
@@ -106,7 +97,7 @@ fn a_16_bit_store_keeps_the_rounded_rows_across_reopening_and_searches_them() {
             for (id, v) in &live {
                 assert_eq!(
                     s.get(id).unwrap().unwrap().embedding,
-                    rounded(element, v),
+                    stored_as(element, v),
                     "{id}"
                 );
             }
@@ -120,7 +111,7 @@ fn a_16_bit_store_keeps_the_rounded_rows_across_reopening_and_searches_them() {
                     let query = &qs[i * DIM..(i + 1) * DIM];
                     let mut want: Vec<(f64, &String)> = live
                         .iter()
-                        .map(|(id, v)| (cosine64(query, &rounded(element, v)), id))
+                        .map(|(id, v)| (cosine64(query, &stored_as(element, v)), id))
                         .collect();
                     want.sort_by(|a, b| b.0.total_cmp(&a.0));
                     let got: Vec<&String> = h.iter().map(|h| &h.id).collect();

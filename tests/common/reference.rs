@@ -55,3 +55,16 @@ pub fn spread_rows(n: usize, d: usize, seed: u64) -> Vec<f32> {
     }
     rows
 }
+
+/// `v` as a corpus or store of `element` keeps it, rounded with the `half` crate's own
+/// conversions: the tests' oracle, independent of the library's rounding path.
+pub fn stored_as(element: hybridvec::ElementType, v: &[f32]) -> Vec<f32> {
+    use hybridvec::{bf16, f16, ElementType};
+    v.iter()
+        .map(|&x| match element {
+            ElementType::F16 => f16::from_f32(x).to_f32(),
+            ElementType::Bf16 => bf16::from_f32(x).to_f32(),
+            _ => x,
+        })
+        .collect()
+}

@@ -3,8 +3,8 @@
 use crate::out::outln;
 use hybridvec::input::VectorFile;
 use hybridvec::{
-    bf16, data, f16, DamagedRecord, ElementType, Error, HybridExecutor, Matrix, Recovery,
-    StoreConfig, WarmStore, MAX_NORM, MAX_STORE_DIM, MIN_NORM,
+    data, DamagedRecord, ElementType, Error, HybridExecutor, Matrix, Recovery, StoreConfig,
+    WarmStore, MAX_NORM, MAX_STORE_DIM, MIN_NORM,
 };
 use indicatif::ProgressBar;
 use parking_lot::Mutex;
@@ -58,15 +58,6 @@ fn open_or_create(
     }
 }
 
-/// `v` as a store of `element` keeps it.
-fn stored_value(element: ElementType, v: f32) -> f32 {
-    match element {
-        ElementType::F16 => f16::from_f32(v).to_f32(),
-        ElementType::Bf16 => bf16::from_f32(v).to_f32(),
-        _ => v,
-    }
-}
-
 /// Checks one input row as `put` into a store of `element` would, naming the file and
 /// the row.
 fn check_row(path: &Path, i: usize, row: &[f32], element: ElementType) -> Result<(), Error> {
@@ -82,7 +73,7 @@ fn check_row(path: &Path, i: usize, row: &[f32], element: ElementType) -> Result
     }
     if let Some(col) = row
         .iter()
-        .position(|&v| stored_value(element, v).is_infinite())
+        .position(|&v| element.stored_value(v).is_infinite())
     {
         return Err(bad(format!(
             "row {i}, column {col} is {}, out of {element} range (f16 holds up to 65504)",
@@ -91,7 +82,7 @@ fn check_row(path: &Path, i: usize, row: &[f32], element: ElementType) -> Result
     }
     let norm = row
         .iter()
-        .map(|&v| stored_value(element, v) as f64)
+        .map(|&v| element.stored_value(v) as f64)
         .map(|v| v * v)
         .sum::<f64>()
         .sqrt();
@@ -435,7 +426,7 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
             let element = store.element_type();
             let same_bits = emb
                 .iter()
-                .map(|&v| stored_value(element, v).to_bits())
+                .map(|&v| element.stored_value(v).to_bits())
                 .eq(rec.embedding.iter().map(|v| v.to_bits()));
             if !same_bits || content != rec.content {
                 errors.push(format!("row {row}: {} differs from seed {seed}", rec.id));
