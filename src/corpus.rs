@@ -11,7 +11,7 @@ use crate::elem::{self, bf16, f16, ElementType, Half};
 use crate::error::{Error, Result};
 use crate::matrix::{inverse_norm, inverse_norms, Matrix, MatrixRef};
 use crate::metric::{Metric, RowScoring, ScoringCache};
-use crate::quant::tier::Int8Tier;
+use crate::quant::tier::{Int8Tier, TierRef};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -300,7 +300,7 @@ impl Corpus {
             cache: Some(&self.scoring),
             live: None,
             origin: Origin::Corpus(self.id),
-            int8: self.int8.as_deref(),
+            int8: self.int8.as_deref().map(Int8Tier::view),
         }
     }
 
@@ -338,7 +338,7 @@ pub struct CorpusView<'a> {
     live: Option<&'a [u32]>,
     origin: Origin,
     /// The corpus's int8 scan tier, when it has one (one entry per row of `matrix`).
-    int8: Option<&'a Int8Tier>,
+    int8: Option<TierRef<'a>>,
 }
 
 impl<'a> CorpusView<'a> {
@@ -452,8 +452,15 @@ impl<'a> CorpusView<'a> {
 
     /// The int8 scan tier of the corpus this view reads (its rows, with NaN factors for
     /// rows masked out), when it has one.
-    pub(crate) fn int8_tier(&self) -> Option<&'a Int8Tier> {
+    pub(crate) fn int8_tier(&self) -> Option<TierRef<'a>> {
         self.int8
+    }
+
+    /// This view with `tier` as its int8 scan tier (one entry per row).
+    pub(crate) fn with_int8_tier(mut self, tier: Option<TierRef<'a>>) -> Self {
+        debug_assert!(tier.is_none_or(|t| t.rows() == self.rows));
+        self.int8 = tier;
+        self
     }
 
     /// The factors cached with the corpus this view reads, when it has a cache.

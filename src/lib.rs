@@ -90,5 +90,5 @@ pub use metric::Metric;
 pub use quant::CERTIFIED_MAX_QUERIES;
 pub use warm::{
     DamagedRecord, Record, Recovery, RowId, StoreConfig, StoreCorpus, StoreHit, StoreStats,
-    WarmStore, MAX_DIM as MAX_STORE_DIM,
+    TierDamage, WarmStore, MAX_DIM as MAX_STORE_DIM,
 };

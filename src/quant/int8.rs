@@ -29,6 +29,7 @@ const U64: f64 = 1.0 / (1u64 << 53) as f64;
 
 /// The quantisation of one vector: its codes (written to `codes`), its scale, and upper
 /// bounds on its residual's norm and on its own norm.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Quantised {
     /// `s`: the vector is about `s·c`.

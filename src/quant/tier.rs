@@ -15,12 +15,39 @@ use std::collections::BinaryHeap;
 /// f32's unit roundoff.
 const U32: f64 = 1.0 / (1u64 << 24) as f64;
 
-/// Every row of a matrix as int8 codes with its bounds ([`quantise`]).
+/// One row's bounds as a tier keeps them: its [`Quantised`] record and a check word, in
+/// 32 bytes. In memory the check is 0; the warm store keeps the same records in its tier
+/// files, with the row's checksum in `check` (see `warm::tier`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct TierBounds {
+    pub(crate) q: Quantised,
+    pub(crate) check: u32,
+    pub(crate) reserved: [u32; 3],
+}
+
+impl TierBounds {
+    pub(crate) fn new(q: Quantised) -> Self {
+        Self {
+            q,
+            check: 0,
+            reserved: [0; 3],
+        }
+    }
+}
+
+// SAFETY: `repr(C)`, 32 bytes of f32 and u32 fields with no padding (4 + 1 + 3 words of
+// 4 bytes, align 4); every bit pattern is a valid value and all-zero is one.
+unsafe impl bytemuck::Zeroable for TierBounds {}
+// SAFETY: as above; the type is `Copy` and holds no pointers.
+unsafe impl bytemuck::Pod for TierBounds {}
+
+/// Every row of a matrix as int8 codes with its bounds ([`quantise`]), in memory.
 #[derive(Clone, Debug)]
 pub(crate) struct Int8Tier {
     dim: usize,
     codes: Vec<i8>,
-    rows: Vec<Quantised>,
+    bounds: Vec<TierBounds>,
 }
 
 impl Int8Tier {
@@ -30,12 +57,12 @@ impl Int8Tier {
         let dim = dim.max(1);
         // On huge pages, as the corpora are: the scan streams the codes.
         let mut codes = crate::mem::zeroed_i8(data.len() / dim * dim);
-        let rows = codes
+        let bounds = codes
             .par_chunks_mut(dim)
             .zip(data.par_chunks_exact(dim))
-            .map(|(c, row)| quantise(row, c))
+            .map(|(c, row)| TierBounds::new(quantise(row, c)))
             .collect();
-        Self { dim, codes, rows }
+        Self { dim, codes, bounds }
     }
 
     /// Quantises `rows` rows of `dim` values that `row` writes into its buffer (finite
@@ -47,28 +74,54 @@ impl Int8Tier {
     ) -> Self {
         let dim = dim.max(1);
         let mut codes = crate::mem::zeroed_i8(rows * dim);
-        let rows = codes
+        let bounds = codes
             .par_chunks_mut(dim)
             .enumerate()
             .map_init(
                 || vec![0.0f32; dim],
                 |buf, (r, c)| {
                     row(r, buf);
-                    quantise(buf, c)
+                    TierBounds::new(quantise(buf, c))
                 },
             )
             .collect();
-        Self { dim, codes, rows }
+        Self { dim, codes, bounds }
     }
 
-    /// Rows in the tier.
-    pub(crate) fn rows(&self) -> usize {
-        self.rows.len()
+    /// The tier as a view, which the searches read.
+    pub(crate) fn view(&self) -> TierRef<'_> {
+        TierRef {
+            dim: self.dim,
+            codes: &self.codes,
+            bounds: &self.bounds,
+        }
     }
 
     /// Bytes the tier holds: the codes and each row's bounds.
     pub(crate) fn bytes(&self) -> usize {
-        self.codes.len() + self.rows.len() * std::mem::size_of::<Quantised>()
+        self.codes.len() + std::mem::size_of_val(self.bounds.as_slice())
+    }
+}
+
+/// An int8 tier's rows where they lie: in memory ([`Int8Tier`]) or in a warm store's
+/// mapped tier files.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TierRef<'a> {
+    dim: usize,
+    codes: &'a [i8],
+    bounds: &'a [TierBounds],
+}
+
+impl<'a> TierRef<'a> {
+    /// The tier of `bounds.len()` rows of `dim` codes each (`codes` holds them row-major).
+    pub(crate) fn new(dim: usize, codes: &'a [i8], bounds: &'a [TierBounds]) -> Self {
+        debug_assert_eq!(codes.len(), bounds.len() * dim);
+        Self { dim, codes, bounds }
+    }
+
+    /// Rows in the tier.
+    pub(crate) fn rows(&self) -> usize {
+        self.bounds.len()
     }
 
     /// For each query of `queries` (`Q × D`, row-major), the rows (ascending) that may be
@@ -84,12 +137,12 @@ impl Int8Tier {
     /// bound over all rows, so what is kept holds every candidate; the final floor then
     /// filters it.
     pub(crate) fn cosine_candidates(
-        &self,
+        self,
         queries: &[f32],
         inv: &[f32],
         k: usize,
     ) -> Vec<Vec<usize>> {
-        debug_assert_eq!(inv.len(), self.rows.len());
+        debug_assert_eq!(inv.len(), self.bounds.len());
         let dim = self.dim;
         let qs: Vec<Int8Query> = queries.chunks_exact(dim).map(Int8Query::new).collect();
         let nq = qs.len();
@@ -102,7 +155,7 @@ impl Int8Tier {
             .iter()
             .map(|q| (dim as f64 + 10.0) * U32 * q.q.norm as f64)
             .collect();
-        let n = self.rows.len();
+        let n = self.bounds.len();
         // Per chunk: each query's k best lower bounds, and the rows it kept.
         type Kept = (Vec<u64>, Vec<(usize, f64)>);
         let chunks: Vec<Vec<Kept>> = (0..n.div_ceil(CHUNK_ROWS))
@@ -117,7 +170,7 @@ impl Int8Tier {
                     if inv.is_nan() {
                         continue; // not live: never a candidate
                     }
-                    let row = &self.rows[r];
+                    let row = &self.bounds[r].q;
                     let codes = &self.codes[r * dim..(r + 1) * dim];
                     let inv = inv as f64;
                     for (j, q) in qs.iter().enumerate() {

@@ -330,6 +330,9 @@ impl WarmStore {
             store_file,
             hold,
             quarantined: Vec::new(),
+            max_rows,
+            tier: None,
+            tier_damage: None,
         };
         let quarantine = salvage::read(dir)?;
         let (content_end, damaged) = store.recover(rows, blob_len, &quarantine, recovery)?;
@@ -351,6 +354,7 @@ impl WarmStore {
             salvage::write(dir, &all)?;
         }
         store.quarantined = damaged;
+        store.open_tier(rows)?;
         if writable {
             store.clear_uncommitted_rows(sb.rows);
         }

@@ -8,7 +8,9 @@
 //! * `meta-NNNNNN.chunk` — 32 bytes of metadata per row: state word, CRC-32C, content
 //!   offset and lengths, inverse norm;
 //! * `blob-NNNNNN.chunk` — ids and contents, append-only;
-//! * `LOCK` — `flock`ed by the one writer.
+//! * `LOCK` — `flock`ed by the one writer;
+//! * `tier.hv`, `i8code-NNNNNN.chunk`, `i8bound-NNNNNN.chunk` — the int8 scan tier, when
+//!   the store has one ([`WarmStore::build_int8_tier`]).
 //!
 //! Chunk files are created whole and mapped once at fixed addresses (`region`), so the
 //! committed rows read in place as one row-major matrix. Their sizes are set in bytes: the
@@ -35,7 +37,8 @@
 //! record's bytes in place, and their checksum check), `index` (id → row), `live` (the
 //! live mask), `salvage` (damaged records and the quarantine), `format` (the
 //! on-disk layout and chunk sizes), `region` (chunk files mapped at fixed addresses),
-//! `sync` (every durability call) and `watermark` (row reservation and visibility).
+//! `sync` (every durability call), `watermark` (row reservation and visibility) and
+//! `tier` (the int8 scan tier's files, when the store has one).
 
 mod format;
 mod index;
@@ -48,6 +51,7 @@ mod salvage;
 mod sync;
 #[cfg(test)]
 mod sync_failure_tests;
+mod tier;
 mod watermark;
 mod write;
 
@@ -60,6 +64,7 @@ pub use salvage::{DamagedRecord, Recovery};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub use tier::TierDamage;
 use watermark::Watermark;
 
 /// The row a record occupies (its slot in the vector files).
@@ -177,6 +182,11 @@ pub struct WarmStore {
     hold: Option<lifecycle::WriterHold>,
     /// Records left out at open (quarantined, or damaged under a salvage).
     quarantined: Vec<DamagedRecord>,
+    /// The most rows the vector region's reservation holds.
+    max_rows: usize,
+    /// The int8 scan tier, when the store has one (`tier`), and what its open found.
+    tier: Option<tier::StoreTier>,
+    tier_damage: Option<TierDamage>,
 }
 
 struct FlushState {

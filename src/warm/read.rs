@@ -7,6 +7,7 @@ use crate::corpus::{CorpusView, Origin};
 use crate::elem::Half;
 use crate::error::{Error, Result};
 use crate::matrix::MatrixRef;
+use crate::quant::tier::TierRef;
 use std::sync::atomic::Ordering;
 
 impl WarmStore {
@@ -148,6 +149,7 @@ impl WarmStore {
         };
         StoreCorpus {
             store: self,
+            tier: self.tier_view(rows),
             data,
             inv_norms,
             live: (!all_live).then_some(live),
@@ -165,6 +167,8 @@ enum StoredRows<'s> {
 /// The visible rows of a [`WarmStore`] as a searchable corpus.
 pub struct StoreCorpus<'s> {
     store: &'s WarmStore,
+    /// The int8 tier of the rows, when the store has one.
+    tier: Option<TierRef<'s>>,
     data: StoredRows<'s>,
     /// A 16-bit store's rows widened, made only if [`CorpusView::matrix`] is called.
     decoded: std::sync::OnceLock<Vec<f32>>,
@@ -195,12 +199,10 @@ impl<'s> StoreCorpus<'s> {
         match self.data {
             StoredRows::F32(data) => {
                 let m = MatrixRef::new(data, self.rows(), self.store.dim).ok()?;
-                Some(CorpusView::from_parts(
-                    m,
-                    &self.inv_norms,
-                    self.live.as_deref(),
-                    origin,
-                ))
+                Some(
+                    CorpusView::from_parts(m, &self.inv_norms, self.live.as_deref(), origin)
+                        .with_int8_tier(self.tier),
+                )
             }
             StoredRows::Half(bits, half) => (self.rows() > 0).then(|| {
                 CorpusView::from_half_parts(
@@ -210,6 +212,7 @@ impl<'s> StoreCorpus<'s> {
                     self.live.as_deref(),
                     origin,
                 )
+                .with_int8_tier(self.tier)
             }),
         }
     }

@@ -101,6 +101,11 @@ impl Region {
         self
     }
 
+    /// How the region's chunks are sized.
+    pub(crate) fn sizes(&self) -> ChunkSizes {
+        self.sizes
+    }
+
     pub(crate) fn chunk_path(&self, i: usize) -> PathBuf {
         self.dir.join(format!("{}-{i:06}.chunk", self.prefix))
     }

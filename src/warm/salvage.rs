@@ -138,25 +138,7 @@ fn encode(q: &Quarantine) -> Vec<u8> {
 /// Replaces `dir/quarantine.hv` with `q`, atomically and durably (temporary name, fsync,
 /// rename, fsync of the directory). The caller holds the writer's lock.
 pub(crate) fn write(dir: &Path, q: &Quarantine) -> Result<()> {
-    use std::io::Write;
-    let path = dir.join(QUARANTINE_FILE);
-    let tmp = dir.join(format!(".{QUARANTINE_FILE}.tmp"));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(Error::at(&tmp))?;
-        f.write_all(&encode(q)).map_err(Error::at(&tmp))?;
-        sync::file(&f, &tmp)?;
-        std::fs::rename(&tmp, &path).map_err(Error::at(&path))?;
-        sync::dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    sync::replace_file(dir, QUARANTINE_FILE, &encode(q))
 }
 
 #[cfg(test)]

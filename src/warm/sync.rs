@@ -26,6 +26,31 @@ pub(crate) fn dir(dir: &Path) -> Result<()> {
         .map_err(Error::at(dir))
 }
 
+/// Replaces `dir/name` with `bytes`, atomically and durably: written whole under a
+/// temporary name, synced, renamed into place, and the directory synced. A crash leaves
+/// the old file or the new one. The caller holds the writer's lock.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(Error::at(&tmp))?;
+        f.write_all(bytes).map_err(Error::at(&tmp))?;
+        file(&f, &tmp)?;
+        std::fs::rename(&tmp, &path).map_err(Error::at(&path))?;
+        self::dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// `msync(MS_SYNC)` of mapped file pages (`path` names the files in errors).
 ///
 /// # Safety

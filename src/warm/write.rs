@@ -148,6 +148,12 @@ impl WarmStore {
         self.meta_word(row, 5).store(content_len, Ordering::Relaxed);
         self.meta_word(row, 6)
             .store(inv_norm.to_bits(), Ordering::Relaxed);
+        if let Some(tier) = &self.tier {
+            let mut buf = vec![0.0f32; self.dim];
+            // SAFETY: `row` is this thread's alone and unpublished; ensure_capacity mapped
+            // its tier entry.
+            unsafe { self.write_tier_row(tier, row, vbytes, crc, &mut buf) };
+        }
         // Publish: everything above happens-before any reader that sees this state.
         self.meta_word(row, 0).store(state, Ordering::SeqCst);
         self.index_publish(row, id, state);
@@ -176,18 +182,17 @@ impl WarmStore {
     /// call.
     pub(super) fn ensure_capacity(&self, row: u64, blob_end: u64) -> Result<()> {
         let rows = row as usize + 1;
+        let tier = self.tier.as_ref().map(|t| t.extents(rows, self.dim));
         let needs = [
             (&self.vectors, rows * self.row_bytes),
             (&self.metas, rows * META_BYTES),
             (&self.blobs, blob_end as usize),
         ];
-        if needs
-            .iter()
-            .all(|(r, need)| r.mapped_bytes() >= need + grow_ahead(r))
-        {
+        let needs = || needs.iter().chain(tier.iter().flatten());
+        if needs().all(|(r, need)| r.mapped_bytes() >= need + grow_ahead(r)) {
             return Ok(());
         }
-        let needed = needs.iter().any(|(r, need)| r.mapped_bytes() < *need);
+        let needed = needs().any(|(r, need)| r.mapped_bytes() < *need);
         let _g = if needed {
             self.grow_lock.lock()
         } else {
@@ -196,7 +201,7 @@ impl WarmStore {
                 None => return Ok(()), // another writer is growing already
             }
         };
-        for (region, need) in needs {
+        for (region, need) in needs() {
             region.grow_to(need + grow_ahead(region))?;
         }
         Ok(())
@@ -254,6 +259,14 @@ impl WarmStore {
         self.metas
             .sync_range(st.rows as usize * META_BYTES, rows as usize * META_BYTES)?;
         self.blobs.sync_range(lo as usize, hi as usize)?;
+        if let Some(tier) = &self.tier {
+            let old = tier.extents(st.rows as usize, self.dim);
+            for ((region, from), (_, to)) in
+                old.into_iter().zip(tier.extents(rows as usize, self.dim))
+            {
+                region.sync_range(from, to)?;
+            }
+        }
         let sb = Superblock {
             generation: st.generation + 1,
             rows,

@@ -246,6 +246,11 @@ enum Cmd {
         /// value rounded to nearest). Default: an existing store's type, else f32.
         #[arg(long, value_enum)]
         dtype: Option<StoreDtypeArg>,
+        /// Build the store's int8 scan tier (kept from then on): cosine queries of up to
+        /// 4 vectors scan int8 codes first and re-score only the rows that can be in the
+        /// top-k, with the same exact answers.
+        #[arg(long)]
+        int8_tier: bool,
     },
     /// Print the record stored under an id.
     Get {
@@ -335,6 +340,7 @@ fn main() -> ExitCode {
             input,
             flush_every,
             dtype,
+            int8_tier,
         } => {
             let source = match (random, input) {
                 (Some(count), None) => store::Source::Random { count, seed },
@@ -342,7 +348,12 @@ fn main() -> ExitCode {
                 _ => unreachable!("clap requires exactly one source"),
             };
             let shape = (dim, dtype.map(ElementType::from));
-            return finish(store::ingest(&dir, shape, source, flush_every, false).map(|()| true));
+            let options = store::IngestOptions {
+                flush_every,
+                int8_tier,
+                quiet: false,
+            };
+            return finish(store::ingest(&dir, shape, source, options).map(|()| true));
         }
         Cmd::Get {
             store: dir,
@@ -1066,6 +1077,7 @@ fn query(
             .map(|hs| hs.into_iter().map(|h| (h.index, h.score)).collect()),
         "index",
         json,
+        None,
     )
 }
 
@@ -1133,10 +1145,14 @@ fn name_filter_file(e: Error, ids: Option<&Path>, rows: Option<&Path>) -> Error 
 
 /// One line per query: `{"query": i, "hits": [{<key>: .., "score": ..}, ...]}` with
 /// `--json`, else `query i: key:score ...`.
+/// Prints each query's hits: a line of `key:score` pairs, or a JSON object per line
+/// (`{"query": i, "hits": [...]}`, with `"rescored"` when `rescored` has an entry per
+/// query: the rows its certified search re-scored, or null when none ran).
 fn print_hits<K: std::fmt::Display + Into<serde_json::Value>>(
     hits: impl Iterator<Item = Vec<(K, f32)>>,
     key: &str,
     json: bool,
+    rescored: Option<&[Option<usize>]>,
 ) -> Result<(), Error> {
     for (i, hs) in hits.enumerate() {
         if json {
@@ -1149,7 +1165,11 @@ fn print_hits<K: std::fmt::Display + Into<serde_json::Value>>(
                     serde_json::Value::Object(o)
                 })
                 .collect();
-            outln!("{}", serde_json::json!({"query": i, "hits": hs}));
+            let mut line = serde_json::json!({"query": i, "hits": hs});
+            if let Some(r) = rescored {
+                line["rescored"] = r.get(i).copied().flatten().into();
+            }
+            outln!("{line}");
         } else {
             let s: Vec<String> = hs
                 .iter()

@@ -21,6 +21,16 @@ pub enum Source {
     File(PathBuf),
 }
 
+/// How `ingest` writes.
+pub struct IngestOptions {
+    /// Flush every this many records (and print `flushed <count>` after each flush).
+    pub flush_every: Option<u64>,
+    /// Build the store's int8 scan tier first (when it has none).
+    pub int8_tier: bool,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
 /// Opens the store in `dir`, creating it with `dim` (and `element`, f32 when not given)
 /// when there is none. Returns whether this call created it. A store another process
 /// created a moment ago is opened instead. An `element` other than an existing store's
@@ -199,9 +209,13 @@ pub fn ingest(
     dir: &Path,
     (dim, element): (usize, Option<ElementType>),
     source: Source,
-    flush_every: Option<u64>,
-    quiet: bool,
+    options: IngestOptions,
 ) -> Result<(), Error> {
+    let IngestOptions {
+        flush_every,
+        int8_tier,
+        quiet,
+    } = options;
     if dim == 0 || dim > MAX_STORE_DIM {
         return Err(Error::InvalidConfig(format!(
             "--dim must be between 1 and {MAX_STORE_DIM}, got {dim}"
@@ -251,9 +265,23 @@ pub fn ingest(
             ))
         });
     }
-    let (store, created) = open_or_create(dir, dim, element)?;
+    let (mut store, created) = open_or_create(dir, dim, element)?;
     created_here.store(created, Ordering::Release);
     let result = (|| -> Result<(), Error> {
+        if int8_tier && !store.has_int8_tier() {
+            let rows = store.stats().visible_rows;
+            let started = std::time::Instant::now();
+            store.build_int8_tier()?;
+            if rows > 0 && !quiet {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "built the int8 tier of {} over {rows} rows in {:.2} s",
+                    dir.display(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let store = &store;
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
@@ -307,6 +335,16 @@ pub fn ingest(
 /// writes nothing) with a warning that names them and the command that repairs them.
 pub fn open_for_reading(dir: &Path) -> Result<WarmStore, Error> {
     let store = WarmStore::open_read_only_with(dir, Recovery::Salvage)?;
+    if let Some(d) = store.int8_tier_damage() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: the int8 tier of {} is damaged ({} entries; {}): searching without it, with the same answers; `hybridvec repair --store {}` rebuilds it",
+            dir.display(),
+            d.rows,
+            d.reason,
+            dir.display()
+        );
+    }
     let damaged: Vec<&DamagedRecord> = store.quarantined().iter().filter(|d| !d.earlier).collect();
     if let Some(first) = damaged.first() {
         let _ = writeln!(
@@ -382,6 +420,7 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
     let mut records = 0u64;
     let mut would_drop: Vec<DamagedRecord> = Vec::new();
     let mut quarantined = 0usize;
+    let mut tiered = false;
     let opened = match WarmStore::open_read_only(dir) {
         Err(e @ Error::CorruptStore { .. }) => {
             errors.push(e.to_string());
@@ -404,6 +443,15 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
             .cloned()
             .collect();
         quarantined = store.quarantined().len() - would_drop.len();
+        tiered = store.has_int8_tier() || store.int8_tier_damage().is_some();
+        if let Some(d) = store.int8_tier_damage() {
+            errors.push(format!(
+                "int8 tier: {} damaged entries ({}); `hybridvec repair --store {}` rebuilds them from the vectors, losing nothing",
+                d.rows,
+                d.reason,
+                dir.display()
+            ));
+        }
         let corpus = store.corpus();
         for row in (0..corpus.rows()).filter(|&r| corpus.is_live(r)) {
             let rec = match store.read_record(row as u64) {
@@ -448,7 +496,7 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
             serde_json::json!({
                 "ok": ok, "records": records, "error_count": count, "errors": errors,
                 "repair_would_drop": would_drop.len(), "damaged": damaged,
-                "quarantined": quarantined,
+                "quarantined": quarantined, "int8_tier": tiered,
             })
         );
     } else {
@@ -492,6 +540,7 @@ pub fn verify(dir: &Path, expect_seed: Option<u64>, json: bool) -> Result<bool, 
 pub fn repair(dir: &Path, json: bool) -> Result<bool, Error> {
     let store = WarmStore::open_with(dir, Recovery::Salvage)?;
     let dropped: Vec<&DamagedRecord> = store.quarantined().iter().filter(|d| !d.earlier).collect();
+    let tier_rebuilt = store.int8_tier_damage().map_or(0, |d| d.rows);
     if json {
         let list: Vec<_> = dropped
             .iter()
@@ -500,13 +549,22 @@ pub fn repair(dir: &Path, json: bool) -> Result<bool, Error> {
         outln!(
             "{}",
             serde_json::json!({"records": store.len(), "quarantined": list,
-                "quarantined_earlier": store.quarantined().len() - dropped.len()})
+                "quarantined_earlier": store.quarantined().len() - dropped.len(),
+                "int8_tier_rebuilt": tier_rebuilt})
         );
-    } else if dropped.is_empty() {
+    } else if dropped.is_empty() && tier_rebuilt == 0 {
         outln!("nothing to repair: {} records, all sound", store.len());
+    } else if dropped.is_empty() {
+        outln!(
+            "repaired: rebuilt {tier_rebuilt} damaged int8 tier entries from the vectors; all {} records sound",
+            store.len()
+        );
     } else {
         for d in &dropped {
             outln!("quarantined {}", describe(d));
+        }
+        if tier_rebuilt > 0 {
+            outln!("rebuilt {tier_rebuilt} damaged int8 tier entries from the vectors");
         }
         outln!(
             "repaired: quarantined {} damaged records, kept {} records",
@@ -526,11 +584,31 @@ pub fn query(
     options: &hybridvec::SearchOptions,
     json: bool,
 ) -> Result<(), Error> {
-    let hits = exec.search_store(queries.view(), store, k, options)?;
+    // With a tier, one query a call: each is certified (the tier serves up to
+    // CERTIFIED_MAX_QUERIES), and each line can say how many rows its query re-scored.
+    let tiered = store.has_int8_tier()
+        && options.metric == hybridvec::Metric::Cosine
+        && options.filter.is_none();
+    let (hits, rescored) = if tiered {
+        let mut hits = Vec::with_capacity(queries.rows());
+        let mut rescored = Vec::with_capacity(queries.rows());
+        for i in 0..queries.rows() {
+            let q = hybridvec::MatrixRef::new(queries.row(i), 1, queries.cols())?;
+            let (h, report) = exec.search_store_with_report(q, store, k, options)?;
+            hits.extend(h);
+            rescored.push(report.rescored);
+        }
+        (hits, rescored)
+    } else {
+        let hits = exec.search_store(queries.view(), store, k, options)?;
+        let none = vec![None; hits.len()];
+        (hits, none)
+    };
     crate::print_hits(
         hits.into_iter()
             .map(|hs| hs.into_iter().map(|h| (h.id, h.score)).collect()),
         "id",
         json,
+        Some(&rescored),
     )
 }
