@@ -35,6 +35,7 @@ fn check_identical(name: &str, rows: Vec<f32>, dim: usize, queries: &[Vec<f32>])
     let plain = Corpus::new(rows, dim).unwrap();
     let tiered = plain.clone().with_int8_tier();
     let tier = Int8Tier::build(plain.matrix().as_slice(), dim);
+    let tier = tier.view();
     assert_eq!(tier.rows(), plain.rows());
     let units: Vec<Vec<f32>> = queries.iter().map(|q| unit(q)).collect();
     let mut counts = Vec::new();
