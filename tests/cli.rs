@@ -741,3 +741,90 @@ fn bench_takes_a_gpu_precision() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("fp8"), "{}", stderr(&o));
 }
+
+/// `ingest --int8-tier` (on a new store, and on demand on an existing one) and
+/// `query --store --json`, whose lines say how many rows each query re-scored; the hits
+/// are those of the same store without the tier. Damage to the tier: `verify` fails and
+/// names it, `query` searches without it (same hits), `repair` rebuilds it.
+#[test]
+fn ingest_int8_tier_and_query_store_say_rescored_with_unchanged_hits() {
+    let dir = std::env::temp_dir().join(format!("hybridvec-cli-tier-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (tiered, plain) = (dir.join("tiered"), dir.join("plain"));
+    let (tiered, plain) = (tiered.to_str().unwrap(), plain.to_str().unwrap());
+    let ingest = |store: &str, extra: &[&str]| {
+        let mut args = vec![
+            "ingest", "--store", store, "--dim", "32", "--random", "3000", "--seed", "3",
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert_ok(&o, "ingest");
+    };
+    ingest(tiered, &["--int8-tier"]);
+    ingest(plain, &[]);
+    let query = |store: &str| -> (Vec<Value>, Vec<Value>, String) {
+        let o = run(&[
+            "query", "--store", store, "--random", "5", "--seed", "4", "--k", "10", "--json",
+        ]);
+        assert_ok(&o, "query --store");
+        let lines: Vec<Value> = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 5);
+        let hits = lines.iter().map(|l| l["hits"].clone()).collect();
+        let rescored = lines.iter().map(|l| l["rescored"].clone()).collect();
+        (hits, rescored, stderr(&o))
+    };
+    let (want, none, _) = query(plain);
+    assert!(none.iter().all(Value::is_null), "{none:?}");
+    let (got, rescored, _) = query(tiered);
+    assert_eq!(got, want);
+    for r in &rescored {
+        let r = r.as_u64().unwrap_or_else(|| panic!("rescored {r}"));
+        assert!((10..3000).contains(&r), "rescored {r}");
+    }
+    // On demand, on the existing untiered store.
+    let o = run(&[
+        "ingest",
+        "--store",
+        plain,
+        "--dim",
+        "32",
+        "--random",
+        "0",
+        "--int8-tier",
+    ]);
+    assert_ok(&o, "ingest --int8-tier on an existing store");
+    let (got, rescored, _) = query(plain);
+    assert_eq!(got, want);
+    assert!(rescored.iter().all(Value::is_u64), "{rescored:?}");
+
+    // Damage one code byte.
+    let chunk = dir.join("tiered").join("i8code-000002.chunk");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[77] ^= 0x21;
+    std::fs::write(&chunk, bytes).unwrap();
+    let o = run(&["verify", "--store", tiered]);
+    assert_eq!(o.status.code(), Some(1), "verify must fail: {}", stdout(&o));
+    assert!(stdout(&o).contains("int8 tier"), "{}", stdout(&o));
+    let (got, rescored, err) = query(tiered);
+    assert_eq!(got, want);
+    assert!(rescored.iter().all(Value::is_null), "{rescored:?}");
+    assert!(err.contains("int8 tier") && err.contains("repair"), "{err}");
+    let o = run(&["repair", "--store", tiered, "--json"]);
+    assert_ok(&o, "repair");
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["int8_tier_rebuilt"], 1);
+    let o = run(&["verify", "--store", tiered, "--expect-seed", "3", "--json"]);
+    assert_ok(&o, "verify after repair");
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["int8_tier"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let (got, rescored, _) = query(tiered);
+    assert_eq!(got, want);
+    assert!(rescored.iter().all(Value::is_u64), "{rescored:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

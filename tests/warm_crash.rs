@@ -7,7 +7,8 @@
 //!   every record it reported as flushed must verify.
 //!
 //! Both run for f32 stores and, fewer rounds, for f16 and bf16 ones (whose records hold
-//! the rounded values).
+//! the rounded values), and for stores with an int8 scan tier, whose every committed
+//! entry must pass its check in every image (none damaged, none rebuilt).
 //!
 //! `HYBRIDVEC_HEAVY_TESTS=1` runs more of both.
 
@@ -42,6 +43,9 @@ fn image_holds(dir: &Path, model: &Model) -> Result<(), String> {
     // StoreLocked.
     let s = common::open_writer(dir, hybridvec::Recovery::Strict)
         .map_err(|e| format!("crash image does not open: {e}"))?;
+    if let Some(d) = s.int8_tier_damage() {
+        return Err(format!("int8 tier damaged: {d:?}"));
+    }
     let live = model.values().filter(|v| v.is_some()).count() as u64;
     if s.len() != live {
         return Err(format!("{} live records, expected {live}", s.len()));
@@ -185,24 +189,36 @@ fn crash_mid_flush_opens_the_old_or_the_new_state() {
 #[test]
 fn simulated_power_loss_keeps_every_flushed_record() {
     let target = if heavy() { 20_000 } else { 2_000 };
-    power_loss(ElementType::F32, target, "crash-power");
+    power_loss(ElementType::F32, false, target, "crash-power");
+}
+
+#[test]
+fn simulated_power_loss_keeps_the_int8_tier_sound() {
+    let target = if heavy() { 5_000 } else { 600 };
+    power_loss(ElementType::F32, true, target, "crash-power-tier");
+    power_loss(ElementType::F16, true, target / 3, "crash-power-tier-f16");
 }
 
 #[test]
 fn simulated_power_loss_keeps_every_flushed_16_bit_record() {
     let target = if heavy() { 5_000 } else { 600 };
-    power_loss(ElementType::F16, target, "crash-power-f16");
-    power_loss(ElementType::Bf16, target, "crash-power-bf16");
+    power_loss(ElementType::F16, false, target, "crash-power-f16");
+    power_loss(ElementType::Bf16, false, target, "crash-power-bf16");
 }
 
-/// Crash images of a store of `element` under random bursts, until `target` images held.
-fn power_loss(element: ElementType, target: usize, name: &str) {
+/// Crash images of a store of `element` (with an int8 tier when `tiered`) under random
+/// bursts, until `target` images held.
+fn power_loss(element: ElementType, tiered: bool, target: usize, name: &str) {
     let images_per_round = 40;
     let (dim, cfg) = (8, small_config(8));
     let dir = TempDir::new(name);
     let img = TempDir::new(&format!("{name}-img"));
     let store_dir = dir.path("s");
-    let s = WarmStore::create_with_element(&store_dir, cfg, element).unwrap();
+    let mut s = WarmStore::create_with_element(&store_dir, cfg, element).unwrap();
+    if tiered {
+        s.build_int8_tier().unwrap();
+    }
+    let s = s;
     let mut rng = data::Rng::new(2024, 0);
     let mut model: Model = HashMap::new();
     let mut durable: Model = HashMap::new();
@@ -226,6 +242,7 @@ fn power_loss(element: ElementType, target: usize, name: &str) {
             let keep_percent = rng.below(101);
             let files = crash_image(&synced, &current, keep_percent, &mut rng)
                 .unwrap_or_else(|e| panic!("round {round} image {image}: {e}"));
+            assert_eq!(files.contains_key("tier.hv"), tiered);
             write_image(img.dir(), &files).unwrap();
             check_image(img.dir(), &durable, &format!("round {round} image {image}"));
             images += 1;
@@ -240,22 +257,28 @@ fn power_loss(element: ElementType, target: usize, name: &str) {
 
 #[test]
 fn kill_9_during_ingest_loses_nothing_acknowledged() {
-    kill_9_rounds(ElementType::F32, if heavy() { 200 } else { 50 });
+    kill_9_rounds(ElementType::F32, false, if heavy() { 200 } else { 50 });
+}
+
+#[test]
+fn kill_9_during_a_tiered_ingest_loses_nothing_and_keeps_the_tier_sound() {
+    kill_9_rounds(ElementType::F32, true, if heavy() { 60 } else { 15 });
 }
 
 #[test]
 fn kill_9_during_a_16_bit_ingest_loses_nothing_acknowledged() {
-    kill_9_rounds(ElementType::F16, if heavy() { 60 } else { 15 });
-    kill_9_rounds(ElementType::Bf16, if heavy() { 60 } else { 15 });
+    kill_9_rounds(ElementType::F16, false, if heavy() { 60 } else { 15 });
+    kill_9_rounds(ElementType::Bf16, false, if heavy() { 60 } else { 15 });
 }
 
-/// `kills` ingests of a store of `element` killed at random times.
-fn kill_9_rounds(element: ElementType, kills: u64) {
+/// `kills` ingests of a store of `element` (`--int8-tier` when `tiered`) killed at random
+/// times.
+fn kill_9_rounds(element: ElementType, tiered: bool, kills: u64) {
     let exe = common::exe();
     let mut rng = data::Rng::new(77, 0);
     let mut acknowledged_total = 0u64;
     for round in 0..kills {
-        let dir = TempDir::new(&format!("crash-kill-{element}-{round}"));
+        let dir = TempDir::new(&format!("crash-kill-{element}-{tiered}-{round}"));
         let store = dir.path("s");
         let seed = 1000 + round;
         let mut child = Command::new(&exe)
@@ -270,6 +293,7 @@ fn kill_9_rounds(element: ElementType, kills: u64) {
             ])
             .args(["--seed", &seed.to_string(), "--flush-every", "97"])
             .args(["--dtype", element.name()])
+            .args(tiered.then_some("--int8-tier"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -299,6 +323,16 @@ fn kill_9_rounds(element: ElementType, kills: u64) {
         }
         // Every acknowledged record, bit for bit; and the CLI verifier agrees.
         let s = WarmStore::open_read_only(&store).unwrap();
+        // The tier, once in place, covers every committed row soundly.
+        if store.join("tier.hv").exists() {
+            assert!(tiered, "round {round}");
+            assert!(
+                s.has_int8_tier(),
+                "round {round}: {:?}",
+                s.int8_tier_damage()
+            );
+        }
+        assert_eq!(s.int8_tier_damage(), None, "round {round}");
         assert!(
             s.len() >= acknowledged,
             "round {round}: {} < {acknowledged}",
