@@ -52,6 +52,8 @@ mod sync;
 #[cfg(test)]
 mod sync_failure_tests;
 mod tier;
+#[cfg(test)]
+mod tier_tests;
 mod watermark;
 mod write;
 

@@ -73,6 +73,25 @@ thread_local! {
     static ARMED: std::cell::Cell<Option<(u32, u32)>> = const { std::cell::Cell::new(None) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The paths of this thread's sync calls, in order, while recording.
+    static SYNCED: std::cell::RefCell<Option<Vec<std::path::PathBuf>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Starts recording the paths this thread's sync calls name.
+#[cfg(test)]
+pub(crate) fn record() {
+    SYNCED.set(Some(Vec::new()));
+}
+
+/// Stops recording; returns the paths synced since [`record`], in order.
+#[cfg(test)]
+pub(crate) fn recorded() -> Vec<std::path::PathBuf> {
+    SYNCED.take().unwrap_or_default()
+}
+
 /// Arms a dying disk on this thread: `n` sync calls succeed, and every one after them
 /// fails with EIO until [`disarm`].
 #[cfg(test)]
@@ -88,6 +107,12 @@ pub(crate) fn disarm() -> u32 {
 
 fn injected(path: &Path) -> Result<()> {
     let _ = path;
+    #[cfg(test)]
+    SYNCED.with_borrow_mut(|log| {
+        if let Some(log) = log {
+            log.push(path.to_path_buf());
+        }
+    });
     #[cfg(test)]
     match ARMED.get() {
         Some((0, failed)) => {
