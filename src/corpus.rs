@@ -456,6 +456,24 @@ impl<'a> CorpusView<'a> {
         self.int8
     }
 
+    /// Asks for the rows of `runs` (`start..end`, ascending) to be read from a store's
+    /// files now, all at once (see [`crate::mem::will_need`]): the certified search reads
+    /// only them, scattered, and a fault on each would read (and cache) far more.
+    /// Nothing for an in-memory corpus.
+    pub(crate) fn will_need_rows(&self, runs: &[(usize, usize)]) {
+        if !matches!(self.origin, Origin::Store(_)) {
+            return;
+        }
+        let (base, row_bytes) = match &self.elements {
+            Elements::F32(d) => (d.as_ptr() as usize, self.cols * 4),
+            Elements::Half { bits, .. } => (bits.as_ptr() as usize, self.cols * 2),
+        };
+        crate::mem::will_need(
+            runs.iter()
+                .map(|&(s, e)| (base + s * row_bytes, (e - s) * row_bytes)),
+        );
+    }
+
     /// This view with `tier` as its int8 scan tier (one entry per row).
     pub(crate) fn with_int8_tier(mut self, tier: Option<TierRef<'a>>) -> Self {
         debug_assert!(tier.is_none_or(|t| t.rows() == self.rows));

@@ -62,6 +62,45 @@ fn advise_huge(_addr: usize, _bytes: usize) {}
 /// no-op off x86-64.
 #[inline]
 pub(crate) fn prefetch<T>(data: &[T]) {
+    prefetch_lines(data)
+}
+
+/// Asks the kernel to start reading every page of the byte ranges `(address, length)`
+/// (ascending) from their files now, all at once (`MADV_WILLNEED`), so that touching them
+/// then waits for one round of I/O instead of a fault and a read-around for each. For
+/// scattered rows of a mapped store; on memory that is already resident it does nothing.
+/// A failure is harmless (the pages are read on touch), so it is ignored.
+pub(crate) fn will_need(ranges: impl Iterator<Item = (usize, usize)>) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let mut pending: Option<(usize, usize)> = None;
+        let advise = |(start, end): (usize, usize)| {
+            // SAFETY: `[start, end)` covers pages of a live mapping the caller reads (its
+            // ranges rounded out to page boundaries, which stay inside the mapping).
+            // MADV_WILLNEED only schedules reads; contents and validity are unaffected.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_WILLNEED) };
+        };
+        for (addr, len) in ranges.filter(|r| r.1 > 0) {
+            let (start, end) = (addr / PAGE * PAGE, (addr + len).next_multiple_of(PAGE));
+            pending = match pending {
+                Some((s, e)) if start <= e => Some((s, e.max(end))),
+                Some(run) => {
+                    advise(run);
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+        }
+        if let Some(run) = pending {
+            advise(run);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = ranges;
+}
+
+fn prefetch_lines<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         let (start, bytes) = (data.as_ptr().cast::<i8>(), std::mem::size_of_val(data));

@@ -261,7 +261,8 @@ fn xor_byte(path: &Path, offset: u64) {
 #[test]
 fn damage_to_any_tier_file_loses_nothing_and_a_writer_rebuilds_it() {
     let fx = damaged_fixture("tier-damage");
-    let damages: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    type Damage = Box<dyn Fn(&Path)>;
+    let damages: Vec<(&str, Damage)> = vec![
         (
             "a code byte",
             Box::new(|d| xor_byte(&d.join("i8code-000002.chunk"), 100)),

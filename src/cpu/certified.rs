@@ -49,6 +49,7 @@ impl CpuBackend {
             .chunk_by(|a, b| a + 1 == *b)
             .map(|run| (run[0], run[0] + run.len()))
             .collect();
+        corpus.will_need_rows(&runs);
         let scored: Vec<Vec<f32>> = self.pool.install(|| {
             runs.par_iter()
                 .map(|&(start, end)| {

@@ -355,6 +355,11 @@ impl WarmStore {
         }
         store.quarantined = damaged;
         store.open_tier(rows)?;
+        if !writable && store.tier.is_some() {
+            // Searches read the vectors only where the tier's candidates are, scattered:
+            // reading ahead around each would read (and cache) far more than they need.
+            store.vectors.advise_random();
+        }
         if writable {
             store.clear_uncommitted_rows(sb.rows);
         }

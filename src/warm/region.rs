@@ -101,6 +101,23 @@ impl Region {
         self
     }
 
+    /// Advises the chunks mapped so far for random reads: no huge pages and no read-around
+    /// (`MADV_NOHUGEPAGE`, `MADV_RANDOM`), so a fault reads the page it needs, not the 2 MiB
+    /// or more around it. For the vectors of a read-only store with an int8 tier, whose
+    /// searches read scattered candidates' rows.
+    pub(crate) fn advise_random(&self) {
+        let bytes = self.mapped_bytes();
+        if bytes == 0 {
+            return;
+        }
+        for advice in [libc::MADV_NOHUGEPAGE, libc::MADV_RANDOM] {
+            // SAFETY: `[base, base + bytes)` is this region's mapped chunks; the advice only
+            // changes how the kernel pages them in, not their contents, and a failure is
+            // harmless (the pages are read as before), so the result is ignored.
+            unsafe { libc::madvise(self.base.cast(), bytes, advice) };
+        }
+    }
+
     /// How the region's chunks are sized.
     pub(crate) fn sizes(&self) -> ChunkSizes {
         self.sizes
