@@ -207,8 +207,7 @@ fn queries_over_a_store_three_times_a_memory_limit_are_exact_inside_it() {
         "child: {}",
         child_err
             .lines()
-            .filter(|l| l.starts_with("RSS"))
-            .last()
+            .rfind(|l| l.starts_with("RSS"))
             .unwrap_or("")
     );
     eprintln!(
