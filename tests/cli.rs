@@ -801,7 +801,7 @@ fn ingest_int8_tier_and_query_store_say_rescored_with_unchanged_hits() {
     assert!(rescored.iter().all(Value::is_u64), "{rescored:?}");
 
     // Damage one code byte.
-    let chunk = dir.join("tiered").join("i8code-000002.chunk");
+    let chunk = dir.join("tiered").join("i8code-000001.chunk");
     let mut bytes = std::fs::read(&chunk).unwrap();
     bytes[77] ^= 0x21;
     std::fs::write(&chunk, bytes).unwrap();
