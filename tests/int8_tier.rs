@@ -113,3 +113,68 @@ fn bench_with_the_int8_dtype_reports_the_rows_rescored() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--dtype"));
 }
+
+/// Inner product and L2 through the tier: the same hits (indices and score bits) as the
+/// plain corpus, which match the f64 reference; the tier re-scores few rows. Rows of very
+/// different norms, and near-duplicates, where L2's expanded form cancels.
+#[test]
+fn inner_product_and_l2_through_the_tier_match_the_plain_corpus_and_the_reference() {
+    use common::reference::metric64;
+    use hybridvec::{Metric, SearchOptions};
+    let ex = cpu();
+    let (n, d) = (4000, 64);
+    let mut rows = data::random_matrix(n, d, 31);
+    for (r, row) in rows.chunks_exact_mut(d).enumerate() {
+        let scale = [0.01f32, 1.0, 30.0][r % 3];
+        row.iter_mut().for_each(|v| *v *= scale);
+    }
+    let base = rows[..d].to_vec();
+    for r in 1..20 {
+        for (j, v) in rows[r * d..(r + 1) * d].iter_mut().enumerate() {
+            *v = base[j] + 1e-4 * (r * j % 7) as f32;
+        }
+    }
+    let plain = Corpus::new(rows.clone(), d).unwrap();
+    let tiered = plain.clone().with_int8_tier();
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        let options = SearchOptions::new(metric);
+        for q in 1..=CERTIFIED_MAX_QUERIES {
+            let mut qv = data::random_matrix(q, d, 40 + q as u64);
+            qv[..d].copy_from_slice(&rows[5 * d..6 * d]); // a near-duplicate of row 0's cluster
+            let m = MatrixRef::new(&qv, q, d).unwrap();
+            for k in [1, 10, 50] {
+                let (got, report) = ex.search_with_report(m, &tiered, k, &options).unwrap();
+                let (want, plain_report) = ex.search_with_report(m, &plain, k, &options).unwrap();
+                let r = report.rescored.expect("the tier was used");
+                assert!(
+                    r >= k && r < q * n / 4,
+                    "{metric} Q = {q} k = {k}: {r} re-scored"
+                );
+                assert_eq!(plain_report.rescored, None);
+                let bits = |h: &[Vec<hybridvec::Hit>]| -> Vec<Vec<(usize, u32)>> {
+                    h.iter()
+                        .map(|h| h.iter().map(|h| (h.index, h.score.to_bits())).collect())
+                        .collect()
+                };
+                assert_eq!(bits(&got), bits(&want), "{metric} Q = {q} k = {k}");
+                for (i, hits) in got.iter().enumerate() {
+                    let query = &qv[i * d..(i + 1) * d];
+                    let mut reference: Vec<(usize, f64)> = (0..n)
+                        .map(|r| (r, metric64(metric, query, &rows[r * d..(r + 1) * d])))
+                        .collect();
+                    reference.sort_by(|a, b| match metric {
+                        Metric::L2 => a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)),
+                        _ => b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)),
+                    });
+                    let want: Vec<usize> = reference[..k].iter().map(|r| r.0).collect();
+                    let got_rows: Vec<usize> = hits.iter().map(|h| h.index).collect();
+                    assert_eq!(got_rows, want, "{metric} Q = {q} k = {k} query {i}");
+                    for h in hits {
+                        let exact = metric64(metric, query, &rows[h.index * d..(h.index + 1) * d]);
+                        assert_eq!(h.score, exact as f32, "{metric}: row {}", h.index);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,20 +1,20 @@
-//! Certified cosine top-k over a corpus's int8 tier: the candidates the tier proves may
-//! be in the top-k (see [`crate::quant::tier`]), re-scored in place by the streaming
-//! kernels, so each score is the full scan's, bit for bit, and so is the answer.
+//! Certified top-k over a corpus's int8 tier: the candidates the tier proves may be in
+//! the top-k (see [`crate::quant::tier`]), re-scored in place by the streaming kernels, so
+//! each score is the full scan's, bit for bit, and so is the answer. Any metric: the view
+//! scores `dot · scale + bias` (cosine, inner product, L2; see [`crate::metric`]), and the
+//! executor's exact step for inner product and L2 then sees what the full scan gives.
 
 use super::CpuBackend;
 use crate::corpus::CorpusView;
 use crate::hit::Hit;
 use crate::matrix::MatrixRef;
-use crate::metric::Metric;
 use crate::quant::{note_rescored, CERTIFIED_MAX_QUERIES};
 use rayon::prelude::*;
 
 impl CpuBackend {
-    /// The top `k` of unit-norm `queries` through the corpus's int8 tier, or `None` when
-    /// the call is not one the certificate serves (no tier, more than
-    /// [`CERTIFIED_MAX_QUERIES`] queries, a batch for the score tiles, or another metric
-    /// than cosine): the caller then scans in full.
+    /// The top `k` of `queries` through the corpus's int8 tier, or `None` when the call is
+    /// not one the certificate serves (no tier, more than [`CERTIFIED_MAX_QUERIES`]
+    /// queries, or a batch for the score tiles): the caller then scans in full.
     pub(super) fn certified_top_k(
         &self,
         queries: MatrixRef<'_>,
@@ -26,16 +26,14 @@ impl CpuBackend {
         if q == 0
             || q > CERTIFIED_MAX_QUERIES
             || self.use_gemm(q)
-            || corpus.metric() != Metric::Cosine
-            || corpus.row_bias().is_some()
             || tier.rows() != corpus.rows()
             || k == 0
         {
             return None;
         }
-        let inv = corpus.inv_norms();
+        let (inv, bias) = (corpus.inv_norms(), corpus.row_bias());
         let mut rows: Vec<usize> = self.pool.install(|| {
-            tier.cosine_candidates(queries.as_slice(), inv, k)
+            tier.candidates(queries.as_slice(), inv, bias, k)
                 .into_iter()
                 .flatten()
                 .collect()
@@ -61,6 +59,9 @@ impl CpuBackend {
                         &inv[start..end],
                         &mut out,
                     );
+                    if let Some(bias) = bias {
+                        super::topk::add_bias_columns(&mut out, &bias[start..end]);
+                    }
                     out
                 })
                 .collect()

@@ -1,4 +1,5 @@
-//! The int8 scan tier of a matrix, and the certified candidates of a cosine top-k.
+//! The int8 scan tier of a matrix, and the certified candidates of a top-k under any
+//! metric the backends score as `dot · scale + bias` (see [`crate::metric`]).
 //!
 //! A certified search scans the tier, gets for every row an interval that provably holds
 //! the score the f32 scan would compute for it, and keeps only the rows whose upper bound
@@ -125,10 +126,11 @@ impl<'a> TierRef<'a> {
     }
 
     /// For each query of `queries` (`Q × D`, row-major), the rows (ascending) that may be
-    /// in its top `k` under the f32 cosine scan, which scores row `r` as `fl(q·x_r)·inv[r]`
-    /// (any summation order, fused or not). The queries are the unit-norm ones the
-    /// backends get, `inv` the corpus's inverse norms (one per tier row; a NaN marks a row
-    /// that is not live, which is left out).
+    /// in its top `k` (highest scores) under the f32 scan, which scores row `r` as
+    /// `fl(fl(q·x_r)·scale[r]) + bias[r]`, the dot product in any summation order, fused or
+    /// not: cosine (`scale` the inverse norms, no bias), inner product (`scale` 1) or L2
+    /// (`bias` −‖x‖²/2). `scale` has one entry per tier row, non-negative; a NaN marks a
+    /// row that is not live, which is left out.
     ///
     /// One pass over the codes for all the queries (each row's codes are read once, the
     /// queries' stay in L1): per chunk of rows and query, a min-heap of the k best lower
@@ -136,25 +138,33 @@ impl<'a> TierRef<'a> {
     /// (with that bound). The floor only rises and never passes the final k-th best lower
     /// bound over all rows, so what is kept holds every candidate; the final floor then
     /// filters it.
-    pub(crate) fn cosine_candidates(
+    pub(crate) fn candidates(
         self,
         queries: &[f32],
-        inv: &[f32],
+        scale: &[f32],
+        bias: Option<&[f32]>,
         k: usize,
     ) -> Vec<Vec<usize>> {
-        debug_assert_eq!(inv.len(), self.bounds.len());
+        debug_assert_eq!(scale.len(), self.bounds.len());
+        debug_assert!(bias.is_none_or(|b| b.len() == scale.len()));
         let dim = self.dim;
         let qs: Vec<Int8Query> = queries.chunks_exact(dim).map(Int8Query::new).collect();
         let nq = qs.len();
         if k == 0 || nq == 0 {
             return vec![Vec::new(); nq];
         }
-        // |fl(q·x) − q·x| ≤ (D + 8)·u·‖q‖·‖x‖ for an f32 dot product in any order, and the
-        // product with inv rounds once more: (D + 10)·u·‖q‖·‖x‖·inv covers both.
-        let grow: Vec<f64> = qs
-            .iter()
-            .map(|q| (dim as f64 + 10.0) * U32 * q.q.norm as f64)
-            .collect();
+        // |fl(q·x) − q·x| ≤ γ·Σ|qᵢxᵢ| ≤ γ·‖q‖·‖x‖ for an f32 dot product of D terms in any
+        // order, fused or not, with γ = n·u/(1 − n·u) for n = D + 2, plus D times the
+        // spacing of subnormals for products that underflow. Infinite when D·u nears 1:
+        // every row is then a candidate.
+        let n_ops = dim as f64 + 2.0;
+        let gamma = if n_ops * U32 < 0.5 {
+            n_ops * U32 / (1.0 - n_ops * U32)
+        } else {
+            f64::INFINITY
+        };
+        let underflow = dim as f64 * F32_TINY;
+        let grow: Vec<f64> = qs.iter().map(|q| gamma * q.q.norm as f64).collect();
         let n = self.bounds.len();
         // Per chunk: each query's k best lower bounds, and the rows it kept.
         type Kept = (Vec<u64>, Vec<(usize, f64)>);
@@ -166,21 +176,17 @@ impl<'a> TierRef<'a> {
                     (0..nq).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
                 let mut kept: Vec<Vec<(usize, f64)>> = vec![Vec::new(); nq];
                 for r in rows {
-                    let inv = inv[r];
-                    if inv.is_nan() {
+                    let s = scale[r];
+                    if s.is_nan() {
                         continue; // not live: never a candidate
                     }
                     let row = &self.bounds[r].q;
                     let codes = &self.codes[r * dim..(r + 1) * dim];
-                    let inv = inv as f64;
+                    let (s, b) = (s as f64, bias.map_or(0.0, |b| b[r] as f64));
                     for (j, q) in qs.iter().enumerate() {
-                        let (lo, hi) = q.interval(dot_i8(&q.codes, codes), row);
-                        let err = if inv == 0.0 {
-                            0.0 // a zero row scores exactly 0
-                        } else {
-                            grow[j] * row.norm as f64 * inv
-                        };
-                        let (lo, hi) = (lo * inv - err, hi * inv + err);
+                        let exact = q.interval(dot_i8(&q.codes, codes), row);
+                        let dot_err = grow[j] * row.norm as f64 + underflow;
+                        let (lo, hi) = score_interval(exact, dot_err, s, b);
                         let heap = &mut heaps[j];
                         let lo_key = ordered(lo);
                         if heap.len() < k {
@@ -227,6 +233,27 @@ impl<'a> TierRef<'a> {
             })
             .collect()
     }
+}
+
+/// Half the smallest f32 subnormal's spacing, doubled: the most one rounding into f32's
+/// subnormal range is off by (2⁻¹⁴⁹), as an absolute slack.
+const F32_TINY: f64 = 1.401298464324817e-45;
+
+/// The interval of the f32 scan's score `fl(fl(d)·s) + b` when the exact dot product is in
+/// `[lo, hi]` and the f32 one `d` within `dot_err` of it (`s ≥ 0`): the product and the
+/// sum round once each, by at most `u` of a magnitude below `a + |b|`, where `a` bounds
+/// `|d·s|`; three times that covers both, and `F32_TINY` per step a result that lands
+/// among the subnormals.
+#[inline]
+fn score_interval((lo, hi): (f64, f64), dot_err: f64, s: f64, b: f64) -> (f64, f64) {
+    if s == 0.0 {
+        // A zero row: `fl(d·0)` is exactly zero (d is finite).
+        let e = 3.0 * U32 * b.abs() + 2.0 * F32_TINY;
+        return (b - e, b + e);
+    }
+    let a = (lo.abs().max(hi.abs()) + dot_err) * s;
+    let e = dot_err * s + 3.0 * U32 * (a + b.abs()) + 2.0 * F32_TINY;
+    (lo * s + b - e, hi * s + b + e)
 }
 
 /// Rows per task of a scan: enough that the per-query heaps and merges cost little beside

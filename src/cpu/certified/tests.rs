@@ -2,6 +2,7 @@ use crate::corpus::Corpus;
 use crate::cpu::{CpuBackend, CpuConfig};
 use crate::data;
 use crate::matrix::MatrixRef;
+use crate::metric::{Metric, RowScoring};
 use crate::quant::take_rescored;
 use crate::quant::tier::Int8Tier;
 
@@ -31,7 +32,6 @@ fn clustered(n: usize, dim: usize, spread: f32, seed: u64) -> Vec<f32> {
 /// scores), on every SIMD level the CPU has and on scalar code. Returns the candidate
 /// counts.
 fn check_identical(name: &str, rows: Vec<f32>, dim: usize, queries: &[Vec<f32>]) -> Vec<usize> {
-    use crate::backend::Backend;
     let plain = Corpus::new(rows, dim).unwrap();
     let tiered = plain.clone().with_int8_tier();
     let tier = Int8Tier::build(plain.matrix().as_slice(), dim);
@@ -39,6 +39,47 @@ fn check_identical(name: &str, rows: Vec<f32>, dim: usize, queries: &[Vec<f32>])
     assert_eq!(tier.rows(), plain.rows());
     let units: Vec<Vec<f32>> = queries.iter().map(|q| unit(q)).collect();
     let mut counts = Vec::new();
+    // Inner product and L2 as the executor asks for them: unit queries for inner product,
+    // the queries as given for L2, over views scoring `dot · scale + bias`.
+    let inv = plain.view().inv_norms().to_vec();
+    for metric in Metric::ALL {
+        let scoring = RowScoring::new(metric, &inv);
+        let asked: Vec<Vec<f32>> = match metric {
+            Metric::L2 => queries.to_vec(),
+            _ => units.clone(),
+        };
+        let corpora = (&plain, &tiered);
+        check_metric(
+            name,
+            metric,
+            &asked,
+            dim,
+            &tier,
+            corpora,
+            |c| match &scoring {
+                Some(s) => c.view().scored_by(metric, s),
+                None => c.view(),
+            },
+            &mut counts,
+        );
+    }
+    counts
+}
+
+/// [`check_identical`] for one metric's views (`view` of a corpus).
+#[allow(clippy::too_many_arguments)]
+fn check_metric<'c>(
+    name: &str,
+    metric: Metric,
+    units: &[Vec<f32>],
+    dim: usize,
+    tier: &crate::quant::tier::TierRef<'_>,
+    (plain, tiered): (&'c Corpus, &'c Corpus),
+    view: impl Fn(&'c Corpus) -> crate::corpus::CorpusView<'c>,
+    counts: &mut Vec<usize>,
+) {
+    use crate::backend::Backend;
+    let name = &format!("{name} {metric}");
     for force_scalar in [false, true] {
         let cpu = CpuBackend::new(&CpuConfig {
             force_scalar,
@@ -54,7 +95,7 @@ fn check_identical(name: &str, rows: Vec<f32>, dim: usize, queries: &[Vec<f32>])
                 })
                 .collect::<Vec<_>>()
         };
-        let mut calls: Vec<Vec<f32>> = units.clone();
+        let mut calls: Vec<Vec<f32>> = units.to_vec();
         for group in units.chunks(crate::quant::CERTIFIED_MAX_QUERIES) {
             calls.push(group.concat());
         }
@@ -65,7 +106,7 @@ fn check_identical(name: &str, rows: Vec<f32>, dim: usize, queries: &[Vec<f32>])
                 let k = k.min(plain.rows());
                 for (qi, q) in flat.chunks(dim).enumerate() {
                     let cands = tier
-                        .cosine_candidates(q, plain.view().inv_norms(), k)
+                        .candidates(q, view(plain).inv_norms(), view(plain).row_bias(), k)
                         .remove(0);
                     assert!(
                         cands.len() >= k,
@@ -76,18 +117,18 @@ fn check_identical(name: &str, rows: Vec<f32>, dim: usize, queries: &[Vec<f32>])
                         cands.windows(2).all(|w| w[0] < w[1]),
                         "{name}: not ascending"
                     );
-                    if nq == 1 {
+                    if nq == 1 && metric == Metric::Cosine {
                         counts.push(cands.len());
                     }
                     let _ = qi;
                 }
                 take_rescored();
-                assert!(Backend::top_k(&cpu, m, plain.view(), k).is_ok());
+                assert!(Backend::top_k(&cpu, m, view(plain), k).is_ok());
                 assert_eq!(take_rescored(), None, "{name}: a corpus without a tier");
                 // The full scan of the same rows (at the same addresses: on AVX-512 a
                 // row's summation order follows its offset in a cache line).
-                let full = CpuBackend::top_k(&cpu, m, tiered.view(), k, None);
-                let certified = Backend::top_k(&cpu, m, tiered.view(), k).unwrap();
+                let full = CpuBackend::top_k(&cpu, m, view(tiered), k, None);
+                let certified = Backend::top_k(&cpu, m, view(tiered), k).unwrap();
                 let rescored = take_rescored();
                 assert!(rescored.is_some(), "{name}: the tier was not used");
                 assert_eq!(
@@ -98,7 +139,6 @@ fn check_identical(name: &str, rows: Vec<f32>, dim: usize, queries: &[Vec<f32>])
             }
         }
     }
-    counts
 }
 
 fn queries(dim: usize, seed: u64, rows: &[f32]) -> Vec<Vec<f32>> {

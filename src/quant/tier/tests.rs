@@ -30,10 +30,10 @@ fn rows_that_are_not_live_are_never_candidates() {
         inv[r] = f32::NAN;
     }
     let q = unit(&rows[3 * dim..4 * dim]);
-    let c = tier.view().cosine_candidates(&q, &inv, 10).remove(0);
+    let c = tier.view().candidates(&q, &inv, None, 10).remove(0);
     assert!(c.len() >= 10 && c.iter().all(|r| r % 2 == 1), "{c:?}");
     assert!(c.contains(&3));
     // More k than live rows: every live row.
-    assert_eq!(tier.view().cosine_candidates(&q, &inv, 150)[0].len(), n / 2);
-    assert!(tier.view().cosine_candidates(&q, &inv, 0)[0].is_empty());
+    assert_eq!(tier.view().candidates(&q, &inv, None, 150)[0].len(), n / 2);
+    assert!(tier.view().candidates(&q, &inv, None, 0)[0].is_empty());
 }
