@@ -378,3 +378,37 @@ fn a_build_cut_short_leaves_the_store_untiered_and_a_new_build_completes() {
         Err(hybridvec::Error::ReadOnly)
     ));
 }
+
+#[test]
+fn inner_product_and_l2_over_a_tiered_store_answer_as_without_the_tier() {
+    use hybridvec::{Metric, SearchOptions};
+    let dir = TempDir::new("tier-metrics");
+    let (tiered_dir, plain_dir) = (dir.path("tiered"), dir.path("plain"));
+    let mut s = WarmStore::create(&tiered_dir, config()).unwrap();
+    s.build_int8_tier().unwrap();
+    fill(&s, 41, 2500);
+    s.flush().unwrap();
+    untiered_copy(&tiered_dir, &plain_dir);
+    let plain = WarmStore::open_read_only(&plain_dir).unwrap();
+    let qs = queries(&s, 42);
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        let options = SearchOptions::new(metric);
+        for q in &qs {
+            let m = MatrixRef::new(q, 1, DIM).unwrap();
+            let search = |store: &WarmStore| {
+                let (hits, report) = CPU
+                    .search_store_with_report(m, store, 10, &options)
+                    .unwrap();
+                let hits: Vec<(String, u32)> = hits[0]
+                    .iter()
+                    .map(|h| (h.id.clone(), h.score.to_bits()))
+                    .collect();
+                (hits, report.rescored)
+            };
+            let (got, rescored) = search(&s);
+            let (want, none) = search(&plain);
+            assert_eq!(got, want, "{metric}");
+            assert!(rescored.is_some() && none.is_none(), "{metric}");
+        }
+    }
+}

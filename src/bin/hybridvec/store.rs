@@ -586,9 +586,7 @@ pub fn query(
 ) -> Result<(), Error> {
     // With a tier, one query a call: each is certified (the tier serves up to
     // CERTIFIED_MAX_QUERIES), and each line can say how many rows its query re-scored.
-    let tiered = store.has_int8_tier()
-        && options.metric == hybridvec::Metric::Cosine
-        && options.filter.is_none();
+    let tiered = store.has_int8_tier() && options.filter.is_none();
     let (hits, rescored) = if tiered {
         let mut hits = Vec::with_capacity(queries.rows());
         let mut rescored = Vec::with_capacity(queries.rows());
