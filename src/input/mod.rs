@@ -16,7 +16,7 @@ mod tests;
 pub use fvecs::{parse_fvecs, write_fvecs};
 pub use npy::{parse_npy, write_npy};
 
-use crate::elem::{f16, ElementType};
+use crate::elem::ElementType;
 use crate::error::{Error, Result};
 use crate::matrix::Matrix;
 use fvecs::{fvecs_check_dim, fvecs_layout};
@@ -162,8 +162,9 @@ impl VectorFile {
         self.cols
     }
 
-    /// How the file stores its values: f32, or f16 for a `.npy` of dtype `'<f2'` (whose
-    /// rows are widened to f32 as they are read, exactly).
+    /// How the file stores its values: f32, f16 for a `.npy` of dtype `'<f2'`, or bf16 for
+    /// one of ml_dtypes' bfloat16 (which NumPy saves as 2-byte void, `'<V2'`); 16-bit rows
+    /// are widened to f32 as they are read, exactly.
     pub fn element_type(&self) -> ElementType {
         self.element
     }
@@ -228,7 +229,8 @@ impl VectorFile {
     fn read_rows(&mut self, out: &mut [f32], n: usize) -> Result<()> {
         debug_assert!(n <= self.rows - self.read && out.len() == n * self.cols);
         match self.format {
-            Format::Npy if self.element == ElementType::F16 => {
+            Format::Npy if self.element != ElementType::F32 => {
+                let half = self.element.half().expect("a 16-bit element type");
                 // A block of rows at a time, widened into `out`.
                 let mut bits = vec![0u16; out.len().min(1 << 20)];
                 for chunk in out.chunks_mut(bits.len()) {
@@ -241,7 +243,7 @@ impl VectorFile {
                         || format!("in rows from {first} of {rows}"),
                     )?;
                     for (o, b) in chunk.iter_mut().zip(bits.iter()) {
-                        *o = f16::from_bits(u16::from_le(*b)).to_f32();
+                        *o = half.to_f32(u16::from_le(*b));
                     }
                 }
                 self.read += n;

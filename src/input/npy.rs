@@ -1,8 +1,9 @@
 //! NumPy `.npy`: a preamble, a header dict, then `rows × cols` little-endian `f32`
-//! (`'<f4'`) or `f16` (`'<f2'`, widened to f32 as read, exactly).
+//! (`'<f4'`), `f16` (`'<f2'`) or ml_dtypes `bfloat16` (saved as 2-byte void, `'<V2'`), the
+//! 16-bit ones widened to f32 as read, exactly.
 
 use super::to_matrix;
-use crate::elem::{f16, ElementType};
+use crate::elem::ElementType;
 use crate::error::Result;
 use crate::matrix::Matrix;
 use std::path::Path;
@@ -14,15 +15,15 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Matrix, String> {
     let (rows, cols, element) = npy_dict(&bytes[start..end])?;
     let data = &bytes[end..];
     npy_check_data_len(rows, cols, element, data.len() as u64)?;
-    match element {
-        ElementType::F16 => {
+    match element.half() {
+        Some(half) => {
             let v = data
                 .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .map(|b| half.to_f32(u16::from_le_bytes([b[0], b[1]])))
                 .collect();
             Matrix::new(v, rows, cols).map_err(|e| e.to_string())
         }
-        _ => to_matrix(data, rows, cols),
+        None => to_matrix(data, rows, cols),
     }
 }
 
@@ -59,7 +60,7 @@ pub(super) fn npy_header_end(
 }
 
 /// `(rows, cols, element type)` from the `.npy` header dict, which must describe a 2-D
-/// little-endian `f32` or `f16` array in C order.
+/// little-endian `f32`, `f16` or ml_dtypes `bfloat16` (`'<V2'`) array in C order.
 pub(super) fn npy_dict(header: &[u8]) -> std::result::Result<(usize, usize, ElementType), String> {
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
@@ -70,9 +71,12 @@ pub(super) fn npy_dict(header: &[u8]) -> std::result::Result<(usize, usize, Elem
     let element = match descr.strip_prefix('<').or(native) {
         Some("f4") => ElementType::F32,
         Some("f2") => ElementType::F16,
+        // ml_dtypes' bfloat16: NumPy saves its arrays as 2-byte void, the only such dtype
+        // in common use (values that decode to NaN or infinity are refused later, as any).
+        Some("V2") => ElementType::Bf16,
         _ => {
             return Err(format!(
-                "dtype {descr} is not little-endian float32 ('<f4') or float16 ('<f2')"
+                "dtype {descr} is not little-endian float32 ('<f4'), float16 ('<f2') or ml_dtypes bfloat16 ('<V2')"
             ))
         }
     };
@@ -109,7 +113,8 @@ pub(super) fn npy_check_data_len(
     if want as u64 != data_len {
         let name = match element {
             ElementType::F16 => "float16",
-            _ => "float32",
+            ElementType::Bf16 => "bfloat16",
+            ElementType::F32 => "float32",
         };
         return Err(format!(
             "{rows}×{cols} {name} needs {want} data bytes, file has {data_len}"

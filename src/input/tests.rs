@@ -355,41 +355,55 @@ fn a_zero_row_npy_opens_with_zero_rows() {
 /// short names where.
 #[test]
 fn reads_float16_npy_widened_exactly() {
+    reads_16_bit_npy(crate::ElementType::F16, "<f2", "float16");
+}
+
+/// The same for ml_dtypes' bfloat16, which `numpy.save` writes as 2-byte void (`'<V2'`):
+/// values of every magnitude, subnormals included.
+#[test]
+fn reads_ml_dtypes_bfloat16_npy_widened_exactly() {
+    reads_16_bit_npy(crate::ElementType::Bf16, "<V2", "bfloat16");
+}
+
+fn reads_16_bit_npy(element: crate::ElementType, descr: &str, name: &str) {
     let (rows, cols) = (5usize, 3usize);
-    let values: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.1 - 0.7).collect();
-    let halves: Vec<crate::f16> = values.iter().map(|&v| crate::f16::from_f32(v)).collect();
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| (i as f32 * 0.1 - 0.7) * [1.0, 1e-3, 1e4, 1e-39][i % 4])
+        .collect();
+    let half = element.half().unwrap();
+    let bits: Vec<u16> = values.iter().map(|&v| half.round(v)).collect();
     let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    let mut h = format!("{{'descr': '<f2', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');
     b.extend_from_slice(&(h.len() as u16).to_le_bytes());
     b.extend_from_slice(h.as_bytes());
-    for x in &halves {
+    for x in &bits {
         b.extend_from_slice(&x.to_le_bytes());
     }
-    let want: Vec<f32> = halves.iter().map(|x| x.to_f32()).collect();
+    let want: Vec<f32> = values.iter().map(|&v| element.stored_value(v)).collect();
     let m = parse_npy(&b).unwrap();
     assert_eq!((m.rows(), m.cols()), (rows, cols));
     assert_eq!(m.as_slice(), &want[..]);
-    let dir = std::env::temp_dir().join(format!("hybridvec-f16-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("hybridvec-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("h.npy");
     std::fs::write(&p, &b).unwrap();
     let f = VectorFile::open(&p).unwrap();
-    assert_eq!(f.element_type(), crate::ElementType::F16);
+    assert_eq!(f.element_type(), element);
     assert_eq!(f.read_all().unwrap().as_slice(), &want[..]);
     let mut f = VectorFile::open(&p).unwrap();
     let mut row = vec![0.0f32; cols];
     assert!(f.read_row(&mut row).unwrap());
     assert_eq!(row, want[..cols]);
-    // One value short: a size error at open, in float16 units.
+    // One value short: a size error at open, in units of the type.
     std::fs::write(&p, &b[..b.len() - 2]).unwrap();
     let e = VectorFile::open(&p).unwrap_err().to_string();
-    assert!(e.contains("float16") && e.contains("h.npy"), "{e}");
-    assert!(parse_npy(&patch(&b, b"<f2", b"<f8"))
-        .unwrap_err()
-        .contains("float16"));
+    assert!(e.contains(name) && e.contains("h.npy"), "{e}");
+    let wider = descr.replace('2', "8");
+    let e = parse_npy(&patch(&b, descr.as_bytes(), wider.as_bytes())).unwrap_err();
+    assert!(e.contains(name), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
