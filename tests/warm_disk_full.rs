@@ -224,7 +224,7 @@ fn child(mnt: &Path) {
     drop(s);
 
     // Reopen on the still-full disk: nothing to allocate, everything flushed intact.
-    let s = WarmStore::open(&dir).unwrap_or_else(|e| {
+    let mut s = WarmStore::open(&dir).unwrap_or_else(|e| {
         panic!("reopening on the full disk failed (opening must not need space): {e:?}")
     });
     let stats = s.stats();
@@ -243,6 +243,15 @@ fn child(mnt: &Path) {
         s.get(&unflushed).unwrap().is_none(),
         "{unflushed} was never flushed but is visible after a reopen"
     );
+
+    // An int8 tier does not fit: an ENOSPC error, no tier, no tier files left, and the
+    // store as it was.
+    let err = s.build_int8_tier().expect_err("a tier on a full disk");
+    assert!(is_enospc(&err), "building a tier on a full disk: {err:?}");
+    assert!(!s.has_int8_tier());
+    let stray = listing(&dir);
+    assert!(!stray.contains("i8") && !stray.contains("tier"), "{stray}");
+    check_record(&s, 0, "after a failed tier build");
 
     // Make room and write again with the same handle: growth, a flush, then a reopen.
     let out = Command::new("mount")
@@ -263,8 +272,11 @@ fn child(mnt: &Path) {
             .unwrap_or_else(|e| panic!("put of {id} after making room: {e:?}"));
     }
     assert_eq!(s.flush().expect("flush after making room"), end);
+    // With room, the tier builds and is kept.
+    s.build_int8_tier().expect("a tier once there is room");
     drop(s);
     let s = WarmStore::open(&dir).expect("reopen after making room");
+    assert!(s.has_int8_tier() && s.int8_tier_damage().is_none());
     assert_eq!(s.stats().durable_rows, end);
     assert_eq!(s.len(), end);
     for i in 0..end {

@@ -365,6 +365,13 @@ fn a_build_cut_short_leaves_the_store_untiered_and_a_new_build_completes() {
     drop(r);
     let mut w = WarmStore::open(&fx.work).unwrap();
     assert!(!w.has_int8_tier());
+    // The writer removed what the cut-short build left.
+    let stray: Vec<String> = std::fs::read_dir(&fx.work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("i8") || n.contains("tier"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
     w.build_int8_tier().unwrap();
     assert!(w.has_int8_tier());
     drop(w);

@@ -373,7 +373,8 @@ fn reads_16_bit_npy(element: crate::ElementType, descr: &str, name: &str) {
     let half = element.half().unwrap();
     let bits: Vec<u16> = values.iter().map(|&v| half.round(v)).collect();
     let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut h =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }

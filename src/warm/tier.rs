@@ -219,9 +219,10 @@ impl WarmStore {
     /// certificate). A store that has a tier already keeps it.
     ///
     /// Crash-safe: the tier counts only once it covers every row durably, so a crash
-    /// part-way leaves the store as it was. Errors: [`Error::ReadOnly`],
-    /// [`Error::StorePoisoned`], and I/O errors (a full disk), which leave the store
-    /// untiered and usable.
+    /// part-way leaves the store as it was (and the next writer's open removes the partial
+    /// files). Errors: [`Error::ReadOnly`], [`Error::StorePoisoned`], and I/O errors (a
+    /// full disk, naming the file), which leave the store untiered and usable, its partial
+    /// tier files removed.
     ///
     /// ```
     /// use hybridvec::{data, StoreConfig, WarmStore};
@@ -243,8 +244,18 @@ impl WarmStore {
         }
         // No put is in flight (`&mut self`): every reserved row is published.
         let rows = self.advance_visible() as usize;
-        self.tier = Some(self.build_tier(rows)?);
-        Ok(())
+        match self.build_tier(rows) {
+            Ok(tier) => {
+                self.tier = Some(tier);
+                Ok(())
+            }
+            Err(e) => {
+                // Give the space back (a full disk is the likely cause); best effort, as a
+                // later writer's open clears what is left.
+                let _ = remove_tier_files(&self.dir);
+                Err(e)
+            }
+        }
     }
 
     /// The chunk sizes of a new tier: the store's own, or the defaults for a version-1
@@ -367,7 +378,15 @@ impl WarmStore {
         let path = self.dir.join(TIER_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A writer clears what a build cut short left (harmless, but disk space).
+                if self.writable {
+                    if let Err(e) = remove_tier_files(&self.dir) {
+                        tracing::warn!("leaving stray int8 tier files: {e}");
+                    }
+                }
+                return Ok(());
+            }
             Err(e) => return Err(Error::at(&path)(e)),
         };
         let whole = |reason: String| TierDamage {
