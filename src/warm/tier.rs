@@ -496,9 +496,10 @@ fn remove_tier_files(dir: &Path) -> Result<()> {
         let entry = entry.map_err(Error::at(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let ours = [CODE_PREFIX, BOUND_PREFIX]
-            .iter()
-            .any(|p| name.starts_with(&format!("{p}-")) || name.starts_with(&format!(".{p}-")));
+        let ours = name == format!(".{TIER_FILE}.tmp")
+            || [CODE_PREFIX, BOUND_PREFIX]
+                .iter()
+                .any(|p| name.starts_with(&format!("{p}-")) || name.starts_with(&format!(".{p}-")));
         if ours {
             std::fs::remove_file(entry.path()).map_err(Error::at(&entry.path()))?;
         }
