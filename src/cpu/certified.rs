@@ -13,8 +13,8 @@ use rayon::prelude::*;
 
 impl CpuBackend {
     /// The top `k` of `queries` through the corpus's int8 tier, or `None` when the call is
-    /// not one the certificate serves (no tier, more than [`CERTIFIED_MAX_QUERIES`]
-    /// queries, or a batch for the score tiles): the caller then scans in full.
+    /// not one the certificate serves (no tier, or more than [`CERTIFIED_MAX_QUERIES`]
+    /// queries on a CPU without the batched scan): the caller then scans in full.
     pub(super) fn certified_top_k(
         &self,
         queries: MatrixRef<'_>,
@@ -23,21 +23,22 @@ impl CpuBackend {
     ) -> Option<Vec<Vec<Hit>>> {
         let tier = corpus.int8_tier()?;
         let q = queries.rows();
+        let batched = q > CERTIFIED_MAX_QUERIES || self.use_gemm(q);
         if q == 0
-            || q > CERTIFIED_MAX_QUERIES
-            || self.use_gemm(q)
+            || (batched && !self.batched_scan(corpus.dim()))
             || tier.rows() != corpus.rows()
             || k == 0
         {
             return None;
         }
         let (inv, bias) = (corpus.inv_norms(), corpus.row_bias());
-        let mut rows: Vec<usize> = self.pool.install(|| {
-            tier.candidates(queries.as_slice(), inv, bias, k)
-                .into_iter()
-                .flatten()
-                .collect()
-        });
+        let candidates = self
+            .pool
+            .install(|| tier.candidates(queries.as_slice(), inv, bias, k));
+        if self.use_gemm(q) {
+            return Some(self.rescore_tiled(queries, corpus, k, candidates));
+        }
+        let mut rows: Vec<usize> = candidates.into_iter().flatten().collect();
         rows.sort_unstable();
         rows.dedup();
         note_rescored(rows.len());
@@ -95,6 +96,53 @@ impl CpuBackend {
                 })
                 .collect(),
         )
+    }
+}
+
+impl CpuBackend {
+    /// Whether this backend scans an int8 tier for many queries at once: at the AVX-512
+    /// level (`HYBRIDVEC_SIMD` may cap it lower) on a CPU with VNNI.
+    fn batched_scan(&self, dim: usize) -> bool {
+        self.level == crate::cpu::SimdLevel::Avx512 && crate::quant::batched_scan(dim)
+    }
+
+    /// Re-scores each query's `candidates` for a batch the score tiles serve, as the full
+    /// scan does: each group of queries against the union of its candidates, gathered
+    /// and scored by the same tile kernel. A tile's score of a query and a row depends on
+    /// neither the other rows nor the other queries (one fused sum per pair, over the
+    /// same depth blocks), so each query's scores of its candidates are the full scan's,
+    /// bit for bit; rows in the union that are not its candidates score below its top
+    /// `k` there as everywhere. Groups of 32 queries (one AVX-512 panel), all the queries
+    /// in one group below 64 so every group packs as the full scan packs (a batch of 16
+    /// or fewer takes the 16-wide kernel).
+    fn rescore_tiled(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+        candidates: Vec<Vec<usize>>,
+    ) -> Vec<Vec<Hit>> {
+        const GROUP: usize = 32;
+        let q = queries.rows();
+        let bounds: Vec<usize> = if q < 2 * GROUP {
+            vec![0, q]
+        } else {
+            let mut b: Vec<usize> = (0..q / GROUP).map(|g| g * GROUP).collect();
+            b.push(q); // the last group takes the remainder (32 to 63 queries)
+            b
+        };
+        let mut rescored = 0;
+        let mut hits = Vec::with_capacity(q);
+        for w in bounds.windows(2) {
+            let mut rows: Vec<usize> = candidates[w[0]..w[1]].iter().flatten().copied().collect();
+            rows.sort_unstable();
+            rows.dedup();
+            rescored += rows.len();
+            let part = queries.row_range(w[0]..w[1]);
+            hits.extend(CpuBackend::top_k(self, part, corpus, k, Some(&rows)));
+        }
+        note_rescored(rescored);
+        hits
     }
 }
 

@@ -3,6 +3,8 @@
 //! certified search scans to find the rows that can be in the top-k before it re-scores
 //! them with the f32 kernels.
 
+#[cfg(target_arch = "x86_64")]
+mod batch;
 pub(crate) mod int8;
 pub(crate) mod tier;
 
@@ -16,6 +18,18 @@ use std::cell::Cell;
 /// the same way whatever rows are beside it, so re-scoring the candidates in place gives
 /// the full scan's bits; checked up to 23 queries.)
 pub const CERTIFIED_MAX_QUERIES: usize = 4;
+
+/// Whether this CPU scans an int8 tier for many queries at once (AVX-512 VNNI), for rows
+/// of `dim` values: certified searches then serve batches of every size.
+pub(crate) fn batched_scan(dim: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return batch::available(dim);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = dim;
+        false
+    }
+}
 
 thread_local! {
     static RESCORED: Cell<Option<usize>> = const { Cell::new(None) };

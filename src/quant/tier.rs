@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// f32's unit roundoff.
-const U32: f64 = 1.0 / (1u64 << 24) as f64;
+pub(super) const U32: f64 = 1.0 / (1u64 << 24) as f64;
 
 /// One row's bounds as a tier keeps them: its [`Quantised`] record and a check word, in
 /// 32 bytes. In memory the check is 0; the warm store keeps the same records in its tier
@@ -108,9 +108,9 @@ impl Int8Tier {
 /// mapped tier files.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TierRef<'a> {
-    dim: usize,
-    codes: &'a [i8],
-    bounds: &'a [TierBounds],
+    pub(super) dim: usize,
+    pub(super) codes: &'a [i8],
+    pub(super) bounds: &'a [TierBounds],
 }
 
 impl<'a> TierRef<'a> {
@@ -153,28 +153,17 @@ impl<'a> TierRef<'a> {
         if k == 0 || nq == 0 {
             return vec![Vec::new(); nq];
         }
-        // |fl(q·x) − q·x| ≤ γ·Σ|qᵢxᵢ| ≤ γ·‖q‖·‖x‖ for an f32 dot product of D terms in any
-        // order, fused or not, with γ = n·u/(1 − n·u) for n = D + 2, plus D times the
-        // spacing of subnormals for products that underflow. Infinite when D·u nears 1:
-        // every row is then a candidate.
-        let n_ops = dim as f64 + 2.0;
-        let gamma = if n_ops * U32 < 0.5 {
-            n_ops * U32 / (1.0 - n_ops * U32)
-        } else {
-            f64::INFINITY
-        };
-        let underflow = dim as f64 * F32_TINY;
-        let grow: Vec<f64> = qs.iter().map(|q| gamma * q.q.norm as f64).collect();
+        let bounds = ScanBounds::new(dim, &qs);
+        #[cfg(target_arch = "x86_64")]
+        if nq >= super::batch::BATCH_MIN_QUERIES && super::batch::available(dim) {
+            return super::batch::candidates(self, &qs, &bounds, (scale, bias), k);
+        }
         let n = self.bounds.len();
-        // Per chunk: each query's k best lower bounds, and the rows it kept.
-        type Kept = (Vec<u64>, Vec<(usize, f64)>);
-        let chunks: Vec<Vec<Kept>> = (0..n.div_ceil(CHUNK_ROWS))
+        let chunks: Vec<Sieve> = (0..n.div_ceil(CHUNK_ROWS))
             .into_par_iter()
             .map(|c| {
                 let rows = c * CHUNK_ROWS..((c + 1) * CHUNK_ROWS).min(n);
-                let mut heaps: Vec<BinaryHeap<Reverse<u64>>> =
-                    (0..nq).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
-                let mut kept: Vec<Vec<(usize, f64)>> = vec![Vec::new(); nq];
+                let mut sieve = Sieve::new(nq, k);
                 for r in rows {
                     let s = scale[r];
                     if s.is_nan() {
@@ -184,38 +173,116 @@ impl<'a> TierRef<'a> {
                     let codes = &self.codes[r * dim..(r + 1) * dim];
                     let (s, b) = (s as f64, bias.map_or(0.0, |b| b[r] as f64));
                     for (j, q) in qs.iter().enumerate() {
-                        let exact = q.interval(dot_i8(&q.codes, codes), row);
-                        let dot_err = grow[j] * row.norm as f64 + underflow;
-                        let (lo, hi) = score_interval(exact, dot_err, s, b);
-                        let heap = &mut heaps[j];
-                        let lo_key = ordered(lo);
-                        if heap.len() < k {
-                            heap.push(Reverse(lo_key));
-                        } else if heap.peek().is_some_and(|top| lo_key > top.0) {
-                            heap.pop();
-                            heap.push(Reverse(lo_key));
-                        }
-                        // The running floor: the chunk's k-th best lower bound so far.
-                        let floor = match heap.peek() {
-                            Some(top) if heap.len() == k => unordered(top.0),
-                            _ => f64::NEG_INFINITY,
-                        };
-                        if hi >= floor {
-                            kept[j].push((r, hi));
-                        }
+                        let (lo, hi) = bounds.score(j, q, dot_i8(&q.codes, codes), row, s, b);
+                        sieve.offer(j, r, lo, hi);
                     }
                 }
-                heaps
-                    .into_iter()
-                    .zip(kept)
-                    .map(|(h, kept)| (h.into_iter().map(|r| r.0).collect(), kept))
-                    .collect()
+                sieve
             })
             .collect();
-        (0..nq)
+        Sieve::merge(chunks, nq, k)
+    }
+}
+
+/// What bounds the f32 scan's error for a call's queries: `|fl(q·x) − q·x| ≤ γ·Σ|qᵢxᵢ|
+/// ≤ γ·‖q‖·‖x‖` for an f32 dot product of D terms in any order, fused or not, with
+/// `γ = n·u/(1 − n·u)` for `n = D + 2`, plus D times the spacing of subnormals for
+/// products that underflow. Infinite when D·u nears 1: every row is then a candidate.
+pub(super) struct ScanBounds {
+    /// Per query: `γ·‖q‖` (its norm bound).
+    pub(super) grow: Vec<f64>,
+    pub(super) underflow: f64,
+}
+
+impl ScanBounds {
+    pub(super) fn new(dim: usize, qs: &[Int8Query]) -> Self {
+        let n_ops = dim as f64 + 2.0;
+        let gamma = if n_ops * U32 < 0.5 {
+            n_ops * U32 / (1.0 - n_ops * U32)
+        } else {
+            f64::INFINITY
+        };
+        Self {
+            grow: qs.iter().map(|q| gamma * q.q.norm as f64).collect(),
+            underflow: dim as f64 * F32_TINY,
+        }
+    }
+
+    /// The interval of query `j`'s f32-scan score for a row of bounds `row`, metric scale
+    /// `s` and bias `b`, from their exact int8 dot product `dot`.
+    #[inline]
+    pub(super) fn score(
+        &self,
+        j: usize,
+        q: &Int8Query,
+        dot: i32,
+        row: &Quantised,
+        s: f64,
+        b: f64,
+    ) -> (f64, f64) {
+        let exact = q.interval(dot, row);
+        let dot_err = self.grow[j] * row.norm as f64 + self.underflow;
+        score_interval(exact, dot_err, s, b)
+    }
+}
+
+/// Per query of a chunk of rows: a min-heap of the `k` best lower bounds seen, whose top
+/// is a running floor, and the rows whose upper bound reached the floor when seen (with
+/// that bound). The floor only rises and never passes the final k-th best lower bound
+/// over all rows, so what is kept holds every candidate; [`Sieve::merge`] then filters it
+/// by the final floor.
+pub(super) struct Sieve {
+    k: usize,
+    heaps: Vec<BinaryHeap<Reverse<u64>>>,
+    kept: Vec<Vec<(usize, f64)>>,
+}
+
+impl Sieve {
+    pub(super) fn new(queries: usize, k: usize) -> Self {
+        Self {
+            k,
+            heaps: (0..queries)
+                .map(|_| BinaryHeap::with_capacity(k + 1))
+                .collect(),
+            kept: vec![Vec::new(); queries],
+        }
+    }
+
+    /// Query `j`'s running floor: the k-th best lower bound so far (−∞ before `k`).
+    #[inline]
+    pub(super) fn floor(&self, j: usize) -> f64 {
+        let heap = &self.heaps[j];
+        match heap.peek() {
+            Some(top) if heap.len() == self.k => unordered(top.0),
+            _ => f64::NEG_INFINITY,
+        }
+    }
+
+    /// Row `r`, whose score for query `j` lies in `[lo, hi]`.
+    #[inline]
+    pub(super) fn offer(&mut self, j: usize, r: usize, lo: f64, hi: f64) {
+        let heap = &mut self.heaps[j];
+        let lo_key = ordered(lo);
+        if heap.len() < self.k {
+            heap.push(Reverse(lo_key));
+        } else if heap.peek().is_some_and(|top| lo_key > top.0) {
+            heap.pop();
+            heap.push(Reverse(lo_key));
+        }
+        if hi >= self.floor(j) {
+            self.kept[j].push((r, hi));
+        }
+    }
+
+    /// Each query's candidates over all the chunks (in row order): the rows kept whose
+    /// upper bound reaches the final floor, the k-th best lower bound of them all.
+    pub(super) fn merge(chunks: Vec<Sieve>, queries: usize, k: usize) -> Vec<Vec<usize>> {
+        (0..queries)
             .map(|j| {
-                let mut lows: Vec<u64> =
-                    chunks.iter().flat_map(|c| c[j].0.iter().copied()).collect();
+                let mut lows: Vec<u64> = chunks
+                    .iter()
+                    .flat_map(|c| c.heaps[j].iter().map(|r| r.0))
+                    .collect();
                 if lows.is_empty() {
                     return Vec::new();
                 }
@@ -223,10 +290,9 @@ impl<'a> TierRef<'a> {
                 let nth = k.min(lows.len()) - 1;
                 let (_, floor, _) = lows.select_nth_unstable_by(nth, |a, b| b.cmp(a));
                 let floor = unordered(*floor);
-                // Chunks in order, rows ascending within each.
                 chunks
                     .iter()
-                    .flat_map(|c| c[j].1.iter())
+                    .flat_map(|c| c.kept[j].iter())
                     .filter(|&&(_, hi)| hi >= floor)
                     .map(|&(r, _)| r)
                     .collect()
@@ -237,7 +303,7 @@ impl<'a> TierRef<'a> {
 
 /// Half the smallest f32 subnormal's spacing, doubled: the most one rounding into f32's
 /// subnormal range is off by (2⁻¹⁴⁹), as an absolute slack.
-const F32_TINY: f64 = 1.401298464324817e-45;
+pub(super) const F32_TINY: f64 = 1.401298464324817e-45;
 
 /// The interval of the f32 scan's score `fl(fl(d)·s) + b` when the exact dot product is in
 /// `[lo, hi]` and the f32 one `d` within `dot_err` of it (`s ≥ 0`): the product and the
@@ -258,7 +324,7 @@ fn score_interval((lo, hi): (f64, f64), dot_err: f64, s: f64, b: f64) -> (f64, f
 
 /// Rows per task of a scan: enough that the per-query heaps and merges cost little beside
 /// the rows' dot products, few enough that the tasks spread over every thread.
-const CHUNK_ROWS: usize = 4096;
+pub(super) const CHUNK_ROWS: usize = 4096;
 
 /// `v` as an unsigned integer in the order of the values (NaN never occurs here).
 fn ordered(v: f64) -> u64 {

@@ -1,0 +1,322 @@
+//! The batched int8 scan: the certified candidates of many queries in one pass, their
+//! int8 dot products by AVX-512 VNNI.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes, four at a time into each i32 lane. The
+//! query codes `d ∈ [−127, 127]` are stored offset, `d + 128 ∈ [1, 255]`, so a lane sums
+//! `(d + 128)·c` and the dot product is that minus `128·Σc`, the row's code sum: exact in
+//! i32 up to [`MAX_DIM`] values. A kernel call multiplies [`MQ`] queries (each four codes
+//! broadcast from L1) with [`NR`] rows packed four codes per lane, sixteen rows a vector,
+//! on sixteen accumulators: one load of row codes serves eight queries.
+//!
+//! Each `(query, row)` pair then gets a quick upper bound on its score, in f64 on eight
+//! lanes: the exact interval's centre and radius (`quant::int8`) and the f32 scan's error
+//! (`quant::tier`), widened by `u₃₂` more of the magnitude than the exact bound takes, so
+//! it is never below it. Only a pair whose quick bound reaches the query's running floor
+//! (or is not a number) goes through the exact bound and the query's sieve, as in the
+//! per-query scan; once the floors have risen that is a few pairs in a thousand. The
+//! candidates are therefore exactly those of the per-query scan.
+//!
+//! When not to use it: without AVX-512 VNNI (the per-query scan serves), for dimensions
+//! past [`MAX_DIM`], and for one to four queries, where padding a kernel's eight queries
+//! costs more than the per-query scan.
+
+use super::int8::Int8Query;
+use super::tier::{ScanBounds, Sieve, TierRef, F32_TINY, U32};
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+
+/// Queries from which a scan is batched.
+pub(super) const BATCH_MIN_QUERIES: usize = 5;
+/// The largest dimension: `255·127·D` must fit an i32 lane.
+pub(super) const MAX_DIM: usize = 1 << 16;
+/// Queries per kernel call.
+const MQ: usize = 8;
+/// Rows per kernel call: two vectors of sixteen.
+const NR: usize = 32;
+/// Rows packed at a time: their codes (192 KiB at 768 dimensions) stay in L2 while every
+/// query passes over them.
+const BLOCK_ROWS: usize = 256;
+/// Rows per task.
+const TASK_ROWS: usize = 16 * BLOCK_ROWS;
+
+/// Whether this CPU runs the batched scan for rows of `dim` codes.
+pub(super) fn available(dim: usize) -> bool {
+    dim <= MAX_DIM
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vnni")
+}
+
+/// Per query: its scale, the bound on its coded norm, and the sum of its residual bound
+/// and its f32 dot error per unit of row norm (see [`quick_upper`]).
+#[derive(Clone, Copy, Default)]
+struct QueryTerms {
+    scale: f64,
+    coded_norm: f64,
+    per_norm: f64,
+}
+
+/// A block of rows packed for the kernel, with what the quick bound needs of each row.
+struct Block {
+    groups: usize,
+    /// Panels of 16 rows: panel `p`, group `g` (codes `4g..4g+4`), row `i` of the panel
+    /// at `(p·groups + g)·64 + 4i`.
+    packed: Vec<u8>,
+    rows: usize,
+    code_sum: Vec<i32>,
+    code_scale: Vec<f64>,
+    residual: Vec<f64>,
+    norm: Vec<f64>,
+    /// The metric's scale (0 for a row not live) and bias (−10³⁰⁰ for one not live, so
+    /// its quick bound never reaches a floor).
+    scale: Vec<f64>,
+    bias: Vec<f64>,
+}
+
+impl Block {
+    fn new(groups: usize) -> Self {
+        Self {
+            groups,
+            packed: vec![0; BLOCK_ROWS * groups * 4],
+            rows: 0,
+            code_sum: vec![0; BLOCK_ROWS],
+            code_scale: vec![0.0; BLOCK_ROWS],
+            residual: vec![0.0; BLOCK_ROWS],
+            norm: vec![0.0; BLOCK_ROWS],
+            scale: vec![0.0; BLOCK_ROWS],
+            bias: vec![0.0; BLOCK_ROWS],
+        }
+    }
+
+    /// Packs rows `first..first + rows` of `tier` (at most [`BLOCK_ROWS`]); the rest of
+    /// the block is zero codes of rows not live.
+    fn fill(&mut self, tier: &TierRef<'_>, first: usize, rows: usize, (scale, bias): Metric<'_>) {
+        let dim = tier.dim;
+        self.rows = rows;
+        self.packed.fill(0);
+        for i in 0..BLOCK_ROWS {
+            let live = i < rows && !scale[first + i].is_nan();
+            if !live {
+                self.code_sum[i] = 0;
+                self.code_scale[i] = 0.0;
+                self.residual[i] = 0.0;
+                self.norm[i] = 0.0;
+                self.scale[i] = 0.0;
+                self.bias[i] = -1e300;
+                continue;
+            }
+            let r = first + i;
+            let codes = &tier.codes[r * dim..(r + 1) * dim];
+            let (panel, lane) = (i / 16, i % 16);
+            let mut sum = 0i32;
+            for (p, &c) in codes.iter().enumerate() {
+                let (g, byte) = (p / 4, p % 4);
+                self.packed[(panel * self.groups + g) * 64 + lane * 4 + byte] = c as u8;
+                sum += c as i32;
+            }
+            let q = &tier.bounds[r].q;
+            self.code_sum[i] = sum;
+            self.code_scale[i] = q.scale as f64;
+            self.residual[i] = q.residual as f64;
+            self.norm[i] = q.norm as f64;
+            self.scale[i] = scale[r] as f64;
+            self.bias[i] = bias.map_or(0.0, |b| b[r] as f64);
+        }
+    }
+}
+
+/// The metric's per-row scale and bias (see `TierRef::candidates`).
+type Metric<'a> = (&'a [f32], Option<&'a [f32]>);
+
+/// [`TierRef::candidates`] for `qs` (the queries quantised), batched; the same result.
+pub(super) fn candidates(
+    tier: TierRef<'_>,
+    qs: &[Int8Query],
+    bounds: &ScanBounds,
+    metric: Metric<'_>,
+    k: usize,
+) -> Vec<Vec<usize>> {
+    let dim = tier.dim;
+    let groups = dim.div_ceil(4);
+    let nq = qs.len();
+    let padded = nq.next_multiple_of(MQ);
+    // Offset codes, four-byte groups; padding (codes past `dim`, queries past `nq`) is 128,
+    // an offset zero.
+    let mut codes = vec![128u8; padded * groups * 4];
+    for (j, q) in qs.iter().enumerate() {
+        for (p, &c) in q.codes.iter().enumerate() {
+            codes[j * groups * 4 + p] = (c as i16 + 128) as u8;
+        }
+    }
+    let mut terms = vec![QueryTerms::default(); padded];
+    for (j, q) in qs.iter().enumerate() {
+        terms[j] = QueryTerms {
+            scale: q.q.scale as f64,
+            coded_norm: q.q.coded_norm as f64,
+            per_norm: q.q.residual as f64 + bounds.grow[j],
+        };
+    }
+    let n = tier.rows();
+    let chunks: Vec<Sieve> = (0..n.div_ceil(TASK_ROWS))
+        .into_par_iter()
+        .map(|t| {
+            let mut sieve = Sieve::new(nq, k);
+            let mut block = Block::new(groups);
+            let end = ((t + 1) * TASK_ROWS).min(n);
+            for first in (t * TASK_ROWS..end).step_by(BLOCK_ROWS) {
+                block.fill(&tier, first, (end - first).min(BLOCK_ROWS), metric);
+                let scan = Scan {
+                    tier: &tier,
+                    qs,
+                    bounds,
+                    metric,
+                    codes: &codes,
+                    terms: &terms,
+                };
+                // SAFETY: `available` was checked by the caller (the only one, in
+                // `TierRef::candidates`): the CPU has AVX-512F, BW and VNNI.
+                unsafe { scan.block(&block, first, &mut sieve) };
+            }
+            sieve
+        })
+        .collect();
+    Sieve::merge(chunks, nq, k)
+}
+
+/// What one block's scan reads besides the block.
+struct Scan<'s> {
+    tier: &'s TierRef<'s>,
+    qs: &'s [Int8Query],
+    bounds: &'s ScanBounds,
+    metric: Metric<'s>,
+    /// The queries' offset codes, `groups · 4` bytes each, padded to a multiple of [`MQ`].
+    codes: &'s [u8],
+    terms: &'s [QueryTerms],
+}
+
+impl Scan<'_> {
+    /// Every query against the rows of `block` (which start at row `first`), offering the
+    /// pairs whose quick bound reaches a floor to `sieve`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, AVX-512BW and AVX-512 VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn block(&self, block: &Block, first: usize, sieve: &mut Sieve) {
+        let groups = block.groups;
+        let stride = groups * 4;
+        let nq = self.qs.len();
+        let pairs = block.rows.div_ceil(NR);
+        let underflow = self.bounds.underflow;
+        let mut dots = [[0i32; NR]; MQ];
+        let mut upper = [0.0f64; NR];
+        for tile in (0..nq).step_by(MQ) {
+            let queries = &self.codes[tile * stride..(tile + MQ) * stride];
+            for pair in 0..pairs {
+                let rows = &block.packed[pair * 2 * groups * 64..(pair + 1) * 2 * groups * 64];
+                // SAFETY: `queries` holds MQ queries of `stride` bytes and `rows` two
+                // panels of `groups` 64-byte groups; the CPU has the features (this
+                // function's contract).
+                unsafe { kernel(queries, stride, rows, groups, &mut dots) };
+                let at = pair * NR;
+                for (m, dots) in dots.iter().enumerate().take(nq - tile) {
+                    let j = tile + m;
+                    let t = self.terms[j];
+                    let floor = sieve.floor(j);
+                    for (i, u) in upper.iter_mut().enumerate() {
+                        let r = at + i;
+                        let dot = (dots[i] - 128 * block.code_sum[r]) as f64;
+                        *u = quick_upper(
+                            dot,
+                            t,
+                            (block.code_scale[r], block.residual[r], block.norm[r]),
+                            (block.scale[r], block.bias[r]),
+                            underflow,
+                        );
+                    }
+                    for (i, &u) in upper.iter().enumerate() {
+                        // `!(u < floor)`: a NaN bound goes to the exact check.
+                        if !(u < floor) && at + i < block.rows {
+                            let dot = dots[i] - 128 * block.code_sum[at + i];
+                            self.exact(j, first + at + i, dot, sieve);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The exact bounds of query `j` against row `r` (of int8 dot product `dot`), offered
+    /// to `sieve` as the per-query scan offers them.
+    fn exact(&self, j: usize, r: usize, dot: i32, sieve: &mut Sieve) {
+        let (scale, bias) = self.metric;
+        let s = scale[r];
+        if s.is_nan() {
+            return; // not live
+        }
+        let b = bias.map_or(0.0, |b| b[r] as f64);
+        let row = &self.tier.bounds[r].q;
+        let (lo, hi) = self.bounds.score(j, &self.qs[j], dot, row, s as f64, b);
+        sieve.offer(j, r, lo, hi);
+    }
+}
+
+/// An upper bound, never below the exact one (`ScanBounds::score`), on the f32 scan's
+/// score of a query (`t`) against a row of code scale, residual and norm bounds
+/// `(cs, e, n)`, metric scale `sc` and bias `b`, from their int8 dot product: the
+/// centre `t·cs·dot` plus the radius `‖t·d‖·e + (f + γ‖q‖)·n` and the underflow slack,
+/// scaled and biased, plus `4u₃₂` of the magnitude (the exact bound adds `3u₃₂` for the
+/// scan's roundings; the extra `u₃₂` covers this sum's own f64 roundings and the exact
+/// interval's slack many times over). NaN when a bound is infinite against a zero.
+#[inline(always)]
+fn quick_upper(
+    dot: f64,
+    t: QueryTerms,
+    (cs, e, n): (f64, f64, f64),
+    (sc, b): (f64, f64),
+    underflow: f64,
+) -> f64 {
+    let centre = dot * (t.scale * cs);
+    let radius = t.coded_norm * e + t.per_norm * n + underflow;
+    let magnitude = (centre.abs() + radius) * sc + b.abs();
+    (centre + radius) * sc + b + 4.0 * U32 * magnitude + 3.0 * F32_TINY
+}
+
+/// `dots[m][i] = Σ_p queries[m·stride + p] · rows(i, p)` (unsigned query bytes, signed
+/// row codes) for `MQ` queries and the `NR` rows of two packed panels.
+///
+/// # Safety
+/// The CPU supports AVX-512F, AVX-512BW and AVX-512 VNNI; `queries` holds `MQ · stride`
+/// bytes with `stride = 4 · groups`, and `rows` `2 · groups · 64`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn kernel(
+    queries: &[u8],
+    stride: usize,
+    rows: &[u8],
+    groups: usize,
+    dots: &mut [[i32; NR]; MQ],
+) {
+    debug_assert!(queries.len() >= MQ * stride && rows.len() >= 2 * groups * 64);
+    let mut acc = [[_mm512_setzero_si512(); 2]; MQ];
+    let (q, r) = (queries.as_ptr(), rows.as_ptr());
+    for g in 0..groups {
+        // SAFETY: `g < groups`, so both 64-byte loads lie in `rows` (two panels of
+        // `groups · 64` bytes) and each 4-byte read in its query's `stride` bytes.
+        unsafe {
+            let r0 = _mm512_loadu_si512(r.add(g * 64).cast());
+            let r1 = _mm512_loadu_si512(r.add((groups + g) * 64).cast());
+            for (m, acc) in acc.iter_mut().enumerate() {
+                let word = q.add(m * stride + 4 * g).cast::<i32>().read_unaligned();
+                let b = _mm512_set1_epi32(word);
+                acc[0] = _mm512_dpbusd_epi32(acc[0], b, r0);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], b, r1);
+            }
+        }
+    }
+    for (out, acc) in dots.iter_mut().zip(&acc) {
+        // SAFETY: each row of `dots` holds 32 i32, two 64-byte stores.
+        unsafe {
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), acc[0]);
+            _mm512_storeu_si512(out.as_mut_ptr().add(16).cast(), acc[1]);
+        }
+    }
+}
