@@ -234,8 +234,8 @@ impl Scan<'_> {
                         );
                     }
                     for (i, &u) in upper.iter().enumerate() {
-                        // `!(u < floor)`: a NaN bound goes to the exact check.
-                        if !(u < floor) && at + i < block.rows {
+                        // A NaN bound goes to the exact check too.
+                        if (u >= floor || u.is_nan()) && at + i < block.rows {
                             let dot = dots[i] - 128 * block.code_sum[at + i];
                             self.exact(j, first + at + i, dot, sieve);
                         }
