@@ -21,7 +21,7 @@
 //! costs more than the per-query scan.
 
 use super::int8::Int8Query;
-use super::tier::{ScanBounds, Sieve, TierRef, F32_TINY, U32};
+use super::tier::{Floors, ScanBounds, Sieve, TierRef, F32_TINY, U32};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -157,10 +157,11 @@ pub(super) fn candidates(
         };
     }
     let n = tier.rows();
+    let floors = Floors::new(nq);
     let chunks: Vec<Sieve> = (0..n.div_ceil(TASK_ROWS))
         .into_par_iter()
         .map(|t| {
-            let mut sieve = Sieve::new(nq, k);
+            let mut sieve = Sieve::new(nq, k, &floors);
             let mut block = Block::new(groups);
             let end = ((t + 1) * TASK_ROWS).min(n);
             for first in (t * TASK_ROWS..end).step_by(BLOCK_ROWS) {
@@ -218,27 +219,41 @@ impl Scan<'_> {
                 // function's contract).
                 unsafe { kernel(queries, stride, rows, groups, &mut dots) };
                 let at = pair * NR;
+                let lanes =
+                    |v: &[f64]| -> [f64; NR] { v[at..at + NR].try_into().expect("NR rows") };
+                let (cs, e, n) = (
+                    lanes(&block.code_scale),
+                    lanes(&block.residual),
+                    lanes(&block.norm),
+                );
+                let (sc, b) = (lanes(&block.scale), lanes(&block.bias));
+                let sums: [i32; NR] = block.code_sum[at..at + NR].try_into().expect("NR rows");
+                let valid = (block.rows - at).min(NR);
                 for (m, dots) in dots.iter().enumerate().take(nq - tile) {
                     let j = tile + m;
                     let t = self.terms[j];
                     let floor = sieve.floor(j);
-                    for (i, u) in upper.iter_mut().enumerate() {
-                        let r = at + i;
-                        let dot = (dots[i] - 128 * block.code_sum[r]) as f64;
-                        *u = quick_upper(
-                            dot,
-                            t,
-                            (block.code_scale[r], block.residual[r], block.norm[r]),
-                            (block.scale[r], block.bias[r]),
-                            underflow,
-                        );
+                    // Fixed-size lanes, no bounds checks: the compiler keeps this in zmm.
+                    for i in 0..NR {
+                        let dot = (dots[i] - 128 * sums[i]) as f64;
+                        upper[i] =
+                            quick_upper(dot, t, (cs[i], e[i], n[i]), (sc[i], b[i]), underflow);
                     }
+                    // A NaN bound goes to the exact check too.
+                    let mut pass = 0u32;
                     for (i, &u) in upper.iter().enumerate() {
-                        // A NaN bound goes to the exact check too.
-                        if (u >= floor || u.is_nan()) && at + i < block.rows {
-                            let dot = dots[i] - 128 * block.code_sum[at + i];
-                            self.exact(j, first + at + i, dot, sieve);
-                        }
+                        pass |= u32::from(u >= floor || u.is_nan()) << i;
+                    }
+                    pass &= if valid == NR {
+                        u32::MAX
+                    } else {
+                        (1u32 << valid) - 1
+                    };
+                    while pass != 0 {
+                        let i = pass.trailing_zeros() as usize;
+                        pass &= pass - 1;
+                        let dot = dots[i] - 128 * sums[i];
+                        self.exact(j, first + at + i, dot, sieve);
                     }
                 }
             }

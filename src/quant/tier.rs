@@ -12,6 +12,7 @@ use super::int8::{dot_i8, quantise, Int8Query, Quantised};
 use rayon::prelude::*;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// f32's unit roundoff.
 pub(super) const U32: f64 = 1.0 / (1u64 << 24) as f64;
@@ -159,11 +160,12 @@ impl<'a> TierRef<'a> {
             return super::batch::candidates(self, &qs, &bounds, (scale, bias), k);
         }
         let n = self.bounds.len();
+        let floors = Floors::new(nq);
         let chunks: Vec<Sieve> = (0..n.div_ceil(CHUNK_ROWS))
             .into_par_iter()
             .map(|c| {
                 let rows = c * CHUNK_ROWS..((c + 1) * CHUNK_ROWS).min(n);
-                let mut sieve = Sieve::new(nq, k);
+                let mut sieve = Sieve::new(nq, k, &floors);
                 for r in rows {
                     let s = scale[r];
                     if s.is_nan() {
@@ -231,31 +233,53 @@ impl ScanBounds {
 /// that bound). The floor only rises and never passes the final k-th best lower bound
 /// over all rows, so what is kept holds every candidate; [`Sieve::merge`] then filters it
 /// by the final floor.
-pub(super) struct Sieve {
+///
+/// The chunks of a scan share their floors ([`Floors`]): any chunk's k-th best lower bound
+/// is at most the final one, so every chunk may skip what falls below the best of them.
+/// What that skips could neither enter the final k best lower bounds (the chunk that set
+/// the floor holds k at or above it) nor pass the final floor.
+pub(super) struct Sieve<'f> {
     k: usize,
     heaps: Vec<BinaryHeap<Reverse<u64>>>,
     kept: Vec<Vec<(usize, f64)>>,
+    shared: &'f Floors,
 }
 
-impl Sieve {
-    pub(super) fn new(queries: usize, k: usize) -> Self {
+/// The best floor any chunk of a scan has reached, per query (as [`ordered`] keys).
+pub(super) struct Floors(Vec<AtomicU64>);
+
+impl Floors {
+    pub(super) fn new(queries: usize) -> Self {
+        Self(
+            (0..queries)
+                .map(|_| AtomicU64::new(ordered(f64::NEG_INFINITY)))
+                .collect(),
+        )
+    }
+}
+
+impl<'f> Sieve<'f> {
+    pub(super) fn new(queries: usize, k: usize, shared: &'f Floors) -> Self {
         Self {
             k,
             heaps: (0..queries)
                 .map(|_| BinaryHeap::with_capacity(k + 1))
                 .collect(),
             kept: vec![Vec::new(); queries],
+            shared,
         }
     }
 
-    /// Query `j`'s running floor: the k-th best lower bound so far (−∞ before `k`).
+    /// Query `j`'s running floor: the k-th best lower bound so far here (−∞ before `k`),
+    /// or the best floor of another chunk when higher.
     #[inline]
     pub(super) fn floor(&self, j: usize) -> f64 {
         let heap = &self.heaps[j];
-        match heap.peek() {
-            Some(top) if heap.len() == self.k => unordered(top.0),
-            _ => f64::NEG_INFINITY,
-        }
+        let own = match heap.peek() {
+            Some(top) if heap.len() == self.k => top.0,
+            _ => ordered(f64::NEG_INFINITY),
+        };
+        unordered(own.max(self.shared.0[j].load(Ordering::Relaxed)))
     }
 
     /// Row `r`, whose score for query `j` lies in `[lo, hi]`.
@@ -269,6 +293,11 @@ impl Sieve {
             heap.pop();
             heap.push(Reverse(lo_key));
         }
+        if heap.len() == self.k {
+            if let Some(top) = heap.peek() {
+                self.shared.0[j].fetch_max(top.0, Ordering::Relaxed);
+            }
+        }
         if hi >= self.floor(j) {
             self.kept[j].push((r, hi));
         }
@@ -276,7 +305,7 @@ impl Sieve {
 
     /// Each query's candidates over all the chunks (in row order): the rows kept whose
     /// upper bound reaches the final floor, the k-th best lower bound of them all.
-    pub(super) fn merge(chunks: Vec<Sieve>, queries: usize, k: usize) -> Vec<Vec<usize>> {
+    pub(super) fn merge(chunks: Vec<Sieve<'_>>, queries: usize, k: usize) -> Vec<Vec<usize>> {
         (0..queries)
             .map(|j| {
                 let mut lows: Vec<u64> = chunks
