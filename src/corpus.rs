@@ -112,14 +112,14 @@ impl Corpus {
     /// certified bound on its rounding error (`D + 32` more bytes a row), built on all
     /// cores.
     ///
-    /// Top-k on the CPU (cosine, inner product or L2) for batches its streaming kernels
-    /// serve, up to
-    /// [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries, then scans the
-    /// codes first, which bounds every row's score, and re-scores with the f32 kernels
+    /// Top-k on the CPU (cosine, inner product or L2), for batches of every size where
+    /// the CPU has AVX-512 VNNI and up to
+    /// [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries elsewhere, then
+    /// scans the codes first, which bounds every row's score, and re-scores with the f32 kernels
     /// only the rows whose bound reaches the `k`-th best, in place: the answer is the
     /// full f32 scan's of these rows, bit for bit, not an approximation of it
     /// ([`ExecutionReport::rescored`](crate::ExecutionReport::rescored) counts the rows
-    /// re-scored). Other calls (filtered, larger batches, the GPU) ignore the tier.
+    /// re-scored). Other calls (filtered ones, the GPU) ignore the tier.
     ///
     /// ```
     /// use hybridvec::{data, Corpus, DevicePolicy, ExecutorConfig, HybridExecutor, MatrixRef};

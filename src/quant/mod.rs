@@ -1,7 +1,8 @@
 //! Compressed representations of rows for the scan tiers (issue 19): today the int8 rows
 //! with certified bounds of [`int8`], and the tier of a whole matrix ([`tier`]), which a
 //! certified search scans to find the rows that can be in the top-k before it re-scores
-//! them with the f32 kernels.
+//! them with the f32 kernels: one query at a time (`tier`), or many at once with AVX-512
+//! VNNI (`batch`).
 
 #[cfg(target_arch = "x86_64")]
 mod batch;
@@ -10,13 +11,15 @@ pub(crate) mod tier;
 
 use std::cell::Cell;
 
-/// The most queries a certified search takes. One scan of the int8 codes serves all the
-/// call's queries, but each row's int8 dot products and bounds cost per query, so the
-/// scan is compute-bound past one query: at 1M × 768 on 2 AVX-512 cores it beat the f32
-/// scan 3.4× at Q = 1, 1.5× at 4, 1.1× at 8 and lost at 16 (0.6×). Larger batches scan
-/// in full. (The CPU's streaming kernels, which serve batches this small, score each row
-/// the same way whatever rows are beside it, so re-scoring the candidates in place gives
-/// the full scan's bits; checked up to 23 queries.)
+/// The most queries a certified search takes on a CPU without the batched scan (AVX-512
+/// VNNI), which serves batches of every size. The per-query scan computes each row's int8
+/// dot product and bounds once per query, so it is compute-bound past one query: at 1M ×
+/// 768 on 2 AVX-512 cores it beat the f32 scan 3.4× at Q = 1, 1.5× at 4, 1.1× at 8 and
+/// lost at 16 (0.6×). Larger batches scan in full there. (The CPU's streaming kernels,
+/// which serve batches up to 15 or 23 queries, score each row the same way whatever rows
+/// are beside it, so re-scoring the candidates in place gives the full scan's bits; the
+/// score tiles likewise score each pair alone, so larger batches re-score gathered
+/// candidates.)
 pub const CERTIFIED_MAX_QUERIES: usize = 4;
 
 /// Whether this CPU scans an int8 tier for many queries at once (AVX-512 VNNI), for rows

@@ -123,7 +123,8 @@ impl SimdLevel {
 /// Instruction-set extensions this CPU has beyond its [`SimdLevel`], detected once here for
 /// the kernels that will need them: int8 dot products (AVX-512 VNNI, AVX-VNNI, NEON
 /// `dotprod`) and bf16 ones (AVX-512 BF16, NEON `bf16`) for the compressed tiers, and
-/// f16 conversion (F16C). No kernel uses them yet; `hybridvec info` lists them.
+/// f16 conversion (F16C). The batched int8 scan uses AVX-512 VNNI (`quant::batch`);
+/// `hybridvec info` lists them all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct CpuFeatures {

@@ -29,10 +29,12 @@
 //! returns; a read-only handle searches without the tier (exactly, only slower).
 //! [`WarmStore::int8_tier_damage`] says what an open found.
 //!
-//! When not to use a tier: for a store searched mostly by large batches (the certified
-//! scan serves up to [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries a
-//! call), or one written far more often than searched. Each put quantises its row (about a
-//! microsecond at 768 dimensions) and the tier adds `dim + 32` bytes a row on disk.
+//! When not to use a tier: for a store searched mostly by large batches on a CPU without
+//! AVX-512 VNNI (the certified scan then serves up to
+//! [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries a call), mostly with
+//! filters (which scan in full), or written far more often than searched: each put
+//! quantises its row (ingest ran 19% slower at 768 dimensions) and the tier adds
+//! `dim + 32` bytes a row on disk.
 
 use super::format::ChunkSizes;
 use super::region::Region;
@@ -211,9 +213,10 @@ impl WarmStore {
 
     /// Builds the store's int8 scan tier, and keeps it from then on: every row also as
     /// int8 codes with certified bounds, in files beside the vectors (`dim + 32` bytes a
-    /// row), built on all cores and durable when this returns. Cosine top-k searches of
-    /// up to [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries on the CPU
-    /// then scan the codes and re-score with the f32 kernels only the rows that can be in
+    /// row), built on all cores and durable when this returns. Unfiltered top-k searches
+    /// on the CPU (any metric; batches past
+    /// [`CERTIFIED_MAX_QUERIES`](crate::CERTIFIED_MAX_QUERIES) queries where the CPU has
+    /// AVX-512 VNNI) then scan the codes and re-score with the f32 kernels only the rows that can be in
     /// the top-k: the answers are the full scan's, bit for bit
     /// ([`Corpus::with_int8_tier`](crate::Corpus::with_int8_tier) explains the
     /// certificate). A store that has a tier already keeps it.
