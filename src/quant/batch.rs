@@ -106,14 +106,22 @@ impl Block {
                 continue;
             }
             let r = first + i;
-            let codes = &tier.codes[r * dim..(r + 1) * dim];
+            let codes: &[u8] = bytemuck::cast_slice(&tier.codes[r * dim..(r + 1) * dim]);
             let (panel, lane) = (i / 16, i % 16);
-            let mut sum = 0i32;
-            for (p, &c) in codes.iter().enumerate() {
-                let (g, byte) = (p / 4, p % 4);
-                self.packed[(panel * self.groups + g) * 64 + lane * 4 + byte] = c as u8;
-                sum += c as i32;
+            let base = panel * self.groups * 64 + lane * 4;
+            // Four codes a move; the last group's missing codes stay zero.
+            let whole = dim / 4;
+            for g in 0..whole {
+                self.packed[base + g * 64..base + g * 64 + 4]
+                    .copy_from_slice(&codes[4 * g..4 * g + 4]);
             }
+            for (b, &c) in codes[4 * whole..].iter().enumerate() {
+                self.packed[base + whole * 64 + b] = c;
+            }
+            let sum: i32 = tier.codes[r * dim..(r + 1) * dim]
+                .iter()
+                .map(|&c| c as i32)
+                .sum();
             let q = &tier.bounds[r].q;
             self.code_sum[i] = sum;
             self.code_scale[i] = q.scale as f64;

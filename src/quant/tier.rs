@@ -287,15 +287,24 @@ impl<'f> Sieve<'f> {
     pub(super) fn offer(&mut self, j: usize, r: usize, lo: f64, hi: f64) {
         let heap = &mut self.heaps[j];
         let lo_key = ordered(lo);
-        if heap.len() < self.k {
+        let changed = if heap.len() < self.k {
             heap.push(Reverse(lo_key));
+            true
         } else if heap.peek().is_some_and(|top| lo_key > top.0) {
             heap.pop();
             heap.push(Reverse(lo_key));
-        }
-        if heap.len() == self.k {
-            if let Some(top) = heap.peek() {
-                self.shared.0[j].fetch_max(top.0, Ordering::Relaxed);
+            true
+        } else {
+            false
+        };
+        // Published only when it rose past the shared floor: a write to a line the other
+        // threads read is rare.
+        if changed && heap.len() == self.k {
+            let shared = &self.shared.0[j];
+            if let Some(&Reverse(top)) = heap.peek() {
+                if top > shared.load(Ordering::Relaxed) {
+                    shared.fetch_max(top, Ordering::Relaxed);
+                }
             }
         }
         if hi >= self.floor(j) {
