@@ -68,8 +68,10 @@ if "simsimd-i8" in peers:
     scale = 127.0 / np.abs(c).max()
     cc, xx = np.round(c * scale).astype(np.int8), np.round(x * scale).astype(np.int8)
     found = []
-    for i in range(q):
-        dist = np.asarray(simsimd.cdist(xx[i : i + 1], cc, metric="cosine", threads=0))[0]
-        top = np.argpartition(dist, k)[:k]
-        found.append(list(top[np.argsort(dist[top])]))
+    for i in range(0, q, 10):
+        block = np.ascontiguousarray(xx[i : i + 10])
+        dists = np.asarray(simsimd.cdist(block, cc, metric="cosine", threads=0))
+        for dist in dists:
+            top = np.argpartition(dist, k)[:k]
+            found.append(list(top[np.argsort(dist[top])]))
     out("simsimd-i8", found)
