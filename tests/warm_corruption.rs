@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::image::xor_byte;
 use common::store_fixture::{
     assert_holds_first, assert_is_record, assert_opens_whole, content, embedding, id, mode, open,
     Fixture, Hit, FIRST_CHUNK, N,
@@ -27,18 +28,6 @@ const STORE_FILE: &str = "store.hv";
 const HEADER_LEN: usize = 36;
 const SLOTS: [usize; 2] = [4096, 8192];
 const SLOT_LEN: usize = 36;
-
-fn xor_byte(path: &Path, offset: u64, mask: u8) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, offset).unwrap();
-    b[0] ^= mask;
-    f.write_all_at(&b, offset).unwrap();
-}
 
 /// Rewrites a 36-byte checksummed block (header or superblock) of `store.hv` at `at`,
 /// recomputing its CRC-32C so only the patched fields are wrong.

@@ -13,14 +13,13 @@
 
 mod common;
 
-use common::image::copy_store;
+use common::image::{copy_store, xor_byte};
 use common::reference::cosine64;
 use common::TempDir;
 use hybridvec::{
     data, DevicePolicy, ElementType, ExecutorConfig, HybridExecutor, MatrixRef, StoreConfig,
     WarmStore,
 };
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -247,17 +246,6 @@ fn damaged_fixture(name: &str) -> Damaged {
     }
 }
 
-fn xor_byte(path: &Path, offset: u64) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, offset).unwrap();
-    f.write_all_at(&[b[0] ^ 0x5a], offset).unwrap();
-}
-
 #[test]
 fn damage_to_any_tier_file_loses_nothing_and_a_writer_rebuilds_it() {
     let fx = damaged_fixture("tier-damage");
@@ -265,15 +253,15 @@ fn damage_to_any_tier_file_loses_nothing_and_a_writer_rebuilds_it() {
     let damages: Vec<(&str, Damage)> = vec![
         (
             "a code byte",
-            Box::new(|d| xor_byte(&d.join("i8code-000002.chunk"), 100)),
+            Box::new(|d| xor_byte(&d.join("i8code-000002.chunk"), 100, 0x5a)),
         ),
         (
             "a bound byte",
-            Box::new(|d| xor_byte(&d.join("i8bound-000001.chunk"), 70)),
+            Box::new(|d| xor_byte(&d.join("i8bound-000001.chunk"), 70, 0x5a)),
         ),
         (
             "a check word",
-            Box::new(|d| xor_byte(&d.join("i8bound-000000.chunk"), 16)),
+            Box::new(|d| xor_byte(&d.join("i8bound-000000.chunk"), 16, 0x5a)),
         ),
         (
             "a truncated code chunk",
@@ -291,7 +279,7 @@ fn damage_to_any_tier_file_loses_nothing_and_a_writer_rebuilds_it() {
         ),
         (
             "a flipped tier.hv",
-            Box::new(|d| xor_byte(&d.join("tier.hv"), 13)),
+            Box::new(|d| xor_byte(&d.join("tier.hv"), 13, 0x5a)),
         ),
         (
             "an empty tier.hv",

@@ -84,3 +84,17 @@ pub fn crash_image(
     }
     Ok(image)
 }
+
+/// Flips the bits of `mask` in the byte at `offset` of the file at `path`.
+pub fn xor_byte(path: &Path, offset: u64, mask: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= mask;
+    f.write_all_at(&b, offset).unwrap();
+}
