@@ -20,8 +20,8 @@
 //! past [`MAX_DIM`], and for one to four queries, where padding a kernel's eight queries
 //! costs more than the per-query scan.
 
-use super::int8::Int8Query;
-use super::tier::{Floors, ScanBounds, Sieve, TierRef, F32_TINY, U32};
+use super::int8::{Int8Query, TierBounds};
+use super::sieve::{Floors, ScanBounds, Sieve, F32_TINY, U32};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -90,7 +90,7 @@ impl Block {
 
     /// Packs rows `first..first + rows` of `tier` (at most [`BLOCK_ROWS`]); the rest of
     /// the block is zero codes of rows not live.
-    fn fill(&mut self, tier: &TierRef<'_>, first: usize, rows: usize, (scale, bias): Metric<'_>) {
+    fn fill(&mut self, tier: &Rows<'_>, first: usize, rows: usize, (scale, bias): Metric<'_>) {
         let dim = tier.dim;
         self.rows = rows;
         self.packed.fill(0);
@@ -133,12 +133,26 @@ impl Block {
     }
 }
 
+/// A tier's rows: the dimension, every row's codes (row-major) and bounds.
+#[derive(Clone, Copy)]
+pub(super) struct Rows<'a> {
+    pub(super) dim: usize,
+    pub(super) codes: &'a [i8],
+    pub(super) bounds: &'a [TierBounds],
+}
+
+impl Rows<'_> {
+    fn rows(&self) -> usize {
+        self.bounds.len()
+    }
+}
+
 /// The metric's per-row scale and bias (see `TierRef::candidates`).
 type Metric<'a> = (&'a [f32], Option<&'a [f32]>);
 
-/// [`TierRef::candidates`] for `qs` (the queries quantised), batched; the same result.
+/// `TierRef::candidates` for `qs` (the queries quantised), batched; the same result.
 pub(super) fn candidates(
-    tier: TierRef<'_>,
+    tier: Rows<'_>,
     qs: &[Int8Query],
     bounds: &ScanBounds,
     metric: Metric<'_>,
@@ -194,7 +208,7 @@ pub(super) fn candidates(
 
 /// What one block's scan reads besides the block.
 struct Scan<'s> {
-    tier: &'s TierRef<'s>,
+    tier: &'s Rows<'s>,
     qs: &'s [Int8Query],
     bounds: &'s ScanBounds,
     metric: Metric<'s>,

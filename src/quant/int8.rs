@@ -42,6 +42,33 @@ pub(crate) struct Quantised {
     pub(crate) coded_norm: f32,
 }
 
+/// One row's bounds as a tier keeps them: its [`Quantised`] record and a check word, in
+/// 32 bytes. In memory the check is 0; the warm store keeps the same records in its tier
+/// files, with the row's checksum in `check` (see `warm::tier`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct TierBounds {
+    pub(crate) q: Quantised,
+    pub(crate) check: u32,
+    pub(crate) reserved: [u32; 3],
+}
+
+impl TierBounds {
+    pub(crate) fn new(q: Quantised) -> Self {
+        Self {
+            q,
+            check: 0,
+            reserved: [0; 3],
+        }
+    }
+}
+
+// SAFETY: `repr(C)`, 32 bytes of f32 and u32 fields with no padding (4 + 1 + 3 words of
+// 4 bytes, align 4); every bit pattern is a valid value and all-zero is one.
+unsafe impl bytemuck::Zeroable for TierBounds {}
+// SAFETY: as above; the type is `Copy` and holds no pointers.
+unsafe impl bytemuck::Pod for TierBounds {}
+
 /// `v`, a non-negative f64, as an f32 at least as large (the next one up when rounding
 /// went down; infinity past f32's range).
 fn f32_up(v: f64) -> f32 {

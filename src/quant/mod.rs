@@ -7,6 +7,7 @@
 #[cfg(target_arch = "x86_64")]
 mod batch;
 pub(crate) mod int8;
+mod sieve;
 pub(crate) mod tier;
 
 use std::cell::Cell;
