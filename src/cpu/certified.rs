@@ -43,9 +43,7 @@ impl CpuBackend {
         if tiled {
             return Some(self.rescore_tiled(queries, corpus, k, candidates));
         }
-        let mut rows: Vec<usize> = candidates.into_iter().flatten().collect();
-        rows.sort_unstable();
-        rows.dedup();
+        let rows = union(&candidates);
         note_rescored(rows.len());
         // Runs of consecutive candidates, each scored in place: the rows keep the
         // addresses (and so the alignment) the full scan reads them at.
@@ -139,9 +137,7 @@ impl CpuBackend {
         let mut rescored = 0;
         let mut hits = Vec::with_capacity(q);
         for w in bounds.windows(2) {
-            let mut rows: Vec<usize> = candidates[w[0]..w[1]].iter().flatten().copied().collect();
-            rows.sort_unstable();
-            rows.dedup();
+            let rows = union(&candidates[w[0]..w[1]]);
             rescored += rows.len();
             let part = queries.row_range(w[0]..w[1]);
             hits.extend(CpuBackend::top_k(self, part, corpus, k, Some(&rows)));
@@ -149,6 +145,14 @@ impl CpuBackend {
         note_rescored(rescored);
         hits
     }
+}
+
+/// The rows of any of `lists`, ascending, each once.
+fn union(lists: &[Vec<usize>]) -> Vec<usize> {
+    let mut rows: Vec<usize> = lists.iter().flatten().copied().collect();
+    rows.sort_unstable();
+    rows.dedup();
+    rows
 }
 
 #[cfg(test)]
