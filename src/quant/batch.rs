@@ -20,8 +20,7 @@
 //! past [`MAX_DIM`], and for one to four queries, where padding a kernel's eight queries
 //! costs more than the per-query scan.
 
-use super::int8::{Int8Query, TierBounds};
-use super::sieve::{Floors, ScanBounds, Sieve, F32_TINY, U32};
+use super::sieve::{quick_upper, Floors, Metric, Pairs, QueryTerms, Rows, Sieve};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -45,15 +44,6 @@ pub(super) fn available(dim: usize) -> bool {
         && std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
         && std::is_x86_feature_detected!("avx512vnni")
-}
-
-/// Per query: its scale, the bound on its coded norm, and the sum of its residual bound
-/// and its f32 dot error per unit of row norm (see [`quick_upper`]).
-#[derive(Clone, Copy, Default)]
-struct QueryTerms {
-    scale: f64,
-    coded_norm: f64,
-    per_norm: f64,
 }
 
 /// A block of rows packed for the kernel, with what the quick bound needs of each row.
@@ -133,31 +123,9 @@ impl Block {
     }
 }
 
-/// A tier's rows: the dimension, every row's codes (row-major) and bounds.
-#[derive(Clone, Copy)]
-pub(super) struct Rows<'a> {
-    pub(super) dim: usize,
-    pub(super) codes: &'a [i8],
-    pub(super) bounds: &'a [TierBounds],
-}
-
-impl Rows<'_> {
-    fn rows(&self) -> usize {
-        self.bounds.len()
-    }
-}
-
-/// The metric's per-row scale and bias (see `TierRef::candidates`).
-type Metric<'a> = (&'a [f32], Option<&'a [f32]>);
-
-/// `TierRef::candidates` for `qs` (the queries quantised), batched; the same result.
-pub(super) fn candidates(
-    tier: Rows<'_>,
-    qs: &[Int8Query],
-    bounds: &ScanBounds,
-    metric: Metric<'_>,
-    k: usize,
-) -> Vec<Vec<usize>> {
+/// `TierRef::candidates` for the queries of `pairs`, batched; the same result.
+pub(super) fn candidates(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<usize>> {
+    let (tier, qs, metric) = (pairs.tier, pairs.qs, pairs.metric);
     let dim = tier.dim;
     let groups = dim.div_ceil(4);
     let nq = qs.len();
@@ -170,14 +138,8 @@ pub(super) fn candidates(
             codes[j * groups * 4 + p] = (c as i16 + 128) as u8;
         }
     }
-    let mut terms = vec![QueryTerms::default(); padded];
-    for (j, q) in qs.iter().enumerate() {
-        terms[j] = QueryTerms {
-            scale: q.q.scale as f64,
-            coded_norm: q.q.coded_norm as f64,
-            per_norm: q.q.residual as f64 + bounds.grow[j],
-        };
-    }
+    let mut terms = pairs.terms();
+    terms.resize(padded, QueryTerms::default());
     let n = tier.rows();
     let floors = Floors::new(nq);
     let chunks: Vec<Sieve> = (0..n.div_ceil(TASK_ROWS))
@@ -189,10 +151,7 @@ pub(super) fn candidates(
             for first in (t * TASK_ROWS..end).step_by(BLOCK_ROWS) {
                 block.fill(&tier, first, (end - first).min(BLOCK_ROWS), metric);
                 let scan = Scan {
-                    tier: &tier,
-                    qs,
-                    bounds,
-                    metric,
+                    pairs,
                     codes: &codes,
                     terms: &terms,
                 };
@@ -208,10 +167,7 @@ pub(super) fn candidates(
 
 /// What one block's scan reads besides the block.
 struct Scan<'s> {
-    tier: &'s Rows<'s>,
-    qs: &'s [Int8Query],
-    bounds: &'s ScanBounds,
-    metric: Metric<'s>,
+    pairs: &'s Pairs<'s>,
     /// The queries' offset codes, `groups · 4` bytes each, padded to a multiple of [`MQ`].
     codes: &'s [u8],
     terms: &'s [QueryTerms],
@@ -227,9 +183,9 @@ impl Scan<'_> {
     unsafe fn block(&self, block: &Block, first: usize, sieve: &mut Sieve) {
         let groups = block.groups;
         let stride = groups * 4;
-        let nq = self.qs.len();
+        let nq = self.pairs.qs.len();
         let pairs = block.rows.div_ceil(NR);
-        let underflow = self.bounds.underflow;
+        let underflow = self.pairs.bounds.underflow;
         let mut dots = [[0i32; NR]; MQ];
         let mut upper = [0.0f64; NR];
         for tile in (0..nq).step_by(MQ) {
@@ -275,47 +231,12 @@ impl Scan<'_> {
                         let i = pass.trailing_zeros() as usize;
                         pass &= pass - 1;
                         let dot = dots[i] - 128 * sums[i];
-                        self.exact(j, first + at + i, dot, sieve);
+                        self.pairs.offer(j, first + at + i, dot, sieve);
                     }
                 }
             }
         }
     }
-
-    /// The exact bounds of query `j` against row `r` (of int8 dot product `dot`), offered
-    /// to `sieve` as the per-query scan offers them.
-    fn exact(&self, j: usize, r: usize, dot: i32, sieve: &mut Sieve) {
-        let (scale, bias) = self.metric;
-        let s = scale[r];
-        if s.is_nan() {
-            return; // not live
-        }
-        let b = bias.map_or(0.0, |b| b[r] as f64);
-        let row = &self.tier.bounds[r].q;
-        let (lo, hi) = self.bounds.score(j, &self.qs[j], dot, row, s as f64, b);
-        sieve.offer(j, r, lo, hi);
-    }
-}
-
-/// An upper bound, never below the exact one (`ScanBounds::score`), on the f32 scan's
-/// score of a query (`t`) against a row of code scale, residual and norm bounds
-/// `(cs, e, n)`, metric scale `sc` and bias `b`, from their int8 dot product: the
-/// centre `t·cs·dot` plus the radius `‖t·d‖·e + (f + γ‖q‖)·n` and the underflow slack,
-/// scaled and biased, plus `4u₃₂` of the magnitude (the exact bound adds `3u₃₂` for the
-/// scan's roundings; the extra `u₃₂` covers this sum's own f64 roundings and the exact
-/// interval's slack many times over). NaN when a bound is infinite against a zero.
-#[inline(always)]
-fn quick_upper(
-    dot: f64,
-    t: QueryTerms,
-    (cs, e, n): (f64, f64, f64),
-    (sc, b): (f64, f64),
-    underflow: f64,
-) -> f64 {
-    let centre = dot * (t.scale * cs);
-    let radius = t.coded_norm * e + t.per_norm * n + underflow;
-    let magnitude = (centre.abs() + radius) * sc + b.abs();
-    (centre + radius) * sc + b + 4.0 * U32 * magnitude + 3.0 * F32_TINY
 }
 
 /// `dots[m][i] = Σ_p queries[m·stride + p] · rows(i, p)` (unsigned query bytes, signed

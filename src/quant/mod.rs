@@ -1,11 +1,14 @@
 //! Compressed representations of rows for the scan tiers (issue 19): today the int8 rows
 //! with certified bounds of [`int8`], and the tier of a whole matrix ([`tier`]), which a
 //! certified search scans to find the rows that can be in the top-k before it re-scores
-//! them with the f32 kernels: one query at a time (`tier`), or many at once with AVX-512
-//! VNNI (`batch`).
+//! them with the f32 kernels. With AVX-512 VNNI, one to four queries stream the row-major
+//! codes (`few`) and more go through packed panels eight at a time (`batch`); elsewhere
+//! each row is scored for each query in turn (`tier`).
 
 #[cfg(target_arch = "x86_64")]
 mod batch;
+#[cfg(target_arch = "x86_64")]
+mod few;
 pub(crate) mod int8;
 mod sieve;
 pub(crate) mod tier;

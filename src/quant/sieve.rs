@@ -2,7 +2,7 @@
 //! per-chunk selection of candidates ([`Sieve`]) with the floors its chunks share
 //! ([`Floors`]), and the score interval every scan computes (`score_interval`).
 
-use super::int8::{Int8Query, Quantised};
+use super::int8::{Int8Query, Quantised, TierBounds};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -201,4 +201,92 @@ pub(super) fn ordered(v: f64) -> u64 {
 /// The inverse of [`ordered`].
 pub(super) fn unordered(b: u64) -> f64 {
     f64::from_bits(if b >> 63 == 1 { b & !(1 << 63) } else { !b })
+}
+
+/// A tier's rows: the dimension, every row's codes (row-major) and bounds.
+#[derive(Clone, Copy)]
+pub(super) struct Rows<'a> {
+    pub(super) dim: usize,
+    pub(super) codes: &'a [i8],
+    pub(super) bounds: &'a [TierBounds],
+}
+
+impl Rows<'_> {
+    pub(super) fn rows(&self) -> usize {
+        self.bounds.len()
+    }
+}
+
+/// The metric's per-row scale and bias (see `TierRef::candidates`).
+pub(super) type Metric<'a> = (&'a [f32], Option<&'a [f32]>);
+
+/// What a scan offers its sieve for one pair, from the pair's exact int8 dot product.
+pub(super) struct Pairs<'s> {
+    pub(super) tier: Rows<'s>,
+    pub(super) qs: &'s [Int8Query],
+    pub(super) bounds: &'s ScanBounds,
+    pub(super) metric: Metric<'s>,
+}
+
+impl Pairs<'_> {
+    /// Query `j` against row `r` (of int8 dot product `dot`): its exact interval, offered
+    /// to `sieve` (nothing for a row not live).
+    #[inline]
+    pub(super) fn offer(&self, j: usize, r: usize, dot: i32, sieve: &mut Sieve) {
+        let (scale, bias) = self.metric;
+        let s = scale[r];
+        if s.is_nan() {
+            return; // not live: never a candidate
+        }
+        let b = bias.map_or(0.0, |b| b[r] as f64);
+        let row = &self.tier.bounds[r].q;
+        let (lo, hi) = self.bounds.score(j, &self.qs[j], dot, row, s as f64, b);
+        sieve.offer(j, r, lo, hi);
+    }
+
+    /// Each query's terms of [`quick_upper`].
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn terms(&self) -> Vec<QueryTerms> {
+        self.qs
+            .iter()
+            .zip(&self.bounds.grow)
+            .map(|(q, grow)| QueryTerms {
+                scale: q.q.scale as f64,
+                coded_norm: q.q.coded_norm as f64,
+                per_norm: q.q.residual as f64 + grow,
+            })
+            .collect()
+    }
+}
+
+/// Per query: its scale, the bound on its coded norm, and the sum of its residual bound
+/// and its f32 dot error per unit of row norm (see [`quick_upper`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Default)]
+pub(super) struct QueryTerms {
+    pub(super) scale: f64,
+    pub(super) coded_norm: f64,
+    pub(super) per_norm: f64,
+}
+
+/// An upper bound, never below the exact one (`ScanBounds::score`), on the f32 scan's
+/// score of a query (`t`) against a row of code scale, residual and norm bounds
+/// `(cs, e, n)`, metric scale `sc` and bias `b`, from their int8 dot product: the
+/// centre `t·cs·dot` plus the radius `‖t·d‖·e + (f + γ‖q‖)·n` and the underflow slack,
+/// scaled and biased, plus `4u₃₂` of the magnitude (the exact bound adds `3u₃₂` for the
+/// scan's roundings; the extra `u₃₂` covers this sum's own f64 roundings and the exact
+/// interval's slack many times over). NaN when a bound is infinite against a zero.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn quick_upper(
+    dot: f64,
+    t: QueryTerms,
+    (cs, e, n): (f64, f64, f64),
+    (sc, b): (f64, f64),
+    underflow: f64,
+) -> f64 {
+    let centre = dot * (t.scale * cs);
+    let radius = t.coded_norm * e + t.per_norm * n + underflow;
+    let magnitude = (centre.abs() + radius) * sc + b.abs();
+    (centre + radius) * sc + b + 4.0 * U32 * magnitude + 3.0 * F32_TINY
 }

@@ -10,7 +10,7 @@
 
 pub(crate) use super::int8::TierBounds;
 use super::int8::{dot_i8, quantise, Int8Query};
-use super::sieve::{Floors, ScanBounds, Sieve, CHUNK_ROWS};
+use super::sieve::{Floors, Pairs, Rows, ScanBounds, Sieve, CHUNK_ROWS};
 use rayon::prelude::*;
 
 /// Every row of a matrix as int8 codes with its bounds ([`quantise`]), in memory.
@@ -124,40 +124,55 @@ impl<'a> TierRef<'a> {
             return vec![Vec::new(); nq];
         }
         let bounds = ScanBounds::new(dim, &qs);
+        let pairs = Pairs {
+            tier: self.as_rows(),
+            qs: &qs,
+            bounds: &bounds,
+            metric: (scale, bias),
+        };
         #[cfg(target_arch = "x86_64")]
-        if nq >= super::batch::BATCH_MIN_QUERIES && super::batch::available(dim) {
-            let rows = super::batch::Rows {
-                dim: self.dim,
-                codes: self.codes,
-                bounds: self.bounds,
+        if super::batch::available(dim) {
+            return if nq >= super::batch::BATCH_MIN_QUERIES {
+                super::batch::candidates(&pairs, k)
+            } else {
+                super::few::candidates(&pairs, k)
             };
-            return super::batch::candidates(rows, &qs, &bounds, (scale, bias), k);
         }
-        let n = self.bounds.len();
-        let floors = Floors::new(nq);
-        let chunks: Vec<Sieve> = (0..n.div_ceil(CHUNK_ROWS))
-            .into_par_iter()
-            .map(|c| {
-                let rows = c * CHUNK_ROWS..((c + 1) * CHUNK_ROWS).min(n);
-                let mut sieve = Sieve::new(nq, k, &floors);
-                for r in rows {
-                    let s = scale[r];
-                    if s.is_nan() {
-                        continue; // not live: never a candidate
-                    }
-                    let row = &self.bounds[r].q;
-                    let codes = &self.codes[r * dim..(r + 1) * dim];
-                    let (s, b) = (s as f64, bias.map_or(0.0, |b| b[r] as f64));
-                    for (j, q) in qs.iter().enumerate() {
-                        let (lo, hi) = bounds.score(j, q, dot_i8(&q.codes, codes), row, s, b);
-                        sieve.offer(j, r, lo, hi);
-                    }
-                }
-                sieve
-            })
-            .collect();
-        Sieve::merge(chunks, nq, k)
+        scan_each(&pairs, k)
     }
+
+    fn as_rows(&self) -> Rows<'a> {
+        Rows {
+            dim: self.dim,
+            codes: self.codes,
+            bounds: self.bounds,
+        }
+    }
+}
+
+/// The portable scan: per row, each query's int8 dot product and exact interval.
+fn scan_each(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<usize>> {
+    let (dim, nq) = (pairs.tier.dim, pairs.qs.len());
+    let n = pairs.tier.rows();
+    let floors = Floors::new(nq);
+    let chunks: Vec<Sieve> = (0..n.div_ceil(CHUNK_ROWS))
+        .into_par_iter()
+        .map(|c| {
+            let rows = c * CHUNK_ROWS..((c + 1) * CHUNK_ROWS).min(n);
+            let mut sieve = Sieve::new(nq, k, &floors);
+            for r in rows {
+                if pairs.metric.0[r].is_nan() {
+                    continue; // not live: never a candidate
+                }
+                let codes = &pairs.tier.codes[r * dim..(r + 1) * dim];
+                for (j, q) in pairs.qs.iter().enumerate() {
+                    pairs.offer(j, r, dot_i8(&q.codes, codes), &mut sieve);
+                }
+            }
+            sieve
+        })
+        .collect();
+    Sieve::merge(chunks, nq, k)
 }
 
 #[cfg(test)]

@@ -81,3 +81,60 @@ fn batched_candidates_are_the_per_query_ones() {
         }
     }
 }
+
+/// The candidates of one to four queries (through the few-query scan where the CPU has
+/// it) are exactly the portable scan's, for cosine and L2 factors, rows not live, ties,
+/// and row counts and dimensions that leave partial kernel calls and chunks.
+#[test]
+fn few_query_candidates_are_the_portable_ones() {
+    for (n, dim) in [
+        (4096 + 4099, 77),
+        (3001, 64),
+        (703, 3),
+        (2050, 130),
+        (1500, 768),
+    ] {
+        let mut rows = data::random_matrix(n, dim, 70 + dim as u64);
+        // Exact copies of row 5: tied scores across kernel calls.
+        for r in [6, 17, n - 1] {
+            rows.copy_within(5 * dim..6 * dim, r * dim);
+        }
+        let tier = Int8Tier::build(&rows, dim);
+        let mut inv = inverse_norms(&rows, dim);
+        for r in (0..n).step_by(11) {
+            inv[r] = f32::NAN;
+        }
+        let ones: Vec<f32> = inv
+            .iter()
+            .map(|&i| if i.is_nan() { f32::NAN } else { 1.0 })
+            .collect();
+        let bias: Vec<f32> = inv
+            .iter()
+            .map(|&i| (-0.5 / (i as f64 * i as f64)) as f32)
+            .collect();
+        for nq in 1..=4 {
+            let mut qs = data::random_matrix(nq, dim, 71 + nq as u64);
+            qs[..dim].copy_from_slice(&rows[5 * dim..6 * dim]);
+            let qs: Vec<f32> = qs.chunks(dim).flat_map(unit).collect();
+            let quantised: Vec<Int8Query> = qs.chunks(dim).map(Int8Query::new).collect();
+            let bounds = ScanBounds::new(dim, &quantised);
+            for (scale, b, k) in [
+                (&inv, None, 10),
+                (&ones, Some(&bias[..]), 10),
+                (&inv, None, 1),
+                (&ones, None, 300),
+            ] {
+                let pairs = Pairs {
+                    tier: tier.view().as_rows(),
+                    qs: &quantised,
+                    bounds: &bounds,
+                    metric: (scale, b),
+                };
+                let portable = scan_each(&pairs, k);
+                let got = tier.view().candidates(&qs, scale, b, k);
+                assert_eq!(got, portable, "n {n} D {dim} Q {nq} k {k}");
+                assert!(got.iter().all(|c| c.len() >= k.min(n - n.div_ceil(11))));
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The few-query int8 scan: the certified candidates of one to four queries, their int8
+//! dot products by AVX-512 VNNI straight from the row-major codes.
+//!
+//! Per row, the per-query scan (`tier`) spends more on the f64 interval and the sieve than
+//! on the dot product itself, so one query cannot keep up with the memory bus. Here a
+//! kernel call takes `R` consecutive rows as they lie. For each 64-code group one load of
+//! a row serves every query: `vpdpbusd` of the query's offset codes `d + 128 ∈ [1, 255]`
+//! with the row's signed codes, and of ones with them (the row's code sum `Σc`), so the dot
+//! product is `Σ(d + 128)·c − 128·Σc`, exact in i32 up to `batch::MAX_DIM` values. The
+//! pairs then get the batched scan's quick upper bound (`sieve::quick_upper`), on f64
+//! lanes; only those that reach the query's running floor (or are not a number) go through
+//! the exact interval and the sieve, as in the per-query scan, whose candidates these
+//! therefore are, exactly (tested).
+//!
+//! When not to use it: without AVX-512 VNNI (the per-query scan serves), and from five
+//! queries, where the batched scan reuses each load of row codes for eight queries.
+
+use super::sieve::{quick_upper, Floors, Pairs, QueryTerms, Sieve, CHUNK_ROWS};
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+
+/// The most queries a call takes.
+pub(super) const MAX_QUERIES: usize = 4;
+
+/// `TierRef::candidates` for the one to [`MAX_QUERIES`] queries of `pairs`, on a CPU with
+/// AVX-512 VNNI (`batch::available`); the same result.
+pub(super) fn candidates(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<usize>> {
+    debug_assert!((1..=MAX_QUERIES).contains(&pairs.qs.len()));
+    // Accumulators: `Q·R` dot products and `R` code sums, with the `Q` query vectors, in
+    // the 32 zmm registers.
+    match pairs.qs.len() {
+        1 => scan::<1, 8>(pairs, k),
+        2 => scan::<2, 8>(pairs, k),
+        3 => scan::<3, 4>(pairs, k),
+        _ => scan::<4, 4>(pairs, k),
+    }
+}
+
+/// The scan with `Q` query slots (the queries of `pairs`, at most `Q`, padded with zero
+/// codes) over `R` rows a kernel call.
+fn scan<const Q: usize, const R: usize>(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<usize>> {
+    let tier = pairs.tier;
+    let (dim, nq) = (tier.dim, pairs.qs.len().min(Q));
+    // Offset codes, padded to whole 64-byte groups with 128 (an offset zero).
+    let stride = dim.next_multiple_of(64);
+    let mut codes = vec![128u8; Q * stride];
+    for (j, q) in pairs.qs.iter().take(Q).enumerate() {
+        for (p, &c) in q.codes.iter().enumerate() {
+            codes[j * stride + p] = (c as i16 + 128) as u8;
+        }
+    }
+    let terms = pairs.terms();
+    let n = tier.rows();
+    let floors = Floors::new(nq);
+    let chunks: Vec<Sieve> = (0..n.div_ceil(CHUNK_ROWS))
+        .into_par_iter()
+        .map(|c| {
+            let (start, end) = (c * CHUNK_ROWS, ((c + 1) * CHUNK_ROWS).min(n));
+            let mut sieve = Sieve::new(nq, k, &floors);
+            let mut dots = [[0i32; R]; Q];
+            let mut first = start;
+            while first < end {
+                let valid = (end - first).min(R);
+                let padded;
+                let rows = if valid == R {
+                    &tier.codes[first * dim..(first + R) * dim]
+                } else {
+                    // The chunk's last rows, with zero rows after them.
+                    let mut buf = vec![0i8; R * dim];
+                    buf[..valid * dim].copy_from_slice(&tier.codes[first * dim..end * dim]);
+                    padded = buf;
+                    &padded[..]
+                };
+                // SAFETY: `codes` holds `Q` queries of `stride ≥ dim` bytes, a multiple of
+                // 64, and `rows` `R` rows of `dim` codes; the caller checked the CPU's
+                // features (`batch::available`, this module's contract).
+                unsafe { kernel::<Q, R>(&codes, stride, rows, dim, &mut dots) };
+                sift(pairs, &terms[..nq], first, &dots, valid, &mut sieve);
+                first += valid;
+            }
+            sieve
+        })
+        .collect();
+    Sieve::merge(chunks, nq, k)
+}
+
+/// Offers to `sieve` each pair of a query (of `terms`) and one of the `valid` rows from
+/// `first` (of int8 dot products `dots`) whose quick upper bound reaches the query's floor.
+#[inline(always)]
+fn sift<const Q: usize, const R: usize>(
+    pairs: &Pairs<'_>,
+    terms: &[QueryTerms],
+    first: usize,
+    dots: &[[i32; R]; Q],
+    valid: usize,
+    sieve: &mut Sieve,
+) {
+    let (scale, bias) = pairs.metric;
+    let (mut cs, mut e, mut n) = ([0.0f64; R], [0.0f64; R], [0.0f64; R]);
+    // A row not live (or past `valid`) gets scale 0 and a bias of −10³⁰⁰: its quick
+    // bound stays below any finite floor, and the exact check leaves it out.
+    let (mut sc, mut b) = ([0.0f64; R], [-1e300f64; R]);
+    for i in 0..valid {
+        let r = first + i;
+        let q = &pairs.tier.bounds[r].q;
+        (cs[i], e[i], n[i]) = (q.scale as f64, q.residual as f64, q.norm as f64);
+        if !scale[r].is_nan() {
+            sc[i] = scale[r] as f64;
+            b[i] = bias.map_or(0.0, |b| b[r] as f64);
+        }
+    }
+    let underflow = pairs.bounds.underflow;
+    let in_range = if valid >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << valid) - 1
+    };
+    for (j, (t, dots)) in terms.iter().zip(dots).enumerate() {
+        let floor = sieve.floor(j);
+        let mut pass = 0u32;
+        for i in 0..R {
+            let u = quick_upper(
+                dots[i] as f64,
+                *t,
+                (cs[i], e[i], n[i]),
+                (sc[i], b[i]),
+                underflow,
+            );
+            // A NaN bound goes to the exact check too.
+            pass |= u32::from(u >= floor || u.is_nan()) << i;
+        }
+        pass &= in_range;
+        while pass != 0 {
+            let i = pass.trailing_zeros() as usize;
+            pass &= pass - 1;
+            pairs.offer(j, first + i, dots[i], sieve);
+        }
+    }
+}
+
+/// `dots[m][i] = Σ_p (queries[m·stride + p] − 128) · rows[i·dim + p]` over `p < dim`: the
+/// int8 dot products of `Q` queries (offset codes) with `R` rows of `dim` signed codes.
+///
+/// # Safety
+/// The CPU supports AVX-512F, AVX-512BW and AVX-512 VNNI; `stride` is a multiple of 64 and
+/// at least `dim`, at most [`batch::MAX_DIM`](super::batch::MAX_DIM); `queries` holds
+/// `Q · stride` bytes and `rows` `R · dim`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn kernel<const Q: usize, const R: usize>(
+    queries: &[u8],
+    stride: usize,
+    rows: &[i8],
+    dim: usize,
+    dots: &mut [[i32; R]; Q],
+) {
+    debug_assert!(stride.is_multiple_of(64) && stride >= dim);
+    debug_assert!(queries.len() >= Q * stride && rows.len() >= R * dim);
+    let ones = _mm512_set1_epi8(1);
+    let mut acc = [[_mm512_setzero_si512(); R]; Q];
+    let mut sums = [_mm512_setzero_si512(); R];
+    let (q, x) = (queries.as_ptr(), rows.as_ptr());
+    let whole = dim / 64;
+    let rest = dim % 64;
+    let mask: __mmask64 = (1u64 << rest) - 1;
+    // Row by row, so the codes stream in order (the queries' stay in L1).
+    for i in 0..R {
+        for g in 0..whole {
+            // SAFETY: `64·g + 64 ≤ dim`: inside row `i`.
+            let xv = unsafe { _mm512_loadu_si512(x.add(i * dim + 64 * g).cast()) };
+            sums[i] = _mm512_dpbusd_epi32(sums[i], ones, xv);
+            for (m, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `64·g + 64 ≤ dim ≤ stride`: inside query `m`'s bytes.
+                let qv = unsafe { _mm512_loadu_si512(q.add(m * stride + 64 * g).cast()) };
+                acc[i] = _mm512_dpbusd_epi32(acc[i], qv, xv);
+            }
+        }
+        if rest != 0 {
+            // SAFETY: the mask reads only the row's last `rest` codes, inside `rows`; a
+            // masked-out byte is not accessed (nor can it fault).
+            let xv = unsafe { _mm512_maskz_loadu_epi8(mask, x.add(i * dim + 64 * whole)) };
+            sums[i] = _mm512_dpbusd_epi32(sums[i], ones, xv);
+            for (m, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `stride` is `dim` rounded up to 64: the last group lies in
+                // query `m`.
+                let qv = unsafe { _mm512_loadu_si512(q.add(m * stride + 64 * whole).cast()) };
+                acc[i] = _mm512_dpbusd_epi32(acc[i], qv, xv);
+            }
+        }
+    }
+    for i in 0..R {
+        let sum = _mm512_reduce_add_epi32(sums[i]);
+        for m in 0..Q {
+            dots[m][i] = _mm512_reduce_add_epi32(acc[m][i]) - 128 * sum;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::int8::dot_i8_scalar;
+
+    /// The kernel's dot products are the exact ones, at the extreme codes and for
+    /// dimensions around the 64-code groups.
+    #[test]
+    fn kernel_dots_are_exact() {
+        if !super::super::batch::available(1) {
+            eprintln!("skipped: no AVX-512 VNNI");
+            return;
+        }
+        let mut seed = 7u64;
+        let mut code = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            match seed >> 61 {
+                0 => 127,
+                1 => -127,
+                _ => ((seed >> 33) % 255) as i8 as i16 as i8,
+            }
+        };
+        for dim in [1usize, 3, 63, 64, 65, 128, 200, 768, 4099] {
+            let stride = dim.next_multiple_of(64);
+            let qs: Vec<Vec<i8>> = (0..4)
+                .map(|_| (0..dim).map(|_| code().max(-127)).collect())
+                .collect();
+            let rows: Vec<i8> = (0..8 * dim).map(|_| code().max(-127)).collect();
+            let mut offset = vec![128u8; 4 * stride];
+            for (m, q) in qs.iter().enumerate() {
+                for (p, &c) in q.iter().enumerate() {
+                    offset[m * stride + p] = (c as i16 + 128) as u8;
+                }
+            }
+            let mut dots = [[0i32; 8]; 4];
+            // SAFETY: checked above: the CPU has the features; the buffers hold 4 queries
+            // of `stride` bytes and 8 rows of `dim` codes.
+            unsafe { kernel::<4, 8>(&offset, stride, &rows, dim, &mut dots) };
+            for (m, q) in qs.iter().enumerate() {
+                for i in 0..8 {
+                    let want = dot_i8_scalar(q, &rows[i * dim..(i + 1) * dim]);
+                    assert_eq!(dots[m][i], want, "D {dim} query {m} row {i}");
+                }
+            }
+        }
+    }
+}
