@@ -21,12 +21,48 @@ pub(crate) fn zeroed_u16(len: usize) -> Vec<u16> {
     v
 }
 
-/// A zero-filled `Vec<i8>` of `len` values (int8 codes) whose pages are advised as huge
-/// pages.
-pub(crate) fn zeroed_i8(len: usize) -> Vec<i8> {
-    let v = vec![0i8; len];
-    advise_huge(v.as_ptr() as usize, len);
-    v
+/// Int8 codes in memory, zero-filled, starting on a cache line and advised as huge pages:
+/// a scan's 64-byte loads of rows whose length is a multiple of 64 then never straddle two
+/// lines (a plain large allocation starts 16 bytes past a page, and every such load cost
+/// two).
+#[derive(Clone, Debug)]
+pub(crate) struct LineCodes {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+/// 64 codes on a cache line of their own.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+struct Line([i8; 64]);
+
+// SAFETY: `repr(C)`, 64 bytes of i8 at alignment 64, so no padding; every bit pattern is
+// valid and all-zero is one.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; `Copy`, no pointers.
+unsafe impl bytemuck::Pod for Line {}
+
+impl LineCodes {
+    /// `len` zero codes.
+    pub(crate) fn zeroed(len: usize) -> Self {
+        // Advised before the zeros are written: an aligned `alloc_zeroed` writes them
+        // itself (no `calloc` past 16-byte alignment), which faulted in small pages.
+        let n = len.div_ceil(64);
+        let mut lines: Vec<Line> = Vec::with_capacity(n);
+        advise_huge(lines.as_ptr() as usize, n * 64);
+        lines.resize(n, Line([0; 64]));
+        Self { lines, len }
+    }
+
+    /// The codes.
+    pub(crate) fn as_slice(&self) -> &[i8] {
+        &bytemuck::cast_slice::<Line, i8>(&self.lines)[..self.len]
+    }
+
+    /// The codes, to write.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [i8] {
+        &mut bytemuck::cast_slice_mut::<Line, i8>(&mut self.lines)[..self.len]
+    }
 }
 
 /// Advises the whole huge pages inside `data` as huge pages. For a buffer already

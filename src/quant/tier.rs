@@ -17,7 +17,7 @@ use rayon::prelude::*;
 #[derive(Clone, Debug)]
 pub(crate) struct Int8Tier {
     dim: usize,
-    codes: Vec<i8>,
+    codes: crate::mem::LineCodes,
     bounds: Vec<TierBounds>,
 }
 
@@ -26,9 +26,10 @@ impl Int8Tier {
     /// cores.
     pub(crate) fn build(data: &[f32], dim: usize) -> Self {
         let dim = dim.max(1);
-        // On huge pages, as the corpora are: the scan streams the codes.
-        let mut codes = crate::mem::zeroed_i8(data.len() / dim * dim);
+        // On huge pages, as the corpora are, and on cache lines: the scan streams them.
+        let mut codes = crate::mem::LineCodes::zeroed(data.len() / dim * dim);
         let bounds = codes
+            .as_mut_slice()
             .par_chunks_mut(dim)
             .zip(data.par_chunks_exact(dim))
             .map(|(c, row)| TierBounds::new(quantise(row, c)))
@@ -44,8 +45,9 @@ impl Int8Tier {
         row: impl Fn(usize, &mut [f32]) + Sync,
     ) -> Self {
         let dim = dim.max(1);
-        let mut codes = crate::mem::zeroed_i8(rows * dim);
+        let mut codes = crate::mem::LineCodes::zeroed(rows * dim);
         let bounds = codes
+            .as_mut_slice()
             .par_chunks_mut(dim)
             .enumerate()
             .map_init(
@@ -63,14 +65,14 @@ impl Int8Tier {
     pub(crate) fn view(&self) -> TierRef<'_> {
         TierRef {
             dim: self.dim,
-            codes: &self.codes,
+            codes: self.codes.as_slice(),
             bounds: &self.bounds,
         }
     }
 
     /// Bytes the tier holds: the codes and each row's bounds.
     pub(crate) fn bytes(&self) -> usize {
-        self.codes.len() + std::mem::size_of_val(self.bounds.as_slice())
+        self.codes.as_slice().len() + std::mem::size_of_val(self.bounds.as_slice())
     }
 }
 
