@@ -17,15 +17,13 @@
 //! candidates are therefore exactly those of the per-query scan.
 //!
 //! When not to use it: without AVX-512 VNNI (the per-query scan serves), for dimensions
-//! past [`MAX_DIM`], and for one to four queries, where padding a kernel's eight queries
-//! costs more than the per-query scan.
+//! past [`MAX_DIM`], and for up to `few::MAX_QUERIES` queries, where the few-query scan
+//! (no packing, and no padding to eight queries) is faster.
 
 use super::sieve::{quick_upper, Floors, Metric, Pairs, QueryTerms, Rows, Sieve};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
-/// Queries from which a scan is batched.
-pub(super) const BATCH_MIN_QUERIES: usize = 5;
 /// The largest dimension: `255·127·D` must fit an i32 lane.
 pub(super) const MAX_DIM: usize = 1 << 16;
 /// Queries per kernel call.

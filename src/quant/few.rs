@@ -1,4 +1,4 @@
-//! The few-query int8 scan: the certified candidates of one to four queries, their int8
+//! The few-query int8 scan: the certified candidates of up to 24 queries, their int8
 //! dot products by AVX-512 VNNI straight from the row-major codes.
 //!
 //! Per row, the per-query scan (`tier`) spends more on the f64 interval and the sieve than
@@ -12,44 +12,53 @@
 //! the exact interval and the sieve, as in the per-query scan, whose candidates these
 //! therefore are, exactly (tested).
 //!
-//! When not to use it: without AVX-512 VNNI (the per-query scan serves), and from five
-//! queries, where the batched scan reuses each load of row codes for eight queries.
+//! Past eight queries the queries take turns in groups of up to eight over sub-blocks of
+//! rows that stay in L2, so the codes are still read from memory once.
+//!
+//! When not to use it: without AVX-512 VNNI (the per-query scan serves), and past
+//! [`MAX_QUERIES`], where the batched scan's packed panels, which reuse each load of row
+//! codes for eight queries without a query load beside it, win.
 
 use super::sieve::{quick_upper, Floors, Pairs, QueryTerms, Sieve, CHUNK_ROWS};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
+use std::ops::Range;
 
-/// The most queries a call takes.
-pub(super) const MAX_QUERIES: usize = 4;
+/// The most queries a kernel call takes; more take turns in groups over each sub-block.
+const GROUP: usize = 8;
+/// The most queries this scan serves; the batched scan takes more. At 1M × 768 (2 cores)
+/// this scan took 104, 166 and 213 ms for 16, 23 and 32 queries, the batched one 151, 178
+/// and 192 (96 KiB sub-blocks; 24 and 384 KiB measured no better).
+pub(super) const MAX_QUERIES: usize = 24;
+/// Codes of a sub-block of rows, at most, when the queries take turns in groups: the rows
+/// stay in L2 while every group passes over them.
+const SUB_BLOCK_BYTES: usize = 96 << 10;
 
-/// `TierRef::candidates` for the one to [`MAX_QUERIES`] queries of `pairs`, on a CPU with
-/// AVX-512 VNNI (`batch::available`); the same result.
+/// `TierRef::candidates` for the queries of `pairs` (one to [`MAX_QUERIES`]), on a CPU
+/// with AVX-512 VNNI (`batch::available`); the same result.
 pub(super) fn candidates(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<usize>> {
-    debug_assert!((1..=MAX_QUERIES).contains(&pairs.qs.len()));
-    // Accumulators: `Q·R` dot products and `R` code sums, with the `Q` query vectors, in
-    // the 32 zmm registers.
-    match pairs.qs.len() {
-        1 => scan::<1, 8>(pairs, k),
-        2 => scan::<2, 8>(pairs, k),
-        3 => scan::<3, 4>(pairs, k),
-        _ => scan::<4, 4>(pairs, k),
-    }
-}
-
-/// The scan with `Q` query slots (the queries of `pairs`, at most `Q`, padded with zero
-/// codes) over `R` rows a kernel call.
-fn scan<const Q: usize, const R: usize>(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<usize>> {
     let tier = pairs.tier;
-    let (dim, nq) = (tier.dim, pairs.qs.len().min(Q));
+    let (dim, nq) = (tier.dim, pairs.qs.len());
     // Offset codes, padded to whole 64-byte groups with 128 (an offset zero).
     let stride = dim.next_multiple_of(64);
-    let mut codes = vec![128u8; Q * stride];
-    for (j, q) in pairs.qs.iter().take(Q).enumerate() {
+    let mut codes = vec![128u8; nq * stride];
+    for (j, q) in pairs.qs.iter().enumerate() {
         for (p, &c) in q.codes.iter().enumerate() {
             codes[j * stride + p] = (c as i16 + 128) as u8;
         }
     }
     let terms = pairs.terms();
+    // Groups of at most GROUP queries, as even as they go.
+    let count = nq.div_ceil(GROUP);
+    let bounds: Vec<usize> = (0..=count).map(|g| g * nq / count).collect();
+    let sub_rows = if count == 1 {
+        CHUNK_ROWS
+    } else {
+        // A multiple of every kernel's rows (3, 4 or 8).
+        (SUB_BLOCK_BYTES / dim.max(1))
+            .next_multiple_of(24)
+            .min(CHUNK_ROWS)
+    };
     let n = tier.rows();
     let floors = Floors::new(nq);
     let chunks: Vec<Sieve> = (0..n.div_ceil(CHUNK_ROWS))
@@ -57,26 +66,27 @@ fn scan<const Q: usize, const R: usize>(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<
         .map(|c| {
             let (start, end) = (c * CHUNK_ROWS, ((c + 1) * CHUNK_ROWS).min(n));
             let mut sieve = Sieve::new(nq, k, &floors);
-            let mut dots = [[0i32; R]; Q];
-            let mut first = start;
-            while first < end {
-                let valid = (end - first).min(R);
-                let padded;
-                let rows = if valid == R {
-                    &tier.codes[first * dim..(first + R) * dim]
-                } else {
-                    // The chunk's last rows, with zero rows after them.
-                    let mut buf = vec![0i8; R * dim];
-                    buf[..valid * dim].copy_from_slice(&tier.codes[first * dim..end * dim]);
-                    padded = buf;
-                    &padded[..]
-                };
-                // SAFETY: `codes` holds `Q` queries of `stride ≥ dim` bytes, a multiple of
-                // 64, and `rows` `R` rows of `dim` codes; the caller checked the CPU's
-                // features (`batch::available`, this module's contract).
-                unsafe { kernel::<Q, R>(&codes, stride, rows, dim, &mut dots) };
-                sift(pairs, &terms[..nq], first, &dots, valid, &mut sieve);
-                first += valid;
+            for sub in (start..end).step_by(sub_rows) {
+                let rows = sub..(sub + sub_rows).min(end);
+                for w in bounds.windows(2) {
+                    let group = Group {
+                        pairs,
+                        codes: &codes[w[0] * stride..w[1] * stride],
+                        stride,
+                        terms: &terms[w[0]..w[1]],
+                        first_query: w[0],
+                    };
+                    match w[1] - w[0] {
+                        1 => group.scan::<1, 8>(rows.clone(), &mut sieve),
+                        2 => group.scan::<2, 8>(rows.clone(), &mut sieve),
+                        3 => group.scan::<3, 4>(rows.clone(), &mut sieve),
+                        4 => group.scan::<4, 4>(rows.clone(), &mut sieve),
+                        5 => group.scan::<5, 4>(rows.clone(), &mut sieve),
+                        6 => group.scan::<6, 4>(rows.clone(), &mut sieve),
+                        7 => group.scan::<7, 3>(rows.clone(), &mut sieve),
+                        _ => group.scan::<8, 3>(rows.clone(), &mut sieve),
+                    }
+                }
             }
             sieve
         })
@@ -84,12 +94,63 @@ fn scan<const Q: usize, const R: usize>(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<
     Sieve::merge(chunks, nq, k)
 }
 
-/// Offers to `sieve` each pair of a query (of `terms`) and one of the `valid` rows from
-/// `first` (of int8 dot products `dots`) whose quick upper bound reaches the query's floor.
+/// One group of queries: their offset codes (`stride` bytes each), their terms of the
+/// quick bound, and the index of the first.
+struct Group<'g> {
+    pairs: &'g Pairs<'g>,
+    codes: &'g [u8],
+    stride: usize,
+    terms: &'g [QueryTerms],
+    first_query: usize,
+}
+
+impl Group<'_> {
+    /// The group's queries (`Q` of them; accumulators: `Q·R` dot products and `R` code
+    /// sums in the 32 zmm registers) against `rows`, `R` rows a kernel call.
+    fn scan<const Q: usize, const R: usize>(&self, rows: Range<usize>, sieve: &mut Sieve) {
+        debug_assert_eq!(self.terms.len(), Q);
+        let tier = self.pairs.tier;
+        let dim = tier.dim;
+        let mut dots = [[0i32; R]; Q];
+        let mut first = rows.start;
+        while first < rows.end {
+            let valid = (rows.end - first).min(R);
+            let padded;
+            let codes = if valid == R {
+                &tier.codes[first * dim..(first + R) * dim]
+            } else {
+                // The last rows, with zero rows after them.
+                let mut buf = vec![0i8; R * dim];
+                buf[..valid * dim].copy_from_slice(&tier.codes[first * dim..rows.end * dim]);
+                padded = buf;
+                &padded[..]
+            };
+            // SAFETY: `self.codes` holds `Q` queries of `stride ≥ dim` bytes, a multiple
+            // of 64, and `codes` `R` rows of `dim` codes; the caller checked the CPU's
+            // features (`batch::available`, this module's contract).
+            unsafe { kernel::<Q, R>(self.codes, self.stride, codes, dim, &mut dots) };
+            sift(
+                self.pairs,
+                self.terms,
+                self.first_query,
+                first,
+                &dots,
+                valid,
+                sieve,
+            );
+            first += valid;
+        }
+    }
+}
+
+/// Offers to `sieve` each pair of a query (of `terms`, the first query `first_query`) and
+/// one of the `valid` rows from `first` (of int8 dot products `dots`) whose quick upper
+/// bound reaches the query's floor.
 #[inline(always)]
 fn sift<const Q: usize, const R: usize>(
     pairs: &Pairs<'_>,
     terms: &[QueryTerms],
+    first_query: usize,
     first: usize,
     dots: &[[i32; R]; Q],
     valid: usize,
@@ -115,7 +176,8 @@ fn sift<const Q: usize, const R: usize>(
     } else {
         (1u32 << valid) - 1
     };
-    for (j, (t, dots)) in terms.iter().zip(dots).enumerate() {
+    for (m, (t, dots)) in terms.iter().zip(dots).enumerate() {
+        let j = first_query + m;
         let floor = sieve.floor(j);
         let mut pass = 0u32;
         for i in 0..R {

@@ -1,9 +1,9 @@
 //! Compressed representations of rows for the scan tiers (issue 19): today the int8 rows
 //! with certified bounds of [`int8`], and the tier of a whole matrix ([`tier`]), which a
 //! certified search scans to find the rows that can be in the top-k before it re-scores
-//! them with the f32 kernels. With AVX-512 VNNI, one to four queries stream the row-major
-//! codes (`few`) and more go through packed panels eight at a time (`batch`); elsewhere
-//! each row is scored for each query in turn (`tier`).
+//! them with the f32 kernels. With AVX-512 VNNI, up to 24 queries stream the row-major
+//! codes in groups of eight (`few`) and more go through packed panels (`batch`);
+//! elsewhere each row is scored for each query in turn (`tier`).
 
 #[cfg(target_arch = "x86_64")]
 mod batch;
@@ -15,8 +15,8 @@ pub(crate) mod tier;
 
 use std::cell::Cell;
 
-/// The most queries a certified search takes on a CPU without the batched scan (AVX-512
-/// VNNI), which serves batches of every size. The per-query scan computes each row's int8
+/// The most queries a certified search takes on a CPU without the VNNI scans (AVX-512
+/// VNNI), which serve batches of every size. The per-query scan computes each row's int8
 /// dot product and bounds once per query, so it is compute-bound past one query: at 1M ×
 /// 768 on 2 AVX-512 cores it beat the f32 scan 3.4× at Q = 1, 1.5× at 4, 1.1× at 8 and
 /// lost at 16 (0.6×). Larger batches scan in full there. (The CPU's streaming kernels,

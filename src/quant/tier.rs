@@ -116,6 +116,7 @@ impl<'a> TierRef<'a> {
         scale: &[f32],
         bias: Option<&[f32]>,
         k: usize,
+        vnni: bool,
     ) -> Vec<Vec<usize>> {
         debug_assert_eq!(scale.len(), self.bounds.len());
         debug_assert!(bias.is_none_or(|b| b.len() == scale.len()));
@@ -133,13 +134,14 @@ impl<'a> TierRef<'a> {
             metric: (scale, bias),
         };
         #[cfg(target_arch = "x86_64")]
-        if super::batch::available(dim) {
-            return if nq >= super::batch::BATCH_MIN_QUERIES {
+        if vnni && super::batch::available(dim) {
+            return if nq > super::few::MAX_QUERIES {
                 super::batch::candidates(&pairs, k)
             } else {
                 super::few::candidates(&pairs, k)
             };
         }
+        let _ = vnni;
         scan_each(&pairs, k)
     }
 

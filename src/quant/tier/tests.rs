@@ -30,16 +30,19 @@ fn rows_that_are_not_live_are_never_candidates() {
         inv[r] = f32::NAN;
     }
     let q = unit(&rows[3 * dim..4 * dim]);
-    let c = tier.view().candidates(&q, &inv, None, 10).remove(0);
+    let c = tier.view().candidates(&q, &inv, None, 10, true).remove(0);
     assert!(c.len() >= 10 && c.iter().all(|r| r % 2 == 1), "{c:?}");
     assert!(c.contains(&3));
     // More k than live rows: every live row.
-    assert_eq!(tier.view().candidates(&q, &inv, None, 150)[0].len(), n / 2);
-    assert!(tier.view().candidates(&q, &inv, None, 0)[0].is_empty());
+    assert_eq!(
+        tier.view().candidates(&q, &inv, None, 150, true)[0].len(),
+        n / 2
+    );
+    assert!(tier.view().candidates(&q, &inv, None, 0, true)[0].is_empty());
 }
 
-/// The batched scan (when the CPU has it) finds exactly the candidates the per-query
-/// scan finds, query by query, for cosine and L2 factors, rows not live, and dimensions
+/// The batched scan (when the CPU has it; past 24 queries) finds exactly the candidates
+/// the portable per-query scan finds, query by query, for cosine and L2 factors, rows not live, and dimensions
 /// that are not multiples of four.
 #[test]
 fn batched_candidates_are_the_per_query_ones() {
@@ -60,7 +63,7 @@ fn batched_candidates_are_the_per_query_ones() {
                 }
             })
             .collect();
-        for nq in [5, 9, 40] {
+        for nq in [25, 40] {
             let mut qs = data::random_matrix(nq, dim, 91);
             qs[..dim].copy_from_slice(&rows[2 * dim..3 * dim]);
             let qs: Vec<f32> = qs.chunks(dim).flat_map(unit).collect();
@@ -72,9 +75,9 @@ fn batched_candidates_are_the_per_query_ones() {
                         .collect(),
                     None => inv.clone(),
                 };
-                let all = tier.view().candidates(&qs, &scale, b, k);
+                let all = tier.view().candidates(&qs, &scale, b, k, true);
                 for (j, q) in qs.chunks(dim).enumerate() {
-                    let one = tier.view().candidates(q, &scale, b, k).remove(0);
+                    let one = tier.view().candidates(q, &scale, b, k, false).remove(0);
                     assert_eq!(all[j], one, "n {n} D {dim} Q {nq} query {j} k {k}");
                 }
             }
@@ -82,8 +85,8 @@ fn batched_candidates_are_the_per_query_ones() {
     }
 }
 
-/// The candidates of one to four queries (through the few-query scan where the CPU has
-/// it) are exactly the portable scan's, for cosine and L2 factors, rows not live, ties,
+/// The candidates of one to 24 queries (through the few-query scan where the CPU has it,
+/// in one to three groups) are exactly the portable scan's, for cosine and L2 factors, rows not live, ties,
 /// and row counts and dimensions that leave partial kernel calls and chunks.
 #[test]
 fn few_query_candidates_are_the_portable_ones() {
@@ -112,7 +115,7 @@ fn few_query_candidates_are_the_portable_ones() {
             .iter()
             .map(|&i| (-0.5 / (i as f64 * i as f64)) as f32)
             .collect();
-        for nq in 1..=4 {
+        for nq in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 24] {
             let mut qs = data::random_matrix(nq, dim, 71 + nq as u64);
             qs[..dim].copy_from_slice(&rows[5 * dim..6 * dim]);
             let qs: Vec<f32> = qs.chunks(dim).flat_map(unit).collect();
@@ -131,7 +134,7 @@ fn few_query_candidates_are_the_portable_ones() {
                     metric: (scale, b),
                 };
                 let portable = scan_each(&pairs, k);
-                let got = tier.view().candidates(&qs, scale, b, k);
+                let got = tier.view().candidates(&qs, scale, b, k, true);
                 assert_eq!(got, portable, "n {n} D {dim} Q {nq} k {k}");
                 assert!(got.iter().all(|c| c.len() >= k.min(n - n.div_ceil(11))));
             }
