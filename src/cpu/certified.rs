@@ -8,17 +8,19 @@ use super::CpuBackend;
 use crate::corpus::CorpusView;
 use crate::hit::Hit;
 use crate::matrix::MatrixRef;
-use crate::quant::{note_rescored, CERTIFIED_MAX_QUERIES};
+use crate::quant::{note_rescored, ScanLevel, CERTIFIED_MAX_QUERIES, FEW_MAX_QUERIES};
 use rayon::prelude::*;
 
 impl CpuBackend {
     /// The top `k` of `queries` through the corpus's int8 tier, or `None` when the call is
-    /// not one the certificate serves: the caller then scans in full. Where the CPU has
-    /// the VNNI scans (AVX-512 VNNI, and `HYBRIDVEC_SIMD` not capping below AVX-512) it
-    /// serves every batch: at 1M × 768 on 2 cores, Q = 5 took 37 ms through the tier
-    /// against 96 for the f32 scan, Q = 12 76 against 140, Q = 23 162 against 199 and
-    /// Q = 64 296 against 469. Elsewhere it serves up to [`CERTIFIED_MAX_QUERIES`] queries
-    /// (the per-query scan, compute-bound past that).
+    /// not one the certificate serves: the caller then scans in full. With AVX-512 VNNI
+    /// (and `HYBRIDVEC_SIMD` not capping below AVX-512) it serves every batch: at 1M × 768
+    /// on 2 cores, Q = 5 took 37 ms through the tier against 96 for the f32 scan, Q = 12
+    /// 76 against 140, Q = 23 162 against 199 and Q = 64 296 against 469. At the AVX2
+    /// level it serves up to [`FEW_MAX_QUERIES`] (capped to AVX2 on the same machine: Q = 4
+    /// 35 against 121 ms, Q = 8 72 against 189, Q = 12 111 against 232, Q = 16 141 against
+    /// 155, Q = 23 223 against 266). Elsewhere it serves up to [`CERTIFIED_MAX_QUERIES`]
+    /// queries (the portable per-query scan, compute-bound past that).
     pub(super) fn certified_top_k(
         &self,
         queries: MatrixRef<'_>,
@@ -28,15 +30,19 @@ impl CpuBackend {
         let tier = corpus.int8_tier()?;
         let q = queries.rows();
         let tiled = self.use_gemm(q);
-        let vnni = self.batched_scan(corpus.dim());
-        if q == 0 || (q > CERTIFIED_MAX_QUERIES && !vnni) || tier.rows() != corpus.rows() || k == 0
+        let level = self.scan_level(corpus.dim());
+        if q == 0
+            || (q > CERTIFIED_MAX_QUERIES && level == ScanLevel::Portable)
+            || (q > FEW_MAX_QUERIES && level == ScanLevel::Avx2)
+            || tier.rows() != corpus.rows()
+            || k == 0
         {
             return None;
         }
         let (inv, bias) = (corpus.inv_norms(), corpus.row_bias());
         let candidates = self
             .pool
-            .install(|| tier.candidates(queries.as_slice(), inv, bias, k, vnni));
+            .install(|| tier.candidates(queries.as_slice(), inv, bias, k, level));
         if tiled {
             return Some(self.rescore_tiled(queries, corpus, k, candidates));
         }
@@ -100,10 +106,16 @@ impl CpuBackend {
 }
 
 impl CpuBackend {
-    /// Whether this backend scans an int8 tier by the VNNI kernels: at the AVX-512 level
-    /// (`HYBRIDVEC_SIMD` may cap it lower) on a CPU with VNNI.
-    fn batched_scan(&self, dim: usize) -> bool {
-        self.level == crate::cpu::SimdLevel::Avx512 && crate::quant::batched_scan(dim)
+    /// The int8 scan kernels this backend runs for rows of `dim` values: VNNI at the
+    /// AVX-512 level (`HYBRIDVEC_SIMD` may cap it lower) on a CPU with it, AVX2 at either
+    /// x86 level, else the portable scan.
+    fn scan_level(&self, dim: usize) -> ScanLevel {
+        use crate::cpu::SimdLevel;
+        match self.level {
+            SimdLevel::Avx512 if crate::quant::batched_scan(dim) => ScanLevel::Avx512Vnni,
+            SimdLevel::Avx512 | SimdLevel::Avx2Fma => ScanLevel::Avx2,
+            _ => ScanLevel::Portable,
+        }
     }
 
     /// Re-scores each query's `candidates` for a batch the score tiles serve, as the full

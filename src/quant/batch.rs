@@ -229,7 +229,7 @@ impl Scan<'_> {
                         let i = pass.trailing_zeros() as usize;
                         pass &= pass - 1;
                         let dot = dots[i] - 128 * sums[i];
-                        self.pairs.offer(j, first + at + i, dot, sieve);
+                        self.pairs.offer(j, first + at + i, dot.into(), sieve);
                     }
                 }
             }

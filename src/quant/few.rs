@@ -29,22 +29,39 @@ const GROUP: usize = 8;
 /// The most queries this scan serves; the batched scan takes more. At 1M × 768 (2 cores)
 /// this scan took 104, 166 and 213 ms for 16, 23 and 32 queries, the batched one 151, 178
 /// and 192 (96 KiB sub-blocks; 24 and 384 KiB measured no better).
-pub(super) const MAX_QUERIES: usize = 24;
+pub(super) const MAX_QUERIES: usize = super::FEW_MAX_QUERIES;
 /// Codes of a sub-block of rows, at most, when the queries take turns in groups: the rows
 /// stay in L2 while every group passes over them.
 const SUB_BLOCK_BYTES: usize = 96 << 10;
 
-/// `TierRef::candidates` for the queries of `pairs` (one to [`MAX_QUERIES`]), on a CPU
-/// with AVX-512 VNNI (`batch::available`); the same result.
-pub(super) fn candidates(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<usize>> {
+/// The kernels a scan runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Isa {
+    /// AVX-512 VNNI (`batch::available`).
+    Avx512Vnni,
+    /// AVX2.
+    Avx2,
+}
+
+/// `TierRef::candidates` for the queries of `pairs` (one to [`MAX_QUERIES`]) by the
+/// kernels of `isa`, which the CPU has; the same result.
+pub(super) fn candidates(pairs: &Pairs<'_>, k: usize, isa: Isa) -> Vec<Vec<usize>> {
     let tier = pairs.tier;
     let (dim, nq) = (tier.dim, pairs.qs.len());
-    // Offset codes, padded to whole 64-byte groups with 128 (an offset zero).
+    // Per query, padded to whole 64-byte groups: AVX-512 VNNI's offset codes (padding
+    // 128, an offset zero), or AVX2's signed codes and their magnitudes (padding 0).
     let stride = dim.next_multiple_of(64);
-    let mut codes = vec![128u8; nq * stride];
+    let mut codes = vec![if isa == Isa::Avx512Vnni { 128u8 } else { 0 }; nq * stride];
+    let mut magnitudes = vec![0u8; if isa == Isa::Avx2 { nq * stride } else { 0 }];
     for (j, q) in pairs.qs.iter().enumerate() {
         for (p, &c) in q.codes.iter().enumerate() {
-            codes[j * stride + p] = (c as i16 + 128) as u8;
+            codes[j * stride + p] = match isa {
+                Isa::Avx512Vnni => (c as i16 + 128) as u8,
+                Isa::Avx2 => c as u8,
+            };
+            if isa == Isa::Avx2 {
+                magnitudes[j * stride + p] = c.unsigned_abs();
+            }
         }
     }
     let terms = pairs.terms();
@@ -72,19 +89,14 @@ pub(super) fn candidates(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<usize>> {
                     let group = Group {
                         pairs,
                         codes: &codes[w[0] * stride..w[1] * stride],
+                        magnitudes: magnitudes.get(w[0] * stride..w[1] * stride).unwrap_or(&[]),
                         stride,
                         terms: &terms[w[0]..w[1]],
                         first_query: w[0],
                     };
-                    match w[1] - w[0] {
-                        1 => group.scan::<1, 8>(rows.clone(), &mut sieve),
-                        2 => group.scan::<2, 8>(rows.clone(), &mut sieve),
-                        3 => group.scan::<3, 4>(rows.clone(), &mut sieve),
-                        4 => group.scan::<4, 4>(rows.clone(), &mut sieve),
-                        5 => group.scan::<5, 4>(rows.clone(), &mut sieve),
-                        6 => group.scan::<6, 4>(rows.clone(), &mut sieve),
-                        7 => group.scan::<7, 3>(rows.clone(), &mut sieve),
-                        _ => group.scan::<8, 3>(rows.clone(), &mut sieve),
+                    match isa {
+                        Isa::Avx512Vnni => group.vnni(rows.clone(), &mut sieve),
+                        Isa::Avx2 => group.avx2(rows.clone(), &mut sieve),
                     }
                 }
             }
@@ -94,20 +106,55 @@ pub(super) fn candidates(pairs: &Pairs<'_>, k: usize) -> Vec<Vec<usize>> {
     Sieve::merge(chunks, nq, k)
 }
 
-/// One group of queries: their offset codes (`stride` bytes each), their terms of the
-/// quick bound, and the index of the first.
+/// One group of queries: their codes (`stride` bytes each; AVX2's magnitudes too), their
+/// terms of the quick bound, and the index of the first.
 struct Group<'g> {
     pairs: &'g Pairs<'g>,
     codes: &'g [u8],
+    magnitudes: &'g [u8],
     stride: usize,
     terms: &'g [QueryTerms],
     first_query: usize,
 }
 
 impl Group<'_> {
-    /// The group's queries (`Q` of them; accumulators: `Q·R` dot products and `R` code
-    /// sums in the 32 zmm registers) against `rows`, `R` rows a kernel call.
-    fn scan<const Q: usize, const R: usize>(&self, rows: Range<usize>, sieve: &mut Sieve) {
+    /// The group against `rows` by the AVX-512 VNNI kernel; accumulators: `Q·R` dot
+    /// products and `R` code sums in the 32 zmm registers.
+    fn vnni(&self, rows: Range<usize>, sieve: &mut Sieve) {
+        match self.terms.len() {
+            1 => self.scan::<1, 8, true>(rows, sieve),
+            2 => self.scan::<2, 8, true>(rows, sieve),
+            3 => self.scan::<3, 4, true>(rows, sieve),
+            4 => self.scan::<4, 4, true>(rows, sieve),
+            5 => self.scan::<5, 4, true>(rows, sieve),
+            6 => self.scan::<6, 4, true>(rows, sieve),
+            7 => self.scan::<7, 3, true>(rows, sieve),
+            _ => self.scan::<8, 3, true>(rows, sieve),
+        }
+    }
+
+    /// The group against `rows` by the AVX2 kernel; accumulators: `Q·R` dot products in
+    /// the 16 ymm registers, beside the row and a query's codes.
+    fn avx2(&self, rows: Range<usize>, sieve: &mut Sieve) {
+        match self.terms.len() {
+            1 => self.scan::<1, 4, false>(rows, sieve),
+            2 => self.scan::<2, 4, false>(rows, sieve),
+            3 => self.scan::<3, 3, false>(rows, sieve),
+            4 => self.scan::<4, 2, false>(rows, sieve),
+            5 => self.scan::<5, 2, false>(rows, sieve),
+            6 => self.scan::<6, 1, false>(rows, sieve),
+            7 => self.scan::<7, 1, false>(rows, sieve),
+            _ => self.scan::<8, 1, false>(rows, sieve),
+        }
+    }
+
+    /// The group's queries (`Q` of them) against `rows`, `R` rows a kernel call, by the
+    /// AVX-512 VNNI kernel (`VNNI`) or the AVX2 one.
+    fn scan<const Q: usize, const R: usize, const VNNI: bool>(
+        &self,
+        rows: Range<usize>,
+        sieve: &mut Sieve,
+    ) {
         debug_assert_eq!(self.terms.len(), Q);
         let tier = self.pairs.tier;
         let dim = tier.dim;
@@ -125,10 +172,19 @@ impl Group<'_> {
                 padded = buf;
                 &padded[..]
             };
-            // SAFETY: `self.codes` holds `Q` queries of `stride ≥ dim` bytes, a multiple
-            // of 64, and `codes` `R` rows of `dim` codes; the caller checked the CPU's
-            // features (`batch::available`, this module's contract).
-            unsafe { kernel::<Q, R>(self.codes, self.stride, codes, dim, &mut dots) };
+            if VNNI {
+                // SAFETY: `self.codes` holds `Q` queries of `stride ≥ dim` bytes, a
+                // multiple of 64, and `codes` `R` rows of `dim` codes; the caller checked
+                // the CPU's features (`candidates`' contract).
+                unsafe { kernel::<Q, R>(self.codes, self.stride, codes, dim, &mut dots) };
+            } else {
+                let signed: &[i8] = bytemuck::cast_slice(self.codes);
+                // SAFETY: as above, with `magnitudes` as long as `codes`; the CPU has AVX2
+                // (`candidates`' contract).
+                unsafe {
+                    kernel_avx2::<Q, R>(signed, self.magnitudes, self.stride, codes, dim, &mut dots)
+                };
+            }
             sift(
                 self.pairs,
                 self.terms,
@@ -195,7 +251,7 @@ fn sift<const Q: usize, const R: usize>(
         while pass != 0 {
             let i = pass.trailing_zeros() as usize;
             pass &= pass - 1;
-            pairs.offer(j, first + i, dots[i], sieve);
+            pairs.offer(j, first + i, dots[i].into(), sieve);
         }
     }
 }
@@ -257,13 +313,70 @@ unsafe fn kernel<const Q: usize, const R: usize>(
     }
 }
 
+/// `dots[m][i] = Σ_p signed[m·stride + p] · rows[i·dim + p]` over `p < dim`: the int8
+/// dot products of `Q` queries with `R` rows of `dim` codes. `vpmaddubsw` multiplies a
+/// query's magnitudes (unsigned) by the row's codes with the query's signs (`vpsignb`),
+/// pairs summed in i16 (at most 2·127² < 2¹⁵: no saturation), and `vpmaddwd` by ones
+/// widens the pairs into i32 lanes.
+///
+/// # Safety
+/// The CPU supports AVX2; `stride` is at least `dim`; `signed` and `magnitudes` hold `Q ·
+/// stride` bytes (each magnitude that of its signed code) and `rows` `R · dim`.
+#[target_feature(enable = "avx2")]
+unsafe fn kernel_avx2<const Q: usize, const R: usize>(
+    signed: &[i8],
+    magnitudes: &[u8],
+    stride: usize,
+    rows: &[i8],
+    dim: usize,
+    dots: &mut [[i32; R]; Q],
+) {
+    debug_assert!(stride >= dim && signed.len() >= Q * stride);
+    debug_assert!(magnitudes.len() >= Q * stride && rows.len() >= R * dim);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); R]; Q];
+    let (s, u, x) = (signed.as_ptr(), magnitudes.as_ptr(), rows.as_ptr());
+    let whole = dim / 32;
+    for i in 0..R {
+        for g in 0..whole {
+            // SAFETY: `32·g + 32 ≤ dim`: inside row `i`.
+            let xv = unsafe { _mm256_loadu_si256(x.add(i * dim + 32 * g).cast()) };
+            for (m, acc) in acc.iter_mut().enumerate() {
+                let at = m * stride + 32 * g;
+                // SAFETY: `32·g + 32 ≤ dim ≤ stride`: inside query `m`'s bytes.
+                let (sv, uv) = unsafe {
+                    (
+                        _mm256_loadu_si256(s.add(at).cast()),
+                        _mm256_loadu_si256(u.add(at).cast()),
+                    )
+                };
+                let pairs = _mm256_maddubs_epi16(uv, _mm256_sign_epi8(xv, sv));
+                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(pairs, ones));
+            }
+        }
+    }
+    for i in 0..R {
+        let row = &rows[i * dim..(i + 1) * dim];
+        for (m, acc) in acc.iter().enumerate() {
+            let mut lanes = [0i32; 8];
+            // SAFETY: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc[i]) };
+            let query = &signed[m * stride..m * stride + dim];
+            let tail: i32 = (32 * whole..dim)
+                .map(|p| query[p] as i32 * row[p] as i32)
+                .sum();
+            dots[m][i] = lanes.iter().sum::<i32>() + tail;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::int8::dot_i8_scalar;
 
-    /// The kernel's dot products are the exact ones, at the extreme codes and for
-    /// dimensions around the 64-code groups.
+    /// The kernels' dot products are the exact ones, at the extreme codes and for
+    /// dimensions around the 32- and 64-code groups.
     #[test]
     fn kernel_dots_are_exact() {
         if !super::super::batch::available(1) {
@@ -297,6 +410,18 @@ mod tests {
             // SAFETY: checked above: the CPU has the features; the buffers hold 4 queries
             // of `stride` bytes and 8 rows of `dim` codes.
             unsafe { kernel::<4, 8>(&offset, stride, &rows, dim, &mut dots) };
+            let mut signed = vec![0i8; 4 * stride];
+            let mut magnitudes = vec![0u8; 4 * stride];
+            for (m, q) in qs.iter().enumerate() {
+                signed[m * stride..m * stride + dim].copy_from_slice(q);
+                for (p, &c) in q.iter().enumerate() {
+                    magnitudes[m * stride + p] = c.unsigned_abs();
+                }
+            }
+            let mut avx2 = [[0i32; 8]; 4];
+            // SAFETY: as above (AVX-512 VNNI CPUs have AVX2).
+            unsafe { kernel_avx2::<4, 8>(&signed, &magnitudes, stride, &rows, dim, &mut avx2) };
+            assert_eq!(avx2, dots, "D {dim}: the AVX2 kernel");
             for (m, q) in qs.iter().enumerate() {
                 for i in 0..8 {
                     let want = dot_i8_scalar(q, &rows[i * dim..(i + 1) * dim]);

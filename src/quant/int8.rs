@@ -170,7 +170,7 @@ impl Int8Query {
     /// An interval `[lo, hi]` that contains the exact `query · row`, from the int8 dot
     /// product `dot = codes · row_codes` and the row's [`Quantised`].
     #[inline]
-    pub(crate) fn interval(&self, dot: i32, row: &Quantised) -> (f64, f64) {
+    pub(crate) fn interval(&self, dot: i64, row: &Quantised) -> (f64, f64) {
         let centre = self.q.scale as f64 * row.scale as f64 * dot as f64;
         // Both terms are products of non-negative bounds; a zero factor (no residual, or a
         // zero vector) makes its term exactly zero even beside an infinite bound.
@@ -189,8 +189,19 @@ impl Int8Query {
     }
 }
 
-/// `Σ aᵢ·bᵢ` over int8 codes, exact in i32 for up to 133 143 elements (127² · n < 2³¹).
-pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+/// `Σ aᵢ·bᵢ` over int8 codes, exactly, for any length: pieces of 2¹⁶ codes are summed in
+/// i32 (exact up to 133 143, as 127² · n < 2³¹), the pieces in i64.
+pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i64 {
+    const PIECE: usize = 1 << 16;
+    debug_assert_eq!(a.len(), b.len());
+    a.chunks(PIECE)
+        .zip(b.chunks(PIECE))
+        .map(|(a, b)| dot_i8_piece(a, b) as i64)
+        .sum()
+}
+
+/// [`dot_i8`] of at most 133 143 codes, in i32.
+fn dot_i8_piece(a: &[i8], b: &[i8]) -> i32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
     {

@@ -38,6 +38,21 @@ pub(crate) fn batched_scan(dim: usize) -> bool {
     }
 }
 
+/// The most queries the few-query scans (AVX2, AVX-512 VNNI) serve in one pass.
+pub(crate) const FEW_MAX_QUERIES: usize = 24;
+
+/// The int8 scan kernels a certified search may run: the CPU backend's SIMD level decides
+/// (so `HYBRIDVEC_SIMD` caps it), and each holds only where the CPU has its features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScanLevel {
+    /// The portable per-query scan.
+    Portable,
+    /// The few-query scan by AVX2 (`vpmaddubsw`, `vpmaddwd`), up to 24 queries.
+    Avx2,
+    /// The few-query and batched scans by AVX-512 VNNI (`vpdpbusd`).
+    Avx512Vnni,
+}
+
 thread_local! {
     static RESCORED: Cell<Option<usize>> = const { Cell::new(None) };
 }

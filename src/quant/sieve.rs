@@ -41,7 +41,7 @@ impl ScanBounds {
         &self,
         j: usize,
         q: &Int8Query,
-        dot: i32,
+        dot: i64,
         row: &Quantised,
         s: f64,
         b: f64,
@@ -232,7 +232,7 @@ impl Pairs<'_> {
     /// Query `j` against row `r` (of int8 dot product `dot`): its exact interval, offered
     /// to `sieve` (nothing for a row not live).
     #[inline]
-    pub(super) fn offer(&self, j: usize, r: usize, dot: i32, sieve: &mut Sieve) {
+    pub(super) fn offer(&self, j: usize, r: usize, dot: i64, sieve: &mut Sieve) {
         let (scale, bias) = self.metric;
         let s = scale[r];
         if s.is_nan() {

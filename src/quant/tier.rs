@@ -116,7 +116,7 @@ impl<'a> TierRef<'a> {
         scale: &[f32],
         bias: Option<&[f32]>,
         k: usize,
-        vnni: bool,
+        level: super::ScanLevel,
     ) -> Vec<Vec<usize>> {
         debug_assert_eq!(scale.len(), self.bounds.len());
         debug_assert!(bias.is_none_or(|b| b.len() == scale.len()));
@@ -134,14 +134,22 @@ impl<'a> TierRef<'a> {
             metric: (scale, bias),
         };
         #[cfg(target_arch = "x86_64")]
-        if vnni && super::batch::available(dim) {
-            return if nq > super::few::MAX_QUERIES {
-                super::batch::candidates(&pairs, k)
-            } else {
-                super::few::candidates(&pairs, k)
-            };
+        {
+            use super::{batch, few, ScanLevel};
+            let few_queries = nq <= few::MAX_QUERIES && dim <= batch::MAX_DIM;
+            if level == ScanLevel::Avx512Vnni && batch::available(dim) {
+                return if few_queries {
+                    few::candidates(&pairs, k, few::Isa::Avx512Vnni)
+                } else {
+                    batch::candidates(&pairs, k)
+                };
+            }
+            if level != ScanLevel::Portable && few_queries && std::is_x86_feature_detected!("avx2")
+            {
+                return few::candidates(&pairs, k, few::Isa::Avx2);
+            }
         }
-        let _ = vnni;
+        let _ = level;
         scan_each(&pairs, k)
     }
 

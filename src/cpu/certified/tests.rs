@@ -3,8 +3,8 @@ use crate::cpu::{CpuBackend, CpuConfig};
 use crate::data;
 use crate::matrix::MatrixRef;
 use crate::metric::{Metric, RowScoring};
-use crate::quant::take_rescored;
 use crate::quant::tier::Int8Tier;
+use crate::quant::{take_rescored, ScanLevel};
 
 fn unit(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
@@ -106,7 +106,13 @@ fn check_metric<'c>(
                 let k = k.min(plain.rows());
                 for (qi, q) in flat.chunks(dim).enumerate() {
                     let cands = tier
-                        .candidates(q, view(plain).inv_norms(), view(plain).row_bias(), k, true)
+                        .candidates(
+                            q,
+                            view(plain).inv_norms(),
+                            view(plain).row_bias(),
+                            k,
+                            ScanLevel::Avx512Vnni,
+                        )
                         .remove(0);
                     assert!(
                         cands.len() >= k,
@@ -273,7 +279,7 @@ fn batches_of_every_size_give_the_full_scan_bit_for_bit() {
         let n = rows.len() / dim;
         let plain = Corpus::new(rows.clone(), dim).unwrap();
         let tiered = plain.clone().with_int8_tier();
-        let batched = cpu.batched_scan(dim);
+        let batched = cpu.scan_level(dim) == ScanLevel::Avx512Vnni;
         // Some rows deleted: a NaN factor, as a store's view has.
         let mut inv = plain.view().inv_norms().to_vec();
         for r in (3..n).step_by(11) {

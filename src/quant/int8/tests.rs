@@ -65,7 +65,7 @@ proptest! {
             .take(a.len())
             .map(|v| (v * 127.0).round() as i8)
             .collect();
-        prop_assert_eq!(dot_i8(&a, &b), dot_i8_scalar(&a, &b));
+        prop_assert_eq!(dot_i8(&a, &b), dot_i8_scalar(&a, &b) as i64);
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is present (checked just above).
@@ -146,4 +146,17 @@ fn quantising_keeps_codes_in_range_and_bounds_the_residual() {
             check_contains(q, &x).unwrap_or_else(|e| panic!("{x:?} query {i}: {e}"));
         }
     }
+}
+
+/// Past 133 143 codes an i32 sum overflows; the dot product stays exact.
+#[test]
+fn long_dot_products_do_not_overflow() {
+    let n = 300_001;
+    let a: Vec<i8> = (0..n)
+        .map(|i| if i % 7 == 0 { -127 } else { 127 })
+        .collect();
+    let b = vec![127i8; n];
+    let want: i64 = a.iter().map(|&x| x as i64 * 127).sum();
+    assert!(want > i32::MAX as i64);
+    assert_eq!(dot_i8(&a, &b), want);
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::data;
+use crate::quant::ScanLevel;
 
 /// Inverse norms as the corpus computes them (f64 sums), 0 for a zero row.
 fn inverse_norms(rows: &[f32], dim: usize) -> Vec<f32> {
@@ -30,15 +31,23 @@ fn rows_that_are_not_live_are_never_candidates() {
         inv[r] = f32::NAN;
     }
     let q = unit(&rows[3 * dim..4 * dim]);
-    let c = tier.view().candidates(&q, &inv, None, 10, true).remove(0);
+    let c = tier
+        .view()
+        .candidates(&q, &inv, None, 10, ScanLevel::Avx512Vnni)
+        .remove(0);
     assert!(c.len() >= 10 && c.iter().all(|r| r % 2 == 1), "{c:?}");
     assert!(c.contains(&3));
     // More k than live rows: every live row.
     assert_eq!(
-        tier.view().candidates(&q, &inv, None, 150, true)[0].len(),
+        tier.view()
+            .candidates(&q, &inv, None, 150, ScanLevel::Avx512Vnni)[0]
+            .len(),
         n / 2
     );
-    assert!(tier.view().candidates(&q, &inv, None, 0, true)[0].is_empty());
+    assert!(tier
+        .view()
+        .candidates(&q, &inv, None, 0, ScanLevel::Avx512Vnni)[0]
+        .is_empty());
 }
 
 /// The batched scan (when the CPU has it; past 24 queries) finds exactly the candidates
@@ -75,9 +84,14 @@ fn batched_candidates_are_the_per_query_ones() {
                         .collect(),
                     None => inv.clone(),
                 };
-                let all = tier.view().candidates(&qs, &scale, b, k, true);
+                let all = tier
+                    .view()
+                    .candidates(&qs, &scale, b, k, ScanLevel::Avx512Vnni);
                 for (j, q) in qs.chunks(dim).enumerate() {
-                    let one = tier.view().candidates(q, &scale, b, k, false).remove(0);
+                    let one = tier
+                        .view()
+                        .candidates(q, &scale, b, k, ScanLevel::Portable)
+                        .remove(0);
                     assert_eq!(all[j], one, "n {n} D {dim} Q {nq} query {j} k {k}");
                 }
             }
@@ -85,8 +99,8 @@ fn batched_candidates_are_the_per_query_ones() {
     }
 }
 
-/// The candidates of one to 24 queries (through the few-query scan where the CPU has it,
-/// in one to three groups) are exactly the portable scan's, for cosine and L2 factors, rows not live, ties,
+/// The candidates of one to 24 queries (through the few-query scan, AVX-512 VNNI's and
+/// AVX2's where the CPU has them, in one to three groups) are exactly the portable scan's, for cosine and L2 factors, rows not live, ties,
 /// and row counts and dimensions that leave partial kernel calls and chunks.
 #[test]
 fn few_query_candidates_are_the_portable_ones() {
@@ -134,9 +148,11 @@ fn few_query_candidates_are_the_portable_ones() {
                     metric: (scale, b),
                 };
                 let portable = scan_each(&pairs, k);
-                let got = tier.view().candidates(&qs, scale, b, k, true);
-                assert_eq!(got, portable, "n {n} D {dim} Q {nq} k {k}");
-                assert!(got.iter().all(|c| c.len() >= k.min(n - n.div_ceil(11))));
+                for level in [ScanLevel::Avx512Vnni, ScanLevel::Avx2] {
+                    let got = tier.view().candidates(&qs, scale, b, k, level);
+                    assert_eq!(got, portable, "{level:?}: n {n} D {dim} Q {nq} k {k}");
+                    assert!(got.iter().all(|c| c.len() >= k.min(n - n.div_ceil(11))));
+                }
             }
         }
     }
