@@ -26,8 +26,7 @@ fn a_tiered_corpus_answers_as_the_reference_and_rescores_few_rows() {
     // up to 24 queries at the AVX2 level.
     let features = hybridvec::CpuFeatures::detect();
     let level = hybridvec::SimdLevel::detect();
-    let batched =
-        features.avx512vnni && features.avx512bw && level == hybridvec::SimdLevel::Avx512;
+    let batched = features.avx512vnni && features.avx512bw && level == hybridvec::SimdLevel::Avx512;
     let avx2 = matches!(
         level,
         hybridvec::SimdLevel::Avx512 | hybridvec::SimdLevel::Avx2Fma
