@@ -138,6 +138,27 @@ fn group512<const G2: usize, const BF16: bool>(row: &[u16], qs: &[f32]) -> [f32;
     let q: [&[f32]; G2] = std::array::from_fn(|j| &qs[j * d..(j + 1) * d]);
     let mut acc = [[_mm512_setzero_ps(); 2]; G2];
     let mut i = 0;
+    if G2 == 1 {
+        // One query: eight accumulators over 128 values a step, so the loads run further
+        // ahead of the FMA chains (1M × 768 f16 rows on 2 Zen-class cores: 26 ms, from 35
+        // with two accumulators and 28 with four; 64-byte loads measured no better).
+        let mut more = [_mm512_setzero_ps(); 6];
+        while i + 128 <= d {
+            let x: [__m512; 8] = std::array::from_fn(|j| widen16::<BF16>(row, i + 16 * j));
+            acc[0][0] = _mm512_fmadd_ps(x[0], load16(q[0], i), acc[0][0]);
+            acc[0][1] = _mm512_fmadd_ps(x[1], load16(q[0], i + 16), acc[0][1]);
+            for (j, m) in more.iter_mut().enumerate() {
+                *m = _mm512_fmadd_ps(x[j + 2], load16(q[0], i + 16 * (j + 2)), *m);
+            }
+            i += 128;
+        }
+        let (even, odd) = (
+            _mm512_add_ps(more[0], _mm512_add_ps(more[2], more[4])),
+            _mm512_add_ps(more[1], _mm512_add_ps(more[3], more[5])),
+        );
+        acc[0][0] = _mm512_add_ps(acc[0][0], even);
+        acc[0][1] = _mm512_add_ps(acc[0][1], odd);
+    }
     while i + 32 <= d {
         let x0 = widen16::<BF16>(row, i);
         let x1 = widen16::<BF16>(row, i + 16);
@@ -210,6 +231,25 @@ fn group256<const G2: usize, const BF16: bool>(row: &[u16], qs: &[f32]) -> [f32;
     let q: [&[f32]; G2] = std::array::from_fn(|j| &qs[j * d..(j + 1) * d]);
     let mut acc = [[_mm256_setzero_ps(); 2]; G2];
     let mut i = 0;
+    if G2 == 1 {
+        // One query: eight accumulators over 64 values a step, as in `group512`.
+        let mut more = [_mm256_setzero_ps(); 6];
+        while i + 64 <= d {
+            let x: [__m256; 8] = std::array::from_fn(|j| widen8::<BF16>(row, i + 8 * j));
+            acc[0][0] = _mm256_fmadd_ps(x[0], load8(q[0], i), acc[0][0]);
+            acc[0][1] = _mm256_fmadd_ps(x[1], load8(q[0], i + 8), acc[0][1]);
+            for (j, m) in more.iter_mut().enumerate() {
+                *m = _mm256_fmadd_ps(x[j + 2], load8(q[0], i + 8 * (j + 2)), *m);
+            }
+            i += 64;
+        }
+        let (even, odd) = (
+            _mm256_add_ps(more[0], _mm256_add_ps(more[2], more[4])),
+            _mm256_add_ps(more[1], _mm256_add_ps(more[3], more[5])),
+        );
+        acc[0][0] = _mm256_add_ps(acc[0][0], even);
+        acc[0][1] = _mm256_add_ps(acc[0][1], odd);
+    }
     while i + 16 <= d {
         let x0 = widen8::<BF16>(row, i);
         let x1 = widen8::<BF16>(row, i + 8);

@@ -42,7 +42,9 @@ fn check(half: Half, d: usize, n: usize, nq: usize, offset: usize) {
 #[test]
 fn every_level_matches_f64_on_awkward_lengths_in_both_formats() {
     for half in [Half::F16, Half::Bf16] {
-        for d in [1usize, 7, 8, 15, 16, 17, 31, 32, 33, 48, 100, 257, 768] {
+        for d in [
+            1usize, 7, 8, 15, 16, 17, 31, 32, 33, 48, 64, 65, 100, 127, 128, 129, 257, 768,
+        ] {
             for n in [1usize, 2, 9, 13] {
                 for nq in [1usize, 2, 3, 4, 5, 8, 9] {
                     check(half, d, n, nq, 0);
