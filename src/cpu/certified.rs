@@ -108,12 +108,14 @@ impl CpuBackend {
 impl CpuBackend {
     /// The int8 scan kernels this backend runs for rows of `dim` values: VNNI at the
     /// AVX-512 level (`HYBRIDVEC_SIMD` may cap it lower) on a CPU with it, AVX2 at either
-    /// x86 level, else the portable scan.
+    /// x86 level, else (and past `MAX_SCAN_DIM` values) the portable scan.
     fn scan_level(&self, dim: usize) -> ScanLevel {
         use crate::cpu::SimdLevel;
         match self.level {
             SimdLevel::Avx512 if crate::quant::batched_scan(dim) => ScanLevel::Avx512Vnni,
-            SimdLevel::Avx512 | SimdLevel::Avx2Fma => ScanLevel::Avx2,
+            SimdLevel::Avx512 | SimdLevel::Avx2Fma if dim <= crate::quant::MAX_SCAN_DIM => {
+                ScanLevel::Avx2
+            }
             _ => ScanLevel::Portable,
         }
     }

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 /// The largest dimension: `255·127·D` must fit an i32 lane.
-pub(super) const MAX_DIM: usize = 1 << 16;
+pub(super) const MAX_DIM: usize = super::MAX_SCAN_DIM;
 /// Queries per kernel call.
 const MQ: usize = 8;
 /// Rows per kernel call: two vectors of sixteen.

@@ -41,6 +41,10 @@ pub(crate) fn batched_scan(dim: usize) -> bool {
 /// The most queries the few-query scans (AVX2, AVX-512 VNNI) serve in one pass.
 pub(crate) const FEW_MAX_QUERIES: usize = 24;
 
+/// The largest dimension the SIMD int8 scans take: their i32 lanes hold `255·127·D`
+/// exactly up to here. Past it only the portable scan (i64 sums) runs.
+pub(crate) const MAX_SCAN_DIM: usize = 1 << 16;
+
 /// The int8 scan kernels a certified search may run: the CPU backend's SIMD level decides
 /// (so `HYBRIDVEC_SIMD` caps it), and each holds only where the CPU has its features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
