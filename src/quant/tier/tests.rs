@@ -16,6 +16,18 @@ fn inverse_norms(rows: &[f32], dim: usize) -> Vec<f32> {
         .collect()
 }
 
+/// L2's factors for rows of inverse norms `inv` (NaN: not live): scale 1 and bias
+/// −‖x‖²/2, NaN for a row not live.
+fn l2_factors(inv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let live = |i: f32, v: f32| if i.is_nan() { f32::NAN } else { v };
+    let ones = inv.iter().map(|&i| live(i, 1.0)).collect();
+    let bias = inv
+        .iter()
+        .map(|&i| live(i, (-0.5 / (i as f64 * i as f64)) as f32))
+        .collect();
+    (ones, bias)
+}
+
 fn unit(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     v.iter().map(|&x| (x as f64 / n) as f32).collect()
@@ -51,8 +63,8 @@ fn rows_that_are_not_live_are_never_candidates() {
 }
 
 /// The batched scan (when the CPU has it; past 24 queries) finds exactly the candidates
-/// the portable per-query scan finds, query by query, for cosine and L2 factors, rows not live, and dimensions
-/// that are not multiples of four.
+/// the portable per-query scan finds, query by query, for cosine and L2 factors, rows not
+/// live, and dimensions that are not multiples of four.
 #[test]
 fn batched_candidates_are_the_per_query_ones() {
     for (n, dim) in [(5000, 77), (3000, 64), (700, 3)] {
@@ -62,35 +74,20 @@ fn batched_candidates_are_the_per_query_ones() {
         for r in (0..n).step_by(13) {
             inv[r] = f32::NAN;
         }
-        let bias: Vec<f32> = inv
-            .iter()
-            .map(|&i| {
-                if i.is_nan() {
-                    f32::NAN
-                } else {
-                    (-0.5 / (i as f64 * i as f64)) as f32
-                }
-            })
-            .collect();
+        let (ones, bias) = l2_factors(&inv);
         for nq in [25, 40] {
             let mut qs = data::random_matrix(nq, dim, 91);
             qs[..dim].copy_from_slice(&rows[2 * dim..3 * dim]);
             let qs: Vec<f32> = qs.chunks(dim).flat_map(unit).collect();
             for (b, k) in [(None, 10), (Some(&bias[..]), 10), (None, 1), (None, 200)] {
-                let scale: Vec<f32> = match b {
-                    Some(_) => inv
-                        .iter()
-                        .map(|&i| if i.is_nan() { f32::NAN } else { 1.0 })
-                        .collect(),
-                    None => inv.clone(),
-                };
+                let scale = if b.is_some() { &ones } else { &inv };
                 let all = tier
                     .view()
-                    .candidates(&qs, &scale, b, k, ScanLevel::Avx512Vnni);
+                    .candidates(&qs, scale, b, k, ScanLevel::Avx512Vnni);
                 for (j, q) in qs.chunks(dim).enumerate() {
                     let one = tier
                         .view()
-                        .candidates(q, &scale, b, k, ScanLevel::Portable)
+                        .candidates(q, scale, b, k, ScanLevel::Portable)
                         .remove(0);
                     assert_eq!(all[j], one, "n {n} D {dim} Q {nq} query {j} k {k}");
                 }
@@ -121,14 +118,7 @@ fn few_query_candidates_are_the_portable_ones() {
         for r in (0..n).step_by(11) {
             inv[r] = f32::NAN;
         }
-        let ones: Vec<f32> = inv
-            .iter()
-            .map(|&i| if i.is_nan() { f32::NAN } else { 1.0 })
-            .collect();
-        let bias: Vec<f32> = inv
-            .iter()
-            .map(|&i| (-0.5 / (i as f64 * i as f64)) as f32)
-            .collect();
+        let (ones, bias) = l2_factors(&inv);
         for nq in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 24] {
             let mut qs = data::random_matrix(nq, dim, 71 + nq as u64);
             qs[..dim].copy_from_slice(&rows[5 * dim..6 * dim]);
