@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const KERNELS: [&str; 5] = ["filter", "fused", "norms", "score", "topk"];
+const KERNELS: [&str; 6] = ["filter", "fused", "int8", "norms", "score", "topk"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

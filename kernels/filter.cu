@@ -196,3 +196,63 @@ hv_filter_tiled_l2(const float* __restrict__ queries, int nq, int dim, const flo
     hv_filter_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, rows, seg_tiles, tau, tau_ld,
                                   count, cap, out_s, out_i);
 }
+
+// A corpus stored in 16 bits, kept on the device as stored (see score.cu): L2's small
+// batches, and the FP32 tiles (cosine and inner product: inv or null; L2: bias).
+extern "C" __global__ void __launch_bounds__(256)
+hv_filter_small_q_l2_f16(const float* __restrict__ queries, int nq, int dim,
+                        const unsigned short* __restrict__ x, const float* __restrict__ bias,
+                        const unsigned int* __restrict__ mask, long long rows,
+                        const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count,
+                        long long cap, float* __restrict__ out_s, long long* __restrict__ out_i) {
+    hv_filter_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, rows, tau, tau_ld, count, cap, out_s, out_i);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_filter_tiled_fp32_f16(const float* __restrict__ queries, int nq, int dim,
+                        const unsigned short* __restrict__ x, const float* __restrict__ inv,
+                        const unsigned int* __restrict__ mask, long long rows, int seg_tiles,
+                        const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count, long long cap,
+                        float* __restrict__ out_s, long long* __restrict__ out_i) {
+    hv_filter_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, nullptr, mask, rows, seg_tiles, tau, tau_ld, count, cap,
+                                  out_s, out_i);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_filter_tiled_l2_f16(const float* __restrict__ queries, int nq, int dim,
+                      const unsigned short* __restrict__ x, const float* __restrict__ bias,
+                      const unsigned int* __restrict__ mask, long long rows, int seg_tiles,
+                      const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count, long long cap,
+                      float* __restrict__ out_s, long long* __restrict__ out_i) {
+    hv_filter_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, rows, seg_tiles, tau, tau_ld, count, cap,
+                                  out_s, out_i);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+hv_filter_small_q_l2_bf16(const float* __restrict__ queries, int nq, int dim,
+                        const HvBf16* __restrict__ x, const float* __restrict__ bias,
+                        const unsigned int* __restrict__ mask, long long rows,
+                        const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count,
+                        long long cap, float* __restrict__ out_s, long long* __restrict__ out_i) {
+    hv_filter_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, rows, tau, tau_ld, count, cap, out_s, out_i);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_filter_tiled_fp32_bf16(const float* __restrict__ queries, int nq, int dim,
+                        const HvBf16* __restrict__ x, const float* __restrict__ inv,
+                        const unsigned int* __restrict__ mask, long long rows, int seg_tiles,
+                        const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count, long long cap,
+                        float* __restrict__ out_s, long long* __restrict__ out_i) {
+    hv_filter_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, nullptr, mask, rows, seg_tiles, tau, tau_ld, count, cap,
+                                  out_s, out_i);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS)
+hv_filter_tiled_l2_bf16(const float* __restrict__ queries, int nq, int dim,
+                      const HvBf16* __restrict__ x, const float* __restrict__ bias,
+                      const unsigned int* __restrict__ mask, long long rows, int seg_tiles,
+                      const float* __restrict__ tau, long long tau_ld, unsigned int* __restrict__ count, long long cap,
+                      float* __restrict__ out_s, long long* __restrict__ out_i) {
+    hv_filter_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, rows, seg_tiles, tau, tau_ld, count, cap,
+                                  out_s, out_i);
+}

@@ -190,3 +190,57 @@ hv_topk_tiled_l2(const float* __restrict__ queries, int nq, int dim, const float
     hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, row0, rows, seg_tiles,
                                 k, out_s, out_i, out_ld);
 }
+
+// A corpus stored in 16 bits, kept on the device as stored (see score.cu): L2's small
+// batches, and the FP32 tiles (cosine and inner product: inv or null; L2: bias).
+extern "C" __global__ void __launch_bounds__(256, 2)
+hv_topk_small_q_l2_f16(const float* __restrict__ queries, int nq, int dim,
+                      const unsigned short* __restrict__ x, const float* __restrict__ bias,
+                      const unsigned int* __restrict__ mask, long long row0, long long rows,
+                      int k, float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, row0, rows, k, out_s, out_i, out_ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_topk_tiled_fp32_f16(const float* __restrict__ queries, int nq, int dim,
+                      const unsigned short* __restrict__ x, const float* __restrict__ inv,
+                      const unsigned int* __restrict__ mask, long long row0, long long rows, int seg_tiles, int k,
+                      float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, seg_tiles,
+                                k, out_s, out_i, out_ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_topk_tiled_l2_f16(const float* __restrict__ queries, int nq, int dim,
+                    const unsigned short* __restrict__ x, const float* __restrict__ bias,
+                    const unsigned int* __restrict__ mask, long long row0, long long rows, int seg_tiles, int k,
+                    float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, row0, rows, seg_tiles,
+                                k, out_s, out_i, out_ld);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2)
+hv_topk_small_q_l2_bf16(const float* __restrict__ queries, int nq, int dim,
+                      const HvBf16* __restrict__ x, const float* __restrict__ bias,
+                      const unsigned int* __restrict__ mask, long long row0, long long rows,
+                      int k, float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, row0, rows, k, out_s, out_i, out_ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_topk_tiled_fp32_bf16(const float* __restrict__ queries, int nq, int dim,
+                      const HvBf16* __restrict__ x, const float* __restrict__ inv,
+                      const unsigned int* __restrict__ mask, long long row0, long long rows, int seg_tiles, int k,
+                      float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, seg_tiles,
+                                k, out_s, out_i, out_ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_topk_tiled_l2_bf16(const float* __restrict__ queries, int nq, int dim,
+                    const HvBf16* __restrict__ x, const float* __restrict__ bias,
+                    const unsigned int* __restrict__ mask, long long row0, long long rows, int seg_tiles, int k,
+                    float* __restrict__ out_s, long long* __restrict__ out_i, long long out_ld) {
+    hv_topk_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, row0, rows, seg_tiles,
+                                k, out_s, out_i, out_ld);
+}

@@ -134,6 +134,59 @@ hv_score_tiled_l2(const float* __restrict__ queries, int nq, int dim, const floa
     hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, row0, rows, out, ld);
 }
 
+// A corpus stored in 16 bits (StoreConfig's F16 and BF16), kept on the device as stored
+// with no f32 copy: the rows are widened to f32 as they are read, and every product and
+// sum is FP32, as on the CPU, so a score is exact with respect to the stored values.
+// Cosine and inner product read them through hv_score_small_q_f16 / _bf16 (inv the rows'
+// inverse norms, or null); these are the rest: L2's small batches, and the FP32 tiles.
+extern "C" __global__ void __launch_bounds__(256, 3)
+hv_score_small_q_l2_f16(const float* __restrict__ queries, int nq, int dim,
+                      const unsigned short* __restrict__ x, const float* __restrict__ bias,
+                      const unsigned int* __restrict__ mask, long long row0, long long rows,
+                      float* __restrict__ out, long long ld) {
+    hv_score_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, row0, rows, out, ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_score_tiled_fp32_f16(const float* __restrict__ queries, int nq, int dim,
+                       const unsigned short* __restrict__ x, const float* __restrict__ inv,
+                       const unsigned int* __restrict__ mask, long long row0, long long rows,
+                       float* __restrict__ out, long long ld) {
+    hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_score_tiled_l2_f16(const float* __restrict__ queries, int nq, int dim,
+                     const unsigned short* __restrict__ x, const float* __restrict__ bias,
+                     const unsigned int* __restrict__ mask, long long row0, long long rows,
+                     float* __restrict__ out, long long ld) {
+    hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, row0, rows, out, ld);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 3)
+hv_score_small_q_l2_bf16(const float* __restrict__ queries, int nq, int dim,
+                      const HvBf16* __restrict__ x, const float* __restrict__ bias,
+                      const unsigned int* __restrict__ mask, long long row0, long long rows,
+                      float* __restrict__ out, long long ld) {
+    hv_score_small_q_impl(queries, nq, dim, x, nullptr, bias, mask, row0, rows, out, ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_score_tiled_fp32_bf16(const float* __restrict__ queries, int nq, int dim,
+                       const HvBf16* __restrict__ x, const float* __restrict__ inv,
+                       const unsigned int* __restrict__ mask, long long row0, long long rows,
+                       float* __restrict__ out, long long ld) {
+    hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, inv, nullptr, mask, row0, rows, out, ld);
+}
+
+extern "C" __global__ void __launch_bounds__(HV_TILE_THREADS, 2)
+hv_score_tiled_l2_bf16(const float* __restrict__ queries, int nq, int dim,
+                     const HvBf16* __restrict__ x, const float* __restrict__ bias,
+                     const unsigned int* __restrict__ mask, long long row0, long long rows,
+                     float* __restrict__ out, long long ld) {
+    hv_score_tiled_impl<HV_FP32>(queries, nq, dim, x, nullptr, bias, mask, row0, rows, out, ld);
+}
+
 // The scores of rows row0 .. row0 + rows from their dot products, in place (after a GEMM
 // wrote the dots: cuBLAS does the arithmetic, this the per-row part the fused kernels do
 // in their epilogue): out[q][i] = hv_row_score(out[q][i]) for live rows, absent for rows

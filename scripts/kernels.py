@@ -110,6 +110,9 @@ def cubin_path(src, arch):
 # each of the 8 queries in the four-load round and the tail.
 TILED_FP32 = ["hv_score_tiled", "hv_score_tiled_l2", "hv_topk_tiled", "hv_topk_tiled_l2",
               "hv_filter_tiled", "hv_filter_tiled_l2"]
+# The same FP32 tiles over a corpus kept as stored in 16 bits (widened as staged).
+TILED_FP32 += [f"hv_{f}_tiled_{a}_{h}" for f in ("score", "topk", "filter")
+               for a in ("fp32", "l2") for h in ("f16", "bf16")]
 TILED_TC = ["hv_score_tiled", "hv_topk_tiled", "hv_filter_tiled"]
 SMALL_Q = ["hv_score_small_q", "hv_score_small_q_l2", "hv_topk_small_q", "hv_topk_small_q_l2",
            "hv_filter_small_q", "hv_filter_small_q_l2"]
@@ -125,6 +128,7 @@ SASS_VECTOR_LOADS = {
     **{k: [("LDS.128", 40)] for k in SMALL_Q},
     **{k.replace("_l2", "") + "_f16": [("LDS.128", 40)] for k in SMALL_Q if k.endswith("_l2")},
     **{k.replace("_l2", "") + "_bf16": [("LDS.128", 40)] for k in SMALL_Q if k.endswith("_l2")},
+    **{k + h: [("LDS.128", 40)] for k in SMALL_Q if k.endswith("_l2") for h in ("_f16", "_bf16")},
 }
 
 

@@ -435,7 +435,7 @@ impl<'a> CorpusView<'a> {
         scale: &'b [f32],
         bias: Option<&'b [f32]>,
     ) -> CorpusView<'b> {
-        debug_assert_eq!(data.len(), scale.len() * self.dim());
+        debug_assert!(data.is_empty() || data.len() == scale.len() * self.dim());
         CorpusView {
             elements: Elements::F32(data),
             rows: scale.len(),
@@ -448,6 +448,39 @@ impl<'a> CorpusView<'a> {
             live: None,
             origin: self.origin,
             int8: None,
+        }
+    }
+
+    /// [`gathered`](Self::gathered) for the rows of a 16-bit view copied out as stored
+    /// (`bits`, in this view's format), with the cell that keeps them widened if
+    /// [`matrix`](Self::matrix) is called; `None` for an f32 view.
+    pub(crate) fn gathered_half<'b>(
+        &self,
+        (bits, decoded): (&'b [u16], &'b OnceLock<Vec<f32>>),
+        scale: &'b [f32],
+        bias: Option<&'b [f32]>,
+    ) -> Option<CorpusView<'b>> {
+        let Elements::Half { half, .. } = self.elements else {
+            return None;
+        };
+        debug_assert_eq!(bits.len(), scale.len() * self.dim());
+        Some(CorpusView {
+            elements: Elements::Half {
+                bits,
+                half,
+                decoded,
+            },
+            ..self.gathered(&[], scale, bias)
+        })
+    }
+
+    /// This view as a corpus of its own (a fresh identity), for a view of rows copied out
+    /// of another ([`gathered`](Self::gathered)) that a device must not take for the
+    /// corpus it keeps.
+    pub(crate) fn detached(self) -> Self {
+        Self {
+            origin: Origin::Corpus(next_identity()),
+            ..self
         }
     }
 
@@ -532,6 +565,14 @@ impl<'a> CorpusView<'a> {
         match self.elements {
             Elements::F32(_) => ElementType::F32,
             Elements::Half { half, .. } => half.element(),
+        }
+    }
+
+    /// A 16-bit view's stored rows (row-major) and their format; `None` for f32.
+    pub(crate) fn half_bits(&self) -> Option<(Half, &'a [u16])> {
+        match self.elements {
+            Elements::F32(_) => None,
+            Elements::Half { bits, half, .. } => Some((half, bits)),
         }
     }
 

@@ -173,3 +173,68 @@ fn deleted_store_rows_are_skipped_and_appends_are_seen() {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_16_bit_corpus_is_scored_on_the_device_as_stored() {
+    use common::reference::{spread_rows, stored_as};
+    use common::search_checks::check_top_k_among;
+    use hybridvec::{ElementType, Metric, SearchOptions};
+    let Some(ex) = cuda(CudaConfig::default()) else {
+        return;
+    };
+    for element in [ElementType::F16, ElementType::Bf16] {
+        for (q, n, d, k) in [
+            (1, 100_000, 768, 10),
+            (64, 20_000, 256, 10),
+            (3, 20_000, 96, 100),
+        ] {
+            let rows = spread_rows(n, d, n as u64 + q as u64);
+            let corpus = Corpus::with_element_type(rows.clone(), d, element).unwrap();
+            let stored = stored_as(element, &rows);
+            let qv = data::random_matrix(q, d, 5);
+            let qm = MatrixRef::new(&qv, q, d).unwrap();
+            let all: Vec<usize> = (0..n).collect();
+            for metric in [Metric::Cosine, Metric::InnerProduct, Metric::L2] {
+                let (hits, report) = ex
+                    .search_with_report(qm, &corpus, k, &SearchOptions::new(metric))
+                    .unwrap();
+                assert_eq!(report.backend, hybridvec::BackendKind::Gpu, "{report:?}");
+                for (i, h) in hits.iter().enumerate() {
+                    let what = format!("{element} {metric} Q={q} N={n} D={d} query {i}");
+                    check_top_k_among(&what, metric, qm.row(i), &stored, d, &all, k, h);
+                }
+            }
+        }
+    }
+    println!("cuda 16-bit corpora: 2 formats x 3 shapes x 3 metrics as stored");
+}
+
+#[test]
+fn the_certified_int8_scan_answers_as_the_full_scan() {
+    use hybridvec::{Hit, Metric, SearchOptions};
+    let Some(ex) = cuda(CudaConfig::default()) else {
+        return;
+    };
+    let bits = |h: &[Vec<Hit>]| -> Vec<Vec<(usize, u32)>> {
+        h.iter()
+            .map(|h| h.iter().map(|h| (h.index, h.score.to_bits())).collect())
+            .collect()
+    };
+    let (n, d) = (200_000, 768);
+    let plain = Corpus::new(data::random_matrix(n, d, 61), d).unwrap();
+    let tiered = plain.clone().with_int8_tier();
+    for (q, k) in [(1, 10), (4, 100), (8, 10)] {
+        let qv = data::random_matrix(q, d, 62 + q as u64);
+        let qm = MatrixRef::new(&qv, q, d).unwrap();
+        for metric in [Metric::Cosine, Metric::InnerProduct, Metric::L2] {
+            let options = SearchOptions::new(metric);
+            let full = ex.search(qm, &plain, k, &options).unwrap();
+            let (cert, report) = ex.search_with_report(qm, &tiered, k, &options).unwrap();
+            assert_eq!(report.backend, hybridvec::BackendKind::Gpu, "{report:?}");
+            let rescored = report.rescored.expect("certified on the device");
+            assert!(rescored < n / 10, "{metric} Q={q}: {rescored} re-scored");
+            assert_eq!(bits(&cert), bits(&full), "{metric} Q={q} k={k}");
+        }
+    }
+    println!("cuda int8 certified: 3 shapes x 3 metrics equal to the full scan");
+}

@@ -406,6 +406,36 @@ inline float __uint_as_float(unsigned int u) {
     return f;
 }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline int __float_as_int(float f) {
+    int i;
+    memcpy(&i, &f, 4);
+    return i;
+}
+inline double __longlong_as_double(long long v) {
+    double d;
+    memcpy(&d, &v, 8);
+    return d;
+}
+// Four signed bytes of a and of b multiplied and summed into c (dp4a.s32.s32).
+inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; ++i)
+        c += static_cast<signed char>(a >> (8 * i)) * static_cast<signed char>(b >> (8 * i));
+    return c;
+}
+// f64 operations rounded to nearest, one at a time (the emulator is built as ISO C++, so
+// nothing is contracted into an FMA).
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+// f64 → f32 rounded down (towards −∞) or up (towards +∞).
+inline float __double2float_rd(double v) {
+    float f = static_cast<float>(v);
+    return static_cast<double>(f) > v ? std::nextafter(f, -INFINITY) : f;
+}
+inline float __double2float_ru(double v) {
+    float f = static_cast<float>(v);
+    return static_cast<double>(f) < v ? std::nextafter(f, INFINITY) : f;
+}
 
 // Tensor cores. TF32 keeps 10 mantissa bits, rounded to nearest with ties away from zero
 // (cvt.rna.tf32.f32).

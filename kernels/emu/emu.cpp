@@ -4,6 +4,7 @@
 
 #include "../filter.cu"
 #include "../fused.cu"
+#include "../int8.cu"
 #include "../norms.cu"
 #include "../score.cu"
 #include "../topk.cu"
@@ -138,7 +139,16 @@ const Entry kKernels[] = {
     HV_EMU_DIRECT(hv_gemm_bf16), HV_EMU_KERNEL(hv_score_small_q_bf16),
     HV_EMU_KERNEL(hv_score_tiled_bf16), HV_EMU_KERNEL(hv_topk_small_q_bf16),
     HV_EMU_KERNEL(hv_topk_tiled_bf16), HV_EMU_KERNEL(hv_filter_small_q_bf16),
-    HV_EMU_KERNEL(hv_filter_tiled_bf16),
+    HV_EMU_KERNEL(hv_filter_tiled_bf16), HV_EMU_KERNEL(hv_int8_bounds), HV_EMU_KERNEL(hv_int8_mask),
+    HV_EMU_KERNEL(hv_score_small_q_l2_f16), HV_EMU_KERNEL(hv_score_tiled_fp32_f16),
+    HV_EMU_KERNEL(hv_score_tiled_l2_f16), HV_EMU_KERNEL(hv_topk_small_q_l2_f16),
+    HV_EMU_KERNEL(hv_topk_tiled_fp32_f16), HV_EMU_KERNEL(hv_topk_tiled_l2_f16),
+    HV_EMU_KERNEL(hv_filter_small_q_l2_f16), HV_EMU_KERNEL(hv_filter_tiled_fp32_f16),
+    HV_EMU_KERNEL(hv_filter_tiled_l2_f16), HV_EMU_KERNEL(hv_score_small_q_l2_bf16),
+    HV_EMU_KERNEL(hv_score_tiled_fp32_bf16), HV_EMU_KERNEL(hv_score_tiled_l2_bf16),
+    HV_EMU_KERNEL(hv_topk_small_q_l2_bf16), HV_EMU_KERNEL(hv_topk_tiled_fp32_bf16),
+    HV_EMU_KERNEL(hv_topk_tiled_l2_bf16), HV_EMU_KERNEL(hv_filter_small_q_l2_bf16),
+    HV_EMU_KERNEL(hv_filter_tiled_fp32_bf16), HV_EMU_KERNEL(hv_filter_tiled_l2_bf16),
 };
 
 const Entry* find(const char* name) {

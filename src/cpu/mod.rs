@@ -312,9 +312,16 @@ fn tile_scores(
         /// the tile).
         static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    // A 16-bit block is widened first, which waits on memory with no arithmetic beside
+    // it: the next block (usually this thread's next) is hinted while this one is scored.
+    let next = rows.end..(rows.end + rows.len()).min(corpus.rows());
+    let ahead: &[u8] = match corpus.half_bits() {
+        Some((_, bits)) => bytemuck::cast_slice(&bits[next.start * d..next.end * d]),
+        None => &[],
+    };
     WIDE.with_borrow_mut(|wide| {
         let data = corpus.rows_f32(rows, wide);
-        kernel::score_tile(data, d, packed, tile, ldt);
+        kernel::score_tile(data, d, packed, tile, ldt, ahead);
     });
     ldt
 }

@@ -12,6 +12,7 @@ use super::launch::{self, Kernels};
 use super::plan;
 use super::program::{self, Buf, Layout, Occupancy, Program, Shape, MAX_K};
 use super::resident::{Resident, ResidentSlot};
+use super::resident_int8::Int8Slot;
 use super::streams::{CallStream, StreamPool};
 use super::{CudaConfig, Precision};
 use crate::backend::{Backend, BackendError, BackendKind, Rates};
@@ -22,7 +23,7 @@ use crate::metric::Metric;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 thread_local! {
@@ -47,6 +48,8 @@ pub(crate) struct CudaBackend {
     total_memory: u64,
     kernels: Kernels,
     resident: ResidentSlot,
+    /// The int8 tier of the last certified call's corpus.
+    int8: Int8Slot,
     streams: StreamPool,
     rates: Rates,
     /// Share of free memory a call may plan to use.
@@ -152,6 +155,7 @@ impl CudaBackend {
             total_memory,
             kernels,
             resident: ResidentSlot::default(),
+            int8: Int8Slot::default(),
             rates,
             margin: config.memory_margin,
             budget: config.memory_budget,
@@ -357,6 +361,8 @@ impl CudaBackend {
             inv_norms: None,
             corpus_half: None,
             bias: None,
+            codes: None,
+            code_bounds: None,
             arena: (0, 0),
         };
         let mut times = Vec::with_capacity(6);
@@ -371,31 +377,46 @@ impl CudaBackend {
         Ok(times[times.len() / 2])
     }
 
-    /// The corpus's 16-bit copy under [`Precision::Fp16`] and [`Precision::Bf16`] (made
-    /// on first use), `None` otherwise. A call takes it before it plans, so the plan sees
-    /// the memory it holds.
+    /// The 16-bit rows the kernels read: a 16-bit corpus's own, or an f32 corpus's copy
+    /// under [`Precision::Fp16`] and [`Precision::Bf16`] (made on first use); `None`
+    /// otherwise. A call takes it before it plans, so the plan sees the memory it holds.
     fn half_copy(
         &self,
         corpus: &Resident,
         stream: &Arc<CudaStream>,
     ) -> Result<Option<Arc<CudaSlice<u16>>>, BackendError> {
-        self.precision
-            .half()
+        corpus
+            .stored()
+            .or(self.precision.half())
             .map(|half| corpus.half(&self.kernels, stream, half))
             .transpose()
     }
 
-    fn shape(&self, nq: usize, corpus: CorpusView<'_>, masked: bool, gemm: bool) -> Shape {
-        Shape {
+    /// The shape of a call over `corpus` (kept on the device as `res`). A GEMM is asked
+    /// for only where cuBLAS can score it ([`Shape::can_gemm`]).
+    fn shape(
+        &self,
+        nq: usize,
+        corpus: CorpusView<'_>,
+        res: &Resident,
+        masked: bool,
+        gemm: bool,
+    ) -> Shape {
+        let s = Shape {
             nq,
             n: corpus.rows(),
             dim: corpus.dim(),
             masked,
             metric: corpus.metric(),
             precision: self.precision,
+            stored: res.stored(),
             sms: self.sms,
-            gemm,
+            gemm: false,
             occupancy: self.occupancy,
+        };
+        Shape {
+            gemm: gemm && s.can_gemm(),
+            ..s
         }
     }
 
@@ -483,8 +504,12 @@ impl CudaBackend {
             half: half.as_deref(),
             bias: bias.as_deref(),
         };
-        let shape = |gemm| self.shape(nq, corpus, mask_bits.is_some(), gemm);
-        let (result, secs) = match self.gemm_choice(&stream, nq, Some(fused)) {
+        let shape = |gemm| self.shape(nq, corpus, &res, mask_bits.is_some(), gemm);
+        let choice = match shape(false).can_gemm() {
+            true => self.gemm_choice(&stream, nq, Some(fused)),
+            false => Choice::Own,
+        };
+        let (result, secs) = match choice {
             Choice::Own => self.timed_top_k(&stream, &shape(false), k, &call)?,
             Choice::Gemm => self.timed_top_k(&stream, &shape(true), k, &call)?,
             Choice::Measure => {
@@ -547,8 +572,9 @@ impl CudaBackend {
         let bias = self.bias(&res, corpus, &stream)?;
         let _done = stream.done_guard();
         let mask_bits = corpus.live_mask();
-        let gemm = self.gemm_choice(&stream, nq, None) != Choice::Own;
-        let shape = self.shape(nq, corpus, mask_bits.is_some(), gemm);
+        let gemm = self.shape(nq, corpus, &res, mask_bits.is_some(), true).gemm
+            && self.gemm_choice(&stream, nq, None) != Choice::Own;
+        let shape = self.shape(nq, corpus, &res, mask_bits.is_some(), gemm);
         let call = CallBuffers {
             queries: queries.as_slice(),
             mask: mask_bits,
@@ -605,6 +631,130 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// Top-k through the corpus's int8 tier, where it has one and the call is one the
+    /// certificate serves (up to [`program::SMALL_Q`] queries; see `program::int8`): the
+    /// tier, resident on the device, proves which rows may be in some query's top-k, and
+    /// the FP32 kernels score only those: a masked top-k of the resident rows, or, where
+    /// the rows do not fit beside the tier, the candidates alone, gathered and uploaded.
+    /// The answer is the full scan's (each row's score depends on nothing else). `None`:
+    /// scan in full.
+    fn certified_top_k(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+    ) -> Result<Option<Vec<Vec<Hit>>>, BackendError> {
+        let Some(tier) = corpus.int8_tier() else {
+            return Ok(None);
+        };
+        let (nq, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+        if nq > program::SMALL_Q || tier.rows() != n {
+            return Ok(None);
+        }
+        let live = corpus.live_mask();
+        let shape = program::Int8Shape {
+            nq,
+            n,
+            dim,
+            masked: live.is_some(),
+            metric: corpus.metric(),
+        };
+        let Some(prog) = program::int8_candidates(&shape, k) else {
+            return Ok(None);
+        };
+        let bits = {
+            let stream = self.streams.take()?;
+            self.ctx.bind_to_thread().map_err(launch_failed)?;
+            let copy = self.int8.get(&self.ctx, corpus, tier, &stream)?;
+            let bias = match corpus.metric() {
+                Metric::L2 => Some(copy.bias(corpus, &stream)?),
+                Metric::Cosine | Metric::InnerProduct => None,
+            };
+            let _done = stream.done_guard();
+            let words = program::int8_queries(queries.as_slice(), dim);
+            let shared = copy.bound(bias.as_deref());
+            let layout = self.queue(&stream, &prog, shared, Some((&words, live)))?;
+            stream.finish()?;
+            let range = layout
+                .temp_range(prog.scores(), n.div_ceil(32), 4)
+                .expect("the candidate mask is scratch");
+            let bits: Vec<u32> = stream.scratch().results(range);
+            bits
+        };
+        if bits.len() != n.div_ceil(32) {
+            return Err(BackendError::LaunchFailed {
+                reason: format!("read back {} mask words for {n} rows", bits.len()),
+            });
+        }
+        let rows: Vec<usize> = (0..n)
+            .filter(|&r| bits[r / 32] >> (r % 32) & 1 == 1)
+            .collect();
+        crate::quant::note_rescored(rows.len());
+        match self.top_k_device(queries, corpus, k, Some(&bits)) {
+            Err(BackendError::OutOfMemory { .. } | BackendError::CorpusTooLarge { .. }) => {
+                tracing::debug!(
+                    rows = rows.len(),
+                    "the rows do not fit beside the int8 tier; scoring the candidates alone"
+                );
+                self.top_k_gathered(queries, corpus, k, &rows).map(Some)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    /// Top-k among `rows` of `corpus` (ascending), scored alone: the rows copied out as
+    /// stored (f32 or 16-bit, so the same kernels score them) with their factors into a
+    /// corpus of their own, kept on the device for this call.
+    fn top_k_gathered(
+        &self,
+        queries: MatrixRef<'_>,
+        corpus: CorpusView<'_>,
+        k: usize,
+        rows: &[usize],
+    ) -> Result<Vec<Vec<Hit>>, BackendError> {
+        if rows.is_empty() {
+            return Ok(vec![Vec::new(); queries.rows()]);
+        }
+        let d = corpus.dim();
+        let scale: Vec<f32> = rows.iter().map(|&r| corpus.inv_norms()[r]).collect();
+        let bias: Option<Vec<f32>> = corpus
+            .row_bias()
+            .map(|b| rows.iter().map(|&r| b[r]).collect());
+        let (mut data, mut bits, widened) = (Vec::new(), Vec::new(), OnceLock::new());
+        let view = match corpus.half_bits() {
+            Some((_, all)) => {
+                for &r in rows {
+                    bits.extend_from_slice(&all[r * d..(r + 1) * d]);
+                }
+                corpus
+                    .gathered_half((&bits, &widened), &scale, bias.as_deref())
+                    .expect("a 16-bit view")
+            }
+            None => {
+                data.reserve(rows.len() * d);
+                for &r in rows {
+                    corpus.push_row_f32(r, &mut data);
+                }
+                corpus.gathered(&data, &scale, bias.as_deref())
+            }
+        }
+        .detached();
+        let hits = self.top_k_device(queries, view, k.min(rows.len()), None)?;
+        Ok(hits
+            .into_iter()
+            .map(|h| {
+                h.into_iter()
+                    .map(|h| Hit {
+                        index: rows[h.index],
+                        ..h
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 /// Records `passes` for [`Backend::take_corpus_passes`], keeping the most of one call's
 /// programs.
 fn note_corpus_passes(passes: usize) {
@@ -641,7 +791,6 @@ impl Backend for CudaBackend {
         if let Some(first) = error::device_lost() {
             return Err(error::lost_error(first));
         }
-        stored_f32(corpus)?;
         self.cosine_device(queries, corpus)
     }
     fn top_k(
@@ -653,7 +802,12 @@ impl Backend for CudaBackend {
         if let Some(first) = error::device_lost() {
             return Err(error::lost_error(first));
         }
-        stored_f32(corpus)?;
+        match self.certified_top_k(queries, corpus, k) {
+            Ok(Some(hits)) => return Ok(hits),
+            Ok(None) => {}
+            // The full scan answers the same; a lost device fails it too.
+            Err(e) => tracing::debug!(error = %e, "int8 candidates failed; scanning in full"),
+        }
         self.top_k_device(queries, corpus, k, None)
     }
 
@@ -669,7 +823,6 @@ impl Backend for CudaBackend {
         if let Some(first) = error::device_lost() {
             return Err(error::lost_error(first));
         }
-        stored_f32(corpus)?;
         let live = corpus.live_mask();
         let mut bits = vec![0u32; corpus.rows().div_ceil(32)];
         for &r in rows {
@@ -689,16 +842,5 @@ impl Backend for CudaBackend {
 
     fn serves_filters(&self) -> bool {
         true
-    }
-}
-
-/// The device keeps f32 corpora only, for now: a 16-bit one is served elsewhere (the CPU
-/// scans it as stored) rather than widened into a second, larger copy.
-fn stored_f32(corpus: CorpusView<'_>) -> Result<(), BackendError> {
-    match corpus.element_type() {
-        crate::ElementType::F32 => Ok(()),
-        other => Err(BackendError::Unsupported {
-            reason: format!("a {other} corpus (the device path keeps f32 corpora only)"),
-        }),
     }
 }

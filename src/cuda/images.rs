@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(forms((10, 0)), [ImageForm::Ptx]);
         assert_eq!(forms((12, 0)), [ImageForm::Ptx]);
         // Every kernel file has its PTX, NUL-terminated, and both cubins as ELF.
-        for name in ["filter", "fused", "norms", "score", "topk"] {
+        for name in ["filter", "fused", "int8", "norms", "score", "topk"] {
             let of = |f| {
                 KERNEL_IMAGES
                     .iter()

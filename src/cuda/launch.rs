@@ -82,11 +82,11 @@ impl Kernels {
         };
         let small: Vec<Kernel> = [Family::Score, Family::TopK, Family::Filter]
             .iter()
-            .flat_map(|f| f.small())
+            .flat_map(|f| f.all_small())
             .collect();
         let tiled: Vec<Kernel> = [Family::Score, Family::TopK, Family::Filter]
             .iter()
-            .flat_map(|f| f.tiled())
+            .flat_map(|f| f.all_tiled())
             .collect();
         let default = Occupancy::default();
         let found = Occupancy {
@@ -113,6 +113,9 @@ pub(super) struct Bound<'a> {
     pub(super) corpus_half: Option<&'a CudaSlice<u16>>,
     /// L2's row biases.
     pub(super) bias: Option<&'a CudaSlice<f32>>,
+    /// The resident int8 tier: codes and row bounds.
+    pub(super) codes: Option<&'a CudaSlice<i8>>,
+    pub(super) code_bounds: Option<&'a CudaSlice<f32>>,
     /// The arena's device address and length in bytes (0 when the call has none).
     pub(super) arena: (u64, usize),
 }
@@ -128,6 +131,8 @@ impl Bound<'_> {
             && len(self.inv_norms.map(|b| b.len())) >= need.inv_norms
             && len(self.corpus_half.map(|b| b.len())) >= need.corpus_half
             && len(self.bias.map(|b| b.len())) >= need.bias
+            && len(self.codes.map(|b| b.len())) >= need.codes
+            && len(self.code_bounds.map(|b| b.len())) >= need.code_bounds
             && self.arena.1 >= layout.total
     }
 
@@ -156,6 +161,8 @@ impl Bound<'_> {
             Buf::InvNorms => self.inv_norms.and_then(|v| at(v, offset, stream)),
             Buf::CorpusHalf => self.corpus_half.and_then(|h| at(h, offset, stream)),
             Buf::Bias => self.bias.and_then(|b| at(b, offset, stream)),
+            Buf::Codes => self.codes.and_then(|b| at(b, offset, stream)),
+            Buf::CodeBounds => self.code_bounds.and_then(|b| at(b, offset, stream)),
             Buf::Temp(i) => p
                 .temps()
                 .get(i)

@@ -12,7 +12,7 @@
 //! call, as data), `launch` (a program run on a stream), `images` (the embedded cubins
 //! and PTX, and which one a device loads), `guard` (the driver guard, loaded before the
 //! driver: result codes newer than the bindings), `resident` (the corpus kept on the
-//! device), `streams` and `scratch` (streams reused from call to call, each with the
+//! device) and `resident_int8` (its int8 tier), `streams` and `scratch` (streams reused from call to call, each with the
 //! memory a call runs in), `cublas` (cuBLAS loaded at run time, for the GEMM steps) and
 //! `gemm_choice` (when a batch takes them), and `error` (driver errors mapped to what
 //! the executor does next). The emulation tests (`emulated`) run the same programs on
@@ -31,6 +31,7 @@ mod launch;
 pub(crate) mod plan;
 pub(crate) mod program;
 mod resident;
+mod resident_int8;
 mod scratch;
 mod streams;
 
@@ -81,6 +82,11 @@ impl CudaStatus {
 /// memory, not on arithmetic, so a cheaper product would not make them faster. FP16 and
 /// BF16 halve the bytes they read, so they serve them too.
 ///
+/// A corpus stored in FP16 or BF16 is kept on the device as stored, with no copy: under
+/// every precision but its own format's, it is scored in FP32 arithmetic on its widened
+/// rows (exact for the stored values); under its own format's, cosine runs on the tensor
+/// cores from the stored rows.
+///
 /// FP16 or BF16? Both copies hold unit-norm rows, so FP16's narrow range never matters
 /// here, and its three more mantissa bits make it eight times as accurate; BF16 is for
 /// callers who want the arithmetic of models trained in it. On the H200 both run at the
@@ -112,6 +118,15 @@ pub enum Precision {
 pub(crate) enum Half {
     Fp16,
     Bf16,
+}
+
+impl From<crate::elem::Half> for Half {
+    fn from(h: crate::elem::Half) -> Self {
+        match h {
+            crate::elem::Half::F16 => Half::Fp16,
+            crate::elem::Half::Bf16 => Half::Bf16,
+        }
+    }
 }
 
 impl Precision {

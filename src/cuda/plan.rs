@@ -88,6 +88,7 @@ mod tests {
             dim,
             masked: true,
             precision: Precision::Fp32,
+            stored: None,
             metric: crate::metric::Metric::Cosine,
             sms: 132,
             gemm: false,

@@ -1,7 +1,8 @@
 //! The device-resident corpus: uploaded once through pinned staging buffers, extended in
-//! place when the same store has grown, and its 16-bit copy made on the first
+//! place when the same store has grown. An f32 corpus gets its 16-bit copy on the first
 //! [`Precision::Fp16`](super::Precision::Fp16) or [`Precision::Bf16`](super::Precision::Bf16)
-//! call.
+//! call. A corpus stored in FP16 or BF16 is kept as stored, half the bytes, with no f32
+//! copy: the kernels widen its rows as they read them.
 //!
 //! The inverse row norms are the host's, uploaded beside the rows: the host sums squares
 //! in f64, so rows with norms far from 1 (1e-25, 1e25: their f32 sums of squares
@@ -14,7 +15,9 @@ use super::streams::WaitOnDrop;
 use super::Half;
 use crate::backend::BackendError;
 use crate::corpus::{CorpusView, Origin};
-use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DriverError};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaSlice, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits,
+};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -25,15 +28,23 @@ const STAGE_BYTES: usize = 32 << 20;
 /// so that the buffers' reuse (and its wait) runs for any corpus over 256 KiB.
 const MIN_STAGE_BYTES: usize = 64 << 10;
 
+/// The rows of a resident corpus, as the host stores them.
+enum Rows {
+    /// An f32 corpus.
+    F32(CudaSlice<f32>),
+    /// A corpus stored in 16 bits, in this format: its bits as stored.
+    Stored(Half, Arc<CudaSlice<u16>>),
+}
+
 /// A corpus copy on the device, with the host's inverse norms.
 pub(super) struct Resident {
     origin: Origin,
     rows: usize,
     dim: usize,
-    data: CudaSlice<f32>,
+    data: Rows,
     inv: CudaSlice<f32>,
-    /// The 16-bit copy (unit-norm rows) and its format, made on the first call that
-    /// reads it.
+    /// An f32 corpus's 16-bit copy (unit-norm rows) and its format, made on the first
+    /// call that reads it.
     half: Mutex<Option<(Half, Arc<CudaSlice<u16>>)>>,
     /// L2's row biases `−‖row‖²/2` of the first rows, uploaded on the first L2 call.
     bias: Mutex<Option<Arc<CudaSlice<f32>>>>,
@@ -53,55 +64,77 @@ impl ResidentSlot {
         stream: &Arc<CudaStream>,
     ) -> Result<Arc<Resident>, BackendError> {
         let mut slot = self.0.lock();
-        if let Some(r) = slot.as_ref() {
-            if r.origin == corpus.origin() && r.dim == corpus.dim() && r.rows >= corpus.rows() {
-                return Ok(Arc::clone(r));
-            }
-        }
         let (n, dim) = (corpus.rows(), corpus.dim());
+        let stored = corpus.half_bits().map(|(h, bits)| (Half::from(h), bits));
+        let format = stored.map(|(h, _)| h);
+        let same =
+            |r: &Resident| r.origin == corpus.origin() && r.dim == dim && r.stored() == format;
+        if let Some(r) = slot.as_ref().filter(|r| same(r) && r.rows >= n) {
+            return Ok(Arc::clone(r));
+        }
         let keep = match (slot.as_ref(), corpus.origin()) {
-            (Some(r), Origin::Store(_)) if r.origin == corpus.origin() && r.dim == dim => r.rows,
+            (Some(r), Origin::Store(_)) if same(r) => r.rows,
             _ => 0,
         };
-        let bytes = (n * dim * 4 + n * 4) as u64;
+        let elem = if format.is_some() { 2 } else { 4 };
+        let bytes = (n * dim * elem + n * 4) as u64;
         // Drop the old copy first unless its rows are reused.
         let old = if keep > 0 { slot.take() } else { None };
         *slot = None;
         // Dropped before `old` on every way out: the old copy is freed from its own
         // stream, so this one must have finished reading it.
         let _copied = WaitOnDrop(stream);
+        let oom = |e| corpus_oom(e, bytes);
         // SAFETY: every element of both is written below (a device copy of the kept rows
         // and an upload of the rest) before any kernel reads it.
-        let (data, inv) = unsafe { (stream.alloc::<f32>(n * dim), stream.alloc::<f32>(n)) };
-        let (mut data, mut inv) = (
-            data.map_err(|e| corpus_oom(e, bytes))?,
-            inv.map_err(|e| corpus_oom(e, bytes))?,
-        );
+        let mut inv = unsafe { stream.alloc::<f32>(n) }.map_err(oom)?;
+        let data = match stored {
+            None => {
+                // SAFETY: as for `inv`.
+                let mut data = unsafe { stream.alloc::<f32>(n * dim) }.map_err(oom)?;
+                if let Some(Rows::F32(old)) = old.as_ref().map(|o| &o.data) {
+                    stream
+                        .memcpy_dtod(&old.slice(..keep * dim), &mut data.slice_mut(..keep * dim))
+                        .map_err(launch_failed)?;
+                }
+                Rows::F32(data)
+            }
+            Some((h, _)) => {
+                // SAFETY: as for `inv`.
+                let mut data = unsafe { stream.alloc::<u16>(n * dim) }.map_err(oom)?;
+                if let Some(Rows::Stored(_, old)) = old.as_ref().map(|o| &o.data) {
+                    stream
+                        .memcpy_dtod(&old.slice(..keep * dim), &mut data.slice_mut(..keep * dim))
+                        .map_err(launch_failed)?;
+                }
+                Rows::Stored(h, Arc::new(data))
+            }
+        };
         if let Some(old) = &old {
-            stream
-                .memcpy_dtod(
-                    &old.data.slice(..keep * dim),
-                    &mut data.slice_mut(..keep * dim),
-                )
-                .map_err(launch_failed)?;
             stream
                 .memcpy_dtod(&old.inv.slice(..keep), &mut inv.slice_mut(..keep))
                 .map_err(launch_failed)?;
-        }
-        if old.is_some() {
             // Before the old copy goes (see `_copied`), here to free its memory for the
             // upload.
             stream.synchronize().map_err(launch_failed)?;
         }
         drop(old);
-        upload(
-            ctx,
-            &corpus.matrix().as_slice()[keep * dim..],
-            &mut data,
-            keep * dim,
-            stream,
-        )
-        .map_err(|e| corpus_oom(e, bytes))?;
+        let mut data = data;
+        match (&mut data, stored) {
+            (Rows::F32(d), _) => upload(
+                ctx,
+                &corpus.matrix().as_slice()[keep * dim..],
+                d,
+                keep * dim,
+                stream,
+            ),
+            (Rows::Stored(_, d), Some((_, bits))) => {
+                let d = Arc::get_mut(d).expect("a new copy has one owner");
+                upload(ctx, &bits[keep * dim..], d, keep * dim, stream)
+            }
+            (Rows::Stored(..), None) => unreachable!("16-bit rows come from a 16-bit view"),
+        }
+        .map_err(oom)?;
         upload(
             ctx,
             &corpus.cosine_inv_norms()[keep..],
@@ -109,7 +142,7 @@ impl ResidentSlot {
             keep,
             stream,
         )
-        .map_err(|e| corpus_oom(e, bytes))?;
+        .map_err(oom)?;
         let r = Resident {
             origin: corpus.origin(),
             rows: n,
@@ -131,23 +164,41 @@ impl Resident {
     /// This copy's buffers for a program to run against, with its 16-bit copy when the
     /// program reads it (a call adds its L2 biases and its arena).
     pub(super) fn bound<'a>(&'a self, corpus_half: Option<&'a CudaSlice<u16>>) -> Bound<'a> {
+        let corpus = match &self.data {
+            Rows::F32(d) => Some(d),
+            Rows::Stored(..) => None,
+        };
         Bound {
-            corpus: Some(&self.data),
+            corpus,
             inv_norms: Some(&self.inv),
             corpus_half,
             bias: None,
+            codes: None,
+            code_bounds: None,
             arena: (0, 0),
         }
     }
 
-    /// The 16-bit copy of this corpus in format `half`, made (and kept with it, in place
-    /// of one in the other format) on first use.
+    /// The format of a corpus kept as stored in 16 bits; `None` for f32.
+    pub(super) fn stored(&self) -> Option<Half> {
+        match &self.data {
+            Rows::F32(_) => None,
+            Rows::Stored(h, _) => Some(*h),
+        }
+    }
+
+    /// The 16-bit rows the kernels read: a 16-bit corpus's own, whatever `half` asks;
+    /// for an f32 corpus, its unit-norm copy in format `half`, made (and kept with it, in
+    /// place of one in the other format) on first use.
     pub(super) fn half(
         &self,
         kernels: &Kernels,
         stream: &Arc<CudaStream>,
         half: Half,
     ) -> Result<Arc<CudaSlice<u16>>, BackendError> {
+        if let Rows::Stored(_, bits) = &self.data {
+            return Ok(Arc::clone(bits));
+        }
         let res = self;
         let mut slot = res.half.lock();
         if let Some((_, h)) = slot.as_ref().filter(|(format, _)| *format == half) {
@@ -194,28 +245,40 @@ impl Resident {
         if let Some(b) = slot.as_ref().filter(|b| b.len() >= corpus.rows()) {
             return Ok(Arc::clone(b));
         }
-        let m = corpus.matrix();
-        let host: Vec<f32> = (0..m.rows())
-            .into_par_iter()
-            .map(|r| (-0.5 * crate::simd::sum_squares_f64(m.row(r))) as f32)
-            .collect();
-        let bias = stream
-            .clone_htod(&host)
-            .map_err(|e| corpus_oom(e, (host.len() * 4) as u64))?;
-        // Other calls read it from their own streams.
-        stream.synchronize().map_err(launch_failed)?;
-        let bias = Arc::new(bias);
+        let bias = Arc::new(row_biases(corpus, stream)?);
         *slot = Some(Arc::clone(&bias));
         Ok(bias)
     }
 }
 
+/// L2's biases `−‖row‖²/2` of `corpus`'s rows, summed in f64 on the host as the CPU's
+/// are (row by row as stored: a 16-bit corpus is not widened whole), on the device.
+pub(super) fn row_biases(
+    corpus: CorpusView<'_>,
+    stream: &Arc<CudaStream>,
+) -> Result<CudaSlice<f32>, BackendError> {
+    let host: Vec<f32> = (0..corpus.rows())
+        .into_par_iter()
+        .map_init(Vec::new, |row, r| {
+            row.clear();
+            corpus.push_row_f32(r, row);
+            (-0.5 * crate::simd::sum_squares_f64(row)) as f32
+        })
+        .collect();
+    let bias = stream
+        .clone_htod(&host)
+        .map_err(|e| corpus_oom(e, (host.len() * 4) as u64))?;
+    // Other calls read it from their own streams.
+    stream.synchronize().map_err(launch_failed)?;
+    Ok(bias)
+}
+
 /// Copies `host` to `data[at..]` through two pinned staging buffers, so that filling one
 /// overlaps the copy out of the other.
-fn upload(
+pub(super) fn upload<T: DeviceRepr + ValidAsZeroBits + Copy>(
     ctx: &Arc<CudaContext>,
-    host: &[f32],
-    data: &mut CudaSlice<f32>,
+    host: &[T],
+    data: &mut CudaSlice<T>,
     at: usize,
     stream: &Arc<CudaStream>,
 ) -> Result<(), DriverError> {
@@ -225,14 +288,17 @@ fn upload(
     let stage_len = host
         .len()
         .div_ceil(4)
-        .clamp(MIN_STAGE_BYTES / 4, STAGE_BYTES / 4)
+        .clamp(
+            MIN_STAGE_BYTES / size_of::<T>(),
+            STAGE_BYTES / size_of::<T>(),
+        )
         .min(host.len());
     // SAFETY: a staging buffer is fully written before each copy out of it, and only
     // the written prefix is copied.
     let mut stages = unsafe {
         [
-            ctx.alloc_pinned::<f32>(stage_len)?,
-            ctx.alloc_pinned::<f32>(stage_len)?,
+            ctx.alloc_pinned::<T>(stage_len)?,
+            ctx.alloc_pinned::<T>(stage_len)?,
         ]
     };
     // Dropped before the buffers (declared after them), on every way out: an early return

@@ -138,7 +138,9 @@ impl HybridExecutor {
         };
         if let (BackendKind::Gpu, Some(accel)) = (decision.backend, &self.accel) {
             let t = Instant::now();
+            crate::quant::take_rescored(); // forget an earlier call's
             let attempt = self.run_chunked(accel.as_ref(), queries, &call, &mut report);
+            report.rescored = crate::quant::take_rescored();
             let spent = t.elapsed();
             let gpu = &self.counters[BackendKind::Gpu.index()];
             gpu.add_time(spent);

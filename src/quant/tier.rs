@@ -153,6 +153,31 @@ impl<'a> TierRef<'a> {
         scan_each(&pairs, k)
     }
 
+    /// The codes, row-major (`dim` a row).
+    pub(crate) fn codes(&self) -> &'a [i8] {
+        self.codes
+    }
+
+    /// Each row's bounds as the device keeps them: four f32 a row (scale, residual bound,
+    /// norm bound, coded-norm bound).
+    pub(crate) fn bounds_f32(&self) -> Vec<f32> {
+        self.bounds
+            .iter()
+            .flat_map(|b| [b.q.scale, b.q.residual, b.q.norm, b.q.coded_norm])
+            .collect()
+    }
+
+    /// The interval [`candidates`](Self::candidates) proves for the f32 scan's score of
+    /// `query` against row `r` under scale `s` and bias `b`: the oracle of other
+    /// implementations of the bounds.
+    #[cfg(test)]
+    pub(crate) fn interval_of(&self, query: &[f32], r: usize, s: f32, b: f32) -> (f64, f64) {
+        let q = [Int8Query::new(query)];
+        let codes = &self.codes[r * self.dim..(r + 1) * self.dim];
+        let dot = dot_i8(&q[0].codes, codes);
+        ScanBounds::new(self.dim, &q).score(0, &q[0], dot, &self.bounds[r].q, s as f64, b as f64)
+    }
+
     fn as_rows(&self) -> Rows<'a> {
         Rows {
             dim: self.dim,

@@ -138,6 +138,7 @@ pub(crate) fn score_tile(
     queries: &PackedQueries,
     tile: &mut [f32],
     ldt: usize,
+    prefetch: &[u8],
 ) {
     let nrows = rows.len() / d;
     assert_eq!(rows.len(), nrows * d);
@@ -151,6 +152,11 @@ pub(crate) fn score_tile(
     // The kernel reads each group of `mr` rows in place, one stream per row (measured
     // faster than interleaving them first at every batch size tried, 16 to 1024 queries).
     let groups = nrows.div_ceil(mr);
+    // `prefetch` (the rows the caller reads next) is hinted into L2 a slice per kernel
+    // call (AVX-512 only), so the caller's next read of them waits less on memory.
+    let calls = d.div_ceil(KC) * queries.panels() * groups;
+    let per_call = prefetch.len().div_ceil(64).div_ceil(calls.max(1)) * 64;
+    let mut call = 0;
     for k0 in (0..d).step_by(KC) {
         let kc = KC.min(d - k0);
         for pi in 0..queries.panels() {
@@ -159,12 +165,16 @@ pub(crate) fn score_tile(
                 let m = mr.min(nrows - g * mr);
                 let a = &rows[g * mr * d + k0..(g * mr + m - 1) * d + k0 + kc];
                 let c = &mut tile[g * mr * ldt + pi * nr..];
+                let pf = prefetch
+                    .get(call * per_call..((call + 1) * per_call).min(prefetch.len()))
+                    .unwrap_or(&[]);
+                call += 1;
                 // SAFETY: the level is supported (`PackedQueries::new` checked). `a` holds
                 // element `i * d + p` for `i < m`, `p < kc` (rows `g·mr ..` from depth
                 // `k0`), and `b` holds `kc × nr`. `c` is written at `i * ldt + [0, nr)` for
                 // `i < m`, inside `tile` because `pi * nr + nr <= padded <= ldt` and row
-                // `g * mr + i < nrows`.
-                unsafe { dispatch(queries.level, m, kc, (a, (d, 1)), b, c, ldt, k0 > 0) };
+                // `g * mr + i < nrows`. `pf` is a live slice (only hinted).
+                unsafe { dispatch(queries.level, m, kc, (a, (d, 1)), b, c, ldt, k0 > 0, pf) };
             }
         }
     }
@@ -256,24 +266,26 @@ unsafe fn dispatch(
     c: &mut [f32],
     ldc: usize,
     acc: bool,
+    pf: &[u8],
 ) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: forwarded from the caller; `m` is at most the level's `MR`.
     unsafe {
         let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        let pf = (pf.as_ptr(), pf.len().div_ceil(64));
         match (level, m) {
-            (SimdLevel::Avx512, 12) => avx512::kernel::<12>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 11) => avx512::kernel::<11>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 10) => avx512::kernel::<10>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 9) => avx512::kernel::<9>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 8) => avx512::kernel::<8>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 7) => avx512::kernel::<7>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 6) => avx512::kernel::<6>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 5) => avx512::kernel::<5>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 4) => avx512::kernel::<4>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 3) => avx512::kernel::<3>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, 2) => avx512::kernel::<2>(kc, a, sa, b, c, ldc, acc),
-            (SimdLevel::Avx512, _) => avx512::kernel::<1>(kc, a, sa, b, c, ldc, acc),
+            (SimdLevel::Avx512, 12) => avx512::kernel::<12>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 11) => avx512::kernel::<11>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 10) => avx512::kernel::<10>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 9) => avx512::kernel::<9>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 8) => avx512::kernel::<8>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 7) => avx512::kernel::<7>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 6) => avx512::kernel::<6>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 5) => avx512::kernel::<5>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 4) => avx512::kernel::<4>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 3) => avx512::kernel::<3>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, 2) => avx512::kernel::<2>(kc, a, sa, b, c, ldc, acc, pf),
+            (SimdLevel::Avx512, _) => avx512::kernel::<1>(kc, a, sa, b, c, ldc, acc, pf),
             (_, 6) => avx2::kernel::<6>(kc, a, sa, b, c, ldc, acc),
             (_, 5) => avx2::kernel::<5>(kc, a, sa, b, c, ldc, acc),
             (_, 4) => avx2::kernel::<4>(kc, a, sa, b, c, ldc, acc),
@@ -287,6 +299,7 @@ unsafe fn dispatch(
     // is at most its `MR`.
     unsafe {
         debug_assert_eq!(level, SimdLevel::Neon);
+        let _ = pf;
         let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
         match m {
             6 => neon::kernel::<6>(kc, a, sa, b, c, ldc, acc),
@@ -299,7 +312,7 @@ unsafe fn dispatch(
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
-        let _ = (level, m, kc, a, sa, b, c, ldc, acc);
+        let _ = (level, m, kc, a, sa, b, c, ldc, acc, pf);
         unreachable!("no tile kernel on this architecture");
     }
 }
@@ -361,7 +374,7 @@ mod tests {
             let packed = PackedQueries::new(level, &qs, q, d).expect("a supported level");
             let ldt = packed.padded() + 3;
             let mut tile = vec![f32::NAN; nrows * ldt];
-            score_tile(&rows, d, &packed, &mut tile, ldt);
+            score_tile(&rows, d, &packed, &mut tile, ldt, &[]);
             for r in 0..nrows {
                 for j in 0..q {
                     let exact: f64 = (0..d)

@@ -39,11 +39,13 @@ fn the_emulator_exposes_a_missing_barrier() {
     let out = HostBuf::new(256 * 4, 4);
     let mut inputs = Inputs {
         queries: out,
-        corpus: HostBuf::new(4, 4),
+        corpus: None,
         inv: HostBuf::new(4, 4),
         half: HostBuf::new(4, 2),
         mask: None,
         bias: None,
+        codes: None,
+        code_bounds: None,
     };
     let base = (seed() % 1000) as f32;
     let mut ptr = inputs.queries.address(0);
@@ -168,6 +170,7 @@ fn cosine_chunks_match_the_reference() {
             dim,
             masked: false,
             precision,
+            stored: None,
             metric: crate::metric::Metric::Cosine,
             sms: 2,
             gemm,

@@ -12,6 +12,7 @@
 //! This file holds the emulator and its host buffers; [`kernels`] tests single kernels
 //! and the emulator itself, [`top_k`] runs every top-k path against the reference.
 
+mod int8;
 mod kernels;
 mod top_k;
 
@@ -165,22 +166,35 @@ impl HostBuf {
 /// Inputs of a program, as the device would hold them.
 struct Inputs {
     queries: HostBuf,
-    corpus: HostBuf,
+    /// The f32 corpus; `None` for a corpus kept as stored in 16 bits (`half`), so that a
+    /// program reading an f32 copy fails.
+    corpus: Option<HostBuf>,
     inv: HostBuf,
     half: HostBuf,
     mask: Option<HostBuf>,
     bias: Option<HostBuf>,
+    /// The int8 tier's codes (i8) and row bounds (four f32 a row), for its programs.
+    codes: Option<HostBuf>,
+    code_bounds: Option<HostBuf>,
 }
 
 impl Inputs {
     fn buf<'a>(&'a mut self, b: Buf, temps: &'a mut [HostBuf]) -> &'a mut HostBuf {
         match b {
             Buf::Queries => &mut self.queries,
-            Buf::Corpus => &mut self.corpus,
+            Buf::Corpus => self
+                .corpus
+                .as_mut()
+                .expect("the program reads an f32 corpus, and a 16-bit one keeps none"),
             Buf::InvNorms => &mut self.inv,
             Buf::CorpusHalf => &mut self.half,
             Buf::Mask => self.mask.as_mut().expect("a masked program without a mask"),
             Buf::Bias => self.bias.as_mut().expect("an L2 program without biases"),
+            Buf::Codes => self.codes.as_mut().expect("an int8 program without codes"),
+            Buf::CodeBounds => self
+                .code_bounds
+                .as_mut()
+                .expect("an int8 program without row bounds"),
             Buf::Temp(i) => &mut temps[i],
         }
     }
@@ -257,11 +271,12 @@ impl Emulator {
             );
         }
         for (name, b) in [
-            ("queries", &inputs.queries),
-            ("corpus", &inputs.corpus),
-            ("norms", &inputs.inv),
-            ("16-bit copy", &inputs.half),
+            ("queries", Some(&inputs.queries)),
+            ("corpus", inputs.corpus.as_ref()),
+            ("norms", Some(&inputs.inv)),
+            ("16-bit copy", Some(&inputs.half)),
         ] {
+            let Some(b) = b else { continue };
             assert!(
                 b.guards_intact(),
                 "seed {seed}: {:?} wrote outside {name}",
@@ -276,11 +291,13 @@ impl Emulator {
         let len = |b: Option<&HostBuf>| b.map_or(0, |b| b.bytes / b.elem);
         assert!(
             len(Some(&inputs.queries)) >= need.queries
-                && len(Some(&inputs.corpus)) >= need.corpus
+                && len(inputs.corpus.as_ref()) >= need.corpus
                 && len(Some(&inputs.inv)) >= need.inv_norms
                 && len(Some(&inputs.half)) >= need.corpus_half
                 && len(inputs.mask.as_ref()) >= need.mask
-                && len(inputs.bias.as_ref()) >= need.bias,
+                && len(inputs.bias.as_ref()) >= need.bias
+                && len(inputs.codes.as_ref()) >= need.codes
+                && len(inputs.code_bounds.as_ref()) >= need.code_bounds,
             "{need:?} reaches past the bound buffers"
         );
         // Scratch starts as garbage, as uninitialised device memory does, and attractive
@@ -316,17 +333,13 @@ fn inputs(
     let n = c.len() / dim;
     let mut inputs = Inputs {
         queries: HostBuf::from(q),
-        corpus: HostBuf::from(c),
+        corpus: Some(HostBuf::from(c)),
         inv: HostBuf::from(&vec![0f32; n]),
         half: HostBuf::from(&vec![0u16; n * dim]),
-        mask: live.map(|l| {
-            let mut bits = vec![0u32; n.div_ceil(32)];
-            for (i, _) in l.iter().enumerate().filter(|(_, &on)| on) {
-                bits[i / 32] |= 1 << (i % 32);
-            }
-            HostBuf::from(&bits)
-        }),
+        mask: live.map(mask_bits),
         bias: None,
+        codes: None,
+        code_bounds: None,
     };
     let first = n / 3;
     for (row0, rows) in [(0, first), (first, n - first)] {
@@ -337,6 +350,43 @@ fn inputs(
     let half = precision.half().unwrap_or(Half::Fp16);
     emu.run(&program::rows_to_half(n, dim, half), &mut inputs, 2);
     inputs
+}
+
+/// The live mask of rows `live`, one bit each.
+fn mask_bits(live: &[bool]) -> HostBuf {
+    let mut bits = vec![0u32; live.len().div_ceil(32)];
+    for (i, _) in live.iter().enumerate().filter(|(_, &on)| on) {
+        bits[i / 32] |= 1 << (i % 32);
+    }
+    HostBuf::from(&bits)
+}
+
+/// A corpus kept on the emulated device as stored in `half`, as the backend keeps a 16-bit
+/// store: its bits, the host's inverse norms of the stored values, and no f32 copy.
+/// Returns the inputs and the stored values widened (what the scores must be exact for).
+fn stored_inputs(
+    q: &[f32],
+    c: &[f32],
+    dim: usize,
+    live: Option<&[bool]>,
+    half: crate::elem::Half,
+) -> (Inputs, Vec<f32>) {
+    let bits: Vec<u16> = c.iter().map(|&v| half.round(v)).collect();
+    let wide: Vec<f32> = bits.iter().map(|&b| half.to_f32(b)).collect();
+    let inv = crate::matrix::MatrixRef::new(&wide, c.len() / dim, dim)
+        .and_then(crate::matrix::inverse_norms)
+        .expect("norms of finite rows");
+    let inputs = Inputs {
+        queries: HostBuf::from(q),
+        corpus: None,
+        inv: HostBuf::from(&inv),
+        half: HostBuf::from(&bits),
+        mask: live.map(mask_bits),
+        bias: None,
+        codes: None,
+        code_bounds: None,
+    };
+    (inputs, wide)
 }
 
 fn unit(v: &[f32], dim: usize) -> Vec<f32> {

@@ -2,10 +2,13 @@
 //! tiles), filtered by a sampled floor (and its fallback), chunked, reduced precision,
 //! deleted rows and exact ties.
 
-use super::{emulator, inputs, seed, unit, with_emulator, Emulator, HostBuf, Inputs};
+use super::{
+    emulator, inputs, seed, stored_inputs, unit, with_emulator, Emulator, HostBuf, Inputs,
+};
 use crate::cuda::program::{self, Buf, Program, Shape};
 use crate::cuda::Precision;
 use crate::data;
+use crate::elem::Half as Stored;
 use crate::metric::Metric;
 
 /// Each query's score of each row under `metric`, in f64: cosine, the inner product, or
@@ -50,6 +53,8 @@ struct Case {
     metric: Metric,
     /// Scored by GEMM steps (cuBLAS on a device) instead of the own kernels.
     gemm: bool,
+    /// The corpus kept as stored in this 16-bit format (no f32 copy); `None`: f32.
+    stored: Option<Stored>,
 }
 
 impl Case {
@@ -68,6 +73,7 @@ impl Case {
             expect: None,
             metric: Metric::Cosine,
             gemm: false,
+            stored: None,
         }
     }
 }
@@ -169,14 +175,21 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         .map(|r| case.delete == 0 || r % case.delete != 1)
         .collect();
     let masked = case.delete != 0;
-    let mut inp = inputs(
-        emu,
-        &q,
-        &c,
-        dim,
-        masked.then_some(&live[..]),
-        case.precision,
-    );
+    let (mut inp, c) = match case.stored {
+        None => (
+            inputs(
+                emu,
+                &q,
+                &c,
+                dim,
+                masked.then_some(&live[..]),
+                case.precision,
+            ),
+            c,
+        ),
+        // The reference is the stored values'.
+        Some(half) => stored_inputs(&q, &c, dim, masked.then_some(&live[..]), half),
+    };
     if case.metric == Metric::L2 {
         let bias: Vec<f32> = c
             .chunks(dim)
@@ -190,6 +203,7 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         dim,
         masked,
         precision: case.precision,
+        stored: case.stored.map(Into::into),
         metric: case.metric,
         sms: 2,
         gemm: case.gemm,
@@ -206,15 +220,15 @@ fn check_top_k(emu: &Emulator, case: &Case) {
         .map(|r| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt())
         .fold(0.0, f64::max);
     let tol = match case.metric {
-        Metric::Cosine => case.precision.score_tolerance() as f64,
+        Metric::Cosine => shape.arithmetic().score_tolerance() as f64,
         _ => {
             2.0 * (dim + 8) as f64 * f64::from(f32::EPSILON) / 2.0
                 * (max_norm + max_norm * max_norm)
         }
     };
     let ctx = format!(
-        "seed {seed}, Q={nq} N={n} D={dim} k={k} {:?} {} chunk {} delete {} dup {}",
-        case.precision, case.metric, case.chunk, case.delete, case.duplicates
+        "seed {seed}, Q={nq} N={n} D={dim} k={k} {:?} {} chunk {} delete {} dup {} stored {:?}",
+        case.precision, case.metric, case.chunk, case.delete, case.duplicates, case.stored
     );
     let live_rows = live.iter().filter(|&&l| l).count();
     for qi in 0..nq {
@@ -508,6 +522,78 @@ fn gemm_scored_top_k_matches_the_reference_at_every_precision_metric_and_mask() 
                     gemm: true,
                     expect: Some(Taken::Direct),
                     ..Case::new(nq, n, dim, k)
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn a_corpus_stored_in_16_bits_is_scored_as_stored_with_no_f32_copy() {
+    // The inputs hold no f32 corpus (a program reading one fails), and the reference is
+    // the stored values': FP32 arithmetic on them is within FP32's tolerance of it.
+    let emu = with_emulator!();
+    for stored in [Stored::F16, Stored::Bf16] {
+        for metric in [Metric::Cosine, Metric::InnerProduct, Metric::L2] {
+            let case = |nq, n, dim, k| Case {
+                metric,
+                stored: Some(stored),
+                ..Case::new(nq, n, dim, k)
+            };
+            // Fused: small batches (16-byte loads, and scalar ones at D = 17) and tiles.
+            check_top_k(emu, &case(3, 3000, 17, 10));
+            check_top_k(emu, &case(5, 2000, 24, 10));
+            check_top_k(emu, &case(70, 1500, 24, 10));
+            check_top_k(emu, &case(20, 900, 13, 32));
+            // Filtered by a sampled floor: small batches and tiles.
+            for nq in [2, 9] {
+                check_top_k(
+                    emu,
+                    &Case {
+                        expect: Some(Taken::Filtered),
+                        ..case(nq, 20_000, 8, 40)
+                    },
+                );
+            }
+            // Scores in chunks, then merges (small batches and tiles).
+            check_top_k(emu, &case(3, 5000, 8, 100));
+            check_top_k(emu, &case(9, 6000, 16, 100));
+            // Deleted rows and exact ties.
+            check_top_k(
+                emu,
+                &Case {
+                    delete: 4,
+                    duplicates: true,
+                    ..case(16, 3000, 16, 20)
+                },
+            );
+        }
+        // Cosine at the precision of its own format: the tensor-core tiles and the GEMM
+        // read the stored rows (not unit-norm: scaled by their norms).
+        let precision = match stored {
+            Stored::F16 => Precision::Fp16,
+            Stored::Bf16 => Precision::Bf16,
+        };
+        for gemm in [false, true] {
+            check_top_k(
+                emu,
+                &Case {
+                    precision,
+                    stored: Some(stored),
+                    gemm,
+                    delete: 3,
+                    ..Case::new(70, 3000, 24, 10)
+                },
+            );
+        }
+        // Another 16-bit precision, or TF32: FP32 arithmetic on the stored rows.
+        for precision in [Precision::Tf32, Precision::Fp16, Precision::Bf16] {
+            check_top_k(
+                emu,
+                &Case {
+                    precision,
+                    stored: Some(stored),
+                    ..Case::new(70, 1500, 24, 10)
                 },
             );
         }

@@ -11,7 +11,7 @@ use crate::cuda::Precision;
 /// The queries as the GEMM reads them: the queries, or under FP16 and BF16 their 16-bit
 /// copy, made by the program's first GEMM (into a scratch buffer of `nq × dim` halves).
 fn gemm_queries(p: &mut Program, s: &Shape) -> Buf {
-    let Some(half) = s.precision.half() else {
+    let Some(half) = s.arithmetic().half() else {
         return Buf::Queries;
     };
     if let Some(b) = p.half_queries {
@@ -68,7 +68,8 @@ pub(super) fn score_by_gemm(
     let (nq, dim) = (s.nq, s.dim);
     let b = gemm_queries(p, s);
     gemm_workspace(p, nq, rows);
-    let (kernel, a) = match s.precision {
+    assert!(s.can_gemm(), "no GEMM of FP32 queries by 16-bit rows");
+    let (kernel, a) = match s.arithmetic() {
         Precision::Fp32 => (Kernel::GemmFp32, Buf::Corpus),
         Precision::Tf32 => (Kernel::GemmTf32, Buf::Corpus),
         Precision::Fp16 => (Kernel::GemmFp16, Buf::CorpusHalf),

@@ -20,7 +20,7 @@
 //! Not counted: the candidates a filter kernel writes (as many as pass its floor, known
 //! only on the device; at most its capacity), and the host's copies.
 
-use super::{Arg, Kernel, Launch, Program};
+use super::{Arg, Family, Kernel, Launch, Program};
 use crate::cuda::Precision;
 
 /// Bytes moved and FLOPs done.
@@ -98,32 +98,26 @@ enum Output {
 }
 
 fn scoring(kernel: Kernel) -> Option<(Scan, Output, f64)> {
-    use Kernel::*;
-    let (scan, out) = match kernel {
-        ScoreSmallQ | ScoreSmallQF16 | ScoreSmallQBf16 | ScoreSmallQL2 => {
-            (Scan::Small, Output::Score)
+    let families = [
+        (Family::Score, Output::Score),
+        (Family::TopK, Output::TopK),
+        (Family::Filter, Output::Filter),
+    ];
+    let (scan, out) = families.into_iter().find_map(|(f, out)| {
+        if f.all_small().contains(&kernel) {
+            Some((Scan::Small, out))
+        } else if f.all_tiled().contains(&kernel) {
+            Some((Scan::Tiled, out))
+        } else {
+            None
         }
-        ScoreTiled | ScoreTiledTf32 | ScoreTiledF16 | ScoreTiledBf16 | ScoreTiledL2 => {
-            (Scan::Tiled, Output::Score)
-        }
-        TopKSmallQ | TopKSmallQF16 | TopKSmallQBf16 | TopKSmallQL2 => (Scan::Small, Output::TopK),
-        TopKTiled | TopKTiledTf32 | TopKTiledF16 | TopKTiledBf16 | TopKTiledL2 => {
-            (Scan::Tiled, Output::TopK)
-        }
-        FilterSmallQ | FilterSmallQF16 | FilterSmallQBf16 | FilterSmallQL2 => {
-            (Scan::Small, Output::Filter)
-        }
-        FilterTiled | FilterTiledTf32 | FilterTiledF16 | FilterTiledBf16 | FilterTiledL2 => {
-            (Scan::Tiled, Output::Filter)
-        }
-        InvNorms | SelectTopK | SortTopK | RowsToHalf | ApplyRowFactors | QueriesToHalf
-        | SelectTopKScored | GemmFp32 | GemmTf32 | GemmFp16 | GemmBf16 => return None,
-    };
-    let elem = match kernel {
-        ScoreSmallQF16 | ScoreTiledF16 | TopKSmallQF16 | TopKTiledF16 | FilterSmallQF16
-        | FilterTiledF16 | ScoreSmallQBf16 | ScoreTiledBf16 | TopKSmallQBf16 | TopKTiledBf16
-        | FilterSmallQBf16 | FilterTiledBf16 => 2.0,
-        _ => 4.0,
+    })?;
+    // The kernels that read 16-bit rows are named for their format.
+    let sym = kernel.symbol();
+    let elem = if sym.ends_with("_f16") || sym.ends_with("_bf16") {
+        2.0
+    } else {
+        4.0
     };
     Some((scan, out, elem))
 }

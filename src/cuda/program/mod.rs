@@ -8,7 +8,7 @@
 //! to those extents, and [`Program::device_bytes`] is exactly what a run holds.
 //!
 //! One file per operation: [`cosine`] (scores into memory), [`top_k`] (fused, filtered
-//! and chunked top-k), [`select`] (the radix-select and sort passes that merge
+//! and chunked top-k), [`int8`] (the certified int8 scan's candidates), [`select`] (the radix-select and sort passes that merge
 //! candidates), [`norms`] (the resident corpus's norms and 16-bit copy); [`kernel`] is the
 //! table of the kernels they launch; [`layout`] places a program's inputs, scratch and
 //! results in the one device allocation a call runs in; `cost` (tests only) counts what a
@@ -17,6 +17,7 @@
 mod cosine;
 #[cfg(test)]
 pub(crate) mod cost;
+mod int8;
 mod kernel;
 mod layout;
 mod norms;
@@ -26,6 +27,7 @@ mod tests;
 mod top_k;
 
 pub(crate) use cosine::cosine_chunk;
+pub(crate) use int8::{int8_candidates, int8_queries, Int8Shape};
 pub(crate) use kernel::{Family, GemmKind, Kernel};
 pub(crate) use layout::{Layout, ALIGN};
 // The device's norms kernel serves the emulation tests; the backend uploads the host's.
@@ -64,13 +66,18 @@ pub(crate) enum Buf {
     Corpus,
     /// Its inverse row norms, `n` f32.
     InvNorms,
-    /// The 16-bit copy of the resident corpus, rows scaled to unit norm, `n × dim` u16:
-    /// FP16 or BF16 bits (made for [`Precision::Fp16`] and [`Precision::Bf16`]).
+    /// The 16-bit rows, `n × dim` u16 (FP16 or BF16 bits): the corpus as stored
+    /// ([`Shape::stored`]), or for an f32 corpus its copy with rows scaled to unit norm
+    /// (made for [`Precision::Fp16`] and [`Precision::Bf16`]).
     CorpusHalf,
     /// The live-row mask, `ceil(n / 32)` u32 (present only when the program is masked).
     Mask,
     /// L2's row biases `−‖row‖²/2`, `n` f32 (present only when the program scores L2).
     Bias,
+    /// The resident int8 tier's codes, `n × dim` i8 (the certified scan, `int8`).
+    Codes,
+    /// Its rows' bounds, `n × 4` f32: scale, residual bound, norm bound, coded-norm bound.
+    CodeBounds,
     /// Scratch buffer `i` of [`Program::temps`]. Uninitialised: every element a launch
     /// (or the result) reads, an earlier launch wrote.
     Temp(usize),
@@ -196,26 +203,29 @@ pub(crate) struct Extents {
     pub(crate) mask: usize,
     /// f32 elements of [`Buf::Bias`].
     pub(crate) bias: usize,
+    /// i8 elements of [`Buf::Codes`].
+    pub(crate) codes: usize,
+    /// f32 elements of [`Buf::CodeBounds`].
+    pub(crate) code_bounds: usize,
 }
 
 impl Extents {
-    /// What a scoring program over the whole of `s` reads: FP16 and BF16 read the 16-bit
-    /// copy instead of the corpus and its norms; only cosine reads the norms, only L2 the
-    /// biases.
+    /// What a scoring program over the whole of `s` reads: the 16-bit rows (the corpus as
+    /// stored, or the unit-norm copy) instead of the f32 corpus; only cosine reads the
+    /// norms (not of the unit-norm copy), only L2 the biases.
     fn of(s: &Shape) -> Self {
-        let half = s.precision.half().is_some();
+        let half = s.half_rows().is_some();
         let rows = |half_reads: bool| if half_reads == half { s.n } else { 0 };
+        let [inv, ..] = s.row_factors();
         Self {
             queries: s.nq * s.dim,
             corpus: rows(false) * s.dim,
-            inv_norms: if s.metric == Metric::Cosine {
-                rows(false)
-            } else {
-                0
-            },
+            inv_norms: if inv == Arg::Null { 0 } else { s.n },
             corpus_half: rows(true) * s.dim,
             mask: if s.masked { s.n.div_ceil(32) } else { 0 },
             bias: if s.metric == Metric::L2 { s.n } else { 0 },
+            codes: 0,
+            code_bounds: 0,
         }
     }
 }
@@ -352,6 +362,9 @@ pub(crate) struct Shape {
     /// nothing, L2 adds the biases (FP16 and BF16 serve cosine only).
     pub metric: Metric,
     pub precision: Precision,
+    /// The corpus is kept on the device as stored in 16 bits, with no f32 copy: the
+    /// kernels widen its rows to f32 as they read them. `None`: an f32 corpus.
+    pub stored: Option<Half>,
     /// Streaming multiprocessors (sizes the fused grids).
     pub sms: usize,
     /// Blocks of the scoring kernels that fit on one SM at once (the occupancy API's
@@ -368,21 +381,48 @@ impl Shape {
         self.nq <= SMALL_Q && self.nq * self.dim * 4 <= SMALL_Q_SMEM
     }
 
+    /// The 16-bit rows the scoring kernels read: the corpus as stored ([`Shape::stored`]),
+    /// else the unit-norm copy a 16-bit precision reads; `None`: the f32 corpus.
+    pub(crate) fn half_rows(&self) -> Option<Half> {
+        self.stored.or(self.precision.half())
+    }
+
+    /// Whether the rows read are the unit-norm 16-bit copy (so no norms scale them).
+    fn unit_rows(&self) -> bool {
+        self.stored.is_none() && self.precision.half().is_some()
+    }
+
+    /// The arithmetic of the compute-bound kernels: the precision's, except over a corpus
+    /// stored in 16 bits, which multiplies on the tensor cores only for cosine in its own
+    /// format (the precision's rounding), and in FP32 otherwise (TF32 included: its
+    /// products of 16-bit rows would differ from FP32's only by the queries' rounding).
+    pub(crate) fn arithmetic(&self) -> Precision {
+        match self.stored {
+            Some(h) if self.precision.half() != Some(h) || self.metric != Metric::Cosine => {
+                Precision::Fp32
+            }
+            _ => self.precision,
+        }
+    }
+
+    /// Whether cuBLAS can score this shape: not FP32 arithmetic over a corpus stored in 16
+    /// bits (cuBLAS multiplies operands of one type).
+    pub(crate) fn can_gemm(&self) -> bool {
+        self.stored.is_none() || self.arithmetic().half().is_some()
+    }
+
     /// The parameters every scoring kernel starts with: `qn` queries from query `q0`,
-    /// their dimension, the corpus, then its norms (cosine; null for inner product), or
-    /// for the L2 kernels the row biases, and the live mask (or null). FP16 and BF16 read
-    /// the unit-norm 16-bit copy, and pass no norms.
+    /// their dimension, the rows ([`Shape::half_rows`]), then their norms (cosine; null
+    /// for inner product and for the unit-norm copy), or for the L2 kernels the row
+    /// biases, and the live mask (or null).
     pub(super) fn scoring_args(&self, q0: usize, qn: usize) -> Vec<Arg> {
-        let (corpus, factors) = match (self.precision, self.metric) {
-            (Precision::Fp16 | Precision::Bf16, _) => (Arg::Ptr(Buf::CorpusHalf, 0), Arg::Null),
-            (_, Metric::Cosine) => (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::InvNorms, 0)),
-            (_, Metric::InnerProduct) => (Arg::Ptr(Buf::Corpus, 0), Arg::Null),
-            (_, Metric::L2) => (Arg::Ptr(Buf::Corpus, 0), Arg::Ptr(Buf::Bias, 0)),
+        let corpus = match self.half_rows() {
+            Some(_) => Arg::Ptr(Buf::CorpusHalf, 0),
+            None => Arg::Ptr(Buf::Corpus, 0),
         };
-        let mask = if self.masked {
-            Arg::Ptr(Buf::Mask, 0)
-        } else {
-            Arg::Null
+        let factors = match self.row_factors() {
+            [inv, Arg::Null, _] => inv,
+            [_, bias, _] => bias,
         };
         vec![
             Arg::Ptr(Buf::Queries, q0 * self.dim),
@@ -390,20 +430,23 @@ impl Shape {
             int(self.dim),
             corpus,
             factors,
-            mask,
+            self.row_factors()[2],
         ]
     }
 
     /// What turns a row's dot product into its score, as kernel arguments: its inverse
-    /// norm (cosine over the FP32 corpus), its bias (L2), the live mask; null for each
-    /// the call has not (the 16-bit copy's rows are unit-norm already).
+    /// norm (cosine), its bias (L2), the live mask; null for each the call has not (the
+    /// unit-norm 16-bit copy's rows need no norms).
     pub(super) fn row_factors(&self) -> [Arg; 3] {
-        let (inv, bias) = match (self.precision, self.metric) {
-            (Precision::Fp16 | Precision::Bf16, _) | (_, Metric::InnerProduct) => {
-                (Arg::Null, Arg::Null)
-            }
-            (_, Metric::Cosine) => (Arg::Ptr(Buf::InvNorms, 0), Arg::Null),
-            (_, Metric::L2) => (Arg::Null, Arg::Ptr(Buf::Bias, 0)),
+        debug_assert!(
+            !self.unit_rows() || self.metric == Metric::Cosine,
+            "the unit-norm copy serves cosine only"
+        );
+        let (inv, bias) = match self.metric {
+            _ if self.unit_rows() => (Arg::Null, Arg::Null),
+            Metric::InnerProduct => (Arg::Null, Arg::Null),
+            Metric::Cosine => (Arg::Ptr(Buf::InvNorms, 0), Arg::Null),
+            Metric::L2 => (Arg::Null, Arg::Ptr(Buf::Bias, 0)),
         };
         let mask = if self.masked {
             Arg::Ptr(Buf::Mask, 0)
@@ -413,28 +456,18 @@ impl Shape {
         [inv, bias, mask]
     }
 
-    /// The memory-bound kernel of `family`: FP32 unless the corpus is read in FP16 or
-    /// BF16; L2 (FP32 only) adds the row biases.
+    /// The memory-bound kernel of `family` over the rows read; L2 adds the row biases.
     pub(super) fn small_kernel(&self, family: Family) -> Kernel {
-        let [fp32, fp16, bf16, l2] = family.small();
-        match (self.precision, self.metric) {
-            (Precision::Fp16, _) => fp16,
-            (Precision::Bf16, _) => bf16,
-            (_, Metric::L2) => l2,
-            (Precision::Fp32 | Precision::Tf32, _) => fp32,
-        }
+        family.small(self.half_rows(), self.metric == Metric::L2)
     }
 
-    /// The compute-bound kernel of `family` for this precision and metric.
+    /// The compute-bound kernel of `family` for these rows, arithmetic and metric.
     pub(super) fn tiled_kernel(&self, family: Family) -> Kernel {
-        let [fp32, tf32, fp16, bf16, l2] = family.tiled();
-        match (self.precision, self.metric) {
-            (Precision::Fp16, _) => fp16,
-            (Precision::Bf16, _) => bf16,
-            (Precision::Tf32, _) => tf32,
-            (Precision::Fp32, Metric::L2) => l2,
-            (Precision::Fp32, _) => fp32,
-        }
+        family.tiled(
+            self.half_rows(),
+            self.arithmetic(),
+            self.metric == Metric::L2,
+        )
     }
 
     /// Whether top-k with this `k` is fused (and so ignores the chunk size).

@@ -10,6 +10,7 @@ fn shape(nq: usize, n: usize, dim: usize) -> Shape {
         dim,
         masked: false,
         precision: Precision::Fp32,
+        stored: None,
         metric: crate::metric::Metric::Cosine,
         sms: 132,
         gemm: false,
@@ -374,5 +375,57 @@ fn grids_fill_the_waves_the_occupancy_allows() {
         );
         assert!(b > last);
         last = b;
+    }
+}
+
+#[test]
+fn a_corpus_stored_in_16_bits_is_read_as_stored_with_no_f32_copy() {
+    let (n, dim) = (20_000, 32);
+    for stored in [Half::Fp16, Half::Bf16] {
+        let suffix = match stored {
+            Half::Fp16 => "_f16",
+            Half::Bf16 => "_bf16",
+        };
+        for metric in [Metric::Cosine, Metric::InnerProduct, Metric::L2] {
+            for precision in [
+                Precision::Fp32,
+                Precision::Tf32,
+                Precision::Fp16,
+                Precision::Bf16,
+            ] {
+                // Tensor cores (and cuBLAS) only for cosine in the corpus's own format.
+                let own = precision.half() == Some(stored) && metric == Metric::Cosine;
+                for (nq, k) in [(3, 10), (3, 100), (70, 10), (70, 100)] {
+                    let s = Shape {
+                        stored: Some(stored),
+                        precision,
+                        metric,
+                        masked: true,
+                        ..shape(nq, n, dim)
+                    };
+                    let ctx = format!("{stored:?} {metric} {precision:?} Q={nq} k={k}");
+                    assert_eq!(s.can_gemm(), own, "{ctx}");
+                    assert_eq!(
+                        s.arithmetic(),
+                        if own { precision } else { Precision::Fp32 }
+                    );
+                    for p in [top_k(&s, k, 4096), top_k_chunked(&s, k, 4096)] {
+                        let e = p.extents();
+                        assert_eq!((e.corpus, e.corpus_half), (0, n * dim), "{ctx}");
+                        assert_eq!(e.inv_norms, if metric == Metric::Cosine { n } else { 0 });
+                        for l in p.launches() {
+                            let reads_rows = l.args().contains(&Arg::Ptr(Buf::CorpusHalf, 0));
+                            if reads_rows {
+                                assert!(l.kernel().symbol().ends_with(suffix), "{ctx}: {l:?}");
+                            }
+                            assert!(!l
+                                .args()
+                                .iter()
+                                .any(|a| matches!(a, Arg::Ptr(Buf::Corpus, _))));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
