@@ -67,6 +67,7 @@ mod hit;
 pub mod input;
 mod matrix;
 mod mem;
+pub mod merge;
 pub mod metric;
 mod quant;
 mod simd;
@@ -86,6 +87,7 @@ pub use executor::{
 };
 pub use hit::Hit;
 pub use matrix::{Matrix, MatrixRef, Scores, MAX_NORM, MIN_NORM};
+pub use merge::{merge_top_k, ShardHit};
 pub use metric::Metric;
 pub use quant::CERTIFIED_MAX_QUERIES;
 pub use warm::{

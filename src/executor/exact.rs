@@ -38,7 +38,7 @@ pub(super) fn first_candidates(k: usize, n: usize) -> usize {
 }
 
 /// `Σ a·b` in f64.
-fn dot64(a: &[f32], b: &[f32]) -> f64 {
+pub(super) fn dot64(a: &[f32], b: &[f32]) -> f64 {
     let mut acc = [0.0f64; 4];
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -52,7 +52,7 @@ fn dot64(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// `Σ (a − b)²` in f64 (each difference is exact in f64).
-fn l2_64(a: &[f32], b: &[f32]) -> f64 {
+pub(super) fn l2_64(a: &[f32], b: &[f32]) -> f64 {
     let mut acc = [0.0f64; 4];
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
     let (ra, rb) = (ca.remainder(), cb.remainder());

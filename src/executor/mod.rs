@@ -15,6 +15,7 @@ mod policy;
 mod range;
 mod report;
 mod run;
+mod shard;
 mod telemetry;
 mod tracker;
 

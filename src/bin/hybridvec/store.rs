@@ -584,24 +584,12 @@ pub fn query(
     options: &hybridvec::SearchOptions,
     json: bool,
 ) -> Result<(), Error> {
-    // With a tier, one query a call: each is certified (the tier serves up to
-    // CERTIFIED_MAX_QUERIES), and each line can say how many rows its query re-scored.
-    let tiered = store.has_int8_tier() && options.filter.is_none();
-    let (hits, rescored) = if tiered {
-        let mut hits = Vec::with_capacity(queries.rows());
-        let mut rescored = Vec::with_capacity(queries.rows());
-        for i in 0..queries.rows() {
-            let q = hybridvec::MatrixRef::new(queries.row(i), 1, queries.cols())?;
-            let (h, report) = exec.search_store_with_report(q, store, k, options)?;
-            hits.extend(h);
-            rescored.push(report.rescored);
-        }
-        (hits, rescored)
-    } else {
-        let hits = exec.search_store(queries.view(), store, k, options)?;
-        let none = vec![None; hits.len()];
-        (hits, none)
-    };
+    // One call for the whole batch, with a tier or without: a query's scores never depend
+    // on whether the store has one (a batch's kernels may round a score apart from a
+    // lone query's). Each line says how many rows that call re-scored: the union of its
+    // queries' candidates, or null when it scanned in full.
+    let (hits, report) = exec.search_store_with_report(queries.view(), store, k, options)?;
+    let rescored = vec![report.rescored; hits.len()];
     crate::print_hits(
         hits.into_iter()
             .map(|hs| hs.into_iter().map(|h| (h.id, h.score)).collect()),

@@ -160,7 +160,15 @@ fn queries(dim: usize, seed: u64, rows: &[f32]) -> Vec<Vec<f32>> {
 
 #[test]
 fn certified_candidates_give_the_full_scan_on_random_data() {
-    for (n, dim) in [(3000, 768), (2000, 37), (500, 1), (1000, 4)] {
+    for (n, dim) in [
+        (3000, 768),
+        (2000, 37),
+        (3000, 32),
+        (1000, 16),
+        (1000, 64),
+        (500, 1),
+        (1000, 4),
+    ] {
         let rows = data::random_matrix(n, dim, 11 + dim as u64);
         let q = queries(dim, 12, &rows);
         let counts = check_identical("random", rows, dim, &q);
@@ -268,6 +276,7 @@ fn batches_of_every_size_give_the_full_scan_bit_for_bit() {
     }
     let sets = [
         ("random", data::random_matrix(3000, 100, 71), 100),
+        ("random-32", data::random_matrix(3000, 32, 75), 32),
         ("clusters", clustered(2000, 64, 1e-3, 72), 64),
         ("duplicates", dup, 33),
     ];
