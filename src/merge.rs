@@ -162,7 +162,7 @@ mod tests {
     fn misuse_is_a_typed_error() {
         let one = vec![vec![hit(0, 1.0)]];
         assert!(matches!(
-            merge_top_k(Metric::Cosine, 0, &[one.clone()]),
+            merge_top_k(Metric::Cosine, 0, std::slice::from_ref(&one)),
             Err(Error::InvalidK { .. })
         ));
         assert!(matches!(

@@ -235,6 +235,9 @@ fn buffer<T: Clone>(n: Option<usize>, fill: T, what: &str) -> PyResult<Vec<T>> {
     }
 }
 
+/// `(scores, ids)`: a `q × k` array and each query's ids.
+type ScoredIds<'py> = (Bound<'py, PyArray2<f32>>, Vec<Vec<String>>);
+
 /// `(scores, indices)`: `q × k` arrays, padded with NaN and -1 past each query's hits.
 type Padded<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>);
 
@@ -479,6 +482,7 @@ impl NativeExecutor {
     /// One shard's search: `(rows, scores, keys)`, `q × k`, rows numbered from
     /// `first_row` (padding: -1, NaN, NaN).
     #[pyo3(signature = (queries, corpus, k, metric, first_row, filter=None))]
+    #[allow(clippy::too_many_arguments)]
     fn search_shard<'py>(
         &self,
         py: Python<'py>,
@@ -546,7 +550,7 @@ impl NativeExecutor {
         k: usize,
         metric: &str,
         filter: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Vec<Vec<String>>)> {
+    ) -> PyResult<ScoredIds<'py>> {
         let options = options_of(metric, filter)?;
         let (values, rows, cols) = matrix(&queries)?;
         let exec = &self.inner;
