@@ -214,27 +214,26 @@ def test_the_gil_is_released_while_computing():
     ex = hv.Executor(device="cpu", threads=1)
     rng = np.random.default_rng(10)
     corpus = hv.Corpus(rng.standard_normal((200_000, 64)).astype(np.float32))
-    q = rng.standard_normal((64, 64)).astype(np.float32)
-    state = {"in_call": False, "done": False}
+    q = rng.standard_normal((256, 64)).astype(np.float32)
+    call = {}
 
     def worker():
-        state["in_call"] = True
-        for _ in range(3):
-            ex.search(q, corpus, 10, metric="l2")
-        state["done"] = True
+        call["start"] = time.perf_counter()
+        ex.search(q, corpus, 10, metric="l2")
+        call["end"] = time.perf_counter()
 
     t = threading.Thread(target=worker)
-    spins = 0
+    ticks = []
     t.start()
-    while not state["in_call"]:
-        time.sleep(0)
-    started = time.perf_counter()
-    while not state["done"]:
-        spins += 1
-    elapsed = time.perf_counter() - started
+    while t.is_alive():
+        ticks.append(time.perf_counter())
     t.join()
-    # Holding the GIL for the call would leave this loop a few switch intervals at most.
-    assert elapsed > 0.02 and spins > 10_000, (elapsed, spins)
+    start, end = call["start"], call["end"]
+    inside = [start] + [x for x in ticks if start < x < end] + [end]
+    longest_stall = max(b - a for a, b in zip(inside, inside[1:]))
+    # Holding the GIL would stall this thread for the whole call.
+    assert end - start > 0.02, "the call is too short to tell"
+    assert longest_stall < 0.5 * (end - start), (longest_stall, end - start)
 
 
 def test_concurrent_calls_from_threads_agree(ex):
