@@ -137,18 +137,19 @@ class ShardedSearch:
                    actor_options: Optional[dict] = None) -> "ShardedSearch":
         """Splits ``array`` (rows) into ``shards`` consecutive parts, one actor each.
         Results index rows of ``array``. ``tracker``: an `Executor.export_tracker` JSON
-        every shard starts from. ``actor_options`` go to Ray (``num_gpus=1`` puts one
-        shard per GPU)."""
+        every shard starts from. ``actor_options`` go to Ray's ``.options()``: one dict
+        for every shard (``{"num_gpus": 1}`` puts one shard per GPU), or a list with one
+        per shard (a ``scheduling_strategy`` pinning each to its node)."""
         a = _float32_2d(array, "array") if not _is_16_bit(array) else np.asarray(array)
         shards = _check_shards(shards, a.shape[0])
         bounds = np.linspace(0, a.shape[0], shards + 1).astype(np.int64)
-        opts = {"max_restarts": 1, "max_task_retries": 0, **(actor_options or {})}
+        opts = _options_per_shard(actor_options, shards)
         actors, first_rows, parts = [], [], []
         for s in range(shards):
             lo, hi = int(bounds[s]), int(bounds[s + 1])
             # Held for the index's life: a restarted actor reads its shard from it again.
             parts.append(ray.put(np.ascontiguousarray(a[lo:hi])))
-            actors.append(_ShardActor.options(**opts).remote("array", parts[-1], lo, device, threads, tracker))
+            actors.append(_ShardActor.options(**opts[s]).remote("array", parts[-1], lo, device, threads, tracker))
             first_rows.append(lo)
         infos = _gather([a_.info.remote() for a_ in actors], None)
         index = cls(actors, first_rows, [i["rows"] for i in infos], int(a.shape[1]), "array")
@@ -164,9 +165,9 @@ class ShardedSearch:
         paths = [os.fspath(p) for p in paths]
         if not paths:
             raise InvalidInput("from_stores needs at least one store path")
-        opts = {"max_restarts": 1, "max_task_retries": 0, **(actor_options or {})}
+        opts = _options_per_shard(actor_options, len(paths))
         actors = [
-            _ShardActor.options(**opts).remote("store", p, s << STORE_ROW_BITS, device, threads, tracker)
+            _ShardActor.options(**opts[s]).remote("store", p, s << STORE_ROW_BITS, device, threads, tracker)
             for s, p in enumerate(paths)
         ]
         infos = _gather([a.info.remote() for a in actors], None)
@@ -314,6 +315,18 @@ class ShardedSearch:
 def _is_16_bit(array: Any) -> bool:
     return isinstance(array, np.ndarray) and array.ndim == 2 and (
         array.dtype == np.float16 or (array.dtype.name == "bfloat16" and array.dtype.itemsize == 2))
+
+
+def _options_per_shard(actor_options: Any, shards: int) -> List[dict]:
+    """Ray options for each shard's actor: restarted once if it dies, never retried
+    mid-task (a retry could not tell a half-done search from a fresh one)."""
+    base = {"max_restarts": 1, "max_task_retries": 0}
+    if actor_options is None or isinstance(actor_options, dict):
+        return [{**base, **(actor_options or {})} for _ in range(shards)]
+    per = list(actor_options)
+    if len(per) != shards or not all(isinstance(o, dict) for o in per):
+        raise InvalidInput(f"actor_options must be a dict or a list of {shards} dicts (one per shard)")
+    return [{**base, **o} for o in per]
 
 
 def _check_shards(shards: Any, rows: int) -> int:

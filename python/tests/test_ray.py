@@ -143,4 +143,6 @@ def test_bad_arguments(cluster):
     with pytest.raises(hv.InvalidInput):
         ShardedSearch.from_array(x, shards="4")
     with pytest.raises(hv.InvalidInput):
+        ShardedSearch.from_array(x, shards=2, actor_options=[{}])  # one dict for 2 shards
+    with pytest.raises(hv.InvalidInput):
         ShardedSearch.from_stores([])
