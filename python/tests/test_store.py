@@ -121,3 +121,66 @@ def test_damaged_and_missing_stores_are_typed_errors(tmp_path):
         hv.Store.open(path, read_only=True)
     assert "store.hv" in str(e.value) and e.value.details["offset"] == 0
     assert isinstance(e.value, OSError)
+
+
+def test_a_second_process_cannot_write_and_ctrl_c_keeps_flushed_records(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "s"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", f"""
+import numpy as np, hybridvec as hv, sys
+st = hv.Store.create({str(path)!r}, 8)
+rng = np.random.default_rng(0)
+i = 0
+while True:
+    ids = [f"b{{i}}-{{j}}" for j in range(200)]
+    st.put_batch(ids, rng.standard_normal((200, 8)).astype(np.float32))
+    st.flush()
+    print(i, flush=True)
+    i += 1
+"""],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    acknowledged = -1
+    try:
+        while acknowledged < 20:
+            line = writer.stdout.readline()
+            assert line, writer.stderr.read()
+            acknowledged = int(line)
+        # Another process: the writer's lock holds; a reader is fine.
+        other = subprocess.run(
+            [sys.executable, "-c", f"""
+import hybridvec as hv
+try:
+    hv.Store.open({str(path)!r})
+except hv.StoreLocked as e:
+    print("locked", e.details["dir"].endswith("s"))
+with hv.Store.open({str(path)!r}, read_only=True) as ro:
+    print("reader", len(ro) > 0)
+"""],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert other.stdout.split("\n")[:2] == ["locked True", "reader True"], other
+        writer.send_signal(signal.SIGINT)
+        writer.wait(30)
+    finally:
+        writer.kill()
+    # Ctrl-C: a Python exception, not a crash.
+    assert writer.returncode != 0 and writer.returncode != -signal.SIGABRT
+    assert "KeyboardInterrupt" in writer.stderr.read()
+    for line in writer.stdout:
+        acknowledged = int(line)
+    with hv.Store.open(path) as st:
+        for b in range(acknowledged + 1):
+            assert f"b{b}-0" in st and f"b{b}-199" in st, b
+
+
+def test_a_store_where_none_can_be_is_a_typed_error():
+    with pytest.raises(hv.Error) as e:
+        hv.Store.create("/dev/full/store", 4)
+    assert isinstance(e.value, OSError) and "/dev/full" in str(e.value)
