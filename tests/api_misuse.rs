@@ -180,16 +180,20 @@ fn cuda_policy_without_cuda_is_an_error_with_a_reason() {
 }
 
 #[test]
-fn zero_threads_is_invalid_config() {
-    match HybridExecutor::new(ExecutorConfig {
-        cpu: CpuConfig {
-            threads: Some(0),
+fn zero_or_absurd_threads_is_invalid_config() {
+    // A million threads would take minutes to start (and may exhaust the process's
+    // limit): refused before any starts.
+    for threads in [0, hybridvec::cpu::MAX_THREADS + 1, 1_000_000, usize::MAX] {
+        match HybridExecutor::new(ExecutorConfig {
+            cpu: CpuConfig {
+                threads: Some(threads),
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
-    }) {
-        Err(Error::InvalidConfig(msg)) => assert!(!msg.is_empty()),
-        other => panic!("expected InvalidConfig, got {other:?}"),
+        }) {
+            Err(Error::InvalidConfig(msg)) => assert!(msg.contains("threads"), "{msg}"),
+            other => panic!("threads = {threads}: expected InvalidConfig, got {other:?}"),
+        }
     }
 }
 

@@ -50,13 +50,40 @@ accepted too)."""
 
 
 def _check_k(k: Any) -> int:
+    if isinstance(k, bool):
+        raise InvalidInput(f"k must be an integer, got {k!r}")
     try:
         k = operator.index(k)
     except TypeError:
         raise InvalidInput(f"k must be an integer, got {type(k).__name__} {k!r}") from None
     if k < 1:
         raise InvalidK(f"invalid k = {k}; k must be at least 1", {"k": k})
+    if k > _MAX_K:
+        from ._errors import InsufficientMemory
+
+        raise InsufficientMemory(
+            f"k = {k}: its (Q, k) results could not be allocated", {"bytes": None, "available": None}
+        )
     return k
+
+
+# Past this, a (Q, k) result is more bytes than any machine has (and than a C size holds).
+_MAX_K = 2**62 // 16
+
+
+def _check_id(id: Any) -> str:
+    if not isinstance(id, str):
+        raise InvalidInput(f"an id must be a str, got {type(id).__name__} {id!r}")
+    return id
+
+
+def _as_content(c: Any, i: int) -> bytes:
+    if isinstance(c, (bytes, bytearray, memoryview)):
+        return bytes(c)
+    raise InvalidInput(
+        f"contents[{i}] must be bytes (or bytearray, memoryview), got {type(c).__name__}"
+        + ("; encode text first, e.g. s.encode()" if isinstance(c, str) else "")
+    )
 
 
 def _check_metric(metric: Any) -> str:
@@ -221,10 +248,10 @@ class Executor:
                 threads = operator.index(threads)
             except TypeError:
                 raise InvalidInput(f"threads must be an integer or None, got {threads!r}") from None
-            if threads < 1:
+            if threads < 1 or threads > 4096:
                 from ._errors import InvalidConfig
 
-                raise InvalidConfig(f"threads must be at least 1 (or None), got {threads}")
+                raise InvalidConfig(f"threads must be 1 to 4096 (or None), got {threads}")
         self.device = device
         self._native = _native.NativeExecutor(device, threads)
 
@@ -351,24 +378,24 @@ class Store:
             raise InvalidInput("every id must be a str")
         a = _float32_2d(array, "array")
         if contents is not None:
-            contents = [bytes(c) for c in contents]
+            contents = [_as_content(c, i) for i, c in enumerate(contents)]
         return self._native.put_batch(ids, a, contents)
 
     def get(self, id: str) -> Optional[np.ndarray]:
         """The vector stored under ``id`` (float32), or None."""
-        r = self._native.get(id)
+        r = self._native.get(_check_id(id))
         return None if r is None else r[1]
 
     def get_record(self, id: str) -> Optional[dict]:
         """``{"id", "row", "embedding", "content"}`` of ``id``, or None."""
-        r = self._native.get(id)
+        r = self._native.get(_check_id(id))
         if r is None:
             return None
         return {"id": id, "row": r[0], "embedding": r[1], "content": r[2]}
 
     def delete(self, id: str) -> bool:
         """Deletes ``id``; False when it held no record."""
-        return self._native.delete(id)
+        return self._native.delete(_check_id(id))
 
     def flush(self) -> int:
         """Makes every put and delete so far durable; returns the durable row count."""

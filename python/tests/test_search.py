@@ -182,11 +182,12 @@ def test_bad_input_raises_typed_errors(ex):
     for k in (0, -3):
         with pytest.raises(hv.InvalidK):
             ex.search(q, corpus, k)
-    for k in ("3", 2.5, None):
+    for k in ("3", 2.5, None, True):
         with pytest.raises(hv.InvalidInput):
             ex.search(q, corpus, k)
-    with pytest.raises(hv.InsufficientMemory):
-        ex.search(q, corpus, 10**15)
+    for k in (10**15, 2**70):
+        with pytest.raises(hv.InsufficientMemory):
+            ex.search(q, corpus, k)
     with pytest.raises(hv.InvalidConfig):
         ex.search(q, corpus, 3, metric="cosinus")
     with pytest.raises(hv.EmptyInput):
@@ -195,8 +196,9 @@ def test_bad_input_raises_typed_errors(ex):
         hv.Corpus(np.zeros((3, 0), np.float32))
     with pytest.raises(hv.InvalidConfig):
         hv.Executor(device="tpu")
-    with pytest.raises(hv.InvalidConfig):
-        hv.Executor(device="cpu", threads=0)
+    for threads in (0, 10**6, 2**70):
+        with pytest.raises(hv.InvalidConfig):
+            hv.Executor(device="cpu", threads=threads)
     with pytest.raises(hv.InvalidInput):
         hv.Executor(device="cpu", threads="two")
 

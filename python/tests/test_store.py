@@ -78,6 +78,13 @@ def test_a_bad_batch_writes_nothing(tmp_path):
             st.put_batch("abc", good)
         with pytest.raises(hv.InvalidInput):
             st.put_batch([1, 2, 3], good)
+        for contents in ([5, b"", b""], ["text", b"", b""], [None, b"", b""]):
+            with pytest.raises(hv.InvalidInput):  # bytes(5) would store five zero bytes
+                st.put_batch(["a", "b", "c"], good, contents)
+        with pytest.raises(hv.InvalidInput):
+            st.get(5)
+        with pytest.raises(hv.InvalidInput):
+            st.delete(None)
         assert len(st) == 0
         st.put_batch(["a", "b", "c"], good)
         assert len(st) == 3

@@ -37,7 +37,8 @@ use std::ops::Range;
 /// Settings of the CPU backend.
 #[derive(Clone, Debug, Default)]
 pub struct CpuConfig {
-    /// Worker threads; `None` means one per available core.
+    /// Worker threads; `None` means one per available core. 0 or more than
+    /// [`MAX_THREADS`] is [`Error::InvalidConfig`].
     pub threads: Option<usize>,
     /// Use the portable scalar kernels even where AVX2+FMA or NEON is present (and no GEMM).
     /// The environment variable `HYBRIDVEC_FORCE_SCALAR=1` does the same.
@@ -150,6 +151,10 @@ fn native_level_names() -> String {
 /// enough that two cores stay balanced on 100k rows.
 const STREAM_ROWS: usize = 2048;
 
+/// The most worker threads [`CpuConfig::threads`] may ask for: far past any CPU's cores
+/// (more only oversubscribe them), and a bound on what a mistyped count can start.
+pub const MAX_THREADS: usize = 4096;
+
 /// The CPU backend.
 #[derive(Debug)]
 pub(crate) struct CpuBackend {
@@ -165,6 +170,11 @@ impl CpuBackend {
                 return Err(Error::InvalidConfig(
                     "cpu threads must be at least 1".into(),
                 ))
+            }
+            Some(t) if t > MAX_THREADS => {
+                return Err(Error::InvalidConfig(format!(
+                    "cpu threads = {t} is more than the {MAX_THREADS} this backend starts"
+                )))
             }
             Some(t) => t,
             None => std::thread::available_parallelism()
