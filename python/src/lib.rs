@@ -385,8 +385,21 @@ struct NativeExecutor {
 }
 
 impl NativeExecutor {
-    fn keep(&self, report: hv::ExecutionReport) {
+    /// Runs `call` on the queries read in place, without the GIL, and keeps its report.
+    fn run<T: Send>(
+        &self,
+        py: Python<'_>,
+        queries: &PyReadonlyArray2<'_, f32>,
+        call: impl FnOnce(&hv::HybridExecutor, hv::MatrixRef<'_>) -> hv::Result<(T, hv::ExecutionReport)>
+            + Send,
+    ) -> PyResult<T> {
+        let (values, rows, cols) = matrix(queries)?;
+        let exec = &self.inner;
+        let (out, report) = py
+            .detach(|| call(exec, hv::MatrixRef::new(values, rows, cols)?))
+            .map_err(py_err)?;
         *self.last.lock() = Some(report);
+        Ok(out)
     }
 }
 
@@ -436,16 +449,10 @@ impl NativeExecutor {
         filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Padded<'py>> {
         let options = options_of(metric, filter)?;
-        let (values, rows, cols) = matrix(&queries)?;
-        let exec = &self.inner;
         let corpus = &corpus.inner;
-        let (hits, report) = py
-            .detach(|| {
-                let q = hv::MatrixRef::new(values, rows, cols)?;
-                exec.search_with_report(q, corpus.as_ref(), k, &options)
-            })
-            .map_err(py_err)?;
-        self.keep(report);
+        let hits = self.run(py, &queries, |exec, q| {
+            exec.search_with_report(q, corpus.as_ref(), k, &options)
+        })?;
         padded(
             py,
             hits.into_iter()
@@ -463,16 +470,10 @@ impl NativeExecutor {
         metric: &str,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let metric = metric_of(metric)?;
-        let (values, rows, cols) = matrix(&queries)?;
-        let exec = &self.inner;
         let corpus = &corpus.inner;
-        let (scores, report) = py
-            .detach(|| {
-                let q = hv::MatrixRef::new(values, rows, cols)?;
-                exec.similarity_with_report(q, corpus.as_ref(), metric)
-            })
-            .map_err(py_err)?;
-        self.keep(report);
+        let scores = self.run(py, &queries, |exec, q| {
+            exec.similarity_with_report(q, corpus.as_ref(), metric)
+        })?;
         let (q, n) = (scores.rows(), scores.cols());
         Array2::from_shape_vec((q, n), scores.into_vec())
             .map_err(|_| shape_error(q, n, 0))
@@ -494,16 +495,10 @@ impl NativeExecutor {
         filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let options = options_of(metric, filter)?;
-        let (values, rows, cols) = matrix(&queries)?;
-        let exec = &self.inner;
         let corpus = &corpus.inner;
-        let (hits, report) = py
-            .detach(|| {
-                let q = hv::MatrixRef::new(values, rows, cols)?;
-                exec.search_shard_with_report(q, corpus.as_ref(), k, &options, first_row)
-            })
-            .map_err(py_err)?;
-        self.keep(report);
+        let hits = self.run(py, &queries, |exec, q| {
+            exec.search_shard_with_report(q, corpus.as_ref(), k, &options, first_row)
+        })?;
         shard_arrays(py, &hits, k, None)
     }
 
@@ -521,22 +516,16 @@ impl NativeExecutor {
         filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let options = options_of(metric, filter)?;
-        let (values, rows, cols) = matrix(&queries)?;
-        let exec = &self.inner;
         let store = store.handle()?;
-        let (hits, ids, report) = py
-            .detach(|| {
-                let q = hv::MatrixRef::new(values, rows, cols)?;
-                let (hits, report) =
-                    exec.search_store_shard_with_report(q, &store, k, &options, first_row)?;
-                let ids = hits
-                    .iter()
-                    .map(|hs| hs.iter().map(|h| store.id_of(h.row - first_row)).collect())
-                    .collect::<hv::Result<Vec<Vec<String>>>>()?;
-                Ok((hits, ids, report))
-            })
-            .map_err(py_err)?;
-        self.keep(report);
+        let (hits, ids) = self.run(py, &queries, |exec, q| {
+            let (hits, report) =
+                exec.search_store_shard_with_report(q, &store, k, &options, first_row)?;
+            let ids = hits
+                .iter()
+                .map(|hs| hs.iter().map(|h| store.id_of(h.row - first_row)).collect())
+                .collect::<hv::Result<Vec<Vec<String>>>>()?;
+            Ok(((hits, ids), report))
+        })?;
         shard_arrays(py, &hits, k, Some(ids))
     }
 
@@ -552,16 +541,10 @@ impl NativeExecutor {
         filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<ScoredIds<'py>> {
         let options = options_of(metric, filter)?;
-        let (values, rows, cols) = matrix(&queries)?;
-        let exec = &self.inner;
         let store = store.handle()?;
-        let (hits, report) = py
-            .detach(|| {
-                let q = hv::MatrixRef::new(values, rows, cols)?;
-                exec.search_store_with_report(q, &store, k, &options)
-            })
-            .map_err(py_err)?;
-        self.keep(report);
+        let hits = self.run(py, &queries, |exec, q| {
+            exec.search_store_with_report(q, &store, k, &options)
+        })?;
         let ids = hits
             .iter()
             .map(|hs| hs.iter().map(|h| h.id.clone()).collect())
