@@ -56,8 +56,11 @@ pub(crate) enum Elements<'a> {
     Half {
         bits: &'a [u16],
         half: Half,
-        /// Where [`CorpusView::matrix`] keeps the widened rows.
+        /// Where [`CorpusView::matrix`] keeps the widened rows: those of `whole`, of which
+        /// `bits` are the rows from `first` on (all of them, but in a row range).
         decoded: &'a OnceLock<Vec<f32>>,
+        whole: &'a [u16],
+        first: usize,
     },
 }
 
@@ -69,6 +72,39 @@ pub(crate) enum Origin {
     /// A warm store: rows are only appended (rows below the view's length never change),
     /// and rows that are not live have a NaN inverse norm.
     Store(u64),
+    /// The rows from `first` on of a corpus (`store: false`) or store (`store: true`)
+    /// with that identity: one device's share ([`CorpusView::rows_range`]). A store's
+    /// share starting at the same row only grows, as the store does.
+    Part { of: u64, store: bool, first: usize },
+}
+
+impl Origin {
+    /// Whether rows are only appended to views of this origin (a store, or a share of
+    /// one): a copy of the first rows stays valid as the view grows.
+    pub(crate) fn appends(self) -> bool {
+        matches!(self, Origin::Store(_) | Origin::Part { store: true, .. })
+    }
+
+    /// This origin's rows from `start` on.
+    fn from_row(self, start: usize) -> Self {
+        match self {
+            Origin::Corpus(of) => Origin::Part {
+                of,
+                store: false,
+                first: start,
+            },
+            Origin::Store(of) => Origin::Part {
+                of,
+                store: true,
+                first: start,
+            },
+            Origin::Part { of, store, first } => Origin::Part {
+                of,
+                store,
+                first: first + start,
+            },
+        }
+    }
 }
 
 /// A fresh identity for a corpus or store.
@@ -285,6 +321,8 @@ impl Corpus {
                     bits,
                     half: *half,
                     decoded,
+                    whole: bits,
+                    first: 0,
                 },
                 *rows,
                 *cols,
@@ -396,6 +434,8 @@ impl<'a> CorpusView<'a> {
             bits,
             half,
             decoded,
+            whole: bits,
+            first: 0,
         };
         Self::cosine_over(elements, dim, inv_norms, live, origin)
     }
@@ -469,6 +509,8 @@ impl<'a> CorpusView<'a> {
                 bits,
                 half,
                 decoded,
+                whole: bits,
+                first: 0,
             },
             ..self.gathered(&[], scale, bias)
         })
@@ -495,7 +537,7 @@ impl<'a> CorpusView<'a> {
     /// only them, scattered, and a fault on each would read (and cache) far more.
     /// Nothing for an in-memory corpus.
     pub(crate) fn will_need_rows(&self, runs: &[(usize, usize)]) {
-        if !matches!(self.origin, Origin::Store(_)) {
+        if !self.origin.appends() {
             return;
         }
         let (base, row_bytes) = match &self.elements {
@@ -506,6 +548,49 @@ impl<'a> CorpusView<'a> {
             runs.iter()
                 .map(|&(s, e)| (base + s * row_bytes, (e - s) * row_bytes)),
         );
+    }
+
+    /// Rows `range` of this view alone, scoring as this view does: its values, factors,
+    /// biases, live bits and int8 tier, with hits numbered from `range.start` (so a
+    /// caller adds it back). A device keeps its copy of the share apart from the whole
+    /// ([`Origin::Part`]). `range.start` is a multiple of 32 (a whole word of live bits)
+    /// and `range.end` at most [`rows`](Self::rows).
+    pub(crate) fn rows_range(self, range: Range<usize>) -> Self {
+        assert!(
+            range.start.is_multiple_of(32) && range.start <= range.end && range.end <= self.rows,
+            "row range {range:?} of {} rows",
+            self.rows
+        );
+        let (start, end, d) = (range.start, range.end, self.cols);
+        let elements = match self.elements {
+            Elements::F32(data) => Elements::F32(&data[start * d..end * d]),
+            Elements::Half {
+                bits,
+                half,
+                decoded,
+                whole,
+                first,
+            } => Elements::Half {
+                bits: &bits[start * d..end * d],
+                half,
+                decoded,
+                whole,
+                first: first + start,
+            },
+        };
+        Self {
+            elements,
+            rows: end - start,
+            cols: d,
+            inv_norms: &self.inv_norms[range.clone()],
+            cosine_inv_norms: &self.cosine_inv_norms[range.clone()],
+            bias: self.bias.map(|b| &b[range.clone()]),
+            metric: self.metric,
+            cache: None,
+            live: self.live.map(|l| &l[start / 32..end.div_ceil(32)]),
+            origin: self.origin.from_row(start),
+            int8: self.int8.map(|t| t.rows_range(range)),
+        }
     }
 
     /// This view with `tier` as its int8 scan tier (one entry per row).
@@ -583,16 +668,21 @@ impl<'a> CorpusView<'a> {
         let data = match self.elements {
             Elements::F32(data) => data,
             Elements::Half {
-                bits,
                 half,
                 decoded,
-            } => decoded.get_or_init(|| {
-                let mut out = vec![0.0f32; bits.len()];
-                out.par_chunks_mut(1 << 16)
-                    .zip(bits.par_chunks(1 << 16))
-                    .for_each(|(o, b)| half.decode(b, o));
-                out
-            }),
+                whole,
+                first,
+                ..
+            } => {
+                let all = decoded.get_or_init(|| {
+                    let mut out = vec![0.0f32; whole.len()];
+                    out.par_chunks_mut(1 << 16)
+                        .zip(whole.par_chunks(1 << 16))
+                        .for_each(|(o, b)| half.decode(b, o));
+                    out
+                });
+                &all[first * self.cols..(first + self.rows) * self.cols]
+            }
         };
         MatrixRef {
             data,

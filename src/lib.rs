@@ -70,6 +70,7 @@ mod mem;
 pub mod merge;
 pub mod metric;
 mod quant;
+mod sharded;
 mod simd;
 pub mod warm;
 

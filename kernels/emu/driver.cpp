@@ -30,6 +30,14 @@
 //   declared sizes, at launch time, as the driver does. A cubin loads only on the compute
 //   capability it runs on (set by the test; 9.0 by default).
 // - Counters of live allocations, live bytes, driver calls and launches, for the tests.
+// - Several devices on request (hvemu_set_device_count, or HVEMU_DEVICES; one by default),
+//   each with its own primary context and its own memory of the same total, accounted
+//   apart. Memory belongs to the device whose context (or stream) allocated it, and a
+//   copy or launch on one device's stream that touches another device's memory fails:
+//   CUDA_ERROR_INVALID_VALUE for a copy (stricter than the driver, which would copy
+//   between devices under unified addressing), CUDA_ERROR_ILLEGAL_ADDRESS for a launch,
+//   as a kernel reading unmapped peer memory would. The sticky error is one for all
+//   devices, as the backend treats a lost device.
 //
 // Not emulated: timing (events measure host time), the legacy default stream's implicit
 // synchronisation, graphs, peer copies, managed memory, and concurrency between kernels
@@ -90,6 +98,7 @@ enum : int {
 constexpr size_t kPage = 4096;
 constexpr size_t kGranule = 256;
 constexpr size_t kQuarantineBytes = size_t(256) << 20;
+constexpr int kMaxDevices = 8;
 
 double now_ms() {
     using namespace std::chrono;
@@ -104,6 +113,7 @@ struct Region {
     size_t bytes = 0;    // as asked
     size_t charged = 0;  // counted against the device's memory
     bool host = false;
+    int device = 0;  // whose memory (device allocations)
 };
 
 struct Event {
@@ -133,6 +143,7 @@ struct Stream {
     // in the driver's stream-ordered pool, an allocation on the same stream may reuse
     // them at once.
     size_t pending_free = 0;
+    int device = 0;  // the device of the context it was created in
 };
 
 struct Module {
@@ -145,7 +156,7 @@ struct Function {
 };
 
 struct Ctx {
-    int unused = 0;
+    int device = 0;
 };
 
 struct Driver {
@@ -153,6 +164,8 @@ struct Driver {
     bool initialized = false;
     size_t total = size_t(4) << 30;
     size_t live_bytes = 0, live_allocs = 0, live_host_allocs = 0;
+    int device_count = 1, env_device_count = 1;
+    size_t device_live[kMaxDevices] = {};  // live bytes of each device
     std::map<uintptr_t, Region> regions;  // by the pointer handed out
     std::deque<Region> quarantine;
     size_t quarantined = 0;
@@ -176,8 +189,11 @@ struct Driver {
     std::map<Event*, std::shared_ptr<Event>> events;
     std::map<Module*, std::unique_ptr<Module>> modules;
     std::map<Function*, std::unique_ptr<Function>> functions;
-    std::shared_ptr<Stream> null_stream;
-    Ctx ctx;
+    std::shared_ptr<Stream> null_streams[kMaxDevices];  // one per device, as per context
+    Ctx ctxs[kMaxDevices];
+    Driver() {
+        for (int i = 0; i < kMaxDevices; ++i) ctxs[i].device = i;
+    }
 };
 
 // Leaked on purpose: stream workers may still run while the process exits.
@@ -187,6 +203,9 @@ Driver& drv() {
 }
 
 thread_local Ctx* current_ctx = nullptr;
+
+// The device of the calling thread's context (0 with none bound).
+int current_device() { return current_ctx ? current_ctx->device : 0; }
 
 unsigned long long env_u64(const char* name, unsigned long long fallback) {
     const char* v = getenv(name);
@@ -247,6 +266,7 @@ void worker(std::shared_ptr<Stream> s) {
 
 std::shared_ptr<Stream> new_stream() {
     auto s = std::make_shared<Stream>();
+    s->device = current_device();
     {
         std::lock_guard<std::mutex> l(drv().mu);
         s->rng.seed(drv().seed * 0x9E3779B97F4A7C15ull + drv().streams.size() + 1);
@@ -258,7 +278,7 @@ std::shared_ptr<Stream> new_stream() {
 std::shared_ptr<Stream> stream_of(void* h) {
     Driver& d = drv();
     std::lock_guard<std::mutex> l(d.mu);
-    if (!h) return d.null_stream;
+    if (!h) return d.null_streams[current_device()];
     auto it = d.streams.find(static_cast<Stream*>(h));
     return it == d.streams.end() ? nullptr : it->second;
 }
@@ -290,7 +310,8 @@ void drain_all() {
     {
         std::lock_guard<std::mutex> l(drv().mu);
         for (auto& kv : drv().streams) all.push_back(kv.second);
-        if (drv().null_stream) all.push_back(drv().null_stream);
+        for (auto& s : drv().null_streams)
+            if (s) all.push_back(s);
         all.insert(all.end(), drv().retired.begin(), drv().retired.end());
         drv().retired.clear();
     }
@@ -298,14 +319,16 @@ void drain_all() {
 }
 
 // Maps `bytes` between guard pages, its end against the trailing guard; a device
-// allocation may count `reusable` bytes of queued frees as free. Caller holds mu.
-CUresult map_region(size_t bytes, bool host, char** out, size_t reusable = 0) {
+// allocation (on `device`) may count `reusable` bytes of queued frees as free. Caller
+// holds mu.
+CUresult map_region(size_t bytes, bool host, char** out, size_t reusable = 0, int device = 0) {
     Driver& d = drv();
     if (bytes == 0) return kInvalidValue;
     size_t charged = round_up(bytes, kGranule);
     if (!host) {
         d.allocations += 1;
-        bool fail = d.allocations == d.oom_at || d.live_bytes + charged > d.total + reusable;
+        bool fail = d.allocations == d.oom_at ||
+                    d.device_live[device] + charged > d.total + reusable;
         if (getenv("HVEMU_TRACE"))
             fprintf(stderr, "emulated driver: allocation %lld: %zu bytes, %zu of %zu live%s\n",
                     d.allocations, bytes, d.live_bytes, d.total, fail ? ": OUT OF MEMORY" : "");
@@ -320,12 +343,13 @@ CUresult map_region(size_t bytes, bool host, char** out, size_t reusable = 0) {
     mprotect(base + kPage + body, kPage, PROT_NONE);
     char* p = base + kPage + (body - charged);
     memset(p, 0xFF, charged);
-    Region r{base, len, bytes, charged, host};
+    Region r{base, len, bytes, charged, host, host ? 0 : device};
     d.regions[reinterpret_cast<uintptr_t>(p)] = r;
     if (host) {
         d.live_host_allocs += 1;
     } else {
         d.live_bytes += charged;
+        d.device_live[device] += charged;
         d.live_allocs += 1;
     }
     *out = p;
@@ -343,6 +367,7 @@ CUresult unmap_region(uintptr_t p, bool host) {
         d.live_host_allocs -= 1;
     } else {
         d.live_bytes -= r.charged;
+        d.device_live[r.device] -= r.charged;
         d.live_allocs -= 1;
     }
     mprotect(r.map, r.map_len, PROT_NONE);
@@ -357,16 +382,24 @@ CUresult unmap_region(uintptr_t p, bool host) {
     return kSuccess;
 }
 
-// Whether [p, p + n) lies inside one live device allocation.
-bool device_range(CUdeviceptr p, size_t n) {
+// The live device allocation holding byte `p`, or null. Caller holds mu.
+const Region* device_region(uintptr_t p, uintptr_t* start) {
+    Driver& d = drv();
+    auto it = d.regions.upper_bound(p);
+    if (it == d.regions.begin()) return nullptr;
+    --it;
+    if (it->second.host || p < it->first || p >= it->first + it->second.bytes) return nullptr;
+    *start = it->first;
+    return &it->second;
+}
+
+// Whether [p, p + n) lies inside one live allocation of `device`.
+bool device_range(CUdeviceptr p, size_t n, int device) {
     Driver& d = drv();
     std::lock_guard<std::mutex> l(d.mu);
-    auto it = d.regions.upper_bound(static_cast<uintptr_t>(p));
-    if (it == d.regions.begin()) return false;
-    --it;
-    if (it->second.host) return false;
-    uintptr_t start = it->first;
-    return p >= start && p + n <= start + it->second.bytes;
+    uintptr_t start = 0;
+    const Region* r = device_region(static_cast<uintptr_t>(p), &start);
+    return r && r->device == device && p + n <= start + r->bytes;
 }
 
 // Counts a copy, and says whether the test asked this one to fail (and with what).
@@ -502,6 +535,24 @@ void hvemu_recover() {
     d.module_fail_at = -1;
     d.cc_major.store(9);
     d.cc_minor.store(0);
+    d.device_count = d.env_device_count;
+}
+
+// How many devices the driver reports (1 to 8; others are ignored). Set before a backend
+// starts: a started one keeps the devices it opened.
+void hvemu_set_device_count(int n) {
+    Driver& d = drv();
+    std::lock_guard<std::mutex> l(d.mu);
+    if (n >= 1 && n <= kMaxDevices) d.device_count = n;
+}
+
+// Live device bytes on `device` (as charged against its memory), once every stream has
+// run what it was given; 0 for a device that does not exist.
+unsigned long long hvemu_device_live_bytes(int device) {
+    drain_all();
+    Driver& d = drv();
+    std::lock_guard<std::mutex> l(d.mu);
+    return device >= 0 && device < kMaxDevices ? d.device_live[device] : 0;
 }
 
 // Live device allocations, their bytes, live pinned host allocations, driver calls and
@@ -530,15 +581,29 @@ CUresult cuInit(unsigned flags) {
         if (mib) d.total = static_cast<size_t>(mib) << 20;
         d.max_delay_us = static_cast<unsigned>(env_u64("HVEMU_DELAY_US", d.max_delay_us));
         d.seed = env_u64("HVEMU_SEED", d.seed);
+        unsigned long long devices = env_u64("HVEMU_DEVICES", 1);
+        if (devices >= 1 && devices <= kMaxDevices) {
+            d.env_device_count = static_cast<int>(devices);
+            d.device_count = d.env_device_count;
+        }
         d.initialized = true;
     }
-    if (!d.null_stream) {
+    for (int i = 0; i < kMaxDevices; ++i) {
+        if (d.null_streams[i]) continue;
         auto s = std::make_shared<Stream>();
-        s->rng.seed(d.seed);
+        s->rng.seed(d.seed + i);
+        s->device = i;
         std::thread(worker, s).detach();
-        d.null_stream = s;
+        d.null_streams[i] = s;
     }
     return kSuccess;
+}
+
+// Whether `dev` is an ordinal the driver reports.
+static bool valid_device(int dev) {
+    Driver& d = drv();
+    std::lock_guard<std::mutex> l(d.mu);
+    return dev >= 0 && dev < d.device_count;
 }
 
 CUresult cuDriverGetVersion(int* v) {
@@ -550,21 +615,22 @@ CUresult cuDriverGetVersion(int* v) {
 CUresult cuDeviceGetCount(int* n) {
     ENTER();
     if (!n) return kInvalidValue;
-    *n = 1;
+    std::lock_guard<std::mutex> l(d.mu);
+    *n = d.device_count;
     return kSuccess;
 }
 
 CUresult cuDeviceGet(CUdevice* dev, int ordinal) {
     ENTER();
     if (!dev) return kInvalidValue;
-    if (ordinal != 0) return kInvalidDevice;
-    *dev = 0;
+    if (!valid_device(ordinal)) return kInvalidDevice;
+    *dev = ordinal;
     return kSuccess;
 }
 
 CUresult cuDeviceGetName(char* name, int len, CUdevice dev) {
     ENTER();
-    if (dev != 0) return kInvalidDevice;
+    if (!valid_device(dev)) return kInvalidDevice;
     if (!name || len <= 0) return kInvalidValue;
     snprintf(name, static_cast<size_t>(len), "hybridvec emulated CUDA device (CPU)");
     return kSuccess;
@@ -572,7 +638,7 @@ CUresult cuDeviceGetName(char* name, int len, CUdevice dev) {
 
 CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
     ENTER();
-    if (dev != 0) return kInvalidDevice;
+    if (!valid_device(dev)) return kInvalidDevice;
     if (!bytes) return kInvalidValue;
     std::lock_guard<std::mutex> l(d.mu);
     *bytes = d.total;
@@ -581,7 +647,7 @@ CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
 
 CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice dev) {
     ENTER();
-    if (dev != 0) return kInvalidDevice;
+    if (!valid_device(dev)) return kInvalidDevice;
     if (!v) return kInvalidValue;
     switch (attr) {
         case 1: *v = 1024; break;           // max threads per block
@@ -602,20 +668,22 @@ CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice dev) {
 
 CUresult cuDevicePrimaryCtxRetain(void** ctx, CUdevice dev) {
     ENTER();
-    if (dev != 0) return kInvalidDevice;
+    if (!valid_device(dev)) return kInvalidDevice;
     if (!ctx) return kInvalidValue;
-    *ctx = &d.ctx;
+    *ctx = &d.ctxs[dev];
     return kSuccess;
 }
 
 CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
     ENTER();
-    return dev == 0 ? kSuccess : kInvalidDevice;
+    return valid_device(dev) ? kSuccess : kInvalidDevice;
 }
 
 CUresult cuCtxSetCurrent(void* ctx) {
     ENTER();
-    if (ctx && ctx != &d.ctx) return kInvalidContext;
+    if (ctx && (ctx < static_cast<void*>(&d.ctxs[0]) ||
+                ctx >= static_cast<void*>(&d.ctxs[kMaxDevices])))
+        return kInvalidContext;
     current_ctx = static_cast<Ctx*>(ctx);
     return kSuccess;
 }
@@ -630,7 +698,7 @@ CUresult cuCtxGetCurrent(void** ctx) {
 CUresult cuCtxGetDevice(CUdevice* dev) {
     ENTER();
     if (!dev) return kInvalidValue;
-    *dev = 0;
+    *dev = current_device();
     return kSuccess;
 }
 
@@ -644,8 +712,9 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     ENTER();
     if (!free_bytes || !total) return kInvalidValue;
     std::lock_guard<std::mutex> l(d.mu);
+    size_t live = d.device_live[current_device()];
     *total = d.total;
-    *free_bytes = d.total > d.live_bytes ? d.total - d.live_bytes : 0;
+    *free_bytes = d.total > live ? d.total - live : 0;
     return kSuccess;
 }
 
@@ -803,7 +872,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr* out, size_t bytes) {
     if (!out) return kInvalidValue;
     std::lock_guard<std::mutex> l(d.mu);
     char* p = nullptr;
-    CUresult r = map_region(bytes, false, &p);
+    CUresult r = map_region(bytes, false, &p, 0, current_device());
     if (r == kSuccess) *out = reinterpret_cast<CUdeviceptr>(p);
     return r;
 }
@@ -815,7 +884,7 @@ CUresult cuMemAllocAsync(CUdeviceptr* out, size_t bytes, void* stream) {
     if (!out) return kInvalidValue;
     std::lock_guard<std::mutex> l(d.mu);
     char* p = nullptr;
-    CUresult r = map_region(bytes, false, &p, s->pending_free);
+    CUresult r = map_region(bytes, false, &p, s->pending_free, s->device);
     if (r == kSuccess) *out = reinterpret_cast<CUdeviceptr>(p);
     return r;
 }
@@ -877,7 +946,7 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void* 
     if (!s) return kInvalidHandle;
     if (n == 0) return kSuccess;
     if (int code = injected_copy_fault()) return code;
-    if (!src || !device_range(dst, n)) return kInvalidValue;
+    if (!src || !device_range(dst, n, s->device)) return kInvalidValue;
     if (!pinned_range(src, n)) {
         // From pageable memory the driver stages the source before it returns, so the
         // caller may reuse it at once; only pinned sources are read when the copy runs.
@@ -904,7 +973,7 @@ CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void* stream
     if (!s) return kInvalidHandle;
     if (n == 0) return kSuccess;
     if (int code = injected_copy_fault()) return code;
-    if (!dst || !device_range(src, n)) return kInvalidValue;
+    if (!dst || !device_range(src, n, s->device)) return kInvalidValue;
     enqueue(s, Op{[dst, src, n] {
                       memcpy(dst, reinterpret_cast<const void*>(src), n);
                       return 0;
@@ -925,7 +994,8 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void* 
     if (!s) return kInvalidHandle;
     if (n == 0) return kSuccess;
     if (int code = injected_copy_fault()) return code;
-    if (!device_range(dst, n) || !device_range(src, n)) return kInvalidValue;
+    if (!device_range(dst, n, s->device) || !device_range(src, n, s->device))
+        return kInvalidValue;
     enqueue(s, Op{[dst, src, n] {
                       memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
                       return 0;
@@ -939,7 +1009,7 @@ CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void* strea
     auto s = stream_of(stream);
     if (!s) return kInvalidHandle;
     if (n == 0) return kSuccess;
-    if (!device_range(dst, n)) return kInvalidValue;
+    if (!device_range(dst, n, s->device)) return kInvalidValue;
     enqueue(s, Op{[dst, v, n] {
                       memset(reinterpret_cast<void*>(dst), v, n);
                       return 0;
@@ -1107,6 +1177,21 @@ CUresult cuLaunchKernel(void* fh, unsigned gx, unsigned gy, unsigned gz, unsigne
         std::lock_guard<std::mutex> l(d.mu);
         if (static_cast<long long>(number) == d.fault_at) fault = d.fault_code;
         seed = d.seed ^ (number * 0x9E3779B97F4A7C15ull);
+        // A pointer argument into another device's memory: the kernel would fault there.
+        for (size_t i = 0; i < sizes.size() && !fault; ++i) {
+            if (sizes[i] != sizeof(CUdeviceptr)) continue;
+            CUdeviceptr p;
+            memcpy(&p, args.data() + offsets[i], sizeof p);
+            uintptr_t start = 0;
+            const Region* r = device_region(static_cast<uintptr_t>(p), &start);
+            if (r && r->device != s->device) {
+                fprintf(stderr,
+                        "emulated driver: launch %llu (%s) on device %d reads device %d's "
+                        "memory (argument %zu)\n",
+                        number, name.c_str(), s->device, r->device, i);
+                fault = kIllegalAddress;
+            }
+        }
     }
     unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
     if (getenv("HVEMU_TRACE"))

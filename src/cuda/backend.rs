@@ -112,9 +112,10 @@ struct TopKResult {
 }
 
 impl CudaBackend {
-    /// Opens device 0 and loads the kernels. Errors are reasons, for `CudaUnavailable`.
-    pub(crate) fn open(config: &CudaConfig) -> std::result::Result<Self, String> {
-        let ctx = CudaContext::new(0)
+    /// Opens device `ordinal` and loads the kernels. Errors are reasons, for
+    /// `CudaUnavailable`.
+    pub(crate) fn open(config: &CudaConfig, ordinal: usize) -> std::result::Result<Self, String> {
+        let ctx = CudaContext::new(ordinal)
             .map_err(|e| format!("cannot create a CUDA context: {}", error::describe(&e)))?;
         // SAFETY: before any buffer exists; the backend orders its streams itself, by the
         // rule in `streams`' module docs.

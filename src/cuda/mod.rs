@@ -39,6 +39,8 @@ pub use backend::take_device_time;
 pub(crate) use backend::CudaBackend;
 pub use gemm_choice::GemmPath;
 
+use crate::backend::Backend;
+use crate::sharded::ShardedBackend;
 use std::sync::Arc;
 
 /// Whether CUDA can serve calls, and if not, why.
@@ -61,6 +63,10 @@ pub enum CudaStatus {
         /// own kernels where measured faster", or "own kernels: " and why not cuBLAS;
         /// empty for an accelerator the application brought.
         gemm: String,
+        /// How many devices serve: with more than one, each call splits the corpus's rows
+        /// between them and merges their answers (see [`CudaConfig::devices`]); 1 for an
+        /// accelerator the application brought.
+        devices: usize,
     },
     /// CUDA cannot serve; `reason` is meant for people ("no libcuda found", ...).
     Unavailable {
@@ -161,6 +167,12 @@ pub struct CudaConfig {
     /// Whether batches of more than 8 queries are scored by cuBLAS's GEMM (loaded at run
     /// time; see `HYBRIDVEC_CUBLAS` in the README). Default [`GemmPath::Measured`].
     pub gemm: GemmPath,
+    /// Use at most this many devices, the first ones in the driver's order
+    /// (`CUDA_VISIBLE_DEVICES` picks which the driver shows). Default `None`: all of them.
+    /// With more than one, every call gives each device a share of the corpus's rows
+    /// (kept resident on that device) and merges the answers, which are the ones a single
+    /// device would give. `Some(0)` is [`Error::InvalidConfig`](crate::Error::InvalidConfig).
+    pub devices: Option<usize>,
 }
 
 impl Default for CudaConfig {
@@ -170,12 +182,49 @@ impl Default for CudaConfig {
             memory_budget: None,
             precision: Precision::Fp32,
             gemm: GemmPath::Measured,
+            devices: None,
         }
     }
 }
 
-/// Probes for a usable device and opens it. Never panics.
-pub(crate) fn start(config: &CudaConfig) -> Result<Arc<CudaBackend>, String> {
+/// A started CUDA side: what it reports, and the backend the executor calls (one
+/// device's, or one over several, [`ShardedBackend`]).
+pub(crate) struct Started {
+    pub(crate) status: CudaStatus,
+    pub(crate) backend: Arc<dyn Backend>,
+}
+
+/// What a started set of devices reports.
+fn status_of(devices: &[Arc<CudaBackend>]) -> CudaStatus {
+    let first = &devices[0];
+    let device = match devices.len() {
+        1 => first.device_name().to_string(),
+        n if devices
+            .iter()
+            .all(|d| d.device_name() == first.device_name()) =>
+        {
+            format!("{n} × {}", first.device_name())
+        }
+        _ => devices
+            .iter()
+            .map(|d| d.device_name())
+            .collect::<Vec<_>>()
+            .join(" + "),
+    };
+    CudaStatus::Available {
+        device,
+        total_memory: devices.iter().map(|d| d.total_memory()).sum(),
+        kernels: first.kernel_images(),
+        call_overhead: devices.iter().map(|d| d.call_overhead_measured()).max(),
+        gemm: first.gemm_description(),
+        devices: devices.len(),
+    }
+}
+
+/// Probes for usable devices and opens them (all, or the first [`CudaConfig::devices`]):
+/// a device that cannot open is left out, and only when none opens is the CUDA side
+/// unavailable (with every device's reason). Never panics.
+pub(crate) fn start(config: &CudaConfig) -> Result<Started, String> {
     if std::env::var_os("HYBRIDVEC_NO_CUDA").is_some() {
         return Err("disabled by HYBRIDVEC_NO_CUDA".into());
     }
@@ -205,7 +254,36 @@ pub(crate) fn start(config: &CudaConfig) -> Result<Arc<CudaBackend>, String> {
         if count < 1 {
             return Err("the CUDA driver reports no device".to_string());
         }
-        CudaBackend::open(&config).map(Arc::new)
+        let wanted = config
+            .devices
+            .map_or(count as usize, |m| m.min(count as usize));
+        let mut opened = Vec::new();
+        let mut reasons = Vec::new();
+        for ordinal in 0..wanted {
+            match CudaBackend::open(&config, ordinal) {
+                Ok(b) => opened.push(Arc::new(b)),
+                Err(why) if wanted == 1 => reasons.push(why),
+                Err(why) => reasons.push(format!("device {ordinal}: {why}")),
+            }
+        }
+        if opened.is_empty() {
+            return Err(reasons.join("; "));
+        }
+        if !reasons.is_empty() {
+            tracing::warn!(
+                reasons = reasons.join("; "),
+                serving = opened.len(),
+                "CUDA devices left out"
+            );
+        }
+        let status = status_of(&opened);
+        let backend: Arc<dyn Backend> = match opened.len() {
+            1 => opened.pop().expect("one device"),
+            _ => Arc::new(ShardedBackend::new(
+                opened.into_iter().map(|b| b as Arc<dyn Backend>).collect(),
+            )),
+        };
+        Ok(Started { status, backend })
     })
     .unwrap_or_else(|_| {
         Err("the CUDA driver library is incomplete (a symbol failed to load)".into())
@@ -215,13 +293,7 @@ pub(crate) fn start(config: &CudaConfig) -> Result<Arc<CudaBackend>, String> {
 /// Probes without keeping the device (for `info` under `DevicePolicy::Cpu`).
 pub(crate) fn probe() -> CudaStatus {
     match start(&CudaConfig::default()) {
-        Ok(b) => CudaStatus::Available {
-            device: b.device_name().to_string(),
-            total_memory: b.total_memory(),
-            kernels: b.kernel_images(),
-            call_overhead: Some(b.call_overhead_measured()),
-            gemm: b.gemm_description(),
-        },
+        Ok(started) => started.status,
         Err(reason) => CudaStatus::Unavailable { reason },
     }
 }

@@ -73,7 +73,7 @@ impl ResidentSlot {
             return Ok(Arc::clone(r));
         }
         let keep = match (slot.as_ref(), corpus.origin()) {
-            (Some(r), Origin::Store(_)) if same(r) => r.rows,
+            (Some(r), origin) if origin.appends() && same(r) => r.rows,
             _ => 0,
         };
         let elem = if format.is_some() { 2 } else { 4 };

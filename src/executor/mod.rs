@@ -128,22 +128,19 @@ impl HybridExecutor {
                     kernels: String::new(),
                     call_overhead: None,
                     gemm: String::new(),
+                    devices: 1,
                 },
                 Some(a),
             ),
             // The CPU alone serves; the probe only fills in `capabilities()`.
             None if config.device == DevicePolicy::Cpu => (cuda::probe(), None),
+            None if config.cuda.devices == Some(0) => {
+                return Err(Error::InvalidConfig(
+                    "CudaConfig::devices is Some(0); use DevicePolicy::Cpu for no device".into(),
+                ))
+            }
             None => match cuda::start(&config.cuda) {
-                Ok(b) => (
-                    CudaStatus::Available {
-                        device: b.device_name().to_string(),
-                        total_memory: b.total_memory(),
-                        kernels: b.kernel_images(),
-                        call_overhead: Some(b.call_overhead_measured()),
-                        gemm: b.gemm_description(),
-                    },
-                    Some(b as Arc<dyn Backend>),
-                ),
+                Ok(started) => (started.status, Some(started.backend)),
                 Err(reason) => (CudaStatus::Unavailable { reason }, None),
             },
         };

@@ -97,6 +97,15 @@ impl<'a> TierRef<'a> {
         self.bounds.len()
     }
 
+    /// The tier of rows `range` alone.
+    pub(crate) fn rows_range(&self, range: std::ops::Range<usize>) -> Self {
+        Self {
+            dim: self.dim,
+            codes: &self.codes[range.start * self.dim..range.end * self.dim],
+            bounds: &self.bounds[range],
+        }
+    }
+
     /// For each query of `queries` (`Q × D`, row-major), the rows (ascending) that may be
     /// in its top `k` (highest scores) under the f32 scan, which scores row `r` as
     /// `fl(fl(q·x_r)·scale[r]) + bias[r]`, the dot product in any summation order, fused or

@@ -24,6 +24,8 @@ type RecoverFn = unsafe extern "C" fn();
 type CountersFn = unsafe extern "C" fn(*mut u64);
 type LiveHandlesFn = unsafe extern "C" fn() -> i64;
 type FailCreateFn = unsafe extern "C" fn(i32);
+type SetDeviceCountFn = unsafe extern "C" fn(i32);
+type DeviceLiveBytesFn = unsafe extern "C" fn(i32) -> u64;
 
 /// The loaded driver's controls.
 pub struct Driver {
@@ -36,6 +38,8 @@ pub struct Driver {
     set_compute_capability: SetComputeCapabilityFn,
     recover: RecoverFn,
     counters: CountersFn,
+    set_device_count: SetDeviceCountFn,
+    device_live_bytes: DeviceLiveBytesFn,
     cublas_path: PathBuf,
     cublas_live_handles: LiveHandlesFn,
     cublas_gemms: LiveHandlesFn,
@@ -122,6 +126,13 @@ impl Driver {
         }
     }
 
+    /// Device memory live on device `ordinal` (as charged against its memory), once every
+    /// stream has run what it was given.
+    pub fn device_live_bytes(&self, ordinal: i32) -> u64 {
+        // SAFETY: driver.cpp defines it with this C signature; it takes no pointers.
+        unsafe { (self.device_live_bytes)(ordinal) }
+    }
+
     /// The driver's counters now.
     pub fn counters(&self) -> Counters {
         let mut c = [0u64; 5];
@@ -175,6 +186,14 @@ impl Exclusive<'_> {
     pub fn fail_module_load(&self, n: i64) {
         // SAFETY: see `Driver::reset`.
         unsafe { (self.driver.fail_module_load)(n) };
+    }
+
+    /// How many devices the driver reports (1 to 8; 1 again when the guard drops). Each
+    /// has its own context and memory of the same total; backends started before keep
+    /// the devices they opened.
+    pub fn set_device_count(&self, n: i32) {
+        // SAFETY: see `Driver::reset`.
+        unsafe { (self.driver.set_device_count)(n) };
     }
 
     /// The compute capability the device reports (9.0 until the guard drops); a cubin
@@ -259,6 +278,12 @@ pub fn driver() -> Option<&'static Driver> {
                         .unwrap(),
                     recover: *lib.get::<RecoverFn>(b"hvemu_recover\0").unwrap(),
                     counters: *lib.get::<CountersFn>(b"hvemu_counters\0").unwrap(),
+                    set_device_count: *lib
+                        .get::<SetDeviceCountFn>(b"hvemu_set_device_count\0")
+                        .unwrap(),
+                    device_live_bytes: *lib
+                        .get::<DeviceLiveBytesFn>(b"hvemu_device_live_bytes\0")
+                        .unwrap(),
                     cublas_live_handles: *cublas
                         .get::<LiveHandlesFn>(b"hvemu_cublas_live_handles\0")
                         .unwrap(),

@@ -423,6 +423,7 @@ fn info(json: bool) -> Result<(), Error> {
             kernels,
             call_overhead,
             gemm,
+            ..
         } => (
             format!(
                 "available: {device}, {:.1} GiB, kernels: {kernels}{}; GEMM: {gemm}",
