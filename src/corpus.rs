@@ -86,7 +86,7 @@ impl Origin {
     }
 
     /// This origin's rows from `start` on.
-    fn from_row(self, start: usize) -> Self {
+    fn rows_after(self, start: usize) -> Self {
         match self {
             Origin::Corpus(of) => Origin::Part {
                 of,
@@ -588,7 +588,7 @@ impl<'a> CorpusView<'a> {
             metric: self.metric,
             cache: None,
             live: self.live.map(|l| &l[start / 32..end.div_ceil(32)]),
-            origin: self.origin.from_row(start),
+            origin: self.origin.rows_after(start),
             int8: self.int8.map(|t| t.rows_range(range)),
         }
     }
