@@ -106,6 +106,7 @@ fn the_cosine_matrix_and_the_int8_tier_are_whole_across_devices() {
     let held = drv.exclusive();
     held.set_device_count(2);
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    assert_eq!(devices_of(&ex).0, 2);
     let (q, n, d) = (4, 650, 16);
     let rows = spread_rows(n, d, 61);
     let queries = spread_rows(q, d, 62);
@@ -147,6 +148,7 @@ fn a_store_that_grows_and_deletes_is_searched_across_devices() {
     let held = drv.exclusive();
     held.set_device_count(2);
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    assert_eq!(devices_of(&ex).0, 2);
     let (d, k) = (8, 7);
     let dir = TempDir::new("cuda-emulated-devices-store");
     let rows = clustered_rows(900, d, 71);

@@ -581,7 +581,8 @@ CUresult cuInit(unsigned flags) {
         if (mib) d.total = static_cast<size_t>(mib) << 20;
         d.max_delay_us = static_cast<unsigned>(env_u64("HVEMU_DELAY_US", d.max_delay_us));
         d.seed = env_u64("HVEMU_SEED", d.seed);
-        unsigned long long devices = env_u64("HVEMU_DEVICES", 1);
+        // Only where set: a count the test set before the first cuInit stands.
+        unsigned long long devices = env_u64("HVEMU_DEVICES", 0);
         if (devices >= 1 && devices <= kMaxDevices) {
             d.env_device_count = static_cast<int>(devices);
             d.device_count = d.env_device_count;
