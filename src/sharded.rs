@@ -108,14 +108,15 @@ impl ShardedBackend {
     /// Runs `call` for every share on its device, the first on this thread and the others
     /// on threads of their own, and returns the answers in share order, or the first
     /// share's error. Passes and re-scored rows noted on the devices' threads are noted
-    /// on this one.
+    /// on this one, added to what it had noted before.
     fn each_share<T: Send>(
         &self,
         shares: &[(usize, Range<usize>)],
         call: impl Fn(&dyn Backend, Range<usize>) -> Result<T, BackendError> + Sync,
     ) -> Result<Vec<T>, BackendError> {
+        // Taken first: the first share's count is taken on this thread after its call.
+        let earlier = crate::quant::take_rescored();
         let run = |(device, range): &(usize, Range<usize>)| {
-            crate::quant::take_rescored();
             let value = call(self.devices[*device].as_ref(), range.clone());
             let passes = self.devices[*device].take_corpus_passes();
             let rescored = crate::quant::take_rescored();
@@ -144,21 +145,31 @@ impl ShardedBackend {
             }),
         };
         let mut passes = None;
-        let mut rescored = None;
+        let mut rescored = earlier;
         let mut values = Vec::with_capacity(answers.len());
+        let mut failed = None;
         for answer in answers {
-            let a = answer?;
-            passes = passes.max(a.passes);
-            if let Some(r) = a.rescored {
-                rescored = Some(rescored.unwrap_or(0) + r);
+            match answer {
+                Ok(a) => {
+                    passes = passes.max(a.passes);
+                    if let Some(r) = a.rescored {
+                        rescored = Some(rescored.unwrap_or(0) + r);
+                    }
+                    values.push(a.value);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
-            values.push(a.value);
         }
         LAST_PASSES.with(|c| c.set(passes));
         if let Some(r) = rescored {
             crate::quant::note_rescored(r);
         }
-        Ok(values)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(values),
+        }
     }
 }
 

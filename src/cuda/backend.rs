@@ -36,7 +36,8 @@ thread_local! {
 /// Device time (CUDA events around the upload of the queries, the kernels and the
 /// read-back; not the corpus's upload) of the last `top_k` this thread ran on the CUDA
 /// backend, taken (the next call returns `None` until
-/// another one ran).
+/// another one ran). With several devices, the first device's share of the call: the
+/// others run on threads of their own.
 pub fn take_device_time() -> Option<Duration> {
     LAST_DEVICE_TIME.with(Cell::take)
 }

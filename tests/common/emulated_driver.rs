@@ -10,6 +10,9 @@
 //! Without a C++ compiler [`driver`] prints a skip line and returns `None`, unless
 //! `HYBRIDVEC_REQUIRE_EMULATOR` is set (CI sets it), which makes that a failure.
 
+#[path = "../../src/cuda/emulated/build_key.rs"]
+mod build_key;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -210,10 +213,20 @@ impl Drop for Exclusive<'_> {
     }
 }
 
-/// Builds a shared library of `sources` (under `kernels/emu`) with `soname`.
-fn build(out: &Path, soname: &str, sources: &[&str]) -> Result<(), String> {
+/// A shared library of `sources` (under `kernels/emu`) with `soname`, in `dir`: built once
+/// for these sources (into a file of its own, then renamed, so that test binaries running
+/// at once never load a half-written one).
+fn build(dir: &Path, stem: &str, soname: &str, sources: &[&str]) -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let out = dir.join(format!(
+        "{stem}-{:016x}.so",
+        build_key::sources_key(&cxx, soname)
+    ));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let partial = out.with_extension(format!("{}.partial", std::process::id()));
     let status = Command::new(&cxx)
         .args(["-std=c++17", "-O2", "-shared", "-fPIC", "-pthread"])
         .args(["-Wall", "-Wextra", "-Werror"])
@@ -222,7 +235,7 @@ fn build(out: &Path, soname: &str, sources: &[&str]) -> Result<(), String> {
         .arg("-U_FORTIFY_SOURCE")
         .arg(format!("-Wl,-soname,{soname}"))
         .arg("-o")
-        .arg(out)
+        .arg(&partial)
         .args(sources.iter().map(|s| root.join("kernels/emu").join(s)))
         .arg("-ldl")
         .status()
@@ -230,7 +243,8 @@ fn build(out: &Path, soname: &str, sources: &[&str]) -> Result<(), String> {
     if !status.success() {
         panic!("the emulated {soname} failed to compile ({cxx}: {status}); see the output above");
     }
-    Ok(())
+    std::fs::rename(&partial, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out)
 }
 
 /// Builds and loads the emulated driver once per process; `None` (after a skip line)
@@ -241,21 +255,35 @@ pub fn driver() -> Option<&'static Driver> {
         .get_or_init(|| {
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("emulated-driver");
             std::fs::create_dir_all(&dir).expect("create the emulated driver's directory");
-            let path = dir.join(format!("libcuda-emulated-{}.so", std::process::id()));
-            let cublas_path = dir.join(format!("libcublas-emulated-{}.so", std::process::id()));
             // The driver's soname: the driver guard needs "libcuda.so.1", and a loaded
             // object with that soname answers it (cudarc also tries the name, last). The
             // emulated cuBLAS takes CUDA 13's, which the backend's search tries first.
-            let built = build(&path, "libcuda.so.1", &["emu.cpp", "driver.cpp"])
-                .and_then(|()| build(&cublas_path, "libcublas.so.13", &["cublas.cpp"]));
-            if let Err(e) = built {
-                if std::env::var_os("HYBRIDVEC_REQUIRE_EMULATOR").is_some() {
-                    panic!("no C++ compiler for the emulated CUDA driver: {e}");
+            let built = build(
+                &dir,
+                "libcuda-emulated",
+                "libcuda.so.1",
+                &["emu.cpp", "driver.cpp"],
+            )
+            .and_then(|path| {
+                build(
+                    &dir,
+                    "libcublas-emulated",
+                    "libcublas.so.13",
+                    &["cublas.cpp"],
+                )
+                .map(|cublas| (path, cublas))
+            });
+            let (path, cublas_path) = match built {
+                Ok(paths) => paths,
+                Err(e) => {
+                    if std::env::var_os("HYBRIDVEC_REQUIRE_EMULATOR").is_some() {
+                        panic!("no C++ compiler for the emulated CUDA driver: {e}");
+                    }
+                    eprintln!("SKIP (no C++ compiler for the emulated CUDA driver): {e}");
+                    return None;
                 }
-                eprintln!("SKIP (no C++ compiler for the emulated CUDA driver): {e}");
-                return None;
-            }
-            // SAFETY: the library was just built from kernels/emu; loading it runs no
+            };
+            // SAFETY: the library was built from kernels/emu; loading it runs no
             // initialisers beyond the C++ runtime's.
             let lib = unsafe { libloading::Library::new(&path) }.expect("load the driver");
             // SAFETY: as above; after the driver, whose symbols it looks up when used.

@@ -12,6 +12,7 @@
 //! This file holds the emulator and its host buffers; [`kernels`] tests single kernels
 //! and the emulator itself, [`top_k`] runs every top-k path against the reference.
 
+mod build_key;
 mod int8;
 mod kernels;
 mod top_k;
@@ -41,12 +42,21 @@ struct Emulator {
     param_sizes: ParamSizesFn,
 }
 
+/// The emulator, built once for these sources (into a file of its own, then renamed, so
+/// that test processes running at once never load a half-written one).
 fn build() -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Path::new(env!("OUT_DIR")).join("emu");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let lib = out.join(format!("libhvemu-{}.so", std::process::id()));
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let lib = out.join(format!(
+        "libhvemu-{:016x}.so",
+        build_key::sources_key(&cxx, "emu.cpp")
+    ));
+    if lib.is_file() {
+        return Ok(lib);
+    }
+    let partial = lib.with_extension(format!("{}.partial", std::process::id()));
     let status = Command::new(&cxx)
         .args([
             "-std=c++17",
@@ -61,13 +71,14 @@ fn build() -> Result<PathBuf, String> {
         // Fibers switch stacks with _longjmp, which the fortified variant refuses.
         .arg("-U_FORTIFY_SOURCE")
         .arg("-o")
-        .arg(&lib)
+        .arg(&partial)
         .arg(root.join("kernels/emu/emu.cpp"))
         .status()
         .map_err(|e| format!("{cxx}: {e}"))?;
     if !status.success() {
         panic!("the kernel emulator failed to compile ({cxx}: {status}); see the output above");
     }
+    std::fs::rename(&partial, &lib).map_err(|e| format!("{}: {e}", lib.display()))?;
     Ok(lib)
 }
 
@@ -87,7 +98,6 @@ fn emulator() -> Option<&'static Emulator> {
         // SAFETY: the library was just built from kernels/emu/emu.cpp; loading it runs no
         // initialisers beyond the C++ runtime's.
         let lib = unsafe { libloading::Library::new(&path) }.expect("load the emulator");
-        let _ = std::fs::remove_file(&path);
         // SAFETY: emu.cpp defines both symbols with exactly these C signatures.
         let (launch, param_sizes) = unsafe {
             (
