@@ -30,6 +30,11 @@ fn reference(metric: Metric, q: &[f32], c: &[f32], dim: usize) -> Vec<Vec<f64>> 
         .collect()
 }
 
+/// Rows of the cases that take the filtered path: the fewest it takes (its candidate
+/// lists, a 4096-row segment at least, may hold up to half the rows), so that each case
+/// costs the emulator least. The cases assert the path they take.
+const FILTERED_ROWS: usize = 2 * program::SEGMENT;
+
 struct Case {
     nq: usize,
     n: usize,
@@ -368,7 +373,7 @@ fn large_k_filtered_by_a_sampled_floor_matches_the_reference() {
             &Case {
                 precision,
                 expect: Some(Taken::Filtered),
-                ..Case::new(nq, 20_000, 8, k)
+                ..Case::new(nq, FILTERED_ROWS, 8, k)
             },
         );
     }
@@ -379,7 +384,7 @@ fn large_k_filtered_by_a_sampled_floor_matches_the_reference() {
             delete: 3,
             duplicates: true,
             expect: Some(Taken::Filtered),
-            ..Case::new(2, 20_000, 8, 40)
+            ..Case::new(2, FILTERED_ROWS, 8, 40)
         },
     );
 }
@@ -395,7 +400,7 @@ fn a_corpus_in_score_order_is_still_filtered() {
             &Case {
                 sorted: true,
                 expect: Some(Taken::Filtered),
-                ..Case::new(nq, 20_000, 8, 40)
+                ..Case::new(nq, FILTERED_ROWS, 8, 40)
             },
         );
     }
@@ -410,7 +415,7 @@ fn a_floor_that_lets_too_much_through_falls_back_to_chunks() {
             &Case {
                 adversarial: true,
                 expect: Some(Taken::FellBack),
-                ..Case::new(nq, 20_000, 8, 40)
+                ..Case::new(nq, FILTERED_ROWS, 8, 40)
             },
         );
     }
@@ -438,7 +443,7 @@ fn inner_product_and_l2_match_the_reference_on_every_path() {
                 emu,
                 &Case {
                     expect: Some(Taken::Filtered),
-                    ..case(nq, 20_000, 8, 40)
+                    ..case(nq, FILTERED_ROWS, 8, 40)
                 },
             );
         }
@@ -551,7 +556,7 @@ fn a_corpus_stored_in_16_bits_is_scored_as_stored_with_no_f32_copy() {
                     emu,
                     &Case {
                         expect: Some(Taken::Filtered),
-                        ..case(nq, 20_000, 8, 40)
+                        ..case(nq, FILTERED_ROWS, 8, 40)
                     },
                 );
             }
