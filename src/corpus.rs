@@ -551,10 +551,10 @@ impl<'a> CorpusView<'a> {
     }
 
     /// Rows `range` of this view alone, scoring as this view does: its values, factors,
-    /// biases, live bits and int8 tier, with hits numbered from `range.start` (so a
-    /// caller adds it back). A device keeps its copy of the share apart from the whole
-    /// ([`Origin::Part`]). `range.start` is a multiple of 32 (a whole word of live bits)
-    /// and `range.end` at most [`rows`](Self::rows).
+    /// biases, live bits and int8 tier. Its rows are numbered from 0, so a caller adds
+    /// `range.start` to the hits. A device keeps its copy of the share apart from the
+    /// whole ([`Origin::Part`]). `range.start` is a multiple of 32 (a whole word of live
+    /// bits) and `range.end` at most [`rows`](Self::rows).
     pub(crate) fn rows_range(self, range: Range<usize>) -> Self {
         assert!(
             range.start.is_multiple_of(32) && range.start <= range.end && range.end <= self.rows,
