@@ -100,6 +100,10 @@ fn batched_candidates_are_the_per_query_ones() {
 /// AVX2's where the CPU has them, in one to three groups) are exactly the portable scan's, for cosine and L2 factors, rows not live, ties,
 /// and row counts and dimensions that leave partial kernel calls and chunks.
 #[test]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "the x86 scans' test: elsewhere both sides are the portable scan"
+)]
 fn few_query_candidates_are_the_portable_ones() {
     for (n, dim) in [
         (4096 + 4099, 77),
