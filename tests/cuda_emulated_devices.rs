@@ -41,12 +41,14 @@ fn two_and_three_devices_answer_as_one_on_every_metric_and_filter() {
         let (count, name) = devices_of(&ex);
         assert_eq!(count, devices as usize);
         assert!(name.starts_with(&format!("{devices} × ")), "{name}");
-        // Q = 1 and 5 (the memory-bound kernels), 20 (the tiles); k past a share's rows.
+        // Q = 1 and 5 (the memory-bound kernels), 20 (the tiles); k past a share's rows;
+        // fewer rows than one share per device (one device serves).
         for (q, n, k, clustered) in [
             (1, 700, 10, false),
             (5, 700, 10, true),
             (20, 400, 10, false),
             (3, 300, 250, false),
+            (2, 20, 20, false),
         ] {
             let rows = if clustered {
                 clustered_rows(n, d, 5 + n as u64)
