@@ -262,10 +262,6 @@ impl CudaBackend {
         self.rates.overhead
     }
 
-    pub(crate) fn device_name(&self) -> &str {
-        &self.name
-    }
-
     pub(crate) fn total_memory(&self) -> u64 {
         self.total_memory
     }

@@ -194,25 +194,11 @@ pub(crate) struct Started {
     pub(crate) backend: Arc<dyn Backend>,
 }
 
-/// What a started set of devices reports.
-fn status_of(devices: &[Arc<CudaBackend>]) -> CudaStatus {
+/// What a started set of devices reports, `backend` serving them.
+fn status_of(devices: &[Arc<CudaBackend>], backend: &dyn Backend) -> CudaStatus {
     let first = &devices[0];
-    let device = match devices.len() {
-        1 => first.device_name().to_string(),
-        n if devices
-            .iter()
-            .all(|d| d.device_name() == first.device_name()) =>
-        {
-            format!("{n} × {}", first.device_name())
-        }
-        _ => devices
-            .iter()
-            .map(|d| d.device_name())
-            .collect::<Vec<_>>()
-            .join(" + "),
-    };
     CudaStatus::Available {
-        device,
+        device: backend.name().to_string(),
         total_memory: devices.iter().map(|d| d.total_memory()).sum(),
         kernels: first.kernel_images(),
         call_overhead: devices.iter().map(|d| d.call_overhead_measured()).max(),
@@ -276,13 +262,16 @@ pub(crate) fn start(config: &CudaConfig) -> Result<Started, String> {
                 "CUDA devices left out"
             );
         }
-        let status = status_of(&opened);
         let backend: Arc<dyn Backend> = match opened.len() {
-            1 => opened.pop().expect("one device"),
+            1 => Arc::clone(&opened[0]) as Arc<dyn Backend>,
             _ => Arc::new(ShardedBackend::new(
-                opened.into_iter().map(|b| b as Arc<dyn Backend>).collect(),
+                opened
+                    .iter()
+                    .map(|b| Arc::clone(b) as Arc<dyn Backend>)
+                    .collect(),
             )),
         };
+        let status = status_of(&opened, backend.as_ref());
         Ok(Started { status, backend })
     })
     .unwrap_or_else(|_| {
