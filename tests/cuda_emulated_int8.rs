@@ -128,6 +128,7 @@ fn a_tiered_store_with_deletes_and_appends_answers_as_the_full_scan() {
     let Some(drv) = driver() else { return };
     let _held = drv.exclusive();
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    let plain_ex = executor(DevicePolicy::Cuda, CudaConfig::default());
     let d = 32;
     let rows = data::random_matrix(2_500, d, 41);
     let dir = common::TempDir::new("cuda-emulated-int8-store");
@@ -145,9 +146,24 @@ fn a_tiered_store_with_deletes_and_appends_answers_as_the_full_scan() {
         for (q, k) in [(1, 10), (4, 50)] {
             let qv = data::random_matrix(q, d, 42 + q as u64);
             let qm = MatrixRef::new(&qv, q, d).unwrap();
-            let full = ex.top_k_store(qm, &plain, k).unwrap();
+            // Each store on its own executor, so neither evicts the other's rows.
+            let sent = drv.htod_bytes();
+            let full = plain_ex.top_k_store(qm, &plain, k).unwrap();
+            let sent_plain = drv.htod_bytes() - sent;
+            let sent = drv.htod_bytes();
             let (cert, report) = ex.top_k_store_with_report(qm, &tiered, k).unwrap();
+            let sent_tiered = drv.htod_bytes() - sent;
             assert_eq!(report.backend, BackendKind::Gpu, "{report:?}");
+            if round == 1 && q == 1 {
+                // Both stores grew by the same 300 rows; the tiered one's tier goes up by
+                // those rows alone (codes, four bounds and an inverse norm a row: 15.6 KB),
+                // not whole (2 800 rows, 145.6 KB).
+                let whole = 2_800 * (d as u64 + 20);
+                assert!(
+                    sent_tiered < sent_plain + whole / 2,
+                    "{sent_tiered} bytes uploaded against {sent_plain}: the tier went up whole"
+                );
+            }
             let rescored = report.rescored.expect("certified");
             assert!(
                 rescored < 2_500 / 4,
@@ -157,7 +173,7 @@ fn a_tiered_store_with_deletes_and_appends_answers_as_the_full_scan() {
                 assert_eq!(ids(c), ids(f), "round {round} Q={q} k={k}");
             }
         }
-        // Appended rows reach the device's tier (uploaded again for the new row count).
+        // Appended rows reach the device's tier (only they are uploaded).
         let extra = data::random_matrix(300, d, 43 + round);
         for (i, row) in extra.chunks(d).enumerate() {
             let id = format!("new-{round}-{i}");

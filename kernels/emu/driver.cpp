@@ -176,6 +176,7 @@ struct Driver {
     long long fault_at = -1;  // fail the launch with this number
     int fault_code = kIllegalAddress;
     long long copies = 0;
+    unsigned long long htod_bytes = 0;  // bytes copied from the host to any device
     long long copy_fail_at = -1;  // fail the copy with this number (not sticky)
     int copy_fail_code = kInvalidValue;
     long long module_loads = 0;
@@ -544,6 +545,13 @@ void hvemu_set_device_count(int n) {
     Driver& d = drv();
     std::lock_guard<std::mutex> l(d.mu);
     if (n >= 1 && n <= kMaxDevices) d.device_count = n;
+}
+
+// Bytes copied from the host to any device so far.
+unsigned long long hvemu_htod_bytes() {
+    Driver& d = drv();
+    std::lock_guard<std::mutex> l(d.mu);
+    return d.htod_bytes;
 }
 
 // Live device bytes on `device` (as charged against its memory), once every stream has
@@ -948,6 +956,10 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void* 
     if (n == 0) return kSuccess;
     if (int code = injected_copy_fault()) return code;
     if (!src || !device_range(dst, n, s->device)) return kInvalidValue;
+    {
+        std::lock_guard<std::mutex> l(d.mu);
+        d.htod_bytes += n;
+    }
     if (!pinned_range(src, n)) {
         // From pageable memory the driver stages the source before it returns, so the
         // caller may reuse it at once; only pinned sources are read when the copy runs.

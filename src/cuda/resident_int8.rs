@@ -35,7 +35,9 @@ pub(super) struct Int8Slot(Mutex<Option<Arc<Int8Copy>>>);
 
 impl Int8Slot {
     /// The device copy of `corpus`'s int8 `tier`: reused when it is the same corpus with
-    /// as many rows, uploaded whole otherwise (the old one freed first).
+    /// as many rows; extended by the appended rows when it is the same store grown (the
+    /// kept rows copied on the device, as `ResidentSlot` does); uploaded whole otherwise
+    /// (the old one freed first).
     pub(super) fn get(
         &self,
         ctx: &Arc<CudaContext>,
@@ -51,13 +53,23 @@ impl Int8Slot {
         {
             return Ok(Arc::clone(c));
         }
+        // A store's rows below the kept copy's count never change: keep them.
+        let keep = match slot.as_ref() {
+            Some(c) if corpus.origin().appends() && c.origin == corpus.origin() && c.dim == dim => {
+                c.rows.min(n)
+            }
+            _ => 0,
+        };
         // Calls in flight hold their own reference to the old copy.
-        *slot = None;
+        let old = slot.take().filter(|_| keep > 0);
         let (codes, bounds) = (tier.codes(), tier.bounds_f32());
         let inv = corpus.cosine_inv_norms();
         let oom = |e| corpus_oom(e, (codes.len() + 4 * (bounds.len() + inv.len())) as u64);
+        // Dropped before `old` on every way out: its copies out of the old buffers (on
+        // this stream) must have run before they are freed.
         let _copied = WaitOnDrop(stream);
-        // SAFETY: each is written whole by its upload below before any kernel reads it.
+        // SAFETY: each is written whole below (the kept rows copied on the device, the
+        // rest uploaded) before any kernel reads it.
         let (mut c, mut b, mut v) = unsafe {
             (
                 stream.alloc::<i8>(codes.len().max(1)).map_err(oom)?,
@@ -65,9 +77,29 @@ impl Int8Slot {
                 stream.alloc::<f32>(inv.len().max(1)).map_err(oom)?,
             )
         };
-        upload(ctx, codes, &mut c, 0, stream).map_err(oom)?;
-        upload(ctx, &bounds, &mut b, 0, stream).map_err(oom)?;
-        upload(ctx, inv, &mut v, 0, stream).map_err(oom)?;
+        let per_row = bounds.len() / n.max(1);
+        if let Some(o) = &old {
+            stream
+                .memcpy_dtod(&o.codes.slice(..keep * dim), &mut c.slice_mut(..keep * dim))
+                .and_then(|()| {
+                    stream.memcpy_dtod(
+                        &o.bounds.slice(..keep * per_row),
+                        &mut b.slice_mut(..keep * per_row),
+                    )
+                })
+                .and_then(|()| stream.memcpy_dtod(&o.inv.slice(..keep), &mut v.slice_mut(..keep)))
+                .map_err(launch_failed)?;
+        }
+        upload(ctx, &codes[keep * dim..], &mut c, keep * dim, stream).map_err(oom)?;
+        upload(
+            ctx,
+            &bounds[keep * per_row..],
+            &mut b,
+            keep * per_row,
+            stream,
+        )
+        .map_err(oom)?;
+        upload(ctx, &inv[keep..], &mut v, keep, stream).map_err(oom)?;
         // Other calls read it from their own streams.
         stream.synchronize().map_err(launch_failed)?;
         let copy = Arc::new(Int8Copy {

@@ -29,6 +29,7 @@ type LiveHandlesFn = unsafe extern "C" fn() -> i64;
 type FailCreateFn = unsafe extern "C" fn(i32);
 type SetDeviceCountFn = unsafe extern "C" fn(i32);
 type DeviceLiveBytesFn = unsafe extern "C" fn(i32) -> u64;
+type HtodBytesFn = unsafe extern "C" fn() -> u64;
 
 /// The loaded driver's controls.
 pub struct Driver {
@@ -43,6 +44,7 @@ pub struct Driver {
     counters: CountersFn,
     set_device_count: SetDeviceCountFn,
     device_live_bytes: DeviceLiveBytesFn,
+    htod_bytes: HtodBytesFn,
     cublas_path: PathBuf,
     cublas_live_handles: LiveHandlesFn,
     cublas_gemms: LiveHandlesFn,
@@ -134,6 +136,12 @@ impl Driver {
     pub fn device_live_bytes(&self, ordinal: i32) -> u64 {
         // SAFETY: driver.cpp defines it with this C signature; it takes no pointers.
         unsafe { (self.device_live_bytes)(ordinal) }
+    }
+
+    /// Bytes copied from the host to any device so far (queued copies included).
+    pub fn htod_bytes(&self) -> u64 {
+        // SAFETY: driver.cpp defines it with this C signature; it takes no pointers.
+        unsafe { (self.htod_bytes)() }
     }
 
     /// The driver's counters now.
@@ -312,6 +320,7 @@ pub fn driver() -> Option<&'static Driver> {
                     device_live_bytes: *lib
                         .get::<DeviceLiveBytesFn>(b"hvemu_device_live_bytes\0")
                         .unwrap(),
+                    htod_bytes: *lib.get::<HtodBytesFn>(b"hvemu_htod_bytes\0").unwrap(),
                     cublas_live_handles: *cublas
                         .get::<LiveHandlesFn>(b"hvemu_cublas_live_handles\0")
                         .unwrap(),
