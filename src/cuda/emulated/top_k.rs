@@ -421,6 +421,31 @@ fn a_floor_that_lets_too_much_through_falls_back_to_chunks() {
     }
 }
 
+/// The paths past the fused kernels for the cases `case` makes (a metric, a stored
+/// format): filtered by a sampled floor and chunked, each for small batches and tiles,
+/// then deleted rows with exact ties.
+fn check_unfused_paths(emu: &Emulator, case: &dyn Fn(usize, usize, usize, usize) -> Case) {
+    for nq in [2, 9] {
+        check_top_k(
+            emu,
+            &Case {
+                expect: Some(Taken::Filtered),
+                ..case(nq, FILTERED_ROWS, 8, 40)
+            },
+        );
+    }
+    check_top_k(emu, &case(3, 5000, 8, 100));
+    check_top_k(emu, &case(9, 6000, 16, 100));
+    check_top_k(
+        emu,
+        &Case {
+            delete: 4,
+            duplicates: true,
+            ..case(16, 3000, 16, 20)
+        },
+    );
+}
+
 #[test]
 fn inner_product_and_l2_match_the_reference_on_every_path() {
     let emu = with_emulator!();
@@ -437,28 +462,7 @@ fn inner_product_and_l2_match_the_reference_on_every_path() {
             // own, so it runs them all.
             continue;
         }
-        // Filtered by a sampled floor: small batches and tiles.
-        for nq in [2, 9] {
-            check_top_k(
-                emu,
-                &Case {
-                    expect: Some(Taken::Filtered),
-                    ..case(nq, FILTERED_ROWS, 8, 40)
-                },
-            );
-        }
-        // Scores in chunks, then merges (small batches and tiles).
-        check_top_k(emu, &case(3, 5000, 8, 100));
-        check_top_k(emu, &case(9, 6000, 16, 100));
-        // Deleted rows and exact ties.
-        check_top_k(
-            emu,
-            &Case {
-                delete: 4,
-                duplicates: true,
-                ..case(16, 3000, 16, 20)
-            },
-        );
+        check_unfused_paths(emu, &case);
     }
 }
 
@@ -550,28 +554,7 @@ fn a_corpus_stored_in_16_bits_is_scored_as_stored_with_no_f32_copy() {
             check_top_k(emu, &case(5, 2000, 24, 10));
             check_top_k(emu, &case(70, 1500, 24, 10));
             check_top_k(emu, &case(20, 900, 13, 32));
-            // Filtered by a sampled floor: small batches and tiles.
-            for nq in [2, 9] {
-                check_top_k(
-                    emu,
-                    &Case {
-                        expect: Some(Taken::Filtered),
-                        ..case(nq, FILTERED_ROWS, 8, 40)
-                    },
-                );
-            }
-            // Scores in chunks, then merges (small batches and tiles).
-            check_top_k(emu, &case(3, 5000, 8, 100));
-            check_top_k(emu, &case(9, 6000, 16, 100));
-            // Deleted rows and exact ties.
-            check_top_k(
-                emu,
-                &Case {
-                    delete: 4,
-                    duplicates: true,
-                    ..case(16, 3000, 16, 20)
-                },
-            );
+            check_unfused_paths(emu, &case);
         }
         // Cosine at the precision of its own format: the tensor-core tiles and the GEMM
         // read the stored rows (not unit-norm: scaled by their norms).
