@@ -212,6 +212,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
         metric == Metric::Cosine
     }
 
+    /// The most hits a query this backend selects in one call (`k` of
+    /// [`top_k`](Self::top_k) and its filtered forms); `None` where any `k` is served. A
+    /// larger `k` gets [`BackendError::Unsupported`]. The executor's exact metrics ask for
+    /// more candidates than hits, so they keep their first request within this.
+    fn max_k(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether this backend serves filtered search: [`top_k`](Self::top_k) over a view
     /// whose rows masked out have a NaN factor in [`CorpusView::inv_norms`], and
     /// [`top_k_rows`](Self::top_k_rows). The executor sends filtered calls only to

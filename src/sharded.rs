@@ -365,6 +365,10 @@ impl Backend for ShardedBackend {
         self.devices.iter().all(|d| d.serves_filters())
     }
 
+    fn max_k(&self) -> Option<usize> {
+        self.devices.iter().filter_map(|d| d.max_k()).min()
+    }
+
     fn take_corpus_passes(&self) -> Option<usize> {
         LAST_PASSES.with(Cell::take)
     }

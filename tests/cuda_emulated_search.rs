@@ -265,3 +265,84 @@ fn reduced_precision_serves_cosine_and_leaves_the_exact_metrics_to_the_cpu() {
         }
     }
 }
+
+/// Inner product and L2 with `k` past 807 are served on a forced device, exactly: the
+/// first round asks at most the 1024 candidates the device selects, never fewer than `k`
+/// (it asked `k + 16 + k/4` and failed). A call that needs more candidates than that to
+/// certify (`k` = 1024 itself, as the certificate needs one candidate past the k-th, or
+/// ties) fails under the forced policy with an error that says so, and is answered
+/// exactly under `Auto`.
+#[test]
+fn the_exact_metrics_serve_every_k_the_device_selects() {
+    let Some(drv) = driver() else { return };
+    let _held = drv.exclusive();
+    let cuda = executor(DevicePolicy::Cuda, Precision::Fp32);
+    let auto = executor(DevicePolicy::Auto, Precision::Fp32);
+    let (n, d) = (1300usize, 8usize);
+    let rows = spread_rows(n, d, 51);
+    let corpus = Corpus::new(rows.clone(), d).unwrap();
+    let queries = spread_rows(2, d, 52);
+    let qm = MatrixRef::new(&queries, 2, d).unwrap();
+    let all: Vec<usize> = (0..n).collect();
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        for k in [810, 1000] {
+            let label = format!("{metric} k = {k}");
+            let (hits, report) = cuda
+                .search_with_report(qm, &corpus, k, &SearchOptions::new(metric))
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(report.backend, BackendKind::Gpu, "{label}");
+            for (i, hs) in hits.iter().enumerate() {
+                let what = format!("{label} query {i}");
+                check_top_k_among(&what, metric, qm.row(i), &rows, d, &all, k, hs);
+            }
+        }
+    }
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        let options = SearchOptions::new(metric);
+        match cuda.search(qm, &corpus, 1024, &options) {
+            Err(Error::BackendFailed { reason, .. }) => {
+                assert!(reason.contains("candidates"), "{metric}: {reason}")
+            }
+            other => panic!("{metric} k = 1024: forced past the device's limit: {other:?}"),
+        }
+        let hits = auto.search(qm, &corpus, 1024, &options).unwrap();
+        for (i, hs) in hits.iter().enumerate() {
+            let what = format!("{metric} k = 1024 auto query {i}");
+            check_top_k_among(&what, metric, qm.row(i), &rows, d, &all, 1024, hs);
+        }
+    }
+    // 1100 copies of one row, the best for the query (the query itself for L2, 1000 times
+    // it for inner product): the k-th score is tied with every copy, so only all of them
+    // (past 1024) certify.
+    let best = queries[..d].to_vec();
+    let one = MatrixRef::new(&best, 1, d).unwrap();
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        let copy: Vec<f32> = match metric {
+            Metric::L2 => best.clone(),
+            _ => best.iter().map(|v| 1e3 * v).collect(),
+        };
+        let mut tied = rows.clone();
+        for r in 0..1100 {
+            tied[r * d..(r + 1) * d].copy_from_slice(&copy);
+        }
+        let corpus = Corpus::new(tied.clone(), d).unwrap();
+        let options = SearchOptions::new(metric);
+        match cuda.search(one, &corpus, 10, &options) {
+            Err(Error::BackendFailed { reason, .. }) => {
+                assert!(reason.contains("candidates"), "{metric}: {reason}")
+            }
+            other => panic!("{metric}: forced past the device's limit: {other:?}"),
+        }
+        let hits = auto.search(one, &corpus, 10, &options).unwrap();
+        check_top_k_among(
+            &format!("{metric} ties"),
+            metric,
+            &best,
+            &tied,
+            d,
+            &all,
+            10,
+            &hits[0],
+        );
+    }
+}

@@ -841,4 +841,8 @@ impl Backend for CudaBackend {
     fn serves_filters(&self) -> bool {
         true
     }
+
+    fn max_k(&self) -> Option<usize> {
+        Some(MAX_K)
+    }
 }

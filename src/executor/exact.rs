@@ -37,6 +37,34 @@ pub(super) fn first_candidates(k: usize, n: usize) -> usize {
     k.saturating_add(16 + k / 4).min(n)
 }
 
+/// The most candidates a query the accelerator selects in one call, where it has such a
+/// limit and may serve the call.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct DeviceLimit<'a> {
+    /// The most candidates a query ([`Backend::max_k`]).
+    pub(super) most: usize,
+    /// Whether the device must serve ([`DevicePolicy::Cuda`](super::DevicePolicy::Cuda)):
+    /// a round that needs more then fails, where otherwise the CPU serves it.
+    pub(super) forced: bool,
+    /// The device's name, for that error.
+    pub(super) name: &'a str,
+}
+
+impl HybridExecutor {
+    /// The accelerator's [`DeviceLimit`], unless the CPU is forced or nothing limits.
+    pub(super) fn device_limit(&self) -> Option<DeviceLimit<'_>> {
+        if self.policy == super::DevicePolicy::Cpu {
+            return None;
+        }
+        let accel = self.accel.as_ref()?;
+        Some(DeviceLimit {
+            most: accel.max_k()?,
+            forced: self.policy == super::DevicePolicy::Cuda,
+            name: accel.name(),
+        })
+    }
+}
+
 /// `Σ a·b` in f64.
 pub(super) fn dot64(a: &[f32], b: &[f32]) -> f64 {
     let mut acc = [0.0f64; 4];
@@ -188,7 +216,8 @@ impl HybridExecutor {
             self.candidates(&source, sub, asked, start, &refuses)
         };
         let rounds = Rounds::new(queries, corpus, metric, scoring, k)?;
-        let (hits, mut report) = rounds.run(available, |_| available, fetch)?;
+        let limit = self.device_limit();
+        let (hits, mut report) = rounds.run(available, |_| available, limit, fetch)?;
         report.elapsed = start.elapsed();
         Ok((hits, report))
     }
@@ -236,11 +265,15 @@ impl<'a> Rounds<'a> {
     /// Runs the loop. `cap` bounds the candidates asked of any query; `available(i)` is
     /// how many rows query `i` may get. `fetch(pending, sub, asked)` returns the best
     /// `asked` candidates of each query `pending[j]`, whose backend query is row `j` of
-    /// `sub`. The report's passes add up over the rounds.
+    /// `sub`. The report's passes add up over the rounds. The first round asks at most
+    /// what the device selects (`limit`; but never fewer than `k`), so a `k` the device
+    /// serves is served there; a later round that needs more runs on the CPU, or fails
+    /// when the device is forced.
     pub(super) fn run(
         &self,
         cap: usize,
         available: impl Fn(usize) -> usize + Sync,
+        limit: Option<DeviceLimit<'_>>,
         mut fetch: impl FnMut(
             &[usize],
             MatrixRef<'_>,
@@ -254,6 +287,11 @@ impl<'a> Rounds<'a> {
             Some(_) => first_candidates(self.k, cap),
             None => self.k.min(cap),
         };
+        if let Some(limit) = limit {
+            asked = asked.min(limit.most.max(self.k));
+        }
+        // What the last round asked (for the error past the device's limit).
+        let mut previous = asked;
         let mut report: Option<ExecutionReport> = None;
         while !pending.is_empty() {
             let gathered: Vec<f32>;
@@ -266,6 +304,22 @@ impl<'a> Rounds<'a> {
                     .collect();
                 MatrixRef::new(&gathered, pending.len(), d)?
             };
+            if let Some(limit) = limit.filter(|l| l.forced && asked > l.most.max(self.k)) {
+                return Err(Error::BackendFailed {
+                    backend: limit.name.to_string(),
+                    reason: format!(
+                        "the exact {} top-{} of {} of the queries needs more than {} \
+                         candidates a query to certify (ties or near-ties at the k-th \
+                         score), past the {} the device selects; DevicePolicy::Auto \
+                         finishes such queries on the CPU",
+                        self.metric,
+                        self.k,
+                        pending.len(),
+                        previous,
+                        limit.most
+                    ),
+                });
+            }
             let (candidates, rep) = fetch(&pending, sub, asked)?;
             if candidates.len() != pending.len() {
                 return Err(Error::ChunkResultMismatch {
@@ -317,6 +371,7 @@ impl<'a> Rounds<'a> {
                 );
             }
             pending = again;
+            previous = asked;
             asked = asked.saturating_mul(4).min(cap);
         }
         let report = report.ok_or(Error::EmptyInput { what: "no queries" })?;

@@ -85,7 +85,8 @@ impl HybridExecutor {
             let sub_lists: Vec<&[usize]> = pending.iter().map(|&i| lists[i]).collect();
             self.candidates_per_query(view, sub, &sub_lists, asked, start)
         };
-        let (hits, mut report) = rounds.run(longest, |i| lists[i].len(), fetch)?;
+        let limit = self.device_limit();
+        let (hits, mut report) = rounds.run(longest, |i| lists[i].len(), limit, fetch)?;
         report.elapsed = start.elapsed();
         Ok((hits, report))
     }
