@@ -14,6 +14,8 @@ use std::arch::x86_64::*;
 const G: usize = 8;
 /// Queries per group on AVX2, whose 16 registers hold 8 accumulators and the pieces.
 const G_AVX2: usize = 4;
+/// How far ahead (values, 8 KiB) the AVX2 kernels hint the rows' lines (`group256`).
+const PREFETCH_VALUES: usize = 4096;
 
 /// Calls `$f` with `$g` as a constant group size of 1 to 4; the sums, padded to four.
 macro_rules! by_group {
@@ -86,7 +88,8 @@ pub(super) unsafe fn dots_rows_avx2<const BF16: bool>(
         while q < nq {
             let g = (nq - q).min(G_AVX2);
             let qs = &queries[q * d..(q + g) * d];
-            let sums = by_group!(g, group256::<BF16>(row, qs));
+            // The first group hints the rows ahead; the others find them in cache.
+            let sums = by_group!(g, group256::<BF16>(row, qs, q == 0));
             for (j, s) in sums.into_iter().take(g).enumerate() {
                 out[(q + j) * n + r] = s * w;
             }
@@ -222,19 +225,35 @@ fn hsum8(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Dot products of one 16-bit row with `G2` queries (`qs`, `G2 × d`), AVX2.
+/// Dot products of one 16-bit row with `G2` queries (`qs`, `G2 × d`), AVX2. With
+/// `prefetch`, the lines of the rows that follow are hinted [`PREFETCH_VALUES`] ahead:
+/// on a 2-core Zen 3 (AVX2) the hardware prefetcher alone left one query at 25–28 GB/s
+/// against the f32 kernel's 31–35 (1M × 768: Q = 1 53–61 ms, now 43–49; Q = 2 96, now
+/// 59–61).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn group256<const G2: usize, const BF16: bool>(row: &[u16], qs: &[f32]) -> [f32; G2] {
+fn group256<const G2: usize, const BF16: bool>(
+    row: &[u16],
+    qs: &[f32],
+    prefetch: bool,
+) -> [f32; G2] {
     let d = row.len();
     assert_eq!(qs.len(), G2 * d);
     let q: [&[f32]; G2] = std::array::from_fn(|j| &qs[j * d..(j + 1) * d]);
     let mut acc = [[_mm256_setzero_ps(); 2]; G2];
     let mut i = 0;
+    let ahead = (2 * d).max(PREFETCH_VALUES);
     if G2 == 1 {
         // One query: eight accumulators over 64 values a step, as in `group512`.
         let mut more = [_mm256_setzero_ps(); 6];
         while i + 64 <= d {
+            if prefetch {
+                // Two lines a step; a hint never faults, and `wrapping_add` makes no
+                // claim about bounds.
+                let at = row.as_ptr().wrapping_add(i + ahead);
+                _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(32) as *const i8);
+            }
             let x: [__m256; 8] = std::array::from_fn(|j| widen8::<BF16>(row, i + 8 * j));
             acc[0][0] = _mm256_fmadd_ps(x[0], load8(q[0], i), acc[0][0]);
             acc[0][1] = _mm256_fmadd_ps(x[1], load8(q[0], i + 8), acc[0][1]);
@@ -251,6 +270,9 @@ fn group256<const G2: usize, const BF16: bool>(row: &[u16], qs: &[f32]) -> [f32;
         acc[0][1] = _mm256_add_ps(acc[0][1], odd);
     }
     while i + 16 <= d {
+        if prefetch && i % 32 == 0 {
+            _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(i + ahead) as *const i8);
+        }
         let x0 = widen8::<BF16>(row, i);
         let x1 = widen8::<BF16>(row, i + 8);
         for j in 0..G2 {
