@@ -88,20 +88,22 @@ fn norm_up(n: usize, squares: f64) -> f32 {
 }
 
 /// Quantises `x` into `codes` (same length). Every input is finite (the callers check).
+/// With AVX2 four values a step (`quantise_avx2`), else one (`quantise_portable`): the
+/// same codes and bounds, bit for bit (tested).
 pub(crate) fn quantise(x: &[f32], codes: &mut [i8]) -> Quantised {
     debug_assert_eq!(x.len(), codes.len());
-    let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    if max == 0.0 {
-        codes.fill(0);
-        return Quantised {
-            scale: 0.0,
-            residual: 0.0,
-            norm: 0.0,
-            coded_norm: 0.0,
-        };
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { quantise_avx2(x, codes) };
     }
-    // The scale in f32 (what the codes multiply), the division in f64: a subnormal max
-    // still gives a usable (if subnormal) scale, and codes never exceed 127 in magnitude.
+    quantise_portable(x, codes)
+}
+
+/// A row's scale `s` from its largest magnitude (not zero), in f32 and f64, and `1/s`.
+/// The division runs in f64: a subnormal max still gives a usable (if subnormal) scale,
+/// and codes never exceed 127 in magnitude.
+fn scale_of(max: f32) -> (f32, f64, f64) {
     let scale = ((max as f64) / LEVELS) as f32;
     let scale = if scale == 0.0 {
         f32::from_bits(1)
@@ -109,47 +111,154 @@ pub(crate) fn quantise(x: &[f32], codes: &mut [i8]) -> Quantised {
         scale
     };
     let s = scale as f64;
-    // Any code is sound (the residual is measured, not assumed), so the nearest one is
-    // found with a reciprocal and a truncating cast (no division, no libm `round`).
-    let inv = 1.0 / s;
-    let code_of = |v: f32| {
-        let t = v as f64 * inv;
-        ((t + 0.5f64.copysign(t)) as i64).clamp(-127, 127)
-    };
-    // Four independent sums of each kind (the bounds of `norm_up` hold for any order).
-    let (mut rr, mut xx, mut cc) = ([0.0f64; 4], [0.0f64; 4], [0.0f64; 4]);
-    let mut add = |lane: usize, v: f32, code: i64| {
-        // s·code is exact in f64 (24 by 8 significant bits); the difference rounds once.
-        let coded = s * code as f64;
-        let r = v as f64 - coded;
-        rr[lane] += r * r;
-        xx[lane] += v as f64 * v as f64;
-        cc[lane] += coded * coded;
-    };
+    (scale, s, 1.0 / s)
+}
+
+/// The record of a zero row: zero codes, scale and bounds.
+fn zero_row(codes: &mut [i8]) -> Quantised {
+    codes.fill(0);
+    Quantised {
+        scale: 0.0,
+        residual: 0.0,
+        norm: 0.0,
+        coded_norm: 0.0,
+    }
+}
+
+/// The record of a row of `n` values, scale `scale`, from its four lanes of squared
+/// residuals, squared values and squared coded values.
+fn finish(scale: f32, n: usize, [rr, xx, cc]: [[f64; 4]; 3]) -> Quantised {
+    let sum = |a: [f64; 4]| (a[0] + a[1]) + (a[2] + a[3]);
+    Quantised {
+        scale,
+        // The difference's rounding is at most u·|r| per element: inside the slack.
+        residual: norm_up(n + 1, sum(rr)),
+        norm: norm_up(n, sum(xx)),
+        coded_norm: norm_up(n, sum(cc)),
+    }
+}
+
+/// The code nearest `v / s` (ties away from zero) from `inv = 1/s`, within ±127.
+#[inline]
+fn nearest_code(v: f32, inv: f64) -> i64 {
+    let t = v as f64 * inv;
+    ((t + 0.5f64.copysign(t)) as i64).clamp(-127, 127)
+}
+
+/// Adds value `v`, coded as `coded = s·code` (exact in f64: 24 by 8 significant bits), to
+/// lane `lane` of the squared residuals, values and coded values; the difference rounds
+/// once.
+#[inline]
+fn add_value(sums: &mut [[f64; 4]; 3], lane: usize, v: f32, coded: f64) {
+    let r = v as f64 - coded;
+    sums[0][lane] += r * r;
+    sums[1][lane] += v as f64 * v as f64;
+    sums[2][lane] += coded * coded;
+}
+
+/// [`quantise`], a value at a time. Any code is sound (the residual is measured, not
+/// assumed), so the nearest one is found with a reciprocal and a truncating cast (no
+/// division, no libm `round`). Four independent sums of each kind, value `i` in lane
+/// `i % 4` and the values past the last whole four in lane 0 (the bounds of `norm_up`
+/// hold for any order; the AVX2 path keeps this one).
+fn quantise_portable(x: &[f32], codes: &mut [i8]) -> Quantised {
+    let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 {
+        return zero_row(codes);
+    }
+    let (scale, s, inv) = scale_of(max);
+    let mut sums = [[0.0f64; 4]; 3];
     let mut chunks = codes.chunks_exact_mut(4).zip(x.chunks_exact(4));
     for (c4, x4) in &mut chunks {
         for lane in 0..4 {
-            let code = code_of(x4[lane]);
+            let code = nearest_code(x4[lane], inv);
             c4[lane] = code as i8;
-            add(lane, x4[lane], code);
+            add_value(&mut sums, lane, x4[lane], s * code as f64);
         }
     }
     let done = x.len() / 4 * 4;
     for (c, &v) in codes[done..].iter_mut().zip(&x[done..]) {
-        let code = code_of(v);
+        let code = nearest_code(v, inv);
         *c = code as i8;
-        add(0, v, code);
+        add_value(&mut sums, 0, v, s * code as f64);
     }
-    let sum = |a: [f64; 4]| (a[0] + a[1]) + (a[2] + a[3]);
-    let (rr, xx, cc) = (sum(rr), sum(xx), sum(cc));
+    finish(scale, x.len(), sums)
+}
+
+/// [`quantise_portable`] four values a step on f64 lanes, lane `l` taking the values the
+/// portable path's lane `l` takes, in the same order and by the same operations (a
+/// product and a sum each, never fused), so the codes and sums are the same bits. The
+/// rounding clamps before it truncates (`t + ½·sign t` to ±127, then toward zero), which
+/// gives the portable path's truncate-then-clamp for every finite `t`.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantise_avx2(x: &[f32], codes: &mut [i8]) -> Quantised {
+    use std::arch::x86_64::*;
     let n = x.len();
-    Quantised {
-        scale,
-        // The difference's rounding is at most u·|r| per element: inside the slack.
-        residual: norm_up(n + 1, rr),
-        norm: norm_up(n, xx),
-        coded_norm: norm_up(n, cc),
+    let whole8 = n / 8 * 8;
+    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut top = _mm256_setzero_ps();
+    for i in (0..whole8).step_by(8) {
+        let chunk = &x[i..i + 8];
+        // SAFETY: `chunk` holds eight floats; `loadu` has no alignment need.
+        let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+        top = _mm256_max_ps(top, _mm256_and_ps(v, magnitude));
     }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds eight floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), top) };
+    // The maximum of finite magnitudes is exact, whatever the order.
+    let max = lanes
+        .iter()
+        .chain(&x[whole8..])
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 {
+        return zero_row(codes);
+    }
+    let (scale, s, inv) = scale_of(max);
+    let (sv, invv) = (_mm256_set1_pd(s), _mm256_set1_pd(inv));
+    let (sign, half) = (_mm256_set1_pd(-0.0), _mm256_set1_pd(0.5));
+    let (lo, hi) = (_mm256_set1_pd(-127.0), _mm256_set1_pd(127.0));
+    let zero = _mm256_setzero_pd();
+    let (mut rr, mut xx, mut cc) = (zero, zero, zero);
+    let whole4 = n / 4 * 4;
+    for i in (0..whole4).step_by(4) {
+        let chunk = &x[i..i + 4];
+        // SAFETY: `chunk` holds four floats; `loadu` has no alignment need.
+        let v = _mm256_cvtps_pd(unsafe { _mm_loadu_ps(chunk.as_ptr()) });
+        let t = _mm256_mul_pd(v, invv);
+        let u = _mm256_add_pd(t, _mm256_or_pd(_mm256_and_pd(t, sign), half));
+        let c = _mm256_min_pd(_mm256_max_pd(u, lo), hi);
+        let c = _mm256_round_pd::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(c);
+        let coded = _mm256_mul_pd(sv, c);
+        let r = _mm256_sub_pd(v, coded);
+        rr = _mm256_add_pd(rr, _mm256_mul_pd(r, r));
+        xx = _mm256_add_pd(xx, _mm256_mul_pd(v, v));
+        cc = _mm256_add_pd(cc, _mm256_mul_pd(coded, coded));
+        // Whole numbers in −127..=127: exact in i32, then saturating packs that saturate
+        // nothing.
+        let c32 = _mm256_cvtpd_epi32(c);
+        let c16 = _mm_packs_epi32(c32, c32);
+        let c8 = _mm_packs_epi16(c16, c16);
+        let word = _mm_cvtsi128_si32(c8).to_ne_bytes();
+        for (out, b) in codes[i..i + 4].iter_mut().zip(word) {
+            *out = b as i8;
+        }
+    }
+    let mut sums = [[0.0f64; 4]; 3];
+    for (out, v) in sums.iter_mut().zip([rr, xx, cc]) {
+        // SAFETY: `out` holds four f64.
+        unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) };
+    }
+    for (c, &v) in codes[whole4..].iter_mut().zip(&x[whole4..]) {
+        let code = nearest_code(v, inv);
+        *c = code as i8;
+        add_value(&mut sums, 0, v, s * code as f64);
+    }
+    finish(scale, n, sums)
 }
 
 /// A query quantised for scanning int8 rows.

@@ -74,6 +74,61 @@ proptest! {
     }
 }
 
+/// The AVX2 quantiser gives the portable one's codes and bounds, bit for bit, for rows
+/// of every length around its 4- and 8-value steps, of one magnitude and of very
+/// different ones (subnormals to near f32's largest), with values on the rounding's ties
+/// (`k + ½` times the scale), signed zeros, and rows of zeros.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_avx2_quantiser_gives_the_portable_bits() {
+    if !std::is_x86_feature_detected!("avx2") {
+        eprintln!("skipped: no AVX2");
+        return;
+    }
+    let check = |x: &[f32], what: &str| {
+        let (mut a, mut b) = (vec![0i8; x.len()], vec![0i8; x.len()]);
+        // SAFETY: the CPU has AVX2 (checked above).
+        let fast = unsafe { quantise_avx2(x, &mut a) };
+        let slow = quantise_portable(x, &mut b);
+        assert_eq!(a, b, "{what}: codes");
+        let bits = |q: Quantised| [q.scale, q.residual, q.norm, q.coded_norm].map(f32::to_bits);
+        assert_eq!(bits(fast), bits(slow), "{what}: {fast:?} against {slow:?}");
+    };
+    let mut seed = 11u64;
+    for len in (0..=40).chain([63, 64, 65, 767, 768, 769, 4099]) {
+        for e in [-45, -40, -20, 0, 5, 30, 37] {
+            let row = crate::data::random_matrix(1, len.max(1), seed);
+            seed += 1;
+            let scaled: Vec<f32> = row[..len]
+                .iter()
+                .map(|&v| (v as f64 * 10f64.powi(e)) as f32)
+                .collect();
+            assert!(scaled.iter().all(|v| v.is_finite()), "finite inputs");
+            check(&scaled, &format!("len {len}, 1e{e}"));
+            // Spread over 12 orders of magnitude.
+            let spread: Vec<f32> = scaled
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v * 10f32.powi(-((i % 13) as i32)))
+                .collect();
+            check(&spread, &format!("len {len}, 1e{e}, spread"));
+        }
+        // Ties: the largest value 127, the others k + ½ (exact in f32), ±0 among them.
+        let ties: Vec<f32> = (0..len)
+            .map(|i| match i % 5 {
+                0 => 127.0,
+                1 => -0.0,
+                2 => 0.0,
+                3 => (i % 127) as f32 + 0.5,
+                _ => -((i % 126) as f32) - 0.5,
+            })
+            .collect();
+        check(&ties, &format!("len {len}, ties"));
+        check(&vec![0.0; len], &format!("len {len}, zeros"));
+        check(&vec![-0.0; len], &format!("len {len}, negative zeros"));
+    }
+}
+
 /// The bound is reached: a query whose codes are exactly its values (no residual of its
 /// own) and point along a row's residual makes `query · residual` at least 99 % of the
 /// bound `‖query‖·e`. So shrinking the interval's radius by 1 % leaves this exact value
