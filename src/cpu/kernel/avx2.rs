@@ -19,8 +19,12 @@ pub(super) const MR: usize = 6;
 /// * `b` is valid for reads of `kc * NR` floats.
 /// * `c` is valid for reads and writes at `i * ldc + j` for `i < M`, `j < NR`, and
 ///   nothing else accesses those elements during the call.
+///
+/// `(pf, lines)`: `lines` cache lines from `pf` to hint into L2 over the call (none
+/// when 0), as the AVX-512 kernel does; a hint never faults, so any address will do.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn kernel<const M: usize>(
     kc: usize,
     a: *const f32,
@@ -29,10 +33,22 @@ pub(super) unsafe fn kernel<const M: usize>(
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    (pf, pf_lines): (*const u8, usize),
 ) {
     let mut lo = [_mm256_setzero_ps(); M];
     let mut hi = [_mm256_setzero_ps(); M];
+    // The hints are spread over the depth loop, one every `stride` steps: a burst of them
+    // would wait on the line-fill buffers instead.
+    let stride = kc.checked_div(pf_lines).map_or(usize::MAX, |s| s.max(1));
+    let (mut next, mut hinted) = (0, 0);
     for p in 0..kc {
+        if p == next && hinted < pf_lines {
+            // A hint never faults and has no architectural effect; `wrapping_add` makes
+            // no claim about the address.
+            _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(64 * hinted) as *const i8);
+            hinted += 1;
+            next += stride;
+        }
         // SAFETY: `p < kc`, so `b + p*NR + [0, 16)` and `a + i*a_row + p*a_depth` are in bounds
         // by the function's contract.
         unsafe {

@@ -153,7 +153,7 @@ pub(crate) fn score_tile(
     // faster than interleaving them first at every batch size tried, 16 to 1024 queries).
     let groups = nrows.div_ceil(mr);
     // `prefetch` (the rows the caller reads next) is hinted into L2 a slice per kernel
-    // call (AVX-512 only), so the caller's next read of them waits less on memory.
+    // call (AVX-512 and AVX2), so the caller's next read of them waits less on memory.
     let calls = d.div_ceil(KC) * queries.panels() * groups;
     let per_call = prefetch.len().div_ceil(64).div_ceil(calls.max(1)) * 64;
     let mut call = 0;
@@ -286,12 +286,12 @@ unsafe fn dispatch(
             (SimdLevel::Avx512, 3) => avx512::kernel::<3>(kc, a, sa, b, c, ldc, acc, pf),
             (SimdLevel::Avx512, 2) => avx512::kernel::<2>(kc, a, sa, b, c, ldc, acc, pf),
             (SimdLevel::Avx512, _) => avx512::kernel::<1>(kc, a, sa, b, c, ldc, acc, pf),
-            (_, 6) => avx2::kernel::<6>(kc, a, sa, b, c, ldc, acc),
-            (_, 5) => avx2::kernel::<5>(kc, a, sa, b, c, ldc, acc),
-            (_, 4) => avx2::kernel::<4>(kc, a, sa, b, c, ldc, acc),
-            (_, 3) => avx2::kernel::<3>(kc, a, sa, b, c, ldc, acc),
-            (_, 2) => avx2::kernel::<2>(kc, a, sa, b, c, ldc, acc),
-            (_, _) => avx2::kernel::<1>(kc, a, sa, b, c, ldc, acc),
+            (_, 6) => avx2::kernel::<6>(kc, a, sa, b, c, ldc, acc, pf),
+            (_, 5) => avx2::kernel::<5>(kc, a, sa, b, c, ldc, acc, pf),
+            (_, 4) => avx2::kernel::<4>(kc, a, sa, b, c, ldc, acc, pf),
+            (_, 3) => avx2::kernel::<3>(kc, a, sa, b, c, ldc, acc, pf),
+            (_, 2) => avx2::kernel::<2>(kc, a, sa, b, c, ldc, acc, pf),
+            (_, _) => avx2::kernel::<1>(kc, a, sa, b, c, ldc, acc, pf),
         }
     }
     #[cfg(target_arch = "aarch64")]
