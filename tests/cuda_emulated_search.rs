@@ -301,7 +301,7 @@ fn the_exact_metrics_serve_every_k_the_device_selects() {
         let options = SearchOptions::new(metric);
         match cuda.search(qm, &corpus, 1024, &options) {
             Err(Error::BackendFailed { reason, .. }) => {
-                assert!(reason.contains("candidates"), "{metric}: {reason}")
+                assert!(reason.contains("past the k-th"), "{metric}: {reason}")
             }
             other => panic!("{metric} k = 1024: forced past the device's limit: {other:?}"),
         }
@@ -329,7 +329,7 @@ fn the_exact_metrics_serve_every_k_the_device_selects() {
         let options = SearchOptions::new(metric);
         match cuda.search(one, &corpus, 10, &options) {
             Err(Error::BackendFailed { reason, .. }) => {
-                assert!(reason.contains("candidates"), "{metric}: {reason}")
+                assert!(reason.contains("ties"), "{metric}: {reason}")
             }
             other => panic!("{metric}: forced past the device's limit: {other:?}"),
         }

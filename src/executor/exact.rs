@@ -305,13 +305,19 @@ impl<'a> Rounds<'a> {
                 MatrixRef::new(&gathered, pending.len(), d)?
             };
             if let Some(limit) = limit.filter(|l| l.forced && asked > l.most.max(self.k)) {
+                // The first round asked exactly `k` only when the device's limit held
+                // it there; the certificate needs a candidate past the k-th.
+                let why = if previous <= self.k {
+                    "at least one past the k-th"
+                } else {
+                    "ties or near-ties at the k-th score"
+                };
                 return Err(Error::BackendFailed {
                     backend: limit.name.to_string(),
                     reason: format!(
                         "the exact {} top-{} of {} of the queries needs more than {} \
-                         candidates a query to certify (ties or near-ties at the k-th \
-                         score), past the {} the device selects; DevicePolicy::Auto \
-                         finishes such queries on the CPU",
+                         candidates a query to certify ({why}), past the {} the device \
+                         selects; DevicePolicy::Auto finishes such queries on the CPU",
                         self.metric,
                         self.k,
                         pending.len(),
