@@ -104,9 +104,10 @@ enum DtypeArg {
     F16,
     /// bf16 rows (rounded from the f32 data), scanned in full: half the bytes.
     Bf16,
-    /// f32 rows and an int8 scan tier: cosine top-k of up to 4 queries on the CPU scans
-    /// the tier and re-scores only the rows it cannot rule out (the answer is the f32
-    /// scan's, exactly).
+    /// f32 rows and an int8 scan tier: top-k on the CPU scans the tier and re-scores
+    /// only the rows it cannot rule out (the answer is the f32 scan's, exactly). Batches
+    /// of every size with AVX-512 VNNI, up to 24 queries with AVX2, else up to 4; larger
+    /// batches scan in full.
     Int8,
 }
 
@@ -246,9 +247,10 @@ enum Cmd {
         /// value rounded to nearest). Default: an existing store's type, else f32.
         #[arg(long, value_enum)]
         dtype: Option<StoreDtypeArg>,
-        /// Build the store's int8 scan tier (kept from then on): cosine queries of up to
-        /// 4 vectors scan int8 codes first and re-score only the rows that can be in the
-        /// top-k, with the same exact answers.
+        /// Build the store's int8 scan tier (kept from then on): queries (any metric;
+        /// batches of every size with AVX-512 VNNI, up to 24 with AVX2, else up to 4)
+        /// scan int8 codes first and re-score only the rows that can be in the top-k,
+        /// with the same exact answers.
         #[arg(long)]
         int8_tier: bool,
     },
