@@ -1,23 +1,32 @@
 //! The few-query int8 scan: the certified candidates of up to 24 queries, their int8
-//! dot products by AVX-512 VNNI straight from the row-major codes.
+//! dot products by AVX-512 VNNI or AVX2 straight from the row-major codes.
 //!
 //! Per row, the per-query scan (`tier`) spends more on the f64 interval and the sieve than
 //! on the dot product itself, so one query cannot keep up with the memory bus. Here a
-//! kernel call takes `R` consecutive rows as they lie. For each 64-code group one load of
-//! a row serves every query: `vpdpbusd` of the query's offset codes `d + 128 ∈ [1, 255]`
-//! with the row's signed codes, and of ones with them (the row's code sum `Σc`), so the dot
-//! product is `Σ(d + 128)·c − 128·Σc`, exact in i32 up to `batch::MAX_DIM` values. The
-//! pairs then get the batched scan's quick upper bound (`sieve::quick_upper`), on f64
-//! lanes; only those that reach the query's running floor (or are not a number) go through
-//! the exact interval and the sieve, as in the per-query scan, whose candidates these
-//! therefore are, exactly (tested).
+//! kernel call takes `R` consecutive rows as they lie, and one load of a row's codes
+//! serves every query:
+//! - **AVX-512 VNNI**, 64 codes a step: `vpdpbusd` of the query's offset codes `d + 128 ∈
+//!   [1, 255]` with the row's signed codes, and of ones with them (the row's code sum
+//!   `Σc`), so the dot product is `Σ(d + 128)·c − 128·Σc`, exact in i32 up to
+//!   `batch::MAX_DIM` values.
+//! - **AVX2**, 32 codes a step: `vpmaddubsw` of the row's magnitudes (taken once for all
+//!   the queries) with the query's codes carrying the row's signs (`vpsignb`), `vpmaddwd`
+//!   by ones into i32 lanes. The queries' codes are interleaved, so each query's next 32
+//!   codes sit at a constant offset from one pointer.
+//!
+//! The pairs then get the batched scan's quick upper bound (`sieve::quick_upper`) on f64
+//! lanes (a lane per query, or per row when a call has fewer queries than rows); only
+//! those that reach the query's running floor (or are not a number) go through the exact
+//! interval and the sieve, as in the per-query scan, whose candidates these therefore
+//! are, exactly (tested).
 //!
 //! Past eight queries the queries take turns in groups of up to eight over sub-blocks of
 //! rows that stay in L2, so the codes are still read from memory once.
 //!
-//! When not to use it: without AVX-512 VNNI (the per-query scan serves), and past
-//! [`MAX_QUERIES`], where the batched scan's packed panels, which reuse each load of row
-//! codes for eight queries without a query load beside it, win.
+//! When not to use it: without AVX2 (the per-query scan serves), and past
+//! [`MAX_QUERIES`]: with AVX-512 VNNI the batched scan's packed panels, which reuse each
+//! load of row codes for eight queries without a query load beside it, win there; with
+//! AVX2 alone the f32 score tiles do (see the README's "Why not AVX2 batches").
 
 use super::sieve::{quick_upper, Floors, Pairs, QueryTerms, Sieve, CHUNK_ROWS};
 use rayon::prelude::*;
@@ -48,19 +57,21 @@ pub(super) enum Isa {
 pub(super) fn candidates(pairs: &Pairs<'_>, k: usize, isa: Isa) -> Vec<Vec<usize>> {
     let tier = pairs.tier;
     let (dim, nq) = (tier.dim, pairs.qs.len());
-    // Per query, padded to whole 64-byte groups: AVX-512 VNNI's offset codes (padding
-    // 128, an offset zero), or AVX2's signed codes and their magnitudes (padding 0).
+    // Per query, padded to whole 64-byte groups (padding an offset zero): AVX-512 VNNI's
+    // offset codes, query by query.
     let stride = dim.next_multiple_of(64);
-    let mut codes = vec![if isa == Isa::Avx512Vnni { 128u8 } else { 0 }; nq * stride];
-    let mut magnitudes = vec![0u8; if isa == Isa::Avx2 { nq * stride } else { 0 }];
-    for (j, q) in pairs.qs.iter().enumerate() {
-        for (p, &c) in q.codes.iter().enumerate() {
-            codes[j * stride + p] = match isa {
-                Isa::Avx512Vnni => (c as i16 + 128) as u8,
-                Isa::Avx2 => c as u8,
-            };
-            if isa == Isa::Avx2 {
-                magnitudes[j * stride + p] = c.unsigned_abs();
+    let mut codes = vec![
+        128u8;
+        if isa == Isa::Avx512Vnni {
+            nq * stride
+        } else {
+            0
+        }
+    ];
+    if isa == Isa::Avx512Vnni {
+        for (j, q) in pairs.qs.iter().enumerate() {
+            for (p, &c) in q.codes.iter().enumerate() {
+                codes[j * stride + p] = (c as i16 + 128) as u8;
             }
         }
     }
@@ -76,6 +87,14 @@ pub(super) fn candidates(pairs: &Pairs<'_>, k: usize, isa: Isa) -> Vec<Vec<usize
             .next_multiple_of(24)
             .min(CHUNK_ROWS)
     };
+    // AVX2's signed codes, interleaved a group at a time (`interleave`).
+    let interleaved: Vec<Vec<i8>> = match isa {
+        Isa::Avx2 => bounds
+            .windows(2)
+            .map(|w| interleave(pairs.qs[w[0]..w[1]].iter().map(|q| &q.codes[..]), stride))
+            .collect(),
+        Isa::Avx512Vnni => Vec::new(),
+    };
     let n = tier.rows();
     let floors = Floors::new(nq);
     let chunks: Vec<Sieve> = (0..n.div_ceil(CHUNK_ROWS))
@@ -85,18 +104,23 @@ pub(super) fn candidates(pairs: &Pairs<'_>, k: usize, isa: Isa) -> Vec<Vec<usize
             let mut sieve = Sieve::new(nq, k, &floors);
             for sub in (start..end).step_by(sub_rows) {
                 let rows = sub..(sub + sub_rows).min(end);
-                for w in bounds.windows(2) {
+                for (at, w) in bounds.windows(2).enumerate() {
                     let group = Group {
                         pairs,
-                        codes: &codes[w[0] * stride..w[1] * stride],
-                        magnitudes: magnitudes.get(w[0] * stride..w[1] * stride).unwrap_or(&[]),
+                        codes: match isa {
+                            Isa::Avx512Vnni => &codes[w[0] * stride..w[1] * stride],
+                            Isa::Avx2 => bytemuck::cast_slice(&interleaved[at]),
+                        },
                         stride,
                         terms: &terms[w[0]..w[1]],
                         first_query: w[0],
                     };
                     match isa {
-                        Isa::Avx512Vnni => group.vnni(rows.clone(), &mut sieve),
-                        Isa::Avx2 => group.avx2(rows.clone(), &mut sieve),
+                        // SAFETY: the caller checked the CPU's features for `isa` (this
+                        // function's contract).
+                        Isa::Avx512Vnni => unsafe { group.vnni(rows.clone(), &mut sieve) },
+                        // SAFETY: as above.
+                        Isa::Avx2 => unsafe { group.avx2(rows.clone(), &mut sieve) },
                     }
                 }
             }
@@ -106,12 +130,11 @@ pub(super) fn candidates(pairs: &Pairs<'_>, k: usize, isa: Isa) -> Vec<Vec<usize
     Sieve::merge(chunks, nq, k)
 }
 
-/// One group of queries: their codes (`stride` bytes each; AVX2's magnitudes too), their
-/// terms of the quick bound, and the index of the first.
+/// One group of queries: their codes (`stride` bytes each, as the kernel reads them),
+/// their terms of the quick bound, and the index of the first.
 struct Group<'g> {
     pairs: &'g Pairs<'g>,
     codes: &'g [u8],
-    magnitudes: &'g [u8],
     stride: usize,
     terms: &'g [QueryTerms],
     first_query: usize,
@@ -120,37 +143,56 @@ struct Group<'g> {
 impl Group<'_> {
     /// The group against `rows` by the AVX-512 VNNI kernel; accumulators: `Q·R` dot
     /// products and `R` code sums in the 32 zmm registers.
-    fn vnni(&self, rows: Range<usize>, sieve: &mut Sieve) {
-        match self.terms.len() {
-            1 => self.scan::<1, 8, true>(rows, sieve),
-            2 => self.scan::<2, 8, true>(rows, sieve),
-            3 => self.scan::<3, 4, true>(rows, sieve),
-            4 => self.scan::<4, 4, true>(rows, sieve),
-            5 => self.scan::<5, 4, true>(rows, sieve),
-            6 => self.scan::<6, 4, true>(rows, sieve),
-            7 => self.scan::<7, 3, true>(rows, sieve),
-            _ => self.scan::<8, 3, true>(rows, sieve),
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, AVX-512BW and AVX-512 VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn vnni(&self, rows: Range<usize>, sieve: &mut Sieve) {
+        // SAFETY: each call needs the CPU's features, which this function's contract gives.
+        unsafe {
+            match self.terms.len() {
+                1 => self.scan::<1, 8, true>(rows, sieve),
+                2 => self.scan::<2, 8, true>(rows, sieve),
+                3 => self.scan::<3, 4, true>(rows, sieve),
+                4 => self.scan::<4, 4, true>(rows, sieve),
+                5 => self.scan::<5, 4, true>(rows, sieve),
+                6 => self.scan::<6, 4, true>(rows, sieve),
+                7 => self.scan::<7, 3, true>(rows, sieve),
+                _ => self.scan::<8, 3, true>(rows, sieve),
+            }
         }
     }
 
     /// The group against `rows` by the AVX2 kernel; accumulators: `Q·R` dot products in
     /// the 16 ymm registers, beside the row and a query's codes.
-    fn avx2(&self, rows: Range<usize>, sieve: &mut Sieve) {
-        match self.terms.len() {
-            1 => self.scan::<1, 4, false>(rows, sieve),
-            2 => self.scan::<2, 4, false>(rows, sieve),
-            3 => self.scan::<3, 3, false>(rows, sieve),
-            4 => self.scan::<4, 2, false>(rows, sieve),
-            5 => self.scan::<5, 2, false>(rows, sieve),
-            6 => self.scan::<6, 1, false>(rows, sieve),
-            7 => self.scan::<7, 1, false>(rows, sieve),
-            _ => self.scan::<8, 1, false>(rows, sieve),
+    ///
+    /// # Safety
+    /// The CPU supports AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(&self, rows: Range<usize>, sieve: &mut Sieve) {
+        // SAFETY: each call needs AVX2, which this function's contract gives.
+        unsafe {
+            match self.terms.len() {
+                1 => self.scan::<1, 4, false>(rows, sieve),
+                2 => self.scan::<2, 4, false>(rows, sieve),
+                3 => self.scan::<3, 3, false>(rows, sieve),
+                4 => self.scan::<4, 2, false>(rows, sieve),
+                5 => self.scan::<5, 2, false>(rows, sieve),
+                6 => self.scan::<6, 1, false>(rows, sieve),
+                7 => self.scan::<7, 1, false>(rows, sieve),
+                _ => self.scan::<8, 1, false>(rows, sieve),
+            }
         }
     }
 
     /// The group's queries (`Q` of them) against `rows`, `R` rows a kernel call, by the
-    /// AVX-512 VNNI kernel (`VNNI`) or the AVX2 one.
-    fn scan<const Q: usize, const R: usize, const VNNI: bool>(
+    /// AVX-512 VNNI kernel (`VNNI`) or the AVX2 one. Inlined into the callers above, so
+    /// the bounds, on `Q` lanes, are compiled for their features.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, AVX-512BW and AVX-512 VNNI (`VNNI`), or AVX2.
+    #[inline(always)]
+    unsafe fn scan<const Q: usize, const R: usize, const VNNI: bool>(
         &self,
         rows: Range<usize>,
         sieve: &mut Sieve,
@@ -158,7 +200,8 @@ impl Group<'_> {
         debug_assert_eq!(self.terms.len(), Q);
         let tier = self.pairs.tier;
         let dim = tier.dim;
-        let mut dots = [[0i32; R]; Q];
+        let terms = Lanes::<Q>::new(self.terms);
+        let mut dots = [[0i32; Q]; R];
         let mut first = rows.start;
         while first < rows.end {
             let valid = (rows.end - first).min(R);
@@ -179,36 +222,99 @@ impl Group<'_> {
                 unsafe { kernel::<Q, R>(self.codes, self.stride, codes, dim, &mut dots) };
             } else {
                 let signed: &[i8] = bytemuck::cast_slice(self.codes);
-                // SAFETY: as above, with `magnitudes` as long as `codes`; the CPU has AVX2
-                // (`candidates`' contract).
-                unsafe {
-                    kernel_avx2::<Q, R>(signed, self.magnitudes, self.stride, codes, dim, &mut dots)
-                };
+                // SAFETY: `signed` holds `Q` queries' codes interleaved (`interleave`),
+                // `stride ≥ dim` bytes each, and `codes` `R` rows of `dim` codes; the CPU
+                // has AVX2 (`candidates`' contract).
+                unsafe { kernel_avx2::<Q, R>(signed, self.stride, codes, dim, &mut dots) };
             }
-            sift(
-                self.pairs,
-                self.terms,
-                self.first_query,
-                first,
-                &dots,
-                valid,
-                sieve,
-            );
+            let (pairs, at) = (self.pairs, self.first_query);
+            // The bounds' lanes run along the longer side of the call.
+            if Q < R {
+                sift_rows(pairs, &terms, at, first, &dots, valid, sieve);
+            } else {
+                sift(pairs, &terms, at, first, &dots, valid, sieve);
+            }
             first += valid;
         }
     }
 }
 
+/// A group's [`QueryTerms`], one array a term, so the bounds of a row against every
+/// query of the group run on SIMD lanes.
+struct Lanes<const Q: usize> {
+    scale: [f64; Q],
+    coded_norm: [f64; Q],
+    per_norm: [f64; Q],
+}
+
+impl<const Q: usize> Lanes<Q> {
+    fn new(terms: &[QueryTerms]) -> Self {
+        debug_assert_eq!(terms.len(), Q);
+        Self {
+            scale: std::array::from_fn(|m| terms[m].scale),
+            coded_norm: std::array::from_fn(|m| terms[m].coded_norm),
+            per_norm: std::array::from_fn(|m| terms[m].per_norm),
+        }
+    }
+}
+
 /// Offers to `sieve` each pair of a query (of `terms`, the first query `first_query`) and
-/// one of the `valid` rows from `first` (of int8 dot products `dots`) whose quick upper
-/// bound reaches the query's floor.
+/// one of the `valid` rows from `first` (of int8 dot products `dots`, a row's against
+/// each query) whose quick upper bound reaches the query's floor. Row by row, each
+/// query's bound on its own lane; the floors are read once a call (a floor only rises,
+/// so an older one passes more pairs to the exact check, never fewer).
 #[inline(always)]
 fn sift<const Q: usize, const R: usize>(
     pairs: &Pairs<'_>,
-    terms: &[QueryTerms],
+    terms: &Lanes<Q>,
     first_query: usize,
     first: usize,
-    dots: &[[i32; R]; Q],
+    dots: &[[i32; Q]; R],
+    valid: usize,
+    sieve: &mut Sieve,
+) {
+    let (scale, bias) = pairs.metric;
+    let underflow = pairs.bounds.underflow;
+    let floors: [f64; Q] = std::array::from_fn(|m| sieve.floor(first_query + m));
+    for (i, dots) in dots.iter().enumerate().take(valid) {
+        let r = first + i;
+        if scale[r].is_nan() {
+            continue; // not live: never a candidate
+        }
+        let q = &pairs.tier.bounds[r].q;
+        let row = (q.scale as f64, q.residual as f64, q.norm as f64);
+        let metric = (scale[r] as f64, bias.map_or(0.0, |b| b[r] as f64));
+        let mut upper = [0.0f64; Q];
+        for m in 0..Q {
+            let t = QueryTerms {
+                scale: terms.scale[m],
+                coded_norm: terms.coded_norm[m],
+                per_norm: terms.per_norm[m],
+            };
+            upper[m] = quick_upper(dots[m] as f64, t, row, metric, underflow);
+        }
+        // A NaN bound goes to the exact check too.
+        let mut pass = 0u32;
+        for m in 0..Q {
+            pass |= u32::from(upper[m] >= floors[m] || upper[m].is_nan()) << m;
+        }
+        while pass != 0 {
+            let m = pass.trailing_zeros() as usize;
+            pass &= pass - 1;
+            pairs.offer(first_query + m, r, dots[m].into(), sieve);
+        }
+    }
+}
+
+/// [`sift`] with the bounds of each query against the `R` rows on SIMD lanes instead: for
+/// calls of fewer queries than rows (the lanes of one query, say, would be empty).
+#[inline(always)]
+fn sift_rows<const Q: usize, const R: usize>(
+    pairs: &Pairs<'_>,
+    terms: &Lanes<Q>,
+    first_query: usize,
+    first: usize,
+    dots: &[[i32; Q]; R],
     valid: usize,
     sieve: &mut Sieve,
 ) {
@@ -232,14 +338,20 @@ fn sift<const Q: usize, const R: usize>(
     } else {
         (1u32 << valid) - 1
     };
-    for (m, (t, dots)) in terms.iter().zip(dots).enumerate() {
+    #[allow(clippy::needless_range_loop)] // `m` picks a lane of every term and of `dots`
+    for m in 0..Q {
         let j = first_query + m;
+        let t = QueryTerms {
+            scale: terms.scale[m],
+            coded_norm: terms.coded_norm[m],
+            per_norm: terms.per_norm[m],
+        };
         let floor = sieve.floor(j);
         let mut pass = 0u32;
         for i in 0..R {
             let u = quick_upper(
-                dots[i] as f64,
-                *t,
+                dots[i][m] as f64,
+                t,
                 (cs[i], e[i], n[i]),
                 (sc[i], b[i]),
                 underflow,
@@ -251,12 +363,12 @@ fn sift<const Q: usize, const R: usize>(
         while pass != 0 {
             let i = pass.trailing_zeros() as usize;
             pass &= pass - 1;
-            pairs.offer(j, first + i, dots[i].into(), sieve);
+            pairs.offer(j, first + i, dots[i][m].into(), sieve);
         }
     }
 }
 
-/// `dots[m][i] = Σ_p (queries[m·stride + p] − 128) · rows[i·dim + p]` over `p < dim`: the
+/// `dots[i][m] = Σ_p (queries[m·stride + p] − 128) · rows[i·dim + p]` over `p < dim`: the
 /// int8 dot products of `Q` queries (offset codes) with `R` rows of `dim` signed codes.
 ///
 /// # Safety
@@ -269,7 +381,7 @@ unsafe fn kernel<const Q: usize, const R: usize>(
     stride: usize,
     rows: &[i8],
     dim: usize,
-    dots: &mut [[i32; R]; Q],
+    dots: &mut [[i32; Q]; R],
 ) {
     debug_assert!(stride.is_multiple_of(64) && stride >= dim);
     debug_assert!(queries.len() >= Q * stride && rows.len() >= R * dim);
@@ -308,66 +420,111 @@ unsafe fn kernel<const Q: usize, const R: usize>(
     for i in 0..R {
         let sum = _mm512_reduce_add_epi32(sums[i]);
         for m in 0..Q {
-            dots[m][i] = _mm512_reduce_add_epi32(acc[m][i]) - 128 * sum;
+            dots[i][m] = _mm512_reduce_add_epi32(acc[m][i]) - 128 * sum;
         }
     }
 }
 
-/// `dots[m][i] = Σ_p signed[m·stride + p] · rows[i·dim + p]` over `p < dim`: the int8
-/// dot products of `Q` queries with `R` rows of `dim` codes. `vpmaddubsw` multiplies a
-/// query's magnitudes (unsigned) by the row's codes with the query's signs (`vpsignb`),
-/// pairs summed in i16 (at most 2·127² < 2¹⁵: no saturation), and `vpmaddwd` by ones
-/// widens the pairs into i32 lanes.
+/// `queries`' codes (`stride` bytes each, a multiple of 32, zeros past a query's end) as
+/// [`kernel_avx2`] reads them: 32-code chunk `g` of query `m` at `(g·Q + m)·32`, so one
+/// pointer and constant offsets reach every query's chunk.
+fn interleave<'q>(queries: impl ExactSizeIterator<Item = &'q [i8]>, stride: usize) -> Vec<i8> {
+    debug_assert!(stride.is_multiple_of(32));
+    let q = queries.len();
+    let mut out = vec![0i8; q * stride];
+    for (m, codes) in queries.enumerate() {
+        debug_assert!(codes.len() <= stride);
+        for (g, chunk) in codes.chunks(32).enumerate() {
+            let at = (g * q + m) * 32;
+            out[at..at + chunk.len()].copy_from_slice(chunk);
+        }
+    }
+    out
+}
+
+/// `dots[i][m] = Σ_p query_m[p] · rows[i·dim + p]` over `p < dim`: the int8 dot products
+/// of `Q` queries (interleaved by [`interleave`]) with `R` rows of `dim` codes.
+/// `vpmaddubsw` multiplies the row's magnitudes (unsigned, taken once for every query)
+/// by the query's codes with the row's signs (`vpsignb`), pairs summed in i16 (at most
+/// 2·128·127 < 2¹⁵, so no saturation, even for a row code of −128), and `vpmaddwd` by
+/// ones widens the pairs into i32 lanes.
 ///
 /// # Safety
-/// The CPU supports AVX2; `stride` is at least `dim`; `signed` and `magnitudes` hold `Q ·
-/// stride` bytes (each magnitude that of its signed code) and `rows` `R · dim`.
+/// The CPU supports AVX2; `stride` is a multiple of 32 and at least `dim`; `signed` holds
+/// `Q · stride` bytes, codes in −127..=127; `rows` holds `R · dim` codes.
 #[target_feature(enable = "avx2")]
 unsafe fn kernel_avx2<const Q: usize, const R: usize>(
     signed: &[i8],
-    magnitudes: &[u8],
     stride: usize,
     rows: &[i8],
     dim: usize,
-    dots: &mut [[i32; R]; Q],
+    dots: &mut [[i32; Q]; R],
 ) {
-    debug_assert!(stride >= dim && signed.len() >= Q * stride);
-    debug_assert!(magnitudes.len() >= Q * stride && rows.len() >= R * dim);
+    debug_assert!(stride >= dim && stride.is_multiple_of(32) && signed.len() >= Q * stride);
+    debug_assert!(rows.len() >= R * dim);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); R]; Q];
-    let (s, u, x) = (signed.as_ptr(), magnitudes.as_ptr(), rows.as_ptr());
+    let (s, x) = (signed.as_ptr(), rows.as_ptr());
     let whole = dim / 32;
     for i in 0..R {
         for g in 0..whole {
             // SAFETY: `32·g + 32 ≤ dim`: inside row `i`.
             let xv = unsafe { _mm256_loadu_si256(x.add(i * dim + 32 * g).cast()) };
+            let magnitudes = _mm256_abs_epi8(xv);
+            // SAFETY: `g < whole ≤ stride / 32`: chunk `g` of the `Q` queries lies in
+            // `signed`.
+            let chunk = unsafe { s.add(g * Q * 32) };
             for (m, acc) in acc.iter_mut().enumerate() {
-                let at = m * stride + 32 * g;
-                // SAFETY: `32·g + 32 ≤ dim ≤ stride`: inside query `m`'s bytes.
-                let (sv, uv) = unsafe {
-                    (
-                        _mm256_loadu_si256(s.add(at).cast()),
-                        _mm256_loadu_si256(u.add(at).cast()),
-                    )
-                };
-                let pairs = _mm256_maddubs_epi16(uv, _mm256_sign_epi8(xv, sv));
+                // SAFETY: query `m`'s 32 codes of chunk `g`, inside `signed` (above).
+                let qv = unsafe { _mm256_loadu_si256(chunk.add(m * 32).cast()) };
+                let pairs = _mm256_maddubs_epi16(magnitudes, _mm256_sign_epi8(qv, xv));
                 acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(pairs, ones));
             }
         }
     }
     for i in 0..R {
+        let mut lanes = [0i32; 8];
+        let mut pad = [_mm256_setzero_si256(); 8];
+        pad[..Q].copy_from_slice(&std::array::from_fn::<_, Q, _>(|m| acc[m][i]));
+        // SAFETY: `lanes` is 32 bytes, what an unaligned 256-bit store writes; the CPU
+        // has AVX2 (this function's contract).
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), sum_lanes(pad)) };
         let row = &rows[i * dim..(i + 1) * dim];
-        for (m, acc) in acc.iter().enumerate() {
-            let mut lanes = [0i32; 8];
-            // SAFETY: `lanes` is 32 bytes, what an unaligned 256-bit store writes.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc[i]) };
-            let query = &signed[m * stride..m * stride + dim];
-            let tail: i32 = (32 * whole..dim)
-                .map(|p| query[p] as i32 * row[p] as i32)
-                .sum();
-            dots[m][i] = lanes.iter().sum::<i32>() + tail;
+        for (m, dot) in dots[i].iter_mut().enumerate() {
+            *dot = lanes[m];
+            if dim > 32 * whole {
+                // The last codes, past the whole chunks: chunk `whole` of query `m`.
+                let tail = &signed[(whole * Q + m) * 32..][..dim - 32 * whole];
+                *dot += tail
+                    .iter()
+                    .zip(&row[32 * whole..])
+                    .map(|(&q, &x)| q as i32 * x as i32)
+                    .sum::<i32>();
+            }
         }
     }
+}
+
+/// Lane `m` of the result is the sum of the eight i32 lanes of `v[m]`: three rounds of
+/// pairwise sums instead of eight stores and 56 scalar additions.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn sum_lanes(v: [__m256i; 8]) -> __m256i {
+    // [v0 01, v0 23, v1 01, v1 23 | v0 45, v0 67, v1 45, v1 67], and so on.
+    let a = _mm256_hadd_epi32(v[0], v[1]);
+    let b = _mm256_hadd_epi32(v[2], v[3]);
+    let c = _mm256_hadd_epi32(v[4], v[5]);
+    let d = _mm256_hadd_epi32(v[6], v[7]);
+    // [v0 0123, v1 0123, v2 0123, v3 0123 | v0 4567, v1 4567, v2 4567, v3 4567].
+    let lo = _mm256_hadd_epi32(a, b);
+    let hi = _mm256_hadd_epi32(c, d);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(lo, hi, 0x20),
+        _mm256_permute2x128_si256(lo, hi, 0x31),
+    )
 }
 
 #[cfg(test)]
@@ -397,43 +554,68 @@ mod tests {
             }
         };
         for dim in [1usize, 3, 31, 32, 33, 63, 64, 65, 128, 200, 768, 4099] {
-            let stride = dim.next_multiple_of(64);
-            let qs: Vec<Vec<i8>> = (0..4)
+            let qs: Vec<Vec<i8>> = (0..8)
                 .map(|_| (0..dim).map(|_| code().max(-127)).collect())
                 .collect();
             let rows: Vec<i8> = (0..8 * dim).map(|_| code().max(-127)).collect();
-            let mut want = [[0i32; 8]; 4];
-            for (m, q) in qs.iter().enumerate() {
-                for i in 0..8 {
-                    want[m][i] = dot_i8_scalar(q, &rows[i * dim..(i + 1) * dim]);
-                }
-            }
+            let case = Case { dim, qs, rows };
             if vnni {
-                let mut offset = vec![128u8; 4 * stride];
-                for (m, q) in qs.iter().enumerate() {
-                    for (p, &c) in q.iter().enumerate() {
-                        offset[m * stride + p] = (c as i16 + 128) as u8;
-                    }
-                }
-                let mut dots = [[0i32; 8]; 4];
-                // SAFETY: checked above: the CPU has the features; the buffers hold 4
-                // queries of `stride` bytes and 8 rows of `dim` codes.
-                unsafe { kernel::<4, 8>(&offset, stride, &rows, dim, &mut dots) };
-                assert_eq!(dots, want, "D {dim}: the AVX-512 VNNI kernel");
+                case.vnni::<4, 8>();
+                case.vnni::<8, 3>();
             }
-            let mut signed = vec![0i8; 4 * stride];
-            let mut magnitudes = vec![0u8; 4 * stride];
-            for (m, q) in qs.iter().enumerate() {
-                signed[m * stride..m * stride + dim].copy_from_slice(q);
+            // The shapes the AVX2 scan runs (`Group::avx2`), and the sums' zero padding.
+            case.avx2::<1, 4>();
+            case.avx2::<3, 3>();
+            case.avx2::<5, 2>();
+            case.avx2::<8, 1>();
+            case.avx2::<4, 8>();
+        }
+    }
+
+    /// Up to eight queries' codes and eight rows, `dim` codes each.
+    struct Case {
+        dim: usize,
+        qs: Vec<Vec<i8>>,
+        rows: Vec<i8>,
+    }
+
+    impl Case {
+        fn want<const Q: usize, const R: usize>(&self) -> [[i32; Q]; R] {
+            let d = self.dim;
+            std::array::from_fn(|i| {
+                std::array::from_fn(|m| dot_i8_scalar(&self.qs[m], &self.rows[i * d..][..d]))
+            })
+        }
+
+        fn vnni<const Q: usize, const R: usize>(&self) {
+            let stride = self.dim.next_multiple_of(64);
+            let mut offset = vec![128u8; Q * stride];
+            for (m, q) in self.qs.iter().take(Q).enumerate() {
                 for (p, &c) in q.iter().enumerate() {
-                    magnitudes[m * stride + p] = c.unsigned_abs();
+                    offset[m * stride + p] = (c as i16 + 128) as u8;
                 }
             }
-            let mut avx2 = [[0i32; 8]; 4];
-            // SAFETY: checked above: the CPU has AVX2; the buffers hold 4 queries of
-            // `stride` bytes (codes and magnitudes) and 8 rows of `dim` codes.
-            unsafe { kernel_avx2::<4, 8>(&signed, &magnitudes, stride, &rows, dim, &mut avx2) };
-            assert_eq!(avx2, want, "D {dim}: the AVX2 kernel");
+            let mut dots = [[0i32; Q]; R];
+            // SAFETY: the caller checked the CPU's features; the buffers hold Q queries of
+            // `stride` bytes and at least R rows of `dim` codes.
+            unsafe { kernel::<Q, R>(&offset, stride, &self.rows, self.dim, &mut dots) };
+            let dim = self.dim;
+            assert_eq!(
+                dots,
+                self.want(),
+                "D {dim}, {Q} x {R}: the AVX-512 VNNI kernel"
+            );
+        }
+
+        fn avx2<const Q: usize, const R: usize>(&self) {
+            let stride = self.dim.next_multiple_of(64);
+            let signed = interleave(self.qs[..Q].iter().map(|q| &q[..]), stride);
+            let mut dots = [[0i32; Q]; R];
+            // SAFETY: the caller checked that the CPU has AVX2; `signed` holds Q queries
+            // of `stride` bytes, interleaved, and `rows` at least R rows of `dim` codes.
+            unsafe { kernel_avx2::<Q, R>(&signed, stride, &self.rows, self.dim, &mut dots) };
+            let dim = self.dim;
+            assert_eq!(dots, self.want(), "D {dim}, {Q} x {R}: the AVX2 kernel");
         }
     }
 }
