@@ -85,35 +85,31 @@ impl ResidentSlot {
         // stream, so this one must have finished reading it.
         let _copied = WaitOnDrop(stream);
         let oom = |e| corpus_oom(e, bytes);
-        // SAFETY: every element of both is written below (a device copy of the kept rows
-        // and an upload of the rest) before any kernel reads it.
-        let mut inv = unsafe { stream.alloc::<f32>(n) }.map_err(oom)?;
+        let old_rows = old.as_ref().map(|o| &o.data);
+        // SAFETY: the rows past `keep` (of each below) are uploaded before any kernel reads
+        // them.
+        let mut inv =
+            unsafe { alloc_keeping(stream, n, old.as_ref().map(|o| &o.inv), keep) }.map_err(oom)?;
         let data = match stored {
             None => {
-                // SAFETY: as for `inv`.
-                let mut data = unsafe { stream.alloc::<f32>(n * dim) }.map_err(oom)?;
-                if let Some(Rows::F32(old)) = old.as_ref().map(|o| &o.data) {
-                    stream
-                        .memcpy_dtod(&old.slice(..keep * dim), &mut data.slice_mut(..keep * dim))
-                        .map_err(launch_failed)?;
-                }
-                Rows::F32(data)
+                let old = match old_rows {
+                    Some(Rows::F32(d)) => Some(d),
+                    _ => None,
+                };
+                // SAFETY: as above.
+                Rows::F32(unsafe { alloc_keeping(stream, n * dim, old, keep * dim) }.map_err(oom)?)
             }
             Some((h, _)) => {
-                // SAFETY: as for `inv`.
-                let mut data = unsafe { stream.alloc::<u16>(n * dim) }.map_err(oom)?;
-                if let Some(Rows::Stored(_, old)) = old.as_ref().map(|o| &o.data) {
-                    stream
-                        .memcpy_dtod(&old.slice(..keep * dim), &mut data.slice_mut(..keep * dim))
-                        .map_err(launch_failed)?;
-                }
-                Rows::Stored(h, Arc::new(data))
+                let old = match old_rows {
+                    Some(Rows::Stored(_, d)) => Some(&**d),
+                    _ => None,
+                };
+                // SAFETY: as above.
+                let data = unsafe { alloc_keeping(stream, n * dim, old, keep * dim) };
+                Rows::Stored(h, Arc::new(data.map_err(oom)?))
             }
         };
-        if let Some(old) = &old {
-            stream
-                .memcpy_dtod(&old.inv.slice(..keep), &mut inv.slice_mut(..keep))
-                .map_err(launch_failed)?;
+        if old.is_some() {
             // Before the old copy goes (see `_copied`), here to free its memory for the
             // upload.
             stream.synchronize().map_err(launch_failed)?;
@@ -271,6 +267,27 @@ pub(super) fn row_biases(
     // Other calls read it from their own streams.
     stream.synchronize().map_err(launch_failed)?;
     Ok(bias)
+}
+
+/// A new device buffer of `len` elements whose first `keep` are `old`'s, copied on the
+/// device (queued on `stream`): the kept part of a copy that grows. A failed copy comes
+/// back as the driver's error, as a failed allocation does.
+///
+/// # Safety
+/// Elements `keep..len` are written (say by [`upload`]) before any kernel reads them.
+pub(super) unsafe fn alloc_keeping<T: DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    len: usize,
+    old: Option<&CudaSlice<T>>,
+    keep: usize,
+) -> Result<CudaSlice<T>, DriverError> {
+    // SAFETY: the first `keep` elements are copied below, and the caller writes the rest
+    // (this function's contract).
+    let mut new = unsafe { stream.alloc::<T>(len) }?;
+    if let Some(old) = old.filter(|_| keep > 0) {
+        stream.memcpy_dtod(&old.slice(..keep), &mut new.slice_mut(..keep))?;
+    }
+    Ok(new)
 }
 
 /// Copies `host` to `data[at..]` through two pinned staging buffers, so that filling one

@@ -6,7 +6,7 @@
 
 use super::error::{corpus_oom, launch_failed};
 use super::launch::Bound;
-use super::resident::{row_biases, upload};
+use super::resident::{alloc_keeping, row_biases, upload};
 use super::streams::WaitOnDrop;
 use crate::backend::BackendError;
 use crate::corpus::{CorpusView, Origin};
@@ -68,28 +68,29 @@ impl Int8Slot {
         // Dropped before `old` on every way out: its copies out of the old buffers (on
         // this stream) must have run before they are freed.
         let _copied = WaitOnDrop(stream);
-        // SAFETY: each is written whole below (the kept rows copied on the device, the
-        // rest uploaded) before any kernel reads it.
+        let per_row = bounds.len() / n.max(1);
+        let old = old.as_deref();
+        // SAFETY: the rest of each (past the kept rows, copied on the device) is
+        // uploaded below before any kernel reads it.
         let (mut c, mut b, mut v) = unsafe {
             (
-                stream.alloc::<i8>(codes.len().max(1)).map_err(oom)?,
-                stream.alloc::<f32>(bounds.len().max(1)).map_err(oom)?,
-                stream.alloc::<f32>(inv.len().max(1)).map_err(oom)?,
+                alloc_keeping(
+                    stream,
+                    codes.len().max(1),
+                    old.map(|o| &o.codes),
+                    keep * dim,
+                )
+                .map_err(oom)?,
+                alloc_keeping(
+                    stream,
+                    bounds.len().max(1),
+                    old.map(|o| &o.bounds),
+                    keep * per_row,
+                )
+                .map_err(oom)?,
+                alloc_keeping(stream, inv.len().max(1), old.map(|o| &o.inv), keep).map_err(oom)?,
             )
         };
-        let per_row = bounds.len() / n.max(1);
-        if let Some(o) = &old {
-            stream
-                .memcpy_dtod(&o.codes.slice(..keep * dim), &mut c.slice_mut(..keep * dim))
-                .and_then(|()| {
-                    stream.memcpy_dtod(
-                        &o.bounds.slice(..keep * per_row),
-                        &mut b.slice_mut(..keep * per_row),
-                    )
-                })
-                .and_then(|()| stream.memcpy_dtod(&o.inv.slice(..keep), &mut v.slice_mut(..keep)))
-                .map_err(launch_failed)?;
-        }
         upload(ctx, &codes[keep * dim..], &mut c, keep * dim, stream).map_err(oom)?;
         upload(
             ctx,
