@@ -129,6 +129,9 @@ fn a_tiered_store_with_deletes_and_appends_answers_as_the_full_scan() {
     let _held = drv.exclusive();
     let ex = executor(DevicePolicy::Cuda, CudaConfig::default());
     let plain_ex = executor(DevicePolicy::Cuda, CudaConfig::default());
+    // The host's answer, so that a fault both device paths share (the kept rows of a
+    // grown copy lost, say) cannot pass as agreement.
+    let cpu = executor(DevicePolicy::Cpu, CudaConfig::default());
     let d = 32;
     let rows = data::random_matrix(2_500, d, 41);
     let dir = common::TempDir::new("cuda-emulated-int8-store");
@@ -171,6 +174,16 @@ fn a_tiered_store_with_deletes_and_appends_answers_as_the_full_scan() {
             );
             for (c, f) in cert.iter().zip(&full) {
                 assert_eq!(ids(c), ids(f), "round {round} Q={q} k={k}");
+            }
+            let host = cpu.top_k_store(qm, &plain, k).unwrap();
+            let names =
+                |h: &[hybridvec::StoreHit]| h.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+            for (h, f) in host.iter().zip(&full) {
+                assert_eq!(
+                    names(h),
+                    names(f),
+                    "round {round} Q={q} k={k}: the host's top-k"
+                );
             }
         }
         // Appended rows reach the device's tier (only they are uploaded).
