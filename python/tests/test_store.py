@@ -130,6 +130,30 @@ def test_damaged_and_missing_stores_are_typed_errors(tmp_path):
     assert isinstance(e.value, OSError)
 
 
+def process_state(pid):
+    """What Linux says of a process and its threads: its signal masks, and where each
+    thread waits (for a test that finds it hung)."""
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError as e:
+            return f"({e})"
+
+    status = [
+        line for line in read(f"/proc/{pid}/status").splitlines()
+        if line.startswith(("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))
+    ]
+    tasks = []
+    for tid in sorted(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else []:
+        at = f"/proc/{pid}/task/{tid}"
+        tasks.append(
+            f"{tid} {read(at + '/comm')} wchan={read(at + '/wchan')} "
+            f"syscall={read(at + '/syscall').split(' ')[0]} stack={read(at + '/stack')!r}"
+        )
+    return f"{'; '.join(status)}; threads: {' | '.join(tasks)}"
+
+
 def test_a_second_process_cannot_write_and_ctrl_c_keeps_flushed_records(tmp_path):
     import signal
     import subprocess
@@ -138,7 +162,9 @@ def test_a_second_process_cannot_write_and_ctrl_c_keeps_flushed_records(tmp_path
     path = tmp_path / "s"
     writer = subprocess.Popen(
         [sys.executable, "-c", f"""
+import faulthandler, signal
 import numpy as np, hybridvec as hv, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it waits, if it hangs
 st = hv.Store.create({str(path)!r}, 8)
 rng = np.random.default_rng(0)
 i = 0
@@ -174,13 +200,24 @@ with hv.Store.open({str(path)!r}, read_only=True) as ro:
         )
         assert other.stdout.split("\n")[:2] == ["locked True", "reader True"], other
         writer.send_signal(signal.SIGINT)
-        writer.wait(30)
+        # Reading while waiting: a writer blocked on a full pipe could not exit.
+        try:
+            out, err = writer.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            state = process_state(writer.pid)
+            writer.send_signal(signal.SIGUSR1)
+            try:
+                _, err = writer.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                writer.kill()
+                _, err = writer.communicate()
+            pytest.fail(f"the writer outlived Ctrl-C by 30 s; {state}; stderr: {err[-3000:]}")
     finally:
         writer.kill()
     # Ctrl-C: a Python exception, not a crash.
     assert writer.returncode != 0 and writer.returncode != -signal.SIGABRT
-    assert "KeyboardInterrupt" in writer.stderr.read()
-    for line in writer.stdout:
+    assert "KeyboardInterrupt" in err
+    for line in out.splitlines():
         acknowledged = int(line)
     with hv.Store.open(path) as st:
         for b in range(acknowledged + 1):
