@@ -165,6 +165,9 @@ def test_a_second_process_cannot_write_and_ctrl_c_keeps_flushed_records(tmp_path
 import faulthandler, signal
 import numpy as np, hybridvec as hv, sys
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it waits, if it hangs
+# Ctrl-C as a terminal delivers it: a shell without job control starts background jobs
+# (and so this test, under such a CI) with SIGINT ignored, which Python then keeps.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 st = hv.Store.create({str(path)!r}, 8)
 rng = np.random.default_rng(0)
 i = 0
