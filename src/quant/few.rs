@@ -141,47 +141,56 @@ struct Group<'g> {
 }
 
 impl Group<'_> {
-    /// The group against `rows` by the AVX-512 VNNI kernel; accumulators: `Q·R` dot
-    /// products and `R` code sums in the 32 zmm registers.
+    /// The group against `rows` by the AVX-512 VNNI kernel.
     ///
     /// # Safety
     /// The CPU supports AVX-512F, AVX-512BW and AVX-512 VNNI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn vnni(&self, rows: Range<usize>, sieve: &mut Sieve) {
-        // SAFETY: each call needs the CPU's features, which this function's contract gives.
-        unsafe {
-            match self.terms.len() {
-                1 => self.scan::<1, 8, true>(rows, sieve),
-                2 => self.scan::<2, 8, true>(rows, sieve),
-                3 => self.scan::<3, 4, true>(rows, sieve),
-                4 => self.scan::<4, 4, true>(rows, sieve),
-                5 => self.scan::<5, 4, true>(rows, sieve),
-                6 => self.scan::<6, 4, true>(rows, sieve),
-                7 => self.scan::<7, 3, true>(rows, sieve),
-                _ => self.scan::<8, 3, true>(rows, sieve),
-            }
-        }
+        // SAFETY: the CPU has the features (this function's contract).
+        unsafe { self.by_size::<true>(rows, sieve) }
     }
 
-    /// The group against `rows` by the AVX2 kernel; accumulators: `Q·R` dot products in
-    /// the 16 ymm registers, beside the row and a query's codes.
+    /// The group against `rows` by the AVX2 kernel.
     ///
     /// # Safety
     /// The CPU supports AVX2.
     #[target_feature(enable = "avx2")]
     unsafe fn avx2(&self, rows: Range<usize>, sieve: &mut Sieve) {
-        // SAFETY: each call needs AVX2, which this function's contract gives.
-        unsafe {
-            match self.terms.len() {
-                1 => self.scan::<1, 4, false>(rows, sieve),
-                2 => self.scan::<2, 4, false>(rows, sieve),
-                3 => self.scan::<3, 3, false>(rows, sieve),
-                4 => self.scan::<4, 2, false>(rows, sieve),
-                5 => self.scan::<5, 2, false>(rows, sieve),
-                6 => self.scan::<6, 1, false>(rows, sieve),
-                7 => self.scan::<7, 1, false>(rows, sieve),
-                _ => self.scan::<8, 1, false>(rows, sieve),
-            }
+        // SAFETY: the CPU has AVX2 (this function's contract).
+        unsafe { self.by_size::<false>(rows, sieve) }
+    }
+
+    /// [`scan`](Self::scan) with the rows a call (`R`) that fill the registers for the
+    /// group's size: AVX-512 VNNI holds `Q·R` dot products and `R` code sums in 32 zmm,
+    /// AVX2 `Q·R` dot products in 16 ymm beside the row and a query's codes. Inlined into
+    /// the callers above.
+    ///
+    /// # Safety
+    /// As [`scan`](Self::scan).
+    #[inline(always)]
+    unsafe fn by_size<const VNNI: bool>(&self, rows: Range<usize>, sieve: &mut Sieve) {
+        macro_rules! scan {
+            ($q:literal: VNNI $vnni:literal, AVX2 $avx2:literal) => {
+                // SAFETY: the caller's contract is `scan`'s.
+                unsafe {
+                    if VNNI {
+                        self.scan::<$q, $vnni, true>(rows, sieve)
+                    } else {
+                        self.scan::<$q, $avx2, false>(rows, sieve)
+                    }
+                }
+            };
+        }
+        match self.terms.len() {
+            1 => scan!(1: VNNI 8, AVX2 4),
+            2 => scan!(2: VNNI 8, AVX2 4),
+            3 => scan!(3: VNNI 4, AVX2 3),
+            4 => scan!(4: VNNI 4, AVX2 2),
+            5 => scan!(5: VNNI 4, AVX2 2),
+            6 => scan!(6: VNNI 4, AVX2 1),
+            7 => scan!(7: VNNI 3, AVX2 1),
+            _ => scan!(8: VNNI 3, AVX2 1),
         }
     }
 
