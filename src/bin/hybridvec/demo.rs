@@ -4,7 +4,9 @@
 
 use crate::out::outln;
 use crate::{executor, progress, random_queries, signals, Backend};
-use hybridvec::{data, BackendKind, CudaStatus, Error, Hit, MatrixRef, Metric, SearchOptions};
+use hybridvec::{
+    data, BackendKind, CudaStatus, Error, Hit, MatrixRef, Metric, SearchOptions, StoreHit,
+};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -122,14 +124,13 @@ pub(crate) fn demo() -> Result<(), Error> {
             let view = corpus.view().ok_or(Error::EmptyInput {
                 what: "store has no records",
             })?;
-            let as_hits: Vec<Hit> = hits[0]
-                .iter()
-                .map(|h| Hit {
-                    index: h.row as usize,
-                    score: h.score,
-                })
-                .collect();
-            check_against_f64(&qdata[..d], view.matrix(), &as_hits, k, Metric::Cosine)?;
+            check_against_f64(
+                &qdata[..d],
+                view.matrix(),
+                &row_hits(&hits[0]),
+                k,
+                Metric::Cosine,
+            )?;
             let top: Vec<String> = hits[0]
                 .iter()
                 .take(3)
@@ -157,14 +158,7 @@ pub(crate) fn demo() -> Result<(), Error> {
                 times.remove(0);
                 times.sort_by(f64::total_cmp);
                 let med = times[times.len() / 2];
-                let as_hits: Vec<Hit> = hits[0]
-                    .iter()
-                    .map(|h| Hit {
-                        index: h.row as usize,
-                        score: h.score,
-                    })
-                    .collect();
-                check_against_f64(&qdata[..d], view.matrix(), &as_hits, k, metric)?;
+                check_against_f64(&qdata[..d], view.matrix(), &row_hits(&hits[0]), k, metric)?;
                 outln!(
                     "{:<30} {:>16} {:>8} {:>11.2} {:>9.1}   top-1 {} {} {:.4} (matches an f64 reference)",
                     format!("  --metric {metric}"),
@@ -219,6 +213,16 @@ impl Drop for RemoveOnDrop {
 /// the same row, and each rank holding the reference's row unless the two rows' reference
 /// scores are within 2e-5 (a near-tie that f32 rounding may order either way). Inner
 /// product and L2 are exact: the reference's rows, and scores within f32 rounding.
+/// A store's hits as rows of its corpus view, for [`check_against_f64`].
+fn row_hits(hits: &[StoreHit]) -> Vec<Hit> {
+    hits.iter()
+        .map(|h| Hit {
+            index: h.row as usize,
+            score: h.score,
+        })
+        .collect()
+}
+
 fn check_against_f64(
     q: &[f32],
     m: MatrixRef<'_>,
