@@ -13,6 +13,22 @@ pub(crate) struct NativeCorpus {
     pub(crate) inner: Arc<hv::Corpus>,
 }
 
+impl NativeCorpus {
+    /// The corpus `make` builds without the GIL, with its int8 tier when asked.
+    fn build(
+        py: Python<'_>,
+        int8_tier: bool,
+        make: impl FnOnce() -> hv::Result<hv::Corpus> + Send,
+    ) -> PyResult<Self> {
+        let corpus = py
+            .detach(|| make().map(|c| if int8_tier { c.with_int8_tier() } else { c }))
+            .map_err(py_err)?;
+        Ok(Self {
+            inner: Arc::new(corpus),
+        })
+    }
+}
+
 #[pymethods]
 impl NativeCorpus {
     /// From a C-contiguous float32 array (copied once).
@@ -24,15 +40,7 @@ impl NativeCorpus {
     ) -> PyResult<Self> {
         let (values, _, cols) = matrix(&array)?;
         let values = values.to_vec();
-        let corpus = py
-            .detach(|| {
-                hv::Corpus::new(values, cols)
-                    .map(|c| if int8_tier { c.with_int8_tier() } else { c })
-            })
-            .map_err(py_err)?;
-        Ok(Self {
-            inner: Arc::new(corpus),
-        })
+        Self::build(py, int8_tier, || hv::Corpus::new(values, cols))
     }
 
     /// From the bits of f16 (`element = "f16"`) or bf16 (`"bf16"`) values, kept as they
@@ -46,26 +54,16 @@ impl NativeCorpus {
     ) -> PyResult<Self> {
         let (values, _, cols) = matrix(&array)?;
         let values = values.to_vec();
-        let corpus = py
-            .detach(|| {
-                match element {
-                    "f16" => hv::Corpus::from_f16(
-                        values.into_iter().map(hv::f16::from_bits).collect(),
-                        cols,
-                    ),
-                    "bf16" => hv::Corpus::from_bf16(
-                        values.into_iter().map(hv::bf16::from_bits).collect(),
-                        cols,
-                    ),
-                    other => Err(hv::Error::InvalidConfig(format!(
-                        "element type {other:?} is not f16 or bf16"
-                    ))),
-                }
-                .map(|c| if int8_tier { c.with_int8_tier() } else { c })
-            })
-            .map_err(py_err)?;
-        Ok(Self {
-            inner: Arc::new(corpus),
+        Self::build(py, int8_tier, || match element {
+            "f16" => {
+                hv::Corpus::from_f16(values.into_iter().map(hv::f16::from_bits).collect(), cols)
+            }
+            "bf16" => {
+                hv::Corpus::from_bf16(values.into_iter().map(hv::bf16::from_bits).collect(), cols)
+            }
+            other => Err(hv::Error::InvalidConfig(format!(
+                "element type {other:?} is not f16 or bf16"
+            ))),
         })
     }
 
