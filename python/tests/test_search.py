@@ -134,12 +134,16 @@ def test_int8_tier_gives_the_same_answer(ex):
     rng = np.random.default_rng(6)
     corpus = rng.standard_normal((3000, 64)).astype(np.float32)
     queries = rng.standard_normal((2, 64)).astype(np.float32)
-    plain = ex.search(queries, hv.Corpus(corpus), 10, metric="ip")
-    tiered_corpus = hv.Corpus(corpus, int8_tier=True)
-    tiered = ex.search(queries, tiered_corpus, 10, metric="ip", report=True)
-    np.testing.assert_array_equal(plain[1], tiered[1])
-    np.testing.assert_array_equal(plain[0], tiered[0])
-    assert set(tiered[2]) >= {"backend", "reason", "rescored", "elapsed_secs", "fallbacks"}
+    for rows in (corpus, corpus.astype(np.float16)):
+        plain = ex.search(queries, hv.Corpus(rows), 10, metric="ip", report=True)
+        tiered_corpus = hv.Corpus(rows, int8_tier=True)
+        tiered = ex.search(queries, tiered_corpus, 10, metric="ip", report=True)
+        np.testing.assert_array_equal(plain[1], tiered[1])
+        np.testing.assert_array_equal(plain[0], tiered[0])
+        assert set(tiered[2]) >= {"backend", "reason", "rescored", "elapsed_secs", "fallbacks"}
+        # The tier was built and read: only the rows it could not rule out were re-scored.
+        assert plain[2]["rescored"] is None
+        assert 10 <= tiered[2]["rescored"] < len(rows)
 
 
 def test_inputs_are_converted_only_as_documented(ex):
